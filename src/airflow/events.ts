@@ -1,0 +1,115 @@
+import { z } from "zod";
+
+/**
+ * The events consumers receive: JSON values on Kafka, keyed by dag_id. These zod schemas are the
+ * contract: the package exports them, `npm run schemas:json` writes them as JSON Schema files into
+ * schemas/, and every event the daemon produces has this shape.
+ *
+ * Timestamps are ISO-8601 UTC strings with microseconds ("2026-11-25T08:17:27.123456Z"), exactly as
+ * PostgreSQL stored them.
+ */
+
+const timestamp = z.string().describe("ISO-8601 UTC timestamp with microseconds, e.g. 2026-11-25T08:17:27.123456Z");
+
+export const SourcePosition = z
+  .object({
+    commit_lsn: z.string().describe('LSN of the commit record of the PostgreSQL transaction, e.g. "0/16B3748"'),
+    xid: z.number().int().describe("PostgreSQL transaction id"),
+    index: z.number().int().nonnegative().describe("Ordinal of the row change within its transaction"),
+    position: z
+      .string()
+      .regex(/^[0-9A-F]{16}-[0-9A-F]{8}$/)
+      .describe(
+        "Unique, increasing position within one source: commit LSN and index as fixed-width hex. Compare as strings; a re-delivered event carries the same position, so consumers de-duplicate by skipping positions not greater than the last one processed.",
+      ),
+    commit_time: timestamp.describe("When the transaction committed"),
+  })
+  .describe("Where in PostgreSQL's WAL the change was committed");
+export type SourcePosition = z.infer<typeof SourcePosition>;
+
+/** Airflow task-instance states (None is null). */
+export const TaskState = z
+  .string()
+  .describe(
+    "removed, scheduled, queued, running, success, restarting, failed, up_for_retry, up_for_reschedule, upstream_failed, skipped, deferred; new values from future Airflow versions pass through",
+  );
+
+const previousKnown = z
+  .boolean()
+  .describe(
+    "false when the daemon had not seen this row since it started (e.g. the first change after a restart): previous_state is then null because PostgreSQL's WAL does not carry the old row (REPLICA IDENTITY DEFAULT)",
+  );
+
+const taskInstanceFields = {
+  type: z.literal("task_instance"),
+  dag_id: z.string(),
+  task_id: z.string(),
+  run_id: z.string(),
+  map_index: z.number().int().describe("-1 for an unmapped task"),
+  try_number: z.number().int().nullable(),
+  max_tries: z.number().int().nullable(),
+  state: TaskState.nullable().describe("State after the change; null is Airflow's None (not yet scheduled, or cleared)"),
+  previous_state: TaskState.nullable(),
+  previous_state_known: previousKnown,
+  previous_try_number: z.number().int().nullable(),
+  ti_id: z.string().nullable().describe("Airflow 3.x task_instance.id (UUID, new for each try); null on 2.x"),
+  start_date: timestamp.nullable(),
+  end_date: timestamp.nullable(),
+  duration: z.number().nullable().describe("Seconds"),
+  hostname: z.string().nullable(),
+  operator: z.string().nullable(),
+  queue: z.string().nullable(),
+  pool: z.string().nullable(),
+  source: SourcePosition,
+};
+
+export const TaskInstanceEvent = z
+  .discriminatedUnion("op", [
+    z.object({ op: z.literal("insert").describe("A task instance appeared"), ...taskInstanceFields }),
+    z.object({
+      op: z.literal("update").describe("A transition: the state or the try number changed (heartbeats and other column churn produce no event)"),
+      ...taskInstanceFields,
+    }),
+    z.object({
+      op: z.literal("delete").describe("A task instance was removed from the table; state is the last one known"),
+      ...taskInstanceFields,
+      // On Airflow 3.x the WAL identifies a deleted row by its id alone: unless the daemon saw the
+      // row earlier, the rest of its key is unknown (and the Kafka key is then null).
+      dag_id: z.string().nullable(),
+      task_id: z.string().nullable(),
+      run_id: z.string().nullable(),
+      map_index: z.number().int().nullable(),
+    }),
+  ])
+  .describe("A task instance changed state");
+export type TaskInstanceEvent = z.infer<typeof TaskInstanceEvent>;
+
+const dagRunFields = {
+  type: z.literal("dag_run"),
+  dag_id: z.string(),
+  run_id: z.string(),
+  dag_run_id: z.number().int().describe("dag_run.id"),
+  state: z.string().nullable().describe("queued, running, success, failed"),
+  previous_state: z.string().nullable(),
+  previous_state_known: previousKnown,
+  run_type: z.string().nullable().describe("manual, scheduled, backfill, dataset_triggered / asset_triggered"),
+  logical_date: timestamp.nullable().describe("logical_date (3.x) or execution_date (2.x)"),
+  data_interval_start: timestamp.nullable(),
+  data_interval_end: timestamp.nullable(),
+  start_date: timestamp.nullable(),
+  end_date: timestamp.nullable(),
+  clear_number: z.number().int().nullable().describe("Times the run was cleared (Airflow 2.8+)"),
+  source: SourcePosition,
+};
+
+export const DagRunEvent = z
+  .discriminatedUnion("op", [
+    z.object({ op: z.literal("insert"), ...dagRunFields }),
+    z.object({ op: z.literal("update").describe("The state or clear_number changed"), ...dagRunFields }),
+    z.object({ op: z.literal("delete"), ...dagRunFields }),
+  ])
+  .describe("A DAG run changed state");
+export type DagRunEvent = z.infer<typeof DagRunEvent>;
+
+export const AirflowEvent = z.union([TaskInstanceEvent, DagRunEvent]);
+export type AirflowEvent = z.infer<typeof AirflowEvent>;

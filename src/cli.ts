@@ -1,0 +1,71 @@
+#!/usr/bin/env node
+import { loadConfig, loadDotEnv } from "./config.js";
+import { Daemon } from "./main.js";
+import { createLogger } from "./log.js";
+import { UserActionError, describeError } from "./errors.js";
+
+const USAGE = `airflow-eventstream: Airflow task-state changes from PostgreSQL's WAL to Kafka.
+
+Usage:
+  airflow-eventstream run      stream until SIGTERM/SIGINT (default)
+  airflow-eventstream help     this text
+
+Configuration comes from environment variables (and ./.env); see .env.example.
+Exit codes: 0 stopped cleanly, 2 configuration or server set-up needs changing, 1 anything else.`;
+
+async function main(argv: string[]): Promise<number> {
+  const cmd = argv[0] ?? "run";
+  if (cmd === "help" || cmd === "--help" || cmd === "-h") {
+    process.stdout.write(`${USAGE}\n`);
+    return 0;
+  }
+  if (cmd !== "run") {
+    process.stderr.write(`unknown command "${cmd}"\n\n${USAGE}\n`);
+    return 2;
+  }
+  let log = createLogger("info");
+  try {
+    loadDotEnv();
+    const cfg = loadConfig();
+    log = createLogger(cfg.logLevel);
+    const daemon = new Daemon(cfg, log);
+    let signals = 0;
+    const onSignal = (signal: NodeJS.Signals) => {
+      signals++;
+      if (signals > 1) {
+        log.warn({ signal }, "second signal: exiting now; unacknowledged events are re-delivered on the next start");
+        process.exit(1);
+      }
+      log.info({ signal, timeoutMs: cfg.shutdownTimeoutMs }, "stopping: flushing Kafka, then acknowledging");
+      // A hard deadline: the process exits within the timeout even if a connection hangs.
+      setTimeout(() => {
+        log.error("shutdown timed out; exiting");
+        process.exit(1);
+      }, cfg.shutdownTimeoutMs + 5_000).unref();
+      daemon.stop().catch((e: unknown) => log.error({ err: describeError(e) }, "error while stopping"));
+    };
+    process.on("SIGTERM", onSignal);
+    process.on("SIGINT", onSignal);
+    log.info({ slot: cfg.slot, publication: cfg.publication, brokers: cfg.kafka.brokers, database: cfg.pg.database, host: cfg.pg.host }, "starting");
+    await daemon.run();
+    log.info("stopped");
+    return 0;
+  } catch (e: unknown) {
+    if (e instanceof UserActionError) {
+      log.fatal({ error: e.name }, e.message);
+      process.stderr.write(`\nairflow-eventstream: ${e.message}\n`);
+      return 2;
+    }
+    log.fatal({ err: describeError(e) }, "fatal error");
+    return 1;
+  }
+}
+
+main(process.argv.slice(2)).then(
+  // Exit explicitly: client libraries may keep timers alive after everything is closed.
+  (code) => process.exit(code),
+  (e: unknown) => {
+    process.stderr.write(`airflow-eventstream: ${describeError(e)}\n`);
+    process.exit(1);
+  },
+);

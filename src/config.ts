@@ -1,0 +1,188 @@
+import { z } from "zod";
+import { ConfigError } from "./errors.js";
+
+/**
+ * The one configuration module. Every setting is an environment variable (a `.env` file in the
+ * working directory is read first, without overriding the environment). Each entry has its doc line
+ * and default here; .env.example and README's table repeat them for operators.
+ *
+ * PostgreSQL connection settings use libpq's own names (PGHOST, PGPORT, ...), so the same
+ * environment works for psql.
+ */
+
+const bool = z
+  .enum(["true", "false", "1", "0", "yes", "no"], { message: "expected true or false" })
+  .transform((v) => v === "true" || v === "1" || v === "yes");
+
+const int = (min: number, max: number) =>
+  z.coerce
+    .number({ message: "expected a whole number" })
+    .int({ message: "expected a whole number" })
+    .min(min, { message: `must be at least ${min}` })
+    .max(max, { message: `must be at most ${max}` });
+
+const identifier = z
+  .string()
+  .regex(/^[a-z_][a-z0-9_]{0,62}$/, {
+    message: "must be a lower-case PostgreSQL identifier: letters, digits and _, starting with a letter or _",
+  });
+
+const env = z.object({
+  // --- PostgreSQL ---
+  /** Host of Airflow's metadata database. */
+  PGHOST: z.string().min(1).default("127.0.0.1"),
+  /** Port of Airflow's metadata database. */
+  PGPORT: int(1, 65535).default(5432),
+  /** Role the daemon connects as: needs REPLICATION (or superuser) and SELECT on the captured tables. */
+  PGUSER: z.string().min(1).default("postgres"),
+  /** Password of PGUSER. Never logged. */
+  PGPASSWORD: z.string().optional(),
+  /** Airflow's metadata database. */
+  PGDATABASE: z.string().min(1).default("airflow"),
+  /** TLS to PostgreSQL: disable, require (encrypt, no certificate check), verify-ca, verify-full (CA from PGSSLROOTCERT). */
+  PGSSLMODE: z.enum(["disable", "require", "verify-ca", "verify-full"]).default("disable"),
+  /** Schema holding Airflow's tables. */
+  EVENTSTREAM_AIRFLOW_SCHEMA: identifier.default("public"),
+  /** Logical replication slot (pgoutput) the daemon reads and acknowledges. */
+  EVENTSTREAM_SLOT: identifier.default("airflow_eventstream"),
+  /** Publication of the captured tables. */
+  EVENTSTREAM_PUBLICATION: identifier.default("airflow_eventstream"),
+  /** Create the slot when it is missing. When false, a missing slot is an error that gives the SQL. */
+  EVENTSTREAM_CREATE_SLOT: bool.default(true),
+  /** Create (or extend) the publication when missing. Needs ownership of the tables. */
+  EVENTSTREAM_CREATE_PUBLICATION: bool.default(true),
+  /** Seconds between status updates to PostgreSQL (must stay below the server's wal_sender_timeout). */
+  EVENTSTREAM_STATUS_INTERVAL_SECONDS: int(1, 3600).default(10),
+
+  // --- Kafka ---
+  /** Comma-separated bootstrap brokers. */
+  KAFKA_BROKERS: z.string().min(1).default("127.0.0.1:9092"),
+  /** Kafka client id. */
+  KAFKA_CLIENT_ID: z.string().min(1).default("airflow-eventstream"),
+  /** Topic for all events (used when EVENTSTREAM_TOPIC_TEMPLATE is empty). */
+  EVENTSTREAM_TOPIC: z.string().min(1).default("airflow.events"),
+  /** One topic per DAG, e.g. "airflow.{dag_id}"; sanitised to Kafka's topic name rules. Empty: one topic. */
+  EVENTSTREAM_TOPIC_TEMPLATE: z.string().default(""),
+  /** Create missing topics. When false, a missing topic is an error. */
+  EVENTSTREAM_CREATE_TOPICS: bool.default(true),
+  /** Partitions of topics the daemon creates. */
+  EVENTSTREAM_TOPIC_PARTITIONS: int(1, 10_000).default(6),
+  /** Replication factor of topics the daemon creates (-1: the broker's default). */
+  EVENTSTREAM_TOPIC_REPLICATION_FACTOR: int(-1, 32).default(-1),
+  /** Largest number of events in one produce request. */
+  EVENTSTREAM_BATCH_MAX_EVENTS: int(1, 100_000).default(2_000),
+
+  // --- Flow control ---
+  /** Reading from PostgreSQL pauses when this many events wait for Kafka's acknowledgement. */
+  EVENTSTREAM_MAX_INFLIGHT_EVENTS: int(1, 10_000_000).default(20_000),
+  /** ... or when their serialized size reaches this many bytes. */
+  EVENTSTREAM_MAX_INFLIGHT_BYTES: int(1024, 4 * 1024 * 1024 * 1024).default(32 * 1024 * 1024),
+  /** Task instances whose last state is remembered (to tell transitions from heartbeats). */
+  EVENTSTREAM_STATE_CACHE_SIZE: int(1_000, 100_000_000).default(1_000_000),
+
+  // --- Process ---
+  /** Seconds SIGTERM/SIGINT may take to flush Kafka and acknowledge before the process exits. */
+  EVENTSTREAM_SHUTDOWN_TIMEOUT_SECONDS: int(1, 3600).default(20),
+  /** pino level: fatal, error, warn, info, debug, trace, silent. */
+  LOG_LEVEL: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
+});
+
+export type Env = z.infer<typeof env>;
+
+export interface Config {
+  pg: {
+    host: string;
+    port: number;
+    user: string;
+    password: string | undefined;
+    database: string;
+    sslmode: Env["PGSSLMODE"];
+  };
+  airflowSchema: string;
+  slot: string;
+  publication: string;
+  createSlot: boolean;
+  createPublication: boolean;
+  statusIntervalMs: number;
+  kafka: {
+    brokers: string[];
+    clientId: string;
+  };
+  topic: string;
+  topicTemplate: string | null;
+  createTopics: boolean;
+  topicPartitions: number;
+  topicReplicationFactor: number;
+  batchMaxEvents: number;
+  maxInflightEvents: number;
+  maxInflightBytes: number;
+  stateCacheSize: number;
+  shutdownTimeoutMs: number;
+  logLevel: Env["LOG_LEVEL"];
+}
+
+/**
+ * Reads and validates the configuration. Every problem is listed in one ConfigError, each with the
+ * variable to set, so an operator fixes them in one go.
+ */
+export function loadConfig(source: NodeJS.ProcessEnv = process.env): Config {
+  // Blank values count as unset, as in most .env tooling.
+  const raw: Record<string, string> = {};
+  for (const [k, v] of Object.entries(source)) if (v !== undefined && v !== "") raw[k] = v;
+  const parsed = env.safeParse(raw);
+  if (!parsed.success) {
+    const lines = parsed.error.issues.map((i) => {
+      const key = String(i.path[0] ?? "?");
+      // Never echo the received value: it may be a secret.
+      return `  ${key}: ${i.message}`;
+    });
+    throw new ConfigError(`invalid configuration; set these environment variables (see .env.example):\n${lines.join("\n")}`);
+  }
+  const e = parsed.data;
+  const template = e.EVENTSTREAM_TOPIC_TEMPLATE.trim();
+  if (template !== "" && !template.includes("{dag_id}")) {
+    throw new ConfigError(
+      `invalid configuration; set these environment variables (see .env.example):\n  EVENTSTREAM_TOPIC_TEMPLATE: must contain {dag_id}, e.g. "airflow.{dag_id}", or be empty for one topic`,
+    );
+  }
+  return {
+    pg: {
+      host: e.PGHOST,
+      port: e.PGPORT,
+      user: e.PGUSER,
+      password: e.PGPASSWORD,
+      database: e.PGDATABASE,
+      sslmode: e.PGSSLMODE,
+    },
+    airflowSchema: e.EVENTSTREAM_AIRFLOW_SCHEMA,
+    slot: e.EVENTSTREAM_SLOT,
+    publication: e.EVENTSTREAM_PUBLICATION,
+    createSlot: e.EVENTSTREAM_CREATE_SLOT,
+    createPublication: e.EVENTSTREAM_CREATE_PUBLICATION,
+    statusIntervalMs: e.EVENTSTREAM_STATUS_INTERVAL_SECONDS * 1000,
+    kafka: {
+      brokers: e.KAFKA_BROKERS.split(",").map((b) => b.trim()).filter((b) => b !== ""),
+      clientId: e.KAFKA_CLIENT_ID,
+    },
+    topic: e.EVENTSTREAM_TOPIC,
+    topicTemplate: template === "" ? null : template,
+    createTopics: e.EVENTSTREAM_CREATE_TOPICS,
+    topicPartitions: e.EVENTSTREAM_TOPIC_PARTITIONS,
+    topicReplicationFactor: e.EVENTSTREAM_TOPIC_REPLICATION_FACTOR,
+    batchMaxEvents: e.EVENTSTREAM_BATCH_MAX_EVENTS,
+    maxInflightEvents: e.EVENTSTREAM_MAX_INFLIGHT_EVENTS,
+    maxInflightBytes: e.EVENTSTREAM_MAX_INFLIGHT_BYTES,
+    stateCacheSize: e.EVENTSTREAM_STATE_CACHE_SIZE,
+    shutdownTimeoutMs: e.EVENTSTREAM_SHUTDOWN_TIMEOUT_SECONDS * 1000,
+    logLevel: e.LOG_LEVEL,
+  };
+}
+
+/** Reads `.env` into process.env (existing variables win), when the file exists. */
+export function loadDotEnv(path = ".env"): void {
+  try {
+    process.loadEnvFile(path);
+  } catch (e: unknown) {
+    if ((e as NodeJS.ErrnoException).code !== "ENOENT") throw new ConfigError(`cannot read ${path}`, { cause: e });
+  }
+}

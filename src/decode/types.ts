@@ -1,0 +1,83 @@
+/**
+ * What decode/ hands to the rest of the pipeline. decode/ knows pgoutput bytes and PostgreSQL
+ * types, never Airflow; airflow/ knows Airflow, never bytes.
+ */
+
+/** A WAL position. Always a bigint: LSNs compare as numbers, never as strings (FIELD-NOTES §4). */
+export type Lsn = bigint;
+
+/**
+ * A column value after text decoding. Only types Airflow's tables use get a dedicated
+ * representation; everything else stays the text PostgreSQL sent.
+ * - int2/int4 -> number; int8 -> number when safe, else string
+ * - float4/float8/numeric -> number (float) / string (numeric)
+ * - bool -> boolean
+ * - timestamptz/timestamp -> ISO-8601 string with all six fractional digits kept, "Z" for UTC
+ * - json/jsonb -> parsed JSON value
+ * - bytea -> Buffer
+ * - uuid, text, varchar, everything else -> string
+ */
+export type ColumnValue = null | string | number | boolean | Buffer | JsonValue;
+export type JsonValue = null | string | number | boolean | JsonValue[] | { [key: string]: JsonValue };
+
+/** A decoded row: column name -> value. A TOASTed column that did not change is `UNCHANGED`. */
+export const UNCHANGED: unique symbol = Symbol("unchanged-toast");
+export type Row = Record<string, ColumnValue | typeof UNCHANGED>;
+
+export interface RelationColumn {
+  name: string;
+  typeOid: number;
+  typeMod: number;
+  /** Part of the replica identity (the key sent with UPDATE/DELETE). */
+  isKey: boolean;
+}
+
+export interface Relation {
+  id: number;
+  schema: string;
+  name: string;
+  /** 'd' default, 'n' nothing, 'f' full, 'i' index */
+  replicaIdentity: "d" | "n" | "f" | "i";
+  columns: RelationColumn[];
+}
+
+/** A row change with its place in the transaction. */
+export type RowChange =
+  | { kind: "insert"; relation: Relation; row: Row }
+  | {
+      kind: "update";
+      relation: Relation;
+      row: Row;
+      /** Old key columns ('K') or the full old row ('O'), when PostgreSQL sent them. */
+      old: Row | null;
+      oldKind: "key" | "full" | null;
+    }
+  | { kind: "delete"; relation: Relation; old: Row; oldKind: "key" | "full" }
+  | { kind: "truncate"; relations: Relation[]; cascade: boolean; restartIdentity: boolean };
+
+/** Messages of the pgoutput protocol (v1), decoded. https://www.postgresql.org/docs/current/protocol-logicalrep-message-formats.html */
+export type PgoutputMessage =
+  | { tag: "begin"; finalLsn: Lsn; commitTime: bigint; xid: number }
+  | { tag: "commit"; flags: number; commitLsn: Lsn; endLsn: Lsn; commitTime: bigint }
+  | { tag: "origin"; originLsn: Lsn; name: string }
+  | { tag: "relation"; relation: Relation }
+  | { tag: "type"; typeOid: number; schema: string; name: string }
+  | { tag: "insert"; relationId: number; row: RawTuple }
+  | { tag: "update"; relationId: number; old: RawTuple | null; oldKind: "key" | "full" | null; row: RawTuple }
+  | { tag: "delete"; relationId: number; old: RawTuple; oldKind: "key" | "full" }
+  | { tag: "truncate"; relationIds: number[]; cascade: boolean; restartIdentity: boolean }
+  | { tag: "message"; transactional: boolean; lsn: Lsn; prefix: string; content: Buffer };
+
+/** A tuple as sent: per column null, unchanged TOAST, or the text bytes (not yet converted). */
+export type RawColumn = null | typeof UNCHANGED | Buffer;
+export type RawTuple = RawColumn[];
+
+/**
+ * Transaction framing, what the pipeline consumes. `commitLsn` is the commit record's LSN (from
+ * BEGIN's final_lsn), known before the first change; `endLsn` is where that record ends and is the
+ * position to acknowledge once every event of the transaction is in Kafka.
+ */
+export type TxEvent =
+  | { kind: "begin"; xid: number; commitLsn: Lsn; commitTime: string }
+  | { kind: "change"; xid: number; commitLsn: Lsn; index: number; change: RowChange }
+  | { kind: "commit"; xid: number; commitLsn: Lsn; endLsn: Lsn; commitTime: string };

@@ -1,0 +1,77 @@
+/**
+ * One error path. Every caught value goes through `coerceError`; errors a user must act on are
+ * `UserActionError`s whose message says what to do. Nothing here ever carries a password: messages
+ * are built from names (role, slot, table), never from connection strings.
+ */
+
+export function coerceError(e: unknown): Error {
+  if (e instanceof Error) return e;
+  if (typeof e === "string") return new Error(e);
+  try {
+    return new Error(`non-error thrown: ${JSON.stringify(e)}`);
+  } catch {
+    return new Error(`non-error thrown: ${String(e)}`);
+  }
+}
+
+/** The operator must change something (configuration, a server setting, a privilege). Not retried. */
+export class UserActionError extends Error {
+  override name = "UserActionError";
+}
+
+export class ConfigError extends UserActionError {
+  override name = "ConfigError";
+}
+
+export class WalLevelError extends UserActionError {
+  override name = "WalLevelError";
+}
+
+export class PrivilegeError extends UserActionError {
+  override name = "PrivilegeError";
+}
+
+export class SlotError extends UserActionError {
+  override name = "SlotError";
+}
+
+export class PublicationError extends UserActionError {
+  override name = "PublicationError";
+}
+
+export class TopicError extends UserActionError {
+  override name = "TopicError";
+}
+
+export class SchemaError extends UserActionError {
+  override name = "SchemaError";
+}
+
+/**
+ * A condition expected to clear by itself (slot held by another daemon, Kafka or PostgreSQL
+ * unreachable): the supervisor waits and retries, logging what it waits for.
+ */
+export class TransientError extends Error {
+  override name = "TransientError";
+}
+
+/** PostgreSQL's SQLSTATE, when the error came from the server. */
+export function sqlState(e: unknown): string | undefined {
+  if (typeof e === "object" && e !== null && "code" in e) {
+    const code = (e as { code: unknown }).code;
+    if (typeof code === "string" && /^[0-9A-Z]{5}$/.test(code)) return code;
+  }
+  return undefined;
+}
+
+/** Message of an error and its causes, for logs and the final exit line. */
+export function describeError(e: unknown): string {
+  const parts: string[] = [];
+  let cur: unknown = e;
+  for (let depth = 0; cur !== undefined && cur !== null && depth < 8; depth++) {
+    const err = coerceError(cur);
+    parts.push(err.message);
+    cur = (err as { cause?: unknown }).cause;
+  }
+  return parts.join(": ");
+}

@@ -1,0 +1,169 @@
+import type { Config } from "./config.js";
+import { AckTracker } from "./checkpoint/tracker.js";
+import { formatLsn } from "./checkpoint/lsn.js";
+import { decodePgoutput } from "./decode/pgoutput.js";
+import { TransactionDecoder } from "./decode/transactions.js";
+import { AirflowMapper, type TxContext } from "./airflow/mapper.js";
+import { KafkaSink } from "./sink/kafka.js";
+import { TopicRouter } from "./sink/routing.js";
+import { prepareSource } from "./source/setup.js";
+import { ReplicationStream } from "./source/replication.js";
+import { coerceError } from "./errors.js";
+import type { Logger } from "./log.js";
+
+/**
+ * One streaming session: source → decode → airflow model → sink → checkpoint, wired in that order.
+ * It ends when `stop()` is called (resolves) or on the first error anywhere (rejects); the
+ * supervisor in main.ts then starts a new session from the slot's confirmed position. Nothing is
+ * carried over between sessions: the slot re-delivers every transaction not yet acknowledged, and
+ * the mapper's state cache must not be newer than what is replayed, or a re-delivered transition
+ * would look like churn and be dropped.
+ */
+export class Session {
+  private stream: ReplicationStream | null = null;
+  private sink: KafkaSink | null = null;
+  private tracker: AckTracker | null = null;
+  private stopping = false;
+  private failure: ((e: Error) => void) | null = null;
+  private lastReported = -1n;
+  private reportScheduled = false;
+  /** Set once the stream is up; the supervisor uses it to reset its backoff. */
+  streamingSince = 0;
+
+  constructor(
+    private readonly cfg: Config,
+    private readonly log: Logger,
+  ) {}
+
+  async run(): Promise<void> {
+    const { cfg, log } = this;
+    const ready = await prepareSource(cfg, log.child({ module: "source" }));
+    if (this.stopping) return;
+    const tracker = (this.tracker = new AckTracker(ready.confirmedFlushLsn));
+    const router = new TopicRouter(cfg.topic, cfg.topicTemplate);
+    const failed = new Promise<never>((_, reject) => {
+      this.failure = reject;
+    });
+    failed.catch(() => undefined);
+
+    const sink = (this.sink = new KafkaSink(cfg, log.child({ module: "sink" }), {
+      acked: (seq) => {
+        tracker.ackedUpTo(seq);
+        this.scheduleReport();
+        this.maybeResume();
+      },
+      failed: (e) => this.failure?.(e),
+    }));
+    try {
+      await sink.connect(cfg.topicTemplate === null ? cfg.topic : null);
+      if (this.stopping) return;
+
+      const decoder = new TransactionDecoder();
+      const mapper = new AirflowMapper(cfg.airflowSchema, cfg.stateCacheSize, log.child({ module: "airflow" }));
+      const stream = (this.stream = new ReplicationStream(cfg, log.child({ module: "replication" })));
+      let tx: TxContext | null = null;
+      const maxEvents = cfg.maxInflightEvents;
+      const maxBytes = cfg.maxInflightBytes;
+
+      await stream.start({
+        onData: (payload) => {
+          const ev = decoder.push(decodePgoutput(payload));
+          if (ev === null) return;
+          switch (ev.kind) {
+            case "begin":
+              tx = { xid: ev.xid, commitTime: ev.commitTime };
+              return;
+            case "change": {
+              const event = mapper.map(ev, tx!);
+              if (event === null) return;
+              sink.push({ topic: router.topicFor(event.dag_id), key: event.dag_id, value: JSON.stringify(event), seq: tracker.next() });
+              // Backpressure: stop reading PostgreSQL until Kafka catches up (see maybeResume).
+              if (tracker.inflight >= maxEvents || sink.inflightBytes >= maxBytes) stream.pause();
+              return;
+            }
+            case "commit":
+              tx = null;
+              tracker.commit(ev.endLsn);
+              this.scheduleReport();
+              return;
+          }
+        },
+        onKeepalive: (walEnd, replyRequested) => {
+          if (tx === null) tracker.keepalive(walEnd);
+          if (replyRequested) this.report();
+          else this.scheduleReport();
+        },
+      });
+      this.streamingSince = Date.now();
+      log.info({ slot: cfg.slot, resumeFrom: formatLsn(ready.confirmedFlushLsn) }, "streaming");
+
+      // Status updates also go out on a timer: while reading is paused for backpressure no
+      // keepalive is read, and the server drops a connection that stays silent past wal_sender_timeout.
+      const timer = setInterval(() => this.report(), cfg.statusIntervalMs);
+      try {
+        await Promise.race([stream.done, failed]);
+      } finally {
+        clearInterval(timer);
+      }
+    } finally {
+      await this.teardown();
+    }
+  }
+
+  /**
+   * Graceful stop: stop reading, let Kafka acknowledge what is in flight (bounded), report the
+   * final safe position, close. Events after that position are re-delivered by the next start.
+   */
+  async stop(timeoutMs: number): Promise<void> {
+    if (this.stopping) return;
+    this.stopping = true;
+    const { stream, sink } = this;
+    stream?.pause();
+    if (sink) {
+      let timer: NodeJS.Timeout | undefined;
+      const timedOut = new Promise<boolean>((resolve) => {
+        timer = setTimeout(() => resolve(true), timeoutMs);
+      });
+      const late = await Promise.race([sink.idle().then(() => false), timedOut]);
+      clearTimeout(timer);
+      if (late) this.log.warn({ timeoutMs }, "Kafka did not acknowledge everything before the shutdown timeout; the rest is re-delivered on the next start");
+    }
+    this.report();
+    await stream?.stop();
+  }
+
+  private maybeResume(): void {
+    const { stream, tracker, sink } = this;
+    if (!stream?.isPaused || !tracker || !sink || this.stopping) return;
+    // Resume at half the caps, so reading does not flap on every acknowledgement.
+    if (tracker.inflight <= this.cfg.maxInflightEvents / 2 && sink.inflightBytes <= this.cfg.maxInflightBytes / 2) stream.resume();
+  }
+
+  /** Coalesces status updates: at most one per turn of the event loop. */
+  private scheduleReport(): void {
+    if (this.reportScheduled) return;
+    this.reportScheduled = true;
+    setImmediate(() => {
+      this.reportScheduled = false;
+      this.report(true);
+    });
+  }
+
+  private report(onlyIfAdvanced = false): void {
+    const { stream, tracker } = this;
+    if (!stream || !tracker) return;
+    const lsn = tracker.safeLsn;
+    if (onlyIfAdvanced && lsn <= this.lastReported) return;
+    this.lastReported = lsn;
+    try {
+      stream.sendStatus(lsn);
+    } catch (e: unknown) {
+      this.failure?.(coerceError(e));
+    }
+  }
+
+  private async teardown(): Promise<void> {
+    await this.stream?.stop();
+    await this.sink?.close();
+  }
+}

@@ -1,0 +1,222 @@
+import pg from "pg";
+import type { Config } from "../config.js";
+import type { Lsn } from "../decode/types.js";
+import { parseLsn } from "../checkpoint/lsn.js";
+import {
+  PrivilegeError,
+  PublicationError,
+  SchemaError,
+  SlotError,
+  TransientError,
+  UserActionError,
+  WalLevelError,
+  sqlState,
+} from "../errors.js";
+import type { Logger } from "../log.js";
+import { ident, literal, pgClientConfig } from "./pg.js";
+
+/** Airflow tables the daemon captures. */
+export const CAPTURED_TABLES = ["task_instance", "dag_run"] as const;
+
+export interface SourceReady {
+  /** Where the slot will resume: everything after it is delivered again. */
+  confirmedFlushLsn: Lsn;
+  slotCreated: boolean;
+}
+
+/**
+ * Checks the server before streaming and brings the publication and slot into being where the
+ * configuration allows. Each failure names what to change, with the SQL to run.
+ */
+export async function prepareSource(cfg: Config, log: Logger): Promise<SourceReady> {
+  const client = new pg.Client(pgClientConfig(cfg.pg, { replication: false, applicationName: "airflow-eventstream-setup" }));
+  client.on("error", () => {
+    /* surfaced by the awaiting query */
+  });
+  await connectOrExplain(client, cfg);
+  try {
+    await checkWalLevel(client);
+    await checkRole(client, cfg);
+    const tables = await checkTables(client, cfg);
+    await ensurePublication(client, cfg, tables, log);
+    return await ensureSlot(client, cfg, log);
+  } finally {
+    await client.end().catch(() => undefined);
+  }
+}
+
+/** Connects, translating the failures an operator can act on. */
+export async function connectOrExplain(client: pg.Client, cfg: Config): Promise<void> {
+  try {
+    await client.connect();
+  } catch (e: unknown) {
+    const where = `${cfg.pg.host}:${cfg.pg.port}`;
+    const code = sqlState(e);
+    if (code === "28P01" || code === "28000") {
+      throw new PrivilegeError(
+        `PostgreSQL at ${where} refused role "${cfg.pg.user}" (${code === "28P01" ? "wrong password" : "no pg_hba.conf entry or no login"}): check PGUSER and PGPASSWORD, and that pg_hba.conf allows this role for both the database and "replication"`,
+        { cause: e },
+      );
+    }
+    if (code === "3D000") {
+      throw new SchemaError(`database "${cfg.pg.database}" does not exist at ${where}: set PGDATABASE to Airflow's metadata database`, { cause: e });
+    }
+    throw new TransientError(`PostgreSQL at ${where} is unreachable (${(e as Error).message}); retrying`, { cause: e });
+  }
+}
+
+async function checkWalLevel(client: pg.Client): Promise<void> {
+  const { rows } = await client.query<{ wal_level: string }>("SHOW wal_level");
+  const level = rows[0]?.wal_level;
+  if (level !== "logical") {
+    throw new WalLevelError(
+      `wal_level is "${level}", logical replication needs "logical". As a superuser run: ALTER SYSTEM SET wal_level = logical; then restart PostgreSQL (on managed services set the parameter, e.g. rds.logical_replication = 1 or cloudsql.logical_decoding = on)`,
+    );
+  }
+}
+
+async function checkRole(client: pg.Client, cfg: Config): Promise<void> {
+  const { rows } = await client.query<{ rolsuper: boolean; rolreplication: boolean }>(
+    "SELECT rolsuper, rolreplication FROM pg_roles WHERE rolname = current_user",
+  );
+  const role = rows[0];
+  if (!role || (!role.rolsuper && !role.rolreplication)) {
+    throw new PrivilegeError(
+      `role "${cfg.pg.user}" lacks the REPLICATION attribute needed to stream changes. As a superuser run: ALTER ROLE ${ident(cfg.pg.user)} WITH REPLICATION;`,
+    );
+  }
+}
+
+async function checkTables(client: pg.Client, cfg: Config): Promise<string[]> {
+  const qualified = CAPTURED_TABLES.map((t) => `${ident(cfg.airflowSchema)}.${ident(t)}`);
+  const { rows } = await client.query<{ name: string; present: boolean; can_select: boolean | null }>(
+    `SELECT t.name,
+            to_regclass(t.qualified) IS NOT NULL AS present,
+            CASE WHEN to_regclass(t.qualified) IS NULL THEN NULL
+                 ELSE has_table_privilege(to_regclass(t.qualified), 'SELECT') END AS can_select
+       FROM unnest($1::text[], $2::text[]) AS t(name, qualified)`,
+    [CAPTURED_TABLES, qualified],
+  );
+  const missing = rows.filter((r) => !r.present).map((r) => r.name);
+  if (missing.length > 0) {
+    throw new SchemaError(
+      `Airflow table(s) ${missing.join(", ")} not found in schema "${cfg.airflowSchema}" of database "${cfg.pg.database}": point PGDATABASE at Airflow's metadata database (migrated with \`airflow db migrate\`), or set EVENTSTREAM_AIRFLOW_SCHEMA to the schema that holds them`,
+    );
+  }
+  const denied = rows.filter((r) => r.can_select === false).map((r) => r.name);
+  if (denied.length > 0) {
+    throw new PrivilegeError(
+      `role "${cfg.pg.user}" cannot read ${denied.join(", ")}. As the tables' owner run: GRANT SELECT ON ${denied.map((t) => `${ident(cfg.airflowSchema)}.${ident(t)}`).join(", ")} TO ${ident(cfg.pg.user)};`,
+    );
+  }
+  return qualified;
+}
+
+async function ensurePublication(client: pg.Client, cfg: Config, qualified: string[], log: Logger): Promise<void> {
+  const pub = await client.query<{ pubinsert: boolean; pubupdate: boolean; pubdelete: boolean; puballtables: boolean }>(
+    "SELECT pubinsert, pubupdate, pubdelete, puballtables FROM pg_publication WHERE pubname = $1",
+    [cfg.publication],
+  );
+  const createSql = `CREATE PUBLICATION ${ident(cfg.publication)} FOR TABLE ${qualified.join(", ")};`;
+  const existing = pub.rows[0];
+  if (!existing) {
+    if (!cfg.createPublication) {
+      throw new PublicationError(
+        `publication "${cfg.publication}" does not exist and EVENTSTREAM_CREATE_PUBLICATION is false. As the owner of Airflow's tables run: ${createSql}`,
+      );
+    }
+    await runOwnerDdl(client, createSql, cfg);
+    log.info({ publication: cfg.publication, tables: qualified }, "created publication");
+    return;
+  }
+  if (!existing.pubinsert || !existing.pubupdate || !existing.pubdelete) {
+    throw new PublicationError(
+      `publication "${cfg.publication}" does not publish inserts, updates and deletes, so transitions would be missed. Run: ALTER PUBLICATION ${ident(cfg.publication)} SET (publish = 'insert, update, delete, truncate');`,
+    );
+  }
+  if (existing.puballtables) return;
+  const { rows } = await client.query<{ tablename: string }>(
+    "SELECT tablename FROM pg_publication_tables WHERE pubname = $1 AND schemaname = $2",
+    [cfg.publication, cfg.airflowSchema],
+  );
+  const have = new Set(rows.map((r) => r.tablename));
+  const lacking = CAPTURED_TABLES.filter((t) => !have.has(t)).map((t) => `${ident(cfg.airflowSchema)}.${ident(t)}`);
+  if (lacking.length === 0) return;
+  const alterSql = `ALTER PUBLICATION ${ident(cfg.publication)} ADD TABLE ${lacking.join(", ")};`;
+  if (!cfg.createPublication) {
+    throw new PublicationError(
+      `publication "${cfg.publication}" lacks ${lacking.join(", ")} and EVENTSTREAM_CREATE_PUBLICATION is false. As the owner of those tables run: ${alterSql}`,
+    );
+  }
+  await runOwnerDdl(client, alterSql, cfg);
+  log.info({ publication: cfg.publication, added: lacking }, "added tables to publication");
+}
+
+async function runOwnerDdl(client: pg.Client, sql: string, cfg: Config): Promise<void> {
+  try {
+    await client.query(sql);
+  } catch (e: unknown) {
+    if (sqlState(e) === "42501") {
+      throw new PublicationError(
+        `role "${cfg.pg.user}" may not change publications on Airflow's tables (only their owner may). As the owner of the tables run: ${sql} (or set EVENTSTREAM_CREATE_PUBLICATION=false once it exists)`,
+        { cause: e },
+      );
+    }
+    throw new UserActionError(`running "${sql}" failed: ${(e as Error).message}`, { cause: e });
+  }
+}
+
+async function ensureSlot(client: pg.Client, cfg: Config, log: Logger): Promise<SourceReady> {
+  const { rows } = await client.query<{
+    plugin: string | null;
+    slot_type: string;
+    database: string | null;
+    active_pid: number | null;
+    confirmed_flush_lsn: string | null;
+    wal_status: string | null;
+  }>(
+    `SELECT plugin, slot_type, database, active_pid, confirmed_flush_lsn::text, wal_status
+       FROM pg_replication_slots WHERE slot_name = $1`,
+    [cfg.slot],
+  );
+  const slot = rows[0];
+  const createSql = `SELECT pg_create_logical_replication_slot(${literal(cfg.slot)}, 'pgoutput');`;
+  if (!slot) {
+    if (!cfg.createSlot) {
+      throw new SlotError(
+        `replication slot "${cfg.slot}" does not exist and EVENTSTREAM_CREATE_SLOT is false. Run: ${createSql} (the stream starts at the slot's creation: changes before it are not delivered)`,
+      );
+    }
+    try {
+      const created = await client.query<{ lsn: string }>("SELECT lsn::text FROM pg_create_logical_replication_slot($1, 'pgoutput')", [cfg.slot]);
+      const lsn = parseLsn(created.rows[0]!.lsn);
+      log.info({ slot: cfg.slot, lsn: created.rows[0]!.lsn }, "created replication slot; events start from here");
+      return { confirmedFlushLsn: lsn, slotCreated: true };
+    } catch (e: unknown) {
+      if (sqlState(e) === "42710") return ensureSlot(client, cfg, log); // created concurrently by a peer
+      throw e;
+    }
+  }
+  const drop = `SELECT pg_drop_replication_slot(${literal(cfg.slot)});`;
+  if (slot.slot_type !== "logical" || slot.plugin !== "pgoutput") {
+    throw new SlotError(
+      `replication slot "${cfg.slot}" exists but is ${slot.slot_type === "logical" ? `a logical slot of plugin "${slot.plugin}"` : "a physical slot"}, not pgoutput. Set EVENTSTREAM_SLOT to another name, or drop it if nothing uses it: ${drop}`,
+    );
+  }
+  if (slot.database !== cfg.pg.database) {
+    throw new SlotError(
+      `replication slot "${cfg.slot}" belongs to database "${slot.database}", not "${cfg.pg.database}". Set EVENTSTREAM_SLOT to another name, or check PGDATABASE`,
+    );
+  }
+  if (slot.wal_status === "lost") {
+    throw new SlotError(
+      `replication slot "${cfg.slot}" was invalidated by PostgreSQL (max_slot_wal_keep_size): the WAL it needed is gone, so events were lost. Recover: drop it (${drop}), let the daemon create a new one, and reconcile consumers from Airflow's current state`,
+    );
+  }
+  if (slot.active_pid !== null) {
+    throw new TransientError(
+      `replication slot "${cfg.slot}" is in use by PostgreSQL backend ${slot.active_pid} (another airflow-eventstream?); waiting for it to be released`,
+    );
+  }
+  return { confirmedFlushLsn: parseLsn(slot.confirmed_flush_lsn ?? "0/0"), slotCreated: false };
+}

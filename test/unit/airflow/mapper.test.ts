@@ -1,0 +1,193 @@
+import { describe, expect, it } from "vitest";
+import { pino } from "pino";
+import { AirflowMapper } from "../../../src/airflow/mapper.js";
+import { TaskInstanceEvent, DagRunEvent } from "../../../src/airflow/events.js";
+import type { Relation, Row, RowChange, TxEvent } from "../../../src/decode/types.js";
+import { UNCHANGED } from "../../../src/decode/types.js";
+import { SchemaError } from "../../../src/errors.js";
+
+const log = pino({ level: "silent" });
+
+function relation(name: string, columns: string[], keys: string[]): Relation {
+  return {
+    id: name.length,
+    schema: "public",
+    name,
+    replicaIdentity: "d",
+    columns: columns.map((c) => ({ name: c, typeOid: 25, typeMod: -1, isKey: keys.includes(c) })),
+  };
+}
+
+const TI2 = relation(
+  "task_instance",
+  ["task_id", "dag_id", "run_id", "map_index", "start_date", "end_date", "duration", "state", "try_number", "max_tries", "hostname", "operator", "queue", "pool", "executor_config"],
+  ["dag_id", "task_id", "run_id", "map_index"],
+);
+const TI3 = relation(
+  "task_instance",
+  ["id", "task_id", "dag_id", "run_id", "map_index", "state", "try_number", "max_tries", "last_heartbeat_at", "hostname", "operator", "queue", "pool", "some_future_column"],
+  ["id"],
+);
+const RUN = relation("dag_run", ["id", "dag_id", "run_id", "state", "run_type", "logical_date", "clear_number"], ["id"]);
+
+let index = 0;
+function change(c: RowChange): Extract<TxEvent, { kind: "change" }> {
+  return { kind: "change", xid: 7, commitLsn: 0x16b3748n, index: index++, change: c };
+}
+const tx = { xid: 7, commitTime: "2026-11-25T08:00:00.123456Z" };
+
+const key2 = { dag_id: "etl", task_id: "extract", run_id: "manual__1", map_index: -1 };
+const ti2 = (over: Row): Row => ({ ...key2, state: null, try_number: 0, max_tries: 0, hostname: "", operator: "BashOperator", queue: "default", pool: "default_pool", start_date: null, end_date: null, duration: null, executor_config: UNCHANGED, ...over });
+
+describe("AirflowMapper: task instances (2.x schema)", () => {
+  it("maps a whole lifecycle to one event per transition, with exact previous states", () => {
+    const m = new AirflowMapper("public", 1000, log);
+    const out = [
+      m.map(change({ kind: "insert", relation: TI2, row: ti2({}) }), tx),
+      m.map(change({ kind: "update", relation: TI2, row: ti2({ state: "scheduled", try_number: 1 }), old: null, oldKind: null }), tx),
+      m.map(change({ kind: "update", relation: TI2, row: ti2({ state: "queued", try_number: 1 }), old: null, oldKind: null }), tx),
+      m.map(change({ kind: "update", relation: TI2, row: ti2({ state: "queued", try_number: 1, hostname: "w1" }), old: null, oldKind: null }), tx),
+      m.map(change({ kind: "update", relation: TI2, row: ti2({ state: "running", try_number: 1, start_date: "2026-11-25T08:00:01.000001Z" }), old: null, oldKind: null }), tx),
+      m.map(change({ kind: "update", relation: TI2, row: ti2({ state: "up_for_retry", try_number: 1 }), old: null, oldKind: null }), tx),
+      m.map(change({ kind: "update", relation: TI2, row: ti2({ state: "scheduled", try_number: 2 }), old: null, oldKind: null }), tx),
+      m.map(change({ kind: "update", relation: TI2, row: ti2({ state: "success", try_number: 2, duration: 1.5 }), old: null, oldKind: null }), tx),
+    ];
+    const events = out.filter((e) => e !== null);
+    expect(events.map((e) => [e.op, e.previous_state, e.state, e.try_number])).toEqual([
+      ["insert", null, null, 0],
+      ["update", null, "scheduled", 1],
+      ["update", "scheduled", "queued", 1],
+      ["update", "queued", "running", 1],
+      ["update", "running", "up_for_retry", 1],
+      ["update", "up_for_retry", "scheduled", 2],
+      ["update", "scheduled", "success", 2],
+    ]);
+    expect(out[3]).toBeNull(); // hostname only: churn
+    for (const e of events) {
+      expect(TaskInstanceEvent.parse(e)).toEqual(e);
+      expect(e.previous_state_known).toBe(true);
+      expect(e.ti_id).toBeNull();
+    }
+    expect(events[3]!.start_date).toBe("2026-11-25T08:00:01.000001Z");
+    expect(events[6]!.duration).toBe(1.5);
+  });
+
+  it("emits a try-number change even when the state stays the same", () => {
+    const m = new AirflowMapper("public", 1000, log);
+    m.map(change({ kind: "insert", relation: TI2, row: ti2({ state: "scheduled", try_number: 1 }) }), tx);
+    const e = m.map(change({ kind: "update", relation: TI2, row: ti2({ state: "scheduled", try_number: 2 }), old: null, oldKind: null }), tx);
+    expect(e).toMatchObject({ state: "scheduled", try_number: 2, previous_try_number: 1 });
+  });
+
+  it("says when the previous state is unknown (first sight of the row since start)", () => {
+    const m = new AirflowMapper("public", 1000, log);
+    const e = m.map(change({ kind: "update", relation: TI2, row: ti2({ state: "running", try_number: 1 }), old: null, oldKind: null }), tx);
+    expect(e).toMatchObject({ previous_state: null, previous_state_known: false, state: "running" });
+  });
+
+  it("follows a key change (mapped task expansion: map_index -1 -> 0)", () => {
+    const m = new AirflowMapper("public", 1000, log);
+    m.map(change({ kind: "insert", relation: TI2, row: ti2({ state: "scheduled", try_number: 1 }) }), tx);
+    const e = m.map(
+      change({ kind: "update", relation: TI2, row: ti2({ map_index: 0, state: "scheduled", try_number: 1 }), old: { ...key2 }, oldKind: "key" }),
+      tx,
+    );
+    expect(e).toMatchObject({ op: "update", map_index: 0, state: "scheduled", previous_state: "scheduled", previous_state_known: true });
+    // The row now lives under map_index 0: its next change is compared with that.
+    const next = m.map(change({ kind: "update", relation: TI2, row: ti2({ map_index: 0, state: "scheduled", try_number: 1, hostname: "x" }), old: null, oldKind: null }), tx);
+    expect(next).toBeNull();
+  });
+
+  it("maps a delete with the last known state", () => {
+    const m = new AirflowMapper("public", 1000, log);
+    m.map(change({ kind: "insert", relation: TI2, row: ti2({ state: "success", try_number: 1 }) }), tx);
+    const e = m.map(change({ kind: "delete", relation: TI2, old: { ...key2 }, oldKind: "key" }), tx);
+    expect(e).toMatchObject({ op: "delete", dag_id: "etl", state: "success", previous_state_known: true });
+    expect(TaskInstanceEvent.parse(e)).toEqual(e);
+  });
+
+  it("carries the source position: unique and increasing within a transaction", () => {
+    const m = new AirflowMapper("public", 1000, log);
+    index = 0;
+    const a = m.map(change({ kind: "insert", relation: TI2, row: ti2({}) }), tx)!;
+    const b = m.map(change({ kind: "insert", relation: TI2, row: ti2({ task_id: "load" }) }), tx)!;
+    expect(a.source).toEqual({ commit_lsn: "0/16B3748", xid: 7, index: 0, position: "00000000016B3748-00000000", commit_time: tx.commitTime });
+    expect(b.source.position > a.source.position).toBe(true);
+  });
+});
+
+describe("AirflowMapper: task instances (3.x schema)", () => {
+  const ti3 = (over: Row): Row => ({ id: "0195-a", ...key2, state: null, try_number: 0, max_tries: 0, hostname: null, operator: "PythonOperator", queue: "default", pool: "default_pool", last_heartbeat_at: null, some_future_column: "x", ...over });
+
+  it("ignores heartbeats and follows the new id of a new try", () => {
+    const m = new AirflowMapper("public", 1000, log);
+    m.map(change({ kind: "insert", relation: TI3, row: ti3({ state: "running", try_number: 1 }) }), tx);
+    const hb = m.map(change({ kind: "update", relation: TI3, row: ti3({ state: "running", try_number: 1, last_heartbeat_at: "2026-11-25T08:00:05.000000Z" }), old: null, oldKind: null }), tx);
+    expect(hb).toBeNull();
+    const retry = m.map(
+      change({ kind: "update", relation: TI3, row: ti3({ id: "0195-b", state: "up_for_retry", try_number: 1 }), old: { id: "0195-a" }, oldKind: "key" }),
+      tx,
+    );
+    expect(retry).toMatchObject({ ti_id: "0195-b", previous_state: "running", state: "up_for_retry" });
+  });
+
+  it("names a deleted row it never saw by its id alone", () => {
+    const m = new AirflowMapper("public", 1000, log);
+    const e = m.map(change({ kind: "delete", relation: TI3, old: { id: "0195-z" }, oldKind: "key" }), tx);
+    expect(e).toMatchObject({ op: "delete", ti_id: "0195-z", dag_id: null, previous_state_known: false });
+    expect(TaskInstanceEvent.parse(e)).toEqual(e);
+  });
+});
+
+describe("AirflowMapper: DAG runs and the rest", () => {
+  it("maps dag_run transitions including a clear back to queued", () => {
+    const m = new AirflowMapper("public", 1000, log);
+    const run = (over: Row): Row => ({ id: 3, dag_id: "etl", run_id: "manual__1", state: "queued", run_type: "manual", logical_date: "2026-11-25T00:00:00.000000Z", clear_number: 0, ...over });
+    const out = [
+      m.map(change({ kind: "insert", relation: RUN, row: run({}) }), tx),
+      m.map(change({ kind: "update", relation: RUN, row: run({ state: "running" }), old: null, oldKind: null }), tx),
+      m.map(change({ kind: "update", relation: RUN, row: run({ state: "running" }), old: null, oldKind: null }), tx),
+      m.map(change({ kind: "update", relation: RUN, row: run({ state: "success" }), old: null, oldKind: null }), tx),
+      m.map(change({ kind: "update", relation: RUN, row: run({ state: "queued", clear_number: 1 }), old: null, oldKind: null }), tx),
+    ];
+    expect(out[2]).toBeNull();
+    const events = out.filter((e) => e !== null);
+    expect(events.map((e) => [e.previous_state, e.state])).toEqual([
+      [null, "queued"],
+      ["queued", "running"],
+      ["running", "success"],
+      ["success", "queued"],
+    ]);
+    expect(events[3]).toMatchObject({ clear_number: 1, logical_date: "2026-11-25T00:00:00.000000Z" });
+    for (const e of events) expect(DagRunEvent.parse(e)).toEqual(e);
+  });
+
+  it("takes execution_date as the logical date on 2.x", () => {
+    const m = new AirflowMapper("public", 1000, log);
+    const rel = relation("dag_run", ["id", "dag_id", "run_id", "state", "execution_date"], ["id"]);
+    const e = m.map(change({ kind: "insert", relation: rel, row: { id: 1, dag_id: "d", run_id: "r", state: "queued", execution_date: "2024-01-01T00:00:00.000000Z" } }), tx);
+    expect(e).toMatchObject({ logical_date: "2024-01-01T00:00:00.000000Z", clear_number: null });
+  });
+
+  it("ignores other tables and other schemas", () => {
+    const m = new AirflowMapper("public", 1000, log);
+    const other = relation("job", ["id", "state"], ["id"]);
+    expect(m.map(change({ kind: "insert", relation: other, row: { id: 1, state: "running" } }), tx)).toBeNull();
+    expect(m.map(change({ kind: "insert", relation: { ...TI2, schema: "elsewhere" }, row: ti2({}) }), tx)).toBeNull();
+  });
+
+  it("refuses a task_instance table that lacks Airflow's columns, saying what to check", () => {
+    const m = new AirflowMapper("public", 1000, log);
+    const bad = relation("task_instance", ["dag_id", "task_id"], ["dag_id"]);
+    expect(() => m.map(change({ kind: "insert", relation: bad, row: { dag_id: "d", task_id: "t" } }), tx)).toThrow(SchemaError);
+  });
+
+  it("forgets the least recently used rows beyond its capacity", () => {
+    const m = new AirflowMapper("public", 1000, log);
+    for (let i = 0; i < 1001; i++) m.map(change({ kind: "insert", relation: TI2, row: ti2({ task_id: `t${i}`, state: "queued", try_number: 1 }) }), tx);
+    const first = m.map(change({ kind: "update", relation: TI2, row: ti2({ task_id: "t0", state: "queued", try_number: 1 }), old: null, oldKind: null }), tx);
+    expect(first).toMatchObject({ previous_state_known: false });
+    const last = m.map(change({ kind: "update", relation: TI2, row: ti2({ task_id: "t1000", state: "queued", try_number: 1 }), old: null, oldKind: null }), tx);
+    expect(last).toBeNull();
+  });
+});

@@ -1,0 +1,64 @@
+import { describe, expect, it } from "vitest";
+import { loadConfig } from "../../src/config.js";
+import { ConfigError } from "../../src/errors.js";
+
+describe("loadConfig", () => {
+  it("applies the documented defaults", () => {
+    const c = loadConfig({});
+    expect(c.pg).toMatchObject({ host: "127.0.0.1", port: 5432, user: "postgres", database: "airflow", sslmode: "disable" });
+    expect(c.slot).toBe("airflow_eventstream");
+    expect(c.publication).toBe("airflow_eventstream");
+    expect(c.kafka.brokers).toEqual(["127.0.0.1:9092"]);
+    expect(c.topic).toBe("airflow.events");
+    expect(c.topicTemplate).toBeNull();
+    expect(c.statusIntervalMs).toBe(10_000);
+    expect(c.createSlot && c.createPublication && c.createTopics).toBe(true);
+  });
+
+  it("reads every kind of value", () => {
+    const c = loadConfig({
+      PGPORT: "55432",
+      KAFKA_BROKERS: "a:1, b:2,",
+      EVENTSTREAM_CREATE_SLOT: "false",
+      EVENTSTREAM_TOPIC_TEMPLATE: "airflow.{dag_id}",
+      EVENTSTREAM_MAX_INFLIGHT_EVENTS: "5",
+      LOG_LEVEL: "debug",
+    });
+    expect(c.pg.port).toBe(55432);
+    expect(c.kafka.brokers).toEqual(["a:1", "b:2"]);
+    expect(c.createSlot).toBe(false);
+    expect(c.topicTemplate).toBe("airflow.{dag_id}");
+    expect(c.maxInflightEvents).toBe(5);
+    expect(c.logLevel).toBe("debug");
+  });
+
+  it("treats blank values as unset", () => {
+    expect(loadConfig({ PGPORT: "", EVENTSTREAM_TOPIC_TEMPLATE: "" }).pg.port).toBe(5432);
+  });
+
+  it("lists every problem in one error that names the variables", () => {
+    let err: unknown;
+    try {
+      loadConfig({ PGPORT: "nope", EVENTSTREAM_SLOT: "Bad-Slot", EVENTSTREAM_CREATE_TOPICS: "maybe", LOG_LEVEL: "loud" });
+    } catch (e) {
+      err = e;
+    }
+    expect(err).toBeInstanceOf(ConfigError);
+    const msg = (err as Error).message;
+    for (const key of ["PGPORT", "EVENTSTREAM_SLOT", "EVENTSTREAM_CREATE_TOPICS", "LOG_LEVEL"]) expect(msg).toContain(key);
+    expect(msg).toContain(".env.example");
+  });
+
+  it("requires {dag_id} in a topic template", () => {
+    expect(() => loadConfig({ EVENTSTREAM_TOPIC_TEMPLATE: "airflow.static" })).toThrow(/EVENTSTREAM_TOPIC_TEMPLATE: must contain \{dag_id\}/);
+  });
+
+  it("never echoes a value it rejects (it may be a secret)", () => {
+    expect(() => loadConfig({ PGPORT: "s3cr3t-value" })).toThrow(ConfigError);
+    try {
+      loadConfig({ PGPORT: "s3cr3t-value" });
+    } catch (e) {
+      expect((e as Error).message).not.toContain("s3cr3t");
+    }
+  });
+});
