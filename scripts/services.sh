@@ -1,0 +1,644 @@
+#!/usr/bin/env bash
+# Local PostgreSQL + Kafka for development, integration tests and CI -- no Docker.
+#
+#   bash scripts/services.sh up|down|status|env
+#   bash scripts/services.sh pg-stop [fast|immediate] | pg-start
+#   bash scripts/services.sh kafka-stop [term|kill]   | kafka-start
+#
+# Why not Docker/testcontainers: the machines this runs on (developers' and CI) have no
+# container engine, and only package registries are reachable. So:
+#   * PostgreSQL comes from Debian's packages, as a private cluster (initdb) owned by the
+#     `postgres` OS user -- never the Debian system cluster.
+#   * Kafka is the plain Java broker resolved from Maven Central (services/kafka/pom.xml),
+#     run in KRaft mode (broker+controller in one JVM).
+# A fresh machine has neither: `up` installs what is missing (apt-get, needs root).
+#
+# State lives under <repo>/.services (gitignored), or $EVENTSTREAM_SERVICES_DIR. If the
+# `postgres` user cannot reach that directory (e.g. the repo sits under /root, mode 700),
+# PostgreSQL's data goes to /var/tmp/airflow-eventstream-<hash>/pg instead (`status` says where).
+#
+# Every subcommand that starts something waits until it is healthy and fails loudly (non-zero,
+# with the tail of the service's log) when it is not. Log lines go to stderr; only `env` and
+# `status` print to stdout.
+set -euo pipefail
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
+SVC=$(realpath -m "${EVENTSTREAM_SERVICES_DIR:-$REPO/.services}")
+
+PG_PORT=25432
+PG_USER=postgres
+PG_PASSWORD=postgres
+KAFKA_PORT=29092
+KAFKA_CONTROLLER_PORT=29093
+
+# Kafka layout (root-owned is fine: the broker runs as whoever runs this script).
+KAFKA_POM="$REPO/services/kafka/pom.xml"
+KAFKA_LOG4J="$REPO/services/kafka/log4j2.xml"
+KAFKA_AREA="$SVC/kafka"
+KAFKA_LIBS="$KAFKA_AREA/libs"
+KAFKA_DATA="$KAFKA_AREA/data"
+KAFKA_LOGS="$KAFKA_AREA/logs"
+KAFKA_PROPS="$KAFKA_AREA/server.properties"
+KAFKA_TOOLS_PROPS="$KAFKA_AREA/tools.properties"
+KAFKA_PIDFILE="$KAFKA_AREA/kafka.pid"
+
+START_TIMEOUT=${EVENTSTREAM_SERVICES_START_TIMEOUT:-120}   # seconds, per service
+STOP_TIMEOUT=${EVENTSTREAM_SERVICES_STOP_TIMEOUT:-60}      # seconds before SIGKILL
+# How long to keep retrying when a port is held by a stray socket: a client connection that got
+# our port as its ephemeral port leaves it in TIME_WAIT for 60 s after closing .
+BIND_RETRY_FOR=${EVENTSTREAM_SERVICES_BIND_RETRY_FOR:-90}
+
+export DEBIAN_FRONTEND=noninteractive
+
+# ---------------------------------------------------------------------------- helpers
+
+log() { printf '[services] %s\n' "$*" >&2; }
+die() { printf '[services] ERROR: %s\n' "$*" >&2; exit 1; }
+
+# Print the end of a log file to stderr (used whenever a service fails to start/stop).
+show_tail() {
+  local f=$1 n=${2:-40}
+  if [[ -s $f ]]; then
+    printf '[services] ---- last %s lines of %s ----\n' "$n" "$f" >&2
+    tail -n "$n" "$f" >&2 || true
+    printf '[services] ---- end of %s ----\n' "$f" >&2
+  else
+    printf '[services] (%s is empty or missing)\n' "$f" >&2
+  fi
+}
+
+# Is anything accepting TCP connections on 127.0.0.1:$1? (bash's /dev/tcp: no nc/ss needed)
+port_open() { timeout 2 bash -c "exec 3<>/dev/tcp/127.0.0.1/$1" 2>/dev/null; }
+
+is_root() { [[ $EUID -eq 0 ]]; }
+
+APT_UPDATED=
+apt_install() {
+  is_root || die "need to install: $* -- run as root, or install them yourself"
+  if [[ -z $APT_UPDATED ]]; then
+    log "apt-get update"
+    apt-get update -q >&2
+    APT_UPDATED=1
+  fi
+  log "apt-get install $*"
+  apt-get install -y -q --no-install-recommends "$@" >&2
+}
+
+# Serialise mutating subcommands: two `up`s at once (an engineer and a test run) must not both
+# initdb or both launch a broker. fd 9 holds the lock; long-lived children get `9>&-` so a
+# daemon does not inherit the lock and hold it forever.
+take_lock() {
+  mkdir -p "$SVC"
+  exec 9>"$SVC/.lock"
+  flock -w 600 9 || die "timed out waiting for the lock $SVC/.lock (another services.sh running?)"
+}
+
+# Our ports (25432, 29092, 29093) lie below Linux's ephemeral range (32768-60999 by default), so
+# no outgoing client connection on this machine is ever given one of them as its local port.
+
+# Size of a file in bytes (0 if missing): start functions read only what a start appended.
+file_size() { stat -c %s "$1" 2>/dev/null || echo 0; }
+
+# ---------------------------------------------------------------------------- PostgreSQL
+
+PGBIN='' PG_AREA='' PG_DATA='' PG_LOG='' PG_SOCK='' PG_RELOCATED=''
+
+# Run a PostgreSQL server program as the `postgres` OS user: postgres refuses to run as root.
+# `cd /` because the caller's cwd (e.g. /root) may not be readable by postgres.
+as_pg() {
+  if is_root; then
+    (cd / && runuser -u postgres -- "$@")
+  else
+    "$@"
+  fi
+}
+
+# Client programs, always over TCP with the password, immune to the caller's PG* settings.
+pg_client() {
+  local prog=$1; shift
+  env -u PGSERVICE -u PGSERVICEFILE -u PGSSLMODE -u PGOPTIONS \
+    PGPASSWORD="$PG_PASSWORD" PGCONNECT_TIMEOUT=5 \
+    "$PGBIN/$prog" -h 127.0.0.1 -p "$PG_PORT" -U "$PG_USER" "$@"
+}
+
+# Highest /usr/lib/postgresql/<v>/bin with an initdb, or nothing.
+pg_find_bindir() {
+  local d best=
+  for d in /usr/lib/postgresql/*/bin; do
+    [[ -x $d/initdb ]] || continue
+    best+="$d"$'\n'
+  done
+  [[ -n $best ]] && printf '%s' "$best" | sort -V | tail -n 1
+}
+
+pg_install() {
+  log "no PostgreSQL server binaries (/usr/lib/postgresql/*/bin/initdb): installing Debian's postgresql"
+  # The package's postinst creates and *starts* the system cluster (port 5432). We never use it,
+  # so keep it from starting with the standard policy-rc.d hook (only if none is in place).
+  local policy=/usr/sbin/policy-rc.d ours=
+  if is_root && [[ ! -e $policy ]]; then
+    printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod 755 "$policy" && ours=1
+  fi
+  local rc=0
+  apt_install postgresql || rc=$?
+  [[ -n $ours ]] && rm -f "$policy"
+  [[ $rc -eq 0 ]] || die "apt-get install postgresql failed"
+}
+
+# Decide where the cluster lives (sets PG_AREA, PG_DATA, ...). create=1 may create dirs.
+pg_resolve() {
+  local create=${1:-0}
+  local primary="$SVC/pg" hash fallback
+  hash=$(printf '%s' "$SVC" | sha256sum | cut -c1-12)
+  fallback="/var/tmp/airflow-eventstream-$hash/pg"
+  if [[ -d $fallback/data && ! -d $primary/data ]]; then
+    PG_AREA=$fallback
+  elif [[ -d $primary/data ]] || ! is_root; then
+    PG_AREA=$primary
+  elif [[ $create == 1 ]]; then
+    mkdir -p "$primary"
+    chown postgres:postgres "$primary"
+    chmod 700 "$primary"
+    # Every parent directory must be traversable by postgres (repo under /root is not).
+    if (cd / && runuser -u postgres -- test -w "$primary/"); then
+      PG_AREA=$primary
+    else
+      rmdir "$primary" 2>/dev/null || true
+      PG_AREA=$fallback
+    fi
+  else
+    PG_AREA=$primary
+  fi
+  [[ $PG_AREA == "$fallback" ]] && PG_RELOCATED=1
+  PG_DATA="$PG_AREA/data"
+  PG_LOG="$PG_AREA/postgres.log"
+  PG_SOCK="$PG_AREA/run"
+  # A unix socket path must fit in sun_path (108 bytes); deep clones would not.
+  if (( ${#PG_SOCK} + 20 > 107 )); then
+    PG_SOCK="/tmp/airflow-eventstream-$hash"
+  fi
+
+  # Binaries: the data dir's own major version if it exists (a newer package must not try to
+  # open an older cluster), else the highest installed.
+  if [[ -f $PG_DATA/PG_VERSION && -x /usr/lib/postgresql/$(<"$PG_DATA/PG_VERSION")/bin/postgres ]]; then
+    PGBIN="/usr/lib/postgresql/$(<"$PG_DATA/PG_VERSION")/bin"
+  else
+    PGBIN=$(pg_find_bindir || true)
+  fi
+}
+
+pg_ensure_installed() {
+  [[ -n $(pg_find_bindir || true) ]] || pg_install
+  [[ -n $(pg_find_bindir || true) ]] || die "PostgreSQL install did not provide /usr/lib/postgresql/*/bin/initdb"
+  if is_root; then id postgres >/dev/null 2>&1 || die "no 'postgres' OS user (the Debian package creates it)"; fi
+}
+
+pg_init() {
+  if is_root && [[ $PG_RELOCATED == 1 ]]; then
+    log "NOTE: postgres cannot traverse the path to $SVC; PostgreSQL data goes to $PG_AREA"
+  fi
+  mkdir -p "$PG_AREA"
+  if is_root; then chown postgres:postgres "$PG_AREA"; fi
+  chmod 700 "$PG_AREA"
+  [[ -s $PG_DATA/PG_VERSION ]] && return 0
+
+  log "initdb $PG_DATA ($("$PGBIN/postgres" --version))"
+  rm -rf "$PG_DATA"   # a half-done earlier initdb holds nothing worth keeping
+  local pwfile="$PG_AREA/.pwfile"
+  printf '%s\n' "$PG_PASSWORD" >"$pwfile"
+  if is_root; then chown postgres:postgres "$pwfile"; fi
+  chmod 600 "$pwfile"
+  if ! as_pg "$PGBIN/initdb" -D "$PG_DATA" -U "$PG_USER" --pwfile="$pwfile" \
+        -E UTF8 --locale=C --auth-local=peer --auth-host=scram-sha-256 >"$PG_AREA/initdb.log" 2>&1; then
+    rm -f "$pwfile"
+    show_tail "$PG_AREA/initdb.log"
+    die "initdb failed"
+  fi
+  rm -f "$pwfile"
+
+  # Only TCP from 127.0.0.1 with a password (the daemon and tests), for normal and
+  # replication connections; the socket (0700 dir) only for the postgres OS user.
+  cat >"$PG_DATA/pg_hba.conf" <<'EOF'
+# Written by scripts/services.sh
+# TYPE  DATABASE     USER  ADDRESS        METHOD
+local   all          all                  peer
+local   replication  all                  peer
+host    all          all   127.0.0.1/32   scram-sha-256
+host    replication  all   127.0.0.1/32   scram-sha-256
+EOF
+  # Our settings live in their own file, rewritten on every start (pg_write_conf), so a change
+  # to this script reaches existing clusters at their next start.
+  printf "\n# airflow-eventstream local settings (scripts/services.sh)\ninclude 'eventstream.conf'\n" >>"$PG_DATA/postgresql.conf"
+  if is_root; then chown postgres:postgres "$PG_DATA/pg_hba.conf"; fi
+}
+
+pg_write_conf() {
+  mkdir -p "$PG_SOCK"
+  if is_root; then chown postgres:postgres "$PG_SOCK"; fi
+  chmod 700 "$PG_SOCK"
+  cat >"$PG_DATA/eventstream.conf" <<EOF
+# Written by scripts/services.sh on every start: edit the script, not this file.
+listen_addresses = '127.0.0.1'
+port = $PG_PORT
+unix_socket_directories = '$PG_SOCK'
+max_connections = 200
+# logical replication (pgoutput) for the daemon; plenty of slots/senders for parallel tests
+wal_level = logical
+max_replication_slots = 32
+max_wal_senders = 32
+wal_sender_timeout = 60s
+password_encryption = scram-sha-256
+EOF
+  if is_root; then chown postgres:postgres "$PG_DATA/eventstream.conf"; fi
+}
+
+pg_running() { [[ -f $PG_DATA/PG_VERSION ]] && as_pg "$PGBIN/pg_ctl" -D "$PG_DATA" status >/dev/null 2>&1; }
+
+# Healthy = accepting connections AND a real password login over TCP answers SELECT 1.
+pg_healthy() {
+  [[ -n $PGBIN ]] || return 1
+  pg_client pg_isready -d postgres -t 3 -q >/dev/null 2>&1 || return 1
+  [[ $(pg_client psql -X -d postgres -Atqc 'SELECT 1' 2>/dev/null) == 1 ]]
+}
+
+pg_wait_healthy() {
+  local deadline=$((SECONDS + START_TIMEOUT))
+  until pg_healthy; do
+    if ! pg_running; then show_tail "$PG_LOG"; die "PostgreSQL is not running"; fi
+    if (( SECONDS >= deadline )); then
+      show_tail "$PG_LOG"; die "PostgreSQL did not become healthy within ${START_TIMEOUT}s"
+    fi
+    sleep 0.5
+  done
+}
+
+pg_start() {
+  pg_ensure_installed
+  pg_resolve 1
+  pg_init
+  if pg_running; then
+    pg_wait_healthy
+    log "postgres: already running on 127.0.0.1:$PG_PORT"
+    return 0
+  fi
+  if port_open "$PG_PORT"; then
+    die "port $PG_PORT is taken by something that is not this cluster ($PG_DATA)"
+  fi
+  pg_write_conf
+  log "postgres: starting ($PG_DATA)"
+  # Marker, so a failure's log tail is not mistaken for an earlier run's lines.
+  printf '\n---- scripts/services.sh: starting PostgreSQL at %s ----\n' "$(date -u +%FT%TZ)" >>"$PG_LOG"
+  if is_root; then chown postgres:postgres "$PG_LOG"; fi
+  local offset bind_deadline=$((SECONDS + BIND_RETRY_FOR))
+  while true; do
+    offset=$(file_size "$PG_LOG")
+    # -w: pg_ctl waits until the server accepts connections. 9>&-: see take_lock.
+    if as_pg "$PGBIN/pg_ctl" -D "$PG_DATA" -l "$PG_LOG" -w -t "$START_TIMEOUT" -s start 9>&-; then
+      break
+    fi
+    if (( SECONDS < bind_deadline )) &&
+       tail -c +$((offset + 1)) "$PG_LOG" | grep -q 'could not bind.*Address already in use'; then
+      log "postgres: port $PG_PORT is taken by some socket ; retrying in 5s"
+      sleep 5
+      continue
+    fi
+    show_tail "$PG_LOG"; die "PostgreSQL failed to start"
+  done
+  pg_wait_healthy
+  log "postgres: healthy on 127.0.0.1:$PG_PORT"
+}
+
+pg_stop() {
+  local mode=${1:-fast}
+  [[ $mode == fast || $mode == immediate ]] || die "pg-stop mode must be fast or immediate, not '$mode'"
+  pg_resolve 0
+  if [[ -z $PGBIN ]] || ! pg_running; then
+    log "postgres: not running"
+    return 0
+  fi
+  log "postgres: stopping (-m $mode)"
+  if ! as_pg "$PGBIN/pg_ctl" -D "$PG_DATA" -m "$mode" -w -t "$STOP_TIMEOUT" -s stop; then
+    log "postgres: $mode stop timed out, using immediate"
+    as_pg "$PGBIN/pg_ctl" -D "$PG_DATA" -m immediate -w -t "$STOP_TIMEOUT" -s stop ||
+      { show_tail "$PG_LOG"; die "PostgreSQL did not stop"; }
+  fi
+  log "postgres: stopped"
+}
+
+# ---------------------------------------------------------------------------- Java / Kafka
+
+JAVA=
+java_major() { "$1" -version 2>&1 | sed -n 's/.* version "\([0-9]*\)[."].*/\1/p' | head -n 1; }
+
+# First java >= 17 (Kafka 4 needs 17): the one on PATH, then any under /usr/lib/jvm.
+java_find() {
+  local j v
+  # shellcheck disable=SC2012  # JVM dir names have no spaces; sort -V orders versions
+  for j in "$(command -v java || true)" $(ls -d /usr/lib/jvm/*/bin/java 2>/dev/null | sort -rV); do
+    [[ -n $j && -x $j ]] || continue
+    v=$(java_major "$j")
+    if [[ -n $v ]] && (( v >= 17 )); then printf '%s' "$j"; return 0; fi
+  done
+  return 1
+}
+
+java_ensure() {
+  [[ -n $JAVA ]] && return 0
+  if ! JAVA=$(java_find); then
+    log "no Java >= 17 found: installing openjdk-17-jre-headless"
+    apt_install openjdk-17-jre-headless || apt_install default-jre-headless
+    JAVA=$(java_find) || die "still no Java >= 17 after installing"
+  fi
+}
+
+# Copy the broker's classpath out of Maven (cached in ~/.m2) once per pom.xml content.
+kafka_ensure_libs() {
+  java_ensure
+  local stamp; stamp=$(sha256sum "$KAFKA_POM" | cut -d' ' -f1)
+  if [[ -f $KAFKA_LIBS/.pom-sha256 && $(<"$KAFKA_LIBS/.pom-sha256") == "$stamp" ]]; then
+    return 0
+  fi
+  command -v mvn >/dev/null 2>&1 || apt_install maven
+  mkdir -p "$KAFKA_AREA"
+  log "kafka: resolving $(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$KAFKA_POM") jars from Maven Central"
+  rm -rf "$KAFKA_LIBS.tmp"
+  # Maven runs on the Java we found (it might not be the default one).
+  if ! JAVA_HOME=$(dirname "$(dirname "$(readlink -f "$JAVA")")") \
+       mvn -B -q -Dstyle.color=never -f "$KAFKA_POM" dependency:copy-dependencies \
+         -DincludeScope=runtime -DoutputDirectory="$KAFKA_LIBS.tmp" >"$KAFKA_AREA/mvn.log" 2>&1; then
+    show_tail "$KAFKA_AREA/mvn.log"
+    die "could not fetch Kafka's jars (mvn dependency:copy-dependencies)"
+  fi
+  printf '%s\n' "$stamp" >"$KAFKA_LIBS.tmp/.pom-sha256"
+  rm -rf "$KAFKA_LIBS"
+  mv "$KAFKA_LIBS.tmp" "$KAFKA_LIBS"
+  # A running JVM keeps its (now unlinked) jars open and carries on with the old version.
+  if kafka_pid >/dev/null; then
+    log "kafka: jars changed under a running broker: run kafka-stop then kafka-start to use them"
+  fi
+}
+
+# Rewritten on every start so edits here reach an existing broker; the data (and with it the
+# cluster id, in data/meta.properties) is kept.
+kafka_write_conf() {
+  mkdir -p "$KAFKA_LOGS"
+  cat >"$KAFKA_PROPS" <<EOF
+# Written by scripts/services.sh on every start: edit the script, not this file.
+# Single-node KRaft: this JVM is both broker and the (only) controller.
+process.roles=broker,controller
+node.id=1
+controller.quorum.bootstrap.servers=127.0.0.1:$KAFKA_CONTROLLER_PORT
+listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT,CONTROLLER://127.0.0.1:$KAFKA_CONTROLLER_PORT
+advertised.listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT,CONTROLLER://127.0.0.1:$KAFKA_CONTROLLER_PORT
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+inter.broker.listener.name=PLAINTEXT
+controller.listener.names=CONTROLLER
+log.dirs=$KAFKA_DATA
+
+# One broker: every internal topic must make do with one replica, or consumer groups and
+# transactions never become available.
+offsets.topic.replication.factor=1
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+share.coordinator.state.topic.replication.factor=1
+share.coordinator.state.topic.min.isr=1
+default.replication.factor=1
+min.insync.replicas=1
+# The internal topics default to 50 partitions each, created on first use of a consumer group /
+# transactional producer: seconds of work on a 2-core machine, inside some test's timeout.
+offsets.topic.num.partitions=1
+transaction.state.log.num.partitions=1
+
+# The daemon creates its topics explicitly; a typo must fail, not create a topic.
+auto.create.topics.enable=false
+num.partitions=1
+# Tests start consumers and expect assignment at once, not after the default 3 s delay.
+group.initial.rebalance.delay.ms=0
+EOF
+  # Admin-client settings for our own health checks: fail fast instead of the 60 s default.
+  cat >"$KAFKA_TOOLS_PROPS" <<'EOF'
+request.timeout.ms=5000
+default.api.timeout.ms=10000
+EOF
+}
+
+kafka_format() {
+  [[ -f $KAFKA_DATA/meta.properties ]] && return 0
+  rm -rf "$KAFKA_DATA"   # half-formatted leftovers hold nothing worth keeping
+  local id
+  id=$("$JAVA" -cp "$KAFKA_LIBS/*" kafka.tools.StorageTool random-uuid 2>"$KAFKA_LOGS/format.log") ||
+    { show_tail "$KAFKA_LOGS/format.log"; die "kafka-storage random-uuid failed"; }
+  log "kafka: formatting $KAFKA_DATA (cluster id $id)"
+  if ! "$JAVA" -cp "$KAFKA_LIBS/*" kafka.tools.StorageTool format --standalone \
+        -t "$id" -c "$KAFKA_PROPS" >>"$KAFKA_LOGS/format.log" 2>&1; then
+    show_tail "$KAFKA_LOGS/format.log"; die "kafka-storage format failed"
+  fi
+}
+
+# Pid of our broker, only if the pid file points at a live kafka.Kafka using our config
+# (a stale pid file can name an unrelated process after a reboot).
+kafka_pid() {
+  local pid
+  [[ -f $KAFKA_PIDFILE ]] || return 1
+  pid=$(<"$KAFKA_PIDFILE")
+  [[ $pid =~ ^[0-9]+$ ]] || return 1
+  [[ -r /proc/$pid/cmdline ]] || return 1
+  tr '\0' ' ' </proc/"$pid"/cmdline | grep -qF -- "kafka.Kafka $KAFKA_PROPS" || return 1
+  printf '%s' "$pid"
+}
+
+# Healthy = the port answers AND a metadata request (list topics) succeeds. The tool JVM gets a
+# small heap and C1 only: it starts noticeably faster.
+kafka_healthy() {
+  port_open "$KAFKA_PORT" || return 1
+  [[ -n $JAVA && -d $KAFKA_LIBS ]] || return 1
+  timeout 30 "$JAVA" -Xmx256m -XX:+UseSerialGC -XX:TieredStopAtLevel=1 -cp "$KAFKA_LIBS/*" \
+    org.apache.kafka.tools.TopicCommand --bootstrap-server "127.0.0.1:$KAFKA_PORT" \
+    --command-config "$KAFKA_TOOLS_PROPS" --list >/dev/null 2>&1
+}
+
+# Start the JVM in the background and return at once (kafka_wait_healthy waits), so `up` can
+# bring PostgreSQL up while the broker boots.
+KAFKA_LAUNCHED='' KAFKA_LOG_OFFSET=0
+kafka_launch() {
+  kafka_ensure_libs
+  if kafka_pid >/dev/null; then return 0; fi
+  if port_open "$KAFKA_PORT" || port_open "$KAFKA_CONTROLLER_PORT"; then
+    die "port $KAFKA_PORT or $KAFKA_CONTROLLER_PORT is taken by something that is not our broker"
+  fi
+  kafka_write_conf
+  kafka_format
+  log "kafka: starting (data $KAFKA_DATA, logs $KAFKA_LOGS)"
+  rm -f "$KAFKA_PIDFILE"
+  KAFKA_LAUNCHED=1
+  # Marker, so a failure's log tail is not mistaken for an earlier run's lines.
+  printf '\n---- scripts/services.sh: starting Kafka at %s ----\n' "$(date -u +%FT%TZ)" >>"$KAFKA_LOGS/server.log"
+  KAFKA_LOG_OFFSET=$(file_size "$KAFKA_LOGS/server.log")
+  # setsid + nohup: the broker must outlive this script and the terminal/job that ran it.
+  # The inner shell writes its own pid and then execs java, so the pid file names the JVM.
+  # 9>&-: see take_lock.
+  # shellcheck disable=SC2016  # $$/$0/$@ are meant for the inner shell
+  setsid nohup bash -c 'echo $$ >"$0"; exec "$@"' "$KAFKA_PIDFILE" \
+    "$JAVA" -Xms256m -Xmx768m -XX:+UseG1GC -XX:MaxGCPauseMillis=20 \
+      -XX:+ExplicitGCInvokesConcurrent -Djava.awt.headless=true \
+      -Dlog4j2.configurationFile="$KAFKA_LOG4J" -Dkafka.logs.dir="$KAFKA_LOGS" \
+      -cp "$KAFKA_LIBS/*" kafka.Kafka "$KAFKA_PROPS" \
+    >"$KAFKA_LOGS/kafka.out" 2>&1 </dev/null 9>&- &
+  # Wait for the pid file (written by the child before it execs java).
+  local _
+  for _ in $(seq 50); do [[ -s $KAFKA_PIDFILE ]] && break; sleep 0.1; done
+}
+
+kafka_fail() {
+  show_tail "$KAFKA_LOGS/kafka.out" 20
+  show_tail "$KAFKA_LOGS/server.log" 40
+  die "$1"
+}
+
+# 0 = healthy; 2 = the JVM exited because a port was taken (worth another try); dies otherwise.
+kafka_wait_healthy() {
+  local deadline=$((SECONDS + START_TIMEOUT))
+  # Cheap port polling first; the JVM-based metadata check only once the port answers.
+  until port_open "$KAFKA_PORT" && kafka_healthy; do
+    if ! kafka_pid >/dev/null; then
+      if tail -c +$((KAFKA_LOG_OFFSET + 1)) "$KAFKA_LOGS/server.log" 2>/dev/null |
+           grep -q 'BindException: Address already in use'; then
+        return 2
+      fi
+      kafka_fail "Kafka exited during startup"
+    fi
+    (( SECONDS < deadline )) || kafka_fail "Kafka did not become healthy within ${START_TIMEOUT}s"
+    sleep 0.5
+  done
+}
+
+kafka_start() {
+  local rc bind_deadline=$((SECONDS + BIND_RETRY_FOR))
+  while true; do
+    kafka_launch
+    rc=0
+    kafka_wait_healthy || rc=$?
+    if (( rc == 0 )); then
+      if [[ -z $KAFKA_LAUNCHED ]]; then
+        log "kafka: already running on 127.0.0.1:$KAFKA_PORT (pid $(kafka_pid))"
+      else
+        log "kafka: healthy on 127.0.0.1:$KAFKA_PORT (pid $(kafka_pid))"
+      fi
+      return 0
+    fi
+    (( SECONDS < bind_deadline )) || kafka_fail "Kafka could not bind its ports for ${BIND_RETRY_FOR}s"
+    log "kafka: port $KAFKA_PORT/$KAFKA_CONTROLLER_PORT is taken by some socket ; retrying in 5s"
+    sleep 5
+  done
+}
+
+kafka_stop() {
+  local mode=${1:-term} pid
+  [[ $mode == term || $mode == kill ]] || die "kafka-stop mode must be term or kill, not '$mode'"
+  if ! pid=$(kafka_pid); then
+    rm -f "$KAFKA_PIDFILE"
+    log "kafka: not running"
+    return 0
+  fi
+  if [[ $mode == kill ]]; then
+    log "kafka: SIGKILL pid $pid (crash simulation)"
+    kill -KILL "$pid" 2>/dev/null || true
+  else
+    # SIGTERM = controlled shutdown (logs flushed, clean-shutdown marker: fast restart).
+    log "kafka: stopping pid $pid (SIGTERM, SIGKILL after ${STOP_TIMEOUT}s)"
+    kill -TERM "$pid" 2>/dev/null || true
+  fi
+  local deadline=$((SECONDS + STOP_TIMEOUT))
+  while kill -0 "$pid" 2>/dev/null; do
+    if (( SECONDS >= deadline )); then
+      log "kafka: still alive after ${STOP_TIMEOUT}s, SIGKILL"
+      show_tail "$KAFKA_LOGS/server.log" 20
+      kill -KILL "$pid" 2>/dev/null || true
+      deadline=$((SECONDS + 10))
+    fi
+    sleep 0.2
+  done
+  rm -f "$KAFKA_PIDFILE"
+  # The next start must not race the old sockets.
+  local _
+  for _ in $(seq 50); do
+    port_open "$KAFKA_PORT" || port_open "$KAFKA_CONTROLLER_PORT" || break
+    sleep 0.2
+  done
+  log "kafka: stopped"
+}
+
+# ---------------------------------------------------------------------------- subcommands
+
+cmd_status() {
+  local rc=0 pid
+  pg_resolve 0
+  if [[ -z $PGBIN ]]; then
+    printf 'postgres  not installed\n'; rc=1
+  elif [[ ! -f $PG_DATA/PG_VERSION ]]; then
+    printf 'postgres  not initialised (%s)\n' "$PG_DATA"; rc=1
+  elif pg_running; then
+    pid=$(head -n 1 "$PG_DATA/postmaster.pid" 2>/dev/null || echo '?')
+    if pg_healthy; then
+      printf 'postgres  running  healthy    pid %s  127.0.0.1:%s  data %s\n' "$pid" "$PG_PORT" "$PG_DATA"
+    else
+      printf 'postgres  running  UNHEALTHY  pid %s  127.0.0.1:%s  log %s\n' "$pid" "$PG_PORT" "$PG_LOG"; rc=1
+    fi
+  else
+    printf 'postgres  stopped  data %s\n' "$PG_DATA"; rc=1
+  fi
+  [[ $PG_RELOCATED == 1 ]] && printf '          (relocated: postgres cannot traverse the path to %s)\n' "$SVC"
+
+  JAVA=$(java_find || true)
+  if pid=$(kafka_pid); then
+    if kafka_healthy; then
+      printf 'kafka     running  healthy    pid %s  127.0.0.1:%s  data %s\n' "$pid" "$KAFKA_PORT" "$KAFKA_DATA"
+    else
+      printf 'kafka     running  UNHEALTHY  pid %s  127.0.0.1:%s  log %s\n' "$pid" "$KAFKA_PORT" "$KAFKA_LOGS/server.log"; rc=1
+    fi
+  elif [[ -f $KAFKA_DATA/meta.properties ]]; then
+    printf 'kafka     stopped  data %s\n' "$KAFKA_DATA"; rc=1
+  else
+    printf 'kafka     not initialised (%s)\n' "$KAFKA_DATA"; rc=1
+  fi
+  return "$rc"
+}
+
+cmd_env() {
+  cat <<EOF
+export PGHOST=127.0.0.1
+export PGPORT=$PG_PORT
+export PGUSER=$PG_USER
+export PGPASSWORD=$PG_PASSWORD
+export PGDATABASE=postgres
+export KAFKA_BROKERS=127.0.0.1:$KAFKA_PORT
+EOF
+}
+
+usage() {
+  sed -n '4,6p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
+  exit 2
+}
+
+main() {
+  local cmd=${1:-}
+  [[ $# -gt 0 ]] && shift
+  case $cmd in
+    up)
+      take_lock
+      kafka_launch        # the JVM boots in the background while PostgreSQL starts
+      pg_start
+      kafka_start
+      ;;
+    down)        take_lock; kafka_stop term; pg_stop fast ;;
+    status)      cmd_status ;;
+    env)         cmd_env ;;
+    pg-start)    take_lock; pg_start ;;
+    pg-stop)     take_lock; pg_stop "${1:-fast}" ;;
+    kafka-start) take_lock; kafka_start ;;
+    kafka-stop)  take_lock; kafka_stop "${1:-term}" ;;
+    *)           usage ;;
+  esac
+}
+
+main "$@"

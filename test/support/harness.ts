@@ -1,0 +1,235 @@
+import { spawn, type ChildProcess } from "node:child_process";
+import { readFileSync } from "node:fs";
+import { randomBytes } from "node:crypto";
+import { inject } from "vitest";
+import pg from "pg";
+import { Kafka, logLevel } from "kafkajs";
+import { pino } from "pino";
+import { loadConfig, type Config } from "../../src/config.js";
+import { Daemon } from "../../src/main.js";
+import type { AirflowEvent } from "../../src/airflow/events.js";
+
+/** Helpers shared by the integration tests. Each test file owns its database, slot, publication and topics. */
+
+export function services() {
+  return inject("services");
+}
+
+export function uniqueName(prefix: string): string {
+  return `${prefix}_${randomBytes(4).toString("hex")}`;
+}
+
+export function pgClient(database = "postgres", overrides: Partial<pg.ClientConfig> = {}): pg.Client {
+  const s = services();
+  return new pg.Client({ ...s.pg, database, ...overrides });
+}
+
+export async function withPg<T>(database: string, fn: (c: pg.Client) => Promise<T>): Promise<T> {
+  const c = pgClient(database);
+  await c.connect();
+  try {
+    return await fn(c);
+  } finally {
+    await c.end();
+  }
+}
+
+export type AirflowMajor = "2" | "3";
+
+/** The committed schema dumps of real Airflow versions (scripts/airflow-schemas.sh makes them). */
+export function airflowFixture(major: AirflowMajor): { version: string; sql: string } {
+  const versions = JSON.parse(readFileSync("test/fixtures/airflow/versions.json", "utf8")) as Record<string, string>;
+  const version = versions[major];
+  if (!version) throw new Error(`test/fixtures/airflow/versions.json has no Airflow ${major}.x entry`);
+  return { version, sql: readFileSync(`test/fixtures/airflow/airflow-${version}.sql`, "utf8") };
+}
+
+/** A fresh database holding a real Airflow schema (or none), dropped again by `dropDatabase`. */
+export async function createDatabase(name: string, major: AirflowMajor | null): Promise<void> {
+  await withPg("postgres", (c) => c.query(`CREATE DATABASE ${name}`));
+  if (major !== null) await withPg(name, (c) => c.query(airflowFixture(major).sql));
+}
+
+/** Drops a test database and the replication slots in it. */
+export async function dropDatabase(name: string): Promise<void> {
+  await withPg("postgres", async (c) => {
+    for (let i = 0; i < 50; i++) {
+      const { rows } = await c.query<{ slot_name: string; active_pid: number | null }>(
+        "SELECT slot_name, active_pid FROM pg_replication_slots WHERE database = $1",
+        [name],
+      );
+      if (rows.length === 0) break;
+      for (const r of rows) {
+        if (r.active_pid !== null) await c.query("SELECT pg_terminate_backend($1)", [r.active_pid]);
+        else await c.query("SELECT pg_drop_replication_slot($1)", [r.slot_name]).catch(() => undefined);
+      }
+      await sleep(100);
+    }
+    await c.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
+  });
+}
+
+/** Environment for a daemon pointed at `database`, with its own slot, publication and topic. */
+export function daemonEnv(database: string, extra: Record<string, string> = {}): Record<string, string> {
+  const s = services();
+  return {
+    PGHOST: s.pg.host,
+    PGPORT: String(s.pg.port),
+    PGUSER: s.pg.user,
+    PGPASSWORD: s.pg.password,
+    PGDATABASE: database,
+    KAFKA_BROKERS: s.kafkaBrokers.join(","),
+    EVENTSTREAM_SLOT: database,
+    EVENTSTREAM_PUBLICATION: database,
+    EVENTSTREAM_TOPIC: `${database}.events`,
+    EVENTSTREAM_TOPIC_PARTITIONS: "3",
+    EVENTSTREAM_STATUS_INTERVAL_SECONDS: "1",
+    LOG_LEVEL: "info",
+    ...extra,
+  };
+}
+
+export function daemonConfig(database: string, extra: Record<string, string> = {}): Config {
+  return loadConfig(daemonEnv(database, extra));
+}
+
+/** The daemon in this process; `stop()` is the same path as SIGTERM. */
+export function startDaemon(cfg: Config, logLines?: string[]): { daemon: Daemon; done: Promise<void>; stop: () => Promise<void> } {
+  const stream = { write: (line: string) => logLines?.push(line) };
+  const log = pino({ level: "info" }, stream);
+  const daemon = new Daemon(cfg, log);
+  const done = daemon.run();
+  done.catch(() => undefined);
+  return {
+    daemon,
+    done,
+    stop: async () => {
+      await daemon.stop();
+      await done;
+    },
+  };
+}
+
+export interface DaemonProcess {
+  proc: ChildProcess;
+  output: string[];
+  exited: Promise<number | null>;
+  waitForLog(pattern: RegExp, timeoutMs?: number): Promise<string>;
+}
+
+/** The daemon as its own process (built dist/cli.js), for signals and SIGKILL. */
+export function spawnDaemon(env: Record<string, string>): DaemonProcess {
+  const proc = spawn(process.execPath, ["dist/cli.js", "run"], {
+    env: { PATH: process.env.PATH ?? "", ...env },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  const output: string[] = [];
+  const waiters: { pattern: RegExp; resolve: (l: string) => void }[] = [];
+  const onData = (chunk: Buffer) => {
+    for (const line of chunk.toString("utf8").split("\n")) {
+      if (line === "") continue;
+      output.push(line);
+      for (const w of [...waiters]) {
+        if (w.pattern.test(line)) {
+          waiters.splice(waiters.indexOf(w), 1);
+          w.resolve(line);
+        }
+      }
+    }
+  };
+  proc.stdout!.on("data", onData);
+  proc.stderr!.on("data", onData);
+  const exited = new Promise<number | null>((resolve) => proc.on("exit", (code) => resolve(code)));
+  return {
+    proc,
+    output,
+    exited,
+    waitForLog(pattern, timeoutMs = 30_000) {
+      const hit = output.find((l) => pattern.test(l));
+      if (hit) return Promise.resolve(hit);
+      return new Promise((resolve, reject) => {
+        const t = setTimeout(() => reject(new Error(`no log line matching ${pattern} within ${timeoutMs} ms; output:\n${output.slice(-30).join("\n")}`)), timeoutMs);
+        waiters.push({
+          pattern,
+          resolve: (l) => {
+            clearTimeout(t);
+            resolve(l);
+          },
+        });
+      });
+    },
+  };
+}
+
+export interface Consumed<E = AirflowEvent> {
+  topic: string;
+  partition: number;
+  offset: string;
+  key: string | null;
+  event: E;
+}
+
+/**
+ * Reads topics from the beginning with an independent consumer (its own group) until `until`
+ * says enough, or the timeout passes; returns what it read, in partition order.
+ */
+export async function consume(
+  topics: string[] | RegExp,
+  until: (all: Consumed[]) => boolean,
+  timeoutMs = 60_000,
+): Promise<Consumed[]> {
+  const kafka = new Kafka({ brokers: services().kafkaBrokers, logLevel: logLevel.NOTHING, clientId: "test-consumer" });
+  const consumer = kafka.consumer({ groupId: uniqueName("test"), sessionTimeout: 10_000, heartbeatInterval: 500, maxWaitTimeInMs: 100 });
+  const all: Consumed[] = [];
+  await consumer.connect();
+  try {
+    await consumer.subscribe({ topics: Array.isArray(topics) ? topics : [topics], fromBeginning: true });
+    await new Promise<void>((resolve, reject) => {
+      const t = setTimeout(() => resolve(), timeoutMs);
+      consumer
+        .run({
+          eachMessage: async ({ topic, partition, message }) => {
+            all.push({ topic, partition, offset: message.offset, key: message.key?.toString() ?? null, event: JSON.parse(message.value!.toString()) as AirflowEvent });
+            if (until(all)) {
+              clearTimeout(t);
+              resolve();
+            }
+          },
+        })
+        .catch(reject);
+    });
+  } finally {
+    await consumer.disconnect();
+  }
+  return all;
+}
+
+export async function waitFor<T>(what: string, fn: () => Promise<T | undefined | null | false>, timeoutMs = 30_000, everyMs = 100): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  let last: unknown;
+  while (Date.now() < deadline) {
+    try {
+      const v = await fn();
+      if (v) return v;
+    } catch (e) {
+      last = e;
+    }
+    await sleep(everyMs);
+  }
+  throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${last ? `: ${(last as Error).message}` : ""}`);
+}
+
+export function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}
+
+/** The slot's confirmed_flush_lsn as a bigint. */
+export async function confirmedFlush(database: string, slot: string): Promise<bigint | null> {
+  return withPg("postgres", async (c) => {
+    const { rows } = await c.query<{ lsn: string | null }>("SELECT confirmed_flush_lsn::text AS lsn FROM pg_replication_slots WHERE slot_name = $1 AND database = $2", [slot, database]);
+    const text = rows[0]?.lsn;
+    if (!text) return null;
+    const [hi, lo] = text.split("/");
+    return (BigInt(`0x${hi}`) << 32n) | BigInt(`0x${lo}`);
+  });
+}

@@ -1,0 +1,86 @@
+import { execFileSync } from "node:child_process";
+import pg from "pg";
+import { Kafka, logLevel } from "kafkajs";
+
+export interface Services {
+  pg: { host: string; port: number; user: string; password: string };
+  kafkaBrokers: string[];
+}
+
+export const HOW_TO_START = [
+  "Integration tests need a real PostgreSQL (wal_level=logical, a superuser) and a real Kafka.",
+  "On this kind of machine start the project's own with:",
+  "  npm run services:up && eval \"$(bash scripts/services.sh env)\"",
+  "or point the tests at yours with PGHOST, PGPORT, PGUSER, PGPASSWORD and KAFKA_BROKERS.",
+  "Where a Docker engine runs, leaving those unset starts PostgreSQL and Kafka with testcontainers.",
+].join("\n");
+
+/**
+ * PG* and KAFKA_BROKERS from the environment when given (CI sets them from scripts/services.sh);
+ * otherwise testcontainers where a Docker engine answers; otherwise a failure saying what to do.
+ */
+export async function resolveServices(): Promise<{ services: Services; stop: () => Promise<void> }> {
+  const env = process.env;
+  if (env.PGHOST && env.KAFKA_BROKERS) {
+    return {
+      services: {
+        pg: { host: env.PGHOST, port: Number(env.PGPORT ?? 5432), user: env.PGUSER ?? "postgres", password: env.PGPASSWORD ?? "" },
+        kafkaBrokers: env.KAFKA_BROKERS.split(",").map((b) => b.trim()),
+      },
+      stop: async () => {},
+    };
+  }
+  if (!dockerEngineRuns()) {
+    throw new Error(`PGHOST/KAFKA_BROKERS are not set and no Docker engine answers.\n${HOW_TO_START}`);
+  }
+  // Only where Docker exists (a developer's laptop); this machine's CI uses the services above.
+  const { PostgreSqlContainer } = await import("@testcontainers/postgresql");
+  const { KafkaContainer } = await import("@testcontainers/kafka");
+  const pgc = await new PostgreSqlContainer("postgres:17")
+    .withCommand(["postgres", "-c", "wal_level=logical", "-c", "max_replication_slots=32", "-c", "max_wal_senders=32"])
+    .withUsername("postgres")
+    .withPassword("postgres")
+    .start();
+  const kc = await new KafkaContainer("apache/kafka:4.1.1").withKraft().start();
+  return {
+    services: {
+      pg: { host: pgc.getHost(), port: pgc.getPort(), user: "postgres", password: "postgres" },
+      kafkaBrokers: [`${kc.getHost()}:${kc.getMappedPort(9093)}`],
+    },
+    stop: async () => {
+      await kc.stop();
+      await pgc.stop();
+    },
+  };
+}
+
+function dockerEngineRuns(): boolean {
+  try {
+    execFileSync("docker", ["info"], { stdio: "ignore", timeout: 5_000 });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+export async function checkServices(s: Services): Promise<void> {
+  const client = new pg.Client({ ...s.pg, database: "postgres", connectionTimeoutMillis: 5_000 });
+  try {
+    await client.connect();
+    const { rows } = await client.query<{ wal_level: string }>("SHOW wal_level");
+    if (rows[0]?.wal_level !== "logical") throw new Error(`wal_level is ${rows[0]?.wal_level}, not logical`);
+  } catch (e) {
+    throw new Error(`PostgreSQL at ${s.pg.host}:${s.pg.port} is not usable: ${(e as Error).message}\n${HOW_TO_START}`);
+  } finally {
+    await client.end().catch(() => undefined);
+  }
+  const admin = new Kafka({ brokers: s.kafkaBrokers, logLevel: logLevel.NOTHING, connectionTimeout: 3_000, retry: { retries: 2 } }).admin();
+  try {
+    await admin.connect();
+    await admin.listTopics();
+  } catch (e) {
+    throw new Error(`Kafka at ${s.kafkaBrokers.join(",")} is not usable: ${(e as Error).message}\n${HOW_TO_START}`);
+  } finally {
+    await admin.disconnect().catch(() => undefined);
+  }
+}
