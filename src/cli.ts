@@ -28,6 +28,7 @@ async function main(argv: string[]): Promise<number> {
     loadDotEnv();
     const cfg = loadConfig();
     log = createLogger(cfg.logLevel);
+    routeProcessWarnings(log);
     const daemon = new Daemon(cfg, log);
     let signals = 0;
     const onSignal = (signal: NodeJS.Signals) => {
@@ -59,6 +60,19 @@ async function main(argv: string[]): Promise<number> {
     log.fatal({ err: describeError(e) }, "fatal error");
     return 1;
   }
+}
+
+/**
+ * Node's process warnings go through the logger as JSON like everything else. kafkajs 2.2.4 sets
+ * timers from a stale clock reading on Node 24 ("TimeoutNegativeWarning"); Node clamps them to
+ * 1 ms, which is what kafkajs meant, so that one is dropped rather than alarm operators.
+ */
+function routeProcessWarnings(log: ReturnType<typeof createLogger>): void {
+  process.removeAllListeners("warning");
+  process.on("warning", (w: Error) => {
+    if (w.name === "TimeoutNegativeWarning") return;
+    log.warn({ warning: w.name }, w.message);
+  });
 }
 
 main(process.argv.slice(2)).then(

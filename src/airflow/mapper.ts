@@ -11,7 +11,7 @@ import { LruCache } from "./state-cache.js";
  * message, so Airflow 2.x and 3.x schemas both map, and columns Airflow adds later are ignored.
  *
  * A transition is a change of state or try number (task instances), of state or clear number (DAG
- * runs), or of the row's key (2.x mapped-task expansion rewrites map_index -1 to 0). Everything
+ * runs), or of map_index (mapped-task expansion rewrites the -1 row to index 0). Everything
  * else (3.x heartbeats, executor ids, pids) is churn and produces no event.
  */
 
@@ -144,7 +144,7 @@ export class AirflowMapper {
       keyChanged = oldKey !== newKey;
       prev = this.tis.get(oldKey);
       if (keyChanged) this.tis.delete(oldKey);
-      if (prev && !keyChanged && prev.state === next.state && prev.tryNumber === next.tryNumber) {
+      if (prev && !keyChanged && prev.state === next.state && prev.tryNumber === next.tryNumber && prev.mapIndex === next.mapIndex) {
         return null; // churn: heartbeat, executor id, pid, ...
       }
     }

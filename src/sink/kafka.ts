@@ -53,6 +53,8 @@ export class KafkaSink {
       logCreator: () => (entry: LogEntry) => {
         // kafkajs's own messages, as structured fields; its log objects carry no credentials.
         const { message, ...rest } = entry.log;
+        // Retries are bounded on purpose (see connect()); kafkajs warns about that on every start.
+        if (message.startsWith("Limiting retries for the idempotent producer")) return;
         const fields = { namespace: entry.namespace, ...rest };
         if (entry.level <= logLevel.ERROR) klog.error(fields, message);
         else klog.warn(fields, message);

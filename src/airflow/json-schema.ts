@@ -1,0 +1,35 @@
+import { writeFileSync, mkdirSync } from "node:fs";
+import { join } from "node:path";
+import { pathToFileURL } from "node:url";
+import { z } from "zod";
+import { DagRunEvent, TaskInstanceEvent } from "./events.js";
+
+/**
+ * The event contract as JSON Schema files, for consumers in other languages. Generated from the zod
+ * schemas (the single source); a unit test fails when the committed files drift from them.
+ */
+export function jsonSchemas(): Record<string, unknown> {
+  const doc = (schema: z.ZodType, title: string) => ({
+    title,
+    ...z.toJSONSchema(schema, { target: "draft-2020-12" }),
+  });
+  return {
+    "task-instance-event.schema.json": doc(TaskInstanceEvent, "Airflow task-instance event"),
+    "dag-run-event.schema.json": doc(DagRunEvent, "Airflow DAG-run event"),
+  };
+}
+
+export function writeJsonSchemas(dir: string): string[] {
+  mkdirSync(dir, { recursive: true });
+  const written: string[] = [];
+  for (const [name, schema] of Object.entries(jsonSchemas())) {
+    const path = join(dir, name);
+    writeFileSync(path, `${JSON.stringify(schema, null, 2)}\n`);
+    written.push(path);
+  }
+  return written;
+}
+
+if (import.meta.url === pathToFileURL(process.argv[1] ?? "").href) {
+  for (const p of writeJsonSchemas(process.argv[2] ?? "schemas")) process.stdout.write(`wrote ${p}\n`);
+}
