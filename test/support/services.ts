@@ -17,7 +17,8 @@ export const HOW_TO_START = [
 
 /**
  * PG* and KAFKA_BROKERS from the environment when given (CI sets them from scripts/services.sh);
- * otherwise testcontainers where a Docker engine answers; otherwise a failure saying what to do.
+ * otherwise testcontainers where a Docker engine answers; otherwise the project's own local
+ * services, started by scripts/services.sh; and when none of that works, a failure saying what to do.
  */
 export async function resolveServices(): Promise<{ services: Services; stop: () => Promise<void> }> {
   const env = process.env;
@@ -31,7 +32,21 @@ export async function resolveServices(): Promise<{ services: Services; stop: () 
     };
   }
   if (!dockerEngineRuns()) {
-    throw new Error(`PGHOST/KAFKA_BROKERS are not set and no Docker engine answers.\n${HOW_TO_START}`);
+    // No Docker here: start the project's own services (idempotent; they stay up for the next run).
+    try {
+      execFileSync("bash", ["scripts/services.sh", "up"], { stdio: "inherit", timeout: 600_000 });
+      const exported = execFileSync("bash", ["scripts/services.sh", "env"], { encoding: "utf8" });
+      const vars = Object.fromEntries([...exported.matchAll(/^export (\w+)=(.*)$/gm)].map((m) => [m[1]!, m[2]!]));
+      return {
+        services: {
+          pg: { host: vars.PGHOST!, port: Number(vars.PGPORT), user: vars.PGUSER!, password: vars.PGPASSWORD! },
+          kafkaBrokers: vars.KAFKA_BROKERS!.split(","),
+        },
+        stop: async () => {},
+      };
+    } catch (e) {
+      throw new Error(`PGHOST/KAFKA_BROKERS are not set, no Docker engine answers, and scripts/services.sh up failed (${(e as Error).message}).\n${HOW_TO_START}`);
+    }
   }
   // Only where Docker exists (a developer's laptop); this machine's CI uses the services above.
   const { PostgreSqlContainer } = await import("@testcontainers/postgresql");
