@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# shellcheck disable=SC2030,SC2031  # Airflow commands run in ( subshells ) on purpose
 # Regenerate test/fixtures/airflow/: the real metadata schema of one Airflow 2.x and one
 # Airflow 3.x release, made by installing each release in its own virtualenv, running
 # `airflow db migrate` against a fresh PostgreSQL database and dumping the result.
@@ -8,10 +9,16 @@
 #   airflow-<version>-migrated.sql  same schema reached by running every migration file, i.e.
 #                                   the column order of an installation upgraded over the years
 #   versions.json                   {"2": ..., "3": ..., "files": ..., "migratedFiles": ...}
+#   observed/scheduler-<version>.txt  with --observe only (see --observe)
 #
-# Usage: scripts/airflow-schemas.sh [--latest] [--keep-db|--drop-db]
+# Usage: scripts/airflow-schemas.sh [--latest] [--keep-db|--drop-db] [--observe]
 #   --latest    ask PyPI for the newest 2.11.x and 3.x instead of the pinned versions below
 #   --drop-db   drop the per-version databases at the end (default: keep them for inspection)
+#   --observe   also run a real scheduler (LocalExecutor; 3.x adds dag-processor and api-server
+#               on 127.0.0.1:${AIRFLOW_OBSERVE_PORT:-18080}) on a two-task DAG with one retry, with
+#               a test_decoding slot, and write observed/scheduler-<version>.txt: every change to
+#               task_instance, dag_run, xcom, task_instance_history (REPLICA IDENTITY FULL in that
+#               throwaway database, so UPDATEs show old and new rows). Needs wal_level=logical.
 #
 # Environment:
 #   PGHOST PGPORT PGUSER PGPASSWORD   the PostgreSQL to migrate against (default 127.0.0.1:55432
@@ -25,7 +32,8 @@
 #
 # Idempotent: a venv is reused when its marker says it holds the same requirement set; the
 # databases are dropped and re-created on every run; the fixtures are rewritten in place and
-# come out byte-identical for the same versions and the same pg_dump.
+# come out byte-identical for the same versions and the same pg_dump (observed/ files do not:
+# they hold timestamps and ids of a real run).
 set -euo pipefail
 
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -47,20 +55,24 @@ AIRFLOW_V3="${AIRFLOW_V3:-3.3.2}"
 # Extra pins: Airflow's constraint files are not reachable here, so whatever an unconstrained
 # `pip install apache-airflow==X psycopg2-binary` resolves to must be corrected by hand.
 # Found by trying on Python 3.11 (see docs/airflow-schemas.md).
+# shellcheck disable=SC2034  # PINS_<major> are read through a nameref in run_version
 PINS_2=()
 # 3.x opens an async engine for postgresql at import time (postgresql+asyncpg); asyncpg comes
 # only with the [postgres] extra / postgres provider, so without it every `airflow` command fails
 # with "No module named 'asyncpg'".
+# shellcheck disable=SC2034
 PINS_3=(asyncpg)
 
 KEEP_DB=1
 LATEST=0
+OBSERVE=0
 for arg in "$@"; do
   case "$arg" in
     --latest) LATEST=1 ;;
     --keep-db) KEEP_DB=1 ;;
     --drop-db) KEEP_DB=0 ;;
-    -h|--help) sed -n '2,31p' "$0"; exit 0 ;;
+    --observe) OBSERVE=1 ;;
+    -h|--help) awk 'NR > 2 && /^#/ { sub(/^# ?/, ""); print; next } NR > 2 { exit }' "$0"; exit 0 ;;
     *) echo "unknown argument: $arg" >&2; exit 2 ;;
   esac
 done
@@ -222,9 +234,121 @@ run_version() { # run_version <major> <version>
   DUMPED+=("$out" "$out_mig")
 }
 
+
+# ---- --observe: the real write pattern -------------------------------------------------------
+OBSERVE_PIDS=()  # Airflow processes started by observe_version (in its subshell)
+stop_observed() {
+  local p
+  for p in ${OBSERVE_PIDS[@]+"${OBSERVE_PIDS[@]}"}; do kill "$p" 2>/dev/null || true; done
+  for p in ${OBSERVE_PIDS[@]+"${OBSERVE_PIDS[@]}"}; do
+    for _ in 1 2 3 4 5 6 7 8 9 10; do kill -0 "$p" 2>/dev/null || break; sleep 1; done
+    if kill -0 "$p" 2>/dev/null; then log "pid $p still alive after 10s: SIGKILL"; kill -9 "$p" 2>/dev/null || true; fi
+  done
+  OBSERVE_PIDS=()
+}
+
+observe_version() { # observe_version <version>
+  local version="$1" t0; t0="$(now)"
+  local venv="$CACHE_DIR/venv-$version"
+  local db="airflow_observe_${version//[.-]/_}" slot="airflow_observe_${version//[.-]/_}"
+  local out="$OUT_DIR/observed/scheduler-$version.txt"
+  local port="${AIRFLOW_OBSERVE_PORT:-18080}"
+  mkdir -p "$OUT_DIR/observed"
+  log "observe $version: database $db, slot $slot"
+  psql -d postgres -q -v ON_ERROR_STOP=1 \
+    -c "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = '$slot'" \
+    -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" -c "CREATE DATABASE $db" > /dev/null
+  local home; home="$(mktemp -d "${TMPDIR:-/tmp}/airflow-observe-$version.XXXXXX")"
+  mkdir -p "$home/dags"
+  cat > "$home/dags/cdc_probe.py" <<'PY'
+import datetime
+
+try:  # Airflow 3
+    from airflow.sdk import DAG, task
+except ImportError:  # Airflow 2
+    from airflow import DAG
+    from airflow.decorators import task
+
+with DAG("cdc_probe", schedule=None, start_date=datetime.datetime(2024, 1, 1), catchup=False):
+
+    @task
+    def hello():
+        return {"msg": "hello"}
+
+    @task(retries=1, retry_delay=datetime.timedelta(seconds=1))
+    def flaky(v, ti=None):
+        if ti.try_number < 2:
+            raise RuntimeError("first try fails on purpose")
+        return v
+
+    flaky(hello())
+PY
+  (
+    trap stop_observed EXIT  # a subshell does not inherit the parent's trap
+    export AIRFLOW_HOME="$home"
+    export AIRFLOW__DATABASE__SQL_ALCHEMY_CONN; AIRFLOW__DATABASE__SQL_ALCHEMY_CONN="$(sqlalchemy_url "$db")"
+    export AIRFLOW__CORE__LOAD_EXAMPLES=False AIRFLOW__CORE__DAGS_FOLDER="$home/dags"
+    export AIRFLOW__CORE__EXECUTOR=LocalExecutor AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION=False
+    export AIRFLOW__SCHEDULER__MIN_FILE_PROCESS_INTERVAL=5 AIRFLOW__SCHEDULER__DAG_DIR_LIST_INTERVAL=5
+    export AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL=5
+    export AIRFLOW__API_AUTH__JWT_SECRET=airflow-schemas-observe-jwt-secret-0123456789
+    export AIRFLOW__API__SECRET_KEY=airflow-schemas-observe AIRFLOW__API__PORT="$port"
+    export AIRFLOW__CORE__EXECUTION_API_SERVER_URL="http://127.0.0.1:$port/execution/"
+    "$venv/bin/airflow" db migrate > "$home/migrate.log" 2>&1 || { tail -40 "$home/migrate.log" >&2; exit 1; }
+    psql -d "$db" -q -v ON_ERROR_STOP=1 \
+      -c "ALTER TABLE task_instance REPLICA IDENTITY FULL" -c "ALTER TABLE dag_run REPLICA IDENTITY FULL" \
+      -c "ALTER TABLE xcom REPLICA IDENTITY FULL" -c "ALTER TABLE task_instance_history REPLICA IDENTITY FULL" \
+      -c "SELECT pg_create_logical_replication_slot('$slot', 'test_decoding')" > /dev/null
+    if [[ "$version" == 3.* ]]; then
+      log "starting api-server (127.0.0.1:$port), dag-processor, scheduler"
+      "$venv/bin/airflow" api-server --host 127.0.0.1 --port "$port" > "$home/api-server.log" 2>&1 & OBSERVE_PIDS+=($!)
+      "$venv/bin/airflow" dag-processor > "$home/dag-processor.log" 2>&1 & OBSERVE_PIDS+=($!)
+    else
+      log "starting scheduler"
+    fi
+    "$venv/bin/airflow" scheduler > "$home/scheduler.log" 2>&1 & OBSERVE_PIDS+=($!)
+    local st=""
+    for _ in $(seq 1 60); do
+      [ "$(psql -d "$db" -Atc "SELECT count(*) FROM serialized_dag WHERE dag_id = 'cdc_probe'")" = 1 ] && break
+      sleep 2
+    done
+    "$venv/bin/airflow" dags unpause cdc_probe > "$home/unpause.log" 2>&1 || true
+    log "airflow dags trigger cdc_probe"
+    "$venv/bin/airflow" dags trigger cdc_probe > "$home/trigger.log" 2>&1 || { tail -20 "$home/trigger.log" >&2; }
+    for _ in $(seq 1 90); do
+      st="$(psql -d "$db" -Atc "SELECT state FROM dag_run WHERE dag_id = 'cdc_probe' ORDER BY id DESC LIMIT 1")"
+      [[ "$st" == success || "$st" == failed ]] && break
+      sleep 2
+    done
+    sleep 3  # let the last UPDATEs land
+    stop_observed
+    log "dag_run state: ${st:-none} (logs in $home)"
+    [ "$st" = success ] || { log "observe $version: run did not succeed, see $home"; exit 1; }
+    {
+      echo "# Airflow $version, LocalExecutor, 'airflow dags trigger cdc_probe' (hello >> flaky; flaky fails try 1, retries=1)."
+      echo "# test_decoding output (xid|data), tables task_instance, dag_run, xcom, task_instance_history only;"
+      echo "# REPLICA IDENTITY FULL was set for this capture: old-key = the whole old row minus NULL columns."
+      echo "# Written by scripts/airflow-schemas.sh --observe. Not deterministic (timestamps, ids, xids)."
+      psql -d "$db" -At -c "SELECT xid, replace(data, E'\n', '\\n') FROM pg_logical_slot_get_changes('$slot', NULL, NULL, 'include-xids', '1', 'skip-empty-xacts', '1')
+        WHERE data ~ '^(BEGIN|COMMIT)' OR data ~ '^table public\.(task_instance|dag_run|xcom|task_instance_history): '" \
+        | awk '/\|BEGIN/ { b = $0; n = 0; next } /\|COMMIT/ { if (n) print; next } { if (!n && b != "") print b; n++; print }'
+    } > "$out.tmp"
+    mv "$out.tmp" "$out"
+    psql -d postgres -q -c "SELECT pg_drop_replication_slot('$slot')" > /dev/null
+    if [ "$KEEP_DB" = 0 ]; then psql -d postgres -q -c "DROP DATABASE $db WITH (FORCE)"; fi
+    rm -rf "$home"
+  )
+  log "wrote ${out#"$REPO_ROOT"/} ($(grep -c '^[0-9]*|table ' "$out") row changes)"
+  timing "observe $version" "$t0"
+}
+
 T_ALL="$(now)"
 run_version 2 "$AIRFLOW_V2"
 run_version 3 "$AIRFLOW_V3"
+if [ "$OBSERVE" = 1 ]; then
+  observe_version "$AIRFLOW_V2"
+  observe_version "$AIRFLOW_V3"
+fi
 
 # Remove dumps of versions no longer listed.
 for f in "$OUT_DIR"/airflow-*.sql; do

@@ -13,18 +13,24 @@ export class Daemon {
   private session: Session | null = null;
   private stopped = false;
   private wake: (() => void) | null = null;
+  /** Resolves once stop() has flushed and acknowledged: run() returns then, even if a session is
+   * still stuck connecting (kafkajs retries a connect for up to a minute). */
+  private readonly halted: Promise<void>;
+  private halt!: () => void;
 
   constructor(
     private readonly cfg: Config,
     private readonly log: Logger,
-  ) {}
+  ) {
+    this.halted = new Promise((resolve) => (this.halt = resolve));
+  }
 
   async run(): Promise<void> {
     let backoffMs = 500;
     while (!this.stopped) {
       const session = (this.session = new Session(this.cfg, this.log));
       try {
-        await session.run();
+        await Promise.race([session.run(), this.halted]);
         if (this.stopped) return;
         this.log.warn("replication stream ended; reconnecting");
       } catch (e: unknown) {
@@ -43,7 +49,11 @@ export class Daemon {
   async stop(): Promise<void> {
     this.stopped = true;
     this.wake?.();
-    await this.session?.stop(this.cfg.shutdownTimeoutMs);
+    try {
+      await this.session?.stop(this.cfg.shutdownTimeoutMs);
+    } finally {
+      this.halt();
+    }
   }
 
   private sleep(ms: number): Promise<void> {
