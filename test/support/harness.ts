@@ -36,18 +36,26 @@ export async function withPg<T>(database: string, fn: (c: pg.Client) => Promise<
 
 export type AirflowMajor = "2" | "3";
 
-/** The committed schema dumps of real Airflow versions (scripts/airflow-schemas.sh makes them). */
-export function airflowFixture(major: AirflowMajor): { version: string; sql: string } {
-  const versions = JSON.parse(readFileSync("test/fixtures/airflow/versions.json", "utf8")) as Record<string, string>;
+/**
+ * The committed schema dumps of real Airflow versions (scripts/airflow-schemas.sh makes them).
+ * "fresh": as `airflow db migrate` creates it on an empty database; "migrated": the same release
+ * reached by running every migration, as a long-lived install has it (other column order).
+ */
+export function airflowFixture(major: AirflowMajor, install: "fresh" | "migrated" = "fresh"): { version: string; sql: string } {
+  const versions = JSON.parse(readFileSync("test/fixtures/airflow/versions.json", "utf8")) as {
+    files: Record<string, string>;
+    migratedFiles: Record<string, string>;
+  } & Record<string, unknown>;
   const version = versions[major];
-  if (!version) throw new Error(`test/fixtures/airflow/versions.json has no Airflow ${major}.x entry`);
-  return { version, sql: readFileSync(`test/fixtures/airflow/airflow-${version}.sql`, "utf8") };
+  const file = (install === "fresh" ? versions.files : versions.migratedFiles)[major];
+  if (typeof version !== "string" || !file) throw new Error(`test/fixtures/airflow/versions.json has no Airflow ${major}.x ${install} entry`);
+  return { version, sql: readFileSync(`test/fixtures/airflow/${file}`, "utf8") };
 }
 
 /** A fresh database holding a real Airflow schema (or none), dropped again by `dropDatabase`. */
-export async function createDatabase(name: string, major: AirflowMajor | null): Promise<void> {
+export async function createDatabase(name: string, major: AirflowMajor | null, install: "fresh" | "migrated" = "fresh"): Promise<void> {
   await withPg("postgres", (c) => c.query(`CREATE DATABASE ${name}`));
-  if (major !== null) await withPg(name, (c) => c.query(airflowFixture(major).sql));
+  if (major !== null) await withPg(name, (c) => c.query(airflowFixture(major, install).sql));
 }
 
 /** Drops a test database and the replication slots in it. */

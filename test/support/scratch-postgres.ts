@@ -1,0 +1,142 @@
+import { execFileSync } from "node:child_process";
+import { chmodSync, chownSync, existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync, appendFileSync } from "node:fs";
+import { createServer } from "node:net";
+import { join } from "node:path";
+
+/**
+ * A throwaway PostgreSQL cluster for tests that need server settings the shared one cannot have
+ * (e.g. wal_level=replica). Listens on 127.0.0.1 only, trust authentication, socket in its own
+ * temporary directory; `stop()` shuts it down and removes every file.
+ *
+ * PostgreSQL refuses to run as root: when the tests run as root, the server programs run as the
+ * `postgres` OS user (runuser), which owns the temporary directory.
+ */
+export interface ScratchPostgres {
+  host: string;
+  port: number;
+  user: string;
+  dir: string;
+  stop(): Promise<void>;
+}
+
+export interface ScratchOptions {
+  /** Extra `-c name=value` server settings, e.g. { wal_level: "replica" }. */
+  settings?: Record<string, string>;
+}
+
+const isRoot = process.getuid?.() === 0;
+
+/** Highest installed /usr/lib/postgresql/<major>/bin that has initdb. */
+export function postgresBinDir(): string {
+  const root = "/usr/lib/postgresql";
+  const majors = existsSync(root)
+    ? readdirSync(root)
+        .filter((v) => existsSync(join(root, v, "bin", "initdb")))
+        .sort((a, b) => Number(b) - Number(a))
+    : [];
+  if (majors.length === 0) {
+    throw new Error(`no PostgreSQL server binaries under ${root}/*/bin (run \`bash scripts/services.sh up\`, which installs them)`);
+  }
+  return join(root, majors[0]!, "bin");
+}
+
+/** Runs a server program, as `postgres` when we are root; cwd / because ours may be unreadable to it. */
+function asPostgres(program: string, args: string[]): string {
+  const [file, argv] = isRoot ? ["runuser", ["-u", "postgres", "--", program, ...args]] : [program, args];
+  try {
+    return execFileSync(file, argv, { cwd: "/", encoding: "utf8", stdio: ["ignore", "pipe", "pipe"], timeout: 60_000 });
+  } catch (e) {
+    const err = e as { stdout?: string; stderr?: string; message: string };
+    throw new Error(`${program} ${args.join(" ")} failed: ${err.message}\n${err.stdout ?? ""}${err.stderr ?? ""}`, { cause: e });
+  }
+}
+
+/** A port nothing listens on right now: the kernel picks it for a socket bound to port 0. */
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = createServer();
+    srv.once("error", reject);
+    srv.listen(0, "127.0.0.1", () => {
+      const addr = srv.address();
+      const port = typeof addr === "object" && addr !== null ? addr.port : 0;
+      srv.close(() => (port > 0 ? resolve(port) : reject(new Error("could not get a free port"))));
+    });
+  });
+}
+
+export async function startScratchPostgres(opts: ScratchOptions = {}): Promise<ScratchPostgres> {
+  const bin = postgresBinDir();
+  const dir = mkdtempSync("/tmp/eventstream-scratch-pg-");
+  const data = join(dir, "data");
+  const logFile = join(dir, "postgres.log");
+  let started = false;
+  const cleanup = () => {
+    if (started) {
+      try {
+        asPostgres(join(bin, "pg_ctl"), ["-D", data, "-m", "immediate", "-w", "-t", "30", "-s", "stop"]);
+      } catch {
+        /* already stopped */
+      }
+      started = false;
+    }
+    rmSync(dir, { recursive: true, force: true });
+  };
+  // If the test run dies before stop(), do not leave a server behind.
+  process.once("exit", cleanup);
+  try {
+    if (isRoot) {
+      const uid = Number(execFileSync("id", ["-u", "postgres"], { encoding: "utf8" }).trim());
+      const gid = Number(execFileSync("id", ["-g", "postgres"], { encoding: "utf8" }).trim());
+      chownSync(dir, uid, gid);
+    }
+    chmodSync(dir, 0o700);
+    asPostgres(join(bin, "initdb"), ["-D", data, "-U", "postgres", "--auth=trust", "-E", "UTF8", "--locale=C", "--no-sync", "--no-instructions"]);
+    writeFileSync(
+      join(data, "pg_hba.conf"),
+      [
+        "# scratch cluster for tests: trust, 127.0.0.1 and the socket only",
+        "local   all          all                  trust",
+        "local   replication  all                  trust",
+        "host    all          all   127.0.0.1/32   trust",
+        "host    replication  all   127.0.0.1/32   trust",
+        "",
+      ].join("\n"),
+    );
+    const settings: Record<string, string> = {
+      listen_addresses: "'127.0.0.1'",
+      unix_socket_directories: `'${dir}'`,
+      max_connections: "20",
+      shared_buffers: "16MB",
+      fsync: "off",
+      synchronous_commit: "off",
+      full_page_writes: "off",
+      ...opts.settings,
+    };
+    const conf = Object.entries(settings).map(([k, v]) => `${k} = ${v}`);
+    // The port is picked, then bound by the server; another process may take it in between: retry.
+    for (let attempt = 1; ; attempt++) {
+      const port = await freePort();
+      appendFileSync(join(data, "postgresql.conf"), `\n# scratch-postgres attempt ${attempt}\n${[...conf, `port = ${port}`].join("\n")}\n`);
+      try {
+        asPostgres(join(bin, "pg_ctl"), ["-D", data, "-l", logFile, "-w", "-t", "60", "-s", "start"]);
+        started = true;
+        return {
+          host: "127.0.0.1",
+          port,
+          user: "postgres",
+          dir,
+          stop: async () => {
+            cleanup();
+            process.removeListener("exit", cleanup);
+          },
+        };
+      } catch (e) {
+        if (attempt >= 3) throw e;
+      }
+    }
+  } catch (e) {
+    cleanup();
+    process.removeListener("exit", cleanup);
+    throw e;
+  }
+}
