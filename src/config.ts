@@ -77,6 +77,12 @@ const env = z.object({
   EVENTSTREAM_MAX_INFLIGHT_EVENTS: int(1, 10_000_000).default(20_000),
   /** ... or when their serialized size reaches this many bytes. */
   EVENTSTREAM_MAX_INFLIGHT_BYTES: int(1024, 4 * 1024 * 1024 * 1024).default(32 * 1024 * 1024),
+  /** Publish notification events for XComs pushed under EVENTSTREAM_XCOM_KEY (captures the xcom table). */
+  EVENTSTREAM_NOTIFICATIONS: bool.default(true),
+  /** XCom key whose values become notification events (the PushOperator without an operator). */
+  EVENTSTREAM_XCOM_KEY: z.string().min(1).default("eventstream"),
+  /** Largest raw value (bytes) a notification that failed validation carries. */
+  EVENTSTREAM_NOTIFICATION_RAW_MAX_BYTES: int(0, 1024 * 1024).default(4096),
   /** Task instances whose last state is remembered (to tell transitions from heartbeats). */
   EVENTSTREAM_STATE_CACHE_SIZE: int(1_000, 100_000_000).default(1_000_000),
 
@@ -117,6 +123,9 @@ export interface Config {
   maxInflightEvents: number;
   maxInflightBytes: number;
   stateCacheSize: number;
+  /** null: XComs are not captured. */
+  xcomKey: string | null;
+  notificationRawMaxBytes: number;
   shutdownTimeoutMs: number;
   logLevel: Env["LOG_LEVEL"];
 }
@@ -173,6 +182,8 @@ export function loadConfig(source: NodeJS.ProcessEnv = process.env): Config {
     maxInflightEvents: e.EVENTSTREAM_MAX_INFLIGHT_EVENTS,
     maxInflightBytes: e.EVENTSTREAM_MAX_INFLIGHT_BYTES,
     stateCacheSize: e.EVENTSTREAM_STATE_CACHE_SIZE,
+    xcomKey: e.EVENTSTREAM_NOTIFICATIONS ? e.EVENTSTREAM_XCOM_KEY : null,
+    notificationRawMaxBytes: e.EVENTSTREAM_NOTIFICATION_RAW_MAX_BYTES,
     shutdownTimeoutMs: e.EVENTSTREAM_SHUTDOWN_TIMEOUT_SECONDS * 1000,
     logLevel: e.LOG_LEVEL,
   };

@@ -6,7 +6,8 @@ import { TransactionDecoder } from "./decode/transactions.js";
 import { AirflowMapper, type TxContext } from "./airflow/mapper.js";
 import { KafkaSink } from "./sink/kafka.js";
 import { TopicRouter } from "./sink/routing.js";
-import { prepareSource } from "./source/setup.js";
+import { prepareSource, withSourceClient } from "./source/setup.js";
+import { loadRunContexts } from "./airflow/run-context.js";
 import { ReplicationStream } from "./source/replication.js";
 import { coerceError } from "./errors.js";
 import type { Logger } from "./log.js";
@@ -59,7 +60,13 @@ export class Session {
       if (this.stopping) return;
 
       const decoder = new TransactionDecoder();
-      const mapper = new AirflowMapper(cfg.airflowSchema, cfg.stateCacheSize, log.child({ module: "airflow" }));
+      const mapper = new AirflowMapper(
+        { schema: cfg.airflowSchema, cacheSize: cfg.stateCacheSize, xcomKey: cfg.xcomKey, notificationRawMaxBytes: cfg.notificationRawMaxBytes },
+        log.child({ module: "airflow" }),
+      );
+      const runs = await withSourceClient(cfg, (c) => loadRunContexts(c, cfg.airflowSchema, Math.max(1000, Math.ceil(cfg.stateCacheSize / 10))));
+      for (const r of runs) mapper.seedRunContext(r.dagId, r.runId, r.ctx);
+      log.debug({ runs: runs.length }, "read the context of runs under way");
       const stream = (this.stream = new ReplicationStream(cfg, log.child({ module: "replication" })));
       let tx: TxContext | null = null;
       const maxEvents = cfg.maxInflightEvents;

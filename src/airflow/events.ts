@@ -40,6 +40,15 @@ const previousKnown = z
     "false when the daemon had not seen this row since it started (e.g. the first change after a restart): previous_state is then null because PostgreSQL's WAL does not carry the old row (REPLICA IDENTITY DEFAULT)",
   );
 
+/** The DAG run a task instance belongs to, from dag_run rows seen in the stream or read at start. */
+const runContextFields = {
+  logical_date: timestamp.nullable().describe("The run's logical date (execution_date on 2.x); null when the run is not known to the daemon or has none"),
+  run_type: z.string().nullable().describe("manual, scheduled, backfill, dataset_triggered / asset_triggered; null when unknown"),
+  data_interval_start: timestamp.nullable(),
+  data_interval_end: timestamp.nullable(),
+  clear_number: z.number().int().nullable().describe("How often the run was cleared, as of this event (Airflow 2.8+); null when unknown"),
+};
+
 const taskInstanceFields = {
   type: z.literal("task_instance"),
   dag_id: z.string(),
@@ -60,6 +69,7 @@ const taskInstanceFields = {
   operator: z.string().nullable(),
   queue: z.string().nullable(),
   pool: z.string().nullable(),
+  ...runContextFields,
   source: SourcePosition,
 };
 
@@ -111,5 +121,59 @@ export const DagRunEvent = z
   .describe("A DAG run changed state");
 export type DagRunEvent = z.infer<typeof DagRunEvent>;
 
+/** What a task pushes under the configured XCom key (EVENTSTREAM_XCOM_KEY): the PushOperator's notification, without an operator. */
+export const NotificationValue = z
+  .object({
+    request_id: z.string().optional(),
+    start: z.string().optional().describe("Start of the period the artifact covers"),
+    end: z.string().optional(),
+    metadata: z.record(z.string(), z.unknown()).optional(),
+    payload: z.unknown().optional().describe("Any JSON"),
+    payload_uri: z.string().optional().describe("Where the payload's files are"),
+    files: z
+      .record(z.string(), z.string().regex(/^[0-9a-fA-F]{32}$/, { message: "must be an MD5 hex digest (32 hex characters)" }))
+      .optional()
+      .describe("File name -> MD5"),
+  })
+  .strict()
+  .describe("The XCom value a task pushes; requestId and payloadURI (the original PushOperator's names) are accepted too");
+export type NotificationValue = z.infer<typeof NotificationValue>;
+
+export const NotificationEvent = z
+  .object({
+    type: z.literal("notification"),
+    dag_id: z.string(),
+    task_id: z.string(),
+    run_id: z.string(),
+    map_index: z.number().int(),
+    try_number: z.number().int().nullable().describe("The task instance's try when it pushed; null if the daemon had not seen the task instance"),
+    logical_date: timestamp.nullable(),
+    time: timestamp.describe("When the XCom was written (xcom.timestamp)"),
+    xcom_key: z.string(),
+    request_id: z.string().nullable(),
+    start: z.string().nullable(),
+    end: z.string().nullable(),
+    metadata: z.record(z.string(), z.unknown()).nullable(),
+    payload: z.unknown().describe("Any JSON; null when absent"),
+    payload_uri: z.string().nullable(),
+    files: z.record(z.string(), z.string()).nullable(),
+    error: z
+      .object({
+        message: z.string().describe("Why the value is not a valid notification"),
+        raw: z.string().describe("The value as pushed (JSON text, or base64 when not UTF-8), cut to EVENTSTREAM_NOTIFICATION_RAW_MAX_BYTES"),
+        truncated: z.boolean(),
+      })
+      .nullable()
+      .describe("Set when the pushed value did not validate; the other value fields are then null"),
+    source: SourcePosition,
+  })
+  .describe("A task pushed a notification XCom");
+export type NotificationEvent = z.infer<typeof NotificationEvent>;
+
+/** State events: a task instance or a DAG run changed. */
 export const AirflowEvent = z.union([TaskInstanceEvent, DagRunEvent]);
 export type AirflowEvent = z.infer<typeof AirflowEvent>;
+
+/** Everything the daemon publishes. */
+export const StreamEvent = z.union([TaskInstanceEvent, DagRunEvent, NotificationEvent]);
+export type StreamEvent = z.infer<typeof StreamEvent>;

@@ -2,7 +2,7 @@ import { writeFileSync, mkdirSync } from "node:fs";
 import { join } from "node:path";
 import { pathToFileURL } from "node:url";
 import { z } from "zod";
-import { DagRunEvent, TaskInstanceEvent } from "./events.js";
+import { DagRunEvent, NotificationEvent, NotificationValue, TaskInstanceEvent } from "./events.js";
 
 /**
  * The event contract as JSON Schema files, for consumers in other languages. Generated from the zod
@@ -16,6 +16,8 @@ export function jsonSchemas(): Record<string, unknown> {
   return {
     "task-instance-event.schema.json": doc(TaskInstanceEvent, "Airflow task-instance event"),
     "dag-run-event.schema.json": doc(DagRunEvent, "Airflow DAG-run event"),
+    "notification-event.schema.json": doc(NotificationEvent, "Notification event (a task pushed the notification XCom)"),
+    "notification-value.schema.json": doc(NotificationValue, "Notification XCom value (what a task pushes)"),
   };
 }
 

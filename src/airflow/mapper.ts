@@ -3,7 +3,7 @@ import { UNCHANGED } from "../decode/types.js";
 import { lsnHex16, formatLsn } from "../checkpoint/lsn.js";
 import { SchemaError } from "../errors.js";
 import type { Logger } from "../log.js";
-import type { AirflowEvent, DagRunEvent, SourcePosition, TaskInstanceEvent } from "./events.js";
+import { NotificationValue, type StreamEvent, type DagRunEvent, type NotificationEvent, type SourcePosition, type TaskInstanceEvent } from "./events.js";
 import { LruCache } from "./state-cache.js";
 
 /**
@@ -38,27 +38,65 @@ interface RunState {
   clearNumber: number | null;
 }
 
+/** What every task-instance event says about its DAG run. */
+export interface RunContext {
+  logicalDate: string | null;
+  runType: string | null;
+  dataIntervalStart: string | null;
+  dataIntervalEnd: string | null;
+  clearNumber: number | null;
+}
+
+export interface MapperOptions {
+  /** Schema holding Airflow's tables. */
+  schema: string;
+  /** Rows whose last state is remembered. */
+  cacheSize: number;
+  /** XCom key whose values become notifications; null: XComs are ignored. */
+  xcomKey: string | null;
+  /** Largest raw value carried by a notification that failed validation. */
+  notificationRawMaxBytes: number;
+}
+
+const UNKNOWN_RUN: RunContext = { logicalDate: null, runType: null, dataIntervalStart: null, dataIntervalEnd: null, clearNumber: null };
+
 const TI_REQUIRED = ["dag_id", "task_id", "run_id", "state", "try_number"] as const;
 const RUN_REQUIRED = ["id", "dag_id", "run_id", "state"] as const;
+const XCOM_REQUIRED = ["dag_id", "task_id", "run_id", "key", "value"] as const;
 
 export class AirflowMapper {
+  private readonly schema: string;
+  /** Last state per task instance, by replica identity key (2.x: the composite key; 3.x: id). */
   private readonly tis: LruCache<TiState>;
+  /** Latest try per task instance by (dag, task, run, map index): XComs name the task that way. */
+  private readonly tries: LruCache<number | null>;
+  /** Last state per DAG run, by dag_run.id. */
   private readonly runs: LruCache<RunState>;
+  /** Run context by (dag_id, run_id). */
+  private readonly contexts: LruCache<RunContext>;
   /** Relations already checked for the columns the mapping needs. */
   private readonly checked = new WeakSet<Relation>();
 
   constructor(
-    private readonly schema: string,
-    cacheSize: number,
+    private readonly opts: MapperOptions,
     private readonly log: Logger,
   ) {
-    this.tis = new LruCache(cacheSize);
+    this.schema = opts.schema;
+    this.tis = new LruCache(opts.cacheSize);
+    this.tries = new LruCache(opts.cacheSize);
     // DAG runs are few next to task instances.
-    this.runs = new LruCache(Math.max(1000, Math.ceil(cacheSize / 10)));
+    const runs = Math.max(1000, Math.ceil(opts.cacheSize / 10));
+    this.runs = new LruCache(runs);
+    this.contexts = new LruCache(runs);
+  }
+
+  /** Context of runs that started before the stream did (read once at start, see run-context.ts). */
+  seedRunContext(dagId: string, runId: string, ctx: RunContext): void {
+    this.contexts.set(runKey(dagId, runId), ctx);
   }
 
   /** The event for one row change, or null when it is not a transition or not an Airflow table. */
-  map(ev: ChangeEvent, tx: TxContext): AirflowEvent | null {
+  map(ev: ChangeEvent, tx: TxContext): StreamEvent | null {
     const change = ev.change;
     if (change.kind === "truncate") {
       const names = change.relations.filter((r) => r.schema === this.schema).map((r) => r.name);
@@ -78,6 +116,10 @@ export class AirflowMapper {
     if (rel.name === "dag_run") {
       this.check(rel, RUN_REQUIRED);
       return this.dagRun(change, ev, tx);
+    }
+    if (rel.name === "xcom" && this.opts.xcomKey !== null) {
+      this.check(rel, XCOM_REQUIRED);
+      return this.xcom(change, ev, tx);
     }
     return null;
   }
@@ -122,6 +164,7 @@ export class AirflowMapper {
         operator: str(row, "operator"),
         queue: str(row, "queue"),
         pool: str(row, "pool"),
+        ...this.runContextFields(known?.dagId ?? str(row, "dag_id"), known?.runId ?? str(row, "run_id")),
         source: position(ev, tx),
       };
     }
@@ -149,6 +192,7 @@ export class AirflowMapper {
       }
     }
     this.tis.set(newKey, next);
+    this.tries.set(tiKey(next.dagId, next.taskId, next.runId, next.mapIndex), next.tryNumber);
     const op = change.kind;
     return {
       type: "task_instance",
@@ -172,7 +216,19 @@ export class AirflowMapper {
       operator: str(row, "operator"),
       queue: str(row, "queue"),
       pool: str(row, "pool"),
+      ...this.runContextFields(next.dagId, next.runId),
       source: position(ev, tx),
+    };
+  }
+
+  private runContextFields(dagId: string | null, runId: string | null) {
+    const ctx = dagId !== null && runId !== null ? (this.contexts.get(runKey(dagId, runId)) ?? UNKNOWN_RUN) : UNKNOWN_RUN;
+    return {
+      logical_date: ctx.logicalDate,
+      run_type: ctx.runType,
+      data_interval_start: ctx.dataIntervalStart,
+      data_interval_end: ctx.dataIntervalEnd,
+      clear_number: ctx.clearNumber,
     };
   }
 
@@ -212,6 +268,14 @@ export class AirflowMapper {
       clearNumber: int(row, "clear_number"),
     };
     const prev = this.runs.get(key);
+    // The context changes rarely, but every row carries it: keep it current even on churn.
+    this.contexts.set(runKey(next.dagId, next.runId), {
+      logicalDate: str(row, "logical_date") ?? str(row, "execution_date"),
+      runType: str(row, "run_type"),
+      dataIntervalStart: str(row, "data_interval_start"),
+      dataIntervalEnd: str(row, "data_interval_end"),
+      clearNumber: next.clearNumber,
+    });
     if (change.kind === "update" && prev && prev.state === next.state && prev.clearNumber === next.clearNumber && prev.runId === next.runId) {
       return null;
     }
@@ -235,6 +299,104 @@ export class AirflowMapper {
       source: position(ev, tx),
     };
   }
+
+  /** A task's notification: an XCom written under the configured key. Setting an XCom is DELETE + INSERT. */
+  private xcom(change: Exclude<RowChange, { kind: "truncate" }>, ev: ChangeEvent, tx: TxContext): NotificationEvent | null {
+    if (change.kind === "delete") return null;
+    const row = change.row;
+    const key = str(row, "key");
+    if (key === null || key !== this.opts.xcomKey) return null;
+    const dagId = str(row, "dag_id") ?? "";
+    const taskId = str(row, "task_id") ?? "";
+    const runId = str(row, "run_id") ?? "";
+    const mapIndex = int(row, "map_index") ?? -1;
+    const base = {
+      type: "notification" as const,
+      dag_id: dagId,
+      task_id: taskId,
+      run_id: runId,
+      map_index: mapIndex,
+      try_number: this.tries.get(tiKey(dagId, taskId, runId, mapIndex)) ?? null,
+      logical_date: this.runContextFields(dagId, runId).logical_date,
+      time: str(row, "timestamp") ?? tx.commitTime,
+      xcom_key: key,
+      source: position(ev, tx),
+    };
+    const empty = { request_id: null, start: null, end: null, metadata: null, payload: null, payload_uri: null, files: null };
+    const raw = row.value;
+    const parsed = parseXComValue(raw === UNCHANGED ? undefined : raw);
+    if (!parsed.ok) return this.invalid(base, empty, parsed.error, parsed.rawText);
+    const checked = NotificationValue.safeParse(withSnakeCase(parsed.value));
+    if (!checked.success) {
+      const message = checked.error.issues.map((i) => `${i.path.join(".") || "value"}: ${i.message}`).join("; ");
+      return this.invalid(base, empty, message, parsed.rawText);
+    }
+    const v = checked.data;
+    return {
+      ...base,
+      request_id: v.request_id ?? null,
+      start: v.start ?? null,
+      end: v.end ?? null,
+      metadata: v.metadata ?? null,
+      payload: v.payload ?? null,
+      payload_uri: v.payload_uri ?? null,
+      files: v.files ?? null,
+      error: null,
+    };
+  }
+
+  private invalid<B extends { dag_id: string; task_id: string; run_id: string }, E>(base: B, empty: E, message: string, rawText: string) {
+    const max = this.opts.notificationRawMaxBytes;
+    const bytes = Buffer.byteLength(rawText);
+    const truncated = bytes > max;
+    const raw = truncated ? Buffer.from(rawText).subarray(0, max).toString("utf8") : rawText;
+    this.log.warn({ dag_id: base.dag_id, task_id: base.task_id, run_id: base.run_id, error: message }, "notification XCom does not validate; published with its error");
+    return { ...base, ...empty, error: { message, raw, truncated } };
+  }
+}
+
+type Parsed = { ok: true; value: unknown; rawText: string } | { ok: false; error: string; rawText: string };
+
+/** 3.x stores XCom values as jsonb (decoded already); 2.x as bytea holding JSON, or a pickle. */
+function parseXComValue(v: ColumnValue | undefined): Parsed {
+  if (v === undefined || v === null) return { ok: false, error: "the XCom value is empty", rawText: "" };
+  if (Buffer.isBuffer(v)) {
+    const text = v.toString("utf8");
+    if (!Buffer.from(text, "utf8").equals(v)) {
+      return { ok: false, error: "the XCom value is not JSON (a pickled XCom? enable_xcom_pickling must be off)", rawText: v.toString("base64") };
+    }
+    try {
+      return { ok: true, value: JSON.parse(text) as unknown, rawText: text };
+    } catch {
+      return { ok: false, error: "the XCom value is not valid JSON", rawText: text };
+    }
+  }
+  return { ok: true, value: v, rawText: typeof v === "string" ? v : JSON.stringify(v) };
+}
+
+/** The original PushOperator's camelCase names, accepted as aliases. */
+function withSnakeCase(v: unknown): unknown {
+  if (typeof v !== "object" || v === null || Array.isArray(v)) return v;
+  const o = { ...(v as Record<string, unknown>) };
+  for (const [from, to] of [
+    ["requestId", "request_id"],
+    ["payloadURI", "payload_uri"],
+    ["payloadUri", "payload_uri"],
+  ] as const) {
+    if (from in o && !(to in o)) {
+      o[to] = o[from];
+      delete o[from];
+    }
+  }
+  return o;
+}
+
+function runKey(dagId: string, runId: string): string {
+  return `${dagId}\u0000${runId}`;
+}
+
+function tiKey(dagId: string, taskId: string, runId: string, mapIndex: number): string {
+  return `${dagId}\u0000${taskId}\u0000${runId}\u0000${mapIndex}`;
 }
 
 /** The replica identity columns' values, joined: how PostgreSQL names the row in UPDATE/DELETE. */

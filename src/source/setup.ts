@@ -15,8 +15,10 @@ import {
 import type { Logger } from "../log.js";
 import { ident, literal, pgClientConfig } from "./pg.js";
 
-/** Airflow tables the daemon captures. */
-export const CAPTURED_TABLES = ["task_instance", "dag_run"] as const;
+/** Airflow tables the daemon captures: xcom only when notifications are on. */
+export function capturedTables(cfg: Config): string[] {
+  return cfg.xcomKey === null ? ["task_instance", "dag_run"] : ["task_instance", "dag_run", "xcom"];
+}
 
 export interface SourceReady {
   /** Where the slot will resume: everything after it is delivered again. */
@@ -29,17 +31,24 @@ export interface SourceReady {
  * configuration allows. Each failure names what to change, with the SQL to run.
  */
 export async function prepareSource(cfg: Config, log: Logger): Promise<SourceReady> {
+  return withSourceClient(cfg, async (client) => {
+    await checkWalLevel(client);
+    await checkRole(client, cfg);
+    const tables = await checkTables(client, cfg);
+    await ensurePublication(client, cfg, tables, log);
+    return ensureSlot(client, cfg, log);
+  });
+}
+
+/** Runs `fn` on a short-lived ordinary connection to Airflow's database (reads at session start). */
+export async function withSourceClient<T>(cfg: Config, fn: (client: pg.Client) => Promise<T>): Promise<T> {
   const client = new pg.Client(pgClientConfig(cfg.pg, { replication: false, applicationName: "airflow-eventstream-setup" }));
   client.on("error", () => {
     /* surfaced by the awaiting query */
   });
   await connectOrExplain(client, cfg);
   try {
-    await checkWalLevel(client);
-    await checkRole(client, cfg);
-    const tables = await checkTables(client, cfg);
-    await ensurePublication(client, cfg, tables, log);
-    return await ensureSlot(client, cfg, log);
+    return await fn(client);
   } finally {
     await client.end().catch(() => undefined);
   }
@@ -88,14 +97,15 @@ async function checkRole(client: pg.Client, cfg: Config): Promise<void> {
 }
 
 async function checkTables(client: pg.Client, cfg: Config): Promise<string[]> {
-  const qualified = CAPTURED_TABLES.map((t) => `${ident(cfg.airflowSchema)}.${ident(t)}`);
+  const tables = capturedTables(cfg);
+  const qualified = tables.map((t) => `${ident(cfg.airflowSchema)}.${ident(t)}`);
   const { rows } = await client.query<{ name: string; present: boolean; can_select: boolean | null }>(
     `SELECT t.name,
             to_regclass(t.qualified) IS NOT NULL AS present,
             CASE WHEN to_regclass(t.qualified) IS NULL THEN NULL
                  ELSE has_table_privilege(to_regclass(t.qualified), 'SELECT') END AS can_select
        FROM unnest($1::text[], $2::text[]) AS t(name, qualified)`,
-    [CAPTURED_TABLES, qualified],
+    [tables, qualified],
   );
   const missing = rows.filter((r) => !r.present).map((r) => r.name);
   if (missing.length > 0) {
@@ -140,7 +150,7 @@ async function ensurePublication(client: pg.Client, cfg: Config, qualified: stri
     [cfg.publication, cfg.airflowSchema],
   );
   const have = new Set(rows.map((r) => r.tablename));
-  const lacking = CAPTURED_TABLES.filter((t) => !have.has(t)).map((t) => `${ident(cfg.airflowSchema)}.${ident(t)}`);
+  const lacking = capturedTables(cfg).filter((t) => !have.has(t)).map((t) => `${ident(cfg.airflowSchema)}.${ident(t)}`);
   if (lacking.length === 0) return;
   const alterSql = `ALTER PUBLICATION ${ident(cfg.publication)} ADD TABLE ${lacking.join(", ")};`;
   if (!cfg.createPublication) {
@@ -158,7 +168,7 @@ async function runOwnerDdl(client: pg.Client, sql: string, cfg: Config): Promise
   } catch (e: unknown) {
     if (sqlState(e) === "42501") {
       throw new PublicationError(
-        `role "${cfg.pg.user}" may not change publications on Airflow's tables (only their owner may). As the owner of the tables run: ${sql} (or set EVENTSTREAM_CREATE_PUBLICATION=false once it exists)`,
+        `role "${cfg.pg.user}" may not create or change the publication (PostgreSQL: ${(e as Error).message}): only the owner of Airflow's tables, with CREATE on the database, may. As that owner run: ${sql} (or set EVENTSTREAM_CREATE_PUBLICATION=false once it exists)`,
         { cause: e },
       );
     }

@@ -1,8 +1,8 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type pg from "pg";
-import { AirflowEvent, type DagRunEvent, type TaskInstanceEvent } from "../../src/airflow/events.js";
+import { StreamEvent, type DagRunEvent, type NotificationEvent, type TaskInstanceEvent } from "../../src/airflow/events.js";
 import { consume, createDatabase, daemonConfig, dropDatabase, pgClient, startDaemon, uniqueName, waitFor, withPg, type AirflowMajor } from "../support/harness.js";
-import { insertDagRun, insertTi, updateDagRun, updateTi, type TiKey } from "../support/airflow-rows.js";
+import { insertDagRun, insertTi, setXCom, updateDagRun, updateTi, type TiKey } from "../support/airflow-rows.js";
 
 /**
  * A scripted lifecycle per task instance, following how Airflow writes its rows (FIELD-NOTES §2),
@@ -60,6 +60,12 @@ describe.each(schemas)("Airflow %s.x schema (%s install): scripted lifecycle", (
     for (let i = 0; i < 3; i++) {
       await updateTi(c, k("ok"), major === "3" ? { last_heartbeat_at: new Date() } : { updated_at: new Date() });
     }
+    // While running, the task pushes its notification XCom (and an ordinary one, ignored).
+    const notification = { request_id: "req-42", start: "2026-11-24", end: "2026-11-25", metadata: { rows: 3 }, payload: { table: "sales" }, payload_uri: "s3://bucket/etl/", files: { "sales.csv": "9e107d9d372bb6826bd81d3542a419d6" } };
+    await c.query("BEGIN");
+    await setXCom(c, major, runId, k("ok"), "eventstream", notification);
+    await setXCom(c, major, runId, k("ok"), "return_value", { not: "a notification" });
+    await c.query("COMMIT");
     await updateTi(c, k("ok"), { state: "success", end_date: "2026-11-25T08:00:02.654321Z", duration: 2.530865 });
 
     // "flaky": fails once (up_for_retry; 3.x gives the retry a new id), then fails for good.
@@ -99,7 +105,7 @@ describe.each(schemas)("Airflow %s.x schema (%s install): scripted lifecycle", (
     await insertTi(c, major, k("zz_sentinel"));
 
     const consumed = await consume([`${db}.events`], (all) => all.some((m) => m.event.type === "task_instance" && m.event.task_id === "zz_sentinel"));
-    const events = consumed.map((m) => AirflowEvent.parse(m.event));
+    const events = consumed.map((m) => StreamEvent.parse(m.event));
     expect(consumed.every((m) => m.key === dag)).toBe(true);
     expect(new Set(consumed.map((m) => m.partition)).size).toBe(1);
     // Commit order: positions strictly increase along the partition.
@@ -163,6 +169,19 @@ describe.each(schemas)("Airflow %s.x schema (%s install): scripted lifecycle", (
     else expect(tis.every((e) => e.ti_id === null)).toBe(true);
     for (const e of tis) expect(e.previous_state_known).toBe(true);
 
+    // Run context on every task-instance event; the clear shows in clear_number.
+    for (const e of tis) expect(e).toMatchObject({ run_type: "manual", logical_date: expect.stringMatching(/Z$/) });
+    expect(tis.filter((e) => e.clear_number === 1).map((e) => `${e.task_id}:${e.state}`)).toEqual(["ok:scheduled", "ok:running", "ok:success"]);
+
+    // The notification: once, between the task's running and success events, with the try and run.
+    const notes = events.filter((e): e is NotificationEvent => e.type === "notification");
+    expect(notes).toHaveLength(1);
+    expect(notes[0]).toMatchObject({ dag_id: dag, task_id: "ok", run_id: run, map_index: -1, try_number: 1, xcom_key: "eventstream", ...notification, error: null });
+    const at = (pred: (e: (typeof events)[number]) => boolean) => events.findIndex(pred);
+    const noteAt = at((e) => e.type === "notification");
+    expect(noteAt).toBeGreaterThan(at((e) => e.type === "task_instance" && e.task_id === "ok" && e.state === "running"));
+    expect(noteAt).toBeLessThan(at((e) => e.type === "task_instance" && e.task_id === "ok" && e.state === "success"));
+
     const runs = events.filter((e): e is DagRunEvent => e.type === "dag_run");
     expect(runs.map((e) => [e.op, e.previous_state, e.state, e.clear_number])).toEqual([
       ["insert", null, "queued", 0],
@@ -173,5 +192,6 @@ describe.each(schemas)("Airflow %s.x schema (%s install): scripted lifecycle", (
     ]);
     expect(runs[0]).toMatchObject({ dag_id: dag, run_id: run, dag_run_id: runId, run_type: "manual" });
     expect(runs[0]!.logical_date).toMatch(/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$/);
+    expect(tis[0]!.logical_date).toBe(runs[0]!.logical_date);
   });
 });

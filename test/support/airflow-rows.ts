@@ -54,3 +54,15 @@ export async function updateDagRun(c: pg.Client, id: number, set: Record<string,
   const names = Object.keys(set);
   await c.query(`UPDATE dag_run SET ${names.map((n, i) => `${n} = $${i + 1}`).join(", ")} WHERE id = $${names.length + 1}`, [...names.map((n) => set[n]), id]);
 }
+
+/** Sets an XCom as Airflow does: DELETE then INSERT (2.x: JSON in bytea; 3.x: jsonb). */
+export async function setXCom(c: pg.Client, major: AirflowMajor, dagRunId: number, key: TiKey, xcomKey: string, value: unknown): Promise<void> {
+  const params = [dagRunId, key.task_id, key.map_index ?? -1, xcomKey];
+  await c.query("DELETE FROM xcom WHERE dag_run_id = $1 AND task_id = $2 AND map_index = $3 AND key = $4", params);
+  const json = JSON.stringify(value);
+  await c.query(
+    `INSERT INTO xcom (dag_run_id, task_id, map_index, key, dag_id, run_id, value, "timestamp")
+     VALUES ($1, $2, $3, $4, $5, $6, ${major === "2" ? "convert_to($7, 'UTF8')" : "$7::jsonb"}, now())`,
+    [...params, key.dag_id, key.run_id, json],
+  );
+}

@@ -1,12 +1,13 @@
 import { describe, expect, it } from "vitest";
 import { pino } from "pino";
 import { AirflowMapper } from "../../../src/airflow/mapper.js";
-import { TaskInstanceEvent, DagRunEvent } from "../../../src/airflow/events.js";
+import { TaskInstanceEvent, DagRunEvent, NotificationEvent } from "../../../src/airflow/events.js";
 import type { Relation, Row, RowChange, TxEvent } from "../../../src/decode/types.js";
 import { UNCHANGED } from "../../../src/decode/types.js";
 import { SchemaError } from "../../../src/errors.js";
 
 const log = pino({ level: "silent" });
+const OPTS = { schema: "public", cacheSize: 1000, xcomKey: "eventstream", notificationRawMaxBytes: 64 };
 
 function relation(name: string, columns: string[], keys: string[]): Relation {
   return {
@@ -41,7 +42,7 @@ const ti2 = (over: Row): Row => ({ ...key2, state: null, try_number: 0, max_trie
 
 describe("AirflowMapper: task instances (2.x schema)", () => {
   it("maps a whole lifecycle to one event per transition, with exact previous states", () => {
-    const m = new AirflowMapper("public", 1000, log);
+    const m = new AirflowMapper(OPTS, log);
     const out = [
       m.map(change({ kind: "insert", relation: TI2, row: ti2({}) }), tx),
       m.map(change({ kind: "update", relation: TI2, row: ti2({ state: "scheduled", try_number: 1 }), old: null, oldKind: null }), tx),
@@ -72,20 +73,20 @@ describe("AirflowMapper: task instances (2.x schema)", () => {
   });
 
   it("emits a try-number change even when the state stays the same", () => {
-    const m = new AirflowMapper("public", 1000, log);
+    const m = new AirflowMapper(OPTS, log);
     m.map(change({ kind: "insert", relation: TI2, row: ti2({ state: "scheduled", try_number: 1 }) }), tx);
     const e = m.map(change({ kind: "update", relation: TI2, row: ti2({ state: "scheduled", try_number: 2 }), old: null, oldKind: null }), tx);
     expect(e).toMatchObject({ state: "scheduled", try_number: 2, previous_try_number: 1 });
   });
 
   it("says when the previous state is unknown (first sight of the row since start)", () => {
-    const m = new AirflowMapper("public", 1000, log);
+    const m = new AirflowMapper(OPTS, log);
     const e = m.map(change({ kind: "update", relation: TI2, row: ti2({ state: "running", try_number: 1 }), old: null, oldKind: null }), tx);
     expect(e).toMatchObject({ previous_state: null, previous_state_known: false, state: "running" });
   });
 
   it("follows a key change (mapped task expansion: map_index -1 -> 0)", () => {
-    const m = new AirflowMapper("public", 1000, log);
+    const m = new AirflowMapper(OPTS, log);
     m.map(change({ kind: "insert", relation: TI2, row: ti2({ state: "scheduled", try_number: 1 }) }), tx);
     const e = m.map(
       change({ kind: "update", relation: TI2, row: ti2({ map_index: 0, state: "scheduled", try_number: 1 }), old: { ...key2 }, oldKind: "key" }),
@@ -98,7 +99,7 @@ describe("AirflowMapper: task instances (2.x schema)", () => {
   });
 
   it("maps a delete with the last known state", () => {
-    const m = new AirflowMapper("public", 1000, log);
+    const m = new AirflowMapper(OPTS, log);
     m.map(change({ kind: "insert", relation: TI2, row: ti2({ state: "success", try_number: 1 }) }), tx);
     const e = m.map(change({ kind: "delete", relation: TI2, old: { ...key2 }, oldKind: "key" }), tx);
     expect(e).toMatchObject({ op: "delete", dag_id: "etl", state: "success", previous_state_known: true });
@@ -106,7 +107,7 @@ describe("AirflowMapper: task instances (2.x schema)", () => {
   });
 
   it("carries the source position: unique and increasing within a transaction", () => {
-    const m = new AirflowMapper("public", 1000, log);
+    const m = new AirflowMapper(OPTS, log);
     index = 0;
     const a = m.map(change({ kind: "insert", relation: TI2, row: ti2({}) }), tx)!;
     const b = m.map(change({ kind: "insert", relation: TI2, row: ti2({ task_id: "load" }) }), tx)!;
@@ -119,7 +120,7 @@ describe("AirflowMapper: task instances (3.x schema)", () => {
   const ti3 = (over: Row): Row => ({ id: "0195-a", ...key2, state: null, try_number: 0, max_tries: 0, hostname: null, operator: "PythonOperator", queue: "default", pool: "default_pool", last_heartbeat_at: null, some_future_column: "x", ...over });
 
   it("ignores heartbeats and follows the new id of a new try", () => {
-    const m = new AirflowMapper("public", 1000, log);
+    const m = new AirflowMapper(OPTS, log);
     m.map(change({ kind: "insert", relation: TI3, row: ti3({ state: "running", try_number: 1 }) }), tx);
     const hb = m.map(change({ kind: "update", relation: TI3, row: ti3({ state: "running", try_number: 1, last_heartbeat_at: "2026-11-25T08:00:05.000000Z" }), old: null, oldKind: null }), tx);
     expect(hb).toBeNull();
@@ -131,7 +132,7 @@ describe("AirflowMapper: task instances (3.x schema)", () => {
   });
 
   it("names a deleted row it never saw by its id alone", () => {
-    const m = new AirflowMapper("public", 1000, log);
+    const m = new AirflowMapper(OPTS, log);
     const e = m.map(change({ kind: "delete", relation: TI3, old: { id: "0195-z" }, oldKind: "key" }), tx);
     expect(e).toMatchObject({ op: "delete", ti_id: "0195-z", dag_id: null, previous_state_known: false });
     expect(TaskInstanceEvent.parse(e)).toEqual(e);
@@ -140,7 +141,7 @@ describe("AirflowMapper: task instances (3.x schema)", () => {
 
 describe("AirflowMapper: DAG runs and the rest", () => {
   it("maps dag_run transitions including a clear back to queued", () => {
-    const m = new AirflowMapper("public", 1000, log);
+    const m = new AirflowMapper(OPTS, log);
     const run = (over: Row): Row => ({ id: 3, dag_id: "etl", run_id: "manual__1", state: "queued", run_type: "manual", logical_date: "2026-11-25T00:00:00.000000Z", clear_number: 0, ...over });
     const out = [
       m.map(change({ kind: "insert", relation: RUN, row: run({}) }), tx),
@@ -150,7 +151,7 @@ describe("AirflowMapper: DAG runs and the rest", () => {
       m.map(change({ kind: "update", relation: RUN, row: run({ state: "queued", clear_number: 1 }), old: null, oldKind: null }), tx),
     ];
     expect(out[2]).toBeNull();
-    const events = out.filter((e) => e !== null);
+    const events = out.filter((e) => e !== null).map((e) => DagRunEvent.parse(e));
     expect(events.map((e) => [e.previous_state, e.state])).toEqual([
       [null, "queued"],
       ["queued", "running"],
@@ -162,27 +163,27 @@ describe("AirflowMapper: DAG runs and the rest", () => {
   });
 
   it("takes execution_date as the logical date on 2.x", () => {
-    const m = new AirflowMapper("public", 1000, log);
+    const m = new AirflowMapper(OPTS, log);
     const rel = relation("dag_run", ["id", "dag_id", "run_id", "state", "execution_date"], ["id"]);
     const e = m.map(change({ kind: "insert", relation: rel, row: { id: 1, dag_id: "d", run_id: "r", state: "queued", execution_date: "2024-01-01T00:00:00.000000Z" } }), tx);
     expect(e).toMatchObject({ logical_date: "2024-01-01T00:00:00.000000Z", clear_number: null });
   });
 
   it("ignores other tables and other schemas", () => {
-    const m = new AirflowMapper("public", 1000, log);
+    const m = new AirflowMapper(OPTS, log);
     const other = relation("job", ["id", "state"], ["id"]);
     expect(m.map(change({ kind: "insert", relation: other, row: { id: 1, state: "running" } }), tx)).toBeNull();
     expect(m.map(change({ kind: "insert", relation: { ...TI2, schema: "elsewhere" }, row: ti2({}) }), tx)).toBeNull();
   });
 
   it("refuses a task_instance table that lacks Airflow's columns, saying what to check", () => {
-    const m = new AirflowMapper("public", 1000, log);
+    const m = new AirflowMapper(OPTS, log);
     const bad = relation("task_instance", ["dag_id", "task_id"], ["dag_id"]);
     expect(() => m.map(change({ kind: "insert", relation: bad, row: { dag_id: "d", task_id: "t" } }), tx)).toThrow(SchemaError);
   });
 
   it("forgets the least recently used rows beyond its capacity", () => {
-    const m = new AirflowMapper("public", 1000, log);
+    const m = new AirflowMapper(OPTS, log);
     for (let i = 0; i < 1001; i++) m.map(change({ kind: "insert", relation: TI2, row: ti2({ task_id: `t${i}`, state: "queued", try_number: 1 }) }), tx);
     const first = m.map(change({ kind: "update", relation: TI2, row: ti2({ task_id: "t0", state: "queued", try_number: 1 }), old: null, oldKind: null }), tx);
     expect(first).toMatchObject({ previous_state_known: false });
@@ -193,10 +194,79 @@ describe("AirflowMapper: DAG runs and the rest", () => {
 
 describe("AirflowMapper: mapped expansion on 3.x (id key unchanged)", () => {
   it("emits the map_index -1 -> 0 rewrite though the row's id stays", () => {
-    const m = new AirflowMapper("public", 1000, log);
+    const m = new AirflowMapper(OPTS, log);
     const row = (over: Row): Row => ({ id: "u1", ...key2, state: "scheduled", try_number: 1, ...over });
     m.map(change({ kind: "insert", relation: TI3, row: row({}) }), tx);
     const e = m.map(change({ kind: "update", relation: TI3, row: row({ map_index: 0 }), old: null, oldKind: null }), tx);
     expect(e).toMatchObject({ op: "update", map_index: 0, previous_state: "scheduled", state: "scheduled" });
+  });
+});
+
+describe("AirflowMapper: run context on task-instance events", () => {
+  const RUN3 = relation("dag_run", ["id", "dag_id", "run_id", "state", "run_type", "logical_date", "data_interval_start", "data_interval_end", "clear_number", "last_scheduling_decision"], ["id"]);
+  const run = (over: Row): Row => ({ id: 9, dag_id: "etl", run_id: "manual__1", state: "running", run_type: "scheduled", logical_date: "2026-11-24T00:00:00.000000Z", data_interval_start: "2026-11-24T00:00:00.000000Z", data_interval_end: "2026-11-25T00:00:00.000000Z", clear_number: 0, last_scheduling_decision: null, ...over });
+
+  it("takes the context from dag_run rows in the stream, and follows clear_number", () => {
+    const m = new AirflowMapper(OPTS, log);
+    m.map(change({ kind: "insert", relation: RUN3, row: run({}) }), tx);
+    const e = m.map(change({ kind: "insert", relation: TI2, row: ti2({ run_id: "manual__1" }) }), tx);
+    expect(e).toMatchObject({ logical_date: "2026-11-24T00:00:00.000000Z", run_type: "scheduled", data_interval_start: "2026-11-24T00:00:00.000000Z", data_interval_end: "2026-11-25T00:00:00.000000Z", clear_number: 0 });
+    // Churn on the run (a scheduling decision) still refreshes the context; a clear bumps clear_number.
+    expect(m.map(change({ kind: "update", relation: RUN3, row: run({ last_scheduling_decision: "2026-11-25T00:00:01.000000Z" }), old: null, oldKind: null }), tx)).toBeNull();
+    m.map(change({ kind: "update", relation: RUN3, row: run({ state: "queued", clear_number: 1 }), old: null, oldKind: null }), tx);
+    const after = m.map(change({ kind: "update", relation: TI2, row: ti2({ run_id: "manual__1", state: "scheduled", try_number: 2 }), old: null, oldKind: null }), tx);
+    expect(after).toMatchObject({ clear_number: 1 });
+  });
+
+  it("uses the context read at start for runs already under way, and nulls for unknown runs", () => {
+    const m = new AirflowMapper(OPTS, log);
+    m.seedRunContext("etl", "manual__1", { logicalDate: "2026-01-01T00:00:00.000000Z", runType: "manual", dataIntervalStart: null, dataIntervalEnd: null, clearNumber: 3 });
+    expect(m.map(change({ kind: "insert", relation: TI2, row: ti2({ run_id: "manual__1" }) }), tx)).toMatchObject({ logical_date: "2026-01-01T00:00:00.000000Z", run_type: "manual", clear_number: 3 });
+    expect(m.map(change({ kind: "insert", relation: TI2, row: ti2({ run_id: "other" }) }), tx)).toMatchObject({ logical_date: null, run_type: null, clear_number: null });
+  });
+});
+
+describe("AirflowMapper: notifications from XCom", () => {
+  const XCOM2 = relation("xcom", ["dag_run_id", "task_id", "map_index", "key", "dag_id", "run_id", "value", "timestamp"], ["dag_run_id", "task_id", "map_index", "key"]);
+  const XCOM3 = relation("xcom", ["dag_run_id", "task_id", "map_index", "key", "dag_id", "run_id", "value", "timestamp"], ["dag_run_id", "task_id", "map_index", "key"]);
+  const good = { request_id: "req-1", start: "2026-11-24", end: "2026-11-25", metadata: { rows: 3 }, payload: { ok: true }, payload_uri: "s3://bucket/out/", files: { "a.csv": "0123456789abcdef0123456789abcdef" } };
+  const xrow = (value: Row[string], over: Row = {}): Row => ({ dag_run_id: 9, task_id: "extract", map_index: -1, key: "eventstream", dag_id: "etl", run_id: "manual__1", value, timestamp: "2026-11-25T08:00:03.000001Z", ...over });
+
+  it("publishes a 2.x (bytea JSON) notification with the task's try and the run's logical date", () => {
+    const m = new AirflowMapper(OPTS, log);
+    m.seedRunContext("etl", "manual__1", { logicalDate: "2026-11-24T00:00:00.000000Z", runType: "scheduled", dataIntervalStart: null, dataIntervalEnd: null, clearNumber: 0 });
+    m.map(change({ kind: "update", relation: TI2, row: ti2({ run_id: "manual__1", state: "running", try_number: 2 }), old: null, oldKind: null }), tx);
+    const e = m.map(change({ kind: "insert", relation: XCOM2, row: xrow(Buffer.from(JSON.stringify(good))) }), tx);
+    const n = NotificationEvent.parse(e);
+    expect(n).toMatchObject({ type: "notification", dag_id: "etl", task_id: "extract", run_id: "manual__1", map_index: -1, try_number: 2, logical_date: "2026-11-24T00:00:00.000000Z", time: "2026-11-25T08:00:03.000001Z", xcom_key: "eventstream", ...good, error: null });
+  });
+
+  it("accepts a 3.x (jsonb) value and the original camelCase names", () => {
+    const m = new AirflowMapper(OPTS, log);
+    const e = m.map(change({ kind: "insert", relation: XCOM3, row: xrow({ requestId: "r-9", payloadURI: "gs://x", payload: [1, 2] }) }), tx);
+    expect(e).toMatchObject({ request_id: "r-9", payload_uri: "gs://x", payload: [1, 2], try_number: null, error: null });
+  });
+
+  it("turns an invalid value into a notification that carries the error and the raw value, capped", () => {
+    const m = new AirflowMapper(OPTS, log);
+    const bad = m.map(change({ kind: "insert", relation: XCOM3, row: xrow({ files: { "a.csv": "not-an-md5" }, extra: "x".repeat(200) }) }), tx);
+    const n = NotificationEvent.parse(bad);
+    expect(n.error?.message).toMatch(/files\.a\.csv: must be an MD5/);
+    expect(n.error?.message).toMatch(/extra/);
+    expect(n.error?.truncated).toBe(true);
+    expect(Buffer.byteLength(n.error!.raw)).toBeLessThanOrEqual(64);
+    expect(n.request_id).toBeNull();
+    const pickled = m.map(change({ kind: "insert", relation: XCOM2, row: xrow(Buffer.from([0x80, 0x04, 0x95, 0xff])) }), tx);
+    expect(pickled).toMatchObject({ error: { message: expect.stringMatching(/not JSON/) } });
+    const notJson = m.map(change({ kind: "insert", relation: XCOM2, row: xrow(Buffer.from("{oops")) }), tx);
+    expect(notJson).toMatchObject({ error: { message: "the XCom value is not valid JSON", raw: "{oops", truncated: false } });
+  });
+
+  it("ignores other keys, deletes, and XComs when notifications are off", () => {
+    const m = new AirflowMapper(OPTS, log);
+    expect(m.map(change({ kind: "insert", relation: XCOM3, row: xrow(good, { key: "return_value" }) }), tx)).toBeNull();
+    expect(m.map(change({ kind: "delete", relation: XCOM3, old: xrow(null), oldKind: "key" }), tx)).toBeNull();
+    const off = new AirflowMapper({ ...OPTS, xcomKey: null }, log);
+    expect(off.map(change({ kind: "insert", relation: XCOM3, row: xrow(good) }), tx)).toBeNull();
   });
 });
