@@ -27,6 +27,8 @@ const identifier = z
     message: "must be a lower-case PostgreSQL identifier: letters, digits and _, starting with a letter or _",
   });
 
+const topicName = z.string().regex(/^[a-zA-Z0-9._-]{1,249}$/, { message: "must be a Kafka topic name: letters, digits, '.', '_' and '-', at most 249 characters" });
+
 const env = z.object({
   // --- PostgreSQL ---
   /** Host of Airflow's metadata database. */
@@ -60,7 +62,7 @@ const env = z.object({
   /** Kafka client id. */
   KAFKA_CLIENT_ID: z.string().min(1).default("airflow-eventstream"),
   /** Topic for all events (used when EVENTSTREAM_TOPIC_TEMPLATE is empty). */
-  EVENTSTREAM_TOPIC: z.string().min(1).default("airflow.events"),
+  EVENTSTREAM_TOPIC: topicName.default("airflow.events"),
   /** One topic per DAG, e.g. "airflow.{dag_id}"; sanitised to Kafka's topic name rules. Empty: one topic. */
   EVENTSTREAM_TOPIC_TEMPLATE: z.string().default(""),
   /** Create missing topics. When false, a missing topic is an error. */
@@ -69,6 +71,10 @@ const env = z.object({
   EVENTSTREAM_TOPIC_PARTITIONS: int(1, 10_000).default(6),
   /** Replication factor of topics the daemon creates (-1: the broker's default). */
   EVENTSTREAM_TOPIC_REPLICATION_FACTOR: int(-1, 32).default(-1),
+  /** Largest event (bytes of JSON) sent to Kafka; keep it under the topic's max.message.bytes. */
+  EVENTSTREAM_MAX_MESSAGE_BYTES: int(1024, 100 * 1024 * 1024).default(1_000_000),
+  /** Where an event over EVENTSTREAM_MAX_MESSAGE_BYTES goes (a summary with its position). Empty: the daemon stops, naming the row. */
+  EVENTSTREAM_DEAD_LETTER_TOPIC: topicName.optional(),
   /** Largest number of events in one produce request. */
   EVENTSTREAM_BATCH_MAX_EVENTS: int(1, 100_000).default(2_000),
 
@@ -120,6 +126,9 @@ export interface Config {
   topicPartitions: number;
   topicReplicationFactor: number;
   batchMaxEvents: number;
+  maxMessageBytes: number;
+  /** null: an oversized event stops the daemon. */
+  deadLetterTopic: string | null;
   maxInflightEvents: number;
   maxInflightBytes: number;
   stateCacheSize: number;
@@ -179,6 +188,8 @@ export function loadConfig(source: NodeJS.ProcessEnv = process.env): Config {
     topicPartitions: e.EVENTSTREAM_TOPIC_PARTITIONS,
     topicReplicationFactor: e.EVENTSTREAM_TOPIC_REPLICATION_FACTOR,
     batchMaxEvents: e.EVENTSTREAM_BATCH_MAX_EVENTS,
+    maxMessageBytes: e.EVENTSTREAM_MAX_MESSAGE_BYTES,
+    deadLetterTopic: e.EVENTSTREAM_DEAD_LETTER_TOPIC ?? null,
     maxInflightEvents: e.EVENTSTREAM_MAX_INFLIGHT_EVENTS,
     maxInflightBytes: e.EVENTSTREAM_MAX_INFLIGHT_BYTES,
     stateCacheSize: e.EVENTSTREAM_STATE_CACHE_SIZE,

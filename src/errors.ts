@@ -43,6 +43,10 @@ export class TopicError extends UserActionError {
   override name = "TopicError";
 }
 
+export class MessageTooLargeError extends UserActionError {
+  override name = "MessageTooLargeError";
+}
+
 export class SchemaError extends UserActionError {
   override name = "SchemaError";
 }
@@ -53,6 +57,15 @@ export class SchemaError extends UserActionError {
  */
 export class TransientError extends Error {
   override name = "TransientError";
+}
+
+/**
+ * The replication slot is held by another connection (a second daemon, or the previous process of
+ * this one not yet gone). Retried every second rather than with a growing backoff, so a standby
+ * daemon takes over within seconds of the active one's death.
+ */
+export class SlotBusyError extends TransientError {
+  override name = "SlotBusyError";
 }
 
 /** PostgreSQL's SQLSTATE, when the error came from the server. */

@@ -1,6 +1,6 @@
 import type { Config } from "./config.js";
 import { Session } from "./pipeline.js";
-import { UserActionError, coerceError, describeError } from "./errors.js";
+import { SlotBusyError, UserActionError, coerceError, describeError } from "./errors.js";
 import type { Logger } from "./log.js";
 
 /**
@@ -13,6 +13,7 @@ export class Daemon {
   private session: Session | null = null;
   private stopped = false;
   private wake: (() => void) | null = null;
+  private waitingForSlot = false;
   /** Resolves once stop() has flushed and acknowledged: run() returns then, even if a session is
    * still stuck connecting (kafkajs retries a connect for up to a minute). */
   private readonly halted: Promise<void>;
@@ -37,6 +38,14 @@ export class Daemon {
         if (e instanceof UserActionError) throw e;
         if (this.stopped) return;
         const err = coerceError(e);
+        if (err instanceof SlotBusyError) {
+          // Standby: poll the slot every second, so takeover is quick; say so once, not every second.
+          if (!this.waitingForSlot) this.log.warn({ err: describeError(err), slot: this.cfg.slot }, "replication slot in use by another connection; waiting for it");
+          this.waitingForSlot = true;
+          await this.sleep(1_000);
+          continue;
+        }
+        this.waitingForSlot = false;
         // A session that streamed for a while earns a fresh backoff.
         if (session.streamingSince > 0 && Date.now() - session.streamingSince > 30_000) backoffMs = 500;
         this.log.warn({ err: describeError(err), retryInMs: backoffMs }, "session ended; restarting from the last acknowledged position");

@@ -9,7 +9,8 @@ import { TopicRouter } from "./sink/routing.js";
 import { prepareSource, withSourceClient } from "./source/setup.js";
 import { loadRunContexts } from "./airflow/run-context.js";
 import { ReplicationStream } from "./source/replication.js";
-import { coerceError } from "./errors.js";
+import { MessageTooLargeError, coerceError } from "./errors.js";
+import type { StreamEvent } from "./airflow/events.js";
 import type { Logger } from "./log.js";
 
 /**
@@ -28,6 +29,7 @@ export class Session {
   private failure: ((e: Error) => void) | null = null;
   private lastReported = -1n;
   private reportScheduled = false;
+  private deadLettered = 0;
   /** Set once the stream is up; the supervisor uses it to reset its backoff. */
   streamingSince = 0;
 
@@ -83,7 +85,13 @@ export class Session {
             case "change": {
               const event = mapper.map(ev, tx!);
               if (event === null) return;
-              sink.push({ topic: router.topicFor(event.dag_id), key: event.dag_id, value: JSON.stringify(event), seq: tracker.next() });
+              const value = JSON.stringify(event);
+              // value.length counts UTF-16 units: at most 3 bytes each, so most events skip the exact count.
+              if (value.length * 3 > cfg.maxMessageBytes && Buffer.byteLength(value) > cfg.maxMessageBytes) {
+                this.oversized(event, value);
+              } else {
+                sink.push({ topic: router.topicFor(event.dag_id), key: event.dag_id, value, seq: tracker.next() });
+              }
               // Backpressure: stop reading PostgreSQL until Kafka catches up (see maybeResume).
               if (tracker.inflight >= maxEvents || sink.inflightBytes >= maxBytes) stream.pause();
               return;
@@ -137,6 +145,32 @@ export class Session {
     }
     this.report();
     await stream?.stop();
+  }
+
+  /**
+   * An event larger than Kafka will take is never dropped silently: without a dead-letter topic the
+   * session stops (nothing after it is acknowledged) with an error naming the row; with one, a
+   * summary goes there in the event's place, in order, and is counted.
+   */
+  private oversized(event: StreamEvent, value: string): void {
+    const bytes = Buffer.byteLength(value);
+    const where = {
+      type: event.type,
+      dag_id: event.dag_id,
+      task_id: "task_id" in event ? event.task_id : null,
+      run_id: event.run_id,
+      position: event.source.position,
+    };
+    const dlq = this.cfg.deadLetterTopic;
+    if (dlq === null) {
+      throw new MessageTooLargeError(
+        `the ${where.type} event of dag_id=${where.dag_id} task_id=${where.task_id} run_id=${where.run_id} (position ${where.position}) is ${bytes} bytes, over EVENTSTREAM_MAX_MESSAGE_BYTES=${this.cfg.maxMessageBytes}. Raise max.message.bytes on the topic and EVENTSTREAM_MAX_MESSAGE_BYTES, or set EVENTSTREAM_DEAD_LETTER_TOPIC to divert such events; nothing after it has been acknowledged`,
+      );
+    }
+    this.deadLettered++;
+    this.log.warn({ ...where, bytes, topic: dlq, dead_lettered_total: this.deadLettered }, "event over the size limit sent to the dead-letter topic");
+    const summary = JSON.stringify({ reason: "message_too_large", bytes, limit: this.cfg.maxMessageBytes, ...where, source: event.source, head: value.slice(0, 1024) });
+    this.sink!.push({ topic: dlq, key: event.dag_id, value: summary, seq: this.tracker!.next() });
   }
 
   private maybeResume(): void {

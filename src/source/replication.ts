@@ -2,7 +2,7 @@ import pg from "pg";
 import type { Config } from "../config.js";
 import type { Lsn } from "../decode/types.js";
 import { formatLsn } from "../checkpoint/lsn.js";
-import { TransientError, sqlState } from "../errors.js";
+import { SlotBusyError, TransientError, sqlState } from "../errors.js";
 import type { Logger } from "../log.js";
 import { connectOrExplain } from "./setup.js";
 import { ident, literal, pgClientConfig } from "./pg.js";
@@ -102,7 +102,7 @@ export class ReplicationStream {
     const code = sqlState(e);
     const msg = (e as Error)?.message ?? String(e);
     if (code === "55006") {
-      return new TransientError(`replication slot "${this.cfg.slot}" is in use by another connection (${msg}); waiting for it to be released`, { cause: e });
+      return new SlotBusyError(`replication slot "${this.cfg.slot}" is in use by another connection (${msg}); waiting for it to be released`, { cause: e });
     }
     return new Error(`START_REPLICATION on slot "${this.cfg.slot}" failed: ${msg}`, { cause: e });
   }

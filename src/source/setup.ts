@@ -7,6 +7,7 @@ import {
   PublicationError,
   SchemaError,
   SlotError,
+  SlotBusyError,
   TransientError,
   UserActionError,
   WalLevelError,
@@ -224,7 +225,7 @@ async function ensureSlot(client: pg.Client, cfg: Config, log: Logger): Promise<
     );
   }
   if (slot.active_pid !== null) {
-    throw new TransientError(
+    throw new SlotBusyError(
       `replication slot "${cfg.slot}" is in use by PostgreSQL backend ${slot.active_pid} (another airflow-eventstream?); waiting for it to be released`,
     );
   }
