@@ -61,6 +61,16 @@ const env = z.object({
   KAFKA_BROKERS: z.string().min(1).default("127.0.0.1:9092"),
   /** Kafka client id. */
   KAFKA_CLIENT_ID: z.string().min(1).default("airflow-eventstream"),
+  /** TLS to Kafka. */
+  KAFKA_SSL: bool.default(false),
+  /** PEM file of the CA that signed the brokers' certificates (default: the system's CAs). */
+  KAFKA_SSL_CA_FILE: z.string().optional(),
+  /** SASL: plain, scram-sha-256 or scram-sha-512. Unset: no SASL. */
+  KAFKA_SASL_MECHANISM: z.enum(["plain", "scram-sha-256", "scram-sha-512"]).optional(),
+  /** SASL user name. */
+  KAFKA_SASL_USERNAME: z.string().optional(),
+  /** SASL password. Never logged. */
+  KAFKA_SASL_PASSWORD: z.string().optional(),
   /** Topic for all events (used when EVENTSTREAM_TOPIC_TEMPLATE is empty). */
   EVENTSTREAM_TOPIC: topicName.default("airflow.events"),
   /** One topic per DAG, e.g. "airflow.{dag_id}"; sanitised to Kafka's topic name rules. Empty: one topic. */
@@ -119,6 +129,8 @@ export interface Config {
   kafka: {
     brokers: string[];
     clientId: string;
+    ssl: { ca: string | undefined } | null;
+    sasl: { mechanism: "plain" | "scram-sha-256" | "scram-sha-512"; username: string; password: string } | null;
   };
   topic: string;
   topicTemplate: string | null;
@@ -157,11 +169,17 @@ export function loadConfig(source: NodeJS.ProcessEnv = process.env): Config {
     throw new ConfigError(`invalid configuration; set these environment variables (see .env.example):\n${lines.join("\n")}`);
   }
   const e = parsed.data;
+  const problems: string[] = [];
+  if (e.KAFKA_SASL_MECHANISM && (!e.KAFKA_SASL_USERNAME || !e.KAFKA_SASL_PASSWORD)) {
+    problems.push("  KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD: required with KAFKA_SASL_MECHANISM");
+  }
+  if (e.KAFKA_SSL_CA_FILE && !e.KAFKA_SSL) problems.push("  KAFKA_SSL: set it to true to use KAFKA_SSL_CA_FILE");
   const template = e.EVENTSTREAM_TOPIC_TEMPLATE.trim();
   if (template !== "" && !template.includes("{dag_id}")) {
-    throw new ConfigError(
-      `invalid configuration; set these environment variables (see .env.example):\n  EVENTSTREAM_TOPIC_TEMPLATE: must contain {dag_id}, e.g. "airflow.{dag_id}", or be empty for one topic`,
-    );
+    problems.push('  EVENTSTREAM_TOPIC_TEMPLATE: must contain {dag_id}, e.g. "airflow.{dag_id}", or be empty for one topic');
+  }
+  if (problems.length > 0) {
+    throw new ConfigError(`invalid configuration; set these environment variables (see .env.example):\n${problems.join("\n")}`);
   }
   return {
     pg: {
@@ -181,6 +199,8 @@ export function loadConfig(source: NodeJS.ProcessEnv = process.env): Config {
     kafka: {
       brokers: e.KAFKA_BROKERS.split(",").map((b) => b.trim()).filter((b) => b !== ""),
       clientId: e.KAFKA_CLIENT_ID,
+      ssl: e.KAFKA_SSL ? { ca: e.KAFKA_SSL_CA_FILE } : null,
+      sasl: e.KAFKA_SASL_MECHANISM ? { mechanism: e.KAFKA_SASL_MECHANISM, username: e.KAFKA_SASL_USERNAME ?? "", password: e.KAFKA_SASL_PASSWORD ?? "" } : null,
     },
     topic: e.EVENTSTREAM_TOPIC,
     topicTemplate: template === "" ? null : template,

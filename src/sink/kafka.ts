@@ -1,4 +1,5 @@
-import { Kafka, Partitioners, logLevel, type Admin, type Producer, type TopicMessages, type Message, type LogEntry } from "kafkajs";
+import { readFileSync } from "node:fs";
+import { Kafka, Partitioners, logLevel, type Admin, type Producer, type TopicMessages, type Message, type LogEntry, type SASLOptions } from "kafkajs";
 import type { Config } from "../config.js";
 import { TopicError, TransientError, UserActionError } from "../errors.js";
 import type { Logger } from "../log.js";
@@ -44,9 +45,13 @@ export class KafkaSink {
     private readonly callbacks: SinkCallbacks,
   ) {
     const klog = log.child({ component: "kafkajs" });
+    const { ssl, sasl } = cfg.kafka;
     this.kafka = new Kafka({
       clientId: cfg.kafka.clientId,
       brokers: cfg.kafka.brokers,
+      ...(ssl ? { ssl: ssl.ca ? { ca: [readFileSync(ssl.ca, "utf8")], rejectUnauthorized: true } : true } : {}),
+      // A union of one object per mechanism; all three used here take a user name and password.
+      ...(sasl ? { sasl: sasl as SASLOptions } : {}),
       connectionTimeout: 5_000,
       requestTimeout: 30_000,
       logLevel: logLevel.WARN,

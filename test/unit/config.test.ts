@@ -62,3 +62,29 @@ describe("loadConfig", () => {
     }
   });
 });
+
+describe("loadConfig: Kafka security and notifications", () => {
+  it("builds TLS and SASL settings", () => {
+    const c = loadConfig({ KAFKA_SSL: "true", KAFKA_SSL_CA_FILE: "/ca.pem", KAFKA_SASL_MECHANISM: "scram-sha-512", KAFKA_SASL_USERNAME: "u", KAFKA_SASL_PASSWORD: "p" });
+    expect(c.kafka.ssl).toEqual({ ca: "/ca.pem" });
+    expect(c.kafka.sasl).toEqual({ mechanism: "scram-sha-512", username: "u", password: "p" });
+    expect(loadConfig({}).kafka).toMatchObject({ ssl: null, sasl: null });
+  });
+
+  it("asks for the SASL credentials together, without echoing them", () => {
+    expect(() => loadConfig({ KAFKA_SASL_MECHANISM: "plain", KAFKA_SASL_PASSWORD: "hunter2" })).toThrow(/KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD: required/);
+    try {
+      loadConfig({ KAFKA_SASL_MECHANISM: "plain", KAFKA_SASL_PASSWORD: "hunter2" });
+    } catch (e) {
+      expect((e as Error).message).not.toContain("hunter2");
+    }
+  });
+
+  it("turns XCom notifications off, and checks topic names", () => {
+    expect(loadConfig({}).xcomKey).toBe("eventstream");
+    expect(loadConfig({ EVENTSTREAM_XCOM_KEY: "ship" }).xcomKey).toBe("ship");
+    expect(loadConfig({ EVENTSTREAM_NOTIFICATIONS: "false" }).xcomKey).toBeNull();
+    expect(loadConfig({}).deadLetterTopic).toBeNull();
+    expect(() => loadConfig({ EVENTSTREAM_DEAD_LETTER_TOPIC: "bad topic!" })).toThrow(/EVENTSTREAM_DEAD_LETTER_TOPIC: must be a Kafka topic name/);
+  });
+});
