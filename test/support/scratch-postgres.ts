@@ -1,5 +1,5 @@
 import { execFileSync } from "node:child_process";
-import { chmodSync, chownSync, existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync, appendFileSync } from "node:fs";
+import { appendFileSync, chmodSync, chownSync, existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { join } from "node:path";
 
@@ -131,7 +131,10 @@ export async function startScratchPostgres(opts: ScratchOptions = {}): Promise<S
           },
         };
       } catch (e) {
-        if (attempt >= 3) throw e;
+        if (attempt >= 3) {
+          const log = existsSync(logFile) ? readFileSync(logFile, "utf8").split("\n").slice(-20).join("\n") : "(no server log)";
+          throw new Error(`scratch PostgreSQL did not start: ${(e as Error).message}\n${log}`, { cause: e });
+        }
       }
     }
   } catch (e) {
