@@ -187,12 +187,14 @@ export class AirflowMapper {
       keyChanged = oldKey !== newKey;
       prev = this.tis.get(oldKey);
       if (keyChanged) this.tis.delete(oldKey);
-      if (prev && !keyChanged && prev.state === next.state && prev.tryNumber === next.tryNumber && prev.mapIndex === next.mapIndex) {
-        return null; // churn: heartbeat, executor id, pid, ...
-      }
     }
     this.tis.set(newKey, next);
     this.tries.set(tiKey(next.dagId, next.taskId, next.runId, next.mapIndex), next.tryNumber);
+    if (prev && prev.state === next.state && prev.tryNumber === next.tryNumber && prev.mapIndex === next.mapIndex) {
+      // Churn: heartbeat, executor id, pid, ... and, on 3.x, the new id a retry or clear gives the
+      // row, which Airflow writes as a second UPDATE after the state change in the same transaction.
+      return null;
+    }
     const op = change.kind;
     return {
       type: "task_instance",
@@ -371,7 +373,8 @@ function parseXComValue(v: ColumnValue | undefined): Parsed {
       return { ok: false, error: "the XCom value is not valid JSON", rawText: text };
     }
   }
-  return { ok: true, value: v, rawText: typeof v === "string" ? v : JSON.stringify(v) };
+  // jsonb arrives parsed: the raw text is its JSON form (a JSON string keeps its quotes, as on 2.x).
+  return { ok: true, value: v, rawText: JSON.stringify(v) };
 }
 
 /** The original PushOperator's camelCase names, accepted as aliases. */

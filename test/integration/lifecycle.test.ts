@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type pg from "pg";
 import { StreamEvent, type DagRunEvent, type NotificationEvent, type TaskInstanceEvent } from "../../src/airflow/events.js";
-import { consume, createDatabase, daemonConfig, dropDatabase, pgClient, startDaemon, uniqueName, waitFor, withPg, type AirflowMajor } from "../support/harness.js";
+import { consume, createDatabase, daemonConfig, dropDatabase, pgClient, startDaemon, uniqueName, waitForStreaming, type AirflowMajor } from "../support/harness.js";
 import { insertDagRun, insertTi, setXCom, updateDagRun, updateTi, type TiKey } from "../support/airflow-rows.js";
 
 /**
@@ -31,7 +31,7 @@ describe.each(schemas)("Airflow %s.x schema (%s install): scripted lifecycle", (
   beforeAll(async () => {
     await createDatabase(db, major, install);
     daemon = startDaemon(daemonConfig(db));
-    await waitFor("the slot", () => withPg("postgres", async (p) => (await p.query("SELECT 1 FROM pg_replication_slots WHERE slot_name = $1 AND active", [db])).rowCount));
+    await waitForStreaming(db);
     c = pgClient(db);
     await c.connect();
   });

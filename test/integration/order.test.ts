@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { Kafka, logLevel } from "kafkajs";
-import { consume, createDatabase, daemonConfig, dropDatabase, services, startDaemon, uniqueName, waitFor, withPg, type AirflowMajor } from "../support/harness.js";
+import { consume, createDatabase, daemonConfig, dropDatabase, services, startDaemon, uniqueName, waitFor, waitForStreaming, withPg, type AirflowMajor } from "../support/harness.js";
 import { LoadGenerator, checkAgainstLedger, loadSeed, summary, untilSentinels, witnessCommitOrder } from "../support/load.js";
 
 /**
@@ -11,9 +11,7 @@ import { LoadGenerator, checkAgainstLedger, loadSeed, summary, untilSentinels, w
  */
 
 async function activeSlot(slot: string): Promise<void> {
-  await waitFor("the daemon's slot to be active", () =>
-    withPg("postgres", async (p) => (await p.query("SELECT 1 FROM pg_replication_slots WHERE slot_name = $1 AND active", [slot])).rowCount),
-  );
+  await waitForStreaming(slot);
 }
 
 async function listTopics(): Promise<string[]> {

@@ -1,23 +1,7 @@
 import { describe, expect, it } from "vitest";
 import type pg from "pg";
 import { formatLsn } from "../../src/checkpoint/lsn.js";
-import {
-  confirmedFlush,
-  consume,
-  createDatabase,
-  daemonConfig,
-  daemonEnv,
-  dropDatabase,
-  pgClient,
-  sleep,
-  spawnDaemon,
-  startDaemon,
-  uniqueName,
-  waitFor,
-  withPg,
-  type AirflowMajor,
-  type DaemonProcess,
-} from "../support/harness.js";
+import { confirmedFlush, consume, createDatabase, daemonConfig, daemonEnv, dropDatabase, pgClient, sleep, spawnDaemon, startDaemon, type AirflowMajor, type DaemonProcess, uniqueName, waitFor, waitForStreaming, withPg } from "../support/harness.js";
 import {
   LoadGenerator,
   brokerReachable,
@@ -272,9 +256,7 @@ describe("resilience under load", () => {
     await createDatabase(db, "2");
     const daemon = startDaemon(daemonConfig(db));
     try {
-      await waitFor("the daemon's slot to be active", () =>
-        withPg("postgres", async (p) => (await p.query("SELECT 1 FROM pg_replication_slots WHERE slot_name = $1 AND active", [db])).rowCount),
-      );
+      await waitForStreaming(db);
       const start = await confirmedFlush(db, db);
       let lastLsn = 0n;
       let transactions = 0;

@@ -1,6 +1,6 @@
 import { afterAll, describe, expect, it } from "vitest";
 import { TaskInstanceEvent } from "../../src/airflow/events.js";
-import { consume, createDatabase, daemonConfig, dropDatabase, startDaemon, uniqueName, waitFor, withPg, type AirflowMajor } from "../support/harness.js";
+import { consume, createDatabase, daemonConfig, dropDatabase, startDaemon, uniqueName, waitForStreaming, withPg, type AirflowMajor } from "../support/harness.js";
 import { insertDagRun, insertTi } from "../support/airflow-rows.js";
 
 /**
@@ -24,7 +24,7 @@ describe.each(["2", "3"] as AirflowMajor[])("Airflow %s.x: context of runs alrea
     });
     const daemon = startDaemon(daemonConfig(db));
     try {
-      await waitFor("the slot", () => withPg("postgres", async (p) => (await p.query("SELECT 1 FROM pg_replication_slots WHERE slot_name = $1 AND active", [db])).rowCount));
+      await waitForStreaming(db);
       await withPg(db, (c) => insertTi(c, major, { dag_id: "old_dag", task_id: "t", run_id: "scheduled__1" }));
       const [m] = await consume([`${db}.events`], (all) => all.length >= 1);
       const e = TaskInstanceEvent.parse(m!.event);

@@ -241,3 +241,16 @@ export async function confirmedFlush(database: string, slot: string): Promise<bi
     return (BigInt(`0x${hi}`) << 32n) | BigInt(`0x${lo}`);
   });
 }
+
+/**
+ * Resolves once a walsender streams from the slot. Not `pg_replication_slots.active`: that is also
+ * true while the slot is still being created, and commits in that window are not in the slot.
+ */
+export async function waitForStreaming(slot: string, timeoutMs = 60_000): Promise<void> {
+  await waitFor(
+    `a walsender streaming from slot ${slot}`,
+    () =>
+      withPg("postgres", async (p) => (await p.query("SELECT 1 FROM pg_replication_slots s JOIN pg_stat_replication r ON r.pid = s.active_pid WHERE s.slot_name = $1", [slot])).rowCount),
+    timeoutMs,
+  );
+}

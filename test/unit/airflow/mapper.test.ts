@@ -192,6 +192,20 @@ describe("AirflowMapper: DAG runs and the rest", () => {
   });
 });
 
+describe("AirflowMapper: 3.x retry written as two UPDATEs (state, then a new id)", () => {
+  it("publishes the state change once and follows the new id silently", () => {
+    const m = new AirflowMapper(OPTS, log);
+    const row = (over: Row): Row => ({ id: "u1", ...key2, state: "running", try_number: 1, ...over });
+    m.map(change({ kind: "insert", relation: TI3, row: row({}) }), tx);
+    const first = m.map(change({ kind: "update", relation: TI3, row: row({ state: "up_for_retry" }), old: null, oldKind: null }), tx);
+    const second = m.map(change({ kind: "update", relation: TI3, row: row({ id: "u2", state: "up_for_retry" }), old: { id: "u1" }, oldKind: "key" }), tx);
+    expect(first).toMatchObject({ previous_state: "running", state: "up_for_retry" });
+    expect(second).toBeNull();
+    const next = m.map(change({ kind: "update", relation: TI3, row: row({ id: "u2", state: "scheduled", try_number: 2 }), old: null, oldKind: null }), tx);
+    expect(next).toMatchObject({ previous_state: "up_for_retry", previous_state_known: true, state: "scheduled", ti_id: "u2" });
+  });
+});
+
 describe("AirflowMapper: mapped expansion on 3.x (id key unchanged)", () => {
   it("emits the map_index -1 -> 0 rewrite though the row's id stays", () => {
     const m = new AirflowMapper(OPTS, log);
@@ -258,6 +272,8 @@ describe("AirflowMapper: notifications from XCom", () => {
     expect(n.request_id).toBeNull();
     const pickled = m.map(change({ kind: "insert", relation: XCOM2, row: xrow(Buffer.from([0x80, 0x04, 0x95, 0xff])) }), tx);
     expect(pickled).toMatchObject({ error: { message: expect.stringMatching(/not JSON/) } });
+    const str3 = m.map(change({ kind: "insert", relation: XCOM3, row: xrow("just a string") }), tx);
+    expect(str3).toMatchObject({ error: { raw: '"just a string"' } });
     const notJson = m.map(change({ kind: "insert", relation: XCOM2, row: xrow(Buffer.from("{oops")) }), tx);
     expect(notJson).toMatchObject({ error: { message: "the XCom value is not valid JSON", raw: "{oops", truncated: false } });
   });
