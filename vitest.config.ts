@@ -24,6 +24,20 @@ export default defineConfig({
           globalSetup: ["test/support/global-setup.ts"],
         },
       },
+      {
+        test: {
+          // Real Airflow 2.x and 3.x (test/airflow, DAGs in test/dags), venvs cached outside the clone
+          // (scripts/airflow-venv.sh): ~2 min with cached venvs. `npm run test:airflow` runs it alone;
+          // a plain `vitest run` (npm test) includes it too.
+          name: "airflow",
+          include: ["test/airflow/**/*.test.ts"],
+          // The first run on a machine installs a venv per version (~1 min each).
+          testTimeout: 600_000,
+          hookTimeout: 1_800_000,
+          fileParallelism: false,
+          globalSetup: ["test/support/global-setup.ts"],
+        },
+      },
     ],
   },
 });
