@@ -87,6 +87,13 @@ const env = z.object({
   EVENTSTREAM_DEAD_LETTER_TOPIC: topicName.optional(),
   /** Largest number of events in one produce request. */
   EVENTSTREAM_BATCH_MAX_EVENTS: int(1, 100_000).default(2_000),
+  /**
+   * at-least-once: a crash may publish the unacknowledged tail again (same positions).
+   * exactly-once: each batch is a Kafka transaction with a checkpoint; read_committed consumers see every event once.
+   */
+  EVENTSTREAM_DELIVERY: z.enum(["at-least-once", "exactly-once"]).default("at-least-once"),
+  /** Exactly-once: compacted topic holding one checkpoint per slot (key = slot name); created with 1 partition. */
+  EVENTSTREAM_CHECKPOINT_TOPIC: topicName.default("airflow-eventstream.checkpoints"),
 
   // --- Flow control ---
   /** Reading from PostgreSQL pauses when this many events wait for Kafka's acknowledgement. */
@@ -138,6 +145,9 @@ export interface Config {
   topicPartitions: number;
   topicReplicationFactor: number;
   batchMaxEvents: number;
+  delivery: Env["EVENTSTREAM_DELIVERY"];
+  /** Exactly-once only: where the checkpoints go. */
+  checkpointTopic: string;
   maxMessageBytes: number;
   /** null: an oversized event stops the daemon. */
   deadLetterTopic: string | null;
@@ -178,6 +188,9 @@ export function loadConfig(source: NodeJS.ProcessEnv = process.env): Config {
   if (template !== "" && !template.includes("{dag_id}")) {
     problems.push('  EVENTSTREAM_TOPIC_TEMPLATE: must contain {dag_id}, e.g. "airflow.{dag_id}", or be empty for one topic');
   }
+  if (e.EVENTSTREAM_DELIVERY === "exactly-once" && (e.EVENTSTREAM_CHECKPOINT_TOPIC === e.EVENTSTREAM_TOPIC || e.EVENTSTREAM_CHECKPOINT_TOPIC === e.EVENTSTREAM_DEAD_LETTER_TOPIC)) {
+    problems.push("  EVENTSTREAM_CHECKPOINT_TOPIC: must be a topic of its own, not the events' or the dead-letter topic");
+  }
   if (problems.length > 0) {
     throw new ConfigError(`invalid configuration; set these environment variables (see .env.example):\n${problems.join("\n")}`);
   }
@@ -208,6 +221,8 @@ export function loadConfig(source: NodeJS.ProcessEnv = process.env): Config {
     topicPartitions: e.EVENTSTREAM_TOPIC_PARTITIONS,
     topicReplicationFactor: e.EVENTSTREAM_TOPIC_REPLICATION_FACTOR,
     batchMaxEvents: e.EVENTSTREAM_BATCH_MAX_EVENTS,
+    delivery: e.EVENTSTREAM_DELIVERY,
+    checkpointTopic: e.EVENTSTREAM_CHECKPOINT_TOPIC,
     maxMessageBytes: e.EVENTSTREAM_MAX_MESSAGE_BYTES,
     deadLetterTopic: e.EVENTSTREAM_DEAD_LETTER_TOPIC ?? null,
     maxInflightEvents: e.EVENTSTREAM_MAX_INFLIGHT_EVENTS,

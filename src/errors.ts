@@ -52,6 +52,14 @@ export class SchemaError extends UserActionError {
 }
 
 /**
+ * Exactly-once delivery cannot trust the checkpoint topic's record for this slot (unreadable, or
+ * written for another PostgreSQL cluster): skipping by it could drop events, so the daemon stops.
+ */
+export class CheckpointError extends UserActionError {
+  override name = "CheckpointError";
+}
+
+/**
  * A condition expected to clear by itself (slot held by another daemon, Kafka or PostgreSQL
  * unreachable): the supervisor waits and retries, logging what it waits for.
  */
@@ -66,6 +74,15 @@ export class TransientError extends Error {
  */
 export class SlotBusyError extends TransientError {
   override name = "SlotBusyError";
+}
+
+/**
+ * Another producer with the same transactional id (a second daemon on this slot) has started:
+ * Kafka refuses this one's transactions from then on. The session ends and the supervisor
+ * restarts it from the slot, where it waits while the other daemon holds the slot.
+ */
+export class ProducerFencedError extends TransientError {
+  override name = "ProducerFencedError";
 }
 
 /** PostgreSQL's SQLSTATE, when the error came from the server. */

@@ -1,17 +1,20 @@
 import type { Config } from "./config.js";
 import { AckTracker } from "./checkpoint/tracker.js";
-import { formatLsn } from "./checkpoint/lsn.js";
+import { formatLsn, parseLsn } from "./checkpoint/lsn.js";
+import { formatPosition, isAtOrBefore, type Checkpoint, type Position } from "./checkpoint/position.js";
 import { decodePgoutput } from "./decode/pgoutput.js";
 import { TransactionDecoder } from "./decode/transactions.js";
 import { AirflowMapper, type TxContext } from "./airflow/mapper.js";
-import { KafkaSink } from "./sink/kafka.js";
+import { KafkaSink, type SourceIdentity } from "./sink/kafka.js";
 import { TopicRouter } from "./sink/routing.js";
-import { prepareSource, withSourceClient } from "./source/setup.js";
+import { prepareSource, withSourceClient, type SourceReady } from "./source/setup.js";
 import { loadRunContexts } from "./airflow/run-context.js";
 import { ReplicationStream } from "./source/replication.js";
 import { MessageTooLargeError, coerceError } from "./errors.js";
 import type { StreamEvent } from "./airflow/events.js";
 import type { Logger } from "./log.js";
+import type { Lsn } from "./decode/types.js";
+import type pg from "pg";
 
 /**
  * One streaming session: source → decode → airflow model → sink → checkpoint, wired in that order.
@@ -69,53 +72,105 @@ export class Session {
       const runs = await withSourceClient(cfg, (c) => loadRunContexts(c, cfg.airflowSchema, Math.max(1000, Math.ceil(cfg.stateCacheSize / 10))));
       for (const r of runs) mapper.seedRunContext(r.dagId, r.runId, r.ctx);
       log.debug({ runs: runs.length }, "read the context of runs under way");
+      const exactlyOnce = cfg.delivery === "exactly-once";
+      const source = exactlyOnce ? await withSourceClient(cfg, readSourceIdentity) : null;
       const stream = (this.stream = new ReplicationStream(cfg, log.child({ module: "replication" })));
       let tx: TxContext | null = null;
       const maxEvents = cfg.maxInflightEvents;
       const maxBytes = cfg.maxInflightBytes;
+      /** Exactly-once: changes at or before this position are in Kafka already; mapped (the mapper's state must stay exact) but not published. */
+      let skipUpTo: Position | null = null;
+      let skipped = 0;
 
-      await stream.start({
-        onData: (payload) => {
-          const ev = decoder.push(decodePgoutput(payload));
-          if (ev === null) return;
-          switch (ev.kind) {
-            case "begin":
-              tx = { xid: ev.xid, commitTime: ev.commitTime };
-              return;
-            case "change": {
-              const event = mapper.map(ev, tx!);
-              if (event === null) return;
-              const value = JSON.stringify(event);
-              // value.length counts UTF-16 units: at most 3 bytes each, so most events skip the exact count.
-              if (value.length * 3 > cfg.maxMessageBytes && Buffer.byteLength(value) > cfg.maxMessageBytes) {
-                this.oversized(event, value);
-              } else {
-                sink.push({ topic: router.topicFor(event.dag_id), key: event.dag_id, value, seq: tracker.next() });
+      const onData = (payload: Buffer): void => {
+        const ev = decoder.push(decodePgoutput(payload));
+        if (ev === null) return;
+        switch (ev.kind) {
+          case "begin":
+            tx = { xid: ev.xid, commitTime: ev.commitTime };
+            return;
+          case "change": {
+            const event = mapper.map(ev, tx!);
+            if (event === null) return;
+            if (skipUpTo !== null) {
+              if (isAtOrBefore(ev.commitLsn, ev.index, skipUpTo)) {
+                skipped++;
+                return;
               }
-              // Backpressure: stop reading PostgreSQL until Kafka catches up (see maybeResume).
-              if (tracker.inflight >= maxEvents || sink.inflightBytes >= maxBytes) stream.pause();
-              return;
+              // Positions only grow along the stream: nothing after this change is covered.
+              log.info({ skipped, checkpoint: formatPosition(skipUpTo), first: event.source.position }, "exactly-once: past the checkpoint; publishing");
+              skipUpTo = null;
             }
-            case "commit":
-              tx = null;
-              tracker.commit(ev.endLsn);
-              this.scheduleReport();
-              return;
+            const value = JSON.stringify(event);
+            // value.length counts UTF-16 units: at most 3 bytes each, so most events skip the exact count.
+            if (value.length * 3 > cfg.maxMessageBytes && Buffer.byteLength(value) > cfg.maxMessageBytes) {
+              this.oversized(event, value, ev.commitLsn, ev.index);
+            } else {
+              sink.push({ topic: router.topicFor(event.dag_id), key: event.dag_id, value, seq: tracker.next(), commitLsn: ev.commitLsn, index: ev.index });
+            }
+            // Backpressure: stop reading PostgreSQL until Kafka catches up (see maybeResume).
+            if (tracker.inflight >= maxEvents || sink.inflightBytes >= maxBytes) stream.pause();
+            return;
           }
-        },
-        onKeepalive: (walEnd, replyRequested) => {
-          if (tx === null) tracker.keepalive(walEnd);
-          if (replyRequested) this.report();
-          else this.scheduleReport();
-        },
-      });
-      this.streamingSince = Date.now();
-      log.info({ slot: cfg.slot, resumeFrom: formatLsn(ready.confirmedFlushLsn) }, "streaming");
+          case "commit":
+            tx = null;
+            tracker.commit(ev.endLsn);
+            this.scheduleReport();
+            return;
+        }
+      };
+      const onKeepalive = (walEnd: Lsn, replyRequested: boolean): void => {
+        if (tx === null) tracker.keepalive(walEnd);
+        if (replyRequested) this.report();
+        else this.scheduleReport();
+      };
 
-      // Status updates also go out on a timer: while reading is paused for backpressure no
-      // keepalive is read, and the server drops a connection that stays silent past wal_sender_timeout.
-      const timer = setInterval(() => this.report(), cfg.statusIntervalMs);
+      // Status updates also go out on a timer: while reading is paused (for backpressure, or while
+      // exactly-once reads its checkpoint) no keepalive is read, and the server drops a connection
+      // that stays silent past wal_sender_timeout.
+      let timer: NodeJS.Timeout | undefined;
       try {
+        if (!exactlyOnce) {
+          await stream.start({ onData, onKeepalive });
+          timer = setInterval(() => this.report(), cfg.statusIntervalMs);
+        } else {
+          // Exactly-once starts only once the slot is ours (START_REPLICATION succeeded): fencing
+          // first would let a standby daemon, retrying every second, fence the active one again and
+          // again. Until the checkpoint is read the stream is paused; what had already arrived waits
+          // here, in order (copied: the protocol parser may reuse its buffer).
+          let held: ({ payload: Buffer } | { walEnd: Lsn })[] | null = [];
+          await stream.start({
+            onData: (payload) => {
+              if (held === null) return onData(payload);
+              held.push({ payload: Buffer.from(payload) });
+              stream.pause();
+            },
+            onKeepalive: (walEnd, replyRequested) => {
+              if (held === null) return onKeepalive(walEnd, replyRequested);
+              held.push({ walEnd });
+              // The reply carries the position confirmed so far, which nothing here changes.
+              if (replyRequested) this.report();
+            },
+          });
+          stream.pause();
+          timer = setInterval(() => this.report(), cfg.statusIntervalMs);
+          const begun = sink.beginExactlyOnce(source!);
+          begun.catch(() => undefined);
+          await Promise.race([begun, stream.done, failed]);
+          if (this.stopping) return;
+          // Read after the checkpoint: every legitimate checkpoint is behind the WAL by then.
+          const walLsn = await withSourceClient(cfg, readWalLsn);
+          skipUpTo = usableCheckpoint(await begun, walLsn, ready, log);
+          const queued = held;
+          held = null;
+          for (const m of queued) {
+            if ("payload" in m) onData(m.payload);
+            else onKeepalive(m.walEnd, false);
+          }
+          this.maybeResume();
+        }
+        this.streamingSince = Date.now();
+        log.info({ slot: cfg.slot, resumeFrom: formatLsn(ready.confirmedFlushLsn) }, "streaming");
         await Promise.race([stream.done, failed]);
       } finally {
         clearInterval(timer);
@@ -152,7 +207,7 @@ export class Session {
    * session stops (nothing after it is acknowledged) with an error naming the row; with one, a
    * summary goes there in the event's place, in order, and is counted.
    */
-  private oversized(event: StreamEvent, value: string): void {
+  private oversized(event: StreamEvent, value: string, commitLsn: Lsn, index: number): void {
     const bytes = Buffer.byteLength(value);
     const where = {
       type: event.type,
@@ -170,7 +225,7 @@ export class Session {
     this.deadLettered++;
     this.log.warn({ ...where, bytes, topic: dlq, dead_lettered_total: this.deadLettered }, "event over the size limit sent to the dead-letter topic");
     const summary = JSON.stringify({ reason: "message_too_large", bytes, limit: this.cfg.maxMessageBytes, ...where, source: event.source, head: value.slice(0, 1024) });
-    this.sink!.push({ topic: dlq, key: event.dag_id, value: summary, seq: this.tracker!.next() });
+    this.sink!.push({ topic: dlq, key: event.dag_id, value: summary, seq: this.tracker!.next(), commitLsn, index });
   }
 
   private maybeResume(): void {
@@ -207,4 +262,48 @@ export class Session {
     await this.stream?.stop();
     await this.sink?.close();
   }
+}
+
+/**
+ * Exactly-once: which PostgreSQL cluster this is. pg_control_system() is open to every role on
+ * PostgreSQL; where a managed service withholds it, the identity is null and not checked.
+ */
+async function readSourceIdentity(client: pg.Client): Promise<SourceIdentity> {
+  const { rows } = await client.query<{ db: string }>("SELECT current_database() AS db");
+  const database = rows[0]!.db;
+  try {
+    const sys = await client.query<{ sysid: string }>("SELECT system_identifier::text AS sysid FROM pg_control_system()");
+    return { systemIdentifier: sys.rows[0]?.sysid ?? null, database };
+  } catch {
+    return { systemIdentifier: null, database };
+  }
+}
+
+/** The server's WAL position now: where it inserts (on a standby: where it replays). */
+async function readWalLsn(client: pg.Client): Promise<Lsn> {
+  const { rows } = await client.query<{ wal: string | null }>("SELECT (CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END)::text AS wal");
+  const wal = rows[0]?.wal;
+  return wal ? parseLsn(wal) : 0n;
+}
+
+/**
+ * The checkpoint's position, when it may be used to skip. Positions compare only within one WAL
+ * history: a checkpoint ahead of the server's WAL, or found when the slot was just created (it
+ * starts at the current WAL position, after every legitimate checkpoint), means the database's
+ * WAL went back (a restore to an earlier point, same cluster identity). Skipping by it would drop
+ * new transactions, so it is not used, and the log says why. (Another cluster's checkpoint is
+ * refused earlier, by system identifier.)
+ */
+function usableCheckpoint(cp: Checkpoint | null, walLsn: Lsn, ready: SourceReady, log: Logger): Position | null {
+  if (cp === null) return null;
+  const where = { checkpoint: formatPosition(cp.position), wal: formatLsn(walLsn), slotCreated: ready.slotCreated };
+  if (walLsn > 0n && cp.position.commitLsn > walLsn) {
+    log.warn(where, "exactly-once: the checkpoint is ahead of the server's WAL (restored to an earlier point?); not skipping anything: positions of new events may be lower than ones already published");
+    return null;
+  }
+  if (ready.slotCreated) {
+    log.info(where, "exactly-once: the slot was just created; it starts after the checkpoint, nothing to skip");
+    return null;
+  }
+  return cp.position;
 }

@@ -1,8 +1,11 @@
 import { readFileSync } from "node:fs";
-import { Kafka, Partitioners, logLevel, type Admin, type Producer, type TopicMessages, type Message, type LogEntry, type SASLOptions } from "kafkajs";
+import { Kafka, Partitioners, logLevel, type Admin, type ConfigResourceTypes, type Producer, type TopicMessages, type Message, type LogEntry, type SASLOptions } from "kafkajs";
 import type { Config } from "../config.js";
-import { TopicError, TransientError, UserActionError } from "../errors.js";
+import type { Lsn } from "../decode/types.js";
+import { CHECKPOINT_FIX, comparePositions, encodeCheckpoint, formatPosition, parseCheckpoint, type Checkpoint } from "../checkpoint/position.js";
+import { CheckpointError, ProducerFencedError, TopicError, TransientError, UserActionError } from "../errors.js";
 import type { Logger } from "../log.js";
+import { newSentinelValue, scanToSentinels, sentinelKey } from "./checkpoint-topic.js";
 
 /** One event ready for Kafka, with the sequence number the checkpoint tracker gave it. */
 export interface SinkRecord {
@@ -10,7 +13,40 @@ export interface SinkRecord {
   key: string | null;
   value: string;
   seq: number;
+  /** Position of the row change it comes from: the checkpoint of exactly-once delivery. */
+  commitLsn: Lsn;
+  index: number;
 }
+
+/** Which PostgreSQL the positions belong to (written into every checkpoint, checked on start). */
+export interface SourceIdentity {
+  /** pg_control_system().system_identifier; null when the server would not say. */
+  systemIdentifier: string | null;
+  database: string;
+}
+
+/** One transactional id per slot: a second daemon on the same slot fences the first. */
+export function transactionalIdFor(slot: string): string {
+  return `airflow-eventstream.${slot}`;
+}
+
+/** kafkajs's ConfigResourceTypes.TOPIC: the enum is not among the names Node's ESM loader finds in kafkajs's CommonJS exports. */
+const TOPIC_RESOURCE = 2 as ConfigResourceTypes;
+
+/**
+ * The checkpoint topic is read from its start at every exactly-once start, and takes one record per
+ * batch (hundreds a second under load). Compaction never touches the active segment, so small
+ * segments keep what a start reads small: at most a few segments of 16 MiB, not Kafka's default of
+ * 1 GiB.
+ */
+const CHECKPOINT_TOPIC_CONFIG = [
+  { name: "cleanup.policy", value: "compact" },
+  { name: "segment.bytes", value: String(16 * 1024 * 1024) },
+  { name: "segment.ms", value: String(60 * 60 * 1000) },
+];
+
+/** Longest wait for the checkpoint topic to be read to its end (see checkpoint-topic.ts). */
+const CHECKPOINT_READ_TIMEOUT_MS = 120_000;
 
 export interface SinkCallbacks {
   /** Kafka acknowledged every record up to and including `seq`. */
@@ -26,11 +62,23 @@ export interface SinkCallbacks {
  *
  * The producer is idempotent (acks=all, one request in flight), so a retried request cannot
  * reorder or duplicate within a partition; keys are dag_ids, so each DAG's events keep their order.
+ *
+ * Exactly-once (EVENTSTREAM_DELIVERY=exactly-once): the producer is transactional, with an id
+ * derived from the slot. `beginExactlyOnce()` fences any older producer of that id and returns the
+ * latest checkpoint; then each batch is one Kafka transaction holding its events and a checkpoint
+ * record (key = slot, value = the position of the batch's last record) on the checkpoint topic,
+ * and `acked` is called only after the transaction committed. So the events a checkpoint covers
+ * are committed exactly when it is, and a restarted daemon skips what the checkpoint covers.
  */
 export class KafkaSink {
   private readonly kafka: Kafka;
   private producer: Producer | null = null;
   private admin: Admin | null = null;
+  /** Exactly-once only: where the checkpoints go, under which key, with which producer id. */
+  private readonly eos: { topic: string; key: string; transactionalId: string } | null;
+  /** Exactly-once: set by beginExactlyOnce(); no batch is sent before. */
+  private source: SourceIdentity | null = null;
+  private readonly closers: (() => Promise<void>)[] = [];
   private readonly queue: SinkRecord[] = [];
   private head = 0;
   private sending = false;
@@ -60,12 +108,20 @@ export class KafkaSink {
         const { message, ...rest } = entry.log;
         // Retries are bounded on purpose (see connect()); kafkajs warns about that on every start.
         if (message.startsWith("Limiting retries for the idempotent producer")) return;
+        // A transaction begun while the coordinator still completes the previous one (or a fenced
+        // predecessor's) is refused with CONCURRENT_TRANSACTIONS, logged by kafkajs as an error (in
+        // the message, or in `error` of a "Response AddPartitionsToTxn" line), and retried, as it must be.
+        if (`${message} ${String(rest.error ?? "")}`.includes("another concurrent operation on the same transaction")) {
+          klog.debug({ namespace: entry.namespace }, "CONCURRENT_TRANSACTIONS (retried)");
+          return;
+        }
         const fields = { namespace: entry.namespace, ...rest };
         if (entry.level <= logLevel.ERROR) klog.error(fields, message);
         else klog.warn(fields, message);
       },
       retry: { initialRetryTime: 300, maxRetryTime: 10_000, retries: 8 },
     });
+    this.eos = cfg.delivery === "exactly-once" ? { topic: cfg.checkpointTopic, key: cfg.slot, transactionalId: transactionalIdFor(cfg.slot) } : null;
   }
 
   /** Connects, and makes sure the single topic exists (per-DAG topics are ensured on first use). */
@@ -81,12 +137,89 @@ export class KafkaSink {
         // Bounded, unlike kafkajs's idempotent default (infinite): after ~1 min of failures the
         // pipeline restarts from the slot instead, saying so in the logs.
         retry: { initialRetryTime: 300, maxRetryTime: 10_000, retries: 8 },
+        // Exactly-once: kafkajs runs InitProducerId with this id at the first transaction() (not
+        // at connect()); that is what fences an older producer (beginExactlyOnce). The retries
+        // start short because the common retriable error here is CONCURRENT_TRANSACTIONS: a
+        // transaction begun right after a commit, while the coordinator still writes its markers
+        // (measured: ~15% of back-to-back transactions, cleared within milliseconds; a 300 ms first
+        // retry would cost that much latency each time). ~1 min in all, as above.
+        ...(this.eos ? { transactionalId: this.eos.transactionalId, retry: { initialRetryTime: 5, maxRetryTime: 10_000, retries: 17 } } : {}),
       });
       await this.producer.connect();
     } catch (e: unknown) {
       throw new TransientError(`Kafka at ${this.cfg.kafka.brokers.join(",")} is unreachable (${(e as Error).message}); retrying`, { cause: e });
     }
     if (fixedTopic !== null) await this.ensureTopics([fixedTopic]);
+    if (this.eos) await this.ensureCheckpointTopic(this.eos.topic);
+  }
+
+  /**
+   * Exactly-once start, once the slot is ours: fence, then read the latest checkpoint.
+   *
+   * The first transaction() makes kafkajs send InitProducerId with this slot's transactional id:
+   * Kafka bumps the epoch, so an older daemon with the same id (a zombie) can never commit again,
+   * and any transaction it left open is aborted before the call returns (kafkajs retries the
+   * CONCURRENT_TRANSACTIONS answers meanwhile). That transaction commits one sentinel per
+   * partition of the checkpoint topic; reading until they arrive reads the topic to its end (see
+   * checkpoint-topic.ts). Returns the checkpoint for this slot, or null when there is none.
+   */
+  async beginExactlyOnce(source: SourceIdentity): Promise<Checkpoint | null> {
+    const eos = this.eos;
+    if (!eos) throw new Error("beginExactlyOnce() needs EVENTSTREAM_DELIVERY=exactly-once");
+    const admin = this.admin!;
+    const meta = await admin.fetchTopicMetadata({ topics: [eos.topic] });
+    const partitions = meta.topics[0]?.partitions.map((p) => p.partitionId) ?? [];
+    if (partitions.length === 0) throw new TransientError(`no partitions found for the checkpoint topic ${eos.topic}; retrying`);
+    const sentinels = new Map(partitions.map((p) => [p, newSentinelValue()] as const));
+    const started = Date.now();
+    const tx = await this.producer!.transaction().catch((e: unknown) => {
+      throw this.explain(e, "initialising the transactional producer");
+    });
+    try {
+      const key = sentinelKey(eos.key);
+      await tx.sendBatch({ topicMessages: [{ topic: eos.topic, messages: [...sentinels].map(([partition, value]) => ({ key, value, partition })) }], acks: -1 });
+      await tx.commit();
+    } catch (e: unknown) {
+      await tx.abort().catch(() => undefined);
+      throw this.explain(e, "committing the start sentinel");
+    }
+    const fencedMs = Date.now() - started;
+    const scan = await scanToSentinels(this.kafka, {
+      topic: eos.topic,
+      key: eos.key,
+      sentinels,
+      clientId: this.cfg.kafka.clientId,
+      timeoutMs: CHECKPOINT_READ_TIMEOUT_MS,
+      log: this.log,
+      track: (close) => this.closers.push(close),
+    });
+    let latest: Checkpoint | null = null;
+    for (const [partition, value] of scan.last) {
+      if (value === null) continue;
+      const cp = parseCheckpoint(value, `the checkpoint of slot "${eos.key}" in ${eos.topic} (partition ${partition})`);
+      if (cp.systemIdentifier !== null && source.systemIdentifier !== null && cp.systemIdentifier !== source.systemIdentifier) {
+        throw new CheckpointError(
+          `the checkpoint of slot "${eos.key}" in ${eos.topic} was written for another PostgreSQL cluster (system identifier ${cp.systemIdentifier}${cp.database ? `, database ${cp.database}` : ""}; this one is ${source.systemIdentifier}): two sources share slot name "${eos.key}" on this Kafka cluster, or the database moved to a new cluster. Give each source its own EVENTSTREAM_SLOT (or EVENTSTREAM_CHECKPOINT_TOPIC). ${CHECKPOINT_FIX}`,
+        );
+      }
+      // One partition in the normal case; with more (a pre-made topic whose partitions changed),
+      // the key's records may sit in two: positions only grow, so the largest is the latest.
+      if (latest === null || comparePositions(cp.position, latest.position) > 0) latest = cp;
+    }
+    this.source = source;
+    this.log.info(
+      {
+        transactionalId: eos.transactionalId,
+        topic: eos.topic,
+        checkpoint: latest ? formatPosition(latest.position) : null,
+        checkpointWrittenAt: latest?.writtenAt ?? null,
+        recordsRead: scan.records,
+        fencedMs,
+        readMs: Date.now() - started - fencedMs,
+      },
+      latest ? "exactly-once: resuming after the checkpoint" : "exactly-once: no checkpoint for this slot yet",
+    );
+    return latest;
   }
 
   /** Queues a record. Never blocks: the pipeline pauses PostgreSQL when `inflightBytes` is too high. */
@@ -110,6 +243,7 @@ export class KafkaSink {
   async close(): Promise<void> {
     this.stopped = true;
     this.wakeIdle();
+    for (const close of this.closers.splice(0)) await close();
     await this.producer?.disconnect().catch(() => undefined);
     await this.admin?.disconnect().catch(() => undefined);
   }
@@ -141,11 +275,7 @@ export class KafkaSink {
         this.sending = false;
         this.stopped = true;
         this.wakeIdle();
-        this.callbacks.failed(
-          e instanceof UserActionError
-            ? e
-            : new TransientError(`publishing ${batch.length} events to Kafka failed (${(e as Error).message}); resuming from the last acknowledged position`, { cause: e }),
-        );
+        this.callbacks.failed(this.explain(e, `publishing ${batch.length} events`));
       },
     );
   }
@@ -161,7 +291,88 @@ export class KafkaSink {
     if (missing.length > 0) await this.ensureTopics(missing);
     const topicMessages: TopicMessages[] = [];
     for (const [topic, messages] of byTopic) topicMessages.push({ topic, messages });
-    await this.producer!.sendBatch({ topicMessages, acks: -1 });
+    if (this.eos === null) {
+      await this.producer!.sendBatch({ topicMessages, acks: -1 });
+      return;
+    }
+    await this.sendTransaction(topicMessages, batch[batch.length - 1]!);
+  }
+
+  /**
+   * One Kafka transaction: the batch's events plus the checkpoint of its last record, committed
+   * together. On any failure the transaction is aborted (best effort: a dead producer's
+   * transaction is aborted by its successor's InitProducerId, or by the coordinator at the
+   * transaction timeout) and the error ends the session. A commit whose outcome is unknown (a
+   * timeout) is safe either way: the next start reads the checkpoint and skips what it covers.
+   */
+  private async sendTransaction(topicMessages: TopicMessages[], last: SinkRecord): Promise<void> {
+    const eos = this.eos!;
+    const source = this.source;
+    if (source === null) throw new Error("exactly-once: a batch was sent before beginExactlyOnce()");
+    const checkpoint = encodeCheckpoint({
+      position: { commitLsn: last.commitLsn, index: last.index },
+      slot: eos.key,
+      systemIdentifier: source.systemIdentifier,
+      database: source.database,
+      writtenAt: new Date().toISOString(),
+    });
+    topicMessages.push({ topic: eos.topic, messages: [{ key: eos.key, value: checkpoint }] });
+    const tx = await this.producer!.transaction();
+    try {
+      await tx.sendBatch({ topicMessages, acks: -1 });
+      await tx.commit();
+    } catch (e: unknown) {
+      await tx.abort().catch(() => undefined);
+      throw e;
+    }
+  }
+
+  /** The error that ends the session, saying what happened; fencing is named as such. */
+  private explain(e: unknown, what: string): Error {
+    if (e instanceof UserActionError || e instanceof TransientError) return e;
+    const message = (e as Error)?.message ?? String(e);
+    if (this.eos && isFenced(e)) {
+      return new ProducerFencedError(
+        `${what}: Kafka refused transactional id ${this.eos.transactionalId} (${message}): another daemon on slot "${this.eos.key}" has started a producer with it, or a transaction outlived its timeout; restarting from the slot`,
+        { cause: e },
+      );
+    }
+    return new TransientError(`${what} to Kafka failed (${message}); resuming from the last acknowledged position`, { cause: e });
+  }
+
+  /**
+   * The checkpoint topic: compacted (one record per slot is all that matters), one partition,
+   * small segments (see CHECKPOINT_TOPIC_CONFIG).
+   * An existing topic that is not compacted works, but its checkpoints expire with its retention;
+   * a daemon started after that publishes the unacknowledged tail again, so say so.
+   */
+  private async ensureCheckpointTopic(topic: string): Promise<void> {
+    const admin = this.admin!;
+    const existing = new Set(await admin.listTopics());
+    if (!existing.has(topic)) {
+      if (!this.cfg.createTopics) {
+        throw new TopicError(
+          `the checkpoint topic ${topic} does not exist and EVENTSTREAM_CREATE_TOPICS is false: create it (e.g. kafka-topics.sh --create --topic ${topic} --partitions 1 ${CHECKPOINT_TOPIC_CONFIG.map((c) => `--config ${c.name}=${c.value}`).join(" ")}) or set EVENTSTREAM_CREATE_TOPICS=true`,
+        );
+      }
+      try {
+        await admin.createTopics({
+          waitForLeaders: true,
+          topics: [{ topic, numPartitions: 1, replicationFactor: this.cfg.topicReplicationFactor, configEntries: CHECKPOINT_TOPIC_CONFIG }],
+        });
+      } catch (e: unknown) {
+        // Another daemon (another slot) may have created it at the same moment.
+        if (!(await admin.listTopics()).includes(topic)) throw e;
+      }
+      this.log.info({ topic, partitions: 1, cleanupPolicy: "compact" }, "created the checkpoint topic");
+    } else {
+      const described = await admin.describeConfigs({ resources: [{ type: TOPIC_RESOURCE, name: topic, configNames: ["cleanup.policy"] }], includeSynonyms: false });
+      const policy = described.resources[0]?.configEntries.find((c) => c.configName === "cleanup.policy")?.configValue ?? "";
+      if (!policy.split(",").includes("compact")) {
+        this.log.warn({ topic, cleanupPolicy: policy }, "the checkpoint topic is not compacted: a checkpoint older than its retention is lost, and the next start may then publish unacknowledged events again; set cleanup.policy=compact");
+      }
+    }
+    this.knownTopics.add(topic);
   }
 
   private async ensureTopics(topics: string[]): Promise<void> {
@@ -192,4 +403,15 @@ export class KafkaSink {
     this.idleWaiters = [];
     for (const fn of w) fn();
   }
+}
+
+/** INVALID_PRODUCER_EPOCH (47), PRODUCER_FENCED (90), TRANSACTION_COORDINATOR_FENCED (52), anywhere in the cause chain. */
+function isFenced(e: unknown): boolean {
+  let cur: unknown = e;
+  for (let depth = 0; depth < 8 && typeof cur === "object" && cur !== null; depth++) {
+    const { type, code } = cur as { type?: unknown; code?: unknown };
+    if (type === "INVALID_PRODUCER_EPOCH" || type === "PRODUCER_FENCED" || type === "TRANSACTION_COORDINATOR_FENCED" || code === 47 || code === 90 || code === 52) return true;
+    cur = (cur as { cause?: unknown; originalError?: unknown }).cause ?? (cur as { originalError?: unknown }).originalError;
+  }
+  return false;
 }

@@ -1,0 +1,118 @@
+import { z } from "zod";
+import type { Lsn } from "../decode/types.js";
+import { CheckpointError } from "../errors.js";
+import { formatLsn, lsnHex16, parseLsn } from "./lsn.js";
+
+/**
+ * Where a row change sits in the source: the commit LSN of its transaction and its index within
+ * that transaction. Unique per database and increasing along the stream, so it orders every event
+ * ever published and survives re-delivery unchanged. Compared as (bigint, number), never as text:
+ * "0/10" and "0000000000000010" are the same LSN, and only the fixed-width form sorts as a string.
+ */
+export interface Position {
+  commitLsn: Lsn;
+  index: number;
+}
+
+/** Negative when `a` comes before `b`, 0 when equal, positive after. */
+export function comparePositions(a: Position, b: Position): number {
+  if (a.commitLsn !== b.commitLsn) return a.commitLsn < b.commitLsn ? -1 : 1;
+  return a.index - b.index;
+}
+
+/** True when the change at (commitLsn, index) is at or before `checkpoint`: already in Kafka. */
+export function isAtOrBefore(commitLsn: Lsn, index: number, checkpoint: Position): boolean {
+  return commitLsn < checkpoint.commitLsn || (commitLsn === checkpoint.commitLsn && index <= checkpoint.index);
+}
+
+/** The events' `source.position` form: commit LSN and index as fixed-width upper-case hex. */
+export function formatPosition(p: Position): string {
+  return `${lsnHex16(p.commitLsn)}-${p.index.toString(16).toUpperCase().padStart(8, "0")}`;
+}
+
+const POSITION_TEXT = /^([0-9A-Fa-f]{16})-([0-9A-Fa-f]{8})$/;
+
+export function parsePosition(text: string): Position {
+  const m = POSITION_TEXT.exec(text);
+  if (!m) throw new TypeError(`not a position: ${JSON.stringify(text)} (expected the form "00000000016B3748-00000000")`);
+  return { commitLsn: BigInt(`0x${m[1]}`), index: Number.parseInt(m[2]!, 16) };
+}
+
+/**
+ * The checkpoint record of exactly-once delivery, the value under key = slot name in the
+ * checkpoint topic, written in the same Kafka transaction as the events it covers: every event
+ * at or before `position` is committed in Kafka. `system_identifier` is PostgreSQL's
+ * (pg_control_system()): positions of another cluster are not comparable, so a checkpoint from
+ * one must never be used to skip changes of this one.
+ */
+export interface Checkpoint {
+  position: Position;
+  slot: string;
+  /** null when the server did not tell (the check is then skipped). */
+  systemIdentifier: string | null;
+  database: string | null;
+  writtenAt: string | null;
+}
+
+export const CHECKPOINT_VERSION = 1;
+
+const CheckpointValue = z.object({
+  version: z.literal(CHECKPOINT_VERSION),
+  slot: z.string(),
+  position: z.string(),
+  commit_lsn: z.string(),
+  index: z.number().int().nonnegative().max(0xffffffff),
+  system_identifier: z.string().nullable().optional(),
+  database: z.string().nullable().optional(),
+  written_at: z.string().nullable().optional(),
+});
+
+export function encodeCheckpoint(cp: Checkpoint): string {
+  return JSON.stringify({
+    version: CHECKPOINT_VERSION,
+    slot: cp.slot,
+    position: formatPosition(cp.position),
+    commit_lsn: formatLsn(cp.position.commitLsn),
+    index: cp.position.index,
+    system_identifier: cp.systemIdentifier,
+    database: cp.database,
+    written_at: cp.writtenAt,
+  });
+}
+
+/**
+ * Reads a checkpoint value. The position is taken from `commit_lsn` and `index` as numbers, and
+ * the `position` text must agree with them: a record that does not parse or contradicts itself
+ * stops the daemon (CheckpointError) rather than being guessed at, since skipping by a wrong
+ * position would drop events.
+ */
+export function parseCheckpoint(value: string, where: string): Checkpoint {
+  let json: unknown;
+  try {
+    json = JSON.parse(value);
+  } catch (e: unknown) {
+    throw new CheckpointError(`${where} is not JSON (${(e as Error).message}). ${CHECKPOINT_FIX}`, { cause: e });
+  }
+  const parsed = CheckpointValue.safeParse(json);
+  if (!parsed.success) {
+    const issues = parsed.error.issues.map((i) => `${i.path.join(".") || "value"}: ${i.message}`).join("; ");
+    throw new CheckpointError(`${where} is not a checkpoint of this version (${issues}). ${CHECKPOINT_FIX}`);
+  }
+  const v = parsed.data;
+  let commitLsn: Lsn;
+  let fromText: Position;
+  try {
+    commitLsn = parseLsn(v.commit_lsn);
+    fromText = parsePosition(v.position);
+  } catch (e: unknown) {
+    throw new CheckpointError(`${where}: ${(e as Error).message}. ${CHECKPOINT_FIX}`, { cause: e });
+  }
+  const position = { commitLsn, index: v.index };
+  if (comparePositions(position, fromText) !== 0) {
+    throw new CheckpointError(`${where} contradicts itself: position ${v.position} but commit_lsn ${v.commit_lsn} index ${v.index}. ${CHECKPOINT_FIX}`);
+  }
+  return { position, slot: v.slot, systemIdentifier: v.system_identifier ?? null, database: v.database ?? null, writtenAt: v.written_at ?? null };
+}
+
+export const CHECKPOINT_FIX =
+  "To start over from the slot (events not yet acknowledged to PostgreSQL may then be published twice), delete the record: produce a tombstone (null value) with this key, e.g. `kcat -P -b BROKER -t TOPIC -K: -Z <<< 'SLOT:'`, or set EVENTSTREAM_CHECKPOINT_TOPIC to a new topic";

@@ -1,0 +1,132 @@
+import { randomBytes } from "node:crypto";
+import type { Kafka } from "kafkajs";
+import { TransientError } from "../errors.js";
+import type { Logger } from "../log.js";
+
+/**
+ * Reading the checkpoint topic to its end, for exactly-once delivery.
+ *
+ * The question "have I read everything?" has a trap on a topic written by transactional
+ * producers, and the obvious answers are wrong:
+ *
+ * - kafkajs's `admin.fetchTopicOffsets()` "high" is not the high watermark. The admin sends
+ *   ListOffsets with isolation READ_COMMITTED, so it returns the *last stable offset*: the first
+ *   offset of the oldest transaction still open in the partition. Another slot's daemon (they all
+ *   share this topic) with a transaction open from before our last checkpoint makes it point
+ *   *before* our last checkpoint; reading "up to high" then stops at an older checkpoint, and the
+ *   changes between the two are published a second time. (Measured on Kafka 4.4: with one
+ *   transaction open at offset 0 and a committed record at offset 1, "high" is 0.)
+ * - The real high watermark against "offset of the last message consumed + 1" never meets:
+ *   a read_committed consumer never receives transaction markers (every transaction ends with one,
+ *   so the last offset of this topic is nearly always a marker), nor records of aborted
+ *   transactions, nor offsets compaction removed. Counting them needs the raw fetch, which kafkajs
+ *   does not expose reliably.
+ *
+ * What is robust: a sentinel. Right after fencing (InitProducerId, which completes or aborts any
+ * transaction our transactional id left open) the sink commits a transaction holding one
+ * sentinel record per partition, with a fresh random value. A read_committed consumer receives a
+ * partition strictly in offset order and only below the last stable offset, so by the time it
+ * receives our sentinel, every transaction with records before it, ours and other daemons', has
+ * been committed or aborted, and every committed record before it has been delivered. Whatever
+ * our key held at that moment is the latest checkpoint, and no zombie can add to it afterwards
+ * (fenced). No offset arithmetic, so markers, aborted transactions and compaction gaps cannot fool
+ * it. It waits, at most, for other producers' transactions that are open in the partition: their
+ * usual length is milliseconds; a crashed one lasts until its producer restarts or its
+ * transaction times out (60 s by default).
+ *
+ * Sentinels are keyed "<slot>.start": slot names cannot contain ".", so they never collide with
+ * a checkpoint key, and compaction keeps one per slot and partition.
+ */
+
+export function sentinelKey(slot: string): string {
+  return `${slot}.start`;
+}
+
+export function newSentinelValue(): string {
+  return JSON.stringify({ sentinel: randomBytes(12).toString("hex"), written_at: new Date().toISOString() });
+}
+
+export interface CheckpointScan {
+  /** Per partition: the last value under the key before the sentinel; null for a tombstone. */
+  last: Map<number, string | null>;
+  /** Records read (every key), for the log. */
+  records: number;
+}
+
+export interface ScanOptions {
+  topic: string;
+  key: string;
+  /** partition -> the sentinel value committed there. */
+  sentinels: Map<number, string>;
+  clientId: string;
+  timeoutMs: number;
+  log: Logger;
+  /** The sink closes the consumer if the session ends while it reads. */
+  track(close: () => Promise<void>): void;
+}
+
+/** Reads every partition with a fresh read_committed consumer until each one's sentinel arrives. */
+export async function scanToSentinels(kafka: Kafka, opts: ScanOptions): Promise<CheckpointScan> {
+  const { topic, key, sentinels } = opts;
+  const sKey = sentinelKey(key);
+  // A group of its own, never committed: a fixed group id would make this start wait for the
+  // previous process's member (if it was killed) to time out of the group before the rebalance.
+  const consumer = kafka.consumer({
+    groupId: `${opts.clientId}.checkpoint-reader.${key}.${randomBytes(4).toString("hex")}`,
+    readUncommitted: false,
+    allowAutoTopicCreation: false,
+    maxWaitTimeInMs: 100,
+    sessionTimeout: 10_000,
+    heartbeatInterval: 1_000,
+  });
+  let closed = false;
+  const close = async () => {
+    if (closed) return;
+    closed = true;
+    await consumer.disconnect().catch(() => undefined);
+  };
+  opts.track(close);
+  const last = new Map<number, string | null>();
+  const pending = new Set(sentinels.keys());
+  let records = 0;
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    await consumer.connect();
+    await consumer.subscribe({ topics: [topic], fromBeginning: true });
+    await new Promise<void>((resolve, reject) => {
+      timer = setTimeout(
+        () =>
+          reject(
+            new TransientError(
+              `the checkpoint topic ${topic} was not read to its end within ${opts.timeoutMs} ms (partitions ${[...pending].join(",")} still behind): a transaction of another producer may be holding it back; retrying`,
+            ),
+          ),
+        opts.timeoutMs,
+      );
+      consumer.on(consumer.events.CRASH, (e) => {
+        if (!e.payload.restart) reject(new TransientError(`reading the checkpoint topic ${topic} failed (${e.payload.error.message}); retrying`, { cause: e.payload.error }));
+      });
+      consumer
+        .run({
+          autoCommit: false,
+          eachMessage: async ({ partition, message }) => {
+            if (!pending.has(partition)) return;
+            records++;
+            const k = message.key?.toString();
+            if (k === key) {
+              last.set(partition, message.value === null ? null : message.value.toString());
+            } else if (k === sKey && message.value?.toString() === sentinels.get(partition)) {
+              pending.delete(partition);
+              if (pending.size === 0) resolve();
+            }
+          },
+        })
+        .catch(reject);
+    });
+  } finally {
+    clearTimeout(timer);
+    await close();
+  }
+  opts.log.debug({ topic, records, partitions: sentinels.size }, "read the checkpoint topic to its end");
+  return { last, records };
+}
