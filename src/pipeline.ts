@@ -1,20 +1,19 @@
 import type { Config } from "./config.js";
 import { AckTracker } from "./checkpoint/tracker.js";
-import { formatLsn, parseLsn } from "./checkpoint/lsn.js";
+import { formatLsn } from "./checkpoint/lsn.js";
 import { formatPosition, isAtOrBefore, type Checkpoint, type Position } from "./checkpoint/position.js";
 import { decodePgoutput } from "./decode/pgoutput.js";
 import { TransactionDecoder } from "./decode/transactions.js";
 import { AirflowMapper, type TxContext } from "./airflow/mapper.js";
-import { KafkaSink, type SourceIdentity } from "./sink/kafka.js";
+import { KafkaSink } from "./sink/kafka.js";
 import { TopicRouter } from "./sink/routing.js";
-import { prepareSource, withSourceClient, type SourceReady } from "./source/setup.js";
+import { prepareSource, readSourceIdentity, readWalLsn, withSourceClient, type SourceReady } from "./source/setup.js";
 import { loadRunContexts } from "./airflow/run-context.js";
 import { ReplicationStream } from "./source/replication.js";
 import { MessageTooLargeError, coerceError } from "./errors.js";
 import type { StreamEvent } from "./airflow/events.js";
 import type { Logger } from "./log.js";
 import type { Lsn } from "./decode/types.js";
-import type pg from "pg";
 
 /**
  * One streaming session: source → decode → airflow model → sink → checkpoint, wired in that order.
@@ -262,28 +261,6 @@ export class Session {
     await this.stream?.stop();
     await this.sink?.close();
   }
-}
-
-/**
- * Exactly-once: which PostgreSQL cluster this is. pg_control_system() is open to every role on
- * PostgreSQL; where a managed service withholds it, the identity is null and not checked.
- */
-async function readSourceIdentity(client: pg.Client): Promise<SourceIdentity> {
-  const { rows } = await client.query<{ db: string }>("SELECT current_database() AS db");
-  const database = rows[0]!.db;
-  try {
-    const sys = await client.query<{ sysid: string }>("SELECT system_identifier::text AS sysid FROM pg_control_system()");
-    return { systemIdentifier: sys.rows[0]?.sysid ?? null, database };
-  } catch {
-    return { systemIdentifier: null, database };
-  }
-}
-
-/** The server's WAL position now: where it inserts (on a standby: where it replays). */
-async function readWalLsn(client: pg.Client): Promise<Lsn> {
-  const { rows } = await client.query<{ wal: string | null }>("SELECT (CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END)::text AS wal");
-  const wal = rows[0]?.wal;
-  return wal ? parseLsn(wal) : 0n;
 }
 
 /**

@@ -116,3 +116,10 @@ export function parseCheckpoint(value: string, where: string): Checkpoint {
 
 export const CHECKPOINT_FIX =
   "To start over from the slot (events not yet acknowledged to PostgreSQL may then be published twice), delete the record: produce a tombstone (null value) with this key, e.g. `kcat -P -b BROKER -t TOPIC -K: -Z <<< 'SLOT:'`, or set EVENTSTREAM_CHECKPOINT_TOPIC to a new topic";
+
+/** Which PostgreSQL cluster and database a checkpoint belongs to. */
+export interface SourceIdentity {
+  /** pg_control_system().system_identifier; null when the server would not say. */
+  systemIdentifier: string | null;
+  database: string;
+}

@@ -1,6 +1,7 @@
 import { readFileSync } from "node:fs";
 import { Kafka, Partitioners, logLevel, type Admin, type ConfigResourceTypes, type Producer, type TopicMessages, type Message, type LogEntry, type SASLOptions } from "kafkajs";
 import type { Config } from "../config.js";
+import type { SourceIdentity } from "../checkpoint/position.js";
 import type { Lsn } from "../decode/types.js";
 import { CHECKPOINT_FIX, comparePositions, encodeCheckpoint, formatPosition, parseCheckpoint, type Checkpoint } from "../checkpoint/position.js";
 import { CheckpointError, ProducerFencedError, TopicError, TransientError, UserActionError } from "../errors.js";
@@ -19,11 +20,6 @@ export interface SinkRecord {
 }
 
 /** Which PostgreSQL the positions belong to (written into every checkpoint, checked on start). */
-export interface SourceIdentity {
-  /** pg_control_system().system_identifier; null when the server would not say. */
-  systemIdentifier: string | null;
-  database: string;
-}
 
 /** One transactional id per slot: a second daemon on the same slot fences the first. */
 export function transactionalIdFor(slot: string): string {

@@ -14,6 +14,7 @@ import {
   sqlState,
 } from "../errors.js";
 import type { Logger } from "../log.js";
+import type { SourceIdentity } from "../checkpoint/position.js";
 import { ident, literal, pgClientConfig } from "./pg.js";
 
 /** Airflow tables the daemon captures: xcom only when notifications are on. */
@@ -230,4 +231,26 @@ async function ensureSlot(client: pg.Client, cfg: Config, log: Logger): Promise<
     );
   }
   return { confirmedFlushLsn: parseLsn(slot.confirmed_flush_lsn ?? "0/0"), slotCreated: false };
+}
+
+/**
+ * Exactly-once: which PostgreSQL cluster this is. pg_control_system() is open to every role on
+ * PostgreSQL; where a managed service withholds it, the identity is null and not checked.
+ */
+export async function readSourceIdentity(client: pg.Client): Promise<SourceIdentity> {
+  const { rows } = await client.query<{ db: string }>("SELECT current_database() AS db");
+  const database = rows[0]!.db;
+  try {
+    const sys = await client.query<{ sysid: string }>("SELECT system_identifier::text AS sysid FROM pg_control_system()");
+    return { systemIdentifier: sys.rows[0]?.sysid ?? null, database };
+  } catch {
+    return { systemIdentifier: null, database };
+  }
+}
+
+/** The server's WAL position now: where it inserts (on a standby: where it replays). */
+export async function readWalLsn(client: pg.Client): Promise<Lsn> {
+  const { rows } = await client.query<{ wal: string | null }>("SELECT (CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END)::text AS wal");
+  const wal = rows[0]?.wal;
+  return wal ? parseLsn(wal) : 0n;
 }
