@@ -17,10 +17,10 @@
 # `postgres` user cannot reach that directory (e.g. the repo sits under /root, mode 700),
 # PostgreSQL's data goes to /var/tmp/airflow-eventstream-<hash>/pg instead (`status` says where).
 #
-#
 # Ports: PostgreSQL 25432, Kafka 29092 (controller 29093), below the ephemeral port range;
 # EVENTSTREAM_PG_PORT, EVENTSTREAM_KAFKA_PORT, EVENTSTREAM_KAFKA_CONTROLLER_PORT override them (a
 # second set of services beside the first, e.g. to try CI from a clone while developing).
+#
 # Every subcommand that starts something waits until it is healthy and fails loudly (non-zero,
 # with the tail of the service's log) when it is not. Log lines go to stderr; only `env` and
 # `status` print to stdout.
