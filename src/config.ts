@@ -85,6 +85,8 @@ const env = z.object({
   EVENTSTREAM_MAX_MESSAGE_BYTES: int(1024, 100 * 1024 * 1024).default(1_000_000),
   /** Where an event over EVENTSTREAM_MAX_MESSAGE_BYTES goes (a summary with its position). Empty: the daemon stops, naming the row. */
   EVENTSTREAM_DEAD_LETTER_TOPIC: topicName.optional(),
+  /** Largest produce request in bytes of event JSON; keep it under the brokers' message.max.bytes (1 MiB by default). */
+  EVENTSTREAM_BATCH_MAX_BYTES: int(1024, 100 * 1024 * 1024).default(900_000),
   /** Largest number of events in one produce request. */
   EVENTSTREAM_BATCH_MAX_EVENTS: int(1, 100_000).default(2_000),
   /**
@@ -107,7 +109,7 @@ const env = z.object({
   /** Largest raw value (bytes) a notification that failed validation carries. */
   EVENTSTREAM_NOTIFICATION_RAW_MAX_BYTES: int(0, 1024 * 1024).default(4096),
   /** Task instances whose last state is remembered (to tell transitions from heartbeats). */
-  EVENTSTREAM_STATE_CACHE_SIZE: int(1_000, 100_000_000).default(1_000_000),
+  EVENTSTREAM_STATE_CACHE_SIZE: int(1_000, 100_000_000).default(100_000),
 
   // --- Process ---
   /** Seconds SIGTERM/SIGINT may take to flush Kafka and acknowledge before the process exits. */
@@ -145,6 +147,7 @@ export interface Config {
   topicPartitions: number;
   topicReplicationFactor: number;
   batchMaxEvents: number;
+  batchMaxBytes: number;
   delivery: Env["EVENTSTREAM_DELIVERY"];
   /** Exactly-once only: where the checkpoints go. */
   checkpointTopic: string;
@@ -221,6 +224,7 @@ export function loadConfig(source: NodeJS.ProcessEnv = process.env): Config {
     topicPartitions: e.EVENTSTREAM_TOPIC_PARTITIONS,
     topicReplicationFactor: e.EVENTSTREAM_TOPIC_REPLICATION_FACTOR,
     batchMaxEvents: e.EVENTSTREAM_BATCH_MAX_EVENTS,
+    batchMaxBytes: e.EVENTSTREAM_BATCH_MAX_BYTES,
     delivery: e.EVENTSTREAM_DELIVERY,
     checkpointTopic: e.EVENTSTREAM_CHECKPOINT_TOPIC,
     maxMessageBytes: e.EVENTSTREAM_MAX_MESSAGE_BYTES,

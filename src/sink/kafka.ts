@@ -251,7 +251,19 @@ export class KafkaSink {
       return;
     }
     this.sending = true;
-    const end = Math.min(this.queue.length, this.head + this.cfg.batchMaxEvents);
+    // Capped by count and by bytes: Kafka refuses a partition's record batch over max.message.bytes
+    // (1 MiB by default), and a burst of one DAG (a big clear, a 1,024-way map) all lands on one
+    // partition. Refused, the batch would be retried whole, forever. At least one record per batch.
+    const limit = Math.min(this.queue.length, this.head + this.cfg.batchMaxEvents);
+    let end = this.head;
+    let bytes = 0;
+    while (end < limit) {
+      const r = this.queue[end]!;
+      const size = r.value.length + (r.key?.length ?? 0);
+      if (end > this.head && bytes + size > this.cfg.batchMaxBytes) break;
+      bytes += size;
+      end++;
+    }
     const batch = this.queue.slice(this.head, end);
     this.head = end;
     if (this.head > 4096 && this.head * 2 > this.queue.length) {
@@ -260,8 +272,6 @@ export class KafkaSink {
     }
     this.send(batch).then(
       () => {
-        let bytes = 0;
-        for (const r of batch) bytes += r.value.length + (r.key?.length ?? 0);
         this.queuedBytes -= bytes;
         this.sending = false;
         this.callbacks.acked(batch[batch.length - 1]!.seq);
