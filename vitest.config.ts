@@ -1,6 +1,7 @@
 import { defineConfig } from "vitest/config";
 
-// Two tiers, both run by `npm test` (and so by CI):
+// Tiers: unit and integration (and the real-Airflow suite) run by `npm test`; fault injection by
+// `npm run test:faults` (CI runs its short profile too):
 // - unit: pure logic, fakes and captured bytes only;
 // - integration: real PostgreSQL and real Kafka (see test/support/services.ts for how they are found).
 export default defineConfig({
@@ -34,6 +35,18 @@ export default defineConfig({
           // The first run on a machine installs a venv per version (~1 min each).
           testTimeout: 600_000,
           hookTimeout: 1_800_000,
+          fileParallelism: false,
+          globalSetup: ["test/support/global-setup.ts"],
+        },
+      },
+      {
+        test: {
+          // Fault injection under load (test/faults): not in `npm test`; `npm run test:faults`,
+          // FAULTS_PROFILE=short (CI, ~3 min) or soak (long).
+          name: "faults",
+          include: ["test/faults/**/*.test.ts"],
+          testTimeout: 3_600_000,
+          hookTimeout: 600_000,
           fileParallelism: false,
           globalSetup: ["test/support/global-setup.ts"],
         },
