@@ -619,9 +619,12 @@ class DaemonProcess {
   private windowPeakKb = 0;
 
   constructor(env: Record<string, string>, nodeArgs: string[], logFile: string) {
-    this.proc = spawn(process.execPath, [...nodeArgs, path.join(ROOT, "dist/cli.js"), "run"], {
+    // The launcher operators use, so its memory defaults are what is measured; node flags of
+    // the bench's own (--mem-probe, BENCH_DAEMON_NODE_ARGS) go after them in NODE_OPTIONS.
+    const nodeOptions = [process.env.NODE_OPTIONS ?? "", ...nodeArgs].filter((a) => a !== "").join(" ");
+    this.proc = spawn(path.join(ROOT, "bin/airflow-eventstream"), ["run"], {
       cwd: ROOT,
-      env: { PATH: process.env.PATH ?? "", ...env },
+      env: { PATH: process.env.PATH ?? "", NODE: process.execPath, ...(nodeOptions ? { NODE_OPTIONS: nodeOptions } : {}), ...env },
       stdio: ["ignore", "pipe", "pipe"],
     });
     this.pid = this.proc.pid!;
@@ -818,7 +821,7 @@ class Bench {
     for (const [k, v] of Object.entries(process.env)) {
       if (v === undefined || v === "") continue;
       const ours = ["EVENTSTREAM_SLOT", "EVENTSTREAM_PUBLICATION", "EVENTSTREAM_TOPIC", "EVENTSTREAM_TOPIC_TEMPLATE"];
-      if ((k.startsWith("EVENTSTREAM_") && !ours.includes(k)) || k.startsWith("MALLOC_") || k === "KAFKA_CLIENT_ID" || k === "LOG_LEVEL") {
+      if ((k.startsWith("EVENTSTREAM_") && !ours.includes(k)) || k.startsWith("MALLOC_") || k.startsWith("MEMPROBE_") || k === "KAFKA_CLIENT_ID" || k === "LOG_LEVEL") {
         this.passthrough[k] = v;
       }
     }

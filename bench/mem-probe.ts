@@ -22,6 +22,12 @@ const timer = setInterval(() => {
     array_buffers_mb: Math.round((m.arrayBuffers / MB) * 10) / 10,
     heap_spaces_mb: spaces,
   };
+  // MEMPROBE_GC=1 (with node --expose-gc): also what is live at that moment, after a full collection.
+  const gc = (globalThis as { gc?: () => void }).gc;
+  if (process.env.MEMPROBE_GC === "1" && gc) {
+    gc();
+    (line as Record<string, unknown>).live_after_gc_mb = Math.round((process.memoryUsage().heapUsed / MB) * 10) / 10;
+  }
   process.stderr.write(`MEMPROBE ${JSON.stringify(line)}\n`);
 }, 100);
 timer.unref();

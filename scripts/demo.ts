@@ -42,8 +42,8 @@ async function main(): Promise<void> {
   await admin.disconnect();
 
   say("== starting the daemon (its log lines are prefixed with 'daemon |')");
-  const daemon = spawn(process.execPath, ["dist/cli.js", "run"], {
-    env: { ...process.env, PGDATABASE: db, EVENTSTREAM_SLOT: db, EVENTSTREAM_PUBLICATION: db, EVENTSTREAM_TOPIC: topic, EVENTSTREAM_TOPIC_PARTITIONS: "1", LOG_LEVEL: "info" },
+  const daemon = spawn("bin/airflow-eventstream", ["run"], {
+    env: { ...process.env, NODE: process.execPath, PGDATABASE: db, EVENTSTREAM_SLOT: db, EVENTSTREAM_PUBLICATION: db, EVENTSTREAM_TOPIC: topic, EVENTSTREAM_TOPIC_PARTITIONS: "1", LOG_LEVEL: "info" },
     stdio: ["ignore", "pipe", "pipe"],
   });
   let streaming!: () => void;

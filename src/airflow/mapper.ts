@@ -22,10 +22,15 @@ export interface TxContext {
   commitTime: string;
 }
 
+/**
+ * What the cache keeps per task instance: as little as the transition check and a later DELETE
+ * need, because the cache is most of the daemon's live memory (100,000 entries by default). The
+ * names live only in `key` (dag, task, run, map index joined by NUL, which PostgreSQL text cannot
+ * contain), split again on the rare DELETE; `state` is one of the interned constants below, so
+ * an entry never pins the decoded row's own strings.
+ */
 interface TiState {
-  dagId: string;
-  taskId: string;
-  runId: string;
+  key: string;
   mapIndex: number;
   state: string | null;
   tryNumber: number | null;
@@ -60,6 +65,20 @@ export interface MapperOptions {
 
 const UNKNOWN_RUN: RunContext = { logicalDate: null, runType: null, dataIntervalStart: null, dataIntervalEnd: null, clearNumber: null };
 
+/** Airflow's task-instance and DAG-run states (2.x and 3.x), shared by every cache entry. */
+const STATES = new Map(
+  [
+    "scheduled", "queued", "running", "success", "failed", "up_for_retry", "up_for_reschedule",
+    "upstream_failed", "skipped", "removed", "restarting", "deferred", "shutdown", "sensing",
+  ].map((st) => [st, st] as const),
+);
+
+function internState(state: string | null): string | null {
+  return state === null ? null : (STATES.get(state) ?? state);
+}
+
+const NATURAL_KEY = ["dag_id", "task_id", "run_id", "map_index"];
+
 const TI_REQUIRED = ["dag_id", "task_id", "run_id", "state", "try_number"] as const;
 const RUN_REQUIRED = ["id", "dag_id", "run_id", "state"] as const;
 const XCOM_REQUIRED = ["dag_id", "task_id", "run_id", "key", "value"] as const;
@@ -68,12 +87,14 @@ export class AirflowMapper {
   private readonly schema: string;
   /** Last state per task instance, by replica identity key (2.x: the composite key; 3.x: id). */
   private readonly tis: LruCache<TiState>;
-  /** Latest try per task instance by (dag, task, run, map index): XComs name the task that way. */
+  /** 3.x only: latest try per task instance by (dag, task, run, map index), as XComs name it. */
   private readonly tries: LruCache<number | null>;
   /** Last state per DAG run, by dag_run.id. */
   private readonly runs: LruCache<RunState>;
   /** Run context by (dag_id, run_id). */
   private readonly contexts: LruCache<RunContext>;
+  /** Per relation: is it keyed by the task instance's natural key (2.x)? */
+  private readonly natural = new WeakMap<Relation, boolean>();
   /** Relations already checked for the columns the mapping needs. */
   private readonly checked = new WeakSet<Relation>();
 
@@ -139,16 +160,17 @@ export class AirflowMapper {
   private taskInstance(change: Exclude<RowChange, { kind: "truncate" }>, ev: ChangeEvent, tx: TxContext): TaskInstanceEvent | null {
     const rel = change.relation;
     if (change.kind === "delete") {
-      const idKey = identityKey(rel, change.old);
+      const idKey = this.rowKey(rel, change.old);
       const known = this.tis.get(idKey);
       this.tis.delete(idKey);
       const row = change.old;
+      const [dagId, taskId, runId] = known ? known.key.split("\u0000") : [str(row, "dag_id"), str(row, "task_id"), str(row, "run_id")];
       return {
         type: "task_instance",
         op: "delete",
-        dag_id: known?.dagId ?? str(row, "dag_id"),
-        task_id: known?.taskId ?? str(row, "task_id"),
-        run_id: known?.runId ?? str(row, "run_id"),
+        dag_id: dagId ?? null,
+        task_id: taskId ?? null,
+        run_id: runId ?? null,
         map_index: known?.mapIndex ?? int(row, "map_index"),
         try_number: known?.tryNumber ?? int(row, "try_number"),
         max_tries: int(row, "max_tries"),
@@ -164,32 +186,31 @@ export class AirflowMapper {
         operator: str(row, "operator"),
         queue: str(row, "queue"),
         pool: str(row, "pool"),
-        ...this.runContextFields(known?.dagId ?? str(row, "dag_id"), known?.runId ?? str(row, "run_id")),
+        ...this.runContextFields(dagId ?? null, runId ?? null),
         source: position(ev, tx),
       };
     }
 
     const row = change.row;
-    const next: TiState = {
-      dagId: str(row, "dag_id") ?? "",
-      taskId: str(row, "task_id") ?? "",
-      runId: str(row, "run_id") ?? "",
-      mapIndex: int(row, "map_index") ?? -1,
-      state: str(row, "state"),
-      tryNumber: int(row, "try_number"),
-    };
-    const newKey = identityKey(rel, row);
+    const dagId = str(row, "dag_id") ?? "";
+    const taskId = str(row, "task_id") ?? "";
+    const runId = str(row, "run_id") ?? "";
+    const mapIndex = int(row, "map_index") ?? -1;
+    const natural = this.naturallyKeyed(rel);
+    const name = tiKey(dagId, taskId, runId, mapIndex);
+    const next: TiState = { key: name, mapIndex, state: internState(str(row, "state")), tryNumber: int(row, "try_number") };
+    const newKey = natural ? name : identityKey(rel, row);
     let prev: TiState | undefined;
-    let keyChanged = false;
     if (change.kind === "update") {
       // The old key is in the WAL only when the key changed (2.x map_index -1 -> 0; 3.x new id per try).
-      const oldKey = change.old ? identityKey(rel, change.old) : newKey;
-      keyChanged = oldKey !== newKey;
+      const oldKey = change.old ? this.rowKey(rel, change.old) : newKey;
       prev = this.tis.get(oldKey);
-      if (keyChanged) this.tis.delete(oldKey);
+      if (oldKey !== newKey) this.tis.delete(oldKey);
     }
     this.tis.set(newKey, next);
-    this.tries.set(tiKey(next.dagId, next.taskId, next.runId, next.mapIndex), next.tryNumber);
+    // XComs name a task instance by (dag, task, run, map index): on 2.x that is the cache's key
+    // already; on 3.x (keyed by id) a second, smaller map answers it.
+    if (!natural && this.opts.xcomKey !== null) this.tries.set(name, next.tryNumber);
     if (prev && prev.state === next.state && prev.tryNumber === next.tryNumber && prev.mapIndex === next.mapIndex) {
       // Churn: heartbeat, executor id, pid, ... and, on 3.x, the new id a retry or clear gives the
       // row, which Airflow writes as a second UPDATE after the state change in the same transaction.
@@ -199,10 +220,10 @@ export class AirflowMapper {
     return {
       type: "task_instance",
       op,
-      dag_id: next.dagId,
-      task_id: next.taskId,
-      run_id: next.runId,
-      map_index: next.mapIndex,
+      dag_id: dagId,
+      task_id: taskId,
+      run_id: runId,
+      map_index: mapIndex,
       try_number: next.tryNumber,
       max_tries: int(row, "max_tries"),
       state: next.state,
@@ -218,9 +239,31 @@ export class AirflowMapper {
       operator: str(row, "operator"),
       queue: str(row, "queue"),
       pool: str(row, "pool"),
-      ...this.runContextFields(next.dagId, next.runId),
+      ...this.runContextFields(dagId, runId),
       source: position(ev, tx),
     };
+  }
+
+  /** 2.x: the WAL names a task instance by its natural key (dag, task, run, map index); 3.x by id. */
+  private naturallyKeyed(rel: Relation): boolean {
+    let natural = this.natural.get(rel);
+    if (natural === undefined) {
+      const keys = rel.columns.filter((c) => c.isKey).map((c) => c.name);
+      natural = keys.length === 4 && NATURAL_KEY.every((k) => keys.includes(k));
+      this.natural.set(rel, natural);
+    }
+    return natural;
+  }
+
+  /** The cache key of the row a (key or new) tuple names. */
+  private rowKey(rel: Relation, row: Row): string {
+    if (!this.naturallyKeyed(rel)) return identityKey(rel, row);
+    return tiKey(str(row, "dag_id") ?? "", str(row, "task_id") ?? "", str(row, "run_id") ?? "", int(row, "map_index") ?? -1);
+  }
+
+  private tryOf(name: string): number | null {
+    const t = this.tries.get(name);
+    return t !== undefined ? t : (this.tis.get(name)?.tryNumber ?? null);
   }
 
   private runContextFields(dagId: string | null, runId: string | null) {
@@ -266,7 +309,7 @@ export class AirflowMapper {
     const next: RunState = {
       dagId: str(row, "dag_id") ?? "",
       runId: str(row, "run_id") ?? "",
-      state: str(row, "state"),
+      state: internState(str(row, "state")),
       clearNumber: int(row, "clear_number"),
     };
     const prev = this.runs.get(key);
@@ -318,7 +361,7 @@ export class AirflowMapper {
       task_id: taskId,
       run_id: runId,
       map_index: mapIndex,
-      try_number: this.tries.get(tiKey(dagId, taskId, runId, mapIndex)) ?? null,
+      try_number: this.tryOf(tiKey(dagId, taskId, runId, mapIndex)),
       logical_date: this.runContextFields(dagId, runId).logical_date,
       time: str(row, "timestamp") ?? tx.commitTime,
       xcom_key: key,
@@ -395,22 +438,26 @@ function withSnakeCase(v: unknown): unknown {
 }
 
 function runKey(dagId: string, runId: string): string {
-  return `${dagId}\u0000${runId}`;
+  return [dagId, runId].join("\u0000");
 }
 
+/**
+ * join(), not a template: a template builds a tree of cons strings that keeps the decoded row's
+ * strings alive for as long as the key sits in a cache (measured: ~250 B more per entry).
+ */
 function tiKey(dagId: string, taskId: string, runId: string, mapIndex: number): string {
-  return `${dagId}\u0000${taskId}\u0000${runId}\u0000${mapIndex}`;
+  return [dagId, taskId, runId, mapIndex].join("\u0000");
 }
 
-/** The replica identity columns' values, joined: how PostgreSQL names the row in UPDATE/DELETE. */
+/** The replica identity columns' values, joined (flat, see tiKey): how PostgreSQL names the row in UPDATE/DELETE. */
 function identityKey(rel: Relation, row: Row): string {
-  let key = "";
+  const parts: string[] = [];
   for (const col of rel.columns) {
     if (!col.isKey) continue;
     const v = row[col.name];
-    key += `${v === undefined || v === UNCHANGED ? "" : String(v)}\u0000`;
+    parts.push(v === undefined || v === UNCHANGED ? "" : String(v));
   }
-  return key;
+  return parts.length === 1 ? parts[0]! : parts.join("\u0000");
 }
 
 function position(ev: ChangeEvent, tx: TxContext): SourcePosition {

@@ -125,10 +125,13 @@ export interface DaemonProcess {
   waitForLog(pattern: RegExp, timeoutMs?: number): Promise<string>;
 }
 
-/** The daemon as its own process (built dist/cli.js), for signals and SIGKILL. */
+/**
+ * The daemon as its own process, started as operators start it (bin/airflow-eventstream, which
+ * execs Node on dist/cli.js: same pid), for signals and SIGKILL.
+ */
 export function spawnDaemon(env: Record<string, string>): DaemonProcess {
-  const proc = spawn(process.execPath, ["dist/cli.js", "run"], {
-    env: { PATH: process.env.PATH ?? "", ...env },
+  const proc = spawn("bin/airflow-eventstream", ["run"], {
+    env: { PATH: process.env.PATH ?? "", NODE: process.execPath, ...env },
     stdio: ["ignore", "pipe", "pipe"],
   });
   const output: string[] = [];
