@@ -226,7 +226,8 @@ async function ensureReplicaIdentity(client: pg.Client, cfg: Config, log: Logger
   } catch (e: unknown) {
     await client.query("ROLLBACK").catch(() => undefined);
     if (sqlState(e) === "55P03") {
-      throw new TransientError(`"${sql}" waited ${ALTER_LOCK_TIMEOUT} for Airflow's open transactions on the table(s) and gave up, so as not to stall Airflow; retrying`, { cause: e });
+      const tables = lacking.map((r) => r.qualified).join(", ");
+      throw new TransientError(`ALTER TABLE ... REPLICA IDENTITY FULL waited ${ALTER_LOCK_TIMEOUT} for the lock on ${tables}, held by open transactions (Airflow's?), and gave up so as not to stall Airflow; retrying`, { cause: e });
     }
     if (sqlState(e) === "42501") {
       throw new ReplicaIdentityError(`role "${cfg.pg.user}" may not change the replica identity (PostgreSQL: ${(e as Error).message}). As the owner of Airflow's tables run: ${sql} ${alternative}`, { cause: e });

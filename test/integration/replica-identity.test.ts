@@ -13,6 +13,7 @@ import {
   spawnDaemon,
   startDaemon,
   uniqueName,
+  waitFor,
   waitForStreaming,
   withPg,
   type AirflowMajor,
@@ -238,6 +239,35 @@ describe("preflight with EVENTSTREAM_REPLICA_IDENTITY=full", () => {
     expect(await relreplident(db)).toEqual({ task_instance: "f", dag_run: "f", xcom: "d" });
     const ok = await startAndStream(env, db);
     await sigterm(ok);
+  });
+
+  it("an ALTER stuck behind an open transaction of Airflow's gives up after 2 s and is retried until it gets through", async () => {
+    const db = uniqueName("rilock");
+    databases.push(db);
+    await createDatabase(db, "3");
+    const blocker = pgClient(db);
+    await blocker.connect();
+    const logs: string[] = [];
+    let d: ReturnType<typeof startDaemon> | null = null;
+    try {
+      // A transaction that has read task_instance holds a lock the ALTER must wait for.
+      await blocker.query("BEGIN");
+      await blocker.query("SELECT count(*) FROM task_instance");
+      d = startDaemon(loadConfig(daemonEnv(db, { EVENTSTREAM_REPLICA_IDENTITY: "full" })), logs);
+      await waitFor("a session that gave up waiting for the lock", async () => logs.some((l) => l.includes("session ended; restarting") && l.includes("gave up")), 30_000);
+      expect(await relreplident(db)).toMatchObject({ task_instance: "d" });
+      // The daemon never queues on the table for long: Airflow's next query gets through (behind an
+      // ALTER without a lock timeout it would wait as long as the blocker stays open).
+      const probe = pgClient(db, { statement_timeout: 10_000 });
+      await probe.connect();
+      await probe.query("SELECT count(*) FROM task_instance").finally(() => probe.end());
+      await blocker.query("COMMIT");
+      await waitForStreaming(db);
+      expect(await relreplident(db)).toEqual({ task_instance: "f", dag_run: "f", xcom: "d" });
+    } finally {
+      await blocker.end();
+      await d?.stop();
+    }
   });
 
   it("the owner with EVENTSTREAM_ALTER_REPLICA_IDENTITY=false gets the SQL instead of an ALTER", async () => {
