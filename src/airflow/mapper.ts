@@ -434,7 +434,7 @@ function tiKey(dagId: string, taskId: string, runId: string, mapIndex: number): 
  * heartbeat a row never seen before). Known by name rather than read from pg_index at start: the
  * key must follow the Relation messages of the WAL being decoded, not the catalog as it is now
  * (Airflow 3.0's migration turns the composite key into `id`; a slot may still hold 2.x changes),
- * and the mapper stays a pure function of the stream. The two shapes are Airflow's since 2.2
+ * and the mapper stays a pure function of the stream. The two shapes are Airflow's since 2.3
  * (map_index) and 3.0 (id); a version that changed them would need a line here.
  */
 function airflowPrimaryKey(rel: Relation): readonly string[] {
