@@ -53,6 +53,20 @@ const env = z.object({
   EVENTSTREAM_CREATE_SLOT: bool.default(true),
   /** Create (or extend) the publication when missing. Needs ownership of the tables. */
   EVENTSTREAM_CREATE_PUBLICATION: bool.default(true),
+  /**
+   * REPLICA IDENTITY the daemon requires of task_instance and dag_run, named after PostgreSQL's
+   * `ALTER TABLE ... REPLICA IDENTITY DEFAULT | FULL` so the setting reads as the SQL it stands for.
+   * default: Airflow's tables as they are; previous_state comes from the daemon's memory (unknown
+   * for a row's first change after a start). full: the WAL carries every UPDATE's and DELETE's old
+   * row, so previous_state is exact across restarts, at the cost of more WAL (README).
+   */
+  EVENTSTREAM_REPLICA_IDENTITY: z.enum(["default", "full"]).default("default"),
+  /**
+   * With EVENTSTREAM_REPLICA_IDENTITY=full: run `ALTER TABLE ... REPLICA IDENTITY FULL` on tables that
+   * are not FULL yet (needs ownership; takes a brief ACCESS EXCLUSIVE lock). When false, or not the
+   * owner, such a table is an error that gives the SQL.
+   */
+  EVENTSTREAM_ALTER_REPLICA_IDENTITY: bool.default(true),
   /** Seconds between status updates to PostgreSQL (must stay below the server's wal_sender_timeout). */
   EVENTSTREAM_STATUS_INTERVAL_SECONDS: int(1, 3600).default(10),
 
@@ -134,6 +148,9 @@ export interface Config {
   publication: string;
   createSlot: boolean;
   createPublication: boolean;
+  /** "full": task_instance and dag_run must be REPLICA IDENTITY FULL (see EVENTSTREAM_REPLICA_IDENTITY). */
+  replicaIdentity: Env["EVENTSTREAM_REPLICA_IDENTITY"];
+  alterReplicaIdentity: boolean;
   statusIntervalMs: number;
   kafka: {
     brokers: string[];
@@ -211,6 +228,8 @@ export function loadConfig(source: NodeJS.ProcessEnv = process.env): Config {
     publication: e.EVENTSTREAM_PUBLICATION,
     createSlot: e.EVENTSTREAM_CREATE_SLOT,
     createPublication: e.EVENTSTREAM_CREATE_PUBLICATION,
+    replicaIdentity: e.EVENTSTREAM_REPLICA_IDENTITY,
+    alterReplicaIdentity: e.EVENTSTREAM_ALTER_REPLICA_IDENTITY,
     statusIntervalMs: e.EVENTSTREAM_STATUS_INTERVAL_SECONDS * 1000,
     kafka: {
       brokers: e.KAFKA_BROKERS.split(",").map((b) => b.trim()).filter((b) => b !== ""),

@@ -39,6 +39,11 @@ export class PublicationError extends UserActionError {
   override name = "PublicationError";
 }
 
+/** EVENTSTREAM_REPLICA_IDENTITY=full, but a captured table is not REPLICA IDENTITY FULL and the daemon may not make it so. */
+export class ReplicaIdentityError extends UserActionError {
+  override name = "ReplicaIdentityError";
+}
+
 export class TopicError extends UserActionError {
   override name = "TopicError";
 }

@@ -65,7 +65,13 @@ export class Session {
 
       const decoder = new TransactionDecoder();
       const mapper = new AirflowMapper(
-        { schema: cfg.airflowSchema, cacheSize: cfg.stateCacheSize, xcomKey: cfg.xcomKey, notificationRawMaxBytes: cfg.notificationRawMaxBytes },
+        {
+          schema: cfg.airflowSchema,
+          cacheSize: cfg.stateCacheSize,
+          xcomKey: cfg.xcomKey,
+          notificationRawMaxBytes: cfg.notificationRawMaxBytes,
+          replicaIdentity: cfg.replicaIdentity,
+        },
         log.child({ module: "airflow" }),
       );
       const runs = await withSourceClient(cfg, (c) => loadRunContexts(c, cfg.airflowSchema, Math.max(1000, Math.ceil(cfg.stateCacheSize / 10))));

@@ -37,7 +37,7 @@ export const TaskState = z
 const previousKnown = z
   .boolean()
   .describe(
-    "false when the daemon had not seen this row since it started (e.g. the first change after a restart): previous_state is then null because PostgreSQL's WAL does not carry the old row (REPLICA IDENTITY DEFAULT)",
+    "false when the previous state is not known: PostgreSQL's WAL did not carry the old row (REPLICA IDENTITY DEFAULT) and the daemon had not seen this row since it started (e.g. the first change after a restart); previous_state is then null. Always true for tables at REPLICA IDENTITY FULL (EVENTSTREAM_REPLICA_IDENTITY=full)",
   );
 
 /** The DAG run a task instance belongs to, from dag_run rows seen in the stream or read at start. */

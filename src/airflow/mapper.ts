@@ -13,6 +13,11 @@ import { LruCache } from "./state-cache.js";
  * A transition is a change of state or try number (task instances), of state or clear number (DAG
  * runs), or of map_index (mapped-task expansion rewrites the -1 row to index 0). Everything
  * else (3.x heartbeats, executor ids, pids) is churn and produces no event.
+ *
+ * The previous state comes from the WAL when it carries the old row (REPLICA IDENTITY FULL: an
+ * UPDATE's or DELETE's 'O' tuple), whatever EVENTSTREAM_REPLICA_IDENTITY says: exact, also for a
+ * row's first change after a start. Otherwise (DEFAULT: no old row, or only the old key) it comes
+ * from a bounded memory of the last state per row, which a start or an eviction empties.
  */
 
 type ChangeEvent = Extract<TxEvent, { kind: "change" }>;
@@ -61,6 +66,8 @@ export interface MapperOptions {
   xcomKey: string | null;
   /** Largest raw value carried by a notification that failed validation. */
   notificationRawMaxBytes: number;
+  /** EVENTSTREAM_REPLICA_IDENTITY: with "full", a captured table seen without FULL is logged once. */
+  replicaIdentity?: "default" | "full";
 }
 
 const UNKNOWN_RUN: RunContext = { logicalDate: null, runType: null, dataIntervalStart: null, dataIntervalEnd: null, clearNumber: null };
@@ -85,7 +92,7 @@ const XCOM_REQUIRED = ["dag_id", "task_id", "run_id", "key", "value"] as const;
 
 export class AirflowMapper {
   private readonly schema: string;
-  /** Last state per task instance, by replica identity key (2.x: the composite key; 3.x: id). */
+  /** Last state per task instance, by primary key (2.x: the composite key; 3.x: id; see rowKeyColumns). */
   private readonly tis: LruCache<TiState>;
   /** 3.x only: latest try per task instance by (dag, task, run, map index), as XComs name it. */
   private readonly tries: LruCache<number | null>;
@@ -93,10 +100,10 @@ export class AirflowMapper {
   private readonly runs: LruCache<RunState>;
   /** Run context by (dag_id, run_id). */
   private readonly contexts: LruCache<RunContext>;
-  /** Per relation: is it keyed by the task instance's natural key (2.x)? */
-  private readonly natural = new WeakMap<Relation, boolean>();
   /** Relations already checked for the columns the mapping needs. */
   private readonly checked = new WeakSet<Relation>();
+  /** The columns naming a row of each relation (see rowKeyColumns), worked out once per Relation message. */
+  private readonly keyColumns = new WeakMap<Relation, string[]>();
 
   constructor(
     private readonly opts: MapperOptions,
@@ -154,16 +161,55 @@ export class AirflowMapper {
         `${rel.schema}.${rel.name} has no column(s) ${missing.join(", ")}: this is not an Airflow 2.x/3.x schema the daemon knows. Check EVENTSTREAM_AIRFLOW_SCHEMA and the Airflow version`,
       );
     }
+    if (this.opts.replicaIdentity === "full" && rel.name !== "xcom" && rel.replicaIdentity !== "f") {
+      // The Relation message describes the table as of the WAL being decoded: changes written
+      // before the start's ALTER TABLE, or after someone set the table back.
+      this.log.warn(
+        { table: `${rel.schema}.${rel.name}`, replicaIdentity: rel.replicaIdentity },
+        "EVENTSTREAM_REPLICA_IDENTITY is full but this part of the WAL has the table without it: previous_state comes from memory for its changes",
+      );
+    }
     this.checked.add(rel);
+  }
+
+  /** The columns naming a row of this relation, worked out once per Relation message. */
+  private keyColumnsOf(rel: Relation): string[] {
+    let cols = this.keyColumns.get(rel);
+    if (cols === undefined) {
+      cols = rowKeyColumns(rel);
+      this.keyColumns.set(rel, cols);
+    }
+    return cols;
+  }
+
+  /** 2.x task instances are named by (dag, task, run, map index): the same string as tiKey, kept once. */
+  private naturallyKeyed(rel: Relation): boolean {
+    const cols = this.keyColumnsOf(rel);
+    return rel.name === "task_instance" && cols.length === NATURAL_KEY.length && NATURAL_KEY.every((k) => cols.includes(k));
+  }
+
+  /** The row's primary-key values, joined (flat, see tiKey): the key of the state caches. */
+  private rowKey(rel: Relation, row: Row): string {
+    if (this.naturallyKeyed(rel)) {
+      return tiKey(str(row, "dag_id") ?? "", str(row, "task_id") ?? "", str(row, "run_id") ?? "", int(row, "map_index") ?? -1);
+    }
+    const parts: string[] = [];
+    for (const name of this.keyColumnsOf(rel)) {
+      const v = row[name];
+      parts.push(v === undefined || v === UNCHANGED ? "" : String(v));
+    }
+    return parts.length === 1 ? parts[0]! : parts.join("\u0000");
   }
 
   private taskInstance(change: Exclude<RowChange, { kind: "truncate" }>, ev: ChangeEvent, tx: TxContext): TaskInstanceEvent | null {
     const rel = change.relation;
     if (change.kind === "delete") {
       const idKey = this.rowKey(rel, change.old);
-      const known = this.tis.get(idKey);
+      const cached = this.tis.get(idKey);
       this.tis.delete(idKey);
       const row = change.old;
+      // REPLICA IDENTITY FULL: the deleted row itself, exact; else what memory holds, if anything.
+      const known = change.oldKind === "full" ? tiState(row) : cached;
       const [dagId, taskId, runId] = known ? known.key.split("\u0000") : [str(row, "dag_id"), str(row, "task_id"), str(row, "run_id")];
       return {
         type: "task_instance",
@@ -196,16 +242,18 @@ export class AirflowMapper {
     const taskId = str(row, "task_id") ?? "";
     const runId = str(row, "run_id") ?? "";
     const mapIndex = int(row, "map_index") ?? -1;
-    const natural = this.naturallyKeyed(rel);
     const name = tiKey(dagId, taskId, runId, mapIndex);
     const next: TiState = { key: name, mapIndex, state: internState(str(row, "state")), tryNumber: int(row, "try_number") };
-    const newKey = natural ? name : identityKey(rel, row);
+    const natural = this.naturallyKeyed(rel);
+    const newKey = natural ? name : this.rowKey(rel, row);
     let prev: TiState | undefined;
     if (change.kind === "update") {
-      // The old key is in the WAL only when the key changed (2.x map_index -1 -> 0; 3.x new id per try).
+      // Under DEFAULT the old key is in the WAL only when the key changed (2.x map_index -1 -> 0;
+      // 3.x new id per try); under FULL the whole old row always is.
       const oldKey = change.old ? this.rowKey(rel, change.old) : newKey;
       prev = this.tis.get(oldKey);
       if (oldKey !== newKey) this.tis.delete(oldKey);
+      if (change.oldKind === "full" && change.old) prev = tiState(change.old);
     }
     this.tis.set(newKey, next);
     // XComs name a task instance by (dag, task, run, map index): on 2.x that is the cache's key
@@ -244,23 +292,6 @@ export class AirflowMapper {
     };
   }
 
-  /** 2.x: the WAL names a task instance by its natural key (dag, task, run, map index); 3.x by id. */
-  private naturallyKeyed(rel: Relation): boolean {
-    let natural = this.natural.get(rel);
-    if (natural === undefined) {
-      const keys = rel.columns.filter((c) => c.isKey).map((c) => c.name);
-      natural = keys.length === 4 && NATURAL_KEY.every((k) => keys.includes(k));
-      this.natural.set(rel, natural);
-    }
-    return natural;
-  }
-
-  /** The cache key of the row a (key or new) tuple names. */
-  private rowKey(rel: Relation, row: Row): string {
-    if (!this.naturallyKeyed(rel)) return identityKey(rel, row);
-    return tiKey(str(row, "dag_id") ?? "", str(row, "task_id") ?? "", str(row, "run_id") ?? "", int(row, "map_index") ?? -1);
-  }
-
   private tryOf(name: string): number | null {
     const t = this.tries.get(name);
     return t !== undefined ? t : (this.tis.get(name)?.tryNumber ?? null);
@@ -279,26 +310,30 @@ export class AirflowMapper {
 
   private dagRun(change: Exclude<RowChange, { kind: "truncate" }>, ev: ChangeEvent, tx: TxContext): DagRunEvent | null {
     if (change.kind === "delete") {
-      const id = int(change.old, "id");
+      const old = change.old;
+      const id = int(old, "id");
       const key = String(id);
-      const known = this.runs.get(key);
+      const cached = this.runs.get(key);
       this.runs.delete(key);
       if (id === null) return null;
+      // REPLICA IDENTITY FULL: the deleted row itself, every field exact. Under DEFAULT the old
+      // tuple holds the id alone, so the fields read from it below come out null.
+      const known = change.oldKind === "full" ? runState(old) : cached;
       return {
         type: "dag_run",
         op: "delete",
-        dag_id: known?.dagId ?? str(change.old, "dag_id") ?? "",
-        run_id: known?.runId ?? str(change.old, "run_id") ?? "",
+        dag_id: known?.dagId ?? str(old, "dag_id") ?? "",
+        run_id: known?.runId ?? str(old, "run_id") ?? "",
         dag_run_id: id,
         state: known ? known.state : null,
         previous_state: known ? known.state : null,
         previous_state_known: known !== undefined,
-        run_type: null,
-        logical_date: null,
-        data_interval_start: null,
-        data_interval_end: null,
-        start_date: null,
-        end_date: null,
+        run_type: str(old, "run_type"),
+        logical_date: str(old, "logical_date") ?? str(old, "execution_date"),
+        data_interval_start: str(old, "data_interval_start"),
+        data_interval_end: str(old, "data_interval_end"),
+        start_date: str(old, "start_date"),
+        end_date: str(old, "end_date"),
         clear_number: known ? known.clearNumber : null,
         source: position(ev, tx),
       };
@@ -306,13 +341,8 @@ export class AirflowMapper {
     const row = change.row;
     const id = int(row, "id") ?? 0;
     const key = String(id);
-    const next: RunState = {
-      dagId: str(row, "dag_id") ?? "",
-      runId: str(row, "run_id") ?? "",
-      state: internState(str(row, "state")),
-      clearNumber: int(row, "clear_number"),
-    };
-    const prev = this.runs.get(key);
+    const next = runState(row);
+    const prev = change.kind === "update" && change.oldKind === "full" && change.old ? runState(change.old) : this.runs.get(key);
     // The context changes rarely, but every row carries it: keep it current even on churn.
     this.contexts.set(runKey(next.dagId, next.runId), {
       logicalDate: str(row, "logical_date") ?? str(row, "execution_date"),
@@ -449,15 +479,51 @@ function tiKey(dagId: string, taskId: string, runId: string, mapIndex: number): 
   return [dagId, taskId, runId, mapIndex].join("\u0000");
 }
 
-/** The replica identity columns' values, joined (flat, see tiKey): how PostgreSQL names the row in UPDATE/DELETE. */
-function identityKey(rel: Relation, row: Row): string {
-  const parts: string[] = [];
-  for (const col of rel.columns) {
-    if (!col.isKey) continue;
-    const v = row[col.name];
-    parts.push(v === undefined || v === UNCHANGED ? "" : String(v));
+/**
+ * Airflow's primary keys, by table and version. Under REPLICA IDENTITY FULL the Relation message
+ * flags every column as part of the key, so the flags would make the whole row its own key (every
+ * heartbeat a row never seen before). Known by name rather than read from pg_index at start: the
+ * key must follow the Relation messages of the WAL being decoded, not the catalog as it is now
+ * (Airflow 3.0's migration turns the composite key into `id`; a slot may still hold 2.x changes),
+ * and the mapper stays a pure function of the stream. The two shapes are Airflow's since 2.3
+ * (map_index) and 3.0 (id); a version that changed them would need a line here.
+ */
+function airflowPrimaryKey(rel: Relation): readonly string[] {
+  if (rel.name === "task_instance") {
+    // 3.x: id uuid (a new one per try); 2.x has no id column.
+    return rel.columns.some((c) => c.name === "id") ? ["id"] : ["dag_id", "task_id", "run_id", "map_index"];
   }
-  return parts.length === 1 ? parts[0]! : parts.join("\u0000");
+  return ["id"];
+}
+
+/**
+ * The columns that name a row, in column order. The Relation's key flags when they name it (DEFAULT:
+ * the primary key; USING INDEX: a unique index, and then the old key tuple holds only those
+ * columns), so that under DEFAULT keys are what they always were; Airflow's primary key by name
+ * under FULL (every column flagged) and NOTHING (none).
+ */
+function rowKeyColumns(rel: Relation): string[] {
+  if (rel.replicaIdentity === "d" || rel.replicaIdentity === "i") {
+    const flagged = rel.columns.filter((c) => c.isKey).map((c) => c.name);
+    if (flagged.length > 0) return flagged;
+  }
+  const pk = new Set(airflowPrimaryKey(rel));
+  return rel.columns.filter((c) => pk.has(c.name)).map((c) => c.name);
+}
+
+function tiState(row: Row): TiState {
+  const mapIndex = int(row, "map_index") ?? -1;
+  const key = tiKey(str(row, "dag_id") ?? "", str(row, "task_id") ?? "", str(row, "run_id") ?? "", mapIndex);
+  return { key, mapIndex, state: internState(str(row, "state")), tryNumber: int(row, "try_number") };
+}
+
+function runState(row: Row): RunState {
+  return {
+    dagId: str(row, "dag_id") ?? "",
+    runId: str(row, "run_id") ?? "",
+    state: internState(str(row, "state")),
+    clearNumber: int(row, "clear_number"),
+  };
 }
 
 function position(ev: ChangeEvent, tx: TxContext): SourcePosition {

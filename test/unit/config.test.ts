@@ -13,6 +13,16 @@ describe("loadConfig", () => {
     expect(c.topicTemplate).toBeNull();
     expect(c.statusIntervalMs).toBe(10_000);
     expect(c.createSlot && c.createPublication && c.createTopics).toBe(true);
+    expect(c.replicaIdentity).toBe("default");
+    expect(c.alterReplicaIdentity).toBe(true);
+  });
+
+  it("reads the replica identity mode and refuses other values, naming the variable", () => {
+    const c = loadConfig({ EVENTSTREAM_REPLICA_IDENTITY: "full", EVENTSTREAM_ALTER_REPLICA_IDENTITY: "false" });
+    expect(c.replicaIdentity).toBe("full");
+    expect(c.alterReplicaIdentity).toBe(false);
+    expect(() => loadConfig({ EVENTSTREAM_REPLICA_IDENTITY: "FULL" })).toThrow(/EVENTSTREAM_REPLICA_IDENTITY: /);
+    expect(() => loadConfig({ EVENTSTREAM_REPLICA_IDENTITY: "index" })).toThrow(ConfigError);
   });
 
   it("reads every kind of value", () => {

@@ -286,3 +286,108 @@ describe("AirflowMapper: notifications from XCom", () => {
     expect(off.map(change({ kind: "insert", relation: XCOM3, row: xrow(good) }), tx)).toBeNull();
   });
 });
+
+/**
+ * REPLICA IDENTITY FULL: the WAL carries the old row ('O') of every UPDATE and DELETE, and the
+ * Relation message flags every column as key. A fresh mapper stands for a daemon just started:
+ * nothing remembered, so anything exact can only have come from the old row.
+ */
+describe("AirflowMapper: old rows from REPLICA IDENTITY FULL", () => {
+  const full = (rel: Relation): Relation => ({ ...rel, replicaIdentity: "f", columns: rel.columns.map((c) => ({ ...c, isKey: true })) });
+  const TI2F = full(TI2);
+  const TI3F = full(TI3);
+  const RUNF = full(RUN);
+  const ti3 = (over: Row): Row => ({ id: "0195-a", ...key2, state: null, try_number: 0, max_tries: 1, hostname: null, operator: "PythonOperator", queue: "default", pool: "default_pool", last_heartbeat_at: null, some_future_column: "x", ...over });
+  const upd = (relation: Relation, old: Row, row: Row) => change({ kind: "update", relation, row, old, oldKind: "full" });
+
+  it("2.x: the first update after a start has the exact previous state and try", () => {
+    const m = new AirflowMapper(OPTS, log);
+    const e = m.map(upd(TI2F, ti2({ state: "running", try_number: 1, hostname: "w1" }), ti2({ state: "success", try_number: 1, hostname: "w1", duration: 2 })), tx);
+    expect(TaskInstanceEvent.parse(e)).toMatchObject({ op: "update", previous_state: "running", previous_state_known: true, previous_try_number: 1, state: "success", try_number: 1 });
+  });
+
+  it("a churn-only update right after a start is no event, where DEFAULT has to publish it as unknown", () => {
+    const full2 = new AirflowMapper(OPTS, log);
+    expect(full2.map(upd(TI2F, ti2({ state: "running", try_number: 1 }), ti2({ state: "running", try_number: 1, hostname: "w2" })), tx)).toBeNull();
+    const full3 = new AirflowMapper(OPTS, log);
+    const hb = { state: "running", try_number: 1, last_heartbeat_at: "2026-11-25T08:00:05.000000Z" };
+    expect(full3.map(upd(TI3F, ti3({ ...hb, last_heartbeat_at: "2026-11-25T08:00:00.000000Z" }), ti3(hb)), tx)).toBeNull();
+    // The same heartbeat without the old row: the daemon cannot tell it from a transition.
+    const dflt = new AirflowMapper(OPTS, log);
+    const e = dflt.map(change({ kind: "update", relation: TI3, row: ti3(hb), old: null, oldKind: null }), tx);
+    expect(e).toMatchObject({ state: "running", previous_state: null, previous_state_known: false, previous_try_number: null });
+  });
+
+  it("3.x: a retry's two UPDATEs (state, then a new id) are one event; the next try's previous state is exact", () => {
+    const m = new AirflowMapper(OPTS, log);
+    const first = m.map(upd(TI3F, ti3({ state: "running", try_number: 1 }), ti3({ state: "up_for_retry", try_number: 1 })), tx);
+    const second = m.map(upd(TI3F, ti3({ state: "up_for_retry", try_number: 1 }), ti3({ id: "0195-b", state: "up_for_retry", try_number: 1 })), tx);
+    expect(first).toMatchObject({ previous_state: "running", previous_state_known: true, state: "up_for_retry", ti_id: "0195-a" });
+    expect(second).toBeNull();
+    const next = m.map(upd(TI3F, ti3({ id: "0195-b", state: "up_for_retry", try_number: 1 }), ti3({ id: "0195-b", state: "scheduled", try_number: 2 })), tx);
+    expect(next).toMatchObject({ previous_state: "up_for_retry", previous_try_number: 1, state: "scheduled", try_number: 2, ti_id: "0195-b", previous_state_known: true });
+  });
+
+  it("2.x: a mapped expansion (map_index -1 -> 0) after a start is an event with the exact state", () => {
+    const m = new AirflowMapper(OPTS, log);
+    const e = m.map(upd(TI2F, ti2({ state: "scheduled", try_number: 1 }), ti2({ map_index: 0, state: "scheduled", try_number: 1 })), tx);
+    expect(e).toMatchObject({ map_index: 0, previous_state: "scheduled", previous_state_known: true, state: "scheduled" });
+  });
+
+  it("the old row wins over what memory holds", () => {
+    const m = new AirflowMapper(OPTS, log);
+    m.map(change({ kind: "insert", relation: TI2F, row: ti2({ state: "queued", try_number: 1 }) }), tx);
+    const e = m.map(upd(TI2F, ti2({ state: "running", try_number: 1 }), ti2({ state: "success", try_number: 1 })), tx);
+    expect(e).toMatchObject({ previous_state: "running", state: "success" });
+  });
+
+  it("keys rows by the primary key, not by the every-column key FULL flags, so DEFAULT picks up where FULL left off", () => {
+    for (const [relFull, relDefault, row] of [
+      [TI2F, TI2, ti2],
+      [TI3F, TI3, ti3],
+    ] as const) {
+      const m = new AirflowMapper(OPTS, log);
+      m.map(upd(relFull, row({ state: "queued", try_number: 1 }), row({ state: "running", try_number: 1, hostname: "w1" })), tx);
+      // The table set back to DEFAULT mid-stream: no old row; memory must find the row by its key.
+      const hb = m.map(change({ kind: "update", relation: relDefault, row: row({ state: "running", try_number: 1, hostname: "w2" }), old: null, oldKind: null }), tx);
+      expect(hb).toBeNull();
+      const e = m.map(change({ kind: "update", relation: relDefault, row: row({ state: "success", try_number: 1 }), old: null, oldKind: null }), tx);
+      expect(e).toMatchObject({ previous_state: "running", previous_state_known: true });
+    }
+  });
+
+  it("a deleted row carries its own last state and fields, never seen before", () => {
+    const m = new AirflowMapper(OPTS, log);
+    const e3 = m.map(change({ kind: "delete", relation: TI3F, old: ti3({ state: "success", try_number: 2, hostname: "w9" }), oldKind: "full" }), tx);
+    expect(TaskInstanceEvent.parse(e3)).toMatchObject({ op: "delete", ti_id: "0195-a", dag_id: "etl", task_id: "extract", run_id: "manual__1", map_index: -1, state: "success", previous_state: "success", previous_state_known: true, try_number: 2, previous_try_number: 2, hostname: "w9" });
+    const e2 = m.map(change({ kind: "delete", relation: TI2F, old: ti2({ state: "failed", try_number: 3 }), oldKind: "full" }), tx);
+    expect(e2).toMatchObject({ op: "delete", state: "failed", previous_state_known: true, previous_try_number: 3 });
+  });
+
+  it("DAG runs: exact previous state after a start, churn dropped, deletes with every field", () => {
+    const m = new AirflowMapper(OPTS, log);
+    const run = (over: Row): Row => ({ id: 3, dag_id: "etl", run_id: "manual__1", state: "running", run_type: "manual", logical_date: "2026-11-25T00:00:00.000000Z", clear_number: 0, ...over });
+    expect(m.map(upd(RUNF, run({}), run({ run_type: "manual" })), tx)).toBeNull();
+    const e = m.map(upd(RUNF, run({}), run({ state: "success" })), tx);
+    expect(DagRunEvent.parse(e)).toMatchObject({ op: "update", previous_state: "running", previous_state_known: true, state: "success" });
+    const fresh = new AirflowMapper(OPTS, log);
+    const d = fresh.map(change({ kind: "delete", relation: RUNF, old: run({ state: "failed", clear_number: 2 }), oldKind: "full" }), tx);
+    expect(DagRunEvent.parse(d)).toMatchObject({ op: "delete", dag_id: "etl", run_id: "manual__1", dag_run_id: 3, state: "failed", previous_state: "failed", previous_state_known: true, run_type: "manual", logical_date: "2026-11-25T00:00:00.000000Z", clear_number: 2 });
+    // DEFAULT: the old tuple is the id alone; an unseen run's delete knows nothing more.
+    const d0 = new AirflowMapper(OPTS, log).map(change({ kind: "delete", relation: RUN, old: { id: 3 }, oldKind: "key" }), tx);
+    expect(d0).toMatchObject({ state: null, previous_state_known: false, run_type: null, logical_date: null });
+  });
+
+  it("with EVENTSTREAM_REPLICA_IDENTITY=full, warns once per Relation that arrives without FULL", () => {
+    const lines: string[] = [];
+    const m = new AirflowMapper({ ...OPTS, replicaIdentity: "full" }, pino({ level: "warn" }, { write: (l: string) => lines.push(l) }));
+    m.map(change({ kind: "insert", relation: TI2F, row: ti2({}) }), tx);
+    expect(lines).toHaveLength(0);
+    m.map(change({ kind: "insert", relation: TI2, row: ti2({ task_id: "a" }) }), tx);
+    m.map(change({ kind: "insert", relation: TI2, row: ti2({ task_id: "b" }) }), tx);
+    expect(lines).toHaveLength(1);
+    expect(JSON.parse(lines[0]!)).toMatchObject({ table: "public.task_instance", replicaIdentity: "d" });
+    new AirflowMapper(OPTS, pino({ level: "warn" }, { write: (l: string) => lines.push(l) })).map(change({ kind: "insert", relation: TI2, row: ti2({}) }), tx);
+    expect(lines).toHaveLength(1);
+  });
+});
