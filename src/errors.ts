@@ -163,7 +163,8 @@ export function tlsFailure(e: unknown): TlsFailure | undefined {
     const kind = typeof code === "string" ? TLS_CODES[code] : undefined;
     if (kind) {
       const names = typeof cert?.subjectaltname === "string" ? cert.subjectaltname : null;
-      return { kind, code: code as string, message: text.replace(/^Connection error: /, ""), certificateNames: names };
+      // Without kafkajs's prefix, and without the dangling ": " of Node's altname message.
+      return { kind, code: code as string, message: text.replace(/^Connection error: /, "").replace(/[\s:]+$/, ""), certificateNames: names };
     }
     // node-postgres, when the server answers the SSLRequest with "N".
     if (text === "The server does not support SSL connections") return { kind: "not-tls", code: "SSL_NOT_SUPPORTED", message: text, certificateNames: null };

@@ -68,8 +68,13 @@ export async function connectOrExplain(client: pg.Client, cfg: Config): Promise<
     const where = `${cfg.pg.host}:${cfg.pg.port}`;
     const code = sqlState(e);
     if (code === "28P01" || code === "28000") {
+      // The server's own words say when it refused a connection for being unencrypted.
+      const tlsHint =
+        cfg.pg.sslmode === "disable" && /no encryption/.test((e as Error).message)
+          ? `; the server accepts this role over TLS only: set PGSSLMODE=verify-full (and PGSSLROOTCERT to its CA)`
+          : "";
       throw new PrivilegeError(
-        `PostgreSQL at ${where} refused role "${cfg.pg.user}" (${code === "28P01" ? "wrong password" : "no pg_hba.conf entry or no login"}): check PGUSER and PGPASSWORD, and that pg_hba.conf allows this role for both the database and "replication"`,
+        `PostgreSQL at ${where} refused role "${cfg.pg.user}" (${code === "28P01" ? "wrong password" : "no pg_hba.conf entry or no login"}): check PGUSER and PGPASSWORD, and that pg_hba.conf allows this role for both the database and "replication"${tlsHint}`,
         { cause: e },
       );
     }
