@@ -22,7 +22,7 @@ export function services() {
  */
 export function tlsServices(): TlsServices {
   const s = services();
-  if (s.tls === null) throw new Error(`not set: ${s.tlsMissing.join(", ")}\n${HOW_TO_CONFIGURE_TLS}`);
+  if (s.tls === null) throw new Error(`this test needs TLS and SASL services, and ${s.tlsMissing.join(", ")} ${s.tlsMissing.length === 1 ? "is" : "are"} not set.\n${HOW_TO_CONFIGURE_TLS}`);
   if (!existsSync(s.tls.caFile)) throw new Error(`EVENTSTREAM_TEST_CA_FILE=${s.tls.caFile} does not exist\n${HOW_TO_CONFIGURE_TLS}`);
   return s.tls;
 }
