@@ -55,7 +55,7 @@ KAFKA_SASL_PORT=${EVENTSTREAM_KAFKA_SASL_PORT:-$((KAFKA_PORT + 2))}
 # services listen on 127.0.0.1 only and hold nothing but test data.
 KAFKA_SASL_USER=eventstream
 KAFKA_SASL_PASSWORD=eventstream-local-only
-# Members of this role may reach PostgreSQL over TLS only (see pg_write_hba).
+# Members of this role may reach PostgreSQL over TLS only (see pg_sync_conf).
 PG_TLS_ONLY_ROLE=eventstream_tls_only
 
 # Test CA and server certificates (tls_ensure).
@@ -187,7 +187,7 @@ tls_leaf() {
   local ext="$TLS_DIR/$name.ext"
   printf '%s\n' "subjectAltName=$san" "basicConstraints=critical,CA:FALSE" \
     "keyUsage=critical,digitalSignature,keyEncipherment" "extendedKeyUsage=serverAuth" >"$ext"
-  # Serial from /dev/urandom: two certificates of one CA must never share one.
+  # A random serial: two certificates of one CA must never share one.
   if ! { (umask 077 && openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$key") &&
          openssl req -new -key "$key" -subj "/CN=localhost" -out "$TLS_DIR/$name.csr" &&
          openssl x509 -req -in "$TLS_DIR/$name.csr" -CA "$TLS_DIR/ca.pem" -CAkey "$TLS_DIR/ca.key" \
