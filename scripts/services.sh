@@ -17,9 +17,25 @@
 # `postgres` user cannot reach that directory (e.g. the repo sits under /root, mode 700),
 # PostgreSQL's data goes to /var/tmp/airflow-eventstream-<hash>/pg instead (`status` says where).
 #
-# Ports: PostgreSQL 25432, Kafka 29092 (controller 29093), below the ephemeral port range;
-# EVENTSTREAM_PG_PORT, EVENTSTREAM_KAFKA_PORT, EVENTSTREAM_KAFKA_CONTROLLER_PORT override them (a
-# second set of services beside the first, e.g. to try CI from a clone while developing).
+# Ports: PostgreSQL 25432, Kafka 29092 (controller 29093, SASL_SSL 29094), below the ephemeral
+# port range; EVENTSTREAM_PG_PORT, EVENTSTREAM_KAFKA_PORT, EVENTSTREAM_KAFKA_CONTROLLER_PORT and
+# EVENTSTREAM_KAFKA_SASL_PORT (default: Kafka's port + 2) override them (a second set of services
+# beside the first, e.g. to try CI from a clone while developing).
+#
+# TLS and SASL, for the security tests (test/integration/security.test.ts):
+#   * `up` makes a test CA and server certificates with openssl under <state>/tls when missing
+#     (or expiring): Kafka's names localhost and 127.0.0.1; PostgreSQL's names localhost only,
+#     so that verify-full through 127.0.0.1 fails on purpose.
+#   * PostgreSQL runs with ssl=on; plain connections keep working, except for members of the
+#     role eventstream_tls_only, which pg_hba.conf refuses without TLS.
+#   * Kafka keeps its PLAINTEXT listener (every other test uses it) and gets a SASL_SSL one with
+#     SCRAM-SHA-256 and SCRAM-SHA-512; the SCRAM user (eventstream, a fixed local-only password)
+#     is created at run time through the plaintext listener, so data formatted before this
+#     existed gets it too.
+#   * The configuration of both is rewritten on every `up`: a running PostgreSQL reloads (and
+#     restarts only if a changed setting needs it), a running broker whose configuration differs
+#     is restarted.
+#   `env` prints the EVENTSTREAM_TEST_* settings the tests need for them.
 #
 # Every subcommand that starts something waits until it is healthy and fails loudly (non-zero,
 # with the tail of the service's log) when it is not. Log lines go to stderr; only `env` and
@@ -34,6 +50,16 @@ PG_USER=postgres
 PG_PASSWORD=postgres
 KAFKA_PORT=${EVENTSTREAM_KAFKA_PORT:-29092}
 KAFKA_CONTROLLER_PORT=${EVENTSTREAM_KAFKA_CONTROLLER_PORT:-29093}
+KAFKA_SASL_PORT=${EVENTSTREAM_KAFKA_SASL_PORT:-$((KAFKA_PORT + 2))}
+# The SCRAM user of the SASL_SSL listener. A fixed password, like PostgreSQL's above: these
+# services listen on 127.0.0.1 only and hold nothing but test data.
+KAFKA_SASL_USER=eventstream
+KAFKA_SASL_PASSWORD=eventstream-local-only
+# Members of this role may reach PostgreSQL over TLS only (see pg_sync_conf).
+PG_TLS_ONLY_ROLE=eventstream_tls_only
+
+# Test CA and server certificates (tls_ensure).
+TLS_DIR="$SVC/tls"
 
 # Kafka layout (root-owned is fine: the broker runs as whoever runs this script).
 KAFKA_POM="$REPO/services/kafka/pom.xml"
@@ -44,6 +70,8 @@ KAFKA_DATA="$KAFKA_AREA/data"
 KAFKA_LOGS="$KAFKA_AREA/logs"
 KAFKA_PROPS="$KAFKA_AREA/server.properties"
 KAFKA_TOOLS_PROPS="$KAFKA_AREA/tools.properties"
+KAFKA_SASL_PROPS="$KAFKA_AREA/sasl-client.properties"
+KAFKA_SASL_STAMP="$KAFKA_AREA/sasl.stamp"
 KAFKA_PIDFILE="$KAFKA_AREA/kafka.pid"
 
 START_TIMEOUT=${EVENTSTREAM_SERVICES_START_TIMEOUT:-120}   # seconds, per service
@@ -97,11 +125,78 @@ take_lock() {
   flock -w 600 9 || die "timed out waiting for the lock $SVC/.lock (another services.sh running?)"
 }
 
-# Our ports (25432, 29092, 29093) lie below Linux's ephemeral range (32768-60999 by default), so
+# Our ports (25432, 29092-29094) lie below Linux's ephemeral range (32768-60999 by default), so
 # no outgoing client connection on this machine is ever given one of them as its local port.
 
 # Size of a file in bytes (0 if missing): start functions read only what a start appended.
 file_size() { stat -c %s "$1" 2>/dev/null || echo 0; }
+
+# ---------------------------------------------------------------------------- TLS
+
+# A certificate is renewed this long before it expires, so a test run never meets an expired one.
+TLS_RENEW_BEFORE=$((30 * 86400))
+
+# The test CA and one server certificate per service, made with openssl when missing, expiring,
+# or (leaf) made for other names or by another CA. EC P-256 keys in PKCS#8 ("BEGIN PRIVATE KEY"):
+# both PostgreSQL and Kafka's PEM key store read that, unencrypted (Kafka needs no
+# ssl.key.password then). Changing a file here makes the next start of each service pick it up:
+# PostgreSQL's copy differs (pg_sync_conf), and Kafka's configuration carries the certificate's
+# hash (kafka_render_conf).
+tls_ensure() {
+  command -v openssl >/dev/null 2>&1 || apt_install openssl
+  mkdir -p "$TLS_DIR"
+  chmod 755 "$TLS_DIR"
+  local log="$TLS_DIR/openssl.log"
+  : >"$log"
+  if ! [[ -s $TLS_DIR/ca.pem && -s $TLS_DIR/ca.key ]] ||
+     ! openssl x509 -checkend "$TLS_RENEW_BEFORE" -noout -in "$TLS_DIR/ca.pem" >/dev/null 2>&1; then
+    log "tls: making a test CA ($TLS_DIR/ca.pem)"
+    rm -f "$TLS_DIR"/*.pem "$TLS_DIR"/*.key "$TLS_DIR"/*.san
+    if ! { (umask 077 && openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$TLS_DIR/ca.key") &&
+           openssl req -x509 -new -key "$TLS_DIR/ca.key" -sha256 -days 3650 \
+             -subj "/CN=airflow-eventstream test CA $(date -u +%F)" \
+             -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" \
+             -out "$TLS_DIR/ca.pem"; } >>"$log" 2>&1; then
+      show_tail "$log"; die "openssl could not make the test CA"
+    fi
+  fi
+  # Kafka advertises 127.0.0.1 (clients verify that name), so its certificate must list it.
+  tls_leaf kafka "DNS:localhost,IP:127.0.0.1"
+  # PostgreSQL's names localhost only: verify-full through localhost works, through 127.0.0.1 it
+  # must fail (the security tests check both).
+  tls_leaf pg "DNS:localhost"
+  # Kafka's PEM key store: the key, then the chain from the server certificate to the CA.
+  cat "$TLS_DIR/kafka.key" "$TLS_DIR/kafka.pem" "$TLS_DIR/ca.pem" >"$TLS_DIR/kafka-keystore.pem.tmp"
+  chmod 600 "$TLS_DIR/kafka-keystore.pem.tmp"
+  if cmp -s "$TLS_DIR/kafka-keystore.pem.tmp" "$TLS_DIR/kafka-keystore.pem"; then
+    rm -f "$TLS_DIR/kafka-keystore.pem.tmp"
+  else
+    mv "$TLS_DIR/kafka-keystore.pem.tmp" "$TLS_DIR/kafka-keystore.pem"
+  fi
+}
+
+# tls_leaf NAME SAN: $TLS_DIR/NAME.{key,pem}, a server certificate for SAN signed by the test CA.
+tls_leaf() {
+  local name=$1 san=$2 key="$TLS_DIR/$1.key" crt="$TLS_DIR/$1.pem" log="$TLS_DIR/openssl.log"
+  if [[ -s $key && -s $crt && -f $TLS_DIR/$name.san && $(<"$TLS_DIR/$name.san") == "$san" ]] &&
+     openssl verify -CAfile "$TLS_DIR/ca.pem" "$crt" >/dev/null 2>&1 &&
+     openssl x509 -checkend "$TLS_RENEW_BEFORE" -noout -in "$crt" >/dev/null 2>&1; then
+    return 0
+  fi
+  log "tls: making the $name server certificate ($san)"
+  local ext="$TLS_DIR/$name.ext"
+  printf '%s\n' "subjectAltName=$san" "basicConstraints=critical,CA:FALSE" \
+    "keyUsage=critical,digitalSignature,keyEncipherment" "extendedKeyUsage=serverAuth" >"$ext"
+  # A random serial: two certificates of one CA must never share one.
+  if ! { (umask 077 && openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$key") &&
+         openssl req -new -key "$key" -subj "/CN=localhost" -out "$TLS_DIR/$name.csr" &&
+         openssl x509 -req -in "$TLS_DIR/$name.csr" -CA "$TLS_DIR/ca.pem" -CAkey "$TLS_DIR/ca.key" \
+           -set_serial "0x$(openssl rand -hex 16)" -sha256 -days 825 -extfile "$ext" -out "$crt"; } >>"$log" 2>&1; then
+    show_tail "$log"; die "openssl could not make the $name server certificate"
+  fi
+  rm -f "$TLS_DIR/$name.csr" "$ext"
+  printf '%s\n' "$san" >"$TLS_DIR/$name.san"
+}
 
 # ---------------------------------------------------------------------------- PostgreSQL
 
@@ -120,7 +215,7 @@ as_pg() {
 # Client programs, always over TCP with the password, immune to the caller's PG* settings.
 pg_client() {
   local prog=$1; shift
-  env -u PGSERVICE -u PGSERVICEFILE -u PGSSLMODE -u PGOPTIONS \
+  env -u PGSERVICE -u PGSERVICEFILE -u PGSSLMODE -u PGSSLROOTCERT -u PGOPTIONS \
     PGPASSWORD="$PG_PASSWORD" PGCONNECT_TIMEOUT=5 \
     "$PGBIN/$prog" -h 127.0.0.1 -p "$PG_PORT" -U "$PG_USER" "$@"
 }
@@ -220,27 +315,31 @@ pg_init() {
   fi
   rm -f "$pwfile"
 
-  # Only TCP from 127.0.0.1 with a password (the daemon and tests), for normal and
-  # replication connections; the socket (0700 dir) only for the postgres OS user.
-  cat >"$PG_DATA/pg_hba.conf" <<'EOF'
-# Written by scripts/services.sh
-# TYPE  DATABASE     USER  ADDRESS        METHOD
-local   all          all                  peer
-local   replication  all                  peer
-host    all          all   127.0.0.1/32   scram-sha-256
-host    replication  all   127.0.0.1/32   scram-sha-256
-EOF
-  # Our settings live in their own file, rewritten on every start (pg_write_conf), so a change
-  # to this script reaches existing clusters at their next start.
+  # Our settings and client rules live in files rewritten on every start (pg_sync_conf), so a
+  # change to this script reaches existing clusters at their next `up`.
   printf "\n# airflow-eventstream local settings (scripts/services.sh)\ninclude 'eventstream.conf'\n" >>"$PG_DATA/postgresql.conf"
-  if is_root; then chown postgres:postgres "$PG_DATA/pg_hba.conf"; fi
 }
 
-pg_write_conf() {
+# Moves $1 over $2 when they differ (owned by postgres, mode $3); 0 = replaced, 1 = unchanged.
+pg_replace_if_changed() {
+  local new=$1 target=$2 mode=$3
+  if [[ -f $target ]] && cmp -s "$new" "$target"; then
+    rm -f "$new"
+    return 1
+  fi
+  chmod "$mode" "$new"
+  if is_root; then chown postgres:postgres "$new"; fi
+  mv "$new" "$target"
+}
+
+# Writes our settings, client rules and server certificate into the data directory; 0 = something
+# changed (a running server must take it), 1 = all as before.
+pg_sync_conf() {
   mkdir -p "$PG_SOCK"
   if is_root; then chown postgres:postgres "$PG_SOCK"; fi
   chmod 700 "$PG_SOCK"
-  cat >"$PG_DATA/eventstream.conf" <<EOF
+  local changed=1
+  cat >"$PG_DATA/eventstream.conf.new" <<EOF
 # Written by scripts/services.sh on every start: edit the script, not this file.
 listen_addresses = '127.0.0.1'
 port = $PG_PORT
@@ -252,8 +351,81 @@ max_replication_slots = 32
 max_wal_senders = 32
 wal_sender_timeout = 60s
 password_encryption = scram-sha-256
+# TLS for the clients that ask for it; plain connections keep working (pg_hba.conf). Copies of
+# $TLS_DIR/pg.{pem,key}: the server wants its key owned by the postgres user.
+ssl = on
+ssl_cert_file = 'eventstream-server.crt'
+ssl_key_file = 'eventstream-server.key'
 EOF
-  if is_root; then chown postgres:postgres "$PG_DATA/eventstream.conf"; fi
+  pg_replace_if_changed "$PG_DATA/eventstream.conf.new" "$PG_DATA/eventstream.conf" 644 && changed=0
+
+  # Only TCP from 127.0.0.1 with a password (the daemon and tests), for normal and replication
+  # connections; the socket (0700 dir) only for the postgres OS user. Members of
+  # $PG_TLS_ONLY_ROLE are refused without TLS: with one, a test proves that every connection the
+  # daemon opens is encrypted. The role need not exist (that test creates it): until it does, the
+  # lines match nobody.
+  cat >"$PG_DATA/pg_hba.conf.new" <<EOF
+# Written by scripts/services.sh on every start: edit the script, not this file.
+# TYPE     DATABASE     USER                   ADDRESS        METHOD
+local      all          all                                   peer
+local      replication  all                                   peer
+hostnossl  all          +$PG_TLS_ONLY_ROLE  127.0.0.1/32   reject
+hostnossl  replication  +$PG_TLS_ONLY_ROLE  127.0.0.1/32   reject
+host       all          all                    127.0.0.1/32   scram-sha-256
+host       replication  all                    127.0.0.1/32   scram-sha-256
+EOF
+  pg_replace_if_changed "$PG_DATA/pg_hba.conf.new" "$PG_DATA/pg_hba.conf" 600 && changed=0
+
+  cp "$TLS_DIR/pg.pem" "$PG_DATA/eventstream-server.crt.new"
+  pg_replace_if_changed "$PG_DATA/eventstream-server.crt.new" "$PG_DATA/eventstream-server.crt" 644 && changed=0
+  cp "$TLS_DIR/pg.key" "$PG_DATA/eventstream-server.key.new"
+  pg_replace_if_changed "$PG_DATA/eventstream-server.key.new" "$PG_DATA/eventstream-server.key" 600 && changed=0
+  return "$changed"
+}
+
+# A running server takes changed files by reloading (ssl, the certificate and pg_hba.conf need
+# nothing more), so other users' connections survive; it restarts only when a changed setting
+# waits for a restart (e.g. the port).
+pg_apply_changes() {
+  local before after pending
+  before=$(pg_client psql -X -d postgres -Atqc 'SELECT pg_conf_load_time()') ||
+    { show_tail "$PG_LOG"; die "PostgreSQL: could not read pg_conf_load_time()"; }
+  log "postgres: settings changed; reloading"
+  as_pg "$PGBIN/pg_ctl" -D "$PG_DATA" -s reload || { show_tail "$PG_LOG"; die "pg_ctl reload failed"; }
+  local deadline=$((SECONDS + 30))
+  while true; do
+    after=$(pg_client psql -X -d postgres -Atqc 'SELECT pg_conf_load_time()' 2>/dev/null || true)
+    [[ -n $after && $after != "$before" ]] && break
+    (( SECONDS < deadline )) || { show_tail "$PG_LOG"; die "PostgreSQL did not reload its configuration within 30s"; }
+    sleep 0.2
+  done
+  pending=$(pg_client psql -X -d postgres -Atqc "SELECT string_agg(name, ', ') FROM pg_settings WHERE pending_restart") ||
+    { show_tail "$PG_LOG"; die "PostgreSQL: could not read pg_settings"; }
+  if [[ -n $pending ]]; then
+    log "postgres: restarting for $pending"
+    as_pg "$PGBIN/pg_ctl" -D "$PG_DATA" -l "$PG_LOG" -m fast -w -t "$START_TIMEOUT" -s restart 9>&- ||
+      { show_tail "$PG_LOG"; die "PostgreSQL failed to restart"; }
+    pg_wait_healthy
+  fi
+}
+
+# TLS as the security tests use it: verify-full against the test CA, through localhost.
+pg_tls_ok() {
+  [[ $(env -u PGSERVICE -u PGSERVICEFILE -u PGOPTIONS -u PGSSLCERT -u PGSSLKEY \
+         PGPASSWORD="$PG_PASSWORD" PGCONNECT_TIMEOUT=5 PGSSLMODE=verify-full PGSSLROOTCERT="$TLS_DIR/ca.pem" \
+         "$PGBIN/psql" -X -h localhost -p "$PG_PORT" -U "$PG_USER" -d postgres \
+           -Atqc 'SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()' 2>/dev/null) == t ]]
+}
+
+pg_wait_tls() {
+  local deadline=$((SECONDS + 30))
+  until pg_tls_ok; do
+    if (( SECONDS >= deadline )); then
+      show_tail "$PG_LOG"
+      die "PostgreSQL does not accept TLS on port $PG_PORT (verify-full with $TLS_DIR/ca.pem, host localhost)"
+    fi
+    sleep 0.5
+  done
 }
 
 pg_running() { [[ -f $PG_DATA/PG_VERSION ]] && as_pg "$PGBIN/pg_ctl" -D "$PG_DATA" status >/dev/null 2>&1; }
@@ -280,15 +452,18 @@ pg_start() {
   pg_ensure_installed
   pg_resolve 1
   pg_init
+  local changed=0
+  pg_sync_conf && changed=1
   if pg_running; then
     pg_wait_healthy
+    if (( changed )); then pg_apply_changes; fi
+    pg_wait_tls
     log "postgres: already running on 127.0.0.1:$PG_PORT"
     return 0
   fi
   if port_open "$PG_PORT"; then
     die "port $PG_PORT is taken by something that is not this cluster ($PG_DATA)"
   fi
-  pg_write_conf
   log "postgres: starting ($PG_DATA)"
   # Marker, so a failure's log tail is not mistaken for an earlier run's lines.
   printf '\n---- scripts/services.sh: starting PostgreSQL at %s ----\n' "$(date -u +%FT%TZ)" >>"$PG_LOG"
@@ -309,6 +484,7 @@ pg_start() {
     show_tail "$PG_LOG"; die "PostgreSQL failed to start"
   done
   pg_wait_healthy
+  pg_wait_tls
   log "postgres: healthy on 127.0.0.1:$PG_PORT"
 }
 
@@ -382,22 +558,31 @@ kafka_ensure_libs() {
   fi
 }
 
-# Rewritten on every start so edits here reach an existing broker; the data (and with it the
-# cluster id, in data/meta.properties) is kept.
-kafka_write_conf() {
-  mkdir -p "$KAFKA_LOGS"
-  cat >"$KAFKA_PROPS" <<EOF
+# The broker's configuration, on stdout. Rewritten into $KAFKA_PROPS at every start so edits here
+# reach an existing broker; the data (and with it the cluster id, in data/meta.properties) is
+# kept. kafka_launch compares it with the file a running broker was started from.
+kafka_render_conf() {
+  cat <<EOF
 # Written by scripts/services.sh on every start: edit the script, not this file.
 # Single-node KRaft: this JVM is both broker and the (only) controller.
 process.roles=broker,controller
 node.id=1
 controller.quorum.bootstrap.servers=127.0.0.1:$KAFKA_CONTROLLER_PORT
-listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT,CONTROLLER://127.0.0.1:$KAFKA_CONTROLLER_PORT
-advertised.listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT,CONTROLLER://127.0.0.1:$KAFKA_CONTROLLER_PORT
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT,CONTROLLER://127.0.0.1:$KAFKA_CONTROLLER_PORT,SASL_SSL://127.0.0.1:$KAFKA_SASL_PORT
+advertised.listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT,CONTROLLER://127.0.0.1:$KAFKA_CONTROLLER_PORT,SASL_SSL://127.0.0.1:$KAFKA_SASL_PORT
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,SASL_SSL:SASL_SSL
 inter.broker.listener.name=PLAINTEXT
 controller.listener.names=CONTROLLER
 log.dirs=$KAFKA_DATA
+
+# SASL_SSL, for the security tests: TLS with the test CA's certificate (PEM key store: the
+# unencrypted key and the chain), SCRAM logins checked against the credentials in the cluster
+# metadata (kafka_ensure_sasl creates the user). Certificate: $(sha256sum "$TLS_DIR/kafka-keystore.pem" | cut -c1-16)
+sasl.enabled.mechanisms=SCRAM-SHA-256,SCRAM-SHA-512
+listener.name.sasl_ssl.scram-sha-256.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+listener.name.sasl_ssl.ssl.keystore.type=PEM
+listener.name.sasl_ssl.ssl.keystore.location=$TLS_DIR/kafka-keystore.pem
 
 # One broker: every internal topic must make do with one replica, or consumer groups and
 # transactions never become available.
@@ -419,11 +604,27 @@ num.partitions=1
 # Tests start consumers and expect assignment at once, not after the default 3 s delay.
 group.initial.rebalance.delay.ms=0
 EOF
+}
+
+kafka_write_conf() {
+  mkdir -p "$KAFKA_LOGS"
+  kafka_render_conf >"$KAFKA_PROPS"
   # Admin-client settings for our own health checks: fail fast instead of the 60 s default.
   cat >"$KAFKA_TOOLS_PROPS" <<'EOF'
 request.timeout.ms=5000
 default.api.timeout.ms=10000
 EOF
+  # The same, as the SCRAM user over SASL_SSL (kafka_ensure_sasl). Holds the password: 0600.
+  (umask 077 && cat >"$KAFKA_SASL_PROPS" <<EOF
+security.protocol=SASL_SSL
+sasl.mechanism=SCRAM-SHA-512
+sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username="$KAFKA_SASL_USER" password="$KAFKA_SASL_PASSWORD";
+ssl.truststore.type=PEM
+ssl.truststore.location=$TLS_DIR/ca.pem
+request.timeout.ms=5000
+default.api.timeout.ms=10000
+EOF
+  )
 }
 
 kafka_format() {
@@ -466,9 +667,15 @@ kafka_healthy() {
 KAFKA_LAUNCHED='' KAFKA_LOG_OFFSET=0
 kafka_launch() {
   kafka_ensure_libs
-  if kafka_pid >/dev/null; then return 0; fi
-  if port_open "$KAFKA_PORT" || port_open "$KAFKA_CONTROLLER_PORT"; then
-    die "port $KAFKA_PORT or $KAFKA_CONTROLLER_PORT is taken by something that is not our broker"
+  if kafka_pid >/dev/null; then
+    # A broker started from another configuration (by an older version of this script, or before
+    # the certificates were renewed) lacks what `up` promises, e.g. the SASL_SSL listener.
+    if [[ -f $KAFKA_PROPS ]] && kafka_render_conf | cmp -s - "$KAFKA_PROPS"; then return 0; fi
+    log "kafka: the running broker was started with another configuration; restarting it"
+    kafka_stop term
+  fi
+  if port_open "$KAFKA_PORT" || port_open "$KAFKA_CONTROLLER_PORT" || port_open "$KAFKA_SASL_PORT"; then
+    die "port $KAFKA_PORT, $KAFKA_CONTROLLER_PORT or $KAFKA_SASL_PORT is taken by something that is not our broker"
   fi
   kafka_write_conf
   kafka_format
@@ -523,6 +730,7 @@ kafka_start() {
     rc=0
     kafka_wait_healthy || rc=$?
     if (( rc == 0 )); then
+      kafka_ensure_sasl
       if [[ -z $KAFKA_LAUNCHED ]]; then
         log "kafka: already running on 127.0.0.1:$KAFKA_PORT (pid $(kafka_pid))"
       else
@@ -534,6 +742,43 @@ kafka_start() {
     log "kafka: port $KAFKA_PORT/$KAFKA_CONTROLLER_PORT is taken by some socket ; retrying in 5s"
     sleep 5
   done
+}
+
+# The SCRAM user, created at run time through the plaintext listener (AlterUserScramCredentials):
+# `kafka-storage format --add-scram` would reach only data formatted from now on, not the
+# clusters formatted before the SASL_SSL listener existed. Then one login over SASL_SSL, which
+# checks the certificate (names and CA, as clients do) and the credentials together. Skipped while
+# the stamp says it was done for this cluster, user, password and configuration.
+kafka_ensure_sasl() {
+  local id stamp out="$KAFKA_LOGS/sasl-setup.log"
+  id=$(sed -n 's/^cluster\.id=//p' "$KAFKA_DATA/meta.properties")
+  stamp=$(printf '%s\n' "$id" "$KAFKA_SASL_USER" "$KAFKA_SASL_PASSWORD" "$(sha256sum <"$KAFKA_PROPS")" | sha256sum | cut -d' ' -f1)
+  [[ -f $KAFKA_SASL_STAMP && $(<"$KAFKA_SASL_STAMP") == "$stamp" ]] && return 0
+  log "kafka: SCRAM-SHA-256 and SCRAM-SHA-512 credentials for user $KAFKA_SASL_USER"
+  : >"$out"
+  local mechanism
+  # One mechanism per request: Kafka refuses to alter one user twice in the same request.
+  for mechanism in SCRAM-SHA-256 SCRAM-SHA-512; do
+    if ! timeout 60 "$JAVA" -Xmx256m -XX:+UseSerialGC -XX:TieredStopAtLevel=1 -cp "$KAFKA_LIBS/*" \
+         org.apache.kafka.tools.ConfigCommand --bootstrap-server "127.0.0.1:$KAFKA_PORT" \
+         --command-config "$KAFKA_TOOLS_PROPS" --alter --entity-type users --entity-name "$KAFKA_SASL_USER" \
+         --add-config "$mechanism=[password=$KAFKA_SASL_PASSWORD]" >>"$out" 2>&1; then
+      show_tail "$out"; die "could not give Kafka user $KAFKA_SASL_USER $mechanism credentials"
+    fi
+  done
+  # The credentials reach the listener through the metadata log: retry the login briefly.
+  local deadline=$((SECONDS + 30))
+  until timeout 30 "$JAVA" -Xmx256m -XX:+UseSerialGC -XX:TieredStopAtLevel=1 -cp "$KAFKA_LIBS/*" \
+          org.apache.kafka.tools.TopicCommand --bootstrap-server "127.0.0.1:$KAFKA_SASL_PORT" \
+          --command-config "$KAFKA_SASL_PROPS" --list >>"$out" 2>&1; do
+    if (( SECONDS >= deadline )); then
+      show_tail "$out"; show_tail "$KAFKA_LOGS/server.log" 20
+      die "SASL_SSL on 127.0.0.1:$KAFKA_SASL_PORT refuses user $KAFKA_SASL_USER (SCRAM-SHA-512, CA $TLS_DIR/ca.pem)"
+    fi
+    sleep 1
+  done
+  printf '%s\n' "$stamp" >"$KAFKA_SASL_STAMP"
+  log "kafka: SASL_SSL healthy on 127.0.0.1:$KAFKA_SASL_PORT"
 }
 
 kafka_stop() {
@@ -566,7 +811,7 @@ kafka_stop() {
   # The next start must not race the old sockets.
   local _
   for _ in $(seq 50); do
-    port_open "$KAFKA_PORT" || port_open "$KAFKA_CONTROLLER_PORT" || break
+    port_open "$KAFKA_PORT" || port_open "$KAFKA_CONTROLLER_PORT" || port_open "$KAFKA_SASL_PORT" || break
     sleep 0.2
   done
   log "kafka: stopped"
@@ -585,6 +830,11 @@ cmd_status() {
     pid=$(head -n 1 "$PG_DATA/postmaster.pid" 2>/dev/null || echo '?')
     if pg_healthy; then
       printf 'postgres  running  healthy    pid %s  127.0.0.1:%s  data %s\n' "$pid" "$PG_PORT" "$PG_DATA"
+      if pg_tls_ok; then
+        printf '          TLS      verify-full  localhost:%s  CA %s\n' "$PG_PORT" "$TLS_DIR/ca.pem"
+      else
+        printf '          TLS      NOT WORKING  localhost:%s  (run up)\n' "$PG_PORT"; rc=1
+      fi
     else
       printf 'postgres  running  UNHEALTHY  pid %s  127.0.0.1:%s  log %s\n' "$pid" "$PG_PORT" "$PG_LOG"; rc=1
     fi
@@ -597,6 +847,11 @@ cmd_status() {
   if pid=$(kafka_pid); then
     if kafka_healthy; then
       printf 'kafka     running  healthy    pid %s  127.0.0.1:%s  data %s\n' "$pid" "$KAFKA_PORT" "$KAFKA_DATA"
+      if port_open "$KAFKA_SASL_PORT"; then
+        printf '          SASL_SSL listening    127.0.0.1:%s  user %s  CA %s\n' "$KAFKA_SASL_PORT" "$KAFKA_SASL_USER" "$TLS_DIR/ca.pem"
+      else
+        printf '          SASL_SSL NOT LISTENING  127.0.0.1:%s  (run up)\n' "$KAFKA_SASL_PORT"; rc=1
+      fi
     else
       printf 'kafka     running  UNHEALTHY  pid %s  127.0.0.1:%s  log %s\n' "$pid" "$KAFKA_PORT" "$KAFKA_LOGS/server.log"; rc=1
     fi
@@ -616,6 +871,15 @@ export PGUSER=$PG_USER
 export PGPASSWORD=$PG_PASSWORD
 export PGDATABASE=postgres
 export KAFKA_BROKERS=127.0.0.1:$KAFKA_PORT
+# TLS and SASL, for test/integration/security.test.ts (the daemon reads none of these names):
+# Kafka's SASL_SSL listener and its SCRAM user; the CA of both services' certificates; a host name
+# PostgreSQL's certificate lists, and one that reaches the same server but is not in it.
+export EVENTSTREAM_TEST_KAFKA_SASL_BROKERS=127.0.0.1:$KAFKA_SASL_PORT
+export EVENTSTREAM_TEST_KAFKA_SASL_USERNAME=$KAFKA_SASL_USER
+export EVENTSTREAM_TEST_KAFKA_SASL_PASSWORD=$KAFKA_SASL_PASSWORD
+export EVENTSTREAM_TEST_CA_FILE=$TLS_DIR/ca.pem
+export EVENTSTREAM_TEST_PG_TLS_HOST=localhost
+export EVENTSTREAM_TEST_PG_TLS_WRONG_HOST=127.0.0.1
 EOF
 }
 
@@ -630,6 +894,7 @@ main() {
   case $cmd in
     up)
       take_lock
+      tls_ensure          # both services' configurations name these files
       kafka_launch        # the JVM boots in the background while PostgreSQL starts
       pg_start
       kafka_start
@@ -637,9 +902,9 @@ main() {
     down)        take_lock; kafka_stop term; pg_stop fast ;;
     status)      cmd_status ;;
     env)         cmd_env ;;
-    pg-start)    take_lock; pg_start ;;
+    pg-start)    take_lock; tls_ensure; pg_start ;;
     pg-stop)     take_lock; pg_stop "${1:-fast}" ;;
-    kafka-start) take_lock; kafka_start ;;
+    kafka-start) take_lock; tls_ensure; kafka_start ;;
     kafka-stop)  take_lock; kafka_stop "${1:-term}" ;;
     *)           usage ;;
   esac

@@ -1,3 +1,4 @@
+import { readFileSync } from "node:fs";
 import { z } from "zod";
 import { ConfigError } from "./errors.js";
 
@@ -41,8 +42,14 @@ const env = z.object({
   PGPASSWORD: z.string().optional(),
   /** Airflow's metadata database. */
   PGDATABASE: z.string().min(1).default("airflow"),
-  /** TLS to PostgreSQL: disable, require (encrypt, no certificate check), verify-ca, verify-full (CA from PGSSLROOTCERT). */
+  /**
+   * TLS to PostgreSQL, as libpq: disable; require (encrypted; with PGSSLROOTCERT set, the certificate
+   * is checked as verify-ca); verify-ca (certificate signed by a trusted CA); verify-full (that, and
+   * it names PGHOST).
+   */
   PGSSLMODE: z.enum(["disable", "require", "verify-ca", "verify-full"]).default("disable"),
+  /** PEM file of the CA(s) that signed PostgreSQL's certificate. Unset: the CAs Node.js trusts (Mozilla's list). */
+  PGSSLROOTCERT: z.string().optional(),
   /** Schema holding Airflow's tables. */
   EVENTSTREAM_AIRFLOW_SCHEMA: identifier.default("public"),
   /** Logical replication slot (pgoutput) the daemon reads and acknowledges. */
@@ -77,7 +84,7 @@ const env = z.object({
   KAFKA_CLIENT_ID: z.string().min(1).default("airflow-eventstream"),
   /** TLS to Kafka. */
   KAFKA_SSL: bool.default(false),
-  /** PEM file of the CA that signed the brokers' certificates (default: the system's CAs). */
+  /** PEM file of the CA(s) that signed the brokers' certificates. Unset: the CAs Node.js trusts (Mozilla's list). */
   KAFKA_SSL_CA_FILE: z.string().optional(),
   /** SASL: plain, scram-sha-256 or scram-sha-512. Unset: no SASL. */
   KAFKA_SASL_MECHANISM: z.enum(["plain", "scram-sha-256", "scram-sha-512"]).optional(),
@@ -134,6 +141,12 @@ const env = z.object({
 
 export type Env = z.infer<typeof env>;
 
+/** A CA file, read when the configuration is loaded: a wrong path is a configuration error, not a retry. */
+export interface PemFile {
+  path: string;
+  pem: string;
+}
+
 export interface Config {
   pg: {
     host: string;
@@ -142,6 +155,8 @@ export interface Config {
     password: string | undefined;
     database: string;
     sslmode: Env["PGSSLMODE"];
+    /** PGSSLROOTCERT; null: Node.js's CAs. Only read when sslmode is not disable. */
+    sslRootCert: PemFile | null;
   };
   airflowSchema: string;
   slot: string;
@@ -155,7 +170,8 @@ export interface Config {
   kafka: {
     brokers: string[];
     clientId: string;
-    ssl: { ca: string | undefined } | null;
+    /** null: no TLS; ca null: Node.js's CAs. */
+    ssl: { ca: PemFile | null } | null;
     sasl: { mechanism: "plain" | "scram-sha-256" | "scram-sha-512"; username: string; password: string } | null;
   };
   topic: string;
@@ -204,6 +220,9 @@ export function loadConfig(source: NodeJS.ProcessEnv = process.env): Config {
     problems.push("  KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD: required with KAFKA_SASL_MECHANISM");
   }
   if (e.KAFKA_SSL_CA_FILE && !e.KAFKA_SSL) problems.push("  KAFKA_SSL: set it to true to use KAFKA_SSL_CA_FILE");
+  const kafkaCa = e.KAFKA_SSL && e.KAFKA_SSL_CA_FILE ? readCaFile("KAFKA_SSL_CA_FILE", e.KAFKA_SSL_CA_FILE, "the brokers'", problems) : null;
+  // As libpq: with sslmode=disable the root certificate is never used, so it is not read either.
+  const pgRootCert = e.PGSSLMODE !== "disable" && e.PGSSLROOTCERT ? readCaFile("PGSSLROOTCERT", e.PGSSLROOTCERT, "PostgreSQL's", problems) : null;
   const template = e.EVENTSTREAM_TOPIC_TEMPLATE.trim();
   if (template !== "" && !template.includes("{dag_id}")) {
     problems.push('  EVENTSTREAM_TOPIC_TEMPLATE: must contain {dag_id}, e.g. "airflow.{dag_id}", or be empty for one topic');
@@ -222,6 +241,7 @@ export function loadConfig(source: NodeJS.ProcessEnv = process.env): Config {
       password: e.PGPASSWORD,
       database: e.PGDATABASE,
       sslmode: e.PGSSLMODE,
+      sslRootCert: pgRootCert,
     },
     airflowSchema: e.EVENTSTREAM_AIRFLOW_SCHEMA,
     slot: e.EVENTSTREAM_SLOT,
@@ -234,7 +254,7 @@ export function loadConfig(source: NodeJS.ProcessEnv = process.env): Config {
     kafka: {
       brokers: e.KAFKA_BROKERS.split(",").map((b) => b.trim()).filter((b) => b !== ""),
       clientId: e.KAFKA_CLIENT_ID,
-      ssl: e.KAFKA_SSL ? { ca: e.KAFKA_SSL_CA_FILE } : null,
+      ssl: e.KAFKA_SSL ? { ca: kafkaCa } : null,
       sasl: e.KAFKA_SASL_MECHANISM ? { mechanism: e.KAFKA_SASL_MECHANISM, username: e.KAFKA_SASL_USERNAME ?? "", password: e.KAFKA_SASL_PASSWORD ?? "" } : null,
     },
     topic: e.EVENTSTREAM_TOPIC,
@@ -256,6 +276,26 @@ export function loadConfig(source: NodeJS.ProcessEnv = process.env): Config {
     shutdownTimeoutMs: e.EVENTSTREAM_SHUTDOWN_TIMEOUT_SECONDS * 1000,
     logLevel: e.LOG_LEVEL,
   };
+}
+
+/**
+ * Reads a CA file named by `variable`; on failure adds a line to `problems`. The path is echoed (it
+ * is no secret, and the operator needs to see which file was meant); the content is not.
+ */
+function readCaFile(variable: string, path: string, whose: string, problems: string[]): PemFile | null {
+  let pem: string;
+  try {
+    pem = readFileSync(path, "utf8");
+  } catch (e: unknown) {
+    const code = (e as NodeJS.ErrnoException).code ?? "unreadable";
+    problems.push(`  ${variable}: cannot read ${path} (${code}); set it to the PEM file of the CA that signed ${whose} certificate`);
+    return null;
+  }
+  if (!pem.includes("-----BEGIN CERTIFICATE-----")) {
+    problems.push(`  ${variable}: ${path} holds no PEM certificate ("-----BEGIN CERTIFICATE-----"); set it to the PEM file of the CA that signed ${whose} certificate`);
+    return null;
+  }
+  return { path, pem };
 }
 
 /** Reads `.env` into process.env (existing variables win), when the file exists. */

@@ -57,6 +57,15 @@ export class SchemaError extends UserActionError {
 }
 
 /**
+ * A TLS handshake failed on the certificate (not signed by the configured CA, not naming the host,
+ * expired) or the server does not speak TLS: retrying cannot help, the configuration or the
+ * server's certificate must change.
+ */
+export class TlsError extends UserActionError {
+  override name = "TlsError";
+}
+
+/**
  * Exactly-once delivery cannot trust the checkpoint topic's record for this slot (unreadable, or
  * written for another PostgreSQL cluster): skipping by it could drop events, so the daemon stops.
  */
@@ -90,6 +99,11 @@ export class ProducerFencedError extends TransientError {
   override name = "ProducerFencedError";
 }
 
+/** The end of an exhaustive switch: a new case that is not handled fails to compile. */
+export function assertNever(x: never): never {
+  throw new Error(`unhandled case ${JSON.stringify(x)}`);
+}
+
 /** PostgreSQL's SQLSTATE, when the error came from the server. */
 export function sqlState(e: unknown): string | undefined {
   if (typeof e === "object" && e !== null && "code" in e) {
@@ -109,4 +123,57 @@ export function describeError(e: unknown): string {
     cur = (err as { cause?: unknown }).cause;
   }
   return parts.join(": ");
+}
+
+/**
+ * What a failed TLS handshake says, found anywhere in the cause chain (kafkajs wraps Node's error
+ * and keeps its `code`; node-postgres passes it on as is); undefined when `e` is no TLS failure.
+ * - "ca": the chain does not end at a trusted CA (the configured CA file, or Node's list);
+ * - "name": the certificate does not name the host connected to;
+ * - "date": expired or not yet valid;
+ * - "not-tls": the server does not speak TLS there.
+ */
+export interface TlsFailure {
+  kind: "ca" | "name" | "date" | "not-tls";
+  /** OpenSSL's or Node's code, e.g. UNABLE_TO_VERIFY_LEAF_SIGNATURE. */
+  code: string;
+  /** Node's message, e.g. "unable to verify the first certificate". */
+  message: string;
+  /** The names the certificate lists ("DNS:localhost, IP Address:127.0.0.1"), when Node gave them. */
+  certificateNames: string | null;
+}
+
+const TLS_CODES: Record<string, TlsFailure["kind"]> = {
+  UNABLE_TO_VERIFY_LEAF_SIGNATURE: "ca",
+  UNABLE_TO_GET_ISSUER_CERT: "ca",
+  UNABLE_TO_GET_ISSUER_CERT_LOCALLY: "ca",
+  SELF_SIGNED_CERT_IN_CHAIN: "ca",
+  DEPTH_ZERO_SELF_SIGNED_CERT: "ca",
+  CERT_SIGNATURE_FAILURE: "ca",
+  CERT_UNTRUSTED: "ca",
+  CERT_REJECTED: "ca",
+  INVALID_CA: "ca",
+  ERR_TLS_CERT_ALTNAME_INVALID: "name",
+  HOSTNAME_MISMATCH: "name",
+  CERT_HAS_EXPIRED: "date",
+  CERT_NOT_YET_VALID: "date",
+  ERR_SSL_WRONG_VERSION_NUMBER: "not-tls",
+};
+
+export function tlsFailure(e: unknown): TlsFailure | undefined {
+  let cur: unknown = e;
+  for (let depth = 0; depth < 8 && typeof cur === "object" && cur !== null; depth++) {
+    const { code, message, cert } = cur as { code?: unknown; message?: unknown; cert?: { subjectaltname?: unknown } };
+    const text = typeof message === "string" ? message : "";
+    const kind = typeof code === "string" ? TLS_CODES[code] : undefined;
+    if (kind) {
+      const names = typeof cert?.subjectaltname === "string" ? cert.subjectaltname : null;
+      // Without kafkajs's prefix, and without the dangling ": " of Node's altname message.
+      return { kind, code: code as string, message: text.replace(/^Connection error: /, "").replace(/[\s:]+$/, ""), certificateNames: names };
+    }
+    // node-postgres, when the server answers the SSLRequest with "N".
+    if (text === "The server does not support SSL connections") return { kind: "not-tls", code: "SSL_NOT_SUPPORTED", message: text, certificateNames: null };
+    cur = (cur as { cause?: unknown }).cause ?? (cur as { originalError?: unknown }).originalError;
+  }
+  return undefined;
 }

@@ -1,10 +1,11 @@
-import { readFileSync } from "node:fs";
+import { isIP } from "node:net";
+import { connect as tlsConnect, type ConnectionOptions } from "node:tls";
 import { Kafka, Partitioners, logLevel, type Admin, type ConfigResourceTypes, type Producer, type TopicMessages, type Message, type LogEntry, type SASLOptions } from "kafkajs";
 import type { Config } from "../config.js";
 import type { SourceIdentity } from "../checkpoint/position.js";
 import type { Lsn } from "../decode/types.js";
 import { CHECKPOINT_FIX, comparePositions, encodeCheckpoint, formatPosition, parseCheckpoint, type Checkpoint } from "../checkpoint/position.js";
-import { CheckpointError, ProducerFencedError, TopicError, TransientError, UserActionError } from "../errors.js";
+import { CheckpointError, PrivilegeError, ProducerFencedError, TlsError, TopicError, TransientError, UserActionError, assertNever, tlsFailure, type TlsFailure } from "../errors.js";
 import type { Logger } from "../log.js";
 import { newSentinelValue, scanToSentinels, sentinelKey } from "./checkpoint-topic.js";
 
@@ -93,7 +94,7 @@ export class KafkaSink {
     this.kafka = new Kafka({
       clientId: cfg.kafka.clientId,
       brokers: cfg.kafka.brokers,
-      ...(ssl ? { ssl: ssl.ca ? { ca: [readFileSync(ssl.ca, "utf8")], rejectUnauthorized: true } : true } : {}),
+      ...(ssl ? { ssl: tlsOptions(ssl) } : {}),
       // A union of one object per mechanism; all three used here take a user name and password.
       ...(sasl ? { sasl: sasl as SASLOptions } : {}),
       connectionTimeout: 5_000,
@@ -122,6 +123,7 @@ export class KafkaSink {
 
   /** Connects, and makes sure the single topic exists (per-DAG topics are ensured on first use). */
   async connect(fixedTopic: string | null): Promise<void> {
+    if (this.cfg.kafka.ssl) await this.checkCertificate(tlsOptions(this.cfg.kafka.ssl));
     try {
       this.admin = this.kafka.admin();
       await this.admin.connect();
@@ -143,7 +145,7 @@ export class KafkaSink {
       });
       await this.producer.connect();
     } catch (e: unknown) {
-      throw new TransientError(`Kafka at ${this.cfg.kafka.brokers.join(",")} is unreachable (${(e as Error).message}); retrying`, { cause: e });
+      throw this.userAction(e) ?? new TransientError(`Kafka at ${this.cfg.kafka.brokers.join(",")} is unreachable (${(e as Error).message}); retrying`, { cause: e });
     }
     if (fixedTopic !== null) await this.ensureTopics([fixedTopic]);
     if (this.eos) await this.ensureCheckpointTopic(this.eos.topic);
@@ -333,9 +335,80 @@ export class KafkaSink {
     }
   }
 
+  /**
+   * kafkajs retries a failed TLS handshake like any connection error, for about a minute, and then
+   * reports the broker unreachable; yet a certificate the configured CA does not verify will not
+   * verify on a retry either. So the first bootstrap broker that answers is checked once, up front,
+   * with the options kafkajs will use: a certificate problem stops the daemon at once, saying what to
+   * change. A broker that does not answer is left to kafkajs's retries.
+   */
+  private async checkCertificate(options: ConnectionOptions): Promise<void> {
+    for (const broker of this.cfg.kafka.brokers) {
+      const sep = broker.lastIndexOf(":");
+      const host = broker.slice(0, sep).replace(/^\[(.*)\]$/, "$1");
+      const port = Number(broker.slice(sep + 1));
+      const outcome = await new Promise<"ok" | "no answer" | TlsFailure>((resolve) => {
+        // As kafkajs's socket factory: SNI with host names only.
+        const socket = tlsConnect({ host, port, ...(isIP(host) === 0 ? { servername: host } : {}), ...options });
+        socket.setTimeout(5_000, () => {
+          socket.destroy();
+          resolve("no answer");
+        });
+        socket.once("secureConnect", () => {
+          socket.destroy();
+          resolve("ok");
+        });
+        socket.once("error", (e: Error) => {
+          socket.destroy();
+          resolve(tlsFailure(e) ?? "no answer");
+        });
+      });
+      if (outcome === "ok") return;
+      if (outcome !== "no answer") throw new TlsError(this.explainTls(outcome, broker));
+    }
+  }
+
+  /** A failure the operator must act on (TLS certificate, SASL login), as such; undefined otherwise. */
+  private userAction(e: unknown): UserActionError | undefined {
+    if (e instanceof UserActionError) return e;
+    const tls = tlsFailure(e);
+    if (tls) return new TlsError(this.explainTls(tls, this.cfg.kafka.brokers.join(",")), { cause: e });
+    const sasl = this.cfg.kafka.sasl;
+    if (sasl && hasErrorNamed(e, "KafkaJSSASLAuthenticationError")) {
+      const mechanism = sasl.mechanism.toUpperCase();
+      const scram = sasl.mechanism === "plain" ? "" : `; for SCRAM: kafka-configs.sh --alter --add-config '${mechanism}=[password=...]' --entity-type users --entity-name ${sasl.username}`;
+      return new PrivilegeError(
+        `Kafka at ${this.cfg.kafka.brokers.join(",")} refused the SASL ${mechanism} login of user "${sasl.username}" (${(e as Error).message}): check KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD, and that KAFKA_SASL_MECHANISM is enabled on the brokers' listener and the user has credentials for it${scram}`,
+        { cause: e },
+      );
+    }
+    return undefined;
+  }
+
+  private explainTls(tls: TlsFailure, broker: string): string {
+    const ca = this.cfg.kafka.ssl?.ca ? `the CA in KAFKA_SSL_CA_FILE (${this.cfg.kafka.ssl.ca.path})` : "the CAs Node.js trusts (KAFKA_SSL_CA_FILE is not set)";
+    switch (tls.kind) {
+      case "ca":
+        return `Kafka broker ${broker} presented a certificate not signed by ${ca} (${tls.code}: ${tls.message}): set KAFKA_SSL_CA_FILE to the PEM file of the CA that signed the brokers' certificates`;
+      case "name":
+        return (
+          `Kafka broker ${broker} presented a certificate that does not name the host connected to (${tls.message}${tls.certificateNames ? `; it names ${tls.certificateNames}` : ""}): ` +
+          "list the brokers in KAFKA_BROKERS by names their certificates carry (and advertise such names in the brokers' advertised.listeners), or give the brokers certificates that name their hosts"
+        );
+      case "date":
+        return `Kafka broker ${broker} presented a certificate that is expired or not yet valid (${tls.code}: ${tls.message}): renew the brokers' certificates, or check this machine's clock`;
+      case "not-tls":
+        return `Kafka broker ${broker} does not speak TLS on that port (KAFKA_SSL=true): point KAFKA_BROKERS at the brokers' SSL or SASL_SSL listener, or set KAFKA_SSL=false`;
+      default:
+        return assertNever(tls.kind);
+    }
+  }
+
   /** The error that ends the session, saying what happened; fencing is named as such. */
   private explain(e: unknown, what: string): Error {
-    if (e instanceof UserActionError || e instanceof TransientError) return e;
+    if (e instanceof TransientError) return e;
+    const userAction = this.userAction(e);
+    if (userAction) return userAction;
     const message = (e as Error)?.message ?? String(e);
     if (this.eos && isFenced(e)) {
       return new ProducerFencedError(
@@ -409,6 +482,21 @@ export class KafkaSink {
     this.idleWaiters = [];
     for (const fn of w) fn();
   }
+}
+
+/** kafkajs's TLS options: the configured CA only, or Node's list (`true`); certificates always checked. */
+function tlsOptions(ssl: NonNullable<Config["kafka"]["ssl"]>): ConnectionOptions {
+  return ssl.ca ? { ca: [ssl.ca.pem], rejectUnauthorized: true } : { rejectUnauthorized: true };
+}
+
+/** Whether an error named `name` is in the cause chain (kafkajs wraps what its retrier gives up on). */
+function hasErrorNamed(e: unknown, name: string): boolean {
+  let cur: unknown = e;
+  for (let depth = 0; depth < 8 && typeof cur === "object" && cur !== null; depth++) {
+    if ((cur as { name?: unknown }).name === name) return true;
+    cur = (cur as { cause?: unknown }).cause ?? (cur as { originalError?: unknown }).originalError;
+  }
+  return false;
 }
 
 /** INVALID_PRODUCER_EPOCH (47), PRODUCER_FENCED (90), TRANSACTION_COORDINATOR_FENCED (52), anywhere in the cause chain. */

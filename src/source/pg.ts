@@ -1,4 +1,3 @@
-import { readFileSync } from "node:fs";
 import type { ClientConfig } from "pg";
 import type { Config } from "../config.js";
 
@@ -14,7 +13,7 @@ export function pgClientConfig(cfg: Config["pg"], opts: { replication: boolean; 
     user: cfg.user,
     password: cfg.password,
     database: cfg.database,
-    ssl: sslOptions(cfg.sslmode),
+    ssl: sslOptions(cfg),
     application_name: opts.applicationName,
     options: "-c DateStyle=ISO -c TimeZone=UTC -c extra_float_digits=3",
     connectionTimeoutMillis: 10_000,
@@ -23,22 +22,24 @@ export function pgClientConfig(cfg: Config["pg"], opts: { replication: boolean; 
   } as ClientConfig;
 }
 
-function sslOptions(mode: Config["pg"]["sslmode"]): ClientConfig["ssl"] {
-  switch (mode) {
+/**
+ * libpq's sslmode, in Node's TLS options. Node checks the chain against `ca` (or its own CA list)
+ * and, by default, that the certificate names the host connected to: verify-full keeps that check,
+ * verify-ca switches it off.
+ */
+function sslOptions(cfg: Config["pg"]): ClientConfig["ssl"] {
+  const ca = cfg.sslRootCert ? { ca: cfg.sslRootCert.pem } : {};
+  const chainOnly = { rejectUnauthorized: true, ...ca, checkServerIdentity: () => undefined };
+  switch (cfg.sslmode) {
     case "disable":
       return false;
     case "require":
-      return { rejectUnauthorized: false };
+      // As libpq: a root certificate given with require makes it check the chain (as verify-ca).
+      return cfg.sslRootCert ? chainOnly : { rejectUnauthorized: false };
     case "verify-ca":
-    case "verify-full": {
-      const ca = process.env.PGSSLROOTCERT ? readFileSync(process.env.PGSSLROOTCERT, "utf8") : undefined;
-      return {
-        rejectUnauthorized: true,
-        ...(ca ? { ca } : {}),
-        // verify-ca checks the chain only; verify-full (node's default) also checks the host name.
-        ...(mode === "verify-ca" ? { checkServerIdentity: () => undefined } : {}),
-      };
-    }
+      return chainOnly;
+    case "verify-full":
+      return { rejectUnauthorized: true, ...ca };
   }
 }
 

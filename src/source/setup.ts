@@ -9,10 +9,14 @@ import {
   SchemaError,
   SlotError,
   SlotBusyError,
+  TlsError,
   TransientError,
   UserActionError,
   WalLevelError,
+  assertNever,
   sqlState,
+  tlsFailure,
+  type TlsFailure,
 } from "../errors.js";
 import type { Logger } from "../log.js";
 import type { SourceIdentity } from "../checkpoint/position.js";
@@ -82,15 +86,43 @@ export async function connectOrExplain(client: pg.Client, cfg: Config): Promise<
     const where = `${cfg.pg.host}:${cfg.pg.port}`;
     const code = sqlState(e);
     if (code === "28P01" || code === "28000") {
+      // The server's own words say when it refused a connection for being unencrypted.
+      const tlsHint =
+        cfg.pg.sslmode === "disable" && /no encryption/.test((e as Error).message)
+          ? `; the server accepts this role over TLS only: set PGSSLMODE=verify-full (and PGSSLROOTCERT to its CA)`
+          : "";
       throw new PrivilegeError(
-        `PostgreSQL at ${where} refused role "${cfg.pg.user}" (${code === "28P01" ? "wrong password" : "no pg_hba.conf entry or no login"}): check PGUSER and PGPASSWORD, and that pg_hba.conf allows this role for both the database and "replication"`,
+        `PostgreSQL at ${where} refused role "${cfg.pg.user}" (${code === "28P01" ? "wrong password" : "no pg_hba.conf entry or no login"}): check PGUSER and PGPASSWORD, and that pg_hba.conf allows this role for both the database and "replication"${tlsHint}`,
         { cause: e },
       );
     }
     if (code === "3D000") {
       throw new SchemaError(`database "${cfg.pg.database}" does not exist at ${where}: set PGDATABASE to Airflow's metadata database`, { cause: e });
     }
+    const tls = tlsFailure(e);
+    if (tls) throw new TlsError(explainPgTls(tls, cfg), { cause: e });
     throw new TransientError(`PostgreSQL at ${where} is unreachable (${(e as Error).message}); retrying`, { cause: e });
+  }
+}
+
+/** What to change when the TLS handshake with PostgreSQL failed. */
+function explainPgTls(tls: TlsFailure, cfg: Config): string {
+  const where = `PostgreSQL at ${cfg.pg.host}:${cfg.pg.port}`;
+  const ca = cfg.pg.sslRootCert ? `the CA in PGSSLROOTCERT (${cfg.pg.sslRootCert.path})` : "the CAs Node.js trusts (PGSSLROOTCERT is not set)";
+  switch (tls.kind) {
+    case "ca":
+      return `${where} presented a certificate not signed by ${ca} (${tls.code}: ${tls.message}): set PGSSLROOTCERT to the PEM file of the CA that signed the server's certificate`;
+    case "name":
+      return (
+        `${where} presented a certificate that does not name "${cfg.pg.host}" (${tls.message}${tls.certificateNames ? `; it names ${tls.certificateNames}` : ""}), ` +
+        `which PGSSLMODE=verify-full requires: set PGHOST to a name in the certificate, or give the server a certificate that names ${cfg.pg.host}`
+      );
+    case "date":
+      return `${where} presented a certificate that is expired or not yet valid (${tls.code}: ${tls.message}): renew the server's certificate, or check this machine's clock`;
+    case "not-tls":
+      return `${where} does not accept TLS connections (PGSSLMODE=${cfg.pg.sslmode}): turn on ssl in the server's postgresql.conf, or set PGSSLMODE=disable`;
+    default:
+      return assertNever(tls.kind);
   }
 }
 

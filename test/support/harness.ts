@@ -1,18 +1,30 @@
 import { spawn, type ChildProcess } from "node:child_process";
-import { readFileSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import { randomBytes } from "node:crypto";
 import { inject } from "vitest";
 import pg from "pg";
-import { Kafka, logLevel } from "kafkajs";
+import { Kafka, logLevel, type KafkaConfig } from "kafkajs";
 import { pino } from "pino";
 import { loadConfig, type Config } from "../../src/config.js";
 import { Daemon } from "../../src/main.js";
 import type { AirflowEvent } from "../../src/airflow/events.js";
+import { HOW_TO_CONFIGURE_TLS, type TlsServices } from "./services.js";
 
 /** Helpers shared by the integration tests. Each test file owns its database, slot, publication and topics. */
 
 export function services() {
   return inject("services");
+}
+
+/**
+ * The TLS and SASL endpoints, for the tests that need them; a failure saying which variables to
+ * set when they are not configured (never a skip).
+ */
+export function tlsServices(): TlsServices {
+  const s = services();
+  if (s.tls === null) throw new Error(`this test needs TLS and SASL services, and ${s.tlsMissing.join(", ")} ${s.tlsMissing.length === 1 ? "is" : "are"} not set.\n${HOW_TO_CONFIGURE_TLS}`);
+  if (!existsSync(s.tls.caFile)) throw new Error(`EVENTSTREAM_TEST_CA_FILE=${s.tls.caFile} does not exist\n${HOW_TO_CONFIGURE_TLS}`);
+  return s.tls;
 }
 
 export function uniqueName(prefix: string): string {
@@ -188,8 +200,10 @@ export async function consume(
   topics: string[] | RegExp,
   until: (all: Consumed[]) => boolean,
   timeoutMs = 60_000,
+  /** Another listener of the same Kafka (brokers, ssl, sasl); default: the plaintext one. */
+  client: Pick<KafkaConfig, "brokers" | "ssl" | "sasl"> = { brokers: services().kafkaBrokers },
 ): Promise<Consumed[]> {
-  const kafka = new Kafka({ brokers: services().kafkaBrokers, logLevel: logLevel.NOTHING, clientId: "test-consumer" });
+  const kafka = new Kafka({ ...client, logLevel: logLevel.NOTHING, clientId: "test-consumer" });
   const consumer = kafka.consumer({ groupId: uniqueName("test"), sessionTimeout: 10_000, heartbeatInterval: 500, maxWaitTimeInMs: 100 });
   const all: Consumed[] = [];
   await consumer.connect();

@@ -5,6 +5,62 @@ import { Kafka, logLevel } from "kafkajs";
 export interface Services {
   pg: { host: string; port: number; user: string; password: string };
   kafkaBrokers: string[];
+  /** For the security tests; null when not configured (`tlsMissing` says which variables). */
+  tls: TlsServices | null;
+  tlsMissing: string[];
+}
+
+/** TLS and SASL endpoints of the same PostgreSQL and Kafka (scripts/services.sh provides them). */
+export interface TlsServices {
+  /** Kafka's SASL_SSL listener(s), with SCRAM-SHA-256 and SCRAM-SHA-512 enabled. */
+  kafkaSaslBrokers: string[];
+  saslUsername: string;
+  saslPassword: string;
+  /** PEM file of the CA that signed both servers' certificates. */
+  caFile: string;
+  /** A host name of PostgreSQL that its certificate lists. */
+  pgTlsHost: string;
+  /** A host name that reaches the same PostgreSQL but is not in its certificate. */
+  pgTlsWrongHost: string;
+}
+
+/** Where each TlsServices field comes from: `scripts/services.sh env` prints them all. */
+const TLS_VARS = {
+  kafkaSaslBrokers: "EVENTSTREAM_TEST_KAFKA_SASL_BROKERS",
+  saslUsername: "EVENTSTREAM_TEST_KAFKA_SASL_USERNAME",
+  saslPassword: "EVENTSTREAM_TEST_KAFKA_SASL_PASSWORD",
+  caFile: "EVENTSTREAM_TEST_CA_FILE",
+  pgTlsHost: "EVENTSTREAM_TEST_PG_TLS_HOST",
+  pgTlsWrongHost: "EVENTSTREAM_TEST_PG_TLS_WRONG_HOST",
+} as const;
+
+export const HOW_TO_CONFIGURE_TLS = [
+  "The security tests need TLS and SASL endpoints of the same services, given by these variables:",
+  "  EVENTSTREAM_TEST_KAFKA_SASL_BROKERS, EVENTSTREAM_TEST_KAFKA_SASL_USERNAME, EVENTSTREAM_TEST_KAFKA_SASL_PASSWORD:",
+  "    a SASL_SSL listener of the Kafka in KAFKA_BROKERS with SCRAM-SHA-256 and SCRAM-SHA-512, and a user with both credentials;",
+  "  EVENTSTREAM_TEST_CA_FILE: the PEM file of the CA that signed that listener's and PostgreSQL's certificates;",
+  "  EVENTSTREAM_TEST_PG_TLS_HOST / EVENTSTREAM_TEST_PG_TLS_WRONG_HOST: a host name of PostgreSQL (ssl=on) in its",
+  "    certificate, and one that reaches it but is not in it; pg_hba.conf must refuse non-TLS connections of",
+  "    members of the role eventstream_tls_only (hostnossl ... +eventstream_tls_only ... reject).",
+  "The project's own services provide all of it: bash scripts/services.sh up && eval \"$(bash scripts/services.sh env)\"",
+].join("\n");
+
+/** The TLS settings from variables (the environment, or `services.sh env`'s output), and which are missing. */
+function tlsFrom(vars: Record<string, string | undefined>): Pick<Services, "tls" | "tlsMissing"> {
+  const missing = Object.values(TLS_VARS).filter((name) => !vars[name]);
+  if (missing.length > 0) return { tls: null, tlsMissing: missing };
+  const get = (k: keyof typeof TLS_VARS) => vars[TLS_VARS[k]]!;
+  return {
+    tls: {
+      kafkaSaslBrokers: get("kafkaSaslBrokers").split(",").map((b) => b.trim()),
+      saslUsername: get("saslUsername"),
+      saslPassword: get("saslPassword"),
+      caFile: get("caFile"),
+      pgTlsHost: get("pgTlsHost"),
+      pgTlsWrongHost: get("pgTlsWrongHost"),
+    },
+    tlsMissing: [],
+  };
 }
 
 export const HOW_TO_START = [
@@ -27,6 +83,7 @@ export async function resolveServices(): Promise<{ services: Services; stop: () 
       services: {
         pg: { host: env.PGHOST, port: Number(env.PGPORT ?? 5432), user: env.PGUSER ?? "postgres", password: env.PGPASSWORD ?? "" },
         kafkaBrokers: env.KAFKA_BROKERS.split(",").map((b) => b.trim()),
+        ...tlsFrom(env),
       },
       stop: async () => {},
     };
@@ -41,6 +98,7 @@ export async function resolveServices(): Promise<{ services: Services; stop: () 
         services: {
           pg: { host: vars.PGHOST!, port: Number(vars.PGPORT), user: vars.PGUSER!, password: vars.PGPASSWORD! },
           kafkaBrokers: vars.KAFKA_BROKERS!.split(","),
+          ...tlsFrom(vars),
         },
         stop: async () => {},
       };
@@ -61,6 +119,8 @@ export async function resolveServices(): Promise<{ services: Services; stop: () 
     services: {
       pg: { host: pgc.getHost(), port: pgc.getPort(), user: "postgres", password: "postgres" },
       kafkaBrokers: [`${kc.getHost()}:${kc.getMappedPort(9093)}`],
+      // The containers get no certificates: the security tests fail, saying what to set.
+      ...tlsFrom({}),
     },
     stop: async () => {
       await kc.stop();

@@ -1,6 +1,18 @@
-import { describe, expect, it } from "vitest";
+import { afterAll, describe, expect, it } from "vitest";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { loadConfig } from "../../src/config.js";
 import { ConfigError } from "../../src/errors.js";
+
+/** CA files are read when the configuration loads: a real (if fake) PEM file, and one that is not PEM. */
+const dir = mkdtempSync(join(tmpdir(), "config-test-"));
+const CA_PEM = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+const caFile = join(dir, "ca.pem");
+writeFileSync(caFile, CA_PEM);
+const notPem = join(dir, "not.pem");
+writeFileSync(notPem, "hello");
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
 describe("loadConfig", () => {
   it("applies the documented defaults", () => {
@@ -75,10 +87,28 @@ describe("loadConfig", () => {
 
 describe("loadConfig: Kafka security and notifications", () => {
   it("builds TLS and SASL settings", () => {
-    const c = loadConfig({ KAFKA_SSL: "true", KAFKA_SSL_CA_FILE: "/ca.pem", KAFKA_SASL_MECHANISM: "scram-sha-512", KAFKA_SASL_USERNAME: "u", KAFKA_SASL_PASSWORD: "p" });
-    expect(c.kafka.ssl).toEqual({ ca: "/ca.pem" });
+    const c = loadConfig({ KAFKA_SSL: "true", KAFKA_SSL_CA_FILE: caFile, KAFKA_SASL_MECHANISM: "scram-sha-512", KAFKA_SASL_USERNAME: "u", KAFKA_SASL_PASSWORD: "p" });
+    expect(c.kafka.ssl).toEqual({ ca: { path: caFile, pem: CA_PEM } });
     expect(c.kafka.sasl).toEqual({ mechanism: "scram-sha-512", username: "u", password: "p" });
+    expect(loadConfig({ KAFKA_SSL: "true" }).kafka.ssl).toEqual({ ca: null });
     expect(loadConfig({}).kafka).toMatchObject({ ssl: null, sasl: null });
+  });
+
+  it("reads CA files at load: a missing or non-PEM file is a configuration error naming the variable", () => {
+    const missing = join(dir, "missing.pem");
+    expect(() => loadConfig({ KAFKA_SSL: "true", KAFKA_SSL_CA_FILE: missing })).toThrow(
+      new RegExp(`KAFKA_SSL_CA_FILE: cannot read ${missing} \\(ENOENT\\); set it to the PEM file of the CA`),
+    );
+    expect(() => loadConfig({ PGSSLMODE: "verify-full", PGSSLROOTCERT: notPem })).toThrow(/PGSSLROOTCERT: .*not\.pem holds no PEM certificate/);
+    // Both at once, with the other problems.
+    expect(() => loadConfig({ KAFKA_SSL: "true", KAFKA_SSL_CA_FILE: missing, PGSSLMODE: "verify-ca", PGSSLROOTCERT: missing, PGPORT: "x" })).toThrow(ConfigError);
+  });
+
+  it("PGSSLROOTCERT: read unless PGSSLMODE=disable (as libpq ignores it then)", () => {
+    expect(loadConfig({ PGSSLMODE: "verify-full", PGSSLROOTCERT: caFile }).pg).toMatchObject({ sslmode: "verify-full", sslRootCert: { path: caFile, pem: CA_PEM } });
+    expect(loadConfig({ PGSSLMODE: "require", PGSSLROOTCERT: caFile }).pg.sslRootCert).toEqual({ path: caFile, pem: CA_PEM });
+    expect(loadConfig({ PGSSLROOTCERT: join(dir, "missing.pem") }).pg).toMatchObject({ sslmode: "disable", sslRootCert: null });
+    expect(loadConfig({ PGSSLMODE: "verify-full" }).pg.sslRootCert).toBeNull();
   });
 
   it("asks for the SASL credentials together, without echoing them", () => {
