@@ -1,5 +1,6 @@
 #!/usr/bin/env node
-import { loadConfig, loadDotEnv } from "./config.js";
+import v8 from "node:v8";
+import { checkHeapLimit, loadConfig, loadDotEnv } from "./config.js";
 import { Daemon } from "./main.js";
 import { createLogger } from "./log.js";
 import { UserActionError, describeError } from "./errors.js";
@@ -27,6 +28,7 @@ async function main(argv: string[]): Promise<number> {
   try {
     loadDotEnv();
     const cfg = loadConfig();
+    checkHeapLimit(cfg, v8.getHeapStatistics().heap_size_limit);
     log = createLogger(cfg.logLevel);
     routeProcessWarnings(log);
     const daemon = new Daemon(cfg, log);

@@ -120,9 +120,9 @@ const env = z.object({
 
   // --- Flow control ---
   /** Reading from PostgreSQL pauses when this many events wait for Kafka's acknowledgement. */
-  EVENTSTREAM_MAX_INFLIGHT_EVENTS: int(1, 10_000_000).default(20_000),
+  EVENTSTREAM_MAX_INFLIGHT_EVENTS: int(1, 10_000_000).default(10_000),
   /** ... or when their serialized size reaches this many bytes. */
-  EVENTSTREAM_MAX_INFLIGHT_BYTES: int(1024, 4 * 1024 * 1024 * 1024).default(32 * 1024 * 1024),
+  EVENTSTREAM_MAX_INFLIGHT_BYTES: int(1024, 4 * 1024 * 1024 * 1024).default(8 * 1024 * 1024),
   /** Publish notification events for XComs pushed under EVENTSTREAM_XCOM_KEY (captures the xcom table). */
   EVENTSTREAM_NOTIFICATIONS: bool.default(true),
   /** XCom key whose values become notification events (the PushOperator without an operator). */
@@ -130,7 +130,7 @@ const env = z.object({
   /** Largest raw value (bytes) a notification that failed validation carries. */
   EVENTSTREAM_NOTIFICATION_RAW_MAX_BYTES: int(0, 1024 * 1024).default(4096),
   /** Task instances whose last state is remembered (to tell transitions from heartbeats). */
-  EVENTSTREAM_STATE_CACHE_SIZE: int(1_000, 100_000_000).default(100_000),
+  EVENTSTREAM_STATE_CACHE_SIZE: int(1_000, 100_000_000).default(50_000),
 
   // --- Process ---
   /** Seconds SIGTERM/SIGINT may take to flush Kafka and acknowledge before the process exits. */
@@ -305,4 +305,32 @@ export function loadDotEnv(path = ".env"): void {
   } catch (e: unknown) {
     if ((e as NodeJS.ErrnoException).code !== "ENOENT") throw new ConfigError(`cannot read ${path}`, { cause: e });
   }
+}
+
+/**
+ * JavaScript heap the configured bounds need at most, in MB: a baseline (code, clients, buffers
+ * of one produce request) plus the state caches plus what may wait for Kafka. Calibrated on the
+ * benchmark's live heap after a full collection (bench/README.md, "Memory"): ~305 B per cached
+ * 3.x task instance (~212 B on 2.x) plus a tenth as many DAG runs; an event waiting for Kafka is
+ * its JSON (one byte per character) plus its record.
+ */
+export function heapNeededMb(cfg: Pick<Config, "stateCacheSize" | "maxInflightBytes" | "maxInflightEvents" | "batchMaxBytes">): number {
+  const bytes = 20 * 2 ** 20 + cfg.stateCacheSize * 400 + cfg.maxInflightBytes * 1.2 + cfg.maxInflightEvents * 200 + cfg.batchMaxBytes * 2;
+  return Math.ceil(bytes / 2 ** 20);
+}
+
+/**
+ * The heap limit is set when Node starts (bin/airflow-eventstream: --max-old-space-size=96), the
+ * bounds later, from configuration. A limit the bounds can outgrow would end in V8 aborting the
+ * process under load, in a loop; say so at start instead. Headroom of half again: V8 needs room
+ * to collect in.
+ */
+export function checkHeapLimit(cfg: Config, heapLimitBytes: number): void {
+  const need = heapNeededMb(cfg);
+  const limit = Math.floor(heapLimitBytes / 2 ** 20);
+  if (need * 1.5 <= limit) return;
+  const suggest = Math.ceil((need * 1.5) / 16) * 16;
+  throw new ConfigError(
+    `EVENTSTREAM_STATE_CACHE_SIZE=${cfg.stateCacheSize}, EVENTSTREAM_MAX_INFLIGHT_EVENTS=${cfg.maxInflightEvents} and EVENTSTREAM_MAX_INFLIGHT_BYTES=${cfg.maxInflightBytes} need up to ~${need} MB of JavaScript heap plus room to collect it, but this Node allows ${limit} MB. Start it with more (NODE_OPTIONS=--max-old-space-size=${suggest}; bin/airflow-eventstream passes your NODE_OPTIONS after its own) or lower those settings`,
+  );
 }

@@ -301,6 +301,26 @@ describe("errors an operator must act on", () => {
     expect(text).not.toContain("Bad-Name");
   });
 
+  it("bounds the launcher's heap cannot hold: exit 2 before connecting, naming the setting and the NODE_OPTIONS to use; that NODE_OPTIONS works", async () => {
+    const env = { ...daemonEnv("postgres"), PGPASSWORD: SECRET, EVENTSTREAM_STATE_CACHE_SIZE: "2000000" };
+    const proc = spawnDaemon(env);
+    spawned.push(proc);
+    outputs.push({ what: "heap limit", lines: proc.output });
+    expect(await withTimeout(proc.exited, 15_000)).toBe(2);
+    const text = proc.output.join("\n");
+    expect(text).toMatch(/EVENTSTREAM_STATE_CACHE_SIZE=2000000.*this Node allows \d+ MB/);
+    const suggested = /NODE_OPTIONS=(--max-old-space-size=\d+)/.exec(text)?.[1];
+    expect(suggested).toBeDefined();
+    // With the suggested flag the same settings pass the check (and then fail on the bad slot
+    // database, which proves the check let it through).
+    const again = spawnDaemon({ ...env, NODE_OPTIONS: suggested!, PGDATABASE: "no_such_database_here" });
+    spawned.push(again);
+    outputs.push({ what: "heap limit raised", lines: again.output });
+    expect(await withTimeout(again.exited, 30_000)).toBe(2);
+    expect(again.output.join("\n")).not.toMatch(/this Node allows/);
+    expect(again.output.join("\n")).toMatch(/no_such_database_here/);
+  });
+
   it("wrong password: PrivilegeError saying to check PGUSER and PGPASSWORD", async () => {
     const db = await newDatabase("err_password", "2");
     await expectUserAction("wrong password", roleEnv(db, repl, { PGPASSWORD: WRONG_SECRET }), PrivilegeError, [`role "${repl}"`, "wrong password", "PGPASSWORD"]);

@@ -2,7 +2,7 @@ import { afterAll, describe, expect, it } from "vitest";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { loadConfig } from "../../src/config.js";
+import { checkHeapLimit, heapNeededMb, loadConfig } from "../../src/config.js";
 import { ConfigError } from "../../src/errors.js";
 
 /** CA files are read when the configuration loads: a real (if fake) PEM file, and one that is not PEM. */
@@ -126,5 +126,34 @@ describe("loadConfig: Kafka security and notifications", () => {
     expect(loadConfig({ EVENTSTREAM_NOTIFICATIONS: "false" }).xcomKey).toBeNull();
     expect(loadConfig({}).deadLetterTopic).toBeNull();
     expect(() => loadConfig({ EVENTSTREAM_DEAD_LETTER_TOPIC: "bad topic!" })).toThrow(/EVENTSTREAM_DEAD_LETTER_TOPIC: must be a Kafka topic name/);
+  });
+});
+
+describe("checkHeapLimit: configured bounds against the heap Node was started with", () => {
+  const base = { PGDATABASE: "airflow", KAFKA_BROKERS: "localhost:9092" };
+  const MB = 2 ** 20;
+  // bin/airflow-eventstream: --max-old-space-size=96 --max-semi-space-size=8 -> heap_size_limit 120 MB.
+  const launcherLimit = 120 * MB;
+
+  it("the defaults fit the launcher's limit with room to collect", () => {
+    const cfg = loadConfig(base);
+    expect(heapNeededMb(cfg) * 1.5).toBeLessThanOrEqual(120);
+    expect(() => checkHeapLimit(cfg, launcherLimit)).not.toThrow();
+  });
+
+  it("a cache the limit cannot hold is refused at start, saying what to set", () => {
+    const cfg = loadConfig({ ...base, EVENTSTREAM_STATE_CACHE_SIZE: "1000000" });
+    expect(() => checkHeapLimit(cfg, launcherLimit)).toThrow(ConfigError);
+    expect(() => checkHeapLimit(cfg, launcherLimit)).toThrow(/EVENTSTREAM_STATE_CACHE_SIZE=1000000.*NODE_OPTIONS=--max-old-space-size=\d+/);
+    // ... and the suggested limit is enough.
+    const suggested = Number(/max-old-space-size=(\d+)/.exec(String((() => { try { checkHeapLimit(cfg, launcherLimit); } catch (e) { return (e as Error).message; } })()))![1]);
+    expect(() => checkHeapLimit(cfg, suggested * MB)).not.toThrow();
+  });
+
+  it("more events in flight need more heap", () => {
+    const small = heapNeededMb(loadConfig(base));
+    const big = heapNeededMb(loadConfig({ ...base, EVENTSTREAM_MAX_INFLIGHT_BYTES: String(256 * MB) }));
+    expect(big - small).toBeGreaterThan(250);
+    expect(() => checkHeapLimit(loadConfig({ ...base, EVENTSTREAM_MAX_INFLIGHT_BYTES: String(256 * MB) }), launcherLimit)).toThrow(/EVENTSTREAM_MAX_INFLIGHT_BYTES/);
   });
 });
