@@ -504,7 +504,7 @@ class Bench {
     for (const [k, v] of Object.entries(process.env)) {
       if (v === undefined || v === "") continue;
       const ours = ["EVENTSTREAM_SLOT", "EVENTSTREAM_PUBLICATION", "EVENTSTREAM_TOPIC", "EVENTSTREAM_TOPIC_TEMPLATE"];
-      if ((k.startsWith("EVENTSTREAM_") && !ours.includes(k)) || k.startsWith("MALLOC_") || k.startsWith("MEMPROBE_") || k === "KAFKA_CLIENT_ID" || k === "LOG_LEVEL") {
+      if ((k.startsWith("EVENTSTREAM_") && !k.startsWith("EVENTSTREAM_TEST_") && !ours.includes(k)) || k.startsWith("MALLOC_") || k.startsWith("MEMPROBE_") || k === "KAFKA_CLIENT_ID" || k === "LOG_LEVEL") {
         this.passthrough[k] = v;
       }
     }
