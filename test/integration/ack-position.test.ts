@@ -184,8 +184,9 @@ describe("acknowledging adjacent commits", () => {
       // so the daemon publishes A, acknowledges it, then stops on B with an error naming the topic.
       const dagA = `${adb}_dag_a`;
       const dagB = `${adb}_dag_b`;
-      const env = daemonEnv(adb, { EVENTSTREAM_TOPIC_TEMPLATE: "{dag_id}", EVENTSTREAM_CREATE_TOPICS: "false" });
-      await createTopics([dagA]);
+      // With creation off the checkpoint topic (gap detection) must exist too, as in production.
+      const env = daemonEnv(adb, { EVENTSTREAM_TOPIC_TEMPLATE: "{dag_id}", EVENTSTREAM_CREATE_TOPICS: "false", EVENTSTREAM_CHECKPOINT_TOPIC: `${adb}.checkpoints` });
+      await createTopics([dagA, `${adb}.checkpoints`]);
       await withPg(adb, async (c) => {
         await insertDagRun(c, "2", dagA, "r");
         await insertDagRun(c, "2", dagB, "r");
