@@ -26,11 +26,11 @@ import type { Lsn } from "./decode/types.js";
  *
  * Gap detection (both modes unless EVENTSTREAM_GAP_DETECTION=false; src/checkpoint/gap.ts): the
  * position reported to PostgreSQL is the tracker's safe LSN, but never more than the acked_lsn of
- * a checkpoint durably in Kafka (`persisted`). Exactly-once checkpoints ride in every transaction;
- * when the safe LSN has moved past them (keepalives while Airflow is quiet, a commit read after its
- * events were sent) a checkpoint is asked for at most once per status interval, so the slot still
- * follows the WAL, that much later. A start checks the slot against the checkpoint before
- * anything is created or published.
+ * a checkpoint durably in Kafka (`persisted`). A checkpoint rides in every produce request (see
+ * KafkaSink); when the safe LSN has moved past the last one with no events to carry another
+ * (keepalives while Airflow is quiet, the last transaction of a burst) one is asked for alone, at
+ * most once per status interval, so the slot still follows the WAL, that much later. A start
+ * checks the slot against the checkpoint before anything is created or published.
  */
 export class Session {
   private stream: ReplicationStream | null = null;

@@ -45,12 +45,12 @@ export function parsePosition(text: string): Position {
  * transaction as the events it covers and skips by it after a restart; at-least-once writes the
  * position of the last event Kafka acknowledged, and does not skip by it.
  *
- * `acked_lsn`: the highest LSN this daemon may ever report to PostgreSQL as flushed. The daemon
- * sends a flush position X to PostgreSQL only once a checkpoint with acked_lsn >= X is durably
- * in Kafka, so the slot's confirmed_flush_lsn can never be past it by the daemon's doing; a slot
- * found past it was recreated or moved by something else, and a missing slot with a checkpoint
- * present was dropped (src/checkpoint/gap.ts). Both are gaps: events in between were never
- * published.
+ * `acked_lsn`: an upper bound of what this daemon ever reports to PostgreSQL as flushed. The
+ * daemon sends a flush position X to PostgreSQL only once a checkpoint with acked_lsn >= X is
+ * durably in Kafka, so the slot's confirmed_flush_lsn can never be past it by the daemon's doing;
+ * a slot found past it was recreated or moved by something else, and a missing slot with a
+ * checkpoint present was dropped (src/checkpoint/gap.ts). Both are gaps: events in between were
+ * never published. (It may run one batch ahead of what Kafka has: see KafkaSink.nextCheckpoint.)
  *
  * `system_identifier` is PostgreSQL's (pg_control_system()): positions of another cluster are not
  * comparable, so a checkpoint from one must never be used to skip changes of this one.

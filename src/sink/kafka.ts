@@ -74,11 +74,11 @@ export interface SinkCallbacks {
  *
  * Both modes (unless EVENTSTREAM_GAP_DETECTION=false): every checkpoint carries acked_lsn, and the
  * pipeline acknowledges PostgreSQL only up to what a durable checkpoint says (`checkpointed`), so
- * a slot found past it later was moved by someone else (src/checkpoint/gap.ts). At-least-once
- * writes its checkpoint when the pipeline asks (`requestCheckpoint`, rate-limited there) in the
- * next produce request, or alone when idle; exactly-once in every transaction, and in a
- * checkpoint-only transaction when asked. Checkpoints go through the same one-request-at-a-time
- * pump as events: one transaction at a time, and every batch before a checkpoint settled.
+ * a slot found past it later was moved by someone else (src/checkpoint/gap.ts). Every produce
+ * request (exactly-once: every transaction) carries a checkpoint, and one goes alone when the
+ * pipeline asks (`requestCheckpoint`, rate-limited there) while no events flow. Checkpoints go
+ * through the same one-request-at-a-time pump as events: one transaction at a time, and every
+ * batch before a checkpoint settled.
  */
 export class KafkaSink {
   private readonly kafka: Kafka;
@@ -361,8 +361,12 @@ export class KafkaSink {
   private pump(): void {
     if (this.sending || this.stopped) return;
     const haveEvents = !this.broken && this.head < this.queue.length;
-    // Exactly-once: every transaction carries a checkpoint; at-least-once: when one is wanted.
-    const withCheckpoint = this.ckpt !== null && this.source !== null && (this.checkpointWanted || (haveEvents && this.eos !== null)) && !(this.broken && this.eos);
+    // Every request with events carries a checkpoint (one small record on the checkpoint topic's
+    // partition), so PostgreSQL hears of what Kafka has within about a batch, as it did before
+    // checkpoints gated it: after a crash, at-least-once re-delivers what it always did. Without
+    // events, only when asked (the pipeline rate-limits that: keepalives move the safe position
+    // often while Airflow is quiet).
+    const withCheckpoint = this.ckpt !== null && this.source !== null && (this.checkpointWanted || haveEvents) && !(this.broken && this.eos);
     if (!haveEvents && !withCheckpoint) {
       this.wakeIdle();
       return;
@@ -431,17 +435,23 @@ export class KafkaSink {
   /**
    * The checkpoint record for a request whose last event is `last` (null: no events).
    *
-   * Exactly-once, with events: the position of the last one, and acked_lsn as it will be once they
-   * are committed: the transaction makes both true together. Otherwise (at-least-once, or a
-   * checkpoint-only transaction): what Kafka had already acknowledged, because a plain produce
-   * request can fail half-way (some partitions written, others not) and the checkpoint must not
-   * claim events that may be missing. acked_lsn never goes below the floor (setAckedFloor).
+   * acked_lsn: the safe position as it will be once this request's events are in Kafka. It only
+   * has to be an upper bound of what PostgreSQL is told (that is all the gap check relies on), and
+   * PostgreSQL is told nothing before the request succeeds, so a request that fails half-way (some
+   * partitions written, others not: a plain produce request can) leaves a record that claims at
+   * most one batch too much, which no slot can fall into unnoticed but by being moved into exactly
+   * that batch. Recording the position after the batch, rather than before, keeps PostgreSQL's
+   * acknowledgement one batch behind Kafka at most, as it was before checkpoints gated it.
+   *
+   * position: exactly-once, the last event's: the transaction makes it true together with the
+   * events. At-least-once, the last event Kafka had already acknowledged: the position must never
+   * claim an event that may be missing, as an exactly-once start would skip by it.
+   * acked_lsn never goes below the floor (setAckedFloor).
    */
   private nextCheckpoint(last: SinkRecord | null): { value: string; ackedLsn: Lsn } {
     const source = this.source!;
-    const covered = this.eos !== null && last !== null;
-    const position = covered ? { commitLsn: last.commitLsn, index: last.index } : this.lastPosition;
-    const ackedLsn = maxLsn(this.ackedFloor, this.callbacks.ackedLsnFor(covered ? last.seq : null));
+    const position = this.eos !== null && last !== null ? { commitLsn: last.commitLsn, index: last.index } : this.lastPosition;
+    const ackedLsn = maxLsn(this.ackedFloor, this.callbacks.ackedLsnFor(last === null ? null : last.seq));
     const value = encodeCheckpoint({
       position,
       ackedLsn,
