@@ -212,6 +212,10 @@ export class Session {
               this.persisted = maxLsn(this.persisted!, cp.ackedLsn);
             }
           }
+          // The evidence from the first moment: without a checkpoint, a slot dropped before the
+          // safe position ever moved (a quiet first run) would go unnoticed. Also brings a
+          // checkpoint of an earlier version (no acked_lsn) up to date.
+          if (cp === null || cp.ackedLsn === null) sink.requestCheckpoint();
           if (exactlyOnce) skipUpTo = usableCheckpoint(cp, now.walLsn, log);
           const queued = held;
           held = null;
