@@ -125,9 +125,9 @@ export interface DaemonProcess {
   waitForLog(pattern: RegExp, timeoutMs?: number): Promise<string>;
 }
 
-/** The daemon as its own process (built dist/cli.js), for signals and SIGKILL. */
-export function spawnDaemon(env: Record<string, string>): DaemonProcess {
-  const proc = spawn(process.execPath, ["dist/cli.js", "run"], {
+/** The daemon as its own process (built dist/cli.js), for signals and SIGKILL; `args` another command, e.g. ["reset-checkpoint"]. */
+export function spawnDaemon(env: Record<string, string>, args: string[] = ["run"]): DaemonProcess {
+  const proc = spawn(process.execPath, ["dist/cli.js", ...args], {
     env: { PATH: process.env.PATH ?? "", ...env },
     stdio: ["ignore", "pipe", "pipe"],
   });
