@@ -33,6 +33,8 @@ export interface SlotFacts {
     confirmedFlushLsn: Lsn;
     /** pg_replication_slots.wal_status: reserved, extended, unreserved, lost (null before PostgreSQL 13). */
     walStatus: string | null;
+    /** PostgreSQL 17+: why it was invalidated (wal_removed, rows_removed, wal_level_insufficient, idle_timeout); null otherwise. */
+    invalidationReason: string | null;
     /** This session created it (after finding no checkpoint): a checkpoint found later means a race with a dropped slot. */
     createdNow: boolean;
   } | null;
@@ -91,18 +93,24 @@ export function gapMessage(v: Extract<GapVerdict, { kind: "gap" }>, cp: Checkpoi
   const where = ctx.checkpointTopic === null ? "" : ` (checkpoint of slot "${ctx.slot}" in topic ${ctx.checkpointTopic}${cp ? describeCheckpoint(cp) : ""})`;
   let what: string;
   switch (v.reason) {
-    case "slot_lost":
+    case "slot_lost": {
+      // Before PostgreSQL 17 a primary invalidates a slot for one reason only: WAL removed.
+      const reason = facts.state?.invalidationReason ?? null;
+      const why =
+        reason === null || reason === "wal_removed"
+          ? `it fell more than max_slot_wal_keep_size${facts.maxSlotWalKeepSize ? ` (${facts.maxSlotWalKeepSize})` : ""} behind and the WAL it still needed was removed`
+          : `invalidation_reason "${reason}"`;
       what =
-        `replication slot "${ctx.slot}" was invalidated by PostgreSQL (wal_status "lost"): it fell more than max_slot_wal_keep_size` +
-        `${facts.maxSlotWalKeepSize ? ` (${facts.maxSlotWalKeepSize})` : ""} behind and the WAL it still needed was removed. ` +
+        `replication slot "${ctx.slot}" was invalidated by PostgreSQL (wal_status "lost": ${why}). ` +
         `Changes committed after ${from}${where} up to the current WAL position ${to} can no longer be read`;
       break;
+    }
     case "slot_missing":
       what =
         `replication slot "${ctx.slot}" does not exist${facts.state?.createdNow ? " (it was created just now, after this daemon had streamed from an earlier one)" : ""}, ` +
         `but this daemon had streamed from it up to ${from}${where}: it was dropped (by an operator, a failover to a server without the slot, or a restore). ` +
-        `A new slot starts at the current WAL position ${to}, so changes committed between ${from} and ${to} would never be published. ` +
-        `Nothing was created`;
+        `A new slot starts at the current WAL position ${to}, so changes committed between ${from} and ${to} would never be published` +
+        (facts.state?.createdNow ? "" : ". Nothing was created");
       break;
     case "slot_ahead":
       what =

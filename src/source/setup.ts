@@ -28,6 +28,8 @@ export interface SlotState {
   confirmedFlushLsn: Lsn;
   /** reserved, extended, unreserved, lost (null before PostgreSQL 13). */
   walStatus: string | null;
+  /** Why PostgreSQL invalidated it (PostgreSQL 17+: wal_removed, rows_removed, ...); null before 17 or when valid. */
+  invalidationReason: string | null;
 }
 
 export interface SourceReady {
@@ -211,13 +213,17 @@ interface SlotRow {
   active_pid: number | null;
   confirmed_flush_lsn: string | null;
   wal_status: string | null;
+  invalidation_reason: string | null;
 }
 
 /** The slot's row, or null; a slot this daemon cannot use (another plugin or database) is an error. */
 async function readSlot(client: pg.Client, cfg: Config): Promise<SlotRow | null> {
   const { rows } = await client.query<SlotRow>(
-    `SELECT plugin, slot_type, database, active_pid, confirmed_flush_lsn::text, wal_status
-       FROM pg_replication_slots WHERE slot_name = $1`,
+    // invalidation_reason exists from PostgreSQL 17 on: read through to_jsonb, which has no
+    // such key (NULL) on earlier versions instead of failing.
+    `SELECT plugin, slot_type, database, active_pid, confirmed_flush_lsn::text, wal_status,
+            to_jsonb(s) ->> 'invalidation_reason' AS invalidation_reason
+       FROM pg_replication_slots s WHERE slot_name = $1`,
     [cfg.slot],
   );
   const slot = rows[0];
@@ -237,7 +243,7 @@ async function readSlot(client: pg.Client, cfg: Config): Promise<SlotRow | null>
 }
 
 function slotState(row: SlotRow): SlotState {
-  return { confirmedFlushLsn: parseLsn(row.confirmed_flush_lsn ?? "0/0"), walStatus: row.wal_status };
+  return { confirmedFlushLsn: parseLsn(row.confirmed_flush_lsn ?? "0/0"), walStatus: row.wal_status, invalidationReason: row.invalidation_reason };
 }
 
 function slotBusy(cfg: Config, pid: number): SlotBusyError {
@@ -265,7 +271,7 @@ export async function createSlot(cfg: Config, log: Logger): Promise<SlotState> {
     try {
       const created = await client.query<{ lsn: string }>("SELECT lsn::text FROM pg_create_logical_replication_slot($1, 'pgoutput')", [cfg.slot]);
       log.info({ slot: cfg.slot, lsn: created.rows[0]!.lsn }, "created replication slot; events start from here");
-      return { confirmedFlushLsn: parseLsn(created.rows[0]!.lsn), walStatus: "reserved" };
+      return { confirmedFlushLsn: parseLsn(created.rows[0]!.lsn), walStatus: "reserved", invalidationReason: null };
     } catch (e: unknown) {
       if (sqlState(e) !== "42710") throw e;
       // Created concurrently by a peer.

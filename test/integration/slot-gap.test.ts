@@ -225,8 +225,11 @@ describe.each(MODES)("%s: a slot dropped or moved while the daemon was down", (m
       });
       expect(recreated).toBeGreaterThan(cp!.ackedLsn!);
       await expectGap(env, [`is at LSN ${formatLsn(recreated)}`, `past the last position this daemon ever acknowledged, LSN ${formatLsn(cp!.ackedLsn!)}`, "recreated, or advanced"]);
-      // The refused daemon held the slot for a moment (the check needs it) and moved nothing.
+      // The refused daemon held the slot for a moment (the check needs it) and moved nothing, nor
+      // wrote a checkpoint that would hide the gap from the next start.
       expect((await withPg(db, (c) => slotRow(c, db)))?.confirmed).toBe(recreated);
+      expect((await checkpointOf(`${db}.checkpoints`, db))?.ackedLsn).toBe(cp!.ackedLsn);
+      await expectGap(env, [`is at LSN ${formatLsn(recreated)}`]);
 
       expect(await resetCheckpoint(env)).toContain(`kept slot "${db}"`);
       const d = start(env);

@@ -19,7 +19,7 @@ function checkpoint(ackedLsn: string | null, position: string | null = "0/1000")
 function slot(confirmed: string | null, walStatus: string | null = "reserved", createdNow = false): SlotFacts {
   return {
     slot: "s",
-    state: confirmed === null ? null : { confirmedFlushLsn: L(confirmed), walStatus, createdNow },
+    state: confirmed === null ? null : { confirmedFlushLsn: L(confirmed), walStatus, invalidationReason: walStatus === "lost" ? "wal_removed" : null, createdNow },
     walLsn: L("0/9000"),
     maxSlotWalKeepSize: "1MB",
   };
@@ -83,6 +83,14 @@ describe("gap message", () => {
     expect(m).toContain('checkpoint of slot "s" in topic ops.checkpoints: last event 0000000000001000-00000003, written 2026-11-25T09:17:26.050Z');
   });
 
+  it("names PostgreSQL's own reason when it is not WAL removal (PostgreSQL 17+)", () => {
+    const facts = slot("0/1800", "lost");
+    facts.state!.invalidationReason = "idle_timeout";
+    const m = gap(null, facts);
+    expect(m).toContain('invalidation_reason "idle_timeout"');
+    expect(m).not.toContain("max_slot_wal_keep_size");
+  });
+
   it("without a checkpoint topic (gap detection off) it still explains an invalidated slot", () => {
     const facts = slot("0/1800", "lost");
     const v = assessGap(null, facts);
@@ -90,6 +98,14 @@ describe("gap message", () => {
     const m = gapMessage(v, null, facts, { ...ctx, checkpointTopic: null });
     expect(m).toContain("after LSN 0/1800");
     expect(m).not.toContain("topic");
+  });
+
+  it("a slot this session created (a race with a checkpoint written meanwhile) is not said to be uncreated", () => {
+    const facts = slot("0/8000", "reserved", true);
+    const m = gap(checkpoint("0/2000"), facts);
+    expect(m).toContain("it was created just now");
+    expect(m).toContain("between LSN 0/2000 and 0/8000");
+    expect(m).not.toContain("Nothing was created");
   });
 
   it("with slot creation off, the recovery says to create the slot", () => {
