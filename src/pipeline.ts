@@ -214,8 +214,14 @@ export class Session {
           }
           // The evidence from the first moment: without a checkpoint, a slot dropped before the
           // safe position ever moved (a quiet first run) would go unnoticed. Also brings a
-          // checkpoint of an earlier version (no acked_lsn) up to date.
-          if (cp === null || cp.ackedLsn === null) sink.requestCheckpoint();
+          // checkpoint of an earlier version (no acked_lsn) up to date. Written before streaming,
+          // so the first events do not wait behind it (and get batched with the ones after them);
+          // it counts as the first checkpoint asked for.
+          if (cp === null || cp.ackedLsn === null) {
+            this.lastCheckpointAsked = Date.now();
+            await Promise.race([sink.checkpointNow(), stream.done, failed]);
+            if (this.stopping) return;
+          }
           if (exactlyOnce) skipUpTo = usableCheckpoint(cp, now.walLsn, log);
           const queued = held;
           held = null;
