@@ -43,8 +43,12 @@ async function adjacentCommits(db: string, witnessSlot: string, publication: str
     await writeB(cb);
     await ca.query("BEGIN");
     await writeA(ca);
-    // Both COMMITs on the wire together: nothing else writes WAL between the two commit records.
-    await Promise.all([ca.query("COMMIT"), cb.query("COMMIT")]);
+    // A's COMMIT, then B's at once: nothing else writes WAL between the two commit records (the
+    // witness below tells), and A commits first. Sent together (Promise.all), the two backends
+    // race, and B first (seen ~15% of runs on a busy 2-core machine) turns the daemon-level test
+    // below into another case: nothing of A in Kafka, nothing acknowledged.
+    await ca.query("COMMIT");
+    await cb.query("COMMIT");
   } finally {
     await ca.end();
     await cb.end();
