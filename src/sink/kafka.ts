@@ -7,7 +7,7 @@ import { CHECKPOINT_FIX, comparePositions, encodeCheckpoint, formatPosition, par
 import { formatLsn, maxLsn } from "../checkpoint/lsn.js";
 import { CheckpointError, ProducerFencedError, TopicError, TransientError, UserActionError } from "../errors.js";
 import type { Logger } from "../log.js";
-import { newSentinelValue, scanToSentinels, sentinelKey } from "./checkpoint-topic.js";
+import { TAIL_OFFSETS, newSentinelValue, scanToSentinels, sentinelKey, type ScanOptions } from "./checkpoint-topic.js";
 
 /** One event ready for Kafka, with the sequence number the checkpoint tracker gave it. */
 export interface SinkRecord {
@@ -202,6 +202,12 @@ export class KafkaSink {
     const partitions = meta.topics[0]?.partitions.map((p) => p.partitionId) ?? [];
     if (partitions.length === 0) throw new TransientError(`no partitions found for the checkpoint topic ${ckpt.topic}; retrying`);
     const sentinels = new Map(partitions.map((p) => [p, newSentinelValue()] as const));
+    // The end before the sentinels: start a little before it (see TAIL_OFFSETS).
+    const startAt = new Map<number, bigint>();
+    for (const o of await admin.fetchTopicOffsets(ckpt.topic)) {
+      const start = BigInt(o.high) - TAIL_OFFSETS;
+      if (start > BigInt(o.low)) startAt.set(o.partition, start);
+    }
     const key = sentinelKey(ckpt.key);
     const sentinelMessages = [{ topic: ckpt.topic, messages: [...sentinels].map(([partition, value]) => ({ key, value, partition })) }];
     const started = Date.now();
@@ -222,7 +228,7 @@ export class KafkaSink {
       });
     }
     const fencedMs = Date.now() - started;
-    const scan = await scanToSentinels(this.kafka, {
+    const scanOpts: ScanOptions = {
       topic: ckpt.topic,
       key: ckpt.key,
       sentinels,
@@ -230,7 +236,14 @@ export class KafkaSink {
       timeoutMs: CHECKPOINT_READ_TIMEOUT_MS,
       log: this.log,
       track: (close) => this.closers.push(close),
-    });
+    };
+    let scan = await scanToSentinels(this.kafka, { ...scanOpts, startAt });
+    let fullRead = false;
+    if (scan.unresolved.length > 0) {
+      // Not among the last records (a first start, or many other slots' records since): the whole topic.
+      fullRead = true;
+      scan = await scanToSentinels(this.kafka, scanOpts);
+    }
     let latest: Checkpoint | null = null;
     for (const [partition, value] of scan.last) {
       if (value === null) continue;
@@ -251,6 +264,7 @@ export class KafkaSink {
       ackedLsn: latest?.ackedLsn ? formatLsn(latest.ackedLsn) : null,
       checkpointWrittenAt: latest?.writtenAt ?? null,
       recordsRead: scan.records,
+      fullRead,
       fencedMs,
       readMs: Date.now() - started - fencedMs,
     };

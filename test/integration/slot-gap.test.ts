@@ -1,6 +1,9 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import pg from "pg";
 import { Kafka, logLevel } from "kafkajs";
+import { pino } from "pino";
+import { KafkaSink } from "../../src/sink/kafka.js";
+import { TAIL_OFFSETS } from "../../src/sink/checkpoint-topic.js";
 import { formatLsn, parseLsn } from "../../src/checkpoint/lsn.js";
 import { parseCheckpoint, type Checkpoint } from "../../src/checkpoint/position.js";
 import {
@@ -8,6 +11,7 @@ import {
   confirmedFlush,
   consume,
   createDatabase,
+  daemonConfig,
   daemonEnv,
   dropDatabase,
   services,
@@ -416,6 +420,58 @@ describe("at-least-once where the checkpoint topic cannot be created", () => {
     } finally {
       await admin.disconnect();
       await dropDatabase(db);
+    }
+  });
+});
+
+describe.each(MODES)("%s: reading the checkpoint topic", (mode) => {
+  it("finds the slot's latest record among the last ones without reading the rest; before them, by reading everything; a tombstone too", async () => {
+    const slot = uniqueName("gap_read");
+    const topic = `${slot}.checkpoints`;
+    const cfg = daemonConfig(slot, { EVENTSTREAM_DELIVERY: mode, EVENTSTREAM_CHECKPOINT_TOPIC: topic, EVENTSTREAM_TOPIC_PARTITIONS: "1" });
+    const kafka = new Kafka({ brokers: services().kafkaBrokers, logLevel: logLevel.NOTHING, clientId: "test-gap" });
+    const producer = kafka.producer();
+    await producer.connect();
+    const record = (lsn: string) => JSON.stringify({ version: 1, slot, position: null, commit_lsn: null, index: null, acked_lsn: lsn, system_identifier: "1", database: "d" });
+    const others = (n: number, tag: string) => Array.from({ length: n }, (_, i) => ({ key: `other_${i % 50}`, value: record(`${tag}/${i.toString(16)}`) }));
+    /** readCheckpoint() through a fresh sink, with its log line. */
+    const read = async () => {
+      const lines: string[] = [];
+      const sink = new KafkaSink(cfg, pino({ level: "info" }, { write: (l: string) => lines.push(l) }), { acked: () => undefined, failed: () => undefined, ackedLsnFor: () => 0n, checkpointed: () => undefined });
+      try {
+        await sink.connect(null);
+        const cp = await sink.readCheckpoint({ systemIdentifier: "1", database: "d" });
+        const info = JSON.parse(lines.find((l) => l.includes("recordsRead"))!) as { recordsRead: number; fullRead: boolean };
+        return { cp, ...info };
+      } finally {
+        await sink.close();
+      }
+    };
+    const admin = kafka.admin();
+    await admin.connect();
+    await admin.createTopics({ topics: [{ topic, numPartitions: 1, configEntries: [{ name: "cleanup.policy", value: "compact" }] }], waitForLeaders: true });
+    await admin.disconnect();
+    try {
+      await producer.send({ topic, acks: -1, messages: [{ key: slot, value: record("1/0") }] });
+      for (let i = 0; i < 3; i++) await producer.send({ topic, acks: -1, messages: others(2_500, "2") });
+      // Before the last TAIL_OFFSETS: found by reading everything.
+      const early = await read();
+      expect(early.cp?.ackedLsn).toBe(parseLsn("1/0"));
+      expect(early.fullRead).toBe(true);
+      expect(early.recordsRead).toBeGreaterThan(Number(TAIL_OFFSETS));
+
+      await producer.send({ topic, acks: -1, messages: [{ key: slot, value: record("3/0") }, ...others(100, "4")] });
+      const late = await read();
+      expect(late.cp?.ackedLsn).toBe(parseLsn("3/0"));
+      expect(late.fullRead).toBe(false);
+      expect(late.recordsRead).toBeLessThanOrEqual(Number(TAIL_OFFSETS) + 10);
+
+      await producer.send({ topic, acks: -1, messages: [{ key: slot, value: null }] });
+      const gone = await read();
+      expect(gone.cp).toBeNull();
+      expect(gone.fullRead).toBe(false);
+    } finally {
+      await producer.disconnect();
     }
   });
 });
