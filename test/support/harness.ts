@@ -77,7 +77,7 @@ export async function dropDatabase(name: string): Promise<void> {
   });
 }
 
-/** Environment for a daemon pointed at `database`, with its own slot, publication and topic. */
+/** Environment for a daemon pointed at `database`, with its own slot, publication and topics. */
 export function daemonEnv(database: string, extra: Record<string, string> = {}): Record<string, string> {
   const s = services();
   return {
@@ -90,6 +90,9 @@ export function daemonEnv(database: string, extra: Record<string, string> = {}):
     EVENTSTREAM_SLOT: database,
     EVENTSTREAM_PUBLICATION: database,
     EVENTSTREAM_TOPIC: `${database}.events`,
+    // Its own checkpoint topic too: a shared one grows with every test's records, and a slot's first
+    // start reads it whole (its key is not among the last records).
+    EVENTSTREAM_CHECKPOINT_TOPIC: `${database}.checkpoints`,
     EVENTSTREAM_TOPIC_PARTITIONS: "3",
     EVENTSTREAM_STATUS_INTERVAL_SECONDS: "1",
     LOG_LEVEL: "info",
