@@ -91,8 +91,9 @@ export function daemonEnv(database: string, extra: Record<string, string> = {}):
     EVENTSTREAM_PUBLICATION: database,
     EVENTSTREAM_TOPIC: `${database}.events`,
     // Its own checkpoint topic too: a shared one grows with every test's records, and a slot's first
-    // start reads it whole (its key is not among the last records).
-    EVENTSTREAM_CHECKPOINT_TOPIC: `${database}.checkpoints`,
+    // start reads it whole (its key is not among the last records). Not under "<database>.": tests
+    // read every topic with that prefix as event topics.
+    EVENTSTREAM_CHECKPOINT_TOPIC: `checkpoints.${database}`,
     EVENTSTREAM_TOPIC_PARTITIONS: "3",
     EVENTSTREAM_STATUS_INTERVAL_SECONDS: "1",
     LOG_LEVEL: "info",
