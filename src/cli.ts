@@ -4,12 +4,17 @@ import { checkHeapLimit, loadConfig, loadDotEnv } from "./config.js";
 import { Daemon } from "./main.js";
 import { createLogger } from "./log.js";
 import { UserActionError, describeError } from "./errors.js";
+import { resetCheckpoint } from "./reset.js";
 
 const USAGE = `airflow-eventstream: Airflow task-state changes from PostgreSQL's WAL to Kafka.
 
 Usage:
-  airflow-eventstream run      stream until SIGTERM/SIGINT (default)
-  airflow-eventstream help     this text
+  airflow-eventstream run               stream until SIGTERM/SIGINT (default)
+  airflow-eventstream reset-checkpoint  after a reported gap (SlotGapError) and a re-snapshot of the
+                                        consumers: delete this slot's checkpoint and drop the slot if
+                                        PostgreSQL invalidated it, so the next run starts from the
+                                        slot as it is (or a new one). Stop the daemon first.
+  airflow-eventstream help              this text
 
 Configuration comes from environment variables (and ./.env); see .env.example.
 Exit codes: 0 stopped cleanly, 2 configuration or server set-up needs changing, 1 anything else.`;
@@ -20,7 +25,7 @@ async function main(argv: string[]): Promise<number> {
     process.stdout.write(`${USAGE}\n`);
     return 0;
   }
-  if (cmd !== "run") {
+  if (cmd !== "run" && cmd !== "reset-checkpoint") {
     process.stderr.write(`unknown command "${cmd}"\n\n${USAGE}\n`);
     return 2;
   }
@@ -31,6 +36,16 @@ async function main(argv: string[]): Promise<number> {
     checkHeapLimit(cfg, v8.getHeapStatistics().heap_size_limit);
     log = createLogger(cfg.logLevel);
     routeProcessWarnings(log);
+    if (cmd === "reset-checkpoint") {
+      const out = await resetCheckpoint(cfg, log);
+      const done = [
+        out.checkpoint === "deleted" ? `deleted the checkpoint of slot "${cfg.slot}" in ${cfg.checkpointTopic}` : out.checkpoint === "no checkpoint topic" ? `no checkpoint topic ${cfg.checkpointTopic}: nothing to delete` : "no checkpoint in use (EVENTSTREAM_GAP_DETECTION=false)",
+        out.slot === "dropped" ? `dropped the invalidated slot "${cfg.slot}"` : out.slot === "missing" ? `slot "${cfg.slot}" does not exist` : `kept slot "${cfg.slot}"`,
+      ];
+      const next = out.slot === "kept" ? "streams from the slot's current position" : cfg.createSlot ? "creates a new slot and streams from there" : "streams once you have created the slot (EVENTSTREAM_CREATE_SLOT is false)";
+      process.stdout.write(`airflow-eventstream: ${done.join("; ")}. The gap is accepted: the next \`airflow-eventstream run\` ${next}.\n`);
+      return 0;
+    }
     const daemon = new Daemon(cfg, log);
     let signals = 0;
     const onSignal = (signal: NodeJS.Signals) => {

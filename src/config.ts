@@ -115,8 +115,14 @@ const env = z.object({
    * exactly-once: each batch is a Kafka transaction with a checkpoint; read_committed consumers see every event once.
    */
   EVENTSTREAM_DELIVERY: z.enum(["at-least-once", "exactly-once"]).default("at-least-once"),
-  /** Exactly-once: compacted topic holding one checkpoint per slot (key = slot name); created with 1 partition. */
+  /** Compacted topic holding one checkpoint per slot (key = slot name); created with 1 partition. Both modes (see EVENTSTREAM_GAP_DETECTION). */
   EVENTSTREAM_CHECKPOINT_TOPIC: topicName.default("airflow-eventstream.checkpoints"),
+  /**
+   * Detect a slot that was dropped, recreated or moved by something else (a gap: events lost) and
+   * stop. Needs the checkpoint topic. false (at-least-once only): no checkpoint topic, and such a
+   * gap goes unnoticed; an invalidated slot (wal_status lost) is still refused.
+   */
+  EVENTSTREAM_GAP_DETECTION: bool.default(true),
 
   // --- Flow control ---
   /** Reading from PostgreSQL pauses when this many events wait for Kafka's acknowledgement. */
@@ -182,8 +188,10 @@ export interface Config {
   batchMaxEvents: number;
   batchMaxBytes: number;
   delivery: Env["EVENTSTREAM_DELIVERY"];
-  /** Exactly-once only: where the checkpoints go. */
+  /** Where the checkpoints go (used when `gapDetection`, always true in exactly-once). */
   checkpointTopic: string;
+  /** A checkpoint with acked_lsn is kept, gates what is acknowledged to PostgreSQL, and is checked against the slot at start. */
+  gapDetection: boolean;
   maxMessageBytes: number;
   /** null: an oversized event stops the daemon. */
   deadLetterTopic: string | null;
@@ -227,7 +235,10 @@ export function loadConfig(source: NodeJS.ProcessEnv = process.env): Config {
   if (template !== "" && !template.includes("{dag_id}")) {
     problems.push('  EVENTSTREAM_TOPIC_TEMPLATE: must contain {dag_id}, e.g. "airflow.{dag_id}", or be empty for one topic');
   }
-  if (e.EVENTSTREAM_DELIVERY === "exactly-once" && (e.EVENTSTREAM_CHECKPOINT_TOPIC === e.EVENTSTREAM_TOPIC || e.EVENTSTREAM_CHECKPOINT_TOPIC === e.EVENTSTREAM_DEAD_LETTER_TOPIC)) {
+  if (e.EVENTSTREAM_DELIVERY === "exactly-once" && !e.EVENTSTREAM_GAP_DETECTION) {
+    problems.push("  EVENTSTREAM_GAP_DETECTION: exactly-once keeps and checks a checkpoint in any case; remove the setting (false is for at-least-once only)");
+  }
+  if (e.EVENTSTREAM_GAP_DETECTION && (e.EVENTSTREAM_CHECKPOINT_TOPIC === e.EVENTSTREAM_TOPIC || e.EVENTSTREAM_CHECKPOINT_TOPIC === e.EVENTSTREAM_DEAD_LETTER_TOPIC)) {
     problems.push("  EVENTSTREAM_CHECKPOINT_TOPIC: must be a topic of its own, not the events' or the dead-letter topic");
   }
   if (problems.length > 0) {
@@ -266,6 +277,7 @@ export function loadConfig(source: NodeJS.ProcessEnv = process.env): Config {
     batchMaxBytes: e.EVENTSTREAM_BATCH_MAX_BYTES,
     delivery: e.EVENTSTREAM_DELIVERY,
     checkpointTopic: e.EVENTSTREAM_CHECKPOINT_TOPIC,
+    gapDetection: e.EVENTSTREAM_GAP_DETECTION,
     maxMessageBytes: e.EVENTSTREAM_MAX_MESSAGE_BYTES,
     deadLetterTopic: e.EVENTSTREAM_DEAD_LETTER_TOPIC ?? null,
     maxInflightEvents: e.EVENTSTREAM_MAX_INFLIGHT_EVENTS,

@@ -74,6 +74,17 @@ export class CheckpointError extends UserActionError {
 }
 
 /**
+ * The replication slot cannot serve the changes after the last checkpoint: it was invalidated by
+ * PostgreSQL (max_slot_wal_keep_size), dropped, or dropped and recreated, or moved by something
+ * other than this daemon. Events in between were never published and cannot be any more; the
+ * daemon stops rather than continue past the gap (src/checkpoint/gap.ts builds the message: the
+ * LSNs of the gap and the recovery, a re-snapshot then `airflow-eventstream reset-checkpoint`).
+ */
+export class SlotGapError extends UserActionError {
+  override name = "SlotGapError";
+}
+
+/**
  * A condition expected to clear by itself (slot held by another daemon, Kafka or PostgreSQL
  * unreachable): the supervisor waits and retries, logging what it waits for.
  */

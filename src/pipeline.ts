@@ -1,16 +1,17 @@
 import type { Config } from "./config.js";
 import { AckTracker } from "./checkpoint/tracker.js";
-import { formatLsn } from "./checkpoint/lsn.js";
+import { formatLsn, maxLsn } from "./checkpoint/lsn.js";
 import { formatPosition, isAtOrBefore, type Checkpoint, type Position } from "./checkpoint/position.js";
+import { assessGap, gapMessage, type GapVerdict, type SlotFacts } from "./checkpoint/gap.js";
 import { decodePgoutput } from "./decode/pgoutput.js";
 import { TransactionDecoder } from "./decode/transactions.js";
 import { AirflowMapper, type TxContext } from "./airflow/mapper.js";
 import { KafkaSink } from "./sink/kafka.js";
 import { TopicRouter } from "./sink/routing.js";
-import { prepareSource, readSourceIdentity, readWalLsn, withSourceClient, type SourceReady } from "./source/setup.js";
+import { createSlot, prepareSource, readSlotNow, readSourceIdentity, withSourceClient, type SourceReady } from "./source/setup.js";
 import { loadRunContexts } from "./airflow/run-context.js";
 import { ReplicationStream } from "./source/replication.js";
-import { MessageTooLargeError, coerceError } from "./errors.js";
+import { MessageTooLargeError, SlotGapError, coerceError } from "./errors.js";
 import type { StreamEvent } from "./airflow/events.js";
 import type { Logger } from "./log.js";
 import type { Lsn } from "./decode/types.js";
@@ -22,6 +23,14 @@ import type { Lsn } from "./decode/types.js";
  * carried over between sessions: the slot re-delivers every transaction not yet acknowledged, and
  * the mapper's state cache must not be newer than what is replayed, or a re-delivered transition
  * would look like churn and be dropped.
+ *
+ * Gap detection (both modes unless EVENTSTREAM_GAP_DETECTION=false; src/checkpoint/gap.ts): the
+ * position reported to PostgreSQL is the tracker's safe LSN, but never more than the acked_lsn of
+ * a checkpoint durably in Kafka (`persisted`). A checkpoint rides in every produce request (see
+ * KafkaSink); when the safe LSN has moved past the last one with no events to carry another
+ * (keepalives while Airflow is quiet, the last transaction of a burst) one is asked for alone, at
+ * most once per status interval, so the slot still follows the WAL, that much later. A start
+ * checks the slot against the checkpoint before anything is created or published.
  */
 export class Session {
   private stream: ReplicationStream | null = null;
@@ -32,6 +41,10 @@ export class Session {
   private lastReported = -1n;
   private reportScheduled = false;
   private deadLettered = 0;
+  /** Gap detection: the highest acked_lsn durably in Kafka; PostgreSQL is never told more. null: no gate. */
+  private persisted: Lsn | null = null;
+  private lastCheckpointAsked = 0;
+  private checkpointTimer: NodeJS.Timeout | null = null;
   /** Set once the stream is up; the supervisor uses it to reset its backoff. */
   streamingSince = 0;
 
@@ -42,9 +55,12 @@ export class Session {
 
   async run(): Promise<void> {
     const { cfg, log } = this;
-    const ready = await prepareSource(cfg, log.child({ module: "source" }));
+    const sourceLog = log.child({ module: "source" });
+    const ready = await prepareSource(cfg, sourceLog);
     if (this.stopping) return;
-    const tracker = (this.tracker = new AckTracker(ready.confirmedFlushLsn));
+    // An invalidated slot can never stream again (START_REPLICATION fails on it): refused before
+    // Kafka is even asked, with or without a checkpoint.
+    this.refuseGap(null, facts(cfg.slot, ready, false));
     const router = new TopicRouter(cfg.topic, cfg.topicTemplate);
     const failed = new Promise<never>((_, reject) => {
       this.failure = reject;
@@ -53,15 +69,34 @@ export class Session {
 
     const sink = (this.sink = new KafkaSink(cfg, log.child({ module: "sink" }), {
       acked: (seq) => {
-        tracker.ackedUpTo(seq);
+        this.tracker!.ackedUpTo(seq);
         this.scheduleReport();
         this.maybeResume();
       },
       failed: (e) => this.failure?.(e),
+      ackedLsnFor: (seq) => this.tracker!.safeLsnAfter(seq),
+      checkpointed: (lsn) => {
+        if (this.persisted !== null) this.persisted = maxLsn(this.persisted, lsn);
+        this.scheduleReport();
+      },
     }));
     try {
       await sink.connect(cfg.topicTemplate === null ? cfg.topic : null);
       if (this.stopping) return;
+      const exactlyOnce = cfg.delivery === "exactly-once";
+      const identity = cfg.gapDetection ? await withSourceClient(cfg, readSourceIdentity) : null;
+
+      // A missing slot is created only when no checkpoint says this daemon streamed from one:
+      // created first, the next start would find a slot and carry on past the gap.
+      let slot = ready.slot;
+      const created = slot === null;
+      if (slot === null) {
+        if (identity !== null) this.refuseGap(await sink.readCheckpoint(identity), facts(cfg.slot, ready, false));
+        if (this.stopping) return;
+        slot = await createSlot(cfg, sourceLog);
+      }
+      const tracker = (this.tracker = new AckTracker(slot.confirmedFlushLsn));
+      if (identity !== null) this.persisted = slot.confirmedFlushLsn;
 
       const decoder = new TransactionDecoder();
       const mapper = new AirflowMapper(
@@ -77,8 +112,6 @@ export class Session {
       const runs = await withSourceClient(cfg, (c) => loadRunContexts(c, cfg.airflowSchema, Math.max(1000, Math.ceil(cfg.stateCacheSize / 10))));
       for (const r of runs) mapper.seedRunContext(r.dagId, r.runId, r.ctx);
       log.debug({ runs: runs.length }, "read the context of runs under way");
-      const exactlyOnce = cfg.delivery === "exactly-once";
-      const source = exactlyOnce ? await withSourceClient(cfg, readSourceIdentity) : null;
       const stream = (this.stream = new ReplicationStream(cfg, log.child({ module: "replication" })));
       let tx: TxContext | null = null;
       const maxEvents = cfg.maxInflightEvents;
@@ -131,18 +164,20 @@ export class Session {
       };
 
       // Status updates also go out on a timer: while reading is paused (for backpressure, or while
-      // exactly-once reads its checkpoint) no keepalive is read, and the server drops a connection
-      // that stays silent past wal_sender_timeout.
+      // the checkpoint is read) no keepalive is read, and the server drops a connection that stays
+      // silent past wal_sender_timeout.
       let timer: NodeJS.Timeout | undefined;
       try {
-        if (!exactlyOnce) {
+        if (identity === null) {
           await stream.start({ onData, onKeepalive });
           timer = setInterval(() => this.report(), cfg.statusIntervalMs);
         } else {
-          // Exactly-once starts only once the slot is ours (START_REPLICATION succeeded): fencing
-          // first would let a standby daemon, retrying every second, fence the active one again and
-          // again. Until the checkpoint is read the stream is paused; what had already arrived waits
-          // here, in order (copied: the protocol parser may reuse its buffer).
+          // The checkpoint is read only once the slot is ours (START_REPLICATION succeeded):
+          // exactly-once fences other producers of this slot while reading, and fencing first would
+          // let a standby daemon, retrying every second, fence the active one again and again. Until
+          // the slot has been checked against it nothing is published: the stream is paused, and
+          // what had already arrived waits here, in order (copied: the protocol parser may reuse
+          // its buffer).
           let held: ({ payload: Buffer } | { walEnd: Lsn })[] | null = [];
           await stream.start({
             onData: (payload) => {
@@ -158,14 +193,42 @@ export class Session {
             },
           });
           stream.pause();
-          timer = setInterval(() => this.report(), cfg.statusIntervalMs);
-          const begun = sink.beginExactlyOnce(source!);
-          begun.catch(() => undefined);
-          await Promise.race([begun, stream.done, failed]);
+          timer = setInterval(() => this.tick(), cfg.statusIntervalMs);
+          const reading = sink.readCheckpoint(identity);
+          reading.catch(() => undefined);
+          await Promise.race([reading, stream.done, failed]);
           if (this.stopping) return;
-          // Read after the checkpoint: every legitimate checkpoint is behind the WAL by then.
-          const walLsn = await withSourceClient(cfg, readWalLsn);
-          skipUpTo = usableCheckpoint(await begun, walLsn, ready, log);
+          const cp = await reading;
+          // Read after the checkpoint, and while the slot is this session's, so nothing else can
+          // move it; every legitimate checkpoint is behind the WAL by then.
+          const now = await withSourceClient(cfg, (c) => readSlotNow(c, cfg));
+          const verdict = this.refuseGap(cp, facts(cfg.slot, now, created));
+          log.info(
+            { slot: cfg.slot, checkpointAckedLsn: cp?.ackedLsn ? formatLsn(cp.ackedLsn) : null, slotConfirmedFlushLsn: now.slot ? formatLsn(now.slot.confirmedFlushLsn) : null, basis: verdict.basis },
+            "no gap between the checkpoint and the slot",
+          );
+          if (cp?.ackedLsn !== null && cp?.ackedLsn !== undefined) {
+            if (now.walLsn > 0n && cp.ackedLsn > now.walLsn) {
+              // The server's WAL went back (a restore to an earlier point): that acked_lsn belongs
+              // to a history the server left, so it bounds nothing any more.
+              log.warn({ checkpointAckedLsn: formatLsn(cp.ackedLsn), wal: formatLsn(now.walLsn) }, "the checkpoint's acked_lsn is ahead of the server's WAL (restored to an earlier point?); starting the acknowledged position over from the slot");
+              sink.setAckedFloor(slot.confirmedFlushLsn);
+            } else {
+              // Durable in Kafka already, and every later checkpoint stays at or above it (setAckedFloor).
+              this.persisted = maxLsn(this.persisted!, cp.ackedLsn);
+            }
+          }
+          // The evidence from the first moment: without a checkpoint, a slot dropped before the
+          // safe position ever moved (a quiet first run) would go unnoticed. Also brings a
+          // checkpoint of an earlier version (no acked_lsn) up to date. Written before streaming,
+          // so the first events do not wait behind it (and get batched with the ones after them);
+          // it counts as the first checkpoint asked for.
+          if (cp === null || cp.ackedLsn === null) {
+            this.lastCheckpointAsked = Date.now();
+            await Promise.race([sink.checkpointNow(), stream.done, failed]);
+            if (this.stopping) return;
+          }
+          if (exactlyOnce) skipUpTo = usableCheckpoint(cp, now.walLsn, log);
           const queued = held;
           held = null;
           for (const m of queued) {
@@ -175,8 +238,11 @@ export class Session {
           this.maybeResume();
         }
         this.streamingSince = Date.now();
-        log.info({ slot: cfg.slot, resumeFrom: formatLsn(ready.confirmedFlushLsn) }, "streaming");
+        log.info({ slot: cfg.slot, resumeFrom: formatLsn(slot.confirmedFlushLsn) }, "streaming");
         await Promise.race([stream.done, failed]);
+      } catch (e: unknown) {
+        await this.checkpointAfterFailure();
+        throw e;
       } finally {
         clearInterval(timer);
       }
@@ -186,25 +252,47 @@ export class Session {
   }
 
   /**
-   * Graceful stop: stop reading, let Kafka acknowledge what is in flight (bounded), report the
-   * final safe position, close. Events after that position are re-delivered by the next start.
+   * Graceful stop: stop reading, let Kafka acknowledge what is in flight (bounded), persist a
+   * checkpoint covering it (gap detection), report the final safe position, close. Events after
+   * that position are re-delivered by the next start.
    */
   async stop(timeoutMs: number): Promise<void> {
     if (this.stopping) return;
     this.stopping = true;
-    const { stream, sink } = this;
+    const { stream, sink, tracker } = this;
     stream?.pause();
     if (sink) {
-      let timer: NodeJS.Timeout | undefined;
-      const timedOut = new Promise<boolean>((resolve) => {
-        timer = setTimeout(() => resolve(true), timeoutMs);
-      });
-      const late = await Promise.race([sink.idle().then(() => false), timedOut]);
-      clearTimeout(timer);
+      const deadline = Date.now() + timeoutMs;
+      const late = await withDeadline(sink.idle(), deadline);
       if (late) this.log.warn({ timeoutMs }, "Kafka did not acknowledge everything before the shutdown timeout; the rest is re-delivered on the next start");
+      else if (tracker && this.persisted !== null && tracker.safeLsn > this.persisted && (await withDeadline(sink.checkpointNow(), deadline))) {
+        this.log.warn({ timeoutMs }, "the last checkpoint was not written before the shutdown timeout; the unacknowledged tail is re-delivered on the next start");
+      }
     }
     this.report();
     await stream?.stop();
+  }
+
+  /**
+   * At-least-once, when the session fails while PostgreSQL's connection is still up (a Kafka
+   * topic refused, a produce that ran out of retries): what Kafka did acknowledge before the
+   * failure is checkpointed and reported, so the next start does not publish it again. Bounded:
+   * when Kafka itself is the problem, the checkpoint cannot be written either.
+   */
+  private async checkpointAfterFailure(): Promise<void> {
+    const { stream, sink, tracker } = this;
+    if (!stream?.isOpen || !sink || !tracker || this.persisted === null || this.stopping || this.cfg.delivery === "exactly-once") return;
+    if (tracker.safeLsn > this.persisted) await withDeadline(sink.checkpointNow(), Date.now() + Math.min(5_000, this.cfg.shutdownTimeoutMs));
+    this.report();
+  }
+
+  /** Throws SlotGapError when the checkpoint and the slot disagree (see src/checkpoint/gap.ts). */
+  private refuseGap(cp: Checkpoint | null, slot: SlotFacts): Extract<GapVerdict, { kind: "ok" }> {
+    const v = assessGap(cp, slot);
+    if (v.kind === "ok") return v;
+    const message = gapMessage(v, cp, slot, { slot: this.cfg.slot, checkpointTopic: this.cfg.gapDetection ? this.cfg.checkpointTopic : null, createSlot: this.cfg.createSlot });
+    this.log.error({ slot: this.cfg.slot, reason: v.reason, gapFrom: v.from === null ? null : formatLsn(v.from), gapTo: formatLsn(v.to) }, "gap in the event stream: events were lost; stopping");
+    throw new SlotGapError(message);
   }
 
   /**
@@ -246,14 +334,43 @@ export class Session {
     this.reportScheduled = true;
     setImmediate(() => {
       this.reportScheduled = false;
+      this.maybeCheckpoint();
       this.report(true);
     });
+  }
+
+  /** The status timer (gap detection): a checkpoint when one is due, and a status update. */
+  private tick(): void {
+    this.maybeCheckpoint();
+    this.report();
+  }
+
+  /**
+   * Asks the sink for a checkpoint when the safe position has moved past the last one in Kafka, at
+   * most once per status interval: PostgreSQL learns of the new position that much later, and
+   * Kafka takes one small record (exactly-once: one small transaction) per interval at most.
+   */
+  private maybeCheckpoint(): void {
+    const { sink, tracker } = this;
+    if (!sink || !tracker || this.persisted === null || this.stopping) return;
+    if (tracker.safeLsn <= this.persisted || sink.checkpointPending) return;
+    const wait = this.lastCheckpointAsked + this.cfg.statusIntervalMs - Date.now();
+    if (wait > 0) {
+      this.checkpointTimer ??= setTimeout(() => {
+        this.checkpointTimer = null;
+        this.maybeCheckpoint();
+      }, wait);
+      return;
+    }
+    this.lastCheckpointAsked = Date.now();
+    sink.requestCheckpoint();
   }
 
   private report(onlyIfAdvanced = false): void {
     const { stream, tracker } = this;
     if (!stream || !tracker) return;
-    const lsn = tracker.safeLsn;
+    // Never past a durable checkpoint's acked_lsn: that is what makes a moved slot detectable.
+    const lsn = this.persisted === null || tracker.safeLsn < this.persisted ? tracker.safeLsn : this.persisted;
     if (onlyIfAdvanced && lsn <= this.lastReported) return;
     this.lastReported = lsn;
     try {
@@ -264,28 +381,45 @@ export class Session {
   }
 
   private async teardown(): Promise<void> {
+    if (this.checkpointTimer) clearTimeout(this.checkpointTimer);
+    this.checkpointTimer = null;
     await this.stream?.stop();
     await this.sink?.close();
   }
 }
 
+/** The slot facts for assessGap. */
+function facts(slot: string, ready: SourceReady, createdNow: boolean): SlotFacts {
+  return { slot, state: ready.slot && { ...ready.slot, createdNow }, walLsn: ready.walLsn, maxSlotWalKeepSize: ready.maxSlotWalKeepSize };
+}
+
+/** Awaits `p` until the deadline; true when the deadline passed first. */
+async function withDeadline(p: Promise<unknown>, deadline: number): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<boolean>((resolve) => {
+    timer = setTimeout(() => resolve(true), Math.max(0, deadline - Date.now()));
+  });
+  try {
+    return await Promise.race([p.then(() => false), late]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 /**
  * The checkpoint's position, when it may be used to skip. Positions compare only within one WAL
- * history: a checkpoint ahead of the server's WAL, or found when the slot was just created (it
- * starts at the current WAL position, after every legitimate checkpoint), means the database's
- * WAL went back (a restore to an earlier point, same cluster identity). Skipping by it would drop
- * new transactions, so it is not used, and the log says why. (Another cluster's checkpoint is
- * refused earlier, by system identifier.)
+ * history: a checkpoint ahead of the server's WAL means the database's WAL went back (a restore
+ * to an earlier point, same cluster identity). Skipping by it would drop new transactions, so it
+ * is not used, and the log says why. (Another cluster's checkpoint is refused earlier, by system
+ * identifier; a slot created after the checkpoint was written is a gap, refused before this.)
  */
-function usableCheckpoint(cp: Checkpoint | null, walLsn: Lsn, ready: SourceReady, log: Logger): Position | null {
-  if (cp === null) return null;
-  const where = { checkpoint: formatPosition(cp.position), wal: formatLsn(walLsn), slotCreated: ready.slotCreated };
+function usableCheckpoint(cp: Checkpoint | null, walLsn: Lsn, log: Logger): Position | null {
+  if (cp === null || cp.position === null) return null;
   if (walLsn > 0n && cp.position.commitLsn > walLsn) {
-    log.warn(where, "exactly-once: the checkpoint is ahead of the server's WAL (restored to an earlier point?); not skipping anything: positions of new events may be lower than ones already published");
-    return null;
-  }
-  if (ready.slotCreated) {
-    log.info(where, "exactly-once: the slot was just created; it starts after the checkpoint, nothing to skip");
+    log.warn(
+      { checkpoint: formatPosition(cp.position), wal: formatLsn(walLsn) },
+      "exactly-once: the checkpoint is ahead of the server's WAL (restored to an earlier point?); not skipping anything: positions of new events may be lower than ones already published",
+    );
     return null;
   }
   return cp.position;

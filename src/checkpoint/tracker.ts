@@ -57,6 +57,19 @@ export class AckTracker {
     return this.safe;
   }
 
+  /**
+   * The safe position once Kafka has acknowledged every event up to `seq`, by the commits and
+   * keepalives known now (null: as things stand). What an exactly-once transaction ending at `seq`
+   * records as its checkpoint's acked_lsn: it commits together with those events. Walks only the
+   * markers of events not yet acknowledged: those of the one batch in flight.
+   */
+  safeLsnAfter(seq: number | null): Lsn {
+    if (seq === null) return this.safe;
+    let lsn = this.safe;
+    for (let i = this.head; i < this.markerSeq.length && this.markerSeq[i]! <= seq; i++) lsn = maxLsn(lsn, this.markerLsn[i]!);
+    return lsn;
+  }
+
   /** Events handed to the sink and not yet acknowledged by Kafka. */
   get inflight(): number {
     return this.assigned - this.acked;

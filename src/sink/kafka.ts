@@ -4,10 +4,11 @@ import { Kafka, Partitioners, logLevel, type Admin, type ConfigResourceTypes, ty
 import type { Config } from "../config.js";
 import type { SourceIdentity } from "../checkpoint/position.js";
 import type { Lsn } from "../decode/types.js";
-import { CHECKPOINT_FIX, comparePositions, encodeCheckpoint, formatPosition, parseCheckpoint, type Checkpoint } from "../checkpoint/position.js";
+import { CHECKPOINT_FIX, comparePositions, encodeCheckpoint, formatPosition, parseCheckpoint, type Checkpoint, type Position } from "../checkpoint/position.js";
+import { formatLsn, maxLsn } from "../checkpoint/lsn.js";
 import { CheckpointError, PrivilegeError, ProducerFencedError, TlsError, TopicError, TransientError, UserActionError, assertNever, tlsFailure, type TlsFailure } from "../errors.js";
 import type { Logger } from "../log.js";
-import { newSentinelValue, scanToSentinels, sentinelKey } from "./checkpoint-topic.js";
+import { TAIL_OFFSETS, newSentinelValue, scanToSentinels, sentinelKey, type ScanOptions } from "./checkpoint-topic.js";
 
 /** One event ready for Kafka, with the sequence number the checkpoint tracker gave it. */
 export interface SinkRecord {
@@ -19,8 +20,6 @@ export interface SinkRecord {
   commitLsn: Lsn;
   index: number;
 }
-
-/** Which PostgreSQL the positions belong to (written into every checkpoint, checked on start). */
 
 /** One transactional id per slot: a second daemon on the same slot fences the first. */
 export function transactionalIdFor(slot: string): string {
@@ -50,6 +49,13 @@ export interface SinkCallbacks {
   acked(seq: number): void;
   /** A batch failed after the client's own retries: the pipeline must stop and resume from the slot. */
   failed(e: Error): void;
+  /**
+   * The acked_lsn for a checkpoint: the position PostgreSQL may be acknowledged up to once Kafka
+   * has every record up to `lastSeq` (null: the records acknowledged so far). The tracker's answer.
+   */
+  ackedLsnFor(lastSeq: number | null): Lsn;
+  /** A checkpoint with this acked_lsn is durably in Kafka: PostgreSQL may be acknowledged up to it. */
+  checkpointed(ackedLsn: Lsn): void;
 }
 
 /**
@@ -61,11 +67,19 @@ export interface SinkCallbacks {
  * reorder or duplicate within a partition; keys are dag_ids, so each DAG's events keep their order.
  *
  * Exactly-once (EVENTSTREAM_DELIVERY=exactly-once): the producer is transactional, with an id
- * derived from the slot. `beginExactlyOnce()` fences any older producer of that id and returns the
+ * derived from the slot. `readCheckpoint()` fences any older producer of that id and returns the
  * latest checkpoint; then each batch is one Kafka transaction holding its events and a checkpoint
  * record (key = slot, value = the position of the batch's last record) on the checkpoint topic,
  * and `acked` is called only after the transaction committed. So the events a checkpoint covers
  * are committed exactly when it is, and a restarted daemon skips what the checkpoint covers.
+ *
+ * Both modes (unless EVENTSTREAM_GAP_DETECTION=false): every checkpoint carries acked_lsn, and the
+ * pipeline acknowledges PostgreSQL only up to what a durable checkpoint says (`checkpointed`), so
+ * a slot found past it later was moved by someone else (src/checkpoint/gap.ts). Every produce
+ * request (exactly-once: every transaction) carries a checkpoint, and one goes alone when the
+ * pipeline asks (`requestCheckpoint`, rate-limited there) while no events flow. Checkpoints go
+ * through the same one-request-at-a-time pump as events: one transaction at a time, and every
+ * batch before a checkpoint settled.
  */
 export class KafkaSink {
   private readonly kafka: Kafka;
@@ -73,13 +87,26 @@ export class KafkaSink {
   private admin: Admin | null = null;
   /** Exactly-once only: where the checkpoints go, under which key, with which producer id. */
   private readonly eos: { topic: string; key: string; transactionalId: string } | null;
-  /** Exactly-once: set by beginExactlyOnce(); no batch is sent before. */
+  /** Where the checkpoints go and under which key; null: at-least-once without gap detection. */
+  private readonly ckpt: { topic: string; key: string } | null;
+  /** Set by readCheckpoint(): no checkpoint (and in exactly-once no batch) is written before. */
   private source: SourceIdentity | null = null;
+  /** The position written into a checkpoint without events: the last event Kafka acknowledged (before any: the one read at start). */
+  private lastPosition: Position | null = null;
+  /** Every acked_lsn written is at least this: the highest written or read (see setAckedFloor). */
+  private ackedFloor: Lsn = 0n;
+  /** A checkpoint is wanted in the next request (requestCheckpoint, checkpointNow). */
+  private checkpointWanted = false;
+  private checkpointInFlight = false;
+  private checkpointWaiters: ((ackedLsn: Lsn | null) => void)[] = [];
   private readonly closers: (() => Promise<void>)[] = [];
   private readonly queue: SinkRecord[] = [];
   private head = 0;
   private sending = false;
+  /** close() was called: nothing more is sent. */
   private stopped = false;
+  /** A batch failed: no more events; at-least-once may still write a checkpoint (see checkpointNow). */
+  private broken = false;
   private queuedBytes = 0;
   private readonly knownTopics = new Set<string>();
   private idleWaiters: (() => void)[] = [];
@@ -119,10 +146,15 @@ export class KafkaSink {
       retry: { initialRetryTime: 300, maxRetryTime: 10_000, retries: 8 },
     });
     this.eos = cfg.delivery === "exactly-once" ? { topic: cfg.checkpointTopic, key: cfg.slot, transactionalId: transactionalIdFor(cfg.slot) } : null;
+    this.ckpt = cfg.gapDetection || this.eos ? { topic: cfg.checkpointTopic, key: cfg.slot } : null;
   }
 
-  /** Connects, and makes sure the single topic exists (per-DAG topics are ensured on first use). */
-  async connect(fixedTopic: string | null): Promise<void> {
+  /**
+   * Connects, and makes sure the single topic and the checkpoint topic exist (per-DAG topics are
+   * ensured on first use). `ensureCheckpointTopic: false` for reset-checkpoint, which only needs
+   * to know whether it exists.
+   */
+  async connect(fixedTopic: string | null, { ensureCheckpointTopic = true } = {}): Promise<void> {
     if (this.cfg.kafka.ssl) await this.checkCertificate(tlsOptions(this.cfg.kafka.ssl));
     try {
       this.admin = this.kafka.admin();
@@ -148,76 +180,171 @@ export class KafkaSink {
       throw this.userAction(e) ?? new TransientError(`Kafka at ${this.cfg.kafka.brokers.join(",")} is unreachable (${(e as Error).message}); retrying`, { cause: e });
     }
     if (fixedTopic !== null) await this.ensureTopics([fixedTopic]);
-    if (this.eos) await this.ensureCheckpointTopic(this.eos.topic);
+    if (this.ckpt && ensureCheckpointTopic) await this.ensureCheckpointTopic(this.ckpt.topic);
   }
 
   /**
-   * Exactly-once start, once the slot is ours: fence, then read the latest checkpoint.
+   * Reads the latest checkpoint of this slot, once the slot is ours (or, when the slot is missing,
+   * before it is created): null when there is none. Must precede every send.
    *
-   * The first transaction() makes kafkajs send InitProducerId with this slot's transactional id:
-   * Kafka bumps the epoch, so an older daemon with the same id (a zombie) can never commit again,
-   * and any transaction it left open is aborted before the call returns (kafkajs retries the
-   * CONCURRENT_TRANSACTIONS answers meanwhile). That transaction commits one sentinel per
-   * partition of the checkpoint topic; reading until they arrive reads the topic to its end (see
-   * checkpoint-topic.ts). Returns the checkpoint for this slot, or null when there is none.
+   * Exactly-once: the first transaction() makes kafkajs send InitProducerId with this slot's
+   * transactional id: Kafka bumps the epoch, so an older daemon with the same id (a zombie) can
+   * never commit again, and any transaction it left open is aborted before the call returns
+   * (kafkajs retries the CONCURRENT_TRANSACTIONS answers meanwhile). That transaction commits one
+   * sentinel per partition of the checkpoint topic; reading until they arrive reads the topic to
+   * its end (see checkpoint-topic.ts). At-least-once writes the sentinels without a transaction:
+   * there is no zombie to fence (one daemon holds the slot; a checkpoint is only ever written by
+   * the daemon that streams from it), only the end of the topic to find.
    */
-  async beginExactlyOnce(source: SourceIdentity): Promise<Checkpoint | null> {
-    const eos = this.eos;
-    if (!eos) throw new Error("beginExactlyOnce() needs EVENTSTREAM_DELIVERY=exactly-once");
+  async readCheckpoint(source: SourceIdentity): Promise<Checkpoint | null> {
+    const ckpt = this.ckpt;
+    if (!ckpt) throw new Error("readCheckpoint() needs a checkpoint topic (exactly-once, or EVENTSTREAM_GAP_DETECTION)");
     const admin = this.admin!;
-    const meta = await admin.fetchTopicMetadata({ topics: [eos.topic] });
+    const meta = await admin.fetchTopicMetadata({ topics: [ckpt.topic] });
     const partitions = meta.topics[0]?.partitions.map((p) => p.partitionId) ?? [];
-    if (partitions.length === 0) throw new TransientError(`no partitions found for the checkpoint topic ${eos.topic}; retrying`);
+    if (partitions.length === 0) throw new TransientError(`no partitions found for the checkpoint topic ${ckpt.topic}; retrying`);
     const sentinels = new Map(partitions.map((p) => [p, newSentinelValue()] as const));
+    // The end before the sentinels: start a little before it (see TAIL_OFFSETS).
+    const startAt = new Map<number, bigint>();
+    for (const o of await admin.fetchTopicOffsets(ckpt.topic)) {
+      const start = BigInt(o.high) - TAIL_OFFSETS;
+      if (start > BigInt(o.low)) startAt.set(o.partition, start);
+    }
+    const key = sentinelKey(ckpt.key);
+    const sentinelMessages = [{ topic: ckpt.topic, messages: [...sentinels].map(([partition, value]) => ({ key, value, partition })) }];
     const started = Date.now();
-    const tx = await this.producer!.transaction().catch((e: unknown) => {
-      throw this.explain(e, "initialising the transactional producer");
-    });
-    try {
-      const key = sentinelKey(eos.key);
-      await tx.sendBatch({ topicMessages: [{ topic: eos.topic, messages: [...sentinels].map(([partition, value]) => ({ key, value, partition })) }], acks: -1 });
-      await tx.commit();
-    } catch (e: unknown) {
-      await tx.abort().catch(() => undefined);
-      throw this.explain(e, "committing the start sentinel");
+    if (this.eos) {
+      const tx = await this.producer!.transaction().catch((e: unknown) => {
+        throw this.explain(e, "initialising the transactional producer");
+      });
+      try {
+        await tx.sendBatch({ topicMessages: sentinelMessages, acks: -1 });
+        await tx.commit();
+      } catch (e: unknown) {
+        await tx.abort().catch(() => undefined);
+        throw this.explain(e, "committing the start sentinel");
+      }
+    } else {
+      await this.producer!.sendBatch({ topicMessages: sentinelMessages, acks: -1 }).catch((e: unknown) => {
+        throw this.explain(e, "writing the start sentinel");
+      });
     }
     const fencedMs = Date.now() - started;
-    const scan = await scanToSentinels(this.kafka, {
-      topic: eos.topic,
-      key: eos.key,
+    const scanOpts: ScanOptions = {
+      topic: ckpt.topic,
+      key: ckpt.key,
       sentinels,
       clientId: this.cfg.kafka.clientId,
       timeoutMs: CHECKPOINT_READ_TIMEOUT_MS,
       log: this.log,
       track: (close) => this.closers.push(close),
-    });
+    };
+    let scan = await scanToSentinels(this.kafka, { ...scanOpts, startAt });
+    let fullRead = false;
+    if (scan.unresolved.length > 0) {
+      // Not among the last records (a first start, or many other slots' records since): the whole topic.
+      fullRead = true;
+      scan = await scanToSentinels(this.kafka, scanOpts);
+    }
     let latest: Checkpoint | null = null;
     for (const [partition, value] of scan.last) {
       if (value === null) continue;
-      const cp = parseCheckpoint(value, `the checkpoint of slot "${eos.key}" in ${eos.topic} (partition ${partition})`);
+      const cp = parseCheckpoint(value, `the checkpoint of slot "${ckpt.key}" in ${ckpt.topic} (partition ${partition})`);
       if (cp.systemIdentifier !== null && source.systemIdentifier !== null && cp.systemIdentifier !== source.systemIdentifier) {
         throw new CheckpointError(
-          `the checkpoint of slot "${eos.key}" in ${eos.topic} was written for another PostgreSQL cluster (system identifier ${cp.systemIdentifier}${cp.database ? `, database ${cp.database}` : ""}; this one is ${source.systemIdentifier}): two sources share slot name "${eos.key}" on this Kafka cluster, or the database moved to a new cluster. Give each source its own EVENTSTREAM_SLOT (or EVENTSTREAM_CHECKPOINT_TOPIC). ${CHECKPOINT_FIX}`,
+          `the checkpoint of slot "${ckpt.key}" in ${ckpt.topic} was written for another PostgreSQL cluster (system identifier ${cp.systemIdentifier}${cp.database ? `, database ${cp.database}` : ""}; this one is ${source.systemIdentifier}): two sources share slot name "${ckpt.key}" on this Kafka cluster, or the database moved to a new cluster. Give each source its own EVENTSTREAM_SLOT (or EVENTSTREAM_CHECKPOINT_TOPIC). ${CHECKPOINT_FIX}`,
         );
       }
-      // One partition in the normal case; with more (a pre-made topic whose partitions changed),
-      // the key's records may sit in two: positions only grow, so the largest is the latest.
-      if (latest === null || comparePositions(cp.position, latest.position) > 0) latest = cp;
+      latest = latest === null ? cp : newer(cp, latest);
     }
     this.source = source;
-    this.log.info(
-      {
-        transactionalId: eos.transactionalId,
-        topic: eos.topic,
-        checkpoint: latest ? formatPosition(latest.position) : null,
-        checkpointWrittenAt: latest?.writtenAt ?? null,
-        recordsRead: scan.records,
-        fencedMs,
-        readMs: Date.now() - started - fencedMs,
-      },
-      latest ? "exactly-once: resuming after the checkpoint" : "exactly-once: no checkpoint for this slot yet",
-    );
+    this.lastPosition = latest?.position ?? null;
+    this.ackedFloor = latest?.ackedLsn ?? 0n;
+    const fields = {
+      topic: ckpt.topic,
+      checkpoint: latest?.position ? formatPosition(latest.position) : null,
+      ackedLsn: latest?.ackedLsn ? formatLsn(latest.ackedLsn) : null,
+      checkpointWrittenAt: latest?.writtenAt ?? null,
+      recordsRead: scan.records,
+      fullRead,
+      fencedMs,
+      readMs: Date.now() - started - fencedMs,
+    };
+    if (this.eos) {
+      this.log.info({ transactionalId: this.eos.transactionalId, ...fields }, latest ? "exactly-once: resuming after the checkpoint" : "exactly-once: no checkpoint for this slot yet");
+    } else {
+      this.log.info(fields, latest ? "read the checkpoint" : "no checkpoint for this slot yet");
+    }
     return latest;
+  }
+
+  /**
+   * Every acked_lsn written from now on is at least `lsn`. readCheckpoint() sets it to the acked_lsn
+   * read, so the record in Kafka never goes back below what PostgreSQL may already have been told
+   * (a session that starts behind its predecessor's last checkpoint would otherwise write a lower
+   * one); the pipeline lowers it when that checkpoint belongs to a WAL history the server left.
+   */
+  setAckedFloor(lsn: Lsn): void {
+    this.ackedFloor = lsn;
+  }
+
+  /** Asks for a checkpoint in the next produce request (or alone, when idle). */
+  requestCheckpoint(): void {
+    if (!this.ckpt || this.source === null) return;
+    this.checkpointWanted = true;
+    this.pump();
+  }
+
+  /** A checkpoint is asked for or on its way: asking again would add nothing. */
+  get checkpointPending(): boolean {
+    return this.checkpointWanted || this.checkpointInFlight;
+  }
+
+  /**
+   * Writes a checkpoint after everything queued so far and resolves with its acked_lsn once Kafka
+   * has it; null when it could not be written (no checkpoint topic, not started, closed, failed).
+   * At-least-once also after a batch failed: the checkpoint claims only what Kafka acknowledged
+   * before, which a failed request does not change. Never in exactly-once after a failure: a
+   * transaction whose commit outcome is unknown may be in Kafka, and a checkpoint-only record
+   * with the earlier position would make the next start publish it again.
+   */
+  checkpointNow(): Promise<Lsn | null> {
+    if (!this.ckpt || this.source === null || this.stopped || (this.broken && this.eos)) return Promise.resolve(null);
+    return new Promise((resolve) => {
+      this.checkpointWaiters.push(resolve);
+      this.checkpointWanted = true;
+      this.pump();
+    });
+  }
+
+  /**
+   * Deletes this slot's checkpoint (a tombstone), for `airflow-eventstream reset-checkpoint`.
+   * Exactly-once in a transaction of this slot's transactional id: that fences any daemon still
+   * holding it, whose later checkpoint would otherwise bring the deleted one back. Returns false
+   * when the checkpoint topic does not exist (nothing to delete).
+   */
+  async deleteCheckpoint(): Promise<boolean> {
+    const ckpt = this.ckpt;
+    if (!ckpt) throw new Error("deleteCheckpoint() needs a checkpoint topic");
+    if (!(await this.admin!.listTopics()).includes(ckpt.topic)) return false;
+    const topicMessages = [{ topic: ckpt.topic, messages: [{ key: ckpt.key, value: null }] }];
+    try {
+      if (this.eos) {
+        const tx = await this.producer!.transaction();
+        try {
+          await tx.sendBatch({ topicMessages, acks: -1 });
+          await tx.commit();
+        } catch (e: unknown) {
+          await tx.abort().catch(() => undefined);
+          throw e;
+        }
+      } else {
+        await this.producer!.sendBatch({ topicMessages, acks: -1 });
+      }
+    } catch (e: unknown) {
+      throw this.explain(e, `writing the tombstone for key "${ckpt.key}" to ${ckpt.topic}`);
+    }
+    return true;
   }
 
   /** Queues a record. Never blocks: the pipeline pauses PostgreSQL when `inflightBytes` is too high. */
@@ -241,6 +368,7 @@ export class KafkaSink {
   async close(): Promise<void> {
     this.stopped = true;
     this.wakeIdle();
+    this.settleCheckpointWaiters(this.checkpointWaiters.splice(0), null);
     for (const close of this.closers.splice(0)) await close();
     await this.producer?.disconnect().catch(() => undefined);
     await this.admin?.disconnect().catch(() => undefined);
@@ -248,47 +376,115 @@ export class KafkaSink {
 
   private pump(): void {
     if (this.sending || this.stopped) return;
-    if (this.head >= this.queue.length) {
+    const haveEvents = !this.broken && this.head < this.queue.length;
+    // Every request with events carries a checkpoint (one small record on the checkpoint topic's
+    // partition), so PostgreSQL hears of what Kafka has within about a batch: after a crash,
+    // at-least-once re-delivers little more than the batch in flight (measured: a checkpoint only
+    // once per status interval re-delivered hundreds of times more). Without events, only when
+    // asked (the pipeline rate-limits that: keepalives move the safe position often while Airflow
+    // is quiet).
+    const withCheckpoint = this.ckpt !== null && this.source !== null && (this.checkpointWanted || haveEvents) && !(this.broken && this.eos);
+    if (!haveEvents && !withCheckpoint) {
       this.wakeIdle();
       return;
     }
     this.sending = true;
-    // Capped by count and by bytes: Kafka refuses a partition's record batch over max.message.bytes
-    // (1 MiB by default), and a burst of one DAG (a big clear, a 1,024-way map) all lands on one
-    // partition. Refused, the batch would be retried whole, forever. At least one record per batch.
-    const limit = Math.min(this.queue.length, this.head + this.cfg.batchMaxEvents);
-    let end = this.head;
+    let batch: SinkRecord[] = [];
     let bytes = 0;
-    while (end < limit) {
-      const r = this.queue[end]!;
-      const size = r.value.length + (r.key?.length ?? 0);
-      if (end > this.head && bytes + size > this.cfg.batchMaxBytes) break;
-      bytes += size;
-      end++;
+    if (haveEvents) {
+      // Capped by count and by bytes: Kafka refuses a partition's record batch over max.message.bytes
+      // (1 MiB by default), and a burst of one DAG (a big clear, a 1,024-way map) all lands on one
+      // partition. Refused, the batch would be retried whole, forever. At least one record per batch.
+      const limit = Math.min(this.queue.length, this.head + this.cfg.batchMaxEvents);
+      let end = this.head;
+      while (end < limit) {
+        const r = this.queue[end]!;
+        const size = r.value.length + (r.key?.length ?? 0);
+        if (end > this.head && bytes + size > this.cfg.batchMaxBytes) break;
+        bytes += size;
+        end++;
+      }
+      batch = this.queue.slice(this.head, end);
+      this.head = end;
+      if (this.head > 4096 && this.head * 2 > this.queue.length) {
+        this.queue.splice(0, this.head);
+        this.head = 0;
+      }
     }
-    const batch = this.queue.slice(this.head, end);
-    this.head = end;
-    if (this.head > 4096 && this.head * 2 > this.queue.length) {
-      this.queue.splice(0, this.head);
-      this.head = 0;
+    // Waiters are answered by a checkpoint written after they asked, i.e. this one.
+    const waiters = withCheckpoint ? this.checkpointWaiters.splice(0) : [];
+    if (withCheckpoint) {
+      this.checkpointWanted = false;
+      this.checkpointInFlight = true;
     }
-    this.send(batch).then(
+    const last = batch.length > 0 ? batch[batch.length - 1]! : null;
+    const checkpoint = withCheckpoint ? this.nextCheckpoint(last) : null;
+    this.send(batch, checkpoint?.value ?? null).then(
       () => {
         this.queuedBytes -= bytes;
         this.sending = false;
-        this.callbacks.acked(batch[batch.length - 1]!.seq);
+        this.checkpointInFlight = false;
+        if (last !== null) {
+          this.lastPosition = { commitLsn: last.commitLsn, index: last.index };
+          this.callbacks.acked(last.seq);
+        }
+        if (checkpoint !== null) {
+          this.ackedFloor = maxLsn(this.ackedFloor, checkpoint.ackedLsn);
+          this.callbacks.checkpointed(checkpoint.ackedLsn);
+          this.settleCheckpointWaiters(waiters, checkpoint.ackedLsn);
+        }
         this.pump();
       },
       (e: unknown) => {
         this.sending = false;
-        this.stopped = true;
+        this.checkpointInFlight = false;
+        this.broken = true;
         this.wakeIdle();
-        this.callbacks.failed(this.explain(e, `publishing ${batch.length} events`));
+        this.settleCheckpointWaiters(waiters, null);
+        if (batch.length > 0) this.callbacks.failed(this.explain(e, `publishing ${batch.length} events`));
+        else this.callbacks.failed(this.explain(e, `writing the checkpoint to ${this.ckpt?.topic}`));
+        // At-least-once: a checkpoint asked for meanwhile may still go (checkpointNow).
+        this.settleCheckpointWaiters(this.checkpointWaiters.splice(0), null);
       },
     );
   }
 
-  private async send(batch: SinkRecord[]): Promise<void> {
+  /**
+   * The checkpoint record for a request whose last event is `last` (null: no events).
+   *
+   * acked_lsn: the safe position as it will be once this request's events are in Kafka. It only
+   * has to be an upper bound of what PostgreSQL is told (that is all the gap check relies on), and
+   * PostgreSQL is told nothing before the request succeeds, so a request that fails half-way (some
+   * partitions written, others not: a plain produce request can) leaves a record that claims at
+   * most one batch too much, which no slot can fall into unnoticed but by being moved into exactly
+   * that batch. Recording the position after the batch, rather than before, keeps PostgreSQL's
+   * acknowledgement from trailing Kafka by a further batch.
+   *
+   * position: exactly-once, the last event's: the transaction makes it true together with the
+   * events. At-least-once, the last event Kafka had already acknowledged: the position must never
+   * claim an event that may be missing, as an exactly-once start would skip by it.
+   * acked_lsn never goes below the floor (setAckedFloor).
+   */
+  private nextCheckpoint(last: SinkRecord | null): { value: string; ackedLsn: Lsn } {
+    const source = this.source!;
+    const position = this.eos !== null && last !== null ? { commitLsn: last.commitLsn, index: last.index } : this.lastPosition;
+    const ackedLsn = maxLsn(this.ackedFloor, this.callbacks.ackedLsnFor(last === null ? null : last.seq));
+    const value = encodeCheckpoint({
+      position,
+      ackedLsn,
+      slot: this.ckpt!.key,
+      systemIdentifier: source.systemIdentifier,
+      database: source.database,
+      writtenAt: new Date().toISOString(),
+    });
+    return { value, ackedLsn };
+  }
+
+  private settleCheckpointWaiters(waiters: ((ackedLsn: Lsn | null) => void)[], ackedLsn: Lsn | null): void {
+    for (const w of waiters) w(ackedLsn);
+  }
+
+  private async send(batch: SinkRecord[], checkpoint: string | null): Promise<void> {
     const byTopic = new Map<string, Message[]>();
     for (const r of batch) {
       let msgs = byTopic.get(r.topic);
@@ -299,32 +495,23 @@ export class KafkaSink {
     if (missing.length > 0) await this.ensureTopics(missing);
     const topicMessages: TopicMessages[] = [];
     for (const [topic, messages] of byTopic) topicMessages.push({ topic, messages });
+    if (checkpoint !== null) topicMessages.push({ topic: this.ckpt!.topic, messages: [{ key: this.ckpt!.key, value: checkpoint }] });
     if (this.eos === null) {
       await this.producer!.sendBatch({ topicMessages, acks: -1 });
       return;
     }
-    await this.sendTransaction(topicMessages, batch[batch.length - 1]!);
+    await this.sendTransaction(topicMessages);
   }
 
   /**
-   * One Kafka transaction: the batch's events plus the checkpoint of its last record, committed
-   * together. On any failure the transaction is aborted (best effort: a dead producer's
-   * transaction is aborted by its successor's InitProducerId, or by the coordinator at the
-   * transaction timeout) and the error ends the session. A commit whose outcome is unknown (a
-   * timeout) is safe either way: the next start reads the checkpoint and skips what it covers.
+   * One Kafka transaction: the batch's events plus its checkpoint, committed together. On any
+   * failure the transaction is aborted (best effort: a dead producer's transaction is aborted by
+   * its successor's InitProducerId, or by the coordinator at the transaction timeout) and the
+   * error ends the session. A commit whose outcome is unknown (a timeout) is safe either way: the
+   * next start reads the checkpoint and skips what it covers.
    */
-  private async sendTransaction(topicMessages: TopicMessages[], last: SinkRecord): Promise<void> {
-    const eos = this.eos!;
-    const source = this.source;
-    if (source === null) throw new Error("exactly-once: a batch was sent before beginExactlyOnce()");
-    const checkpoint = encodeCheckpoint({
-      position: { commitLsn: last.commitLsn, index: last.index },
-      slot: eos.key,
-      systemIdentifier: source.systemIdentifier,
-      database: source.database,
-      writtenAt: new Date().toISOString(),
-    });
-    topicMessages.push({ topic: eos.topic, messages: [{ key: eos.key, value: checkpoint }] });
+  private async sendTransaction(topicMessages: TopicMessages[]): Promise<void> {
+    if (this.source === null) throw new Error("exactly-once: a batch was sent before readCheckpoint()");
     const tx = await this.producer!.transaction();
     try {
       await tx.sendBatch({ topicMessages, acks: -1 });
@@ -410,6 +597,14 @@ export class KafkaSink {
     const userAction = this.userAction(e);
     if (userAction) return userAction;
     const message = (e as Error)?.message ?? String(e);
+    const denied = authorizationFailure(e);
+    if (denied) {
+      // Not retried: a missing ACL does not grant itself.
+      return new TopicError(
+        `${what}: Kafka refused it (${denied}): the daemon's principal needs WRITE and DESCRIBE on its topics${this.ckpt ? ` and READ, WRITE and DESCRIBE on the checkpoint topic ${this.ckpt.topic}, READ on the consumer groups ${this.cfg.kafka.clientId}.checkpoint-reader.*` : ""}${this.eos ? `, WRITE and DESCRIBE on the transactional id ${this.eos.transactionalId}` : ""} and IDEMPOTENT_WRITE on the cluster (see README, "Setting up PostgreSQL and Kafka for production")${this.ckpt && !this.eos ? "; or set EVENTSTREAM_GAP_DETECTION=false to run at-least-once without the checkpoint topic (a dropped or recreated slot then goes unnoticed)" : ""}`,
+        { cause: e },
+      );
+    }
     if (this.eos && isFenced(e)) {
       return new ProducerFencedError(
         `${what}: Kafka refused transactional id ${this.eos.transactionalId} (${message}): another daemon on slot "${this.eos.key}" has started a producer with it, or a transaction outlived its timeout; restarting from the slot`,
@@ -429,9 +624,12 @@ export class KafkaSink {
     const admin = this.admin!;
     const existing = new Set(await admin.listTopics());
     if (!existing.has(topic)) {
+      const create = `kafka-topics.sh --create --topic ${topic} --partitions 1 ${CHECKPOINT_TOPIC_CONFIG.map((c) => `--config ${c.name}=${c.value}`).join(" ")}`;
+      // At-least-once needs the topic only for gap detection, which can be switched off: say so.
+      const orDisable = this.eos ? "" : "; or set EVENTSTREAM_GAP_DETECTION=false to run at-least-once without it (a dropped or recreated replication slot then goes unnoticed: see README)";
       if (!this.cfg.createTopics) {
         throw new TopicError(
-          `the checkpoint topic ${topic} does not exist and EVENTSTREAM_CREATE_TOPICS is false: create it (e.g. kafka-topics.sh --create --topic ${topic} --partitions 1 ${CHECKPOINT_TOPIC_CONFIG.map((c) => `--config ${c.name}=${c.value}`).join(" ")}) or set EVENTSTREAM_CREATE_TOPICS=true`,
+          `the checkpoint topic ${topic} does not exist and EVENTSTREAM_CREATE_TOPICS is false: create it (e.g. ${create}) or set EVENTSTREAM_CREATE_TOPICS=true${orDisable}`,
         );
       }
       try {
@@ -441,14 +639,21 @@ export class KafkaSink {
         });
       } catch (e: unknown) {
         // Another daemon (another slot) may have created it at the same moment.
-        if (!(await admin.listTopics()).includes(topic)) throw e;
+        if (!(await admin.listTopics()).includes(topic)) {
+          const denied = authorizationFailure(e);
+          if (denied) throw new TopicError(`creating the checkpoint topic ${topic} was refused by Kafka (${denied}): create it (e.g. ${create}) and grant the daemon READ, WRITE and DESCRIBE on it${orDisable}`, { cause: e });
+          throw e;
+        }
       }
       this.log.info({ topic, partitions: 1, cleanupPolicy: "compact" }, "created the checkpoint topic");
     } else {
       const described = await admin.describeConfigs({ resources: [{ type: TOPIC_RESOURCE, name: topic, configNames: ["cleanup.policy"] }], includeSynonyms: false });
       const policy = described.resources[0]?.configEntries.find((c) => c.configName === "cleanup.policy")?.configValue ?? "";
       if (!policy.split(",").includes("compact")) {
-        this.log.warn({ topic, cleanupPolicy: policy }, "the checkpoint topic is not compacted: a checkpoint older than its retention is lost, and the next start may then publish unacknowledged events again; set cleanup.policy=compact");
+        this.log.warn(
+          { topic, cleanupPolicy: policy },
+          "the checkpoint topic is not compacted: a checkpoint older than its retention is lost, and the next start may then publish unacknowledged events again, and cannot tell a dropped or recreated slot; set cleanup.policy=compact",
+        );
       }
     }
     this.knownTopics.add(topic);
@@ -497,6 +702,32 @@ function hasErrorNamed(e: unknown, name: string): boolean {
     cur = (cur as { cause?: unknown }).cause ?? (cur as { originalError?: unknown }).originalError;
   }
   return false;
+}
+
+/**
+ * The later of two checkpoints of one key found in different partitions (a pre-made topic whose
+ * partitions changed): positions and acked_lsn only grow, so the larger wins.
+ */
+function newer(a: Checkpoint, b: Checkpoint): Checkpoint {
+  if (a.position !== null && b.position !== null) {
+    const c = comparePositions(a.position, b.position);
+    if (c !== 0) return c > 0 ? a : b;
+  } else if (a.position !== b.position) {
+    return a.position !== null ? a : b;
+  }
+  return (a.ackedLsn ?? -1n) >= (b.ackedLsn ?? -1n) ? a : b;
+}
+
+/** TOPIC_ (29), GROUP_ (30), CLUSTER_ (31), TRANSACTIONAL_ID_AUTHORIZATION_FAILED (53), anywhere in the cause chain: its name. */
+function authorizationFailure(e: unknown): string | undefined {
+  let cur: unknown = e;
+  for (let depth = 0; depth < 8 && typeof cur === "object" && cur !== null; depth++) {
+    const { type, code } = cur as { type?: unknown; code?: unknown };
+    if (typeof type === "string" && type.endsWith("_AUTHORIZATION_FAILED")) return type;
+    if (code === 29 || code === 30 || code === 31 || code === 53) return `authorization failed, error code ${String(code)}`;
+    cur = (cur as { cause?: unknown; originalError?: unknown }).cause ?? (cur as { originalError?: unknown }).originalError;
+  }
+  return undefined;
 }
 
 /** INVALID_PRODUCER_EPOCH (47), PRODUCER_FENCED (90), TRANSACTION_COORDINATOR_FENCED (52), anywhere in the cause chain. */

@@ -142,6 +142,11 @@ export class ReplicationStream {
     return this.paused;
   }
 
+  /** Still connected: a status update sent now reaches PostgreSQL. */
+  get isOpen(): boolean {
+    return !this.ended;
+  }
+
   /** Ends the connection; `done` resolves. */
   async stop(): Promise<void> {
     this.end();

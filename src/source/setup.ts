@@ -42,15 +42,29 @@ export const FULL_IDENTITY_TABLES = ["task_instance", "dag_run"] as const;
  */
 const ALTER_LOCK_TIMEOUT = "2s";
 
-export interface SourceReady {
-  /** Where the slot will resume: everything after it is delivered again. */
+/** The slot's state, as pg_replication_slots shows it. */
+export interface SlotState {
+  /** Where the slot resumes: everything after it is delivered again. */
   confirmedFlushLsn: Lsn;
-  slotCreated: boolean;
+  /** reserved, extended, unreserved, lost (null before PostgreSQL 13). */
+  walStatus: string | null;
+  /** Why PostgreSQL invalidated it (PostgreSQL 17+: wal_removed, rows_removed, ...); null before 17 or when valid. */
+  invalidationReason: string | null;
+}
+
+export interface SourceReady {
+  /** null: the slot does not exist. It is created only once the gap check allows (createSlot). */
+  slot: SlotState | null;
+  /** The server's WAL position and max_slot_wal_keep_size, for the gap check and its message. */
+  walLsn: Lsn;
+  maxSlotWalKeepSize: string | null;
 }
 
 /**
- * Checks the server before streaming and brings the publication and slot into being where the
- * configuration allows. Each failure names what to change, with the SQL to run.
+ * Checks the server before streaming and brings the publication into being where the
+ * configuration allows. Each failure names what to change, with the SQL to run. The slot is only
+ * inspected: creating it before the checkpoint is read would hide that it had been dropped
+ * (src/checkpoint/gap.ts).
  */
 export async function prepareSource(cfg: Config, log: Logger): Promise<SourceReady> {
   return withSourceClient(cfg, async (client) => {
@@ -60,8 +74,22 @@ export async function prepareSource(cfg: Config, log: Logger): Promise<SourceRea
     await ensurePublication(client, cfg, tables, log);
     // Before the slot: a slot created now decodes every change with the old rows.
     await ensureReplicaIdentity(client, cfg, log);
-    return ensureSlot(client, cfg, log);
+    const row = await readSlot(client, cfg);
+    if (row && row.active_pid !== null) throw slotBusy(cfg, row.active_pid);
+    if (row?.wal_status === "unreserved") {
+      log.warn(
+        { slot: cfg.slot, confirmedFlushLsn: row.confirmed_flush_lsn },
+        "the slot is more than max_slot_wal_keep_size behind: PostgreSQL invalidates it at its next checkpoint unless the daemon catches up first (then the daemon stops, reporting a gap)",
+      );
+    }
+    return { slot: row && slotState(row), ...(await serverWal(client)) };
   });
+}
+
+/** The slot now, with the WAL position: after START_REPLICATION, when the slot is this session's. */
+export async function readSlotNow(client: pg.Client, cfg: Config): Promise<SourceReady> {
+  const row = await readSlot(client, cfg);
+  return { slot: row && slotState(row), ...(await serverWal(client)) };
 }
 
 /** Runs `fn` on a short-lived ordinary connection to Airflow's database (reads at session start). */
@@ -283,37 +311,28 @@ async function runOwnerDdl(client: pg.Client, sql: string, cfg: Config): Promise
   }
 }
 
-async function ensureSlot(client: pg.Client, cfg: Config, log: Logger): Promise<SourceReady> {
-  const { rows } = await client.query<{
-    plugin: string | null;
-    slot_type: string;
-    database: string | null;
-    active_pid: number | null;
-    confirmed_flush_lsn: string | null;
-    wal_status: string | null;
-  }>(
-    `SELECT plugin, slot_type, database, active_pid, confirmed_flush_lsn::text, wal_status
-       FROM pg_replication_slots WHERE slot_name = $1`,
+interface SlotRow {
+  plugin: string | null;
+  slot_type: string;
+  database: string | null;
+  active_pid: number | null;
+  confirmed_flush_lsn: string | null;
+  wal_status: string | null;
+  invalidation_reason: string | null;
+}
+
+/** The slot's row, or null; a slot this daemon cannot use (another plugin or database) is an error. */
+async function readSlot(client: pg.Client, cfg: Config): Promise<SlotRow | null> {
+  const { rows } = await client.query<SlotRow>(
+    // invalidation_reason exists from PostgreSQL 17 on: read through to_jsonb, which has no
+    // such key (NULL) on earlier versions instead of failing.
+    `SELECT plugin, slot_type, database, active_pid, confirmed_flush_lsn::text, wal_status,
+            to_jsonb(s) ->> 'invalidation_reason' AS invalidation_reason
+       FROM pg_replication_slots s WHERE slot_name = $1`,
     [cfg.slot],
   );
   const slot = rows[0];
-  const createSql = `SELECT pg_create_logical_replication_slot(${literal(cfg.slot)}, 'pgoutput');`;
-  if (!slot) {
-    if (!cfg.createSlot) {
-      throw new SlotError(
-        `replication slot "${cfg.slot}" does not exist and EVENTSTREAM_CREATE_SLOT is false. Run: ${createSql} (the stream starts at the slot's creation: changes before it are not delivered)`,
-      );
-    }
-    try {
-      const created = await client.query<{ lsn: string }>("SELECT lsn::text FROM pg_create_logical_replication_slot($1, 'pgoutput')", [cfg.slot]);
-      const lsn = parseLsn(created.rows[0]!.lsn);
-      log.info({ slot: cfg.slot, lsn: created.rows[0]!.lsn }, "created replication slot; events start from here");
-      return { confirmedFlushLsn: lsn, slotCreated: true };
-    } catch (e: unknown) {
-      if (sqlState(e) === "42710") return ensureSlot(client, cfg, log); // created concurrently by a peer
-      throw e;
-    }
-  }
+  if (!slot) return null;
   const drop = `SELECT pg_drop_replication_slot(${literal(cfg.slot)});`;
   if (slot.slot_type !== "logical" || slot.plugin !== "pgoutput") {
     throw new SlotError(
@@ -325,17 +344,70 @@ async function ensureSlot(client: pg.Client, cfg: Config, log: Logger): Promise<
       `replication slot "${cfg.slot}" belongs to database "${slot.database}", not "${cfg.pg.database}". Set EVENTSTREAM_SLOT to another name, or check PGDATABASE`,
     );
   }
-  if (slot.wal_status === "lost") {
+  return slot;
+}
+
+function slotState(row: SlotRow): SlotState {
+  return { confirmedFlushLsn: parseLsn(row.confirmed_flush_lsn ?? "0/0"), walStatus: row.wal_status, invalidationReason: row.invalidation_reason };
+}
+
+function slotBusy(cfg: Config, pid: number): SlotBusyError {
+  return new SlotBusyError(`replication slot "${cfg.slot}" is in use by PostgreSQL backend ${pid} (another airflow-eventstream?); waiting for it to be released`);
+}
+
+async function serverWal(client: pg.Client): Promise<{ walLsn: Lsn; maxSlotWalKeepSize: string | null }> {
+  const walLsn = await readWalLsn(client);
+  const { rows } = await client.query<{ v: string | null }>("SELECT current_setting('max_slot_wal_keep_size', true) AS v");
+  return { walLsn, maxSlotWalKeepSize: rows[0]?.v ?? null };
+}
+
+/**
+ * Creates the slot, once the gap check found no checkpoint that says one existed before (or when
+ * gap detection is off). A peer that created it at the same moment is not an error: its slot is used.
+ */
+export async function createSlot(cfg: Config, log: Logger): Promise<SlotState> {
+  const createSql = `SELECT pg_create_logical_replication_slot(${literal(cfg.slot)}, 'pgoutput');`;
+  if (!cfg.createSlot) {
     throw new SlotError(
-      `replication slot "${cfg.slot}" was invalidated by PostgreSQL (max_slot_wal_keep_size): the WAL it needed is gone, so events were lost. Recover: drop it (${drop}), let the daemon create a new one, and reconcile consumers from Airflow's current state`,
+      `replication slot "${cfg.slot}" does not exist and EVENTSTREAM_CREATE_SLOT is false. Run: ${createSql} (the stream starts at the slot's creation: changes before it are not delivered)`,
     );
   }
-  if (slot.active_pid !== null) {
-    throw new SlotBusyError(
-      `replication slot "${cfg.slot}" is in use by PostgreSQL backend ${slot.active_pid} (another airflow-eventstream?); waiting for it to be released`,
-    );
-  }
-  return { confirmedFlushLsn: parseLsn(slot.confirmed_flush_lsn ?? "0/0"), slotCreated: false };
+  return withSourceClient(cfg, async (client) => {
+    try {
+      const created = await client.query<{ lsn: string }>("SELECT lsn::text FROM pg_create_logical_replication_slot($1, 'pgoutput')", [cfg.slot]);
+      log.info({ slot: cfg.slot, lsn: created.rows[0]!.lsn }, "created replication slot; events start from here");
+      return { confirmedFlushLsn: parseLsn(created.rows[0]!.lsn), walStatus: "reserved", invalidationReason: null };
+    } catch (e: unknown) {
+      if (sqlState(e) !== "42710") throw e;
+      // Created concurrently by a peer.
+      const row = await readSlot(client, cfg);
+      if (!row) throw e;
+      if (row.active_pid !== null) throw slotBusy(cfg, row.active_pid);
+      return slotState(row);
+    }
+  });
+}
+
+/**
+ * Drops the slot if PostgreSQL invalidated it (it can never stream again); for
+ * `airflow-eventstream reset-checkpoint`. Refuses while a daemon streams from the slot. Returns
+ * what it found; `dryRun` only checks.
+ */
+export async function dropInvalidatedSlot(cfg: Config, log: Logger, { dryRun }: { dryRun: boolean }): Promise<"missing" | "kept" | "dropped"> {
+  return withSourceClient(cfg, async (client) => {
+    const row = await readSlot(client, cfg);
+    if (!row) return "missing";
+    if (row.active_pid !== null) {
+      throw new SlotError(
+        `replication slot "${cfg.slot}" is in use by PostgreSQL backend ${row.active_pid}: stop the airflow-eventstream daemon(s) on this slot before resetting its checkpoint`,
+      );
+    }
+    if (row.wal_status !== "lost") return "kept";
+    if (dryRun) return "dropped";
+    await client.query("SELECT pg_drop_replication_slot($1)", [cfg.slot]);
+    log.info({ slot: cfg.slot, confirmedFlushLsn: row.confirmed_flush_lsn }, "dropped the invalidated replication slot");
+    return "dropped";
+  });
 }
 
 /**

@@ -89,7 +89,7 @@ export async function dropDatabase(name: string): Promise<void> {
   });
 }
 
-/** Environment for a daemon pointed at `database`, with its own slot, publication and topic. */
+/** Environment for a daemon pointed at `database`, with its own slot, publication and topics. */
 export function daemonEnv(database: string, extra: Record<string, string> = {}): Record<string, string> {
   const s = services();
   return {
@@ -102,6 +102,10 @@ export function daemonEnv(database: string, extra: Record<string, string> = {}):
     EVENTSTREAM_SLOT: database,
     EVENTSTREAM_PUBLICATION: database,
     EVENTSTREAM_TOPIC: `${database}.events`,
+    // Its own checkpoint topic too: a shared one grows with every test's records, and a slot's first
+    // start reads it whole (its key is not among the last records). Not under "<database>.": tests
+    // read every topic with that prefix as event topics.
+    EVENTSTREAM_CHECKPOINT_TOPIC: `checkpoints.${database}`,
     EVENTSTREAM_TOPIC_PARTITIONS: "3",
     EVENTSTREAM_STATUS_INTERVAL_SECONDS: "1",
     LOG_LEVEL: "info",
@@ -139,10 +143,11 @@ export interface DaemonProcess {
 
 /**
  * The daemon as its own process, started as operators start it (bin/airflow-eventstream, which
- * execs Node on dist/cli.js: same pid), for signals and SIGKILL.
+ * execs Node on dist/cli.js: same pid), for signals and SIGKILL; `args` another command, e.g.
+ * ["reset-checkpoint"].
  */
-export function spawnDaemon(env: Record<string, string>): DaemonProcess {
-  const proc = spawn("bin/airflow-eventstream", ["run"], {
+export function spawnDaemon(env: Record<string, string>, args: string[] = ["run"]): DaemonProcess {
+  const proc = spawn("bin/airflow-eventstream", args, {
     env: { PATH: process.env.PATH ?? "", NODE: process.execPath, ...env },
     stdio: ["ignore", "pipe", "pipe"],
   });

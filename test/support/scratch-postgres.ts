@@ -64,6 +64,28 @@ export function freePort(): Promise<number> {
   });
 }
 
+/**
+ * The port for a scratch cluster: one the kernel picks, or, with EVENTSTREAM_SCRATCH_PG_PORTS=low-high
+ * (when several sets of services share a machine and each keeps to its own ports), the first one
+ * in that range nothing listens on.
+ */
+async function scratchPort(): Promise<number> {
+  const range = /^(\d+)-(\d+)$/.exec(process.env.EVENTSTREAM_SCRATCH_PG_PORTS ?? "");
+  if (!range) return freePort();
+  for (let port = Number(range[1]); port <= Number(range[2]); port++) {
+    if (await portFree(port)) return port;
+  }
+  throw new Error(`no free port in EVENTSTREAM_SCRATCH_PG_PORTS=${process.env.EVENTSTREAM_SCRATCH_PG_PORTS}`);
+}
+
+function portFree(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const srv = createServer();
+    srv.once("error", () => resolve(false));
+    srv.listen(port, "127.0.0.1", () => srv.close(() => resolve(true)));
+  });
+}
+
 export async function startScratchPostgres(opts: ScratchOptions = {}): Promise<ScratchPostgres> {
   const bin = postgresBinDir();
   const dir = mkdtempSync("/tmp/eventstream-scratch-pg-");
@@ -115,7 +137,7 @@ export async function startScratchPostgres(opts: ScratchOptions = {}): Promise<S
     const conf = Object.entries(settings).map(([k, v]) => `${k} = ${v}`);
     // The port is picked, then bound by the server; another process may take it in between: retry.
     for (let attempt = 1; ; attempt++) {
-      const port = await freePort();
+      const port = await scratchPort();
       appendFileSync(join(data, "postgresql.conf"), `\n# scratch-postgres attempt ${attempt}\n${[...conf, `port = ${port}`].join("\n")}\n`);
       try {
         asPostgres(join(bin, "pg_ctl"), ["-D", data, "-l", logFile, "-w", "-t", "60", "-s", "start"]);

@@ -43,7 +43,14 @@ describe("positions", () => {
 });
 
 describe("checkpoint records", () => {
-  const cp: Checkpoint = { position: pos("1/E3C81460", 11), slot: "airflow_eventstream", systemIdentifier: "7712023973722884400", database: "airflow", writtenAt: "2026-11-25T09:17:26.050Z" };
+  const cp: Checkpoint = {
+    position: pos("1/E3C81460", 11),
+    ackedLsn: parseLsn("1/E3C81600"),
+    slot: "airflow_eventstream",
+    systemIdentifier: "7712023973722884400",
+    database: "airflow",
+    writtenAt: "2026-11-25T09:17:26.050Z",
+  };
   const value = (over: Record<string, unknown>) => JSON.stringify({ ...JSON.parse(encodeCheckpoint(cp)), ...over });
 
   it("round-trips, with the position as (bigint, number)", () => {
@@ -54,13 +61,27 @@ describe("checkpoint records", () => {
       position: "00000001E3C81460-0000000B",
       commit_lsn: "1/E3C81460",
       index: 11,
+      acked_lsn: "1/E3C81600",
       system_identifier: "7712023973722884400",
       database: "airflow",
       written_at: "2026-11-25T09:17:26.050Z",
     });
     const back = parseCheckpoint(text, "test");
     expect(back).toEqual(cp);
-    expect(typeof back.position.commitLsn).toBe("bigint");
+    expect(typeof back.position?.commitLsn).toBe("bigint");
+    expect(typeof back.ackedLsn).toBe("bigint");
+  });
+
+  it("reads a record of the previous version (no acked_lsn) as acked_lsn unknown", () => {
+    const legacy = JSON.stringify({ version: 1, slot: "s", position: "00000001E3C81460-0000000B", commit_lsn: "1/E3C81460", index: 11, system_identifier: "7", database: "airflow", written_at: null });
+    expect(parseCheckpoint(legacy, "test")).toEqual({ position: cp.position, ackedLsn: null, slot: "s", systemIdentifier: "7", database: "airflow", writtenAt: null });
+  });
+
+  it("round-trips a checkpoint written before any event (no position, an acked_lsn)", () => {
+    const early: Checkpoint = { ...cp, position: null };
+    const text = encodeCheckpoint(early);
+    expect(JSON.parse(text)).toMatchObject({ position: null, commit_lsn: null, index: null, acked_lsn: "1/E3C81600" });
+    expect(parseCheckpoint(text, "test")).toEqual(early);
   });
 
   it("accepts the zero-padded LSN form and missing optional fields", () => {
@@ -81,6 +102,10 @@ describe("checkpoint records", () => {
     ["a position that contradicts commit_lsn", value({ commit_lsn: "1/E3C81461" }), /contradicts itself/],
     ["a position that contradicts index", value({ index: 12 }), /contradicts itself/],
     ["a number as LSN", value({ commit_lsn: 8118604896 }), /commit_lsn/],
+    ["a bad acked_lsn", value({ acked_lsn: "1E3C81600" }), /not an LSN/],
+    ["a number as acked_lsn", value({ acked_lsn: 8118604896 }), /acked_lsn/],
+    ["a position without its index", value({ index: null }), /null but not all/],
+    ["an index without its position", value({ position: null, commit_lsn: null }), /null but not all/],
   ])("refuses %s, saying how to start over", (_, text, pattern) => {
     let err: unknown;
     try {

@@ -78,6 +78,38 @@ describe("AckTracker", () => {
     expect(t.safeLsn).toBe(1000n);
   });
 
+  it("tells the safe position once Kafka has everything up to a sequence, without moving it", () => {
+    // What an exactly-once transaction ending at that sequence records as acked_lsn.
+    const t = new AckTracker(100n);
+    const a = t.next();
+    t.commit(200n); // A: seq 1
+    const b1 = t.next();
+    const b2 = t.next();
+    t.commit(300n); // B: seq 2, 3
+    t.next(); // C: seq 4, its commit not read yet
+    expect(t.safeLsnAfter(null)).toBe(100n);
+    expect(t.safeLsnAfter(a)).toBe(200n);
+    expect(t.safeLsnAfter(b1)).toBe(200n); // B half-way: not past A
+    expect(t.safeLsnAfter(b2)).toBe(300n);
+    expect(t.safeLsnAfter(4)).toBe(300n); // C's commit unknown: nothing past B
+    expect(t.safeLsn).toBe(100n);
+    t.ackedUpTo(a);
+    expect(t.safeLsnAfter(null)).toBe(200n);
+    expect(t.safeLsnAfter(b2)).toBe(300n);
+  });
+
+  it("counts a keepalive received after the last event as covered by that event", () => {
+    const t = new AckTracker(0n);
+    const s = t.next();
+    t.commit(200n);
+    t.keepalive(900n);
+    expect(t.safeLsnAfter(s)).toBe(900n);
+    const later = t.next();
+    t.keepalive(1000n); // behind `later`, which is not acknowledged
+    expect(t.safeLsnAfter(s)).toBe(900n);
+    expect(t.safeLsnAfter(later)).toBe(1000n);
+  });
+
   it("stays O(1) in memory over many transactions", () => {
     const t = new AckTracker(0n);
     for (let i = 1; i <= 100_000; i++) {

@@ -26,6 +26,16 @@ describe("delivery settings", () => {
     expect(() => loadConfig(env)).toThrow(name);
   });
 
+  it("detects gaps in both modes by default; at-least-once may switch it off, exactly-once may not", () => {
+    expect(loadConfig({}).gapDetection).toBe(true);
+    expect(loadConfig({ EVENTSTREAM_DELIVERY: "exactly-once" }).gapDetection).toBe(true);
+    expect(loadConfig({ EVENTSTREAM_GAP_DETECTION: "false" }).gapDetection).toBe(false);
+    expect(() => loadConfig({ EVENTSTREAM_DELIVERY: "exactly-once", EVENTSTREAM_GAP_DETECTION: "false" })).toThrow(/EVENTSTREAM_GAP_DETECTION/);
+    // The checkpoint topic must be a topic of its own in at-least-once too, unless it is not used.
+    expect(() => loadConfig({ EVENTSTREAM_CHECKPOINT_TOPIC: "airflow.events" })).toThrow(/EVENTSTREAM_CHECKPOINT_TOPIC/);
+    expect(loadConfig({ EVENTSTREAM_CHECKPOINT_TOPIC: "airflow.events", EVENTSTREAM_GAP_DETECTION: "false" }).gapDetection).toBe(false);
+  });
+
   it("derives one transactional id per slot, and sentinel keys no slot can have", () => {
     expect(transactionalIdFor("airflow_eventstream")).toBe("airflow-eventstream.airflow_eventstream");
     // Slot names are [a-z0-9_]: a key with a "." is never another slot's checkpoint key.
