@@ -332,7 +332,7 @@ export function heapNeededMb(cfg: Pick<Config, "stateCacheSize" | "maxInflightBy
 }
 
 /**
- * The heap limit is set when Node starts (bin/airflow-eventstream: --max-old-space-size=96), the
+ * The heap limit is set when Node starts (bin/airflow-eventstream: --max-old-space-size=80), the
  * bounds later, from configuration. A limit the bounds can outgrow would end in V8 aborting the
  * process under load, in a loop; say so at start instead. Headroom of half again: V8 needs room
  * to collect in.
