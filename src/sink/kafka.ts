@@ -330,14 +330,7 @@ export class KafkaSink {
     const topicMessages = [{ topic: ckpt.topic, messages: [{ key: ckpt.key, value: null }] }];
     try {
       if (this.eos) {
-        const tx = await this.producer!.transaction();
-        try {
-          await tx.sendBatch({ topicMessages, acks: -1 });
-          await tx.commit();
-        } catch (e: unknown) {
-          await tx.abort().catch(() => undefined);
-          throw e;
-        }
+        await this.inTransaction(topicMessages);
       } else {
         await this.producer!.sendBatch({ topicMessages, acks: -1 });
       }
@@ -512,6 +505,11 @@ export class KafkaSink {
    */
   private async sendTransaction(topicMessages: TopicMessages[]): Promise<void> {
     if (this.source === null) throw new Error("exactly-once: a batch was sent before readCheckpoint()");
+    await this.inTransaction(topicMessages);
+  }
+
+  /** One Kafka transaction: written and committed, or aborted (best effort) and the error thrown. */
+  private async inTransaction(topicMessages: TopicMessages[]): Promise<void> {
     const tx = await this.producer!.transaction();
     try {
       await tx.sendBatch({ topicMessages, acks: -1 });

@@ -7,6 +7,7 @@ import type pg from "pg";
 import { Kafka, logLevel } from "kafkajs";
 import { AirflowEvent } from "../../src/airflow/events.js";
 import { pgClient, services, sleep, type AirflowMajor, type Consumed } from "./harness.js";
+import { prng } from "../../bench/workload.ts";
 
 /**
  * A load generator for the integration tests, and the ledger it keeps: every row change it
@@ -71,20 +72,9 @@ export class Ledger {
 
 // ------------------------------------------------------------------------------------- PRNG
 
-/**
- * mulberry32: a seeded PRNG. LOAD_SEED=<seed from a test's output> replays the same choices; the
- * connections' interleaving (and so who draws which number) still varies from run to run.
- */
-export function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+// mulberry32, shared with the benchmark's workload. LOAD_SEED=<seed from a test's output> replays
+// the same choices; the connections' interleaving (and so who draws which number) still varies.
+export { prng };
 
 export function loadSeed(): number {
   const fromEnv = Number(process.env.LOAD_SEED);
