@@ -17,6 +17,8 @@ import {
   waitFor,
   withPg,
   type DaemonProcess,
+  expectUserAction as expectUserActionOf,
+  withTimeout,
 } from "../support/harness.js";
 import { insertDagRun } from "../support/airflow-rows.js";
 import { freePort, startScratchPostgres } from "../support/scratch-postgres.js";
@@ -57,10 +59,6 @@ function roleEnv(db: string, role: string, extra: Record<string, string> = {}): 
   return daemonEnv(db, { PGUSER: role, PGPASSWORD: SECRET, ...extra });
 }
 
-function withTimeout<T>(p: Promise<T>, ms: number): Promise<T | "timeout"> {
-  let t: NodeJS.Timeout | undefined;
-  return Promise.race([p, new Promise<"timeout">((r) => (t = setTimeout(() => r("timeout"), ms)))]).finally(() => clearTimeout(t));
-}
 
 type LogLine = { msg?: string; err?: string; retryInMs?: number; retryCount?: number; retryTime?: number; namespace?: string };
 
@@ -76,39 +74,8 @@ function parsed(lines: string[]): LogLine[] {
 
 const restarts = (lines: string[]) => parsed(lines).filter((l) => l.msg?.startsWith("session ended; restarting"));
 
-/**
- * Runs the daemon in this process, then as its own process, with the same environment. Both must
- * fail: in-process with an error of class `cls`, the process with exit code 2 and the message on
- * stderr; both messages must contain every `needle` (the SQL or setting to change). Returns the message.
- */
-async function expectUserAction(what: string, env: Record<string, string>, cls: typeof UserActionError, needles: string[]): Promise<string> {
-  const logLines: string[] = [];
-  outputs.push({ what: `${what} (in-process)`, lines: logLines });
-  const d = startDaemon(loadConfig(env), logLines);
-  const err = await withTimeout(
-    d.done.then(
-      () => new Error("the daemon ended without an error"),
-      (e: unknown) => e,
-    ),
-    30_000,
-  );
-  expect(err, `${what}: in-process daemon`).toBeInstanceOf(cls);
-  const message = (err as Error).message;
-  for (const n of needles) expect(message).toContain(n);
-
-  const proc = spawnDaemon(env);
-  spawned.push(proc);
-  outputs.push({ what, lines: proc.output });
-  const stderr: string[] = [];
-  proc.proc.stderr!.on("data", (chunk: Buffer) => stderr.push(chunk.toString("utf8")));
-  const code = await withTimeout(proc.exited, 30_000);
-  expect(code, `${what}: exit code; output:\n${proc.output.join("\n")}`).toBe(2);
-  const stderrText = stderr.join("");
-  expect(stderrText).toContain("airflow-eventstream: ");
-  for (const n of needles) expect(stderrText).toContain(n);
-  outputs.push({ what: `${what} (in-process error)`, lines: [message] });
-  return message;
-}
+const expectUserAction = (what: string, env: Record<string, string>, cls: typeof UserActionError, needles: string[], withinMs?: number) =>
+  expectUserActionOf({ outputs, spawned }, what, env, cls, needles, withinMs);
 
 const slotsOf = (db: string) =>
   withPg("postgres", async (c) => (await c.query<{ slot_name: string; plugin: string }>("SELECT slot_name, plugin FROM pg_replication_slots WHERE database = $1", [db])).rows);

@@ -16,12 +16,13 @@ import {
   daemonEnv,
   dropDatabase,
   spawnDaemon,
-  startDaemon,
   tlsServices,
   uniqueName,
   waitForStreaming,
   withPg,
   type DaemonProcess,
+  expectUserAction as expectUserActionOf,
+  withTimeout,
 } from "../support/harness.js";
 import { insertDagRun, insertTi, updateDagRun, updateTi } from "../support/airflow-rows.js";
 import type { TlsServices } from "../support/services.js";
@@ -79,10 +80,6 @@ afterAll(async () => {
   if (scratch) rmSync(scratch, { recursive: true, force: true });
 });
 
-function withTimeout<T>(p: Promise<T>, ms: number): Promise<T | "timeout"> {
-  let t: NodeJS.Timeout | undefined;
-  return Promise.race([p, new Promise<"timeout">((r) => (t = setTimeout(() => r("timeout"), ms)))]).finally(() => clearTimeout(t));
-}
 
 async function newDatabase(prefix: string): Promise<string> {
   const db = uniqueName(prefix);
@@ -171,38 +168,8 @@ async function stopCleanly(proc: DaemonProcess): Promise<void> {
   expect(await withTimeout(proc.exited, 30_000), `exit after SIGTERM; output:\n${proc.output.slice(-10).join("\n")}`).toBe(0);
 }
 
-/**
- * Runs the daemon in this process, then as its own process. Both must fail: in-process with an
- * error of class `cls`, the process with exit code 2 within `withinMs`, the message on stderr; both
- * messages must contain every needle. Returns the message.
- */
-async function expectUserAction(what: string, env: Record<string, string>, cls: typeof UserActionError, needles: string[], withinMs = 30_000): Promise<string> {
-  const logLines: string[] = [];
-  outputs.push({ what: `${what} (in-process)`, lines: logLines });
-  const d = startDaemon(loadConfig(env), logLines);
-  const err = await withTimeout(
-    d.done.then(
-      () => new Error("the daemon ended without an error"),
-      (e: unknown) => e,
-    ),
-    withinMs,
-  );
-  expect(err, `${what}: in-process daemon; log:\n${logLines.slice(-10).join("")}`).toBeInstanceOf(cls);
-  const message = (err as Error).message;
-  outputs.push({ what: `${what} (in-process error)`, lines: [message] });
-  for (const n of needles) expect(message).toContain(n);
-
-  const proc = spawnTracked(what, env);
-  const stderr: string[] = [];
-  proc.proc.stderr!.on("data", (chunk: Buffer) => stderr.push(chunk.toString("utf8")));
-  const started = Date.now();
-  const code = await withTimeout(proc.exited, withinMs);
-  expect(code, `${what}: exit code after ${Date.now() - started} ms; output:\n${proc.output.slice(-10).join("\n")}`).toBe(2);
-  const stderrText = stderr.join("");
-  expect(stderrText).toContain("airflow-eventstream: ");
-  for (const n of needles) expect(stderrText).toContain(n);
-  return message;
-}
+const expectUserAction = (what: string, env: Record<string, string>, cls: typeof UserActionError, needles: string[], withinMs?: number) =>
+  expectUserActionOf({ outputs, spawned }, what, env, cls, needles, withinMs);
 
 describe("Kafka over SASL_SSL", () => {
   it.each(["scram-sha-256", "scram-sha-512"] as const)("%s: the daemon streams exactly the run's transitions; a SASL_SSL consumer reads them", async (mechanism) => {

@@ -1,13 +1,14 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { existsSync, readFileSync } from "node:fs";
 import { randomBytes } from "node:crypto";
-import { inject } from "vitest";
+import { expect, inject } from "vitest";
 import pg from "pg";
 import { Kafka, logLevel, type KafkaConfig } from "kafkajs";
 import { pino } from "pino";
 import { loadConfig, type Config } from "../../src/config.js";
 import { Daemon } from "../../src/main.js";
 import type { AirflowEvent } from "../../src/airflow/events.js";
+import type { UserActionError } from "../../src/errors.js";
 import { HOW_TO_CONFIGURE_TLS, type TlsServices } from "./services.js";
 
 /** Helpers shared by the integration tests. Each test file owns its database, slot, publication and topics. */
@@ -275,4 +276,59 @@ export async function waitForStreaming(slot: string, timeoutMs = 60_000): Promis
       withPg("postgres", async (p) => (await p.query("SELECT 1 FROM pg_replication_slots s JOIN pg_stat_replication r ON r.pid = s.active_pid WHERE s.slot_name = $1", [slot])).rowCount),
     timeoutMs,
   );
+}
+
+/** `p`, or "timeout" after `ms`. */
+export function withTimeout<T>(p: Promise<T>, ms: number): Promise<T | "timeout"> {
+  let t: NodeJS.Timeout | undefined;
+  return Promise.race([p, new Promise<"timeout">((r) => (t = setTimeout(() => r("timeout"), ms)))]).finally(() => clearTimeout(t));
+}
+
+/** What a test file keeps of the daemons it ran: their output (checked for secrets) and processes (killed at the end). */
+export interface DaemonRecords {
+  outputs: { what: string; lines: string[] }[];
+  spawned: DaemonProcess[];
+}
+
+/**
+ * Runs the daemon in this process, then as its own process, with the same environment. Both must
+ * fail: in-process with an error of class `cls`, the process with exit code 2 within `withinMs`
+ * and the message on stderr; both messages must contain every needle (the SQL or setting to
+ * change). Returns the message.
+ */
+export async function expectUserAction(
+  rec: DaemonRecords,
+  what: string,
+  env: Record<string, string>,
+  cls: typeof UserActionError,
+  needles: string[],
+  withinMs = 30_000,
+): Promise<string> {
+  const logLines: string[] = [];
+  rec.outputs.push({ what: `${what} (in-process)`, lines: logLines });
+  const d = startDaemon(loadConfig(env), logLines);
+  const err = await withTimeout(
+    d.done.then(
+      () => new Error("the daemon ended without an error"),
+      (e: unknown) => e,
+    ),
+    withinMs,
+  );
+  expect(err, `${what}: in-process daemon; log:\n${logLines.slice(-10).join("")}`).toBeInstanceOf(cls);
+  const message = (err as Error).message;
+  rec.outputs.push({ what: `${what} (in-process error)`, lines: [message] });
+  for (const n of needles) expect(message).toContain(n);
+
+  const proc = spawnDaemon(env);
+  rec.spawned.push(proc);
+  rec.outputs.push({ what, lines: proc.output });
+  const stderr: string[] = [];
+  proc.proc.stderr!.on("data", (chunk: Buffer) => stderr.push(chunk.toString("utf8")));
+  const started = Date.now();
+  const code = await withTimeout(proc.exited, withinMs);
+  expect(code, `${what}: exit code after ${Date.now() - started} ms; output:\n${proc.output.slice(-10).join("\n")}`).toBe(2);
+  const stderrText = stderr.join("");
+  expect(stderrText).toContain("airflow-eventstream: ");
+  for (const n of needles) expect(stderrText).toContain(n);
+  return message;
 }
