@@ -102,8 +102,11 @@ export class AirflowMapper {
   private readonly contexts: LruCache<RunContext>;
   /** Relations already checked for the columns the mapping needs. */
   private readonly checked = new WeakSet<Relation>();
-  /** The columns naming a row of each relation (see rowKeyColumns), worked out once per Relation message. */
-  private readonly keyColumns = new WeakMap<Relation, string[]>();
+  /**
+   * The columns naming a row of each relation (see rowKeyColumns), and whether they are a task
+   * instance's natural key (2.x), worked out once per Relation message: rowKey runs for every row.
+   */
+  private readonly keyColumns = new WeakMap<Relation, { cols: string[]; natural: boolean }>();
 
   constructor(
     private readonly opts: MapperOptions,
@@ -172,29 +175,25 @@ export class AirflowMapper {
     this.checked.add(rel);
   }
 
-  /** The columns naming a row of this relation, worked out once per Relation message. */
-  private keyColumnsOf(rel: Relation): string[] {
-    let cols = this.keyColumns.get(rel);
-    if (cols === undefined) {
-      cols = rowKeyColumns(rel);
-      this.keyColumns.set(rel, cols);
+  /** The columns naming a row of this relation; `natural`: 2.x task instances, named by (dag, task, run, map index), the same string as tiKey, kept once. */
+  private keyOf(rel: Relation): { cols: string[]; natural: boolean } {
+    let key = this.keyColumns.get(rel);
+    if (key === undefined) {
+      const cols = rowKeyColumns(rel);
+      key = { cols, natural: rel.name === "task_instance" && cols.length === NATURAL_KEY.length && NATURAL_KEY.every((k) => cols.includes(k)) };
+      this.keyColumns.set(rel, key);
     }
-    return cols;
-  }
-
-  /** 2.x task instances are named by (dag, task, run, map index): the same string as tiKey, kept once. */
-  private naturallyKeyed(rel: Relation): boolean {
-    const cols = this.keyColumnsOf(rel);
-    return rel.name === "task_instance" && cols.length === NATURAL_KEY.length && NATURAL_KEY.every((k) => cols.includes(k));
+    return key;
   }
 
   /** The row's primary-key values, joined (flat, see tiKey): the key of the state caches. */
   private rowKey(rel: Relation, row: Row): string {
-    if (this.naturallyKeyed(rel)) {
+    const { cols, natural } = this.keyOf(rel);
+    if (natural) {
       return tiKey(str(row, "dag_id") ?? "", str(row, "task_id") ?? "", str(row, "run_id") ?? "", int(row, "map_index") ?? -1);
     }
     const parts: string[] = [];
-    for (const name of this.keyColumnsOf(rel)) {
+    for (const name of cols) {
       const v = row[name];
       parts.push(v === undefined || v === UNCHANGED ? "" : String(v));
     }
@@ -244,7 +243,7 @@ export class AirflowMapper {
     const mapIndex = int(row, "map_index") ?? -1;
     const name = tiKey(dagId, taskId, runId, mapIndex);
     const next: TiState = { key: name, mapIndex, state: internState(str(row, "state")), tryNumber: int(row, "try_number") };
-    const natural = this.naturallyKeyed(rel);
+    const natural = this.keyOf(rel).natural;
     const newKey = natural ? name : this.rowKey(rel, row);
     let prev: TiState | undefined;
     if (change.kind === "update") {
