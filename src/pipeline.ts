@@ -8,7 +8,7 @@ import { TransactionDecoder } from "./decode/transactions.js";
 import { AirflowMapper, type TxContext } from "./airflow/mapper.js";
 import { KafkaSink } from "./sink/kafka.js";
 import { TopicRouter } from "./sink/routing.js";
-import { createSlot, prepareSource, readSlotNow, readSourceIdentity, withSourceClient, type SourceReady } from "./source/setup.js";
+import { createSlot, explainPublicationDropped, prepareSource, readSlotNow, readSourceIdentity, withSourceClient, type SourceReady } from "./source/setup.js";
 import { loadRunContexts } from "./airflow/run-context.js";
 import { ReplicationStream } from "./source/replication.js";
 import { MessageTooLargeError, SlotGapError, coerceError } from "./errors.js";
@@ -144,7 +144,7 @@ export class Session {
             if (value.length * 3 > cfg.maxMessageBytes && Buffer.byteLength(value) > cfg.maxMessageBytes) {
               this.oversized(event, value, ev.commitLsn, ev.index);
             } else {
-              sink.push({ topic: router.topicFor(event.dag_id), key: event.dag_id, value, seq: tracker.next(), commitLsn: ev.commitLsn, index: ev.index });
+              sink.push({ ...router.route(event), value, seq: tracker.next(), commitLsn: ev.commitLsn, index: ev.index });
             }
             // Backpressure: stop reading PostgreSQL until Kafka catches up (see maybeResume).
             if (tracker.inflight >= maxEvents || sink.inflightBytes >= maxBytes) stream.pause();
@@ -242,7 +242,7 @@ export class Session {
         await Promise.race([stream.done, failed]);
       } catch (e: unknown) {
         await this.checkpointAfterFailure();
-        throw e;
+        throw (await explainPublicationDropped(e, cfg)) ?? e;
       } finally {
         clearInterval(timer);
       }
@@ -304,9 +304,9 @@ export class Session {
     const bytes = Buffer.byteLength(value);
     const where = {
       type: event.type,
-      dag_id: event.dag_id,
+      dag_id: "dag_id" in event ? event.dag_id : null,
       task_id: "task_id" in event ? event.task_id : null,
-      run_id: event.run_id,
+      run_id: "run_id" in event ? event.run_id : null,
       position: event.source.position,
     };
     const dlq = this.cfg.deadLetterTopic;
@@ -318,7 +318,7 @@ export class Session {
     this.deadLettered++;
     this.log.warn({ ...where, bytes, topic: dlq, dead_lettered_total: this.deadLettered }, "event over the size limit sent to the dead-letter topic");
     const summary = JSON.stringify({ reason: "message_too_large", bytes, limit: this.cfg.maxMessageBytes, ...where, source: event.source, head: value.slice(0, 1024) });
-    this.sink!.push({ topic: dlq, key: event.dag_id, value: summary, seq: this.tracker!.next(), commitLsn, index });
+    this.sink!.push({ topic: dlq, key: where.dag_id, value: summary, seq: this.tracker!.next(), commitLsn, index });
   }
 
   private maybeResume(): void {

@@ -1,7 +1,8 @@
 import { z } from "zod";
 
 /**
- * The events consumers receive: JSON values on Kafka, keyed by dag_id. These zod schemas are the
+ * The events consumers receive: JSON values on Kafka, keyed by dag_id (a table_truncated event, about
+ * every DAG, has a null key and goes to every partition). These zod schemas are the
  * contract: the package exports them, `npm run schemas:json` writes them as JSON Schema files into
  * schemas/, and every event the daemon produces has this shape.
  *
@@ -170,10 +171,25 @@ export const NotificationEvent = z
   .describe("A task pushed a notification XCom");
 export type NotificationEvent = z.infer<typeof NotificationEvent>;
 
+export const TableTruncatedEvent = z
+  .object({
+    type: z.literal("table_truncated"),
+    tables: z
+      .array(z.enum(["task_instance", "dag_run", "xcom"]))
+      .min(1)
+      .describe("The captured Airflow tables the TRUNCATE emptied (one statement can name several)"),
+    schema: z.string().describe("The schema holding them (EVENTSTREAM_AIRFLOW_SCHEMA)"),
+    source: SourcePosition,
+  })
+  .describe(
+    "Every row of these tables was removed at once (TRUNCATE): all state a consumer holds from them is void, for every DAG. No per-row events exist for a TRUNCATE. Sent with a null key to every partition of EVENTSTREAM_TOPIC, after every earlier event in that partition and before every later one; events after it describe rows written anew",
+  );
+export type TableTruncatedEvent = z.infer<typeof TableTruncatedEvent>;
+
 /** State events: a task instance or a DAG run changed. */
 export const AirflowEvent = z.union([TaskInstanceEvent, DagRunEvent]);
 export type AirflowEvent = z.infer<typeof AirflowEvent>;
 
 /** Everything the daemon publishes. */
-export const StreamEvent = z.union([TaskInstanceEvent, DagRunEvent, NotificationEvent]);
+export const StreamEvent = z.union([TaskInstanceEvent, DagRunEvent, NotificationEvent, TableTruncatedEvent]);
 export type StreamEvent = z.infer<typeof StreamEvent>;

@@ -3,7 +3,7 @@ import { UNCHANGED } from "../decode/types.js";
 import { lsnHex16, formatLsn } from "../checkpoint/lsn.js";
 import { SchemaError } from "../errors.js";
 import type { Logger } from "../log.js";
-import { NotificationValue, type StreamEvent, type DagRunEvent, type NotificationEvent, type SourcePosition, type TaskInstanceEvent } from "./events.js";
+import { NotificationValue, type StreamEvent, type DagRunEvent, type NotificationEvent, type SourcePosition, type TableTruncatedEvent, type TaskInstanceEvent } from "./events.js";
 import { LruCache } from "./state-cache.js";
 
 /**
@@ -107,6 +107,8 @@ export class AirflowMapper {
    * instance's natural key (2.x), worked out once per Relation message: rowKey runs for every row.
    */
   private readonly keyColumns = new WeakMap<Relation, { cols: string[]; natural: boolean }>();
+  /** TRUNCATEs of captured tables seen since the start, for the log. */
+  private truncations = 0;
 
   constructor(
     private readonly opts: MapperOptions,
@@ -129,15 +131,7 @@ export class AirflowMapper {
   /** The event for one row change, or null when it is not a transition or not an Airflow table. */
   map(ev: ChangeEvent, tx: TxContext): StreamEvent | null {
     const change = ev.change;
-    if (change.kind === "truncate") {
-      const names = change.relations.filter((r) => r.schema === this.schema).map((r) => r.name);
-      if (names.length > 0) {
-        this.log.warn({ tables: names, xid: tx.xid }, "captured table truncated: no per-row events exist for a TRUNCATE");
-        if (names.includes("task_instance")) this.tis.clear();
-        if (names.includes("dag_run")) this.runs.clear();
-      }
-      return null;
-    }
+    if (change.kind === "truncate") return this.truncate(change, ev, tx);
     const rel = change.relation;
     if (rel.schema !== this.schema) return null;
     if (rel.name === "task_instance") {
@@ -153,6 +147,32 @@ export class AirflowMapper {
       return this.xcom(change, ev, tx);
     }
     return null;
+  }
+
+  /**
+   * A TRUNCATE of captured tables: one event saying all their state is void, since no per-row
+   * events exist for it. The memory of those tables goes with it: a row written anew after it is
+   * new (an insert, or an update whose previous state is unknown), never a transition from a
+   * state that no longer exists.
+   */
+  private truncate(change: Extract<RowChange, { kind: "truncate" }>, ev: ChangeEvent, tx: TxContext): TableTruncatedEvent | null {
+    const tables: TableTruncatedEvent["tables"] = [];
+    for (const r of change.relations) {
+      if (r.schema !== this.schema) continue;
+      if (r.name === "task_instance" || r.name === "dag_run" || (r.name === "xcom" && this.opts.xcomKey !== null)) tables.push(r.name);
+    }
+    if (tables.length === 0) return null;
+    if (tables.includes("task_instance")) {
+      this.tis.clear();
+      this.tries.clear();
+    }
+    if (tables.includes("dag_run")) {
+      this.runs.clear();
+      this.contexts.clear();
+    }
+    this.truncations++;
+    this.log.warn({ tables, xid: tx.xid, truncations_total: this.truncations }, "captured table(s) truncated: publishing table_truncated to every partition");
+    return { type: "table_truncated", tables, schema: this.schema, source: position(ev, tx) };
   }
 
   private check(rel: Relation, required: readonly string[]): void {

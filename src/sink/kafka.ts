@@ -14,6 +14,8 @@ import { TAIL_OFFSETS, newSentinelValue, scanToSentinels, sentinelKey, type Scan
 export interface SinkRecord {
   topic: string;
   key: string | null;
+  /** One copy to each partition of the topic, all acknowledged together under this one seq. */
+  allPartitions?: boolean;
   value: string;
   seq: number;
   /** Position of the row change it comes from: the checkpoint of exactly-once delivery. */
@@ -486,6 +488,7 @@ export class KafkaSink {
     }
     const missing = [...byTopic.keys()].filter((t) => !this.knownTopics.has(t));
     if (missing.length > 0) await this.ensureTopics(missing);
+    if (batch.some((r) => r.allPartitions)) await this.spreadToPartitions(batch, byTopic);
     const topicMessages: TopicMessages[] = [];
     for (const [topic, messages] of byTopic) topicMessages.push({ topic, messages });
     if (checkpoint !== null) topicMessages.push({ topic: this.ckpt!.topic, messages: [{ key: this.ckpt!.key, value: checkpoint }] });
@@ -494,6 +497,27 @@ export class KafkaSink {
       return;
     }
     await this.sendTransaction(topicMessages);
+  }
+
+  /**
+   * Rebuilds the messages of topics holding an all-partitions record: that record once per
+   * partition (partition count read now, so partitions added since are included), the others as
+   * they were, in batch order.
+   */
+  private async spreadToPartitions(batch: SinkRecord[], byTopic: Map<string, Message[]>): Promise<void> {
+    const topics = [...new Set(batch.filter((r) => r.allPartitions).map((r) => r.topic))];
+    const meta = await this.admin!.fetchTopicMetadata({ topics });
+    for (const topic of topics) {
+      const partitions = meta.topics.find((t) => t.name === topic)?.partitions.map((p) => p.partitionId) ?? [];
+      if (partitions.length === 0) throw new TransientError(`no partitions found for topic ${topic}; retrying`);
+      const msgs: Message[] = [];
+      for (const r of batch) {
+        if (r.topic !== topic) continue;
+        if (r.allPartitions) for (const partition of partitions) msgs.push({ key: r.key, value: r.value, partition });
+        else msgs.push({ key: r.key, value: r.value });
+      }
+      byTopic.set(topic, msgs);
+    }
   }
 
   /**

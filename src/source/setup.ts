@@ -4,6 +4,7 @@ import type { Lsn } from "../decode/types.js";
 import { parseLsn } from "../checkpoint/lsn.js";
 import {
   PrivilegeError,
+  PublicationDroppedError,
   PublicationError,
   ReplicaIdentityError,
   SchemaError,
@@ -14,6 +15,7 @@ import {
   UserActionError,
   WalLevelError,
   assertNever,
+  coerceError,
   sqlState,
   tlsFailure,
   type TlsFailure,
@@ -210,6 +212,10 @@ async function ensurePublication(client: pg.Client, cfg: Config, qualified: stri
   const createSql = `CREATE PUBLICATION ${ident(cfg.publication)} FOR TABLE ${qualified.join(", ")};`;
   const existing = pub.rows[0];
   if (!existing) {
+    // A slot without its publication was streaming with one that has been dropped (or was made
+    // before it): WAL after the DROP cannot be decoded with a publication created now.
+    const slot = await readSlot(client, cfg);
+    if (slot) throw publicationDropped(cfg, { confirmedFlushLsn: slot.confirmed_flush_lsn, failedAt: null, existsNow: false });
     if (!cfg.createPublication) {
       throw new PublicationError(
         `publication "${cfg.publication}" does not exist and EVENTSTREAM_CREATE_PUBLICATION is false. As the owner of Airflow's tables run: ${createSql}`,
@@ -240,6 +246,58 @@ async function ensurePublication(client: pg.Client, cfg: Config, qualified: stri
   }
   await runOwnerDdl(client, alterSql, cfg);
   log.info({ publication: cfg.publication, added: lacking }, "added tables to publication");
+}
+
+/**
+ * The replication stream failed because the publication did not exist as of the change being
+ * decoded: a PublicationDroppedError with the slot's position and the way to resume, or null for
+ * any other failure. Retrying cannot help, even once the publication exists again (see
+ * PublicationDroppedError).
+ */
+export async function explainPublicationDropped(e: unknown, cfg: Config): Promise<PublicationDroppedError | null> {
+  let cur: unknown = e;
+  let found: { where?: unknown } | null = null;
+  for (let depth = 0; depth < 8 && typeof cur === "object" && cur !== null; depth++) {
+    if (sqlState(cur) === "42704" && coerceError(cur).message === `publication "${cfg.publication}" does not exist`) found = cur as { where?: unknown };
+    cur = (cur as { cause?: unknown }).cause;
+  }
+  if (found === null) return null;
+  // The server's CONTEXT names the change that could not be decoded: "..., associated LSN 0/1A2B3C8".
+  const failedAt = typeof found.where === "string" ? (/associated LSN ([0-9A-F]+\/[0-9A-F]+)/.exec(found.where)?.[1] ?? null) : null;
+  try {
+    return await withSourceClient(cfg, async (client) => {
+      const slot = await readSlot(client, cfg);
+      const pub = await client.query("SELECT 1 FROM pg_publication WHERE pubname = $1", [cfg.publication]);
+      return publicationDropped(cfg, { confirmedFlushLsn: slot?.confirmed_flush_lsn ?? null, failedAt, existsNow: pub.rowCount !== 0 }, e);
+    });
+  } catch {
+    // PostgreSQL went away meanwhile: the verdict stands without the slot's position.
+    return publicationDropped(cfg, { confirmedFlushLsn: null, failedAt, existsNow: null }, e);
+  }
+}
+
+function publicationDropped(
+  cfg: Config,
+  at: { confirmedFlushLsn: string | null; failedAt: string | null; existsNow: boolean | null },
+  cause?: unknown,
+): PublicationDroppedError {
+  const pub = `publication "${cfg.publication}"`;
+  const since = at.confirmedFlushLsn === null ? "after the slot's confirmed position" : `after LSN ${at.confirmedFlushLsn} (the slot's confirmed position)`;
+  const tables = capturedTables(cfg).map((t) => `${ident(cfg.airflowSchema)}.${ident(t)}`);
+  const create = `CREATE PUBLICATION ${ident(cfg.publication)} FOR TABLE ${tables.join(", ")};`;
+  const steps = [
+    "stop every airflow-eventstream on this slot",
+    `run SELECT pg_drop_replication_slot(${literal(cfg.slot)});`,
+    ...(at.existsNow === true ? [] : [cfg.createPublication ? `let the daemon create the publication at its next start, or as the owner of Airflow's tables run: ${create}` : `as the owner of Airflow's tables run: ${create}`]),
+    ...(cfg.gapDetection ? ["run `airflow-eventstream reset-checkpoint` (it accepts the gap; without it the next start refuses the new slot)"] : []),
+    "start the daemon: it creates a new slot, and events resume from that moment",
+    "have consumers re-read task-instance and DAG-run state from Airflow's tables (a re-snapshot): changes committed between the old slot's confirmed position and the new slot's creation will never be published",
+  ];
+  const now = at.existsNow === true ? ` (${pub} exists again: re-created after the DROP, which does not help)` : at.existsNow === false ? ` (${pub} does not exist now)` : "";
+  return new PublicationDroppedError(
+    `${pub} was dropped while replication slot "${cfg.slot}" still had WAL to decode with it${now}. PostgreSQL decodes each change with the publication as it was when the change was written, so the changes committed after the DROP PUBLICATION${at.existsNow === true ? " and before its re-creation" : ""} can never be decoded from this slot${at.failedAt === null ? "" : ` (the first such change at LSN ${at.failedAt})`}; the daemon stops rather than retry forever or create the publication over the slot. Not delivered: the changes of ${tables.join(", ")} committed ${since} (everything before it is in Kafka; changes after it and before the DROP may be too). To resume: ${steps.map((step, i) => `(${i + 1}) ${step}`).join("; ")}. To keep this from happening, do not drop the publication while its slot exists (drop the slot first when retiring the daemon)`,
+    cause === undefined ? undefined : { cause },
+  );
 }
 
 const IDENTITY_NAMES: Record<string, string> = { d: "DEFAULT", n: "NOTHING", f: "FULL", i: "USING INDEX" };
