@@ -1,0 +1,52 @@
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { StreamEvent } from "../../src/airflow/events.js";
+import { confirmedFlush, consume, createDatabase, daemonConfig, dropDatabase, startDaemon, uniqueName, waitFor, waitForStreaming, withPg } from "../support/harness.js";
+import { insertDagRun, insertTi } from "../support/airflow-rows.js";
+
+/**
+ * Topic per DAG (EVENTSTREAM_TOPIC_TEMPLATE) with dag_ids Airflow accepts and Kafka does not:
+ * "données" and "donnàes" sanitise alike, yet each DAG's events must land in a topic of its own.
+ */
+describe("topic per DAG with non-ASCII dag_ids", () => {
+  const db = uniqueName("perdag");
+  const dags = ["données", "donnàes"];
+  let daemon: ReturnType<typeof startDaemon>;
+
+  beforeAll(async () => {
+    await createDatabase(db, "3");
+    daemon = startDaemon(daemonConfig(db, { EVENTSTREAM_TOPIC_TEMPLATE: `${db}.{dag_id}` }));
+    await waitForStreaming(db);
+  });
+
+  afterAll(async () => {
+    await daemon?.stop();
+    await dropDatabase(db);
+  });
+
+  it("puts distinct dag_ids that sanitise alike into distinct topics", async () => {
+    const written = await withPg(db, async (c) => {
+      for (const dag of dags) {
+        await insertDagRun(c, "3", dag, "r1", "running");
+        await insertTi(c, "3", { dag_id: dag, task_id: "t", run_id: "r1" }, { state: "running", try_number: 1 });
+      }
+      const { rows } = await c.query<{ lsn: string }>("SELECT lpad(replace(pg_current_wal_lsn()::text, '/', ''), 16, '0') AS lsn");
+      return BigInt(`0x${rows[0]!.lsn}`);
+    });
+    // Acknowledged means in Kafka: the topics exist before the consumer resolves its pattern.
+    await waitFor("the slot to pass the writes", async () => ((await confirmedFlush(db, db)) ?? 0n) >= written);
+
+    const all = await consume(new RegExp(`^${db}\\.`), (got) => dags.every((d) => got.some((m) => (m.event as StreamEvent).type === "task_instance" && m.event.dag_id === d)));
+    const topicsOf = new Map<string, Set<string>>();
+    for (const m of all) {
+      const e = StreamEvent.parse(m.event);
+      if (e.type === "table_truncated") throw new Error("no table was truncated");
+      expect(m.key).toBe(e.dag_id);
+      topicsOf.set(e.dag_id!, (topicsOf.get(e.dag_id!) ?? new Set()).add(m.topic));
+    }
+    const [a, b] = dags.map((d) => [...(topicsOf.get(d) ?? [])]);
+    expect(a).toHaveLength(1);
+    expect(b).toHaveLength(1);
+    expect(a![0]).not.toBe(b![0]);
+    for (const t of [a![0]!, b![0]!]) expect(t).toMatch(new RegExp(`^${db}\\.donn_es-[0-9a-f]{16}$`));
+  });
+});
