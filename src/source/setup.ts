@@ -205,8 +205,8 @@ async function checkTables(client: pg.Client, cfg: Config): Promise<string[]> {
 }
 
 async function ensurePublication(client: pg.Client, cfg: Config, qualified: string[], log: Logger): Promise<void> {
-  const pub = await client.query<{ pubinsert: boolean; pubupdate: boolean; pubdelete: boolean; puballtables: boolean }>(
-    "SELECT pubinsert, pubupdate, pubdelete, puballtables FROM pg_publication WHERE pubname = $1",
+  const pub = await client.query<{ pubinsert: boolean; pubupdate: boolean; pubdelete: boolean; pubtruncate: boolean; puballtables: boolean }>(
+    "SELECT pubinsert, pubupdate, pubdelete, pubtruncate, puballtables FROM pg_publication WHERE pubname = $1",
     [cfg.publication],
   );
   const createSql = `CREATE PUBLICATION ${ident(cfg.publication)} FOR TABLE ${qualified.join(", ")};`;
@@ -225,9 +225,10 @@ async function ensurePublication(client: pg.Client, cfg: Config, qualified: stri
     log.info({ publication: cfg.publication, tables: qualified }, "created publication");
     return;
   }
-  if (!existing.pubinsert || !existing.pubupdate || !existing.pubdelete) {
+  // Without truncates a TRUNCATE would pass unseen, and consumers keep state that no longer exists.
+  if (!existing.pubinsert || !existing.pubupdate || !existing.pubdelete || !existing.pubtruncate) {
     throw new PublicationError(
-      `publication "${cfg.publication}" does not publish inserts, updates and deletes, so transitions would be missed. Run: ALTER PUBLICATION ${ident(cfg.publication)} SET (publish = 'insert, update, delete, truncate');`,
+      `publication "${cfg.publication}" does not publish inserts, updates, deletes and truncates, so transitions (or a table's reset) would be missed. Run: ALTER PUBLICATION ${ident(cfg.publication)} SET (publish = 'insert, update, delete, truncate');`,
     );
   }
   if (existing.puballtables) return;

@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { StreamEvent, TableTruncatedEvent } from "../../src/airflow/events.js";
+import { PublicationError } from "../../src/errors.js";
 import { consume, createDatabase, daemonConfig, dropDatabase, startDaemon, uniqueName, waitForStreaming, withPg, type Consumed } from "../support/harness.js";
 import { insertDagRun, insertTi, updateTi } from "../support/airflow-rows.js";
 
@@ -75,5 +76,17 @@ describe("TRUNCATE task_instance while the daemon runs", () => {
       ["insert", "alpha", null, "queued"],
       ["update", "alpha", "queued", "running"],
     ]);
+  });
+
+  it("refuses a publication that leaves truncates out, saying how to include them", async () => {
+    await daemon.stop();
+    await withPg(db, (c) => c.query(`ALTER PUBLICATION ${db} SET (publish = 'insert, update, delete')`));
+    const d = startDaemon(daemonConfig(db));
+    const err = await d.done.then(
+      () => new Error("the daemon ended without an error"),
+      (e: unknown) => e,
+    );
+    expect(err).toBeInstanceOf(PublicationError);
+    expect((err as Error).message).toContain(`ALTER PUBLICATION "${db}" SET (publish = 'insert, update, delete, truncate');`);
   });
 });
