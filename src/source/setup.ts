@@ -283,13 +283,13 @@ function publicationDropped(
   cause?: unknown,
 ): PublicationDroppedError {
   const pub = `publication "${cfg.publication}"`;
-  const since = at.confirmedFlushLsn === null ? "after the slot's confirmed position" : `after LSN ${at.confirmedFlushLsn} (the slot's confirmed position)`;
+  const since = at.confirmedFlushLsn === null ? "after the slot's confirmed position" : `after LSN ${at.confirmedFlushLsn}, the slot's confirmed position`;
   const tables = capturedTables(cfg).map((t) => `${ident(cfg.airflowSchema)}.${ident(t)}`);
   const create = `CREATE PUBLICATION ${ident(cfg.publication)} FOR TABLE ${tables.join(", ")};`;
   const steps = [
     "stop every airflow-eventstream on this slot",
-    `run SELECT pg_drop_replication_slot(${literal(cfg.slot)});`,
-    ...(at.existsNow === true ? [] : [cfg.createPublication ? `let the daemon create the publication at its next start, or as the owner of Airflow's tables run: ${create}` : `as the owner of Airflow's tables run: ${create}`]),
+    `run \`SELECT pg_drop_replication_slot(${literal(cfg.slot)});\``,
+    ...(at.existsNow === true ? [] : [cfg.createPublication ? `let the daemon create the publication at its next start, or as the owner of Airflow's tables run \`${create}\`` : `as the owner of Airflow's tables run \`${create}\``]),
     ...(cfg.gapDetection ? ["run `airflow-eventstream reset-checkpoint` (it accepts the gap; without it the next start refuses the new slot)"] : []),
     "start the daemon: it creates a new slot, and events resume from that moment",
     "have consumers re-read task-instance and DAG-run state from Airflow's tables (a re-snapshot): changes committed between the old slot's confirmed position and the new slot's creation will never be published",
