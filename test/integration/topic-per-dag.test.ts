@@ -49,4 +49,12 @@ describe("topic per DAG with non-ASCII dag_ids", () => {
     expect(a![0]).not.toBe(b![0]);
     for (const t of [a![0]!, b![0]!]) expect(t).toMatch(new RegExp(`^${db}\\.donn_es-[0-9a-f]{16}$`));
   });
+
+  it("sends table_truncated to every partition of EVENTSTREAM_TOPIC, created on first use", async () => {
+    await withPg(db, (c) => c.query("TRUNCATE task_instance CASCADE"));
+    const all = await consume([`${db}.events`], (got) => got.filter((m) => (m.event as StreamEvent).type === "table_truncated").length === 3);
+    const truncates = all.map((m) => ({ partition: m.partition, key: m.key, event: StreamEvent.parse(m.event) })).filter((m) => m.event.type === "table_truncated");
+    expect(truncates.map((m) => m.partition).sort()).toEqual([0, 1, 2]);
+    expect(truncates.every((m) => m.key === null)).toBe(true);
+  });
 });
