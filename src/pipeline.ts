@@ -7,6 +7,7 @@ import { decodePgoutput } from "./decode/pgoutput.js";
 import { TransactionDecoder } from "./decode/transactions.js";
 import { AirflowMapper, type TxContext } from "./airflow/mapper.js";
 import { KafkaSink } from "./sink/kafka.js";
+import { RECORD_OVERHEAD_BYTES, recordBytes } from "./sink/batch.js";
 import { TopicRouter } from "./sink/routing.js";
 import { createSlot, explainPublicationDropped, prepareSource, readSlotNow, readSourceIdentity, withSourceClient, type SourceReady } from "./source/setup.js";
 import { loadRunContexts } from "./airflow/run-context.js";
@@ -38,6 +39,12 @@ export class Session {
   private tracker: AckTracker | null = null;
   private stopping = false;
   private failure: ((e: Error) => void) | null = null;
+  /**
+   * The session failed: nothing more is handed to the sink. Events of messages after the one that
+   * failed would reach Kafka ahead of it, and after the restart a consumer skipping positions not
+   * greater than the last it saw would skip the failed one when it comes.
+   */
+  private halted = false;
   private lastReported = -1n;
   private reportScheduled = false;
   private deadLettered = 0;
@@ -63,7 +70,10 @@ export class Session {
     this.refuseGap(null, facts(cfg.slot, ready, false));
     const router = new TopicRouter(cfg.topic, cfg.topicTemplate);
     const failed = new Promise<never>((_, reject) => {
-      this.failure = reject;
+      this.failure = (e) => {
+        this.halted = true;
+        reject(e);
+      };
     });
     failed.catch(() => undefined);
 
@@ -121,6 +131,7 @@ export class Session {
       let skipped = 0;
 
       const onData = (payload: Buffer): void => {
+        if (this.halted) return;
         const ev = decoder.push(decodePgoutput(payload));
         if (ev === null) return;
         switch (ev.kind) {
@@ -140,8 +151,10 @@ export class Session {
               skipUpTo = null;
             }
             const value = JSON.stringify(event);
-            // value.length counts UTF-16 units: at most 3 bytes each, so most events skip the exact count.
-            if (value.length * 3 > cfg.maxMessageBytes && Buffer.byteLength(value) > cfg.maxMessageBytes) {
+            // Kafka's limit is on the record's bytes. A UTF-16 unit is at most 3 bytes of UTF-8, so
+            // most events skip the exact count.
+            const key = event.dag_id;
+            if ((value.length + (key?.length ?? 0)) * 3 + RECORD_OVERHEAD_BYTES > cfg.maxMessageBytes && recordBytes(value, key) > cfg.maxMessageBytes) {
               this.oversized(event, value, ev.commitLsn, ev.index);
             } else {
               sink.push({ ...router.route(event), value, seq: tracker.next(), commitLsn: ev.commitLsn, index: ev.index });
@@ -301,7 +314,7 @@ export class Session {
    * summary goes there in the event's place, in order, and is counted.
    */
   private oversized(event: StreamEvent, value: string, commitLsn: Lsn, index: number): void {
-    const bytes = Buffer.byteLength(value);
+    const bytes = recordBytes(value, event.dag_id);
     const where = {
       type: event.type,
       dag_id: "dag_id" in event ? event.dag_id : null,
@@ -311,6 +324,7 @@ export class Session {
     };
     const dlq = this.cfg.deadLetterTopic;
     if (dlq === null) {
+      this.halted = true;
       throw new MessageTooLargeError(
         `the ${where.type} event of dag_id=${where.dag_id} task_id=${where.task_id} run_id=${where.run_id} (position ${where.position}) is ${bytes} bytes, over EVENTSTREAM_MAX_MESSAGE_BYTES=${this.cfg.maxMessageBytes}. Raise max.message.bytes on the topic and EVENTSTREAM_MAX_MESSAGE_BYTES, or set EVENTSTREAM_DEAD_LETTER_TOPIC to divert such events; nothing after it has been acknowledged`,
       );

@@ -9,6 +9,7 @@ import { formatLsn, maxLsn } from "../checkpoint/lsn.js";
 import { CheckpointError, PrivilegeError, ProducerFencedError, TlsError, TopicError, TransientError, UserActionError, assertNever, tlsFailure, type TlsFailure } from "../errors.js";
 import type { Logger } from "../log.js";
 import { TAIL_OFFSETS, newSentinelValue, scanToSentinels, sentinelKey, type ScanOptions } from "./checkpoint-topic.js";
+import { batchEnd, recordBytes } from "./batch.js";
 
 /** One event ready for Kafka, with the sequence number the checkpoint tracker gave it. */
 export interface SinkRecord {
@@ -103,6 +104,8 @@ export class KafkaSink {
   private checkpointWaiters: ((ackedLsn: Lsn | null) => void)[] = [];
   private readonly closers: (() => Promise<void>)[] = [];
   private readonly queue: SinkRecord[] = [];
+  /** recordBytes() of each queued record, same index. */
+  private readonly sizes: number[] = [];
   private head = 0;
   private sending = false;
   /** close() was called: nothing more is sent. */
@@ -344,8 +347,10 @@ export class KafkaSink {
 
   /** Queues a record. Never blocks: the pipeline pauses PostgreSQL when `inflightBytes` is too high. */
   push(rec: SinkRecord): void {
+    const size = recordBytes(rec.value, rec.key);
     this.queue.push(rec);
-    this.queuedBytes += rec.value.length + (rec.key?.length ?? 0);
+    this.sizes.push(size);
+    this.queuedBytes += size;
     if (!this.sending) this.pump();
   }
 
@@ -389,20 +394,14 @@ export class KafkaSink {
     if (haveEvents) {
       // Capped by count and by bytes: Kafka refuses a partition's record batch over max.message.bytes
       // (1 MiB by default), and a burst of one DAG (a big clear, a 1,024-way map) all lands on one
-      // partition. Refused, the batch would be retried whole, forever. At least one record per batch.
-      const limit = Math.min(this.queue.length, this.head + this.cfg.batchMaxEvents);
-      let end = this.head;
-      while (end < limit) {
-        const r = this.queue[end]!;
-        const size = r.value.length + (r.key?.length ?? 0);
-        if (end > this.head && bytes + size > this.cfg.batchMaxBytes) break;
-        bytes += size;
-        end++;
-      }
-      batch = this.queue.slice(this.head, end);
-      this.head = end;
+      // partition. Refused, the batch would be retried whole, forever. Counted in bytes (see batch.ts).
+      const next = batchEnd(this.sizes, this.head, this.cfg.batchMaxEvents, this.cfg.batchMaxBytes);
+      bytes = next.bytes;
+      batch = this.queue.slice(this.head, next.end);
+      this.head = next.end;
       if (this.head > 4096 && this.head * 2 > this.queue.length) {
         this.queue.splice(0, this.head);
+        this.sizes.splice(0, this.head);
         this.head = 0;
       }
     }

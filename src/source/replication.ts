@@ -62,6 +62,10 @@ export class ReplicationStream {
     // The `connection` object is node-postgres' protocol layer: the only place CopyBoth data shows up.
     const connection = (client as unknown as { connection: PgConnection }).connection;
     connection.on("copyData", (msg: { chunk: Buffer }) => {
+      // One socket read holds many messages, each handed over here in turn, also after one of them
+      // ended the stream: nothing after that one may be decoded or published, or it would reach
+      // Kafka ahead of the message that failed (which the next session sends again).
+      if (this.ended) return;
       const buf = msg.chunk;
       try {
         switch (buf[0]) {

@@ -2,6 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { StreamEvent } from "../../src/airflow/events.js";
 import { confirmedFlush, consume, createDatabase, daemonConfig, daemonEnv, dropDatabase, spawnDaemon, startDaemon, uniqueName, waitFor, withPg } from "../support/harness.js";
 import { insertDagRun, insertTi, setXCom, updateTi } from "../support/airflow-rows.js";
+import { endOffsets } from "../support/load.js";
 
 /**
  * An event larger than Kafka accepts is never dropped silently: by default the daemon stops with an
@@ -66,6 +67,91 @@ describe("oversized events", () => {
       }, 20_000);
     } finally {
       await daemon.stop();
+    }
+  });
+});
+
+/**
+ * The session stops on an oversized event; the changes after it in the same read must not be
+ * published by the failing session. Published, they would be in Kafka ahead of the oversized one,
+ * and after the limit is raised and the daemon restarted, a consumer skipping positions not greater
+ * than the last it processed (README, "At least once") would skip the oversized one: per-DAG order
+ * broken, an event lost to that consumer.
+ */
+describe("oversized event followed by more changes in the same read", () => {
+  const db = uniqueName("oversize_tail");
+  const topic = `${db}.events`;
+  const dag = "tail_dag";
+  const exportKey = { dag_id: dag, task_id: "export", run_id: "r1" };
+  const nextKey = { dag_id: dag, task_id: "load", run_id: "r1" };
+
+  beforeAll(async () => {
+    await createDatabase(db, "3");
+  });
+
+  afterAll(async () => {
+    await dropDatabase(db);
+  });
+
+  it("publishes nothing after the oversized event; raised and restarted, a consumer skipping seen positions gets every event once, in order", async () => {
+    const first = spawnDaemon(daemonEnv(db, { EVENTSTREAM_MAX_MESSAGE_BYTES: "2000" }));
+    let second: ReturnType<typeof startDaemon> | null = null;
+    try {
+      await first.waitForLog(/"msg":"streaming"/);
+      const runId = await withPg(db, async (c) => {
+        const id = await insertDagRun(c, "3", dag, "r1", "running");
+        await insertTi(c, "3", exportKey, { state: "running", try_number: 1 });
+        return id;
+      });
+      // In Kafka, so the sink is idle when the next transaction arrives: whatever the failing
+      // session hands it after the oversized event goes out at once.
+      const before = await consume([topic], (all) => all.length >= 2);
+      expect(before.length).toBe(2);
+
+      // One transaction, read in one go: the oversized notification, then more of the same DAG.
+      await withPg(db, async (c) => {
+        await c.query("BEGIN");
+        await setXCom(c, "3", runId, exportKey, "eventstream", { request_id: "big", payload: { blob: "x".repeat(5000) } });
+        await updateTi(c, exportKey, { state: "success" });
+        await insertTi(c, "3", nextKey, { state: "running", try_number: 1 });
+        await updateTi(c, nextKey, { state: "success" });
+        await c.query("COMMIT");
+      });
+      expect(await first.exited).toBe(2);
+      const out = first.output.join("\n");
+      const m = /dag_id=tail_dag task_id=export run_id=r1 \(position ([0-9A-F]{16}-[0-9A-F]{8})\) is \d+ bytes, over EVENTSTREAM_MAX_MESSAGE_BYTES=2000/.exec(out);
+      expect(m, out).not.toBeNull();
+      const oversizedAt = m![1]!;
+
+      // Everything the stopped daemon left in Kafka: nothing at or after the oversized event.
+      const held = [...(await endOffsets(topic)).values()].reduce((a, b) => a + b, 0n);
+      const left = await consume([topic], (all) => BigInt(all.length) >= held);
+      expect(BigInt(left.length)).toBe(held);
+      const after = left.map((e) => StreamEvent.parse(e.event)).filter((e) => e.source.position >= oversizedAt);
+      expect(after.map((e) => `${e.type} ${"task_id" in e ? e.task_id : ""} ${e.source.position}`)).toEqual([]);
+
+      // The limit raised, the daemon restarted: what a consumer processes with the README's recipe.
+      second = startDaemon(daemonConfig(db));
+      const all = await consume([topic], (got) => got.some((e) => e.event.type === "task_instance" && e.event.task_id === "load" && e.event.state === "success"));
+      let last = "";
+      const processed: string[] = [];
+      for (const msg of all) {
+        const e = StreamEvent.parse(msg.event);
+        if (e.source.position <= last) continue;
+        last = e.source.position;
+        processed.push(e.type === "task_instance" ? `task_instance ${e.task_id} ${e.state}` : e.type === "notification" ? `notification ${e.task_id} ${e.request_id}` : `${e.type} ${e.state}`);
+      }
+      expect(processed).toEqual([
+        "dag_run running",
+        "task_instance export running",
+        "notification export big",
+        "task_instance export success",
+        "task_instance load running",
+        "task_instance load success",
+      ]);
+    } finally {
+      if (first.proc.exitCode === null && first.proc.signalCode === null) first.proc.kill("SIGKILL");
+      await second?.stop();
     }
   });
 });

@@ -1,0 +1,41 @@
+/**
+ * Sizes as Kafka counts them, for every comparison with a Kafka limit: bytes of UTF-8, never
+ * string lengths (UTF-16 code units: a CJK character is 1 unit but 3 bytes, so a length-based cap
+ * lets through a request up to 3 times the limit, which Kafka refuses on every retry).
+ *
+ * Record format v2: https://kafka.apache.org/documentation/#recordbatch
+ */
+
+/**
+ * A record's fields besides key and value, at their largest: length (varint, 5), attributes (1),
+ * timestampDelta (varlong, 10), offsetDelta (varint, 5), key length (5), value length (5), header
+ * count (5). The daemon sends no headers.
+ */
+export const RECORD_OVERHEAD_BYTES = 36;
+
+/** The header of one record batch (one per partition in a produce request). */
+export const RECORD_BATCH_OVERHEAD_BYTES = 61;
+
+/** What one record adds to a produce request: UTF-8 bytes of its value and key, and its overhead. */
+export function recordBytes(value: string, key: string | null): number {
+  return Buffer.byteLength(value, "utf8") + (key === null ? 0 : Buffer.byteLength(key, "utf8")) + RECORD_OVERHEAD_BYTES;
+}
+
+/**
+ * Where the next batch ends: records [head, end) of `sizes`, at most `maxEvents`, and together
+ * (with one batch header) at most `maxBytes`; `bytes` is the records' sum, without the header. Always at least one record, so one that is alone
+ * over the cap (the pipeline keeps each under EVENTSTREAM_MAX_MESSAGE_BYTES) still goes.
+ */
+export function batchEnd(sizes: readonly number[], head: number, maxEvents: number, maxBytes: number): { end: number; bytes: number } {
+  const limit = Math.min(sizes.length, head + maxEvents);
+  let end = head;
+  /** The records' bytes; the cap also counts the batch header. */
+  let bytes = 0;
+  while (end < limit) {
+    const size = sizes[end]!;
+    if (end > head && RECORD_BATCH_OVERHEAD_BYTES + bytes + size > maxBytes) break;
+    bytes += size;
+    end++;
+  }
+  return { end, bytes };
+}
