@@ -10,6 +10,7 @@ import { Daemon } from "../../src/main.js";
 import type { AirflowEvent } from "../../src/airflow/events.js";
 import type { UserActionError } from "../../src/errors.js";
 import { HOW_TO_CONFIGURE_TLS, type TlsServices } from "./services.js";
+import { registerCleanup } from "./cleanup.js";
 
 /** Helpers shared by the integration tests. Each test file owns its database, slot, publication and topics. */
 
@@ -65,8 +66,15 @@ export function airflowFixture(major: AirflowMajor, install: "fresh" | "migrated
   return { version, sql: readFileSync(`test/fixtures/airflow/${file}`, "utf8") };
 }
 
-/** A fresh database holding a real Airflow schema (or none), dropped again by `dropDatabase`. */
+/** Databases made by `createDatabase` and not yet dropped: each one's `done()` of test/support/cleanup.ts. */
+const databasesToDrop = new Map<string, () => void>();
+
+/**
+ * A fresh database holding a real Airflow schema (or none), dropped again by `dropDatabase`; if the
+ * test file never gets there (a timeout), by the cleanup hooks after the file.
+ */
 export async function createDatabase(name: string, major: AirflowMajor | null, install: "fresh" | "migrated" = "fresh"): Promise<void> {
+  databasesToDrop.set(name, registerCleanup("database", name, () => dropDatabase(name)));
   await withPg("postgres", (c) => c.query(`CREATE DATABASE ${name}`));
   if (major !== null) await withPg(name, (c) => c.query(airflowFixture(major, install).sql));
 }
@@ -88,6 +96,8 @@ export async function dropDatabase(name: string): Promise<void> {
     }
     await c.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
   });
+  databasesToDrop.get(name)?.();
+  databasesToDrop.delete(name);
 }
 
 /** Environment for a daemon pointed at `database`, with its own slot, publication and topics. */
@@ -125,6 +135,13 @@ export function startDaemon(cfg: Config, logLines?: string[]): { daemon: Daemon;
   const daemon = new Daemon(cfg, log);
   const done = daemon.run();
   done.catch(() => undefined);
+  // Stopped by the cleanup hooks if the test never stops it (a timeout): it would go on streaming,
+  // reconnecting and logging into the next tests.
+  const unregister = registerCleanup("daemon", `in-process daemon on slot ${cfg.slot}`, async () => {
+    await daemon.stop().catch(() => undefined);
+    if ((await withTimeout(done.catch(() => undefined), 30_000)) === "timeout") throw new Error("the in-process daemon did not stop within 30 s");
+  });
+  done.then(unregister, unregister);
   return {
     daemon,
     done,
@@ -169,6 +186,18 @@ export function spawnDaemon(env: Record<string, string>, args: string[] = ["run"
   proc.stdout!.on("data", onData);
   proc.stderr!.on("data", onData);
   const exited = new Promise<number | null>((resolve) => proc.on("exit", (code) => resolve(code)));
+  // Killed by the cleanup hooks if the test never ends it (a timeout), or when the worker exits:
+  // an orphaned daemon keeps its slot active and writes to Kafka for ever.
+  const unregister = registerCleanup(
+    "process",
+    `airflow-eventstream ${args.join(" ")} (pid ${proc.pid}, slot ${env.EVENTSTREAM_SLOT ?? "?"})`,
+    async () => {
+      proc.kill("SIGKILL");
+      if ((await withTimeout(exited, 10_000)) === "timeout") throw new Error(`pid ${proc.pid} still running 10 s after SIGKILL`);
+    },
+    () => proc.kill("SIGKILL"),
+  );
+  void exited.then(unregister);
   return {
     proc,
     output,
