@@ -4,6 +4,13 @@ import { defineConfig } from "vitest/config";
 // `npm run test:faults` (CI runs its short profile too):
 // - unit: pure logic, fakes and captured bytes only;
 // - integration: real PostgreSQL and real Kafka (see test/support/services.ts for how they are found).
+// Not a tier: `evidence` (docs/why-not-pg-logical-replication) is about a library the product does not use.
+//
+// Every project that starts daemons, clusters or databases has test/support/cleanup-hooks.ts as a
+// setup file: its afterEach/afterAll also run when a test hits its timeout, and clean up what the
+// test registered (test/support/cleanup.ts) but could not clean itself.
+const CLEANUP = ["test/support/cleanup-hooks.ts"];
+
 export default defineConfig({
   test: {
     projects: [
@@ -23,6 +30,7 @@ export default defineConfig({
           // shared with PostgreSQL and Kafka: run files one at a time so timings stay sane.
           fileParallelism: false,
           globalSetup: ["test/support/global-setup.ts"],
+          setupFiles: CLEANUP,
         },
       },
       {
@@ -37,6 +45,7 @@ export default defineConfig({
           hookTimeout: 1_800_000,
           fileParallelism: false,
           globalSetup: ["test/support/global-setup.ts"],
+          setupFiles: CLEANUP,
         },
       },
       {
@@ -49,6 +58,19 @@ export default defineConfig({
           hookTimeout: 600_000,
           fileParallelism: false,
           globalSetup: ["test/support/global-setup.ts"],
+          setupFiles: CLEANUP,
+        },
+      },
+      {
+        test: {
+          // Evidence about pg-logical-replication, not a product test: `npm run why:pg-logical-replication`.
+          name: "evidence",
+          include: ["docs/why-not-pg-logical-replication/**/*.test.ts"],
+          testTimeout: 120_000,
+          hookTimeout: 120_000,
+          fileParallelism: false,
+          globalSetup: ["test/support/global-setup.ts"],
+          setupFiles: CLEANUP,
         },
       },
     ],

@@ -17,9 +17,15 @@ import { memoryOf } from "../support/load.js";
 const ROWS = 200_000;
 const DAGS = 50;
 const RSS_BOUND_MB = 200;
+/**
+ * No bound on time here: how long 200,000 events take depends on the machine and its load (120 s
+ * was exceeded on a shared 2-core machine), and speed is the benchmark's to measure. These limits
+ * only stop a run that hangs, far above any plausible duration.
+ */
+const HANG_GUARD_MS = 25 * 60_000;
 
 describe("a very large transaction", () => {
-  it(`one UPDATE of ${ROWS} task instances: every event delivered, RSS bounded`, async () => {
+  it(`one UPDATE of ${ROWS} task instances: every event delivered, RSS bounded`, { timeout: HANG_GUARD_MS + 5 * 60_000 }, async () => {
     const db = uniqueName("bigtx");
     await createDatabase(db, "3");
     const t0 = Date.now();
@@ -50,7 +56,7 @@ describe("a very large transaction", () => {
       if (m) peak = Math.max(peak, m.rssMb);
     }, 200);
     try {
-      await d.waitForLog(/"msg":"streaming"/, 30_000);
+      await d.waitForLog(/"msg":"streaming"/, HANG_GUARD_MS);
       idle = memoryOf(pid)?.rssMb ?? 0;
       const t1 = Date.now();
       await withPg(db, (c) => c.query("UPDATE task_instance SET state = 'scheduled', try_number = 1"));
@@ -66,7 +72,7 @@ describe("a very large transaction", () => {
           }
           return seen.size >= ROWS;
         },
-        70_000,
+        { timeoutMs: HANG_GUARD_MS, waitingFor: `an update event of each of the ${ROWS} task instances` },
       );
       const deliverMs = Date.now() - t1;
       const bad = got.filter((m) => m.event.type !== "task_instance" || m.event.op !== "update" || m.event.state !== "scheduled" || m.event.try_number !== 1);

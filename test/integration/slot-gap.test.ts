@@ -68,7 +68,8 @@ async function streamOnce(env: Record<string, string>, commit: () => Promise<unk
   const d = start(env);
   await d.waitForLog(STREAMING, 60_000);
   await commit();
-  await consume([env.EVENTSTREAM_TOPIC!], (all) => all.some((m) => m.event.run_id === runId), 30_000);
+  // Fails if the event never comes: with gap detection off nothing else here would notice a daemon that publishes nothing.
+  await consume([env.EVENTSTREAM_TOPIC!], (all) => all.some((m) => m.event.run_id === runId), { timeoutMs: 30_000, waitingFor: `the event of run ${runId}` });
   d.proc.kill("SIGTERM");
   expect(await exitCode(d)).toBe(0);
 }

@@ -10,6 +10,7 @@ import { Daemon } from "../../src/main.js";
 import type { AirflowEvent } from "../../src/airflow/events.js";
 import type { UserActionError } from "../../src/errors.js";
 import { HOW_TO_CONFIGURE_TLS, type TlsServices } from "./services.js";
+import { registerCleanup } from "./cleanup.js";
 
 /** Helpers shared by the integration tests. Each test file owns its database, slot, publication and topics. */
 
@@ -65,8 +66,15 @@ export function airflowFixture(major: AirflowMajor, install: "fresh" | "migrated
   return { version, sql: readFileSync(`test/fixtures/airflow/${file}`, "utf8") };
 }
 
-/** A fresh database holding a real Airflow schema (or none), dropped again by `dropDatabase`. */
+/** Databases made by `createDatabase` and not yet dropped: each one's `done()` of test/support/cleanup.ts. */
+const databasesToDrop = new Map<string, () => void>();
+
+/**
+ * A fresh database holding a real Airflow schema (or none), dropped again by `dropDatabase`; if the
+ * test file never gets there (a timeout), by the cleanup hooks after the file.
+ */
 export async function createDatabase(name: string, major: AirflowMajor | null, install: "fresh" | "migrated" = "fresh"): Promise<void> {
+  databasesToDrop.set(name, registerCleanup("database", name, () => dropDatabase(name)));
   await withPg("postgres", (c) => c.query(`CREATE DATABASE ${name}`));
   if (major !== null) await withPg(name, (c) => c.query(airflowFixture(major, install).sql));
 }
@@ -88,6 +96,8 @@ export async function dropDatabase(name: string): Promise<void> {
     }
     await c.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
   });
+  databasesToDrop.get(name)?.();
+  databasesToDrop.delete(name);
 }
 
 /** Environment for a daemon pointed at `database`, with its own slot, publication and topics. */
@@ -125,6 +135,13 @@ export function startDaemon(cfg: Config, logLines?: string[]): { daemon: Daemon;
   const daemon = new Daemon(cfg, log);
   const done = daemon.run();
   done.catch(() => undefined);
+  // Stopped by the cleanup hooks if the test never stops it (a timeout): it would go on streaming,
+  // reconnecting and logging into the next tests.
+  const unregister = registerCleanup("daemon", `in-process daemon on slot ${cfg.slot}`, async () => {
+    await daemon.stop().catch(() => undefined);
+    if ((await withTimeout(done.catch(() => undefined), 30_000)) === "timeout") throw new Error("the in-process daemon did not stop within 30 s");
+  });
+  done.then(unregister, unregister);
   return {
     daemon,
     done,
@@ -169,6 +186,18 @@ export function spawnDaemon(env: Record<string, string>, args: string[] = ["run"
   proc.stdout!.on("data", onData);
   proc.stderr!.on("data", onData);
   const exited = new Promise<number | null>((resolve) => proc.on("exit", (code) => resolve(code)));
+  // Killed by the cleanup hooks if the test never ends it (a timeout), or when the worker exits:
+  // an orphaned daemon keeps its slot active and writes to Kafka for ever.
+  const unregister = registerCleanup(
+    "process",
+    `airflow-eventstream ${args.join(" ")} (pid ${proc.pid}, slot ${env.EVENTSTREAM_SLOT ?? "?"})`,
+    async () => {
+      proc.kill("SIGKILL");
+      if ((await withTimeout(exited, 10_000)) === "timeout") throw new Error(`pid ${proc.pid} still running 10 s after SIGKILL`);
+    },
+    () => proc.kill("SIGKILL"),
+  );
+  void exited.then(unregister);
   return {
     proc,
     output,
@@ -198,20 +227,39 @@ export interface Consumed<E = AirflowEvent> {
   event: E;
 }
 
+export interface ConsumeOptions {
+  /** How long to read before giving up; default 60 s. */
+  timeoutMs?: number;
+  /** What `until` waits for, in words, for the error when it never comes (else the function's source is shown). */
+  waitingFor?: string;
+  /**
+   * Return what was read when the time is up instead of failing: only for a test that asserts what
+   * did NOT arrive. Without it a timeout is an error, so a daemon that publishes nothing cannot pass
+   * a test whose assertions happen to hold on an empty or partial read.
+   */
+  allowTimeout?: boolean;
+  /** Another listener of the same Kafka (brokers, ssl, sasl); default: the plaintext one. */
+  client?: Pick<KafkaConfig, "brokers" | "ssl" | "sasl">;
+}
+
 /**
  * Reads topics from the beginning with an independent consumer (its own group) until `until`
- * says enough, or the timeout passes; returns what it read, in partition order.
+ * says enough; returns what it read, in partition order. Fails if the timeout passes first, naming
+ * the topics, what it waited for and what it read, unless `allowTimeout` is set.
+ * The third and fourth arguments may also be the timeout and client as plain values (older call sites).
  */
 export async function consume(
   topics: string[] | RegExp,
   until: (all: Consumed[]) => boolean,
-  timeoutMs = 60_000,
-  /** Another listener of the same Kafka (brokers, ssl, sasl); default: the plaintext one. */
-  client: Pick<KafkaConfig, "brokers" | "ssl" | "sasl"> = { brokers: services().kafkaBrokers },
+  options: number | ConsumeOptions = {},
+  client?: Pick<KafkaConfig, "brokers" | "ssl" | "sasl">,
 ): Promise<Consumed[]> {
-  const kafka = new Kafka({ ...client, logLevel: logLevel.NOTHING, clientId: "test-consumer" });
+  const opts: ConsumeOptions = typeof options === "number" ? { timeoutMs: options } : options;
+  const timeoutMs = opts.timeoutMs ?? 60_000;
+  const kafka = new Kafka({ ...(client ?? opts.client ?? { brokers: services().kafkaBrokers }), logLevel: logLevel.NOTHING, clientId: "test-consumer" });
   const consumer = kafka.consumer({ groupId: uniqueName("test"), sessionTimeout: 10_000, heartbeatInterval: 500, maxWaitTimeInMs: 100 });
   const all: Consumed[] = [];
+  let enough = false;
   await consumer.connect();
   try {
     await consumer.subscribe({ topics: Array.isArray(topics) ? topics : [topics], fromBeginning: true });
@@ -222,6 +270,7 @@ export async function consume(
           eachMessage: async ({ topic, partition, message }) => {
             all.push({ topic, partition, offset: message.offset, key: message.key?.toString() ?? null, event: JSON.parse(message.value!.toString()) as AirflowEvent });
             if (until(all)) {
+              enough = true;
               clearTimeout(t);
               resolve();
             }
@@ -232,7 +281,21 @@ export async function consume(
   } finally {
     await consumer.disconnect();
   }
+  if (!enough && !opts.allowTimeout) throw new Error(consumeTimeoutMessage(topics, until, opts.waitingFor, timeoutMs, all));
   return all;
+}
+
+function consumeTimeoutMessage(topics: string[] | RegExp, until: (all: Consumed[]) => boolean, waitingFor: string | undefined, timeoutMs: number, all: Consumed[]): string {
+  const perTopic = new Map<string, number>();
+  for (const m of all) perTopic.set(m.topic, (perTopic.get(m.topic) ?? 0) + 1);
+  const counts = [...perTopic].map(([t, n]) => `${n} from ${t}`).join(", ");
+  const what = waitingFor ?? `until ${until.toString().replace(/\s+/g, " ").slice(0, 300)} to return true`;
+  const last = all.slice(-3).map((m) => `  ${m.topic}[${m.partition}]@${m.offset} ${JSON.stringify(m.event).slice(0, 200)}`);
+  return [
+    `consume(${Array.isArray(topics) ? topics.join(", ") : String(topics)}): timed out after ${timeoutMs} ms waiting for ${what}; read ${all.length} records${counts ? ` (${counts})` : ""}.`,
+    ...(last.length > 0 ? ["the last ones:", ...last] : []),
+    "A test that expects nothing (more) to arrive passes { allowTimeout: true }.",
+  ].join("\n");
 }
 
 export async function waitFor<T>(what: string, fn: () => Promise<T | undefined | null | false>, timeoutMs = 30_000, everyMs = 100): Promise<T> {

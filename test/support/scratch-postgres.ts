@@ -2,6 +2,7 @@ import { execFileSync } from "node:child_process";
 import { appendFileSync, chmodSync, chownSync, existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { join } from "node:path";
+import { registerCleanup } from "./cleanup.js";
 
 /**
  * A throwaway PostgreSQL cluster for tests that need server settings the shared one cannot have
@@ -103,8 +104,8 @@ export async function startScratchPostgres(opts: ScratchOptions = {}): Promise<S
     }
     rmSync(dir, { recursive: true, force: true });
   };
-  // If the test run dies before stop(), do not leave a server behind.
-  process.once("exit", cleanup);
+  // If the test never calls stop() (a timeout), the cleanup hooks do; if the worker exits first, its exit hook.
+  const unregister = registerCleanup("scratch-postgres", dir, cleanup, cleanup);
   try {
     if (isRoot) {
       const uid = Number(execFileSync("id", ["-u", "postgres"], { encoding: "utf8" }).trim());
@@ -149,7 +150,7 @@ export async function startScratchPostgres(opts: ScratchOptions = {}): Promise<S
           dir,
           stop: async () => {
             cleanup();
-            process.removeListener("exit", cleanup);
+            unregister();
           },
         };
       } catch (e) {
@@ -161,7 +162,7 @@ export async function startScratchPostgres(opts: ScratchOptions = {}): Promise<S
     }
   } catch (e) {
     cleanup();
-    process.removeListener("exit", cleanup);
+    unregister();
     throw e;
   }
 }
