@@ -153,11 +153,12 @@ export class Session {
             const value = JSON.stringify(event);
             // Kafka's limit is on the record's bytes. A UTF-16 unit is at most 3 bytes of UTF-8, so
             // most events skip the exact count.
-            const key = event.dag_id;
+            const route = router.route(event);
+            const key = route.key;
             if ((value.length + (key?.length ?? 0)) * 3 + RECORD_OVERHEAD_BYTES > cfg.maxMessageBytes && recordBytes(value, key) > cfg.maxMessageBytes) {
-              this.oversized(event, value, ev.commitLsn, ev.index);
+              this.oversized(event, value, key, ev.commitLsn, ev.index);
             } else {
-              sink.push({ ...router.route(event), value, seq: tracker.next(), commitLsn: ev.commitLsn, index: ev.index });
+              sink.push({ ...route, value, seq: tracker.next(), commitLsn: ev.commitLsn, index: ev.index });
             }
             // Backpressure: stop reading PostgreSQL until Kafka catches up (see maybeResume).
             if (tracker.inflight >= maxEvents || sink.inflightBytes >= maxBytes) stream.pause();
@@ -313,8 +314,8 @@ export class Session {
    * session stops (nothing after it is acknowledged) with an error naming the row; with one, a
    * summary goes there in the event's place, in order, and is counted.
    */
-  private oversized(event: StreamEvent, value: string, commitLsn: Lsn, index: number): void {
-    const bytes = recordBytes(value, event.dag_id);
+  private oversized(event: StreamEvent, value: string, key: string | null, commitLsn: Lsn, index: number): void {
+    const bytes = recordBytes(value, key);
     const where = {
       type: event.type,
       dag_id: "dag_id" in event ? event.dag_id : null,
