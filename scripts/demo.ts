@@ -30,7 +30,10 @@ async function sql(database: string, text: string, params: unknown[] = []): Prom
 
 async function main(): Promise<void> {
   say(`== Airflow ${version} schema into database "${db}"`);
-  await sql("postgres", "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1 AND NOT active", [db]);
+  // Every slot in the demo's database, not only its own: PostgreSQL refuses to drop a database that
+  // holds one (left there, say, by a daemon started on it by hand with another slot name).
+  const dropped = await sql("postgres", "SELECT slot_name, pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE database = $1 AND NOT active", [db]);
+  for (const r of dropped.rows as { slot_name: string }[]) if (r.slot_name !== db) say(`== dropped replication slot "${r.slot_name}" of database "${db}"`);
   await sql("postgres", `DROP DATABASE IF EXISTS ${db} WITH (FORCE)`);
   await sql("postgres", `CREATE DATABASE ${db}`);
   await sql(db, readFileSync(`test/fixtures/airflow/airflow-${version}.sql`, "utf8"));

@@ -1,4 +1,5 @@
 import { spawn } from "node:child_process";
+import { readFileSync } from "node:fs";
 import { describe, expect, it } from "vitest";
 import { services } from "../support/harness.js";
 
@@ -24,6 +25,34 @@ function demo(extra: Record<string, string> = {}): Promise<{ code: number | null
   return new Promise((resolve) => proc.on("exit", (code) => resolve({ code, output })));
 }
 
+/**
+ * README's Quick start block that runs the daemon on the demo's database, run by bash as written (with
+ * the services `services.sh env` describes from this environment), stopped with SIGINT (Ctrl-C) once
+ * it streams.
+ */
+async function readmeDaemonOnDemo(): Promise<{ code: number | null; output: string }> {
+  const readme = readFileSync("README.md", "utf8");
+  const block = /The daemon on the demo's database[\s\S]*?```sh\n([\s\S]*?)```/.exec(readme)?.[1];
+  if (!block) throw new Error("README.md has no block running the daemon on the demo's database");
+  const proc = spawn("bash", ["-c", block], { env: process.env, stdio: ["ignore", "pipe", "pipe"], detached: true });
+  let output = "";
+  let signalled = false;
+  const onData = (c: Buffer) => {
+    output += c.toString();
+    if (!signalled && output.includes('"msg":"streaming"')) {
+      signalled = true;
+      // The whole group, as a terminal's Ctrl-C: bash, npm, the launcher's Node.
+      process.kill(-proc.pid!, "SIGINT");
+    }
+  };
+  proc.stdout.on("data", onData);
+  proc.stderr.on("data", onData);
+  const deadline = setTimeout(() => process.kill(-proc.pid!, "SIGKILL"), 120_000);
+  const code = await new Promise<number | null>((resolve) => proc.on("exit", (c) => resolve(c)));
+  clearTimeout(deadline);
+  return { code, output };
+}
+
 const SUMMARY = /== (\d+) events read from Kafka topic "airflow\.demo\.events" for (\d+) transitions written; (\d+) heartbeat updates written produced (\d+) events/;
 
 describe("npm run demo", () => {
@@ -39,6 +68,11 @@ describe("npm run demo", () => {
       expect(heartbeats).toBeGreaterThan(0);
       expect(fromHeartbeats).toBe(0);
     }
+    // Then README's command for the daemon on the demo's database, as written, resumes its slot.
+    const r = await readmeDaemonOnDemo();
+    expect(r.output).toContain('"msg":"no gap between the checkpoint and the slot"');
+    expect(r.output).not.toContain("SchemaError");
+    expect(r.output).toContain('"msg":"stopped"');
   });
 
   it("exits non-zero when the daemon stops by itself", { timeout: 300_000 }, async () => {
