@@ -29,7 +29,7 @@
  * commit timestamp), on the same machine clock. The consumer's receipt comes after Kafka's
  * acknowledgement to the producer, so it is an upper bound of "commit to Kafka ack".
  */
-import { spawn, execFileSync, type ChildProcess } from "node:child_process";
+import { spawn, type ChildProcess } from "node:child_process";
 import { readFileSync, writeFileSync, appendFileSync, mkdirSync, existsSync } from "node:fs";
 import { randomBytes } from "node:crypto";
 import { Worker } from "node:worker_threads";
@@ -41,6 +41,7 @@ import pg from "pg";
 import { Kafka, logLevel } from "kafkajs";
 import type { ConsumerMessage, ConsumerInit } from "./consumer.js";
 import { Workload, sqlFor, type Run, type Sql, type Tx } from "./workload.ts";
+import { servicesEnv } from "../scripts/services-env.ts";
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
 const RESULTS_DIR = path.join(ROOT, "bench", "results");
@@ -156,21 +157,14 @@ function resolveServices(env: NodeJS.ProcessEnv): Services {
   let from = "environment";
   if (!env.PGHOST || !env.KAFKA_BROKERS) {
     // The project's own services (scripts/services.sh), as `eval "$(bash scripts/services.sh env)"` would give.
-    let out: string;
     try {
-      out = execFileSync("bash", [path.join(ROOT, "scripts/services.sh"), "env"], { encoding: "utf8", stdio: ["ignore", "pipe", "pipe"] });
+      e = servicesEnv(ROOT);
     } catch (err) {
       throw new Error(
         `PGHOST/KAFKA_BROKERS are not set and \`bash scripts/services.sh env\` failed (${(err as Error).message.split("\n")[0]}).\n` +
           `Start the services: npm run services:up && eval "$(bash scripts/services.sh env)"`,
       );
     }
-    const parsed: Record<string, string> = {};
-    for (const line of out.split("\n")) {
-      const m = /^(?:export\s+)?([A-Z_]+)=(.*)$/.exec(line.trim());
-      if (m) parsed[m[1]!] = m[2]!.replace(/^["']|["']$/g, "");
-    }
-    e = parsed;
     from = "scripts/services.sh env";
   }
   if (!e.PGHOST || !e.KAFKA_BROKERS) throw new Error("PGHOST and KAFKA_BROKERS are required");

@@ -20,13 +20,13 @@
  *   npm run bench:wal-cost
  *   npm run bench:wal-cost -- --transitions 20000 --heartbeats 20 --major 3
  */
-import { execFileSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { readFileSync } from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import pg from "pg";
 import { Workload, sqlFor, type Run, type Tx } from "./workload.ts";
+import { servicesEnv } from "../scripts/services-env.ts";
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
 
@@ -92,16 +92,10 @@ function parseOptions(argv: string[]): Options {
 function pgSettings(): pg.ClientConfig {
   let e: Record<string, string | undefined> = process.env;
   if (!e.PGHOST) {
-    let out: string;
     try {
-      out = execFileSync("bash", [path.join(ROOT, "scripts/services.sh"), "env"], { encoding: "utf8", stdio: ["ignore", "pipe", "pipe"] });
+      e = servicesEnv(ROOT);
     } catch (err) {
       throw new Error(`PGHOST is not set and \`bash scripts/services.sh env\` failed (${(err as Error).message.split("\n")[0]}). Start the services: npm run services:up`);
-    }
-    e = {};
-    for (const line of out.split("\n")) {
-      const m = /^(?:export\s+)?([A-Z_]+)=(.*)$/.exec(line.trim());
-      if (m) e[m[1]!] = m[2]!.replace(/^["']|["']$/g, "");
     }
   }
   return { host: e.PGHOST, port: Number(e.PGPORT ?? 5432), user: e.PGUSER ?? "postgres", password: e.PGPASSWORD ?? "" };

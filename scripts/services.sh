@@ -166,8 +166,8 @@ tls_ensure() {
   # must fail (the security tests check both).
   tls_leaf pg "DNS:localhost"
   # Kafka's PEM key store: the key, then the chain from the server certificate to the CA.
-  cat "$TLS_DIR/kafka.key" "$TLS_DIR/kafka.pem" "$TLS_DIR/ca.pem" >"$TLS_DIR/kafka-keystore.pem.tmp"
-  chmod 600 "$TLS_DIR/kafka-keystore.pem.tmp"
+  # It holds the private key: 0600 from its creation (umask), never readable by others in between.
+  (umask 077 && cat "$TLS_DIR/kafka.key" "$TLS_DIR/kafka.pem" "$TLS_DIR/ca.pem" >"$TLS_DIR/kafka-keystore.pem.tmp")
   if cmp -s "$TLS_DIR/kafka-keystore.pem.tmp" "$TLS_DIR/kafka-keystore.pem"; then
     rm -f "$TLS_DIR/kafka-keystore.pem.tmp"
   else
@@ -863,25 +863,31 @@ cmd_status() {
   return "$rc"
 }
 
+# Every value goes through printf %q: the output is eval'd (.ci/run, scripts/demo.sh, README), and a
+# services directory whose path has a space or a `;` must come back as itself, not split or run.
 cmd_env() {
-  cat <<EOF
-export PGHOST=127.0.0.1
-export PGPORT=$PG_PORT
-export PGUSER=$PG_USER
-export PGPASSWORD=$PG_PASSWORD
-export PGDATABASE=postgres
-export KAFKA_BROKERS=127.0.0.1:$KAFKA_PORT
+  export_var PGHOST 127.0.0.1
+  export_var PGPORT "$PG_PORT"
+  export_var PGUSER "$PG_USER"
+  export_var PGPASSWORD "$PG_PASSWORD"
+  # A database that always exists, for psql and the tests' own clients. The demo's Airflow schema is
+  # in airflow_demo: run the daemon on it with PGDATABASE=airflow_demo (README, Quick start).
+  export_var PGDATABASE postgres
+  export_var KAFKA_BROKERS "127.0.0.1:$KAFKA_PORT"
+  cat <<'EOF'
 # TLS and SASL, for test/integration/security.test.ts (the daemon reads none of these names):
 # Kafka's SASL_SSL listener and its SCRAM user; the CA of both services' certificates; a host name
 # PostgreSQL's certificate lists, and one that reaches the same server but is not in it.
-export EVENTSTREAM_TEST_KAFKA_SASL_BROKERS=127.0.0.1:$KAFKA_SASL_PORT
-export EVENTSTREAM_TEST_KAFKA_SASL_USERNAME=$KAFKA_SASL_USER
-export EVENTSTREAM_TEST_KAFKA_SASL_PASSWORD=$KAFKA_SASL_PASSWORD
-export EVENTSTREAM_TEST_CA_FILE=$TLS_DIR/ca.pem
-export EVENTSTREAM_TEST_PG_TLS_HOST=localhost
-export EVENTSTREAM_TEST_PG_TLS_WRONG_HOST=127.0.0.1
 EOF
+  export_var EVENTSTREAM_TEST_KAFKA_SASL_BROKERS "127.0.0.1:$KAFKA_SASL_PORT"
+  export_var EVENTSTREAM_TEST_KAFKA_SASL_USERNAME "$KAFKA_SASL_USER"
+  export_var EVENTSTREAM_TEST_KAFKA_SASL_PASSWORD "$KAFKA_SASL_PASSWORD"
+  export_var EVENTSTREAM_TEST_CA_FILE "$TLS_DIR/ca.pem"
+  export_var EVENTSTREAM_TEST_PG_TLS_HOST localhost
+  export_var EVENTSTREAM_TEST_PG_TLS_WRONG_HOST 127.0.0.1
 }
+
+export_var() { printf 'export %s=%q\n' "$1" "$2"; }
 
 usage() {
   sed -n '4,6p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
@@ -910,4 +916,7 @@ main() {
   esac
 }
 
-main "$@"
+# Sourced (by test/integration/services-script.test.ts, to run one function), it only defines.
+if [[ ${BASH_SOURCE[0]} == "$0" ]]; then
+  main "$@"
+fi

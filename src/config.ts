@@ -1,4 +1,5 @@
 import { readFileSync } from "node:fs";
+import { parseEnv } from "node:util";
 import { z } from "zod";
 import { ConfigError } from "./errors.js";
 
@@ -147,6 +148,32 @@ const env = z.object({
 
 export type Env = z.infer<typeof env>;
 
+/** Every setting the daemon reads: the schema's own keys, so a setting added there is known here. */
+export const SETTING_NAMES: readonly string[] = Object.keys(env.shape);
+
+/**
+ * EVENTSTREAM_* names the daemon does not read but the project's own tooling does, so a shell set up
+ * for development (`eval "$(bash scripts/services.sh env)"`, a second set of services) can start the
+ * daemon: scripts/services.sh's ports, state directory and timeouts (EVENTSTREAM_SERVICES_*), the
+ * tests' endpoints (EVENTSTREAM_TEST_*), their scratch PostgreSQL servers and the real-Airflow
+ * suite's run mark. Any other EVENTSTREAM_* name is a mistake the daemon refuses (unknownSettings).
+ */
+export const TOOLING_NAMES: readonly string[] = [
+  "EVENTSTREAM_PG_PORT",
+  "EVENTSTREAM_KAFKA_PORT",
+  "EVENTSTREAM_KAFKA_CONTROLLER_PORT",
+  "EVENTSTREAM_KAFKA_SASL_PORT",
+  "EVENTSTREAM_SCRATCH_PG_PORTS",
+  "EVENTSTREAM_E2E_MARK",
+];
+export const TOOLING_PREFIXES: readonly string[] = ["EVENTSTREAM_SERVICES_", "EVENTSTREAM_TEST_"];
+
+/** Values never shown in a message, whatever is wrong with them. */
+const SECRET = /PASSWORD|SECRET|TOKEN/;
+
+/** Names `.env` set (not the environment), and the file's path, so a message says where a value came from. */
+const fromDotEnv = new Map<string, string>();
+
 /** A CA file, read when the configuration is loaded: a wrong path is a configuration error, not a retry. */
 export interface PemFile {
   path: string;
@@ -209,37 +236,40 @@ export interface Config {
  * Reads and validates the configuration. Every problem is listed in one ConfigError, each with the
  * variable to set, so an operator fixes them in one go.
  */
-export function loadConfig(source: NodeJS.ProcessEnv = process.env): Config {
+export function loadConfig(source: NodeJS.ProcessEnv = process.env, dotEnv: ReadonlyMap<string, string> = fromDotEnv): Config {
   // Blank values count as unset, as in most .env tooling.
   const raw: Record<string, string> = {};
   for (const [k, v] of Object.entries(source)) if (v !== undefined && v !== "") raw[k] = v;
+  const refused = (key: string) => refusedValue(key, raw[key], dotEnv);
+  const unknown = unknownSettings(Object.keys(raw)).map(
+    (name) => `  ${refused(name)}: not a setting of airflow-eventstream; did you mean ${closestSettings(name).join(", ")}? (all settings: .env.example)`,
+  );
   const parsed = env.safeParse(raw);
-  if (!parsed.success) {
-    const lines = parsed.error.issues.map((i) => {
+  if (!parsed.success || unknown.length > 0) {
+    const lines = (parsed.success ? [] : parsed.error.issues).map((i) => {
       const key = String(i.path[0] ?? "?");
-      // Never echo the received value: it may be a secret.
-      return `  ${key}: ${i.message}`;
+      return `  ${refused(key)}: ${i.message}`;
     });
-    throw new ConfigError(`invalid configuration; set these environment variables (see .env.example):\n${lines.join("\n")}`);
+    throw new ConfigError(`invalid configuration; set these environment variables (see .env.example):\n${[...unknown, ...lines].join("\n")}`);
   }
   const e = parsed.data;
   const problems: string[] = [];
   if (e.KAFKA_SASL_MECHANISM && (!e.KAFKA_SASL_USERNAME || !e.KAFKA_SASL_PASSWORD)) {
     problems.push("  KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD: required with KAFKA_SASL_MECHANISM");
   }
-  if (e.KAFKA_SSL_CA_FILE && !e.KAFKA_SSL) problems.push("  KAFKA_SSL: set it to true to use KAFKA_SSL_CA_FILE");
+  if (e.KAFKA_SSL_CA_FILE && !e.KAFKA_SSL) problems.push(`  ${refused("KAFKA_SSL")}: set it to true to use KAFKA_SSL_CA_FILE`);
   const kafkaCa = e.KAFKA_SSL && e.KAFKA_SSL_CA_FILE ? readCaFile("KAFKA_SSL_CA_FILE", e.KAFKA_SSL_CA_FILE, "the brokers'", problems) : null;
   // As libpq: with sslmode=disable the root certificate is never used, so it is not read either.
   const pgRootCert = e.PGSSLMODE !== "disable" && e.PGSSLROOTCERT ? readCaFile("PGSSLROOTCERT", e.PGSSLROOTCERT, "PostgreSQL's", problems) : null;
   const template = e.EVENTSTREAM_TOPIC_TEMPLATE.trim();
   if (template !== "" && !template.includes("{dag_id}")) {
-    problems.push('  EVENTSTREAM_TOPIC_TEMPLATE: must contain {dag_id}, e.g. "airflow.{dag_id}", or be empty for one topic');
+    problems.push(`  ${refused("EVENTSTREAM_TOPIC_TEMPLATE")}: must contain {dag_id}, e.g. "airflow.{dag_id}", or be empty for one topic`);
   }
   if (e.EVENTSTREAM_DELIVERY === "exactly-once" && !e.EVENTSTREAM_GAP_DETECTION) {
-    problems.push("  EVENTSTREAM_GAP_DETECTION: exactly-once keeps and checks a checkpoint in any case; remove the setting (false is for at-least-once only)");
+    problems.push(`  ${refused("EVENTSTREAM_GAP_DETECTION")}: exactly-once keeps and checks a checkpoint in any case; remove the setting (false is for at-least-once only)`);
   }
   if (e.EVENTSTREAM_GAP_DETECTION && (e.EVENTSTREAM_CHECKPOINT_TOPIC === e.EVENTSTREAM_TOPIC || e.EVENTSTREAM_CHECKPOINT_TOPIC === e.EVENTSTREAM_DEAD_LETTER_TOPIC)) {
-    problems.push("  EVENTSTREAM_CHECKPOINT_TOPIC: must be a topic of its own, not the events' or the dead-letter topic");
+    problems.push(`  ${refused("EVENTSTREAM_CHECKPOINT_TOPIC")}: must be a topic of its own, not the events' or the dead-letter topic`);
   }
   if (problems.length > 0) {
     throw new ConfigError(`invalid configuration; set these environment variables (see .env.example):\n${problems.join("\n")}`);
@@ -291,6 +321,50 @@ export function loadConfig(source: NodeJS.ProcessEnv = process.env): Config {
 }
 
 /**
+ * `NAME="value" (from .env)`: the value as given, so an operator sees what was refused and where it
+ * came from; a password's value is never shown.
+ */
+function refusedValue(key: string, value: string | undefined, dotEnv: ReadonlyMap<string, string>): string {
+  const where = dotEnv.has(key) ? `from ${dotEnv.get(key)}` : "from the environment";
+  if (value === undefined) return `${key} (unset)`;
+  return `${key}=${SECRET.test(key) ? "<hidden>" : JSON.stringify(value)} (${where})`;
+}
+
+/** EVENTSTREAM_* names that are neither a setting nor the project's tooling's (TOOLING_NAMES). */
+export function unknownSettings(names: Iterable<string>): string[] {
+  const known = new Set([...SETTING_NAMES, ...TOOLING_NAMES]);
+  return [...names].filter((n) => n.startsWith("EVENTSTREAM_") && !known.has(n) && !TOOLING_PREFIXES.some((p) => n.startsWith(p))).sort();
+}
+
+/**
+ * The settings nearest to a misspelt name by edit distance: the nearest, and up to `n` in all that are
+ * at most two edits further from it (a list of every setting would hide the one meant).
+ */
+export function closestSettings(name: string, n = 3): string[] {
+  // Also without the prefix: EVENTSTREAM_KAFKA_BROKERS means KAFKA_BROKERS.
+  const bare = name.replace(/^EVENTSTREAM_/, "");
+  const ranked = SETTING_NAMES.map((s) => ({ s, d: Math.min(editDistance(name, s), editDistance(bare, s)) })).sort((a, b) => a.d - b.d || a.s.localeCompare(b.s));
+  const nearest = ranked[0]!.d;
+  return ranked
+    .filter((x) => x.d <= nearest + 2)
+    .slice(0, n)
+    .map((x) => x.s);
+}
+
+/** Levenshtein distance: insertions, deletions and substitutions of one character each cost 1. */
+export function editDistance(a: string, b: string): number {
+  let prev = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const cur = [i];
+    for (let j = 1; j <= b.length; j++) {
+      cur[j] = Math.min(prev[j]! + 1, cur[j - 1]! + 1, prev[j - 1]! + (a[i - 1] === b[j - 1] ? 0 : 1));
+    }
+    prev = cur;
+  }
+  return prev[b.length]!;
+}
+
+/**
  * Reads a CA file named by `variable`; on failure adds a line to `problems`. The path is echoed (it
  * is no secret, and the operator needs to see which file was meant); the content is not.
  */
@@ -310,12 +384,22 @@ function readCaFile(variable: string, path: string, whose: string, problems: str
   return { path, pem };
 }
 
-/** Reads `.env` into process.env (existing variables win), when the file exists. */
+/**
+ * Reads `.env` into process.env (existing variables win), when the file exists, and remembers which
+ * names it set so loadConfig can say that a refused value came from the file.
+ */
 export function loadDotEnv(path = ".env"): void {
+  let text: string;
   try {
-    process.loadEnvFile(path);
+    text = readFileSync(path, "utf8");
   } catch (e: unknown) {
-    if ((e as NodeJS.ErrnoException).code !== "ENOENT") throw new ConfigError(`cannot read ${path}`, { cause: e });
+    if ((e as NodeJS.ErrnoException).code === "ENOENT") return;
+    throw new ConfigError(`cannot read ${path}`, { cause: e });
+  }
+  for (const [k, v] of Object.entries(parseEnv(text))) {
+    if (k in process.env) continue;
+    process.env[k] = v;
+    fromDotEnv.set(k, path);
   }
 }
 

@@ -1,6 +1,7 @@
 import { execFileSync } from "node:child_process";
 import pg from "pg";
 import { Kafka, logLevel } from "kafkajs";
+import { servicesEnv } from "../../scripts/services-env.js";
 
 export interface Services {
   pg: { host: string; port: number; user: string; password: string };
@@ -92,8 +93,7 @@ export async function resolveServices(): Promise<{ services: Services; stop: () 
     // No Docker here: start the project's own services (idempotent; they stay up for the next run).
     try {
       execFileSync("bash", ["scripts/services.sh", "up"], { stdio: "inherit", timeout: 600_000 });
-      const exported = execFileSync("bash", ["scripts/services.sh", "env"], { encoding: "utf8" });
-      const vars = Object.fromEntries([...exported.matchAll(/^export (\w+)=(.*)$/gm)].map((m) => [m[1]!, m[2]!]));
+      const vars = servicesEnv(process.cwd());
       return {
         services: {
           pg: { host: vars.PGHOST!, port: Number(vars.PGPORT), user: vars.PGUSER!, password: vars.PGPASSWORD! },

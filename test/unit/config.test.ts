@@ -1,8 +1,8 @@
 import { afterAll, describe, expect, it } from "vitest";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { checkHeapLimit, heapNeededMb, loadConfig } from "../../src/config.js";
+import { checkHeapLimit, closestSettings, editDistance, heapNeededMb, loadConfig, loadDotEnv, SETTING_NAMES, TOOLING_NAMES, unknownSettings } from "../../src/config.js";
 import { ConfigError } from "../../src/errors.js";
 
 /** CA files are read when the configuration loads: a real (if fake) PEM file, and one that is not PEM. */
@@ -33,7 +33,7 @@ describe("loadConfig", () => {
     const c = loadConfig({ EVENTSTREAM_REPLICA_IDENTITY: "full", EVENTSTREAM_ALTER_REPLICA_IDENTITY: "false" });
     expect(c.replicaIdentity).toBe("full");
     expect(c.alterReplicaIdentity).toBe(false);
-    expect(() => loadConfig({ EVENTSTREAM_REPLICA_IDENTITY: "FULL" })).toThrow(/EVENTSTREAM_REPLICA_IDENTITY: /);
+    expect(() => loadConfig({ EVENTSTREAM_REPLICA_IDENTITY: "FULL" })).toThrow(/EVENTSTREAM_REPLICA_IDENTITY="FULL" \(from the environment\): /);
     expect(() => loadConfig({ EVENTSTREAM_REPLICA_IDENTITY: "index" })).toThrow(ConfigError);
   });
 
@@ -72,15 +72,102 @@ describe("loadConfig", () => {
   });
 
   it("requires {dag_id} in a topic template", () => {
-    expect(() => loadConfig({ EVENTSTREAM_TOPIC_TEMPLATE: "airflow.static" })).toThrow(/EVENTSTREAM_TOPIC_TEMPLATE: must contain \{dag_id\}/);
+    expect(() => loadConfig({ EVENTSTREAM_TOPIC_TEMPLATE: "airflow.static" })).toThrow(/EVENTSTREAM_TOPIC_TEMPLATE="airflow.static" \(from the environment\): must contain \{dag_id\}/);
   });
 
-  it("never echoes a value it rejects (it may be a secret)", () => {
-    expect(() => loadConfig({ PGPORT: "s3cr3t-value" })).toThrow(ConfigError);
+  it("shows the value it refused and where it came from, but never a password's value", () => {
+    const msg = errorOf(() => loadConfig({ PGPORT: "5432x", EVENTSTREAM_TOPIC_PARTITIONS: "many" }, new Map([["PGPORT", ".env"]])));
+    expect(msg).toContain('PGPORT="5432x" (from .env): expected a whole number');
+    expect(msg).toContain('EVENTSTREAM_TOPIC_PARTITIONS="many" (from the environment): expected a whole number');
+    const template = errorOf(() => loadConfig({ EVENTSTREAM_TOPIC_TEMPLATE: "airflow.static" }));
+    expect(template).toContain('EVENTSTREAM_TOPIC_TEMPLATE="airflow.static" (from the environment): must contain {dag_id}');
+    // Unknown names whose value may be a secret: the name, never the value.
+    const secret = errorOf(() => loadConfig({ EVENTSTREAM_KAFKA_PASSWORD: "s3cr3t-value" }));
+    expect(secret).toContain("EVENTSTREAM_KAFKA_PASSWORD=<hidden>");
+    expect(secret).not.toContain("s3cr3t");
+  });
+});
+
+function errorOf(fn: () => unknown): string {
+  try {
+    fn();
+  } catch (e) {
+    expect(e).toBeInstanceOf(ConfigError);
+    return (e as Error).message;
+  }
+  throw new Error("expected a ConfigError, got none");
+}
+
+describe("loadConfig: unknown EVENTSTREAM_* names", () => {
+  it("a misspelt setting is an error naming it, its value and the setting meant", () => {
+    const msg = errorOf(() => loadConfig({ EVENTSTREAM_TOPIC_PARTITION: "3" }));
+    expect(msg).toMatch(/EVENTSTREAM_TOPIC_PARTITION="3" \(from the environment\): not a setting of airflow-eventstream; did you mean EVENTSTREAM_TOPIC_PARTITIONS\?/);
+  });
+
+  it("is listed with every other problem in the one error", () => {
+    const msg = errorOf(() => loadConfig({ EVENTSTREAM_SLOTS: "x", EVENTSTREAM_KAFKA_BROKERS: "k:9092", PGPORT: "nope" }));
+    expect(msg).toContain("EVENTSTREAM_SLOTS=\"x\"");
+    expect(msg).toContain("did you mean EVENTSTREAM_SLOT?");
+    expect(msg).toContain("did you mean KAFKA_BROKERS?");
+    expect(msg).toContain('PGPORT="nope"');
+  });
+
+  it("names from the nearest by edit distance, at most three, without the unrelated rest", () => {
+    expect(editDistance("kitten", "sitting")).toBe(3);
+    expect(editDistance("", "abc")).toBe(3);
+    expect(editDistance("same", "same")).toBe(0);
+    expect(closestSettings("EVENTSTREAM_BATCH_MAX_EVENT")).toEqual(["EVENTSTREAM_BATCH_MAX_EVENTS"]);
+    expect(closestSettings("EVENTSTREAM_CHECKPOINTS_TOPIC")).toEqual(["EVENTSTREAM_CHECKPOINT_TOPIC"]);
+    const vague = closestSettings("EVENTSTREAM_FOO");
+    expect(vague.length).toBeGreaterThan(0);
+    expect(vague.length).toBeLessThanOrEqual(3);
+  });
+
+  it("knows every setting of the schema, and .env.example lists exactly those", () => {
+    const example = readFileSync(".env.example", "utf8")
+      .split("\n")
+      .map((l) => /^([A-Z][A-Z0-9_]*)=/.exec(l)?.[1])
+      .filter((n): n is string => n !== undefined);
+    expect([...new Set(example)].sort()).toEqual([...SETTING_NAMES].sort());
+    expect(unknownSettings(SETTING_NAMES)).toEqual([]);
+  });
+
+  it("accepts the names the project's scripts and tests use (a development shell starts the daemon)", () => {
+    // Every EVENTSTREAM_* name in the tooling that exports or reads them, so a new one is noticed here.
+    const roots = ["scripts", "bench", "test/support", "test/faults", "test/airflow", "docker", ".ci"];
+    const used = new Set<string>();
+    const walk = (path: string): void => {
+      if (statSync(path).isDirectory()) {
+        for (const f of readdirSync(path)) if (f !== "results") walk(`${path}/${f}`);
+      } else {
+        for (const m of readFileSync(path, "utf8").matchAll(/\bEVENTSTREAM_[A-Z0-9_]*[A-Z0-9]\b/g)) used.add(m[0]);
+      }
+    };
+    for (const r of roots) walk(r);
+    expect(used.size).toBeGreaterThan(10);
+    expect(unknownSettings(used)).toEqual([]);
+    const tooling = Object.fromEntries([...TOOLING_NAMES, "EVENTSTREAM_TEST_CA_FILE", "EVENTSTREAM_SERVICES_DIR"].map((n) => [n, "1"]));
+    expect(loadConfig(tooling).slot).toBe("airflow_eventstream");
+  });
+
+  it("other variables are not its business", () => {
+    expect(loadConfig({ AIRFLOW_EVENTSTREAM_CACHE: "/tmp", KAFKA_BROKER: "x", PG_PORT: "1" }).pg.port).toBe(5432);
+  });
+});
+
+describe("loadDotEnv", () => {
+  it("a bad value from .env is reported as coming from .env; the environment still wins over it", () => {
+    const file = join(dir, "dot.env");
+    writeFileSync(file, "EVENTSTREAM_STATE_CACHE_SIZE=lots\nEVENTSTREAM_XCOM_KEY=from-file\n");
+    process.env.EVENTSTREAM_XCOM_KEY = "from-env";
     try {
-      loadConfig({ PGPORT: "s3cr3t-value" });
-    } catch (e) {
-      expect((e as Error).message).not.toContain("s3cr3t");
+      loadDotEnv(file);
+      expect(process.env.EVENTSTREAM_XCOM_KEY).toBe("from-env");
+      const msg = errorOf(() => loadConfig({ EVENTSTREAM_STATE_CACHE_SIZE: process.env.EVENTSTREAM_STATE_CACHE_SIZE, EVENTSTREAM_XCOM_KEY: "x" }));
+      expect(msg).toContain(`EVENTSTREAM_STATE_CACHE_SIZE="lots" (from ${file}): expected a whole number`);
+    } finally {
+      delete process.env.EVENTSTREAM_STATE_CACHE_SIZE;
+      delete process.env.EVENTSTREAM_XCOM_KEY;
     }
   });
 });
@@ -125,7 +212,7 @@ describe("loadConfig: Kafka security and notifications", () => {
     expect(loadConfig({ EVENTSTREAM_XCOM_KEY: "ship" }).xcomKey).toBe("ship");
     expect(loadConfig({ EVENTSTREAM_NOTIFICATIONS: "false" }).xcomKey).toBeNull();
     expect(loadConfig({}).deadLetterTopic).toBeNull();
-    expect(() => loadConfig({ EVENTSTREAM_DEAD_LETTER_TOPIC: "bad topic!" })).toThrow(/EVENTSTREAM_DEAD_LETTER_TOPIC: must be a Kafka topic name/);
+    expect(() => loadConfig({ EVENTSTREAM_DEAD_LETTER_TOPIC: "bad topic!" })).toThrow(/EVENTSTREAM_DEAD_LETTER_TOPIC="bad topic!" \(from the environment\): must be a Kafka topic name/);
   });
 });
 

@@ -1,0 +1,76 @@
+import { spawnSync } from "node:child_process";
+import { chmodSync, copyFileSync, mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, describe, expect, it } from "vitest";
+
+/**
+ * bin/airflow-eventstream picks the Node that runs the daemon. `npm start` and `npx` export NODE as
+ * the Node running npm (on this kind of machine the system's Node 20), and PATH may find that one
+ * first too. Each case installs the real launcher and package.json in a scratch package whose
+ * dist/cli.js only reports the Node running it, and an old Node that says what it would have run.
+ */
+const repo = process.cwd();
+const scratch = mkdtempSync(join(tmpdir(), "launcher-"));
+afterAll(() => rmSync(scratch, { recursive: true, force: true }));
+
+const oldNodeDir = join(scratch, "old-node-bin");
+mkdirSync(oldNodeDir);
+const oldNode = join(oldNodeDir, "node");
+writeFileSync(oldNode, '#!/bin/sh\nif [ "$1" = -p ]; then echo 20.11.1; else echo "RAN ON THE OLD NODE: $*"; fi\n');
+chmodSync(oldNode, 0o755);
+/** Old Node first on PATH, then the system's directories (where /usr/bin/node is Node 20 here). */
+const env = { PATH: `${oldNodeDir}:/usr/bin:/bin`, NODE: oldNode, HOME: scratch };
+
+function makePackage(dir: string, shippedNode: boolean): string {
+  mkdirSync(join(dir, "bin"), { recursive: true });
+  mkdirSync(join(dir, "dist"), { recursive: true });
+  copyFileSync(join(repo, "bin/airflow-eventstream"), join(dir, "bin/airflow-eventstream"));
+  chmodSync(join(dir, "bin/airflow-eventstream"), 0o755);
+  copyFileSync(join(repo, "package.json"), join(dir, "package.json"));
+  writeFileSync(join(dir, "dist/cli.js"), "process.stdout.write(`node ${process.versions.node} args ${process.argv.slice(2).join(' ')}\\n`);\n");
+  if (shippedNode) {
+    mkdirSync(join(dir, "node_modules/.bin"), { recursive: true });
+    symlinkSync(process.execPath, join(dir, "node_modules/.bin/node"));
+  }
+  return join(dir, "bin/airflow-eventstream");
+}
+
+const ownMajor = process.versions.node.split(".")[0]!;
+
+describe("bin/airflow-eventstream: which Node runs the daemon", () => {
+  it("runs the package's own node_modules/.bin/node, not NODE or PATH's older one", () => {
+    const launcher = makePackage(join(scratch, "own"), true);
+    const r = spawnSync(launcher, ["run"], { env, encoding: "utf8" });
+    expect(r.stderr).toBe("");
+    expect(r.stdout).toBe(`node ${process.versions.node} args run\n`);
+    expect(r.status).toBe(0);
+  });
+
+  it("installed as a dependency and started through npm's .bin symlink: the Node beside it in node_modules", () => {
+    const nm = join(scratch, "consumer/node_modules");
+    makePackage(join(nm, "airflow-eventstream"), false);
+    mkdirSync(join(nm, ".bin"), { recursive: true });
+    symlinkSync(process.execPath, join(nm, ".bin/node"));
+    symlinkSync("../airflow-eventstream/bin/airflow-eventstream", join(nm, ".bin/airflow-eventstream"));
+    const r = spawnSync(join(nm, ".bin/airflow-eventstream"), ["run"], { env, encoding: "utf8" });
+    expect(r.stdout).toBe(`node ${process.versions.node} args run\n`);
+    expect(r.status).toBe(0);
+  });
+
+  it("without a shipped Node, refuses one older than package.json's engines with exit code 2, saying what to do", () => {
+    const launcher = makePackage(join(scratch, "none"), false);
+    const r = spawnSync(launcher, ["run"], { env, encoding: "utf8" });
+    expect(r.stdout).not.toContain("RAN ON THE OLD NODE");
+    expect(r.stderr).toContain(`needs Node.js ${ownMajor} or later (package.json engines), but ${oldNode} is 20.11.1`);
+    expect(r.stderr).toContain("npm ci");
+    expect(r.status).toBe(2);
+  });
+
+  it("without a shipped Node, runs NODE when it is recent enough", () => {
+    const launcher = makePackage(join(scratch, "recent"), false);
+    const r = spawnSync(launcher, ["reset-checkpoint"], { env: { ...env, NODE: process.execPath }, encoding: "utf8" });
+    expect(r.stdout).toBe(`node ${process.versions.node} args reset-checkpoint\n`);
+    expect(r.status).toBe(0);
+  });
+});
