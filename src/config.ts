@@ -103,7 +103,7 @@ const env = z.object({
   EVENTSTREAM_TOPIC_PARTITIONS: int(1, 10_000).default(6),
   /** Replication factor of topics the daemon creates (-1: the broker's default). */
   EVENTSTREAM_TOPIC_REPLICATION_FACTOR: int(-1, 32).default(-1),
-  /** Largest event (bytes of JSON) sent to Kafka; keep it under the topic's max.message.bytes. */
+  /** Largest record sent to Kafka, in bytes as sent: the event's UTF-8 JSON, its key and the record's overhead (src/sink/batch.ts). Keep it under the topic's max.message.bytes. */
   EVENTSTREAM_MAX_MESSAGE_BYTES: int(1024, 100 * 1024 * 1024).default(1_000_000),
   /** Where an event over EVENTSTREAM_MAX_MESSAGE_BYTES goes (a summary with its position). Empty: the daemon stops, naming the row. */
   EVENTSTREAM_DEAD_LETTER_TOPIC: topicName.optional(),
