@@ -3,7 +3,7 @@
  * types, never Airflow; airflow/ knows Airflow, never bytes.
  */
 
-/** A WAL position. Always a bigint: LSNs compare as numbers, never as strings (FIELD-NOTES §4). */
+/** A WAL position. Always a bigint: LSNs compare as numbers, never as strings: the two text forms ("A/ABCD", "0000000A/0000ABCD") do not sort alike. */
 export type Lsn = bigint;
 
 /**

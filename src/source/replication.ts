@@ -11,7 +11,7 @@ import { ident, literal, pgClientConfig } from "./pg.js";
  * The replication connection: START_REPLICATION on the slot, CopyData in, standby status out.
  *
  * Written on node-postgres directly rather than through pg-logical-replication, whose
- * acknowledgement path loses data (FIELD-NOTES §4): it reports lsn + 1, its keepalive timer
+ * acknowledgement path loses data (docs/why-not-pg-logical-replication shows the first on a real server): it reports lsn + 1, its keepalive timer
  * confirms the last *received* position, and with flow control it skips a message whose handler
  * failed. Here the only position ever sent is the one the caller passes to `sendStatus`, exactly.
  *
@@ -80,7 +80,7 @@ export class ReplicationStream {
         }
       } catch (e: unknown) {
         // A message that cannot be handled is never skipped: the stream stops and resumes from the
-        // last acknowledged position (FIELD-NOTES §4).
+        // last acknowledged position: skipping it would acknowledge past a change never published.
         this.fail(e instanceof Error ? e : new Error(String(e)));
       }
     });
@@ -113,7 +113,8 @@ export class ReplicationStream {
 
   /**
    * Standby status update with the position every transaction before it is safe in Kafka.
-   * write = flush = apply = `lsn`, exactly: never + 1 (FIELD-NOTES §4).
+   * write = flush = apply = `lsn`, exactly: never + 1, which would also confirm a transaction whose
+   * commit record starts exactly where the acknowledged one ends.
    */
   sendStatus(lsn: Lsn, replyRequested = false): void {
     if (this.ended) return;

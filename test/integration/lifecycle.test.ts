@@ -5,7 +5,7 @@ import { consume, createDatabase, daemonConfig, dropDatabase, pgClient, startDae
 import { insertDagRun, insertTi, setXCom, updateDagRun, updateTi, type TiKey } from "../support/airflow-rows.js";
 
 /**
- * A scripted lifecycle per task instance, following how Airflow writes its rows (FIELD-NOTES §2),
+ * A scripted lifecycle per task instance, following how Airflow writes its rows,
  * on the real 2.11 and 3.x schemas. The events read back from Kafka by an independent consumer must
  * be exactly the transitions, in commit order, with exact previous states; churn (executor ids,
  * heartbeats, hostnames) must produce nothing.

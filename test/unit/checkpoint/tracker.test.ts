@@ -32,7 +32,7 @@ describe("AckTracker", () => {
   });
 
   it("acknowledges the exact end LSN of adjacent commits, never one past it", () => {
-    // A ends exactly where B's commit record starts (FIELD-NOTES §4): reporting A's end + 1
+    // A ends exactly where B's commit record starts: reporting A's end + 1
     // would make PostgreSQL skip B on restart.
     const t = new AckTracker(0n);
     const a = t.next();
