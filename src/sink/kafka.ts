@@ -9,6 +9,7 @@ import { formatLsn, maxLsn } from "../checkpoint/lsn.js";
 import { CheckpointError, PrivilegeError, ProducerFencedError, TlsError, TopicError, TransientError, UserActionError, assertNever, tlsFailure, type TlsFailure } from "../errors.js";
 import type { Logger } from "../log.js";
 import { TAIL_OFFSETS, newSentinelValue, scanToSentinels, sentinelKey, type ScanOptions } from "./checkpoint-topic.js";
+import { readBack, type ReadBackResult } from "./read-back.js";
 
 /** One event ready for Kafka, with the sequence number the checkpoint tracker gave it. */
 export interface SinkRecord {
@@ -276,6 +277,37 @@ export class KafkaSink {
       this.log.info(fields, latest ? "read the checkpoint" : "no checkpoint for this slot yet");
     }
     return latest;
+  }
+
+  /**
+   * Reads back the last `perPartition` records of every partition of the event topics this slot
+   * publishes to (see read-back.ts): the single topic, or with EVENTSTREAM_TOPIC_TEMPLATE every
+   * existing topic the template can name plus the single topic (events without a dag_id), and the
+   * dead-letter topic. Must precede every send.
+   */
+  async readBack(perPartition: number, onEvent: (value: Record<string, unknown>) => void): Promise<ReadBackResult> {
+    const { cfg } = this;
+    const existing = await this.admin!.listTopics();
+    const topics = new Set<string>();
+    if (cfg.topicTemplate !== null) {
+      const [before, after] = splitTemplate(cfg.topicTemplate);
+      for (const t of existing) if (t.length > before.length + after.length && t.startsWith(before) && t.endsWith(after)) topics.add(t);
+    }
+    for (const t of [cfg.topic, cfg.deadLetterTopic]) if (t !== null && existing.includes(t)) topics.add(t);
+    if (this.ckpt) topics.delete(this.ckpt.topic);
+    try {
+      return await readBack(this.kafka, this.admin!, {
+        topics: [...topics],
+        perPartition,
+        clientId: cfg.kafka.clientId,
+        timeoutMs: CHECKPOINT_READ_TIMEOUT_MS,
+        log: this.log,
+        track: (close) => this.closers.push(close),
+        onEvent,
+      });
+    } catch (e: unknown) {
+      throw this.explain(e, "reading back the event topics");
+    }
   }
 
   /**
@@ -685,6 +717,19 @@ export class KafkaSink {
     this.idleWaiters = [];
     for (const fn of w) fn();
   }
+}
+
+/**
+ * The fixed parts of a topic template before its first {dag_id} and after its last, as sanitizeTopic leaves them
+ * (illegal characters become "_"): a topic name matching both came from the template, or from a
+ * DAG-less name that happens to look like one, which costs only a read.
+ */
+function splitTemplate(template: string): [string, string] {
+  const first = template.indexOf("{dag_id}");
+  const last = template.lastIndexOf("{dag_id}");
+  const clean = (s: string) => s.replace(/[^a-zA-Z0-9._-]/g, "_");
+  if (first < 0) return [clean(template), ""];
+  return [clean(template.slice(0, first)), clean(template.slice(last + "{dag_id}".length))];
 }
 
 /** kafkajs's TLS options: the configured CA only, or Node's list (`true`); certificates always checked. */
