@@ -163,7 +163,10 @@ export class Session {
               }
               // Positions only grow along the stream: past the highest one Kafka holds, nothing is covered.
               if (replayEnd === null || comparePositions(pos, replayEnd) > 0) {
-                log.info({ skipped, inKafkaUpTo: replayEnd && formatPosition(replayEnd), first: event.source.position }, "replay: past what Kafka holds; publishing everything from here");
+                log.info(
+                  { skipped, inKafkaUpTo: replayEnd && formatPosition(replayEnd), first: event.source.position },
+                  exactlyOnce ? "exactly-once: past the checkpoint; publishing" : "replay: past what Kafka holds; publishing everything from here",
+                );
                 replay = null;
               }
             }
