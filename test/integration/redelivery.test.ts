@@ -127,11 +127,11 @@ async function killAndRestart(layout: "one topic" | "topic per DAG"): Promise<vo
     await waitFor("the slot confirmed past phase 1", async () => ((await confirmedFlush(db, db)) ?? 0n) >= phase1, 60_000, 100);
     const phase1Events = DAGS.length + DAGS.length * TASKS.length * 4 + DAGS.length;
 
-    // Phase 2, in Kafka but never acknowledged to PostgreSQL: t0 succeeds, t1 and t2 heartbeat,
-    // d0's run starts.
+    // Phase 2, in Kafka but never acknowledged to PostgreSQL: t0 succeeds, t1 heartbeats, d0's run
+    // starts. (t2 is left alone: after the restart only what was read back says it is running.)
     proxy.setMuted(true);
     await eachTask(c, runs, ["t0"], { state: "success" });
-    await eachTask(c, runs, ["t1", "t2"], { last_heartbeat_at: new Date().toISOString() });
+    await eachTask(c, runs, ["t1"], { last_heartbeat_at: new Date().toISOString() });
     await updateDagRun(c, runIds.get("d0")!, { state: "running" });
     // Last: an event without a key lands in any partition, so it counts as in Kafka only when every
     // partition is past it, and here not all are: the one re-delivery that cannot be told apart.
