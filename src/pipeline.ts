@@ -17,6 +17,8 @@ import { MessageTooLargeError, SlotGapError, coerceError } from "./errors.js";
 import type { StreamEvent } from "./airflow/events.js";
 import type { Logger } from "./log.js";
 import type { Lsn } from "./decode/types.js";
+import type pg from "pg";
+import { ident } from "./source/pg.js";
 
 /**
  * One streaming session: source → decode → airflow model → sink → checkpoint, wired in that order.
@@ -339,7 +341,10 @@ export class Session {
    */
   private async readBack(sink: KafkaSink, mapper: AirflowMapper, resumeFrom: Lsn, walLsn: Lsn): Promise<ReplayFilter | null> {
     let seeded = 0;
-    const res = await sink.readBack(this.cfg.restartReadEvents, (value) => {
+    // A topic per DAG: the DAGs Airflow has runs of name every topic an event can have gone to
+    // (a template may have no fixed part, so topic names alone cannot tell).
+    const dagIds = this.cfg.topicTemplate === null ? [] : await withSourceClient(this.cfg, (c) => dagIdsWithRuns(c, this.cfg.airflowSchema));
+    const res = await sink.readBack(this.cfg.restartReadEvents, dagIds, (value) => {
       const pos = positionOf(value);
       if (pos === null || pos.commitLsn >= resumeFrom) return;
       mapper.seed(value);
@@ -478,6 +483,12 @@ export class Session {
     await this.stream?.stop();
     await this.sink?.close();
   }
+}
+
+/** Every dag_id of Airflow's dag_run table (one scan of its (dag_id, run_id) key at start; topic per DAG only). */
+async function dagIdsWithRuns(client: pg.Client, schema: string): Promise<string[]> {
+  const { rows } = await client.query<{ dag_id: string }>(`SELECT DISTINCT dag_id FROM ${ident(schema)}.dag_run`);
+  return rows.map((r) => r.dag_id);
 }
 
 /** The slot facts for assessGap. */

@@ -10,6 +10,7 @@ import { CheckpointError, PrivilegeError, ProducerFencedError, TlsError, TopicEr
 import type { Logger } from "../log.js";
 import { TAIL_OFFSETS, newSentinelValue, scanToSentinels, sentinelKey, type ScanOptions } from "./checkpoint-topic.js";
 import { readBack, type ReadBackResult } from "./read-back.js";
+import { TopicRouter } from "./routing.js";
 
 /** One event ready for Kafka, with the sequence number the checkpoint tracker gave it. */
 export interface SinkRecord {
@@ -281,19 +282,22 @@ export class KafkaSink {
 
   /**
    * Reads back the last `perPartition` records of every partition of the event topics this slot
-   * publishes to (see read-back.ts): the single topic, or with EVENTSTREAM_TOPIC_TEMPLATE every
-   * existing topic the template can name plus the single topic (events without a dag_id), and the
-   * dead-letter topic. Must precede every send.
+   * publishes to (see read-back.ts): the single topic (with EVENTSTREAM_TOPIC_TEMPLATE, for events
+   * without a dag_id), the topics of `dagIds` (with a template), and the dead-letter topic; those
+   * that exist. Must precede every send.
    */
-  async readBack(perPartition: number, onEvent: (value: Record<string, unknown>) => void): Promise<ReadBackResult> {
+  async readBack(perPartition: number, dagIds: readonly string[], onEvent: (value: Record<string, unknown>) => void): Promise<ReadBackResult> {
     const { cfg } = this;
-    const existing = await this.admin!.listTopics();
+    const existing = new Set(await this.admin!.listTopics());
     const topics = new Set<string>();
     if (cfg.topicTemplate !== null) {
-      const [before, after] = splitTemplate(cfg.topicTemplate);
-      for (const t of existing) if (t.length > before.length + after.length && t.startsWith(before) && t.endsWith(after)) topics.add(t);
+      const router = new TopicRouter(cfg.topic, cfg.topicTemplate);
+      for (const d of dagIds) {
+        const t = router.topicFor(d);
+        if (existing.has(t)) topics.add(t);
+      }
     }
-    for (const t of [cfg.topic, cfg.deadLetterTopic]) if (t !== null && existing.includes(t)) topics.add(t);
+    for (const t of [cfg.topic, cfg.deadLetterTopic]) if (t !== null && existing.has(t)) topics.add(t);
     if (this.ckpt) topics.delete(this.ckpt.topic);
     try {
       return await readBack(this.kafka, this.admin!, {
@@ -717,19 +721,6 @@ export class KafkaSink {
     this.idleWaiters = [];
     for (const fn of w) fn();
   }
-}
-
-/**
- * The fixed parts of a topic template before its first {dag_id} and after its last, as sanitizeTopic leaves them
- * (illegal characters become "_"): a topic name matching both came from the template, or from a
- * DAG-less name that happens to look like one, which costs only a read.
- */
-function splitTemplate(template: string): [string, string] {
-  const first = template.indexOf("{dag_id}");
-  const last = template.lastIndexOf("{dag_id}");
-  const clean = (s: string) => s.replace(/[^a-zA-Z0-9._-]/g, "_");
-  if (first < 0) return [clean(template), ""];
-  return [clean(template.slice(0, first)), clean(template.slice(last + "{dag_id}".length))];
 }
 
 /** kafkajs's TLS options: the configured CA only, or Node's list (`true`); certificates always checked. */
