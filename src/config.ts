@@ -138,6 +138,8 @@ const env = z.object({
   EVENTSTREAM_NOTIFICATION_RAW_MAX_BYTES: int(0, 1024 * 1024).default(4096),
   /** Task instances whose last state is remembered (to tell transitions from heartbeats). */
   EVENTSTREAM_STATE_CACHE_SIZE: int(1_000, 100_000_000).default(50_000),
+  /** At-least-once start: records read back per partition of the event topics (skip what Kafka holds, seed the state cache). */
+  EVENTSTREAM_RESTART_READ_EVENTS: int(1, 10_000_000).default(2_000),
 
   // --- Process ---
   /** Seconds SIGTERM/SIGINT may take to flush Kafka and acknowledge before the process exits. */
@@ -225,6 +227,7 @@ export interface Config {
   maxInflightEvents: number;
   maxInflightBytes: number;
   stateCacheSize: number;
+  restartReadEvents: number;
   /** null: XComs are not captured. */
   xcomKey: string | null;
   notificationRawMaxBytes: number;
@@ -313,6 +316,7 @@ export function loadConfig(source: NodeJS.ProcessEnv = process.env, dotEnv: Read
     maxInflightEvents: e.EVENTSTREAM_MAX_INFLIGHT_EVENTS,
     maxInflightBytes: e.EVENTSTREAM_MAX_INFLIGHT_BYTES,
     stateCacheSize: e.EVENTSTREAM_STATE_CACHE_SIZE,
+    restartReadEvents: e.EVENTSTREAM_RESTART_READ_EVENTS,
     xcomKey: e.EVENTSTREAM_NOTIFICATIONS ? e.EVENTSTREAM_XCOM_KEY : null,
     notificationRawMaxBytes: e.EVENTSTREAM_NOTIFICATION_RAW_MAX_BYTES,
     shutdownTimeoutMs: e.EVENTSTREAM_SHUTDOWN_TIMEOUT_SECONDS * 1000,

@@ -1,7 +1,9 @@
 import type { Config } from "./config.js";
 import { AckTracker } from "./checkpoint/tracker.js";
 import { formatLsn, maxLsn } from "./checkpoint/lsn.js";
-import { formatPosition, isAtOrBefore, type Checkpoint, type Position } from "./checkpoint/position.js";
+import { comparePositions, formatPosition, type Checkpoint, type Position } from "./checkpoint/position.js";
+import { ReplayFilter } from "./checkpoint/replay.js";
+import { positionOf } from "./sink/read-back.js";
 import { assessGap, gapMessage, type GapVerdict, type SlotFacts } from "./checkpoint/gap.js";
 import { decodePgoutput } from "./decode/pgoutput.js";
 import { TransactionDecoder } from "./decode/transactions.js";
@@ -16,6 +18,8 @@ import { MessageTooLargeError, SlotGapError, coerceError } from "./errors.js";
 import type { StreamEvent } from "./airflow/events.js";
 import type { Logger } from "./log.js";
 import type { Lsn } from "./decode/types.js";
+import type pg from "pg";
+import { ident } from "./source/pg.js";
 
 /**
  * One streaming session: source → decode → airflow model → sink → checkpoint, wired in that order.
@@ -29,10 +33,23 @@ import type { Lsn } from "./decode/types.js";
  * position reported to PostgreSQL is the tracker's safe LSN, but never more than the acked_lsn of
  * a checkpoint durably in Kafka (`persisted`). A checkpoint rides in every produce request (see
  * KafkaSink); when the safe LSN has moved past the last one with no events to carry another
- * (keepalives while Airflow is quiet, the last transaction of a burst) one is asked for alone, at
- * most once per status interval, so the slot still follows the WAL, that much later. A start
- * checks the slot against the checkpoint before anything is created or published.
+ * (keepalives while Airflow is quiet, the last transaction of a burst) one is asked for alone:
+ * within EVENT_CHECKPOINT_MS when that covers a transaction with events (what a crash would
+ * re-deliver), else at most once per status interval, so the slot still follows the WAL, that much
+ * later. A start checks the slot against the checkpoint before anything is created or published.
+ *
+ * Replay (a start re-reads every transaction the slot has not confirmed): changes whose events are
+ * in Kafka already are mapped but not published again (ReplayFilter). Exactly-once knows that from
+ * its checkpoint; at-least-once reads back the tail of the event topics (KafkaSink.readBack): per
+ * partition the highest position it holds, and the events, whose rows' states seed the mapper.
+ * Only events from before the slot's confirmed position seed it (those are not replayed), so the
+ * mapper's state for a row is, at every replayed change, the state after that row's previous
+ * change: exactly what the first publication saw when it had seen the row. A seed from a replayed
+ * event would be newer than the changes replayed before it, and turn a real transition into churn.
  */
+/** How soon after Kafka acknowledges a transaction with events a checkpoint covering it is asked for (when no batch carries one first). */
+const EVENT_CHECKPOINT_MS = 100;
+
 export class Session {
   private stream: ReplicationStream | null = null;
   private sink: KafkaSink | null = null;
@@ -52,6 +69,9 @@ export class Session {
   private persisted: Lsn | null = null;
   private lastCheckpointAsked = 0;
   private checkpointTimer: NodeJS.Timeout | null = null;
+  private checkpointDue = 0;
+  /** The end LSN of the last transaction that published events: a checkpoint past it is asked for soon (EVENT_CHECKPOINT_MS). */
+  private eventsUpTo: Lsn = 0n;
   /** Set once the stream is up; the supervisor uses it to reset its backoff. */
   streamingSince = 0;
 
@@ -126,9 +146,11 @@ export class Session {
       let tx: TxContext | null = null;
       const maxEvents = cfg.maxInflightEvents;
       const maxBytes = cfg.maxInflightBytes;
-      /** Exactly-once: changes at or before this position are in Kafka already; mapped (the mapper's state must stay exact) but not published. */
-      let skipUpTo: Position | null = null;
+      /** Changes whose events are in Kafka already (see ReplayFilter): mapped (the mapper's state must stay exact) but not published. */
+      let replay: ReplayFilter | null = null;
+      let replayEnd: Position | null = null;
       let skipped = 0;
+      let txPublished = false;
 
       const onData = (payload: Buffer): void => {
         if (this.halted) return;
@@ -137,25 +159,35 @@ export class Session {
         switch (ev.kind) {
           case "begin":
             tx = { xid: ev.xid, commitTime: ev.commitTime };
+            txPublished = false;
             return;
           case "change": {
             const event = mapper.map(ev, tx!);
             if (event === null) return;
-            if (skipUpTo !== null) {
-              if (isAtOrBefore(ev.commitLsn, ev.index, skipUpTo)) {
+            const value = JSON.stringify(event);
+            const route = router.route(event);
+            const key = route.key;
+            // Kafka's limit is on the record's bytes. A UTF-16 unit is at most 3 bytes of UTF-8, so
+            // most events skip the exact count.
+            const oversized = (value.length + (key?.length ?? 0)) * 3 + RECORD_OVERHEAD_BYTES > cfg.maxMessageBytes && recordBytes(value, key) > cfg.maxMessageBytes;
+            if (replay !== null) {
+              const pos = { commitLsn: ev.commitLsn, index: ev.index };
+              const topic = oversized && cfg.deadLetterTopic !== null ? cfg.deadLetterTopic : route.topic;
+              if (replay.covers(topic, key, pos)) {
                 skipped++;
                 return;
               }
-              // Positions only grow along the stream: nothing after this change is covered.
-              log.info({ skipped, checkpoint: formatPosition(skipUpTo), first: event.source.position }, "exactly-once: past the checkpoint; publishing");
-              skipUpTo = null;
+              // Positions only grow along the stream: past the highest one Kafka holds, nothing is covered.
+              if (replayEnd === null || comparePositions(pos, replayEnd) > 0) {
+                log.info(
+                  { skipped, inKafkaUpTo: replayEnd && formatPosition(replayEnd), first: event.source.position },
+                  exactlyOnce ? "exactly-once: past the checkpoint; publishing" : "replay: past what Kafka holds; publishing everything from here",
+                );
+                replay = null;
+              }
             }
-            const value = JSON.stringify(event);
-            // Kafka's limit is on the record's bytes. A UTF-16 unit is at most 3 bytes of UTF-8, so
-            // most events skip the exact count.
-            const route = router.route(event);
-            const key = route.key;
-            if ((value.length + (key?.length ?? 0)) * 3 + RECORD_OVERHEAD_BYTES > cfg.maxMessageBytes && recordBytes(value, key) > cfg.maxMessageBytes) {
+            txPublished = true;
+            if (oversized) {
               this.oversized(event, value, key, ev.commitLsn, ev.index);
             } else {
               sink.push({ ...route, value, seq: tracker.next(), commitLsn: ev.commitLsn, index: ev.index });
@@ -166,6 +198,7 @@ export class Session {
           }
           case "commit":
             tx = null;
+            if (txPublished) this.eventsUpTo = ev.endLsn;
             tracker.commit(ev.endLsn);
             this.scheduleReport();
             return;
@@ -182,11 +215,12 @@ export class Session {
       // silent past wal_sender_timeout.
       let timer: NodeJS.Timeout | undefined;
       try {
-        if (identity === null) {
+        if (identity === null && exactlyOnce) {
           await stream.start({ onData, onKeepalive });
           timer = setInterval(() => this.report(), cfg.statusIntervalMs);
         } else {
-          // The checkpoint is read only once the slot is ours (START_REPLICATION succeeded):
+          // The checkpoint is read, and at-least-once reads back the event topics, only once the
+          // slot is ours (START_REPLICATION succeeded), and the slot's position is final:
           // exactly-once fences other producers of this slot while reading, and fencing first would
           // let a standby daemon, retrying every second, fence the active one again and again. Until
           // the slot has been checked against it nothing is published: the stream is paused, and
@@ -208,7 +242,7 @@ export class Session {
           });
           stream.pause();
           timer = setInterval(() => this.tick(), cfg.statusIntervalMs);
-          const reading = sink.readCheckpoint(identity);
+          const reading = identity === null ? Promise.resolve(null) : sink.readCheckpoint(identity);
           reading.catch(() => undefined);
           await Promise.race([reading, stream.done, failed]);
           if (this.stopping) return;
@@ -216,33 +250,45 @@ export class Session {
           // Read after the checkpoint, and while the slot is this session's, so nothing else can
           // move it; every legitimate checkpoint is behind the WAL by then.
           const now = await withSourceClient(cfg, (c) => readSlotNow(c, cfg));
-          const verdict = this.refuseGap(cp, facts(cfg.slot, now, created));
-          log.info(
-            { slot: cfg.slot, checkpointAckedLsn: cp?.ackedLsn ? formatLsn(cp.ackedLsn) : null, slotConfirmedFlushLsn: now.slot ? formatLsn(now.slot.confirmedFlushLsn) : null, basis: verdict.basis },
-            "no gap between the checkpoint and the slot",
-          );
-          if (cp?.ackedLsn !== null && cp?.ackedLsn !== undefined) {
-            if (now.walLsn > 0n && cp.ackedLsn > now.walLsn) {
-              // The server's WAL went back (a restore to an earlier point): that acked_lsn belongs
-              // to a history the server left, so it bounds nothing any more.
-              log.warn({ checkpointAckedLsn: formatLsn(cp.ackedLsn), wal: formatLsn(now.walLsn) }, "the checkpoint's acked_lsn is ahead of the server's WAL (restored to an earlier point?); starting the acknowledged position over from the slot");
-              sink.setAckedFloor(slot.confirmedFlushLsn);
-            } else {
-              // Durable in Kafka already, and every later checkpoint stays at or above it (setAckedFloor).
-              this.persisted = maxLsn(this.persisted!, cp.ackedLsn);
+          if (identity !== null) {
+            const verdict = this.refuseGap(cp, facts(cfg.slot, now, created));
+            log.info(
+              { slot: cfg.slot, checkpointAckedLsn: cp?.ackedLsn ? formatLsn(cp.ackedLsn) : null, slotConfirmedFlushLsn: now.slot ? formatLsn(now.slot.confirmedFlushLsn) : null, basis: verdict.basis },
+              "no gap between the checkpoint and the slot",
+            );
+            if (cp?.ackedLsn !== null && cp?.ackedLsn !== undefined) {
+              if (now.walLsn > 0n && cp.ackedLsn > now.walLsn) {
+                // The server's WAL went back (a restore to an earlier point): that acked_lsn belongs
+                // to a history the server left, so it bounds nothing any more.
+                log.warn({ checkpointAckedLsn: formatLsn(cp.ackedLsn), wal: formatLsn(now.walLsn) }, "the checkpoint's acked_lsn is ahead of the server's WAL (restored to an earlier point?); starting the acknowledged position over from the slot");
+                sink.setAckedFloor(slot.confirmedFlushLsn);
+              } else {
+                // Durable in Kafka already, and every later checkpoint stays at or above it (setAckedFloor).
+                this.persisted = maxLsn(this.persisted!, cp.ackedLsn);
+              }
+            }
+            // The evidence from the first moment: without a checkpoint, a slot dropped before the
+            // safe position ever moved (a quiet first run) would go unnoticed. Also brings a
+            // checkpoint of an earlier version (no acked_lsn) up to date. Written before streaming,
+            // so the first events do not wait behind it (and get batched with the ones after them);
+            // it counts as the first checkpoint asked for.
+            if (cp === null || cp.ackedLsn === null) {
+              this.lastCheckpointAsked = Date.now();
+              await Promise.race([sink.checkpointNow(), stream.done, failed]);
+              if (this.stopping) return;
             }
           }
-          // The evidence from the first moment: without a checkpoint, a slot dropped before the
-          // safe position ever moved (a quiet first run) would go unnoticed. Also brings a
-          // checkpoint of an earlier version (no acked_lsn) up to date. Written before streaming,
-          // so the first events do not wait behind it (and get batched with the ones after them);
-          // it counts as the first checkpoint asked for.
-          if (cp === null || cp.ackedLsn === null) {
-            this.lastCheckpointAsked = Date.now();
-            await Promise.race([sink.checkpointNow(), stream.done, failed]);
+          if (exactlyOnce) {
+            const floor = usableCheckpoint(cp, now.walLsn, log);
+            if (floor !== null) replay = new ReplayFilter(floor, new Map());
+          } else {
+            const readingBack = this.readBack(sink, mapper, now.slot?.confirmedFlushLsn ?? slot.confirmedFlushLsn, now.walLsn);
+            readingBack.catch(() => undefined);
+            await Promise.race([readingBack, stream.done, failed]);
             if (this.stopping) return;
+            replay = await readingBack;
           }
-          if (exactlyOnce) skipUpTo = usableCheckpoint(cp, now.walLsn, log);
+          replayEnd = replay?.last() ?? null;
           const queued = held;
           held = null;
           for (const m of queued) {
@@ -298,6 +344,49 @@ export class Session {
     if (!stream?.isOpen || !sink || !tracker || this.persisted === null || this.stopping || this.cfg.delivery === "exactly-once") return;
     if (tracker.safeLsn > this.persisted) await withDeadline(sink.checkpointNow(), Date.now() + Math.min(5_000, this.cfg.shutdownTimeoutMs));
     this.report();
+  }
+
+  /**
+   * At-least-once start: reads back the tail of the event topics (KafkaSink.readBack). Events from
+   * before `resumeFrom` (the slot's confirmed position: the replay starts there, and PostgreSQL
+   * re-sends only transactions whose commit record is at or after it) seed the mapper; the highest
+   * position per partition makes the filter. Positions above the server's WAL belong to a history
+   * the server left (a restore to an earlier point): the heads then bound nothing.
+   */
+  private async readBack(sink: KafkaSink, mapper: AirflowMapper, resumeFrom: Lsn, walLsn: Lsn): Promise<ReplayFilter | null> {
+    let seeded = 0;
+    // A topic per DAG: the DAGs Airflow has runs of name every topic an event can have gone to
+    // (a template may have no fixed part, so topic names alone cannot tell).
+    const dagIds = this.cfg.topicTemplate === null ? [] : await withSourceClient(this.cfg, (c) => dagIdsWithRuns(c, this.cfg.airflowSchema));
+    const res = await sink.readBack(this.cfg.restartReadEvents, dagIds, (value) => {
+      const pos = positionOf(value);
+      if (pos === null || pos.commitLsn >= resumeFrom) return;
+      mapper.seed(value);
+      seeded++;
+    });
+    let heads = res.heads;
+    let highest: Position | null = null;
+    for (const parts of heads.values()) for (const h of parts) if (h !== null && (highest === null || comparePositions(h, highest) > 0)) highest = h;
+    if (highest !== null && walLsn > 0n && highest.commitLsn > walLsn) {
+      this.log.warn(
+        { inKafkaUpTo: formatPosition(highest), wal: formatLsn(walLsn) },
+        "the event topics hold positions ahead of the server's WAL (restored to an earlier point?); not skipping anything: positions of new events may be lower than ones already published",
+      );
+      heads = new Map();
+    }
+    this.log.info(
+      {
+        topics: res.heads.size,
+        partitions: [...res.heads.values()].reduce((n, p) => n + p.length, 0),
+        recordsRead: res.records,
+        seeded,
+        readMs: res.ms,
+        resumeFrom: formatLsn(resumeFrom),
+        inKafkaUpTo: highest && formatPosition(highest),
+      },
+      "read back the event topics: replayed changes already in Kafka are not published again",
+    );
+    return heads.size === 0 ? null : new ReplayFilter(null, heads);
   }
 
   /** Throws SlotGapError when the checkpoint and the slot disagree (see src/checkpoint/gap.ts). */
@@ -361,17 +450,25 @@ export class Session {
   }
 
   /**
-   * Asks the sink for a checkpoint when the safe position has moved past the last one in Kafka, at
-   * most once per status interval: PostgreSQL learns of the new position that much later, and
-   * Kafka takes one small record (exactly-once: one small transaction) per interval at most.
+   * Asks the sink for a checkpoint when the safe position has moved past the last one in Kafka.
+   * When that covers a transaction with events, within EVENT_CHECKPOINT_MS: until PostgreSQL hears
+   * of it, a crash re-delivers it (a batch that follows meanwhile carries the checkpoint instead,
+   * so under load this adds no request). Else, when only keepalives moved it (Airflow quiet, the
+   * database busy), at most once per status interval: Kafka then takes one small record (exactly-
+   * once: one small transaction) per interval at most.
    */
   private maybeCheckpoint(): void {
     const { sink, tracker } = this;
     if (!sink || !tracker || this.persisted === null || this.stopping) return;
     if (tracker.safeLsn <= this.persisted || sink.checkpointPending) return;
-    const wait = this.lastCheckpointAsked + this.cfg.statusIntervalMs - Date.now();
+    const events = this.eventsUpTo > this.persisted && tracker.safeLsn >= this.eventsUpTo;
+    const due = this.lastCheckpointAsked + (events ? EVENT_CHECKPOINT_MS : this.cfg.statusIntervalMs);
+    const wait = due - Date.now();
     if (wait > 0) {
-      this.checkpointTimer ??= setTimeout(() => {
+      if (this.checkpointTimer !== null && this.checkpointDue <= due) return;
+      if (this.checkpointTimer !== null) clearTimeout(this.checkpointTimer);
+      this.checkpointDue = due;
+      this.checkpointTimer = setTimeout(() => {
         this.checkpointTimer = null;
         this.maybeCheckpoint();
       }, wait);
@@ -401,6 +498,12 @@ export class Session {
     await this.stream?.stop();
     await this.sink?.close();
   }
+}
+
+/** Every dag_id of Airflow's dag_run table (one scan of its (dag_id, run_id) key at start; topic per DAG only). */
+async function dagIdsWithRuns(client: pg.Client, schema: string): Promise<string[]> {
+  const { rows } = await client.query<{ dag_id: string }>(`SELECT DISTINCT dag_id FROM ${ident(schema)}.dag_run`);
+  return rows.map((r) => r.dag_id);
 }
 
 /** The slot facts for assessGap. */

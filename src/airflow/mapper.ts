@@ -100,6 +100,11 @@ export class AirflowMapper {
   private readonly runs: LruCache<RunState>;
   /** Run context by (dag_id, run_id). */
   private readonly contexts: LruCache<RunContext>;
+  /**
+   * 3.x only: the last published state by name, from seed(), for a row whose id changed after its
+   * last event (see seed). Consulted when the id is not known; dropped once the row is mapped.
+   */
+  private readonly seededByName: LruCache<TiState>;
   /** Relations already checked for the columns the mapping needs. */
   private readonly checked = new WeakSet<Relation>();
   /**
@@ -117,10 +122,77 @@ export class AirflowMapper {
     this.schema = opts.schema;
     this.tis = new LruCache(opts.cacheSize);
     this.tries = new LruCache(opts.cacheSize);
+    this.seededByName = new LruCache(opts.cacheSize);
     // DAG runs are few next to task instances.
     const runs = Math.max(1000, Math.ceil(opts.cacheSize / 10));
     this.runs = new LruCache(runs);
     this.contexts = new LruCache(runs);
+  }
+
+  /**
+   * The last state of a row as published before this start (read back from Kafka, see
+   * KafkaSink.readBack), as if the change behind `event` had just been mapped: a later change of
+   * that row is then a transition, or churn, as it was for the process that published the event.
+   * Events must come in position order per row (a partition's order) and only from before the
+   * position the replay starts at (the slot's confirmed position): replayed changes then update
+   * the state in order, and the state is never newer than the change being mapped. Anything that
+   * is not an event of this version's shape is ignored.
+   */
+  seed(event: Record<string, unknown>): void {
+    const type = event.type;
+    const op = event.op;
+    if (type === "task_instance") {
+      const dagId = text(event.dag_id);
+      const taskId = text(event.task_id);
+      const runId = text(event.run_id);
+      const mapIndex = typeof event.map_index === "number" ? event.map_index : null;
+      if (dagId === null || taskId === null || runId === null || mapIndex === null) return;
+      const name = tiKey(dagId, taskId, runId, mapIndex);
+      // 3.x rows are keyed by id (see rowKeyColumns); 2.x by the name.
+      const id = text(event.ti_id);
+      const key = id ?? name;
+      this.seededByName.delete(name);
+      if (op === "delete") {
+        this.tis.delete(key);
+        return;
+      }
+      const state: TiState = { key: name, mapIndex, state: internState(text(event.state)), tryNumber: typeof event.try_number === "number" ? event.try_number : null };
+      this.tis.set(key, state);
+      if (id !== null) {
+        // A retry or clear gives the row a new id after the event carrying the old one was published.
+        this.seededByName.set(name, state);
+        if (this.opts.xcomKey !== null) this.tries.set(name, state.tryNumber);
+      }
+      this.seedContext(dagId, runId, event);
+      return;
+    }
+    if (type === "dag_run" && typeof event.dag_run_id === "number") {
+      const key = String(event.dag_run_id);
+      if (op === "delete") {
+        this.runs.delete(key);
+        return;
+      }
+      const dagId = text(event.dag_id);
+      const runId = text(event.run_id);
+      if (dagId === null || runId === null) return;
+      this.runs.set(key, { dagId, runId, state: internState(text(event.state)), clearNumber: typeof event.clear_number === "number" ? event.clear_number : null });
+      this.seedContext(dagId, runId, event);
+    }
+  }
+
+  /** The run's context as the event carried it: as of that position, unlike the one read from PostgreSQL at start. */
+  private seedContext(dagId: string, runId: string, event: Record<string, unknown>): void {
+    const logicalDate = text(event.logical_date);
+    const runType = text(event.run_type);
+    // An event of a run the publisher did not know says nothing about it.
+    if (logicalDate === null && runType === null) return;
+    this.contexts.set(runKey(dagId, runId), {
+      logicalDate,
+      runType,
+      dataIntervalStart: text(event.data_interval_start),
+      dataIntervalEnd: text(event.data_interval_end),
+      clearNumber: typeof event.clear_number === "number" ? event.clear_number : null,
+    });
   }
 
   /** Context of runs that started before the stream did (read once at start, see run-context.ts). */
@@ -165,6 +237,7 @@ export class AirflowMapper {
     if (tables.includes("task_instance")) {
       this.tis.clear();
       this.tries.clear();
+      this.seededByName.clear();
     }
     if (tables.includes("dag_run")) {
       this.runs.clear();
@@ -271,10 +344,12 @@ export class AirflowMapper {
       // 3.x new id per try); under FULL the whole old row always is.
       const oldKey = change.old ? this.rowKey(rel, change.old) : newKey;
       prev = this.tis.get(oldKey);
+      if (prev === undefined && !natural) prev = this.seededByName.get(name);
       if (oldKey !== newKey) this.tis.delete(oldKey);
       if (change.oldKind === "full" && change.old) prev = tiState(change.old);
     }
     this.tis.set(newKey, next);
+    if (!natural) this.seededByName.delete(name);
     // XComs name a task instance by (dag, task, run, map index): on 2.x that is the cache's key
     // already; on 3.x (keyed by id) a second, smaller map answers it.
     if (!natural && this.opts.xcomKey !== null) this.tries.set(name, next.tryNumber);
@@ -484,6 +559,10 @@ function withSnakeCase(v: unknown): unknown {
     }
   }
   return o;
+}
+
+function text(v: unknown): string | null {
+  return typeof v === "string" ? v : null;
 }
 
 function runKey(dagId: string, runId: string): string {

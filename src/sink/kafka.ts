@@ -10,6 +10,8 @@ import { CheckpointError, PrivilegeError, ProducerFencedError, TlsError, TopicEr
 import type { Logger } from "../log.js";
 import { TAIL_OFFSETS, newSentinelValue, scanToSentinels, sentinelKey, type ScanOptions } from "./checkpoint-topic.js";
 import { batchEnd, recordBytes } from "./batch.js";
+import { readBack, type ReadBackResult } from "./read-back.js";
+import { TopicRouter } from "./routing.js";
 
 /** One event ready for Kafka, with the sequence number the checkpoint tracker gave it. */
 export interface SinkRecord {
@@ -281,6 +283,40 @@ export class KafkaSink {
       this.log.info(fields, latest ? "read the checkpoint" : "no checkpoint for this slot yet");
     }
     return latest;
+  }
+
+  /**
+   * Reads back the last `perPartition` records of every partition of the event topics this slot
+   * publishes to (see read-back.ts): the single topic (with EVENTSTREAM_TOPIC_TEMPLATE, for events
+   * without a dag_id), the topics of `dagIds` (with a template), and the dead-letter topic; those
+   * that exist. Must precede every send.
+   */
+  async readBack(perPartition: number, dagIds: readonly string[], onEvent: (value: Record<string, unknown>) => void): Promise<ReadBackResult> {
+    const { cfg } = this;
+    const existing = new Set(await this.admin!.listTopics());
+    const topics = new Set<string>();
+    if (cfg.topicTemplate !== null) {
+      const router = new TopicRouter(cfg.topic, cfg.topicTemplate);
+      for (const d of dagIds) {
+        const t = router.topicFor(d);
+        if (existing.has(t)) topics.add(t);
+      }
+    }
+    for (const t of [cfg.topic, cfg.deadLetterTopic]) if (t !== null && existing.has(t)) topics.add(t);
+    if (this.ckpt) topics.delete(this.ckpt.topic);
+    try {
+      return await readBack(this.kafka, this.admin!, {
+        topics: [...topics],
+        perPartition,
+        clientId: cfg.kafka.clientId,
+        timeoutMs: CHECKPOINT_READ_TIMEOUT_MS,
+        log: this.log,
+        track: (close) => this.closers.push(close),
+        onEvent,
+      });
+    } catch (e: unknown) {
+      throw this.explain(e, "reading back the event topics");
+    }
   }
 
   /**
@@ -622,7 +658,7 @@ export class KafkaSink {
     if (denied) {
       // Not retried: a missing ACL does not grant itself.
       return new TopicError(
-        `${what}: Kafka refused it (${denied}): the daemon's principal needs WRITE and DESCRIBE on its topics${this.ckpt ? ` and READ, WRITE and DESCRIBE on the checkpoint topic ${this.ckpt.topic}, READ on the consumer groups ${this.cfg.kafka.clientId}.checkpoint-reader.*` : ""}${this.eos ? `, WRITE and DESCRIBE on the transactional id ${this.eos.transactionalId}` : ""} and IDEMPOTENT_WRITE on the cluster (see README, "Setting up PostgreSQL and Kafka for production")${this.ckpt && !this.eos ? "; or set EVENTSTREAM_GAP_DETECTION=false to run at-least-once without the checkpoint topic (a dropped or recreated slot then goes unnoticed)" : ""}`,
+        `${what}: Kafka refused it (${denied}): the daemon's principal needs WRITE and DESCRIBE on its topics${this.ckpt ? ` and READ, WRITE and DESCRIBE on the checkpoint topic ${this.ckpt.topic}, READ on the consumer groups ${this.cfg.kafka.clientId}.checkpoint-reader.*` : ""}${this.eos ? "" : `, READ on its topics and the consumer groups ${this.cfg.kafka.clientId}.read-back.* (the start reads back their tail)`}${this.eos ? `, WRITE and DESCRIBE on the transactional id ${this.eos.transactionalId}` : ""} and IDEMPOTENT_WRITE on the cluster (see README, "Setting up PostgreSQL and Kafka for production")${this.ckpt && !this.eos ? "; or set EVENTSTREAM_GAP_DETECTION=false to run at-least-once without the checkpoint topic (a dropped or recreated slot then goes unnoticed)" : ""}`,
         { cause: e },
       );
     }

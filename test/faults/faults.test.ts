@@ -1,5 +1,4 @@
 import { execFile } from "node:child_process";
-import { readFileSync } from "node:fs";
 import { promisify } from "node:util";
 import { afterAll, describe, expect, it } from "vitest";
 import { confirmedFlush, consume, createDatabase, daemonEnv, dropDatabase, services, sleep, spawnDaemon, uniqueName, waitFor, type DaemonProcess } from "../support/harness.js";
@@ -20,14 +19,16 @@ import { TolerantLoad } from "./tolerant-load.js";
  * - pg-cut:      the daemon reaches PostgreSQL through a loopback proxy (PGPORT); while cut, the proxy
  *                resets existing connections and refuses new ones. The load connects directly.
  * Then an independent read_committed consumer checks everything against the ledger.
- * FAULTS_PROFILE=short (default, CI) | soak. FAULTS_SEED / LOAD_SEED replay the choices.
+ * FAULTS_PROFILE=short (default, CI) | soak | kill (SIGKILLs only, FAULTS_ROUNDS of them, default 5:
+ * what a kill re-delivers, in the table's "dup/kill"). FAULTS_SEED / LOAD_SEED replay the choices.
  */
 
-const PROFILE = process.env.FAULTS_PROFILE === "soak" ? "soak" : "short";
-const ROUNDS = PROFILE === "soak" ? Number(process.env.FAULTS_ROUNDS ?? 3) : 1;
+const PROFILE = process.env.FAULTS_PROFILE === "soak" ? "soak" : process.env.FAULTS_PROFILE === "kill" ? "kill" : "short";
+const ROUNDS = PROFILE === "soak" ? Number(process.env.FAULTS_ROUNDS ?? 3) : PROFILE === "kill" ? Number(process.env.FAULTS_ROUNDS ?? 5) : 1;
 const CUT_MS = PROFILE === "soak" ? [3_000, 15_000] : [3_000, 6_000];
 const KINDS = ["kill", "kafka-stop", "kafka-freeze", "pg-restart", "pg-cut"] as const;
 type Kind = (typeof KINDS)[number];
+const PLANNED: readonly Kind[] = PROFILE === "kill" ? ["kill"] : KINDS;
 const STREAMING = /"msg":"streaming"/;
 const exec = promisify(execFile);
 
@@ -50,8 +51,20 @@ async function services_(...args: string[]): Promise<void> {
   await exec("bash", ["scripts/services.sh", ...args], { timeout: 180_000 });
 }
 
-function kafkaPid(): number {
-  return Number(readFileSync(".services/kafka/kafka.pid", "utf8").trim());
+/**
+ * The pid of the broker the scripts run, as `scripts/services.sh status` reports it: it knows where
+ * the services live (EVENTSTREAM_SERVICES_DIR, or <repo>/.services), and which ports are this
+ * checkout's, so another broker on the machine is never stopped.
+ */
+async function kafkaPid(): Promise<number> {
+  // status exits 1 when anything is unhealthy (PostgreSQL stopped by a fault, say): its report still counts.
+  const out = await exec("bash", ["scripts/services.sh", "status"], { timeout: 60_000 }).then(
+    (r) => r.stdout,
+    (e: unknown) => String((e as { stdout?: unknown }).stdout ?? ""),
+  );
+  const m = /^kafka\s+running\s+\S+\s+pid (\d+)/m.exec(out);
+  if (!m) throw new Error(`scripts/services.sh status reports no running Kafka:\n${out}`);
+  return Number(m[1]);
 }
 
 function alive(d: DaemonProcess): boolean {
@@ -77,11 +90,12 @@ async function runMode(mode: "at-least-once" | "exactly-once"): Promise<void> {
   const counts = Object.fromEntries(KINDS.map((k) => [k, 0])) as Record<Kind, number>;
   const recovery: string[] = [];
   const plan: Kind[] = [];
-  for (let r = 0; r < ROUNDS; r++) plan.push(...[...KINDS].sort(() => rand() - 0.5));
+  for (let r = 0; r < ROUNDS; r++) plan.push(...[...PLANNED].sort(() => rand() - 0.5));
   console.log(`faults ${mode}: profile ${PROFILE}, seed ${seed}, plan ${plan.join(",")}`);
   const load = new TolerantLoad({ db, major: "3", dags, workers: 4, tasksPerRun: 6, maxRowsPerTx: 8, txDelayMs: PROFILE === "soak" ? 20 : 5, seed });
   let kafkaDown = false;
-  let kafkaFrozen = false;
+  /** The broker stopped with SIGSTOP, while it is (status would hang asking it). */
+  let frozenPid: number | null = null;
   try {
     await d.waitForLog(STREAMING, 60_000);
     load.start();
@@ -104,12 +118,12 @@ async function runMode(mode: "at-least-once" | "exactly-once"): Promise<void> {
           kafkaDown = false;
           break;
         case "kafka-freeze": {
-          const pid = kafkaPid();
-          kafkaFrozen = true;
+          const pid = await kafkaPid();
+          frozenPid = pid;
           process.kill(pid, "SIGSTOP");
           await sleep(cutMs);
           process.kill(pid, "SIGCONT");
-          kafkaFrozen = false;
+          frozenPid = null;
           break;
         }
         case "pg-restart":
@@ -166,7 +180,7 @@ async function runMode(mode: "at-least-once" | "exactly-once"): Promise<void> {
     d.proc.kill("SIGTERM");
     expect(await d.exited).toBe(0);
   } finally {
-    if (kafkaFrozen) process.kill(kafkaPid(), "SIGCONT");
+    if (frozenPid !== null) process.kill(frozenPid, "SIGCONT");
     if (kafkaDown) await kafka("kafka-start");
     await load.stop().catch(() => undefined);
     for (const x of daemons) if (alive(x)) x.proc.kill("SIGKILL");
@@ -181,8 +195,8 @@ async function runMode(mode: "at-least-once" | "exactly-once"): Promise<void> {
 
 describe(`faults under load (${PROFILE})`, () => {
   afterAll(() => {
-    const head = ["mode", ...KINDS, "events", "consumed", "lost", "dup", "reord", "other", "ambiguous c/n", "seed", "recovery (ms, per fault)"];
-    const lines = table.map((r) => [r.mode, ...KINDS.map((k) => String(r.faults[k])), String(r.checked), String(r.consumed), String(r.lost), String(r.duplicated), String(r.reordered), String(r.other), r.ambiguous, String(r.seed), r.recovery.join(", ")]);
+    const head = ["mode", ...KINDS, "events", "consumed", "lost", "dup", "dup/kill", "reord", "other", "ambiguous c/n", "seed", "recovery (ms, per fault)"];
+    const lines = table.map((r) => [r.mode, ...KINDS.map((k) => String(r.faults[k])), String(r.checked), String(r.consumed), String(r.lost), String(r.duplicated), PROFILE === "kill" && r.faults.kill > 0 ? (r.duplicated / r.faults.kill).toFixed(1) : "-", String(r.reordered), String(r.other), r.ambiguous, String(r.seed), r.recovery.join(", ")]);
     console.log([head, ...lines].map((l) => "| " + l.join(" | ") + " |").join("\n"));
   });
   it("at-least-once: nothing lost or reordered; duplicates repeat their original", () => runMode("at-least-once"));

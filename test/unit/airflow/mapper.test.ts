@@ -391,3 +391,49 @@ describe("AirflowMapper: old rows from REPLICA IDENTITY FULL", () => {
     expect(lines).toHaveLength(1);
   });
 });
+
+describe("AirflowMapper.seed: the state a restart reads back from Kafka", () => {
+  const published = (m: AirflowMapper, c: RowChange) => JSON.parse(JSON.stringify(m.map(change(c), tx))) as Record<string, unknown>;
+
+  it("3.x: a heartbeat of a running task is no event; the next transition knows its previous state, also by name after an id change", () => {
+    const before = new AirflowMapper(OPTS, log);
+    const row = (over: Row): Row => ({ id: "u1", ...key2, state: "running", try_number: 1, ...over });
+    const other = { ...key2, task_id: "load" };
+    const seeds = [
+      published(before, { kind: "insert", relation: TI3, row: row({ state: "queued" }) }),
+      published(before, { kind: "update", relation: TI3, row: row({}), old: null, oldKind: null }),
+      published(before, { kind: "insert", relation: TI3, row: { id: "v1", ...other, state: "running", try_number: 1 } }),
+      published(before, { kind: "update", relation: TI3, row: { id: "v1", ...other, state: "up_for_retry", try_number: 1 }, old: null, oldKind: null }),
+    ];
+    // Not published: the retry's new id. The restarted mapper never sees it either.
+    before.map(change({ kind: "update", relation: TI3, row: { id: "v2", ...other, state: "up_for_retry", try_number: 1 }, old: { id: "v1" }, oldKind: "key" }), tx);
+
+    const after = new AirflowMapper(OPTS, log);
+    for (const s of seeds) after.seed(s);
+    expect(after.map(change({ kind: "update", relation: TI3, row: row({ last_heartbeat_at: "2026-11-25T08:00:05.000000Z" }), old: null, oldKind: null }), tx)).toBeNull();
+    expect(after.map(change({ kind: "update", relation: TI3, row: row({ state: "success" }), old: null, oldKind: null }), tx)).toMatchObject({ previous_state: "running", previous_state_known: true, previous_try_number: 1 });
+    expect(after.map(change({ kind: "update", relation: TI3, row: { id: "v2", ...other, state: "scheduled", try_number: 2 }, old: null, oldKind: null }), tx)).toMatchObject({
+      previous_state: "up_for_retry",
+      previous_state_known: true,
+      ti_id: "v2",
+    });
+  });
+
+  it("a seeded DELETE forgets the row; events of another shape are ignored", () => {
+    const m = new AirflowMapper(OPTS, log);
+    m.seed({ type: "task_instance", op: "update", ...key2, ti_id: null, state: "running", try_number: 1 });
+    m.seed({ type: "task_instance", op: "delete", ...key2, ti_id: null, state: "running", try_number: 1 });
+    m.seed({ reason: "message_too_large", type: "task_instance", dag_id: "etl" });
+    const e = m.map(change({ kind: "update", relation: TI2, row: ti2({ state: "running", try_number: 1 }), old: null, oldKind: null }), tx);
+    expect(e).toMatchObject({ previous_state: null, previous_state_known: false });
+  });
+
+  it("2.x and DAG runs: seeded by their keys", () => {
+    const m = new AirflowMapper(OPTS, log);
+    m.seed({ type: "task_instance", op: "update", ...key2, ti_id: null, state: "queued", try_number: 1 });
+    m.seed({ type: "dag_run", op: "update", dag_id: "etl", run_id: "manual__1", dag_run_id: 5, state: "running", clear_number: 0, run_type: "manual", logical_date: "2026-11-25T08:00:00.000000Z" });
+    expect(m.map(change({ kind: "update", relation: TI2, row: ti2({ state: "queued", try_number: 1, hostname: "w2" }), old: null, oldKind: null }), tx)).toBeNull();
+    const run = m.map(change({ kind: "update", relation: RUN, row: { id: 5, dag_id: "etl", run_id: "manual__1", state: "success", run_type: "manual", logical_date: "2026-11-25T08:00:00.000000Z", clear_number: 0 }, old: null, oldKind: null }), tx);
+    expect(run).toMatchObject({ previous_state: "running", previous_state_known: true, state: "success" });
+  });
+});

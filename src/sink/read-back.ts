@@ -1,0 +1,147 @@
+import { randomBytes } from "node:crypto";
+import type { Admin, Kafka } from "kafkajs";
+import { parsePosition, type Position } from "../checkpoint/position.js";
+import { TransientError } from "../errors.js";
+import type { Logger } from "../log.js";
+
+/**
+ * Reading back, at start, the tail of what this daemon published (at-least-once): per partition of
+ * each event topic, the last `perPartition` records. It gives two things:
+ * - the highest `source.position` per partition (see ReplayFilter): replayed changes at or below it
+ *   are not published again;
+ * - the events themselves, handed to `onEvent` in partition order, from which the mapper learns
+ *   the last published state of the rows they name (see AirflowMapper.seed).
+ *
+ * The end of a partition is its high watermark, fetched first: nothing writes to these topics
+ * while the slot is this daemon's (the previous daemon is gone, or START_REPLICATION would have
+ * failed), and the topics hold no transactions in at-least-once, so the last offset below the
+ * watermark is a record the consumer receives. Cost: at most `perPartition` records per partition
+ * and one consumer group join.
+ */
+
+export interface ReadBackResult {
+  /** topic -> per partition, the highest position found (null: empty, or nothing parsable). */
+  heads: Map<string, (Position | null)[]>;
+  records: number;
+  ms: number;
+}
+
+export interface ReadBackOptions {
+  topics: string[];
+  perPartition: number;
+  clientId: string;
+  timeoutMs: number;
+  log: Logger;
+  track(close: () => Promise<void>): void;
+  /** Each record's value, in offset order per partition (a partition read again repeats its records in order). */
+  onEvent(value: Record<string, unknown>): void;
+}
+
+export async function readBack(kafka: Kafka, admin: Admin, opts: ReadBackOptions): Promise<ReadBackResult> {
+  const started = Date.now();
+  const heads = new Map<string, (Position | null)[]>();
+  /** "topic/partition" -> [start offset, last offset wanted]. */
+  const want = new Map<string, { topic: string; partition: number; start: bigint; last: bigint }>();
+  for (const topic of opts.topics) {
+    const offsets = await admin.fetchTopicOffsets(topic);
+    const parts: (Position | null)[] = new Array<Position | null>(offsets.length).fill(null);
+    heads.set(topic, parts);
+    for (const o of offsets) {
+      const high = BigInt(o.high);
+      const low = BigInt(o.low);
+      if (high <= low) continue;
+      const start = high - BigInt(opts.perPartition) > low ? high - BigInt(opts.perPartition) : low;
+      want.set(`${topic}/${o.partition}`, { topic, partition: o.partition, start, last: high - 1n });
+    }
+  }
+  let records = 0;
+  if (want.size > 0) {
+    const consumer = kafka.consumer({
+      groupId: `${opts.clientId}.read-back.${randomBytes(4).toString("hex")}`,
+      readUncommitted: false,
+      allowAutoTopicCreation: false,
+      maxWaitTimeInMs: 100,
+      sessionTimeout: 10_000,
+      heartbeatInterval: 1_000,
+    });
+    let closed = false;
+    const close = async () => {
+      if (closed) return;
+      closed = true;
+      await consumer.disconnect().catch(() => undefined);
+    };
+    opts.track(close);
+    const pending = new Set(want.keys());
+    let timer: NodeJS.Timeout | undefined;
+    try {
+      await consumer.connect();
+      await consumer.subscribe({ topics: [...new Set([...want.values()].map((w) => w.topic))], fromBeginning: true });
+      await new Promise<void>((resolve, reject) => {
+        timer = setTimeout(
+          () => reject(new TransientError(`the event topics were not read back to their end within ${opts.timeoutMs} ms (${[...pending].slice(0, 5).join(", ")} still behind); retrying`)),
+          opts.timeoutMs,
+        );
+        consumer.on(consumer.events.CRASH, (e) => {
+          if (!e.payload.restart) reject(new TransientError(`reading back the event topics failed (${e.payload.error.message}); retrying`, { cause: e.payload.error }));
+        });
+        consumer
+          .run({
+            autoCommit: false,
+            eachMessage: async ({ topic, partition, message }) => {
+              const id = `${topic}/${partition}`;
+              const w = want.get(id);
+              if (w === undefined || !pending.has(id)) return;
+              const offset = BigInt(message.offset);
+              // Before the start offset: a seek not yet applied.
+              if (offset < w.start) return;
+              records++;
+              const value = parse(message.value);
+              if (value !== null) {
+                const pos = positionOf(value);
+                const parts = heads.get(topic)!;
+                const head = parts[partition] ?? null;
+                if (pos !== null && (head === null || pos.commitLsn > head.commitLsn || (pos.commitLsn === head.commitLsn && pos.index > head.index))) parts[partition] = pos;
+                opts.onEvent(value);
+              }
+              if (offset >= w.last) {
+                pending.delete(id);
+                if (pending.size === 0) resolve();
+              }
+            },
+          })
+          .catch(reject);
+        // Before the group is joined: kafkajs applies a pending seek at the first fetch.
+        for (const w of want.values()) if (w.start > 0n) consumer.seek({ topic: w.topic, partition: w.partition, offset: w.start.toString() });
+      });
+    } finally {
+      clearTimeout(timer);
+      await close();
+    }
+  }
+  const result = { heads, records, ms: Date.now() - started };
+  opts.log.debug({ topics: opts.topics.length, partitions: want.size, records }, "read back the event topics");
+  return result;
+}
+
+function parse(v: Buffer | null): Record<string, unknown> | null {
+  if (v === null) return null;
+  try {
+    const json = JSON.parse(v.toString("utf8")) as unknown;
+    return typeof json === "object" && json !== null && !Array.isArray(json) ? (json as Record<string, unknown>) : null;
+  } catch {
+    return null;
+  }
+}
+
+/** The record's `source.position` (events and dead-letter summaries both carry it); null when absent. */
+export function positionOf(value: Record<string, unknown>): Position | null {
+  const source = value.source;
+  if (typeof source !== "object" || source === null) return null;
+  const text = (source as { position?: unknown }).position;
+  if (typeof text !== "string") return null;
+  try {
+    return parsePosition(text);
+  } catch {
+    return null;
+  }
+}
