@@ -15,6 +15,7 @@ import {
   type CommandResult,
   type Service,
 } from "./airflow.js";
+import { publishedTables, readAudit, type AuditRow } from "./audit.js";
 import { dedupe, type RunRow, type TiRow } from "./sequences.js";
 
 /**
@@ -65,6 +66,10 @@ export interface PhaseResult {
   tis: TiRow[];
   runs: RunRow[];
   xcoms: XComRow[];
+  /** Every row version of task_instance and dag_run Airflow committed (support/audit.ts). */
+  audit: AuditRow[];
+  /** The tables in the daemon's publication, schema-qualified. */
+  published: string[];
   /** `airflow dags test` results per DAG (dags-test mode). */
   commands: Partial<Record<DagId, CommandResult>>;
   timings: Record<string, number>;
@@ -110,7 +115,9 @@ export async function runPhase(mode: Mode, af: AirflowInstance): Promise<PhaseRe
         )
       ).rows,
     ]);
-    return { mode, af, topic, consumed, raw, events, redelivered, sessions, tis, runs, xcoms, commands, timings, daemonLog };
+    const audit = await readAudit(af.database);
+    const published = await publishedTables(af.database, af.database);
+    return { mode, af, topic, consumed, raw, events, redelivered, sessions, tis, runs, xcoms, audit, published, commands, timings, daemonLog };
   } finally {
     await daemon.stop();
     writeFileSync(join(af.home, "daemon.log"), daemonLog.join(""));
