@@ -1,8 +1,8 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { LogicalReplicationService, PgoutputPlugin } from "pg-logical-replication";
 import { formatLsn } from "../../src/checkpoint/lsn.js";
-import { confirmedFlush, createDatabase, dropDatabase, services, uniqueName, waitFor, withPg } from "../../test/support/harness.js";
-import { adjacentCommitsRetrying, witness } from "../../test/support/adjacent-commits.js";
+import { confirmedFlush, dropDatabase, services, uniqueName, waitFor, withPg } from "../../test/support/harness.js";
+import { adjacentCommitsDatabase, adjacentCommitsRetrying, witness } from "../../test/support/adjacent-commits.js";
 
 /**
  * EVIDENCE ABOUT A THIRD-PARTY LIBRARY, not a test of the product (README.md in this folder).
@@ -18,12 +18,7 @@ describe("pg-logical-replication (evidence): acknowledging a commit's end LSN", 
   const witnessSlot = `${db}_witness`;
 
   beforeAll(async () => {
-    await createDatabase(db, null);
-    await withPg(db, async (c) => {
-      await c.query("CREATE TABLE a (id int primary key, v text); CREATE TABLE b (id int primary key, v text)");
-      await c.query(`CREATE PUBLICATION ${db} FOR TABLE a, b`);
-      await c.query("SELECT pg_create_logical_replication_slot($1, 'pgoutput')", [witnessSlot]);
-    });
+    await adjacentCommitsDatabase(db);
   });
 
   afterAll(async () => {

@@ -19,7 +19,7 @@ import {
   withPg,
 } from "../support/harness.js";
 import { insertDagRun, insertTi } from "../support/airflow-rows.js";
-import { adjacentCommits, type Tx } from "../support/adjacent-commits.js";
+import { adjacentCommits, adjacentCommitsDatabase, type Tx } from "../support/adjacent-commits.js";
 
 /**
  * The product's acknowledgement of adjacent commits (see test/support/adjacent-commits.ts): it
@@ -65,12 +65,7 @@ describe("acknowledging adjacent commits", () => {
   const witnessSlot = `${db}_witness`;
 
   beforeAll(async () => {
-    await createDatabase(db, null);
-    await withPg(db, async (c) => {
-      await c.query("CREATE TABLE a (id int primary key, v text); CREATE TABLE b (id int primary key, v text)");
-      await c.query(`CREATE PUBLICATION ${db} FOR TABLE a, b`);
-      await c.query("SELECT pg_create_logical_replication_slot($1, 'pgoutput')", [witnessSlot]);
-    });
+    await adjacentCommitsDatabase(db);
   });
 
   afterAll(async () => {

@@ -1,7 +1,7 @@
 import type pg from "pg";
 import { decodePgoutput } from "../../src/decode/pgoutput.js";
 import { TransactionDecoder } from "../../src/decode/transactions.js";
-import { pgClient, withPg } from "./harness.js";
+import { createDatabase, pgClient, withPg } from "./harness.js";
 
 /**
  * Adjacent commits: transaction B writes first, A commits, B commits right after, so B's commit
@@ -62,4 +62,19 @@ export async function witness(db: string, slot: string, publication: string): Pr
     }
     return txs;
   });
+}
+
+/**
+ * A database with tables a and b, a publication of both named after the database, and a witness
+ * slot that sees every commit (the adjacent-commit tests' fixture). Returns the witness slot's name.
+ */
+export async function adjacentCommitsDatabase(db: string): Promise<string> {
+  const witnessSlot = `${db}_witness`;
+  await createDatabase(db, null);
+  await withPg(db, async (c) => {
+    await c.query("CREATE TABLE a (id int primary key, v text); CREATE TABLE b (id int primary key, v text)");
+    await c.query(`CREATE PUBLICATION ${db} FOR TABLE a, b`);
+    await c.query("SELECT pg_create_logical_replication_slot($1, 'pgoutput')", [witnessSlot]);
+  });
+  return witnessSlot;
 }
