@@ -1,3 +1,4 @@
+import type pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { StreamEvent } from "../../src/airflow/events.js";
 import { confirmedFlush, consume, createDatabase, daemonConfig, dropDatabase, startDaemon, uniqueName, waitFor, waitForStreaming, withPg } from "../support/harness.js";
@@ -29,8 +30,7 @@ describe("topic per DAG with non-ASCII dag_ids", () => {
         await insertDagRun(c, "3", dag, "r1", "running");
         await insertTi(c, "3", { dag_id: dag, task_id: "t", run_id: "r1" }, { state: "running", try_number: 1 });
       }
-      const { rows } = await c.query<{ lsn: string }>("SELECT lpad(replace(pg_current_wal_lsn()::text, '/', ''), 16, '0') AS lsn");
-      return BigInt(`0x${rows[0]!.lsn}`);
+      return walLsn(c);
     });
     // Acknowledged means in Kafka: the topics exist before the consumer resolves its pattern.
     await waitFor("the slot to pass the writes", async () => ((await confirmedFlush(db, db)) ?? 0n) >= written);
@@ -51,10 +51,22 @@ describe("topic per DAG with non-ASCII dag_ids", () => {
   });
 
   it("sends table_truncated to every partition of EVENTSTREAM_TOPIC, created on first use", async () => {
-    await withPg(db, (c) => c.query("TRUNCATE task_instance CASCADE"));
+    const written = await withPg(db, async (c) => {
+      await c.query("TRUNCATE task_instance CASCADE");
+      return walLsn(c);
+    });
+    // The topic is created when the event is first sent: subscribing before it exists fails
+    // (UNKNOWN_TOPIC_OR_PARTITION). Acknowledged means in Kafka, so the topic exists by then.
+    await waitFor("the slot to pass the TRUNCATE", async () => ((await confirmedFlush(db, db)) ?? 0n) >= written);
     const all = await consume([`${db}.events`], (got) => got.filter((m) => (m.event as StreamEvent).type === "table_truncated").length === 3);
     const truncates = all.map((m) => ({ partition: m.partition, key: m.key, event: StreamEvent.parse(m.event) })).filter((m) => m.event.type === "table_truncated");
     expect(truncates.map((m) => m.partition).sort()).toEqual([0, 1, 2]);
     expect(truncates.every((m) => m.key === null)).toBe(true);
   });
 });
+
+/** The server's current WAL position. */
+async function walLsn(c: pg.Client): Promise<bigint> {
+  const { rows } = await c.query<{ lsn: string }>("SELECT lpad(replace(pg_current_wal_lsn()::text, '/', ''), 16, '0') AS lsn");
+  return BigInt(`0x${rows[0]!.lsn}`);
+}
