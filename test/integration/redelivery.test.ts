@@ -46,10 +46,10 @@ function key(dag: string, task: string, runs: Map<string, string>): TiKey {
  * The records in `topics` once their count reaches `atLeast` and stays put for a while (late
  * duplicates included). Exactly-once: offsets also count transaction markers and aborted records,
  * which a read_committed consumer never receives, so the end offsets only say when writing
- * stopped; the read then goes on until one event more than `atLeast` arrives (a duplicate, say) or
- * nothing more comes, and the caller checks the count.
+ * stopped; the read then waits for `atLeast` events, and with `final` goes on until one more
+ * arrives (a duplicate, say) or nothing more comes, and the caller checks the count.
  */
-async function settled(topics: () => Promise<string[]>, atLeast: number, delivery: Delivery = "at-least-once"): Promise<Consumed[]> {
+async function settled(topics: () => Promise<string[]>, atLeast: number, delivery: Delivery = "at-least-once", final = false): Promise<Consumed[]> {
   let last = -1;
   let since = Date.now();
   const total = await waitFor(
@@ -68,6 +68,7 @@ async function settled(topics: () => Promise<string[]>, atLeast: number, deliver
     250,
   );
   if (delivery === "at-least-once") return consume(await topics(), (all) => all.length >= total, 60_000);
+  if (!final) return consume(await topics(), (all) => all.length >= atLeast, 60_000);
   return consume(await topics(), (all) => all.length > atLeast, { timeoutMs: 15_000, allowTimeout: true });
 }
 
@@ -167,17 +168,17 @@ async function killAndRestart(layout: "one topic" | "topic per DAG", delivery: D
     const phase3Events = DAGS.length * 2 + 1;
 
     const redelivered = eos ? 0 : 1;
-    const all = await settled(topics, phase1Events + phase2Events + phase3Events + redelivered, delivery);
+    const all = await settled(topics, phase1Events + phase2Events + phase3Events + redelivered, delivery, true);
     const started = d.output.find((l) => l.includes("read back the event topics"));
     console.log(`${delivery}, ${layout}: ${all.length} events read; restart: ${started ?? "(no read-back logged)"}`);
+    // Every row was seen from its INSERT on, by this daemon or its predecessor (but the orphan).
+    const unknown = all.filter((m) => !m.event.previous_state_known && m.event.dag_id !== null).map((m) => `${m.event.source.position} ${m.event.type} ${"task_id" in m.event ? m.event.task_id : m.event.run_id} ${m.event.state}`);
+    expect(unknown).toEqual([]);
     const orphan = all.filter((m) => m.event.type === "task_instance" && m.event.op === "delete");
     expect(orphan.length).toBe(1 + redelivered);
     expect(orphan[0]!.event.dag_id).toBeNull();
     // Re-delivered, it is its first copy exactly.
     if (!eos) expect(JSON.stringify(orphan[1]!.event)).toBe(JSON.stringify(orphan[0]!.event));
-    // Every row was seen from its INSERT on, by this daemon or its predecessor (but the orphan).
-    const unknown = all.filter((m) => !m.event.previous_state_known && m.event.dag_id !== null).map((m) => `${m.event.source.position} ${m.event.type} ${"task_id" in m.event ? m.event.task_id : m.event.run_id} ${m.event.state}`);
-    expect(unknown).toEqual([]);
     expect(duplicates(all.filter((m) => m !== orphan[1]))).toEqual([]);
     // And no other event: a heartbeat after the restart is none.
     expect(all.length).toBe(phase1Events + phase2Events + phase3Events + redelivered);
