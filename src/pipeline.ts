@@ -40,8 +40,9 @@ import { ident } from "./source/pg.js";
  *
  * Replay (a start re-reads every transaction the slot has not confirmed): changes whose events are
  * in Kafka already are mapped but not published again (ReplayFilter). Exactly-once knows that from
- * its checkpoint; at-least-once reads back the tail of the event topics (KafkaSink.readBack): per
- * partition the highest position it holds, and the events, whose rows' states seed the mapper.
+ * its checkpoint; at-least-once from the tail of the event topics, read back at start
+ * (KafkaSink.readBack): per partition the highest position it holds. Both modes read that tail
+ * (exactly-once what is committed) for the events, whose rows' states seed the mapper.
  * Only events from before the slot's confirmed position seed it (those are not replayed), so the
  * mapper's state for a row is, at every replayed change, the state after that row's previous
  * change: exactly what the first publication saw when it had seen the row. A seed from a replayed
@@ -278,15 +279,20 @@ export class Session {
               if (this.stopping) return;
             }
           }
+          // Both modes read back the tail of the event topics, to seed the mapper; exactly-once after
+          // readCheckpoint() fenced its transactional id, so no transaction of ours is open in them.
+          const readingBack = this.readBack(sink, mapper, now.slot?.confirmedFlushLsn ?? slot.confirmedFlushLsn, now.walLsn);
+          readingBack.catch(() => undefined);
+          await Promise.race([readingBack, stream.done, failed]);
+          if (this.stopping) return;
+          const heads = await readingBack;
           if (exactlyOnce) {
+            // The checkpoint covers every partition at once; the heads say no more (every committed
+            // event is at or before it).
             const floor = usableCheckpoint(cp, now.walLsn, log);
             if (floor !== null) replay = new ReplayFilter(floor, new Map());
-          } else {
-            const readingBack = this.readBack(sink, mapper, now.slot?.confirmedFlushLsn ?? slot.confirmedFlushLsn, now.walLsn);
-            readingBack.catch(() => undefined);
-            await Promise.race([readingBack, stream.done, failed]);
-            if (this.stopping) return;
-            replay = await readingBack;
+          } else if (heads.size > 0) {
+            replay = new ReplayFilter(null, heads);
           }
           replayEnd = replay?.last() ?? null;
           const queued = held;
@@ -347,13 +353,16 @@ export class Session {
   }
 
   /**
-   * At-least-once start: reads back the tail of the event topics (KafkaSink.readBack). Events from
-   * before `resumeFrom` (the slot's confirmed position: the replay starts there, and PostgreSQL
-   * re-sends only transactions whose commit record is at or after it) seed the mapper; the highest
-   * position per partition makes the filter. Positions above the server's WAL belong to a history
-   * the server left (a restore to an earlier point): the heads then bound nothing.
+   * A start, in both modes: reads back the tail of the event topics (KafkaSink.readBack; exactly-
+   * once reads what is committed, see read-back.ts). Events from before `resumeFrom` (the slot's
+   * confirmed position: the replay starts there, and PostgreSQL re-sends only transactions whose
+   * commit record is at or after it) seed the mapper; exactly-once's checkpoint may be past it,
+   * and what lies between is replayed and mapped in order, so the seed is never newer than what
+   * is replayed. Returns the highest position per partition (at-least-once's filter). Positions
+   * above the server's WAL belong to a history the server left (a restore to an earlier point):
+   * the heads then bound nothing (an empty map).
    */
-  private async readBack(sink: KafkaSink, mapper: AirflowMapper, resumeFrom: Lsn, walLsn: Lsn): Promise<ReplayFilter | null> {
+  private async readBack(sink: KafkaSink, mapper: AirflowMapper, resumeFrom: Lsn, walLsn: Lsn): Promise<Map<string, (Position | null)[]>> {
     let seeded = 0;
     // A topic per DAG: the DAGs Airflow has runs of name every topic an event can have gone to
     // (a template may have no fixed part, so topic names alone cannot tell).
@@ -384,9 +393,11 @@ export class Session {
         resumeFrom: formatLsn(resumeFrom),
         inKafkaUpTo: highest && formatPosition(highest),
       },
-      "read back the event topics: replayed changes already in Kafka are not published again",
+      this.cfg.delivery === "exactly-once"
+        ? "read back the event topics (read_committed): rows named there start with their last published state"
+        : "read back the event topics: replayed changes already in Kafka are not published again",
     );
-    return heads.size === 0 ? null : new ReplayFilter(null, heads);
+    return heads;
   }
 
   /** Throws SlotGapError when the checkpoint and the slot disagree (see src/checkpoint/gap.ts). */

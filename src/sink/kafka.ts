@@ -658,7 +658,7 @@ export class KafkaSink {
     if (denied) {
       // Not retried: a missing ACL does not grant itself.
       return new TopicError(
-        `${what}: Kafka refused it (${denied}): the daemon's principal needs WRITE and DESCRIBE on its topics${this.ckpt ? ` and READ, WRITE and DESCRIBE on the checkpoint topic ${this.ckpt.topic}, READ on the consumer groups ${this.cfg.kafka.clientId}.checkpoint-reader.*` : ""}${this.eos ? "" : `, READ on its topics and the consumer groups ${this.cfg.kafka.clientId}.read-back.* (the start reads back their tail)`}${this.eos ? `, WRITE and DESCRIBE on the transactional id ${this.eos.transactionalId}` : ""} and IDEMPOTENT_WRITE on the cluster (see README, "Setting up PostgreSQL and Kafka for production")${this.ckpt && !this.eos ? "; or set EVENTSTREAM_GAP_DETECTION=false to run at-least-once without the checkpoint topic (a dropped or recreated slot then goes unnoticed)" : ""}`,
+        `${what}: Kafka refused it (${denied}): the daemon's principal needs WRITE and DESCRIBE on its topics${this.ckpt ? ` and READ, WRITE and DESCRIBE on the checkpoint topic ${this.ckpt.topic}, READ on the consumer groups ${this.cfg.kafka.clientId}.checkpoint-reader.*` : ""}, READ on its topics and the consumer groups ${this.cfg.kafka.clientId}.read-back.* (the start reads back their tail)${this.eos ? `, WRITE and DESCRIBE on the transactional id ${this.eos.transactionalId}` : ""} and IDEMPOTENT_WRITE on the cluster (see README, "Setting up PostgreSQL and Kafka for production")${this.ckpt && !this.eos ? "; or set EVENTSTREAM_GAP_DETECTION=false to run at-least-once without the checkpoint topic (a dropped or recreated slot then goes unnoticed)" : ""}`,
         { cause: e },
       );
     }

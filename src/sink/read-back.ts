@@ -5,18 +5,33 @@ import { TransientError } from "../errors.js";
 import type { Logger } from "../log.js";
 
 /**
- * Reading back, at start, the tail of what this daemon published (at-least-once): per partition of
- * each event topic, the last `perPartition` records. It gives two things:
- * - the highest `source.position` per partition (see ReplayFilter): replayed changes at or below it
- *   are not published again;
+ * Reading back, at start, the tail of what this daemon published: per partition of each event
+ * topic, the last `perPartition` records, in both delivery modes. It gives two things:
+ * - the highest `source.position` per partition (see ReplayFilter): at-least-once does not publish
+ *   again the replayed changes at or below it (exactly-once skips by its checkpoint instead);
  * - the events themselves, handed to `onEvent` in partition order, from which the mapper learns
  *   the last published state of the rows they name (see AirflowMapper.seed).
  *
- * The end of a partition is its high watermark, fetched first: nothing writes to these topics
- * while the slot is this daemon's (the previous daemon is gone, or START_REPLICATION would have
- * failed), and the topics hold no transactions in at-least-once, so the last offset below the
- * watermark is a record the consumer receives. Cost: at most `perPartition` records per partition
- * and one consumer group join.
+ * Where a partition ends, read with isolation read_committed (as consumers are told to read):
+ * - the end offset is kafkajs's `admin.fetchTopicOffsets()` "high", fetched first. The admin asks
+ *   with isolation READ_COMMITTED, so it is the last stable offset: below it every transaction is
+ *   committed or aborted. Nothing else writes to these topics (the previous daemon is gone, or
+ *   START_REPLICATION would have failed; exactly-once has also fenced its transactional id, which
+ *   aborted any transaction it left open, before this runs), so it is the high watermark too.
+ * - "the last offset received" never meets it on a transactional topic: every transaction ends
+ *   with a commit (or abort) marker, so the last offset below the end is nearly always a marker,
+ *   and neither markers nor aborted records reach a read_committed consumer. The fetch does return
+ *   them, though, and kafkajs reports the last offset of each fetched batch, markers and aborted
+ *   records included (END_BATCH_PROCESS, emitted also for a batch that filtering left empty).
+ *   A partition is read when that offset reaches the end. At-least-once topics have no markers;
+ *   the same rule holds.
+ * Why not a sentinel record, as the checkpoint topic does (checkpoint-topic.ts)? There the end is
+ * moved by other daemons' open transactions; here nothing else writes, and a sentinel would be a
+ * record in the event topics every consumer reads. Why not read up to the checkpoint's position?
+ * A partition need not hold an event at or past it (the last transaction wrote other partitions),
+ * so that read has no end of its own.
+ *
+ * Cost: at most `perPartition` records per partition (plus markers) and one consumer group join.
  */
 
 export interface ReadBackResult {
@@ -84,6 +99,16 @@ export async function readBack(kafka: Kafka, admin: Admin, opts: ReadBackOptions
         consumer.on(consumer.events.CRASH, (e) => {
           if (!e.payload.restart) reject(new TransientError(`reading back the event topics failed (${e.payload.error.message}); retrying`, { cause: e.payload.error }));
         });
+        const reached = (topic: string, partition: number, offset: bigint) => {
+          const id = `${topic}/${partition}`;
+          const w = want.get(id);
+          if (w === undefined || offset < w.last || !pending.delete(id)) return;
+          if (pending.size === 0) resolve();
+        };
+        // After the batch's records went through eachMessage: its last offset, a marker's included.
+        consumer.on(consumer.events.END_BATCH_PROCESS, (e) => {
+          if (e.payload.lastOffset !== null) reached(e.payload.topic, e.payload.partition, BigInt(e.payload.lastOffset));
+        });
         consumer
           .run({
             autoCommit: false,
@@ -103,10 +128,7 @@ export async function readBack(kafka: Kafka, admin: Admin, opts: ReadBackOptions
                 if (pos !== null && (head === null || pos.commitLsn > head.commitLsn || (pos.commitLsn === head.commitLsn && pos.index > head.index))) parts[partition] = pos;
                 opts.onEvent(value);
               }
-              if (offset >= w.last) {
-                pending.delete(id);
-                if (pending.size === 0) resolve();
-              }
+              reached(topic, partition, offset);
             },
           })
           .catch(reject);
