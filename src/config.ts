@@ -138,7 +138,7 @@ const env = z.object({
   EVENTSTREAM_NOTIFICATION_RAW_MAX_BYTES: int(0, 1024 * 1024).default(4096),
   /** Task instances whose last state is remembered (to tell transitions from heartbeats). */
   EVENTSTREAM_STATE_CACHE_SIZE: int(1_000, 100_000_000).default(50_000),
-  /** At-least-once start: records read back per partition of the event topics (skip what Kafka holds, seed the state cache). */
+  /** Start: records read back per partition of the event topics, to seed the state cache (both modes) and, at-least-once, to skip what Kafka holds. */
   EVENTSTREAM_RESTART_READ_EVENTS: int(1, 10_000_000).default(2_000),
 
   // --- Process ---

@@ -38,7 +38,7 @@ export const TaskState = z
 const previousKnown = z
   .boolean()
   .describe(
-    "false when the previous state is not known: PostgreSQL's WAL did not carry the old row (REPLICA IDENTITY DEFAULT) and the daemon did not remember this row: not seen since it started, nor among the events it read back from Kafka at start (at-least-once: the last EVENTSTREAM_RESTART_READ_EVENTS per partition), nor kept in its state cache; previous_state is then null. Always true for tables at REPLICA IDENTITY FULL (EVENTSTREAM_REPLICA_IDENTITY=full)",
+    "false when the previous state is not known: PostgreSQL's WAL did not carry the old row (REPLICA IDENTITY DEFAULT) and the daemon did not remember this row: not seen since it started, nor among the events it read back from Kafka at start (the last EVENTSTREAM_RESTART_READ_EVENTS per partition), nor kept in its state cache; previous_state is then null. Always true for tables at REPLICA IDENTITY FULL (EVENTSTREAM_REPLICA_IDENTITY=full)",
   );
 
 /** The DAG run a task instance belongs to, from dag_run rows seen in the stream or read at start. */
