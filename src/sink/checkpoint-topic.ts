@@ -2,6 +2,7 @@ import { randomBytes } from "node:crypto";
 import type { Kafka } from "kafkajs";
 import { TransientError } from "../errors.js";
 import type { Logger } from "../log.js";
+import { privateReader } from "./reader.js";
 
 /**
  * Reading the checkpoint topic to its end, for exactly-once delivery.
@@ -84,23 +85,7 @@ export interface ScanOptions {
 export async function scanToSentinels(kafka: Kafka, opts: ScanOptions): Promise<CheckpointScan> {
   const { topic, key, sentinels } = opts;
   const sKey = sentinelKey(key);
-  // A group of its own, never committed: a fixed group id would make this start wait for the
-  // previous process's member (if it was killed) to time out of the group before the rebalance.
-  const consumer = kafka.consumer({
-    groupId: `${opts.clientId}.checkpoint-reader.${key}.${randomBytes(4).toString("hex")}`,
-    readUncommitted: false,
-    allowAutoTopicCreation: false,
-    maxWaitTimeInMs: 100,
-    sessionTimeout: 10_000,
-    heartbeatInterval: 1_000,
-  });
-  let closed = false;
-  const close = async () => {
-    if (closed) return;
-    closed = true;
-    await consumer.disconnect().catch(() => undefined);
-  };
-  opts.track(close);
+  const { consumer, close } = privateReader(kafka, `${opts.clientId}.checkpoint-reader.${key}`, opts.track);
   /** Per partition: the key's record with the highest offset read so far. */
   const best = new Map<number, { offset: bigint; value: string | null }>();
   /** Per partition: the offset of the first record of the current run of reading, and the last one read. */

@@ -1,4 +1,4 @@
-import { randomBytes } from "node:crypto";
+import { privateReader } from "./reader.js";
 import type { Admin, Kafka } from "kafkajs";
 import { parsePosition, type Position } from "../checkpoint/position.js";
 import { TransientError } from "../errors.js";
@@ -71,21 +71,7 @@ export async function readBack(kafka: Kafka, admin: Admin, opts: ReadBackOptions
   }
   let records = 0;
   if (want.size > 0) {
-    const consumer = kafka.consumer({
-      groupId: `${opts.clientId}.read-back.${randomBytes(4).toString("hex")}`,
-      readUncommitted: false,
-      allowAutoTopicCreation: false,
-      maxWaitTimeInMs: 100,
-      sessionTimeout: 10_000,
-      heartbeatInterval: 1_000,
-    });
-    let closed = false;
-    const close = async () => {
-      if (closed) return;
-      closed = true;
-      await consumer.disconnect().catch(() => undefined);
-    };
-    opts.track(close);
+    const { consumer, close } = privateReader(kafka, `${opts.clientId}.read-back`, opts.track);
     const pending = new Set(want.keys());
     let timer: NodeJS.Timeout | undefined;
     try {
