@@ -29,6 +29,8 @@ import { EXPECTED, type Observed } from "./expected.js";
  */
 
 const MODES: Mode[] = ["dags-test", "scheduler"];
+/** The scripted checks of Airflow's own behaviour (`npm run test:airflow:scripted`); off in `npm test`. */
+const SCRIPTED = process.env.AIRFLOW_E2E_SCRIPTED === "1";
 
 describe.each(airflowVersions())("Airflow $version: real DAGs through the daemon", ({ major, version }) => {
   const base = uniqueName(`e2e${major}`);
@@ -108,8 +110,10 @@ describe.each(airflowVersions())("Airflow $version: real DAGs through the daemon
         expect(c.problems).toEqual([]);
       });
 
-      // Airflow's behaviour, scripted: depends on a quiet machine (see docs/airflow-e2e.md).
-      it(`${mode}: ${dag}: [Airflow's behaviour, needs a quiet machine] Airflow committed the sequences scripted in expected.ts`, () => {
+      // Airflow's behaviour, scripted: depends on a quiet machine, so it is not part of `npm test`
+      // (a CI machine's load decides Airflow's path, not the stream): `npm run test:airflow:scripted`
+      // adds it to the same runs (see docs/airflow-e2e.md).
+      if (SCRIPTED) it(`${mode}: ${dag}: [Airflow's behaviour, needs a quiet machine] Airflow committed the sequences scripted in expected.ts`, () => {
         const r = phases[mode];
         const run = r.runs.find((x) => x.dag_id === dag)!;
         const { committed } = compareDag(r, dag, run.run_id);
