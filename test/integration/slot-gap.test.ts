@@ -148,7 +148,11 @@ describe.each(MODES)("%s: PostgreSQL is never told more than a durable checkpoin
       await d.waitForLog(STREAMING, 60_000);
       // The first checkpoint (at start) and the first one asked for go at once; the next not before 50 s.
       await withPg(db, (c) => insertDagRun(c, "2", DAG, "first"));
-      await consume([env.EVENTSTREAM_TOPIC!], (all) => all.some((m) => m.event.run_id === "first"), 30_000);
+      const got = await consume([env.EVENTSTREAM_TOPIC!], (all) => all.some((m) => m.event.run_id === "first"), 30_000);
+      const first = parseLsn(got.find((m) => m.event.run_id === "first")!.event.source.commit_lsn);
+      // The checkpoint that follows a transaction with events (within 100 ms) must be durable
+      // before the other writes: written after them, it would carry the keepalives' position.
+      await waitFor("the slot to confirm the first event's transaction", async () => ((await confirmedFlush(db, db)) ?? 0n) > first, 30_000);
       // Then only other tables take writes: keepalives move the safe position, no event carries a checkpoint.
       const walEnd = await withPg(db, async (c) => {
         await c.query("CREATE TABLE other (id serial PRIMARY KEY, payload text)");
