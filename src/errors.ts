@@ -121,6 +121,20 @@ export class ProducerFencedError extends TransientError {
   override name = "ProducerFencedError";
 }
 
+/**
+ * An error and its causes, outermost first: `cause`, or kafkajs's `originalError` where its
+ * retrier wraps what it gave up on. Bounded, in case a chain loops.
+ */
+export function causeChain(e: unknown): object[] {
+  const chain: object[] = [];
+  let cur: unknown = e;
+  for (let depth = 0; depth < 8 && typeof cur === "object" && cur !== null; depth++) {
+    chain.push(cur);
+    cur = (cur as { cause?: unknown }).cause ?? (cur as { originalError?: unknown }).originalError;
+  }
+  return chain;
+}
+
 /** The end of an exhaustive switch: a new case that is not handled fails to compile. */
 export function assertNever(x: never): never {
   throw new Error(`unhandled case ${JSON.stringify(x)}`);
@@ -137,14 +151,10 @@ export function sqlState(e: unknown): string | undefined {
 
 /** Message of an error and its causes, for logs and the final exit line. */
 export function describeError(e: unknown): string {
-  const parts: string[] = [];
-  let cur: unknown = e;
-  for (let depth = 0; cur !== undefined && cur !== null && depth < 8; depth++) {
-    const err = coerceError(cur);
-    parts.push(err.message);
-    cur = (err as { cause?: unknown }).cause;
-  }
-  return parts.join(": ");
+  if (typeof e !== "object" || e === null) return coerceError(e).message;
+  return causeChain(e)
+    .map((c) => coerceError(c).message)
+    .join(": ");
 }
 
 /**
@@ -183,8 +193,7 @@ const TLS_CODES: Record<string, TlsFailure["kind"]> = {
 };
 
 export function tlsFailure(e: unknown): TlsFailure | undefined {
-  let cur: unknown = e;
-  for (let depth = 0; depth < 8 && typeof cur === "object" && cur !== null; depth++) {
+  for (const cur of causeChain(e)) {
     const { code, message, cert } = cur as { code?: unknown; message?: unknown; cert?: { subjectaltname?: unknown } };
     const text = typeof message === "string" ? message : "";
     const kind = typeof code === "string" ? TLS_CODES[code] : undefined;
@@ -195,7 +204,6 @@ export function tlsFailure(e: unknown): TlsFailure | undefined {
     }
     // node-postgres, when the server answers the SSLRequest with "N".
     if (text === "The server does not support SSL connections") return { kind: "not-tls", code: "SSL_NOT_SUPPORTED", message: text, certificateNames: null };
-    cur = (cur as { cause?: unknown }).cause ?? (cur as { originalError?: unknown }).originalError;
   }
   return undefined;
 }

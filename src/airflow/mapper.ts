@@ -1,6 +1,7 @@
 import type { ColumnValue, Relation, Row, RowChange, TxEvent } from "../decode/types.js";
 import { UNCHANGED } from "../decode/types.js";
-import { lsnHex16, formatLsn } from "../checkpoint/lsn.js";
+import { formatLsn } from "../checkpoint/lsn.js";
+import { formatPosition } from "../checkpoint/position.js";
 import { SchemaError } from "../errors.js";
 import type { Logger } from "../log.js";
 import { NotificationValue, type StreamEvent, type DagRunEvent, type NotificationEvent, type SourcePosition, type TableTruncatedEvent, type TaskInstanceEvent } from "./events.js";
@@ -629,7 +630,7 @@ function position(ev: ChangeEvent, tx: TxContext): SourcePosition {
     commit_lsn: formatLsn(ev.commitLsn),
     xid: tx.xid,
     index: ev.index,
-    position: `${lsnHex16(ev.commitLsn)}-${ev.index.toString(16).toUpperCase().padStart(8, "0")}`,
+    position: formatPosition({ commitLsn: ev.commitLsn, index: ev.index }),
     commit_time: tx.commitTime,
   };
 }

@@ -14,10 +14,8 @@
 
 import { DecodeError } from "./errors.js";
 import type { Lsn, PgoutputMessage, RawColumn, RawTuple, Relation, RelationColumn } from "./types.js";
-import { UNCHANGED } from "./types.js";
+import { PG_EPOCH_OFFSET_US, UNCHANGED } from "./types.js";
 
-/** The PostgreSQL epoch (2000-01-01 UTC) in microseconds since the Unix epoch. */
-const PG_EPOCH_OFFSET_MICROS = 946_684_800_000_000n;
 
 /**
  * A read position in one message. Decoding is synchronous, so one module-level cursor is reused:
@@ -275,7 +273,7 @@ export function decodePgoutput(input: Buffer): PgoutputMessage {
 export function pgTimestampToIso(micros: bigint): string {
   if (micros === 0x7fffffffffffffffn) return "infinity";
   if (micros === -0x8000000000000000n) return "-infinity";
-  const unix = micros + PG_EPOCH_OFFSET_MICROS;
+  const unix = micros + PG_EPOCH_OFFSET_US;
   let secs = unix / 1_000_000n;
   let frac = unix % 1_000_000n;
   if (frac < 0n) {

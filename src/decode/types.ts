@@ -3,6 +3,9 @@
  * types, never Airflow; airflow/ knows Airflow, never bytes.
  */
 
+/** PostgreSQL's epoch (2000-01-01 UTC) in microseconds since the Unix epoch: its timestamps count from it. */
+export const PG_EPOCH_OFFSET_US = 946_684_800_000_000n;
+
 /** A WAL position. Always a bigint: LSNs compare as numbers, never as strings: the two text forms ("A/ABCD", "0000000A/0000ABCD") do not sort alike. */
 export type Lsn = bigint;
 

@@ -6,7 +6,7 @@ import type { SourceIdentity } from "../checkpoint/position.js";
 import type { Lsn } from "../decode/types.js";
 import { CHECKPOINT_FIX, comparePositions, encodeCheckpoint, formatPosition, parseCheckpoint, type Checkpoint, type Position } from "../checkpoint/position.js";
 import { formatLsn, maxLsn } from "../checkpoint/lsn.js";
-import { CheckpointError, PrivilegeError, ProducerFencedError, TlsError, TopicError, TransientError, UserActionError, assertNever, tlsFailure, type TlsFailure } from "../errors.js";
+import { CheckpointError, causeChain, PrivilegeError, ProducerFencedError, TlsError, TopicError, TransientError, UserActionError, assertNever, tlsFailure, type TlsFailure } from "../errors.js";
 import type { Logger } from "../log.js";
 import { TAIL_OFFSETS, newSentinelValue, scanToSentinels, sentinelKey, type ScanOptions } from "./checkpoint-topic.js";
 import { batchEnd, recordBytes } from "./batch.js";
@@ -753,12 +753,7 @@ function tlsOptions(ssl: NonNullable<Config["kafka"]["ssl"]>): ConnectionOptions
 
 /** Whether an error named `name` is in the cause chain (kafkajs wraps what its retrier gives up on). */
 function hasErrorNamed(e: unknown, name: string): boolean {
-  let cur: unknown = e;
-  for (let depth = 0; depth < 8 && typeof cur === "object" && cur !== null; depth++) {
-    if ((cur as { name?: unknown }).name === name) return true;
-    cur = (cur as { cause?: unknown }).cause ?? (cur as { originalError?: unknown }).originalError;
-  }
-  return false;
+  return causeChain(e).some((c) => (c as { name?: unknown }).name === name);
 }
 
 /**
@@ -777,23 +772,18 @@ function newer(a: Checkpoint, b: Checkpoint): Checkpoint {
 
 /** TOPIC_ (29), GROUP_ (30), CLUSTER_ (31), TRANSACTIONAL_ID_AUTHORIZATION_FAILED (53), anywhere in the cause chain: its name. */
 function authorizationFailure(e: unknown): string | undefined {
-  let cur: unknown = e;
-  for (let depth = 0; depth < 8 && typeof cur === "object" && cur !== null; depth++) {
+  for (const cur of causeChain(e)) {
     const { type, code } = cur as { type?: unknown; code?: unknown };
     if (typeof type === "string" && type.endsWith("_AUTHORIZATION_FAILED")) return type;
     if (code === 29 || code === 30 || code === 31 || code === 53) return `authorization failed, error code ${String(code)}`;
-    cur = (cur as { cause?: unknown; originalError?: unknown }).cause ?? (cur as { originalError?: unknown }).originalError;
   }
   return undefined;
 }
 
 /** INVALID_PRODUCER_EPOCH (47), PRODUCER_FENCED (90), TRANSACTION_COORDINATOR_FENCED (52), anywhere in the cause chain. */
 function isFenced(e: unknown): boolean {
-  let cur: unknown = e;
-  for (let depth = 0; depth < 8 && typeof cur === "object" && cur !== null; depth++) {
+  return causeChain(e).some((cur) => {
     const { type, code } = cur as { type?: unknown; code?: unknown };
-    if (type === "INVALID_PRODUCER_EPOCH" || type === "PRODUCER_FENCED" || type === "TRANSACTION_COORDINATOR_FENCED" || code === 47 || code === 90 || code === 52) return true;
-    cur = (cur as { cause?: unknown; originalError?: unknown }).cause ?? (cur as { originalError?: unknown }).originalError;
-  }
-  return false;
+    return type === "INVALID_PRODUCER_EPOCH" || type === "PRODUCER_FENCED" || type === "TRANSACTION_COORDINATOR_FENCED" || code === 47 || code === 90 || code === 52;
+  });
 }

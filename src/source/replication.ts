@@ -1,6 +1,6 @@
 import pg from "pg";
 import type { Config } from "../config.js";
-import type { Lsn } from "../decode/types.js";
+import { PG_EPOCH_OFFSET_US, type Lsn } from "../decode/types.js";
 import { formatLsn } from "../checkpoint/lsn.js";
 import { SlotBusyError, TransientError, sqlState } from "../errors.js";
 import type { Logger } from "../log.js";
@@ -25,8 +25,6 @@ export interface StreamHandlers {
   onKeepalive(walEnd: Lsn, replyRequested: boolean): void;
 }
 
-/** Microseconds between the Unix epoch and PostgreSQL's (2000-01-01). */
-const PG_EPOCH_OFFSET_US = 946_684_800_000_000n;
 
 export class ReplicationStream {
   private readonly client: pg.Client;

@@ -15,6 +15,7 @@ import {
   UserActionError,
   WalLevelError,
   assertNever,
+  causeChain,
   coerceError,
   sqlState,
   tlsFailure,
@@ -256,13 +257,8 @@ async function ensurePublication(client: pg.Client, cfg: Config, qualified: stri
  * PublicationDroppedError).
  */
 export async function explainPublicationDropped(e: unknown, cfg: Config): Promise<PublicationDroppedError | null> {
-  let cur: unknown = e;
-  let found: { where?: unknown } | null = null;
-  for (let depth = 0; depth < 8 && typeof cur === "object" && cur !== null; depth++) {
-    if (sqlState(cur) === "42704" && coerceError(cur).message === `publication "${cfg.publication}" does not exist`) found = cur as { where?: unknown };
-    cur = (cur as { cause?: unknown }).cause;
-  }
-  if (found === null) return null;
+  const found = causeChain(e).findLast((c) => sqlState(c) === "42704" && coerceError(c).message === `publication "${cfg.publication}" does not exist`) as { where?: unknown } | undefined;
+  if (found === undefined) return null;
   // The server's CONTEXT names the change that could not be decoded: "..., associated LSN 0/1A2B3C8".
   const failedAt = typeof found.where === "string" ? (/associated LSN ([0-9A-F]+\/[0-9A-F]+)/.exec(found.where)?.[1] ?? null) : null;
   try {

@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
 import type { ConnectionOptions } from "node:tls";
 import type { Config } from "../../src/config.js";
-import { tlsFailure } from "../../src/errors.js";
+import { causeChain, describeError, tlsFailure } from "../../src/errors.js";
 import { pgClientConfig } from "../../src/source/pg.js";
 
 const CA = { path: "/etc/ca.pem", pem: "-----BEGIN CERTIFICATE-----\n...\n-----END CERTIFICATE-----\n" };
@@ -62,5 +62,20 @@ describe("tlsFailure", () => {
     expect(tlsFailure(new Error("The server does not support SSL connections"))?.kind).toBe("not-tls");
     expect(tlsFailure(nodeError("ECONNREFUSED", "connect ECONNREFUSED 127.0.0.1:1"))).toBeUndefined();
     expect(tlsFailure("a string")).toBeUndefined();
+  });
+});
+
+describe("causeChain", () => {
+  it("follows cause and kafkajs's originalError, outermost first, and stops on a loop", () => {
+    const inner = new Error("ECONNREFUSED");
+    const retrier = Object.assign(new Error("retries exhausted"), { originalError: inner });
+    const outer = new Error("publish batch", { cause: retrier });
+    expect(causeChain(outer)).toEqual([outer, retrier, inner]);
+    expect(describeError(outer)).toBe("publish batch: retries exhausted: ECONNREFUSED");
+    const a = new Error("a") as Error & { cause?: unknown };
+    a.cause = a;
+    expect(causeChain(a)).toHaveLength(8);
+    expect(causeChain("text")).toEqual([]);
+    expect(describeError("text")).toBe("text");
   });
 });

@@ -5,6 +5,7 @@ import { TaskInstanceEvent, DagRunEvent, NotificationEvent } from "../../../src/
 import type { Relation, Row, RowChange, TxEvent } from "../../../src/decode/types.js";
 import { UNCHANGED } from "../../../src/decode/types.js";
 import { SchemaError } from "../../../src/errors.js";
+import { formatPosition, isAtOrBefore, parsePosition } from "../../../src/checkpoint/position.js";
 
 const log = pino({ level: "silent" });
 const OPTS = { schema: "public", cacheSize: 1000, xcomKey: "eventstream", notificationRawMaxBytes: 64 };
@@ -113,6 +114,17 @@ describe("AirflowMapper: task instances (2.x schema)", () => {
     const b = m.map(change({ kind: "insert", relation: TI2, row: ti2({ task_id: "load" }) }), tx)!;
     expect(a.source).toEqual({ commit_lsn: "0/16B3748", xid: 7, index: 0, position: "00000000016B3748-00000000", commit_time: tx.commitTime });
     expect(b.source.position > a.source.position).toBe(true);
+  });
+
+  it("writes source.position as the checkpoint reads it: exactly-once skipping and the read-back compare the two", () => {
+    const m = new AirflowMapper(OPTS, log);
+    index = 0x1a;
+    const e = m.map(change({ kind: "insert", relation: TI2, row: ti2({}) }), tx)!;
+    const parsed = parsePosition(e.source.position);
+    expect(parsed).toEqual({ commitLsn: 0x16b3748n, index: 0x1a });
+    expect(formatPosition(parsed)).toBe(e.source.position);
+    expect(isAtOrBefore(parsed.commitLsn, parsed.index, parsed)).toBe(true);
+    expect(isAtOrBefore(parsed.commitLsn, parsed.index + 1, parsed)).toBe(false);
   });
 });
 
