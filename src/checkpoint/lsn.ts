@@ -3,7 +3,8 @@ import type { Lsn } from "../decode/types.js";
 /**
  * LSN arithmetic. An LSN is a 64-bit byte position in the WAL; PostgreSQL prints it as two hex
  * halves ("16/B374D848"). Compare and store it as a bigint: string comparison of "A/ABCD" and
- * "0000000A/0000ABCD" forms silently gives wrong answers (FIELD-NOTES §4).
+ * "0000000A/0000ABCD" forms silently gives wrong answers (the same LSN sorts differently in each,
+ * and libraries print both).
  */
 
 const LSN_TEXT = /^([0-9A-Fa-f]{1,8})\/([0-9A-Fa-f]{1,8})$/;

@@ -14,7 +14,8 @@ import { maxLsn } from "./lsn.js";
  * acknowledged, the slot may advance to the server's WAL end, which keeps WAL from piling up while
  * Airflow's tables are quiet and the rest of the database is busy. It is queued like a commit,
  * never applied at once, because data received before it may still be on its way to Kafka
- * (FIELD-NOTES §4: a keepalive can be ahead of queued data).
+ * (a keepalive reports the server's send position, which can be ahead of changes still being
+ * decoded or published here).
  *
  * All O(1) per event; one array slot per transaction in flight.
  */
