@@ -7,7 +7,7 @@ import { positionOf } from "./sink/read-back.js";
 import { assessGap, gapMessage, type GapVerdict, type SlotFacts } from "./checkpoint/gap.js";
 import { decodePgoutput } from "./decode/pgoutput.js";
 import { TransactionDecoder } from "./decode/transactions.js";
-import { AirflowMapper, type TxContext } from "./airflow/mapper.js";
+import { AirflowMapper, runCacheSize, type TxContext } from "./airflow/mapper.js";
 import { KafkaSink } from "./sink/kafka.js";
 import { RECORD_OVERHEAD_BYTES, recordBytes } from "./sink/batch.js";
 import { TopicRouter } from "./sink/routing.js";
@@ -140,7 +140,7 @@ export class Session {
         },
         log.child({ module: "airflow" }),
       );
-      const runs = await withSourceClient(cfg, (c) => loadRunContexts(c, cfg.airflowSchema, Math.max(1000, Math.ceil(cfg.stateCacheSize / 10))));
+      const runs = await withSourceClient(cfg, (c) => loadRunContexts(c, cfg.airflowSchema, runCacheSize(cfg.stateCacheSize)));
       for (const r of runs) mapper.seedRunContext(r.dagId, r.runId, r.ctx);
       log.debug({ runs: runs.length }, "read the context of runs under way");
       const stream = (this.stream = new ReplicationStream(cfg, log.child({ module: "replication" })));

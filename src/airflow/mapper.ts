@@ -124,8 +124,7 @@ export class AirflowMapper {
     this.tis = new LruCache(opts.cacheSize);
     this.tries = new LruCache(opts.cacheSize);
     this.seededByName = new LruCache(opts.cacheSize);
-    // DAG runs are few next to task instances.
-    const runs = Math.max(1000, Math.ceil(opts.cacheSize / 10));
+    const runs = runCacheSize(opts.cacheSize);
     this.runs = new LruCache(runs);
     this.contexts = new LruCache(runs);
   }
@@ -623,6 +622,11 @@ function runState(row: Row): RunState {
     state: internState(str(row, "state")),
     clearNumber: int(row, "clear_number"),
   };
+}
+
+/** Entries kept per DAG-run cache for a task-instance cache of `cacheSize`: DAG runs are few next to task instances. */
+export function runCacheSize(cacheSize: number): number {
+  return Math.max(1000, Math.ceil(cacheSize / 10));
 }
 
 function position(ev: ChangeEvent, tx: TxContext): SourcePosition {

@@ -13,6 +13,13 @@ import { batchEnd, recordBytes } from "./batch.js";
 import { readBack, type ReadBackResult } from "./read-back.js";
 import { TopicRouter } from "./routing.js";
 
+/**
+ * kafkajs's retries for the client and the producer. Bounded, unlike kafkajs's idempotent default
+ * (infinite): after ~1 min of failures the pipeline restarts from the slot instead, saying so in
+ * the logs.
+ */
+const BOUNDED_RETRY = { initialRetryTime: 300, maxRetryTime: 10_000, retries: 8 } as const;
+
 /** One event ready for Kafka, with the sequence number the checkpoint tracker gave it. */
 export interface SinkRecord {
   topic: string;
@@ -150,7 +157,7 @@ export class KafkaSink {
         if (entry.level <= logLevel.ERROR) klog.error(fields, message);
         else klog.warn(fields, message);
       },
-      retry: { initialRetryTime: 300, maxRetryTime: 10_000, retries: 8 },
+      retry: BOUNDED_RETRY,
     });
     this.eos = cfg.delivery === "exactly-once" ? { topic: cfg.checkpointTopic, key: cfg.slot, transactionalId: transactionalIdFor(cfg.slot) } : null;
     this.ckpt = cfg.gapDetection || this.eos ? { topic: cfg.checkpointTopic, key: cfg.slot } : null;
@@ -171,9 +178,7 @@ export class KafkaSink {
         maxInFlightRequests: 1,
         createPartitioner: Partitioners.DefaultPartitioner,
         allowAutoTopicCreation: false,
-        // Bounded, unlike kafkajs's idempotent default (infinite): after ~1 min of failures the
-        // pipeline restarts from the slot instead, saying so in the logs.
-        retry: { initialRetryTime: 300, maxRetryTime: 10_000, retries: 8 },
+        retry: BOUNDED_RETRY,
         // Exactly-once: kafkajs runs InitProducerId with this id at the first transaction() (not
         // at connect()); that is what fences an older producer (beginExactlyOnce). The retries
         // start short because the common retriable error here is CONCURRENT_TRANSACTIONS: a
