@@ -1,4 +1,6 @@
 import { execFile } from "node:child_process";
+import { mkdir, writeFile } from "node:fs/promises";
+import { join } from "node:path";
 import { promisify } from "node:util";
 import { afterAll, describe, expect, it } from "vitest";
 import { confirmedFlush, consume, createDatabase, daemonEnv, dropDatabase, services, sleep, spawnDaemon, uniqueName, waitFor, type DaemonProcess } from "../support/harness.js";
@@ -65,6 +67,15 @@ async function kafkaPid(): Promise<number> {
   const m = /^kafka\s+running\s+\S+\s+pid (\d+)/m.exec(out);
   if (!m) throw new Error(`scripts/services.sh status reports no running Kafka:\n${out}`);
   return Number(m[1]);
+}
+
+/** Every daemon's output, one file, for a failed run to be read afterwards (CI keeps .services/logs). */
+async function keepLogs(name: string, daemons: DaemonProcess[]): Promise<string> {
+  const dir = join(process.env.EVENTSTREAM_SERVICES_DIR ?? join(process.cwd(), ".services"), "logs");
+  await mkdir(dir, { recursive: true });
+  const file = join(dir, `faults-${name}.log`);
+  await writeFile(file, daemons.map((x, i) => `=== daemon ${i} (pid ${x.proc.pid})\n${x.output.join("\n")}\n`).join(""));
+  return file;
 }
 
 function alive(d: DaemonProcess): boolean {
@@ -174,6 +185,12 @@ async function runMode(mode: "at-least-once" | "exactly-once"): Promise<void> {
     };
     table.push(row);
     console.log(`faults ${mode}: ${load.ledger.count} changes in ${load.ledger.transactions} tx, ${load.retries} retried tx; ${JSON.stringify(row)}\n${summary(problems, 15).join("\n")}`);
+    if (problems.length > 0) {
+      // CI shows only what is printed: the lines that say where each session started and why it ended.
+      const key = /"level":(40|50|60)|"msg":"(streaming|read back|exactly-once: resuming|no gap|replay|exactly-once: past)/;
+      for (const [i, x] of daemons.entries()) console.log(`=== daemon ${i}\n${x.output.filter((l) => key.test(l)).slice(-40).join("\n")}`);
+      console.log(`faults ${mode}: the daemons' whole logs are in ${await keepLogs(`${db}-${seed}`, daemons)}`);
+    }
     expect(summary(problems)).toEqual([]);
     expect(result.unique).toBe(load.ledger.count);
     if (mode === "exactly-once") expect(result.duplicates).toBe(0);
