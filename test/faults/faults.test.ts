@@ -22,15 +22,24 @@ import { TolerantLoad } from "./tolerant-load.js";
  *                resets existing connections and refuses new ones. The load connects directly.
  * Then an independent read_committed consumer checks everything against the ledger.
  * FAULTS_PROFILE=short (default, CI) | soak | kill (SIGKILLs only, FAULTS_ROUNDS of them, default 5:
- * what a kill re-delivers, in the table's "dup/kill"). FAULTS_SEED / LOAD_SEED replay the choices.
+ * what a kill re-delivers, in the table's "dup/kill"). FAULTS_SEED / LOAD_SEED replay the choices;
+ * FAULTS_KINDS (a comma list) plans only those kinds, FAULTS_ROUNDS times each.
  */
 
 const PROFILE = process.env.FAULTS_PROFILE === "soak" ? "soak" : process.env.FAULTS_PROFILE === "kill" ? "kill" : "short";
-const ROUNDS = PROFILE === "soak" ? Number(process.env.FAULTS_ROUNDS ?? 3) : PROFILE === "kill" ? Number(process.env.FAULTS_ROUNDS ?? 5) : 1;
+const ROUNDS = PROFILE === "soak" ? Number(process.env.FAULTS_ROUNDS ?? 3) : PROFILE === "kill" ? Number(process.env.FAULTS_ROUNDS ?? 5) : Number(process.env.FAULTS_ROUNDS ?? 1);
 const CUT_MS = PROFILE === "soak" ? [3_000, 15_000] : [3_000, 6_000];
 const KINDS = ["kill", "kafka-stop", "kafka-freeze", "pg-restart", "pg-cut"] as const;
 type Kind = (typeof KINDS)[number];
-const PLANNED: readonly Kind[] = PROFILE === "kill" ? ["kill"] : KINDS;
+/** FAULTS_KINDS=kafka-stop,kill (say) plans only those kinds, FAULTS_ROUNDS times: to chase one fault. */
+const PLANNED: readonly Kind[] = process.env.FAULTS_KINDS
+  ? process.env.FAULTS_KINDS.split(",").map((k) => {
+      if (!(KINDS as readonly string[]).includes(k)) throw new Error(`FAULTS_KINDS: unknown fault "${k}" (known: ${KINDS.join(", ")})`);
+      return k as Kind;
+    })
+  : PROFILE === "kill"
+    ? ["kill"]
+    : KINDS;
 const STREAMING = /"msg":"streaming"/;
 const exec = promisify(execFile);
 
