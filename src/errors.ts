@@ -135,9 +135,12 @@ export function causeChain(e: unknown): object[] {
   return chain;
 }
 
-/** The end of an exhaustive switch: a new case that is not handled fails to compile. */
-export function assertNever(x: never): never {
-  throw new Error(`unhandled case ${JSON.stringify(x)}`);
+/**
+ * The end of an exhaustive switch: a new case that is not handled fails to compile. At run time
+ * (a value the types did not foresee) it throws `error(x)`, or a plain Error naming the value.
+ */
+export function assertNever(x: never, error?: (x: unknown) => Error): never {
+  throw error ? error(x) : new Error(`unhandled case ${JSON.stringify(x)}`);
 }
 
 /** PostgreSQL's SQLSTATE, when the error came from the server. */

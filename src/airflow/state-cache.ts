@@ -1,7 +1,7 @@
 /**
  * Last known state per row, to tell transitions from column churn. The WAL carries no old row
  * under REPLICA IDENTITY DEFAULT, so "did the state change?" is answered from what this process
- * saw earlier. Bounded: least recently touched entries go first (a Map keeps insertion order, and
+ * saw earlier, or read back from Kafka at start. Bounded: least recently touched entries go first (a Map keeps insertion order, and
  * touching re-inserts).
  */
 export class LruCache<V> {

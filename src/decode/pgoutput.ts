@@ -16,7 +16,6 @@ import { DecodeError } from "./errors.js";
 import type { Lsn, PgoutputMessage, RawColumn, RawTuple, Relation, RelationColumn } from "./types.js";
 import { PG_EPOCH_OFFSET_US, UNCHANGED } from "./types.js";
 
-
 /**
  * A read position in one message. Decoding is synchronous, so one module-level cursor is reused:
  * no per-message allocation for reader state.

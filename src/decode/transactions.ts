@@ -3,6 +3,7 @@
  * tuples into rows (column name -> decoded value). Never sees Airflow.
  */
 
+import { assertNever } from "../errors.js";
 import { FramingError } from "./errors.js";
 import { pgTimestampToIso } from "./pgoutput.js";
 import type { Lsn, PgoutputMessage, RawColumn, RawTuple, Relation, Row, RowChange, TxEvent } from "./types.js";
@@ -142,7 +143,7 @@ export class TransactionDecoder {
         return null;
 
       default:
-        return assertNever(msg);
+        return assertNever(msg, unhandledMessage);
     }
   }
 
@@ -213,6 +214,6 @@ function toRow(rel: CachedRelation, tuple: RawTuple, keyOnly: boolean): Row {
   return row;
 }
 
-function assertNever(x: never): never {
-  throw new FramingError(`unhandled pgoutput message ${JSON.stringify((x as { tag?: unknown }).tag)}: a decoder bug`);
+function unhandledMessage(x: unknown): FramingError {
+  return new FramingError(`unhandled pgoutput message ${JSON.stringify((x as { tag?: unknown }).tag)}: a decoder bug`);
 }

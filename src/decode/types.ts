@@ -12,11 +12,12 @@ export type Lsn = bigint;
 /**
  * A column value after text decoding. Only types Airflow's tables use get a dedicated
  * representation; everything else stays the text PostgreSQL sent.
- * - int2/int4 -> number; int8 -> number when safe, else string
- * - float4/float8/numeric -> number (float) / string (numeric)
+ * - int2/int4/oid -> number; int8 -> number when safe, else string
+ * - float4/float8 -> number (NaN and ±Infinity, which JSON cannot hold, stay text); numeric -> string
  * - bool -> boolean
  * - timestamptz/timestamp -> ISO-8601 string with all six fractional digits kept, "Z" for UTC
- * - json/jsonb -> parsed JSON value
+ *   ("infinity"/"-infinity", and years beyond Date's range, stay PostgreSQL's text)
+ * - json/jsonb -> parsed JSON value (text that does not parse stays text)
  * - bytea -> Buffer
  * - uuid, text, varchar, everything else -> string
  */
@@ -44,7 +45,7 @@ export interface Relation {
   columns: RelationColumn[];
 }
 
-/** A row change with its place in the transaction. */
+/** A row change; its place in the transaction (`index`) is on the TxEvent that carries it. */
 export type RowChange =
   | { kind: "insert"; relation: Relation; row: Row }
   | {

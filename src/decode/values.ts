@@ -1,8 +1,9 @@
 /**
- * Text-format column value -> ColumnValue, by type OID (rules in types.ts). This is the hot path
- * (~100k values/s): one switch on the OID, integers parsed straight from the bytes, timestamps
- * rewritten as strings; Date is only used when a UTC offset or a BC/expanded year forces real
- * calendar arithmetic.
+ * Text-format column value -> ColumnValue, by type OID (rules in types.ts). This is the hot path,
+ * every column of every row (the benchmark's drain of 25,700 events/s of Airflow 3.x task_instance
+ * rows, 39 columns each, is ~1M values/s): one switch on the OID, integers parsed straight from the
+ * bytes, timestamps rewritten as strings; Date is only used when a UTC offset or a BC/expanded year
+ * forces real calendar arithmetic.
  *
  * Assumes the replication session runs with `DateStyle=ISO` (timestamps look like
  * "2024-05-01 12:00:00.123456+00"); a timestamp in any other style is a DecodeError rather than a

@@ -1,0 +1,203 @@
+import type { Row, RowChange } from "../decode/types.js";
+import { position, type ChangeEvent, type TxContext } from "./envelope.js";
+import type { TaskInstanceEvent } from "./events.js";
+import type { RunContextCache } from "./run-context-cache.js";
+import { RowKeys, tiKey } from "./row-keys.js";
+import { int, internState, num, numberField, str, text } from "./row-values.js";
+import { LruCache } from "./state-cache.js";
+
+type RowWrite = Exclude<RowChange, { kind: "truncate" | "delete" }>;
+type RowDelete = Extract<RowChange, { kind: "delete" }>;
+
+/**
+ * What the cache keeps per task instance: as little as the transition check and a later DELETE
+ * need, because the cache is most of the daemon's live memory (EVENTSTREAM_STATE_CACHE_SIZE
+ * entries, 50,000 by default). The names live only in `key` (dag, task, run, map index joined by
+ * NUL, which PostgreSQL text cannot contain), split again on the rare DELETE; `state` is one of the
+ * interned constants (internState), so an entry never pins the decoded row's own strings.
+ */
+interface TiState {
+  key: string;
+  mapIndex: number;
+  state: string | null;
+  tryNumber: number | null;
+}
+
+function tiState(row: Row): TiState {
+  const mapIndex = int(row, "map_index") ?? -1;
+  const key = tiKey(str(row, "dag_id") ?? "", str(row, "task_id") ?? "", str(row, "run_id") ?? "", mapIndex);
+  return { key, mapIndex, state: internState(str(row, "state")), tryNumber: int(row, "try_number") };
+}
+
+export interface TaskInstanceOptions {
+  /** Rows whose last state is remembered. */
+  cacheSize: number;
+  /** With null, XComs are ignored and no try number is kept for them. */
+  xcomKey: string | null;
+}
+
+/** task_instance row changes -> task_instance events; a transition is a change of state, try number or map_index. */
+export class TaskInstanceMapper {
+  /** Last state per task instance, by primary key (2.x: the composite key; 3.x: id; see RowKeys). */
+  private readonly tis: LruCache<TiState>;
+  /** 3.x only: latest try per task instance by (dag, task, run, map index), as XComs name it. */
+  private readonly tries: LruCache<number | null>;
+  /**
+   * 3.x only: the last published state by name, from seed(), for a row whose id changed after its
+   * last event (see seed). Consulted when the id is not known; dropped once the row is mapped.
+   */
+  private readonly seededByName: LruCache<TiState>;
+  private readonly keys = new RowKeys();
+
+  constructor(
+    private readonly opts: TaskInstanceOptions,
+    private readonly contexts: RunContextCache,
+  ) {
+    this.tis = new LruCache(opts.cacheSize);
+    this.tries = new LruCache(opts.cacheSize);
+    this.seededByName = new LruCache(opts.cacheSize);
+  }
+
+  /** A task_instance event read back from Kafka (see AirflowMapper.seed). */
+  seed(event: Record<string, unknown>): void {
+    const dagId = text(event.dag_id);
+    const taskId = text(event.task_id);
+    const runId = text(event.run_id);
+    const mapIndex = numberField(event.map_index);
+    if (dagId === null || taskId === null || runId === null || mapIndex === null) return;
+    const name = tiKey(dagId, taskId, runId, mapIndex);
+    // 3.x rows are keyed by id (see RowKeys); 2.x by the name.
+    const id = text(event.ti_id);
+    const key = id ?? name;
+    this.seededByName.delete(name);
+    if (event.op === "delete") {
+      this.tis.delete(key);
+      return;
+    }
+    const state: TiState = { key: name, mapIndex, state: internState(text(event.state)), tryNumber: numberField(event.try_number) };
+    this.tis.set(key, state);
+    if (id !== null) {
+      // A retry or clear gives the row a new id after the event carrying the old one was published.
+      this.seededByName.set(name, state);
+      if (this.opts.xcomKey !== null) this.tries.set(name, state.tryNumber);
+    }
+    this.contexts.seed(dagId, runId, event);
+  }
+
+  map(change: Exclude<RowChange, { kind: "truncate" }>, ev: ChangeEvent, tx: TxContext): TaskInstanceEvent | null {
+    return change.kind === "delete" ? this.deleted(change, ev, tx) : this.written(change, ev, tx);
+  }
+
+  /** The try a task instance named as XComs name it is on, if known. */
+  tryOf(name: string): number | null {
+    const t = this.tries.get(name);
+    return t !== undefined ? t : (this.tis.get(name)?.tryNumber ?? null);
+  }
+
+  /** Forget every task instance (a TRUNCATE). */
+  clear(): void {
+    this.tis.clear();
+    this.tries.clear();
+    this.seededByName.clear();
+  }
+
+  private deleted(change: RowDelete, ev: ChangeEvent, tx: TxContext): TaskInstanceEvent {
+    const idKey = this.keys.rowKey(change.relation, change.old);
+    const cached = this.tis.get(idKey);
+    this.tis.delete(idKey);
+    const row = change.old;
+    // REPLICA IDENTITY FULL: the deleted row itself, exact; else what memory holds, if anything.
+    const known = change.oldKind === "full" ? tiState(row) : cached;
+    const [dagId, taskId, runId] = known ? known.key.split("\u0000") : [str(row, "dag_id"), str(row, "task_id"), str(row, "run_id")];
+    return {
+      type: "task_instance",
+      op: "delete",
+      dag_id: dagId ?? null,
+      task_id: taskId ?? null,
+      run_id: runId ?? null,
+      map_index: known?.mapIndex ?? int(row, "map_index"),
+      try_number: known?.tryNumber ?? int(row, "try_number"),
+      max_tries: int(row, "max_tries"),
+      state: known ? known.state : str(row, "state"),
+      previous_state: known ? known.state : null,
+      previous_state_known: known !== undefined,
+      previous_try_number: known ? known.tryNumber : null,
+      ti_id: str(row, "id"),
+      start_date: str(row, "start_date"),
+      end_date: str(row, "end_date"),
+      duration: num(row, "duration"),
+      hostname: str(row, "hostname"),
+      operator: str(row, "operator"),
+      queue: str(row, "queue"),
+      pool: str(row, "pool"),
+      ...this.contexts.fields(dagId ?? null, runId ?? null),
+      source: position(ev, tx),
+    };
+  }
+
+  /** An insert or update: an event when it is a transition, null for churn. */
+  private written(change: RowWrite, ev: ChangeEvent, tx: TxContext): TaskInstanceEvent | null {
+    const row = change.row;
+    const dagId = str(row, "dag_id") ?? "";
+    const taskId = str(row, "task_id") ?? "";
+    const runId = str(row, "run_id") ?? "";
+    const mapIndex = int(row, "map_index") ?? -1;
+    const name = tiKey(dagId, taskId, runId, mapIndex);
+    const next: TiState = { key: name, mapIndex, state: internState(str(row, "state")), tryNumber: int(row, "try_number") };
+    const prev = this.remember(change, name, next);
+    if (prev && prev.state === next.state && prev.tryNumber === next.tryNumber && prev.mapIndex === next.mapIndex) {
+      // Churn: heartbeat, executor id, pid, ... and, on 3.x, the new id a retry or clear gives the
+      // row, which Airflow writes as a second UPDATE after the state change in the same transaction.
+      return null;
+    }
+    const op = change.kind;
+    return {
+      type: "task_instance",
+      op,
+      dag_id: dagId,
+      task_id: taskId,
+      run_id: runId,
+      map_index: mapIndex,
+      try_number: next.tryNumber,
+      max_tries: int(row, "max_tries"),
+      state: next.state,
+      previous_state: prev ? prev.state : null,
+      // An insert has no previous state, and that is known.
+      previous_state_known: op === "insert" || prev !== undefined,
+      previous_try_number: prev ? prev.tryNumber : null,
+      ti_id: str(row, "id"),
+      start_date: str(row, "start_date"),
+      end_date: str(row, "end_date"),
+      duration: num(row, "duration"),
+      hostname: str(row, "hostname"),
+      operator: str(row, "operator"),
+      queue: str(row, "queue"),
+      pool: str(row, "pool"),
+      ...this.contexts.fields(dagId, runId),
+      source: position(ev, tx),
+    };
+  }
+
+  /** Records `next` as the row's state and returns the state before it, if known. */
+  private remember(change: RowWrite, name: string, next: TiState): TiState | undefined {
+    const rel = change.relation;
+    const natural = this.keys.keyOf(rel).natural;
+    const newKey = natural ? name : this.keys.rowKey(rel, change.row);
+    let prev: TiState | undefined;
+    if (change.kind === "update") {
+      // Under DEFAULT the old key is in the WAL only when the key changed (2.x map_index -1 -> 0;
+      // 3.x new id per try); under FULL the whole old row always is.
+      const oldKey = change.old ? this.keys.rowKey(rel, change.old) : newKey;
+      prev = this.tis.get(oldKey);
+      if (prev === undefined && !natural) prev = this.seededByName.get(name);
+      if (oldKey !== newKey) this.tis.delete(oldKey);
+      if (change.oldKind === "full" && change.old) prev = tiState(change.old);
+    }
+    this.tis.set(newKey, next);
+    if (!natural) this.seededByName.delete(name);
+    // XComs name a task instance by (dag, task, run, map index): on 2.x that is the cache's key
+    // already; on 3.x (keyed by id) a second, smaller map answers it.
+    if (!natural && this.opts.xcomKey !== null) this.tries.set(name, next.tryNumber);
+    return prev;
+  }
+}
