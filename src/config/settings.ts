@@ -11,6 +11,19 @@ import { z } from "zod";
  * the backticks.
  */
 
+/** Said once at the top of .env.example. */
+export const ENV_EXAMPLE_INTRO =
+  "airflow-eventstream settings. Copy to .env (read at start; variables already in the environment win). Every value below is the default; an empty value is unset. Any other EVENTSTREAM_* name is refused at start as a misspelling (the message names the closest settings), except the project's own tooling's (docs/configuration.md).";
+
+/**
+ * Said once above the settings in docs/configuration.md; the names the project's tooling uses
+ * (TOOLING_NAMES) follow the second paragraph.
+ */
+export const REFERENCE_INTRO = [
+  "Every setting is an environment variable. A `.env` file in the working directory is read too; the environment wins over it, and a blank value counts as unset. [`.env.example`](../.env.example) lists every setting with its default.",
+  'All problems are reported together at start, each with the value refused and where it came from (`PGPORT="5432x" (from .env): expected a whole number`; the values of passwords are never shown), and the daemon exits with code 2. An `EVENTSTREAM_*` name that is not a setting is an error naming the settings closest to it (`EVENTSTREAM_TOPIC_PARTITION="3": not a setting ...; did you mean EVENTSTREAM_TOPIC_PARTITIONS?`), except the names the project\'s own scripts and tests use, so that a development shell can start the daemon:',
+] as const;
+
 /** The groups, in the order the generated files list them. `about` is said once, above the group. */
 export const GROUPS = {
   postgres: {
