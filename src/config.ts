@@ -16,6 +16,9 @@ export { TOOLING_NAMES, TOOLING_PREFIXES } from "./config/settings.js";
  * environment works for psql.
  */
 
+// Object.fromEntries forgets which key holds which schema; Shape says it again, from the table, so
+// Env keeps each setting's own type. Keys keep the table's order, which is the order of the problems
+// a configuration error lists.
 type Shape = { [K in keyof typeof SETTINGS]: (typeof SETTINGS)[K]["schema"] };
 
 const env = z.object(Object.fromEntries(Object.entries(SETTINGS).map(([name, s]) => [name, s.schema])) as Shape);

@@ -37,7 +37,7 @@ export const GROUPS = {
   memory: {
     title: "Flow control and memory",
     about:
-      "Together with the state cache, the in-flight bounds bound the JavaScript heap; the daemon refuses at start bounds that do not fit the heap Node was given (`bin/airflow-eventstream`: 80 MB old space; more with `NODE_OPTIONS=--max-old-space-size=N`), saying what to set.",
+      "The in-flight limits and the state cache bound the JavaScript heap; the daemon refuses at start limits that do not fit the heap Node was given (`bin/airflow-eventstream`: 80 MB old space; more with `NODE_OPTIONS=--max-old-space-size=N`), saying what to set.",
   },
   notifications: { title: "Notifications (XCom)", about: "" },
   process: { title: "Process", about: "" },
