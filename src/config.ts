@@ -2,173 +2,31 @@ import { readFileSync } from "node:fs";
 import { parseEnv } from "node:util";
 import { z } from "zod";
 import { ConfigError } from "./errors.js";
+import { SETTINGS, TOOLING_NAMES, TOOLING_PREFIXES } from "./config/settings.js";
+
+export { TOOLING_NAMES, TOOLING_PREFIXES } from "./config/settings.js";
 
 /**
  * The one configuration module. Every setting is an environment variable (a `.env` file in the
- * working directory is read first, without overriding the environment). Each entry has its doc line
- * and default here; .env.example and README's table repeat them for operators.
+ * working directory is read first, without overriding the environment), declared once in
+ * src/config/settings.ts with its type, default and description; this module validates the
+ * environment against that table and shapes the result into the Config the code uses.
  *
  * PostgreSQL connection settings use libpq's own names (PGHOST, PGPORT, ...), so the same
  * environment works for psql.
  */
 
-const bool = z
-  .enum(["true", "false", "1", "0", "yes", "no"], { message: "expected true or false" })
-  .transform((v) => v === "true" || v === "1" || v === "yes");
+// Object.fromEntries forgets which key holds which schema; Shape says it again, from the table, so
+// Env keeps each setting's own type. Keys keep the table's order, which is the order of the problems
+// a configuration error lists.
+type Shape = { [K in keyof typeof SETTINGS]: (typeof SETTINGS)[K]["schema"] };
 
-const int = (min: number, max: number) =>
-  z.coerce
-    .number({ message: "expected a whole number" })
-    .int({ message: "expected a whole number" })
-    .min(min, { message: `must be at least ${min}` })
-    .max(max, { message: `must be at most ${max}` });
-
-const identifier = z
-  .string()
-  .regex(/^[a-z_][a-z0-9_]{0,62}$/, {
-    message: "must be a lower-case PostgreSQL identifier: letters, digits and _, starting with a letter or _",
-  });
-
-const topicName = z.string().regex(/^[a-zA-Z0-9._-]{1,249}$/, { message: "must be a Kafka topic name: letters, digits, '.', '_' and '-', at most 249 characters" });
-
-const env = z.object({
-  // --- PostgreSQL ---
-  /** Host of Airflow's metadata database. */
-  PGHOST: z.string().min(1).default("127.0.0.1"),
-  /** Port of Airflow's metadata database. */
-  PGPORT: int(1, 65535).default(5432),
-  /** Role the daemon connects as: needs REPLICATION (or superuser) and SELECT on the captured tables. */
-  PGUSER: z.string().min(1).default("postgres"),
-  /** Password of PGUSER. Never logged. */
-  PGPASSWORD: z.string().optional(),
-  /** Airflow's metadata database. */
-  PGDATABASE: z.string().min(1).default("airflow"),
-  /**
-   * TLS to PostgreSQL, as libpq: disable; require (encrypted; with PGSSLROOTCERT set, the certificate
-   * is checked as verify-ca); verify-ca (certificate signed by a trusted CA); verify-full (that, and
-   * it names PGHOST).
-   */
-  PGSSLMODE: z.enum(["disable", "require", "verify-ca", "verify-full"]).default("disable"),
-  /** PEM file of the CA(s) that signed PostgreSQL's certificate. Unset: the CAs Node.js trusts (Mozilla's list). */
-  PGSSLROOTCERT: z.string().optional(),
-  /** Schema holding Airflow's tables. */
-  EVENTSTREAM_AIRFLOW_SCHEMA: identifier.default("public"),
-  /** Logical replication slot (pgoutput) the daemon reads and acknowledges. */
-  EVENTSTREAM_SLOT: identifier.default("airflow_eventstream"),
-  /** Publication of the captured tables. */
-  EVENTSTREAM_PUBLICATION: identifier.default("airflow_eventstream"),
-  /** Create the slot when it is missing. When false, a missing slot is an error that gives the SQL. */
-  EVENTSTREAM_CREATE_SLOT: bool.default(true),
-  /** Create (or extend) the publication when missing. Needs ownership of the tables. */
-  EVENTSTREAM_CREATE_PUBLICATION: bool.default(true),
-  /**
-   * REPLICA IDENTITY the daemon requires of task_instance and dag_run, named after PostgreSQL's
-   * `ALTER TABLE ... REPLICA IDENTITY DEFAULT | FULL` so the setting reads as the SQL it stands for.
-   * default: Airflow's tables as they are; previous_state comes from the daemon's memory (unknown
-   * for a row's first change after a start). full: the WAL carries every UPDATE's and DELETE's old
-   * row, so previous_state is exact across restarts, at the cost of more WAL (README).
-   */
-  EVENTSTREAM_REPLICA_IDENTITY: z.enum(["default", "full"]).default("default"),
-  /**
-   * With EVENTSTREAM_REPLICA_IDENTITY=full: run `ALTER TABLE ... REPLICA IDENTITY FULL` on tables that
-   * are not FULL yet (needs ownership; takes a brief ACCESS EXCLUSIVE lock). When false, or not the
-   * owner, such a table is an error that gives the SQL.
-   */
-  EVENTSTREAM_ALTER_REPLICA_IDENTITY: bool.default(true),
-  /** Seconds between status updates to PostgreSQL (must stay below the server's wal_sender_timeout). */
-  EVENTSTREAM_STATUS_INTERVAL_SECONDS: int(1, 3600).default(10),
-
-  // --- Kafka ---
-  /** Comma-separated bootstrap brokers. */
-  KAFKA_BROKERS: z.string().min(1).default("127.0.0.1:9092"),
-  /** Kafka client id. */
-  KAFKA_CLIENT_ID: z.string().min(1).default("airflow-eventstream"),
-  /** TLS to Kafka. */
-  KAFKA_SSL: bool.default(false),
-  /** PEM file of the CA(s) that signed the brokers' certificates. Unset: the CAs Node.js trusts (Mozilla's list). */
-  KAFKA_SSL_CA_FILE: z.string().optional(),
-  /** SASL: plain, scram-sha-256 or scram-sha-512. Unset: no SASL. */
-  KAFKA_SASL_MECHANISM: z.enum(["plain", "scram-sha-256", "scram-sha-512"]).optional(),
-  /** SASL user name. */
-  KAFKA_SASL_USERNAME: z.string().optional(),
-  /** SASL password. Never logged. */
-  KAFKA_SASL_PASSWORD: z.string().optional(),
-  /** Topic for all events (used when EVENTSTREAM_TOPIC_TEMPLATE is empty). */
-  EVENTSTREAM_TOPIC: topicName.default("airflow.events"),
-  /** One topic per DAG, e.g. "airflow.{dag_id}"; sanitised to Kafka's topic name rules. Empty: one topic. */
-  EVENTSTREAM_TOPIC_TEMPLATE: z.string().default(""),
-  /** Create missing topics. When false, a missing topic is an error. */
-  EVENTSTREAM_CREATE_TOPICS: bool.default(true),
-  /** Partitions of topics the daemon creates. */
-  EVENTSTREAM_TOPIC_PARTITIONS: int(1, 10_000).default(6),
-  /** Replication factor of topics the daemon creates (-1: the broker's default). */
-  EVENTSTREAM_TOPIC_REPLICATION_FACTOR: int(-1, 32).default(-1),
-  /** Largest record sent to Kafka, in bytes as sent: the event's UTF-8 JSON, its key and the record's overhead (src/sink/batch.ts). Keep it under the topic's max.message.bytes. */
-  EVENTSTREAM_MAX_MESSAGE_BYTES: int(1024, 100 * 1024 * 1024).default(1_000_000),
-  /** Where an event over EVENTSTREAM_MAX_MESSAGE_BYTES goes (a summary with its position). Empty: the daemon stops, naming the row. */
-  EVENTSTREAM_DEAD_LETTER_TOPIC: topicName.optional(),
-  /** Largest produce request in bytes of event JSON; keep it under the brokers' message.max.bytes (1 MiB by default). */
-  EVENTSTREAM_BATCH_MAX_BYTES: int(1024, 100 * 1024 * 1024).default(900_000),
-  /** Largest number of events in one produce request. */
-  EVENTSTREAM_BATCH_MAX_EVENTS: int(1, 100_000).default(2_000),
-  /**
-   * at-least-once: a crash may publish the unacknowledged tail again (same positions).
-   * exactly-once: each batch is a Kafka transaction with a checkpoint; read_committed consumers see every event once.
-   */
-  EVENTSTREAM_DELIVERY: z.enum(["at-least-once", "exactly-once"]).default("at-least-once"),
-  /** Compacted topic holding one checkpoint per slot (key = slot name); created with 1 partition. Both modes (see EVENTSTREAM_GAP_DETECTION). */
-  EVENTSTREAM_CHECKPOINT_TOPIC: topicName.default("airflow-eventstream.checkpoints"),
-  /**
-   * Detect a slot that was dropped, recreated or moved by something else (a gap: events lost) and
-   * stop. Needs the checkpoint topic. false (at-least-once only): no checkpoint topic, and such a
-   * gap goes unnoticed; an invalidated slot (wal_status lost) is still refused.
-   */
-  EVENTSTREAM_GAP_DETECTION: bool.default(true),
-
-  // --- Flow control ---
-  /** Reading from PostgreSQL pauses when this many events wait for Kafka's acknowledgement. */
-  EVENTSTREAM_MAX_INFLIGHT_EVENTS: int(1, 10_000_000).default(10_000),
-  /** ... or when their serialized size reaches this many bytes. */
-  EVENTSTREAM_MAX_INFLIGHT_BYTES: int(1024, 4 * 1024 * 1024 * 1024).default(8 * 1024 * 1024),
-  /** Publish notification events for XComs pushed under EVENTSTREAM_XCOM_KEY (captures the xcom table). */
-  EVENTSTREAM_NOTIFICATIONS: bool.default(true),
-  /** XCom key whose values become notification events (the PushOperator without an operator). */
-  EVENTSTREAM_XCOM_KEY: z.string().min(1).default("eventstream"),
-  /** Largest raw value (bytes) a notification that failed validation carries. */
-  EVENTSTREAM_NOTIFICATION_RAW_MAX_BYTES: int(0, 1024 * 1024).default(4096),
-  /** Task instances whose last state is remembered (to tell transitions from heartbeats). */
-  EVENTSTREAM_STATE_CACHE_SIZE: int(1_000, 100_000_000).default(50_000),
-  /** Start: records read back per partition of the event topics, to seed the state cache (both modes) and, at-least-once, to skip what Kafka holds. */
-  EVENTSTREAM_RESTART_READ_EVENTS: int(1, 10_000_000).default(2_000),
-
-  // --- Process ---
-  /** Seconds SIGTERM/SIGINT may take to flush Kafka and acknowledge before the process exits. */
-  EVENTSTREAM_SHUTDOWN_TIMEOUT_SECONDS: int(1, 3600).default(20),
-  /** pino level: fatal, error, warn, info, debug, trace, silent. */
-  LOG_LEVEL: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
-});
+const env = z.object(Object.fromEntries(Object.entries(SETTINGS).map(([name, s]) => [name, s.schema])) as Shape);
 
 export type Env = z.infer<typeof env>;
 
 /** Every setting the daemon reads: the schema's own keys, so a setting added there is known here. */
 export const SETTING_NAMES: readonly string[] = Object.keys(env.shape);
-
-/**
- * EVENTSTREAM_* names the daemon does not read but the project's own tooling does, so a shell set up
- * for development (`eval "$(bash scripts/services.sh env)"`, a second set of services) can start the
- * daemon: scripts/services.sh's ports, state directory and timeouts (EVENTSTREAM_SERVICES_*), the
- * tests' endpoints (EVENTSTREAM_TEST_*), their scratch PostgreSQL servers and the real-Airflow
- * suite's run mark. Any other EVENTSTREAM_* name is a mistake the daemon refuses (unknownSettings).
- */
-export const TOOLING_NAMES: readonly string[] = [
-  "EVENTSTREAM_PG_PORT",
-  "EVENTSTREAM_KAFKA_PORT",
-  "EVENTSTREAM_KAFKA_CONTROLLER_PORT",
-  "EVENTSTREAM_KAFKA_SASL_PORT",
-  "EVENTSTREAM_SCRATCH_PG_PORTS",
-  "EVENTSTREAM_E2E_MARK",
-];
-export const TOOLING_PREFIXES: readonly string[] = ["EVENTSTREAM_SERVICES_", "EVENTSTREAM_TEST_"];
 
 /** Values never shown in a message, whatever is wrong with them. */
 const SECRET = /PASSWORD|SECRET|TOKEN/;
@@ -182,58 +40,11 @@ export interface PemFile {
   pem: string;
 }
 
-export interface Config {
-  pg: {
-    host: string;
-    port: number;
-    user: string;
-    password: string | undefined;
-    database: string;
-    sslmode: Env["PGSSLMODE"];
-    /** PGSSLROOTCERT; null: Node.js's CAs. Only read when sslmode is not disable. */
-    sslRootCert: PemFile | null;
-  };
-  airflowSchema: string;
-  slot: string;
-  publication: string;
-  createSlot: boolean;
-  createPublication: boolean;
-  /** "full": task_instance and dag_run must be REPLICA IDENTITY FULL (see EVENTSTREAM_REPLICA_IDENTITY). */
-  replicaIdentity: Env["EVENTSTREAM_REPLICA_IDENTITY"];
-  alterReplicaIdentity: boolean;
-  statusIntervalMs: number;
-  kafka: {
-    brokers: string[];
-    clientId: string;
-    /** null: no TLS; ca null: Node.js's CAs. */
-    ssl: { ca: PemFile | null } | null;
-    sasl: { mechanism: "plain" | "scram-sha-256" | "scram-sha-512"; username: string; password: string } | null;
-  };
-  topic: string;
-  topicTemplate: string | null;
-  createTopics: boolean;
-  topicPartitions: number;
-  topicReplicationFactor: number;
-  batchMaxEvents: number;
-  batchMaxBytes: number;
-  delivery: Env["EVENTSTREAM_DELIVERY"];
-  /** Where the checkpoints go (used when `gapDetection`, always true in exactly-once). */
-  checkpointTopic: string;
-  /** A checkpoint with acked_lsn is kept, gates what is acknowledged to PostgreSQL, and is checked against the slot at start. */
-  gapDetection: boolean;
-  maxMessageBytes: number;
-  /** null: an oversized event stops the daemon. */
-  deadLetterTopic: string | null;
-  maxInflightEvents: number;
-  maxInflightBytes: number;
-  stateCacheSize: number;
-  restartReadEvents: number;
-  /** null: XComs are not captured. */
-  xcomKey: string | null;
-  notificationRawMaxBytes: number;
-  shutdownTimeoutMs: number;
-  logLevel: Env["LOG_LEVEL"];
-}
+/**
+ * The configuration as the code uses it: the settings of src/config/settings.ts, grouped and in the
+ * code's units, typed by configFrom below so that a setting's type is written once.
+ */
+export type Config = ReturnType<typeof configFrom>;
 
 /**
  * Reads and validates the configuration. Every problem is listed in one ConfigError, each with the
@@ -257,6 +68,24 @@ export function loadConfig(source: NodeJS.ProcessEnv = process.env, dotEnv: Read
   }
   const e = parsed.data;
   const problems: string[] = [];
+  const caFiles = checkTogether(e, refused, problems);
+  if (problems.length > 0) {
+    throw new ConfigError(`invalid configuration; set these environment variables (see .env.example):\n${problems.join("\n")}`);
+  }
+  return configFrom(e, caFiles);
+}
+
+interface CaFiles {
+  kafkaCa: PemFile | null;
+  pgRootCert: PemFile | null;
+}
+
+/**
+ * What one setting's schema cannot check: settings that only make sense together, and the CA files,
+ * read here so that a wrong path is reported with the other problems. Adds a line to `problems` for
+ * each.
+ */
+function checkTogether(e: Env, refused: (key: string) => string, problems: string[]): CaFiles {
   if (e.KAFKA_SASL_MECHANISM && (!e.KAFKA_SASL_USERNAME || !e.KAFKA_SASL_PASSWORD)) {
     problems.push("  KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD: required with KAFKA_SASL_MECHANISM");
   }
@@ -274,9 +103,12 @@ export function loadConfig(source: NodeJS.ProcessEnv = process.env, dotEnv: Read
   if (e.EVENTSTREAM_GAP_DETECTION && (e.EVENTSTREAM_CHECKPOINT_TOPIC === e.EVENTSTREAM_TOPIC || e.EVENTSTREAM_CHECKPOINT_TOPIC === e.EVENTSTREAM_DEAD_LETTER_TOPIC)) {
     problems.push(`  ${refused("EVENTSTREAM_CHECKPOINT_TOPIC")}: must be a topic of its own, not the events' or the dead-letter topic`);
   }
-  if (problems.length > 0) {
-    throw new ConfigError(`invalid configuration; set these environment variables (see .env.example):\n${problems.join("\n")}`);
-  }
+  return { kafkaCa, pgRootCert };
+}
+
+/** The validated settings shaped as the code uses them; its return type is Config. */
+function configFrom(e: Env, { kafkaCa, pgRootCert }: CaFiles) {
+  const template = e.EVENTSTREAM_TOPIC_TEMPLATE.trim();
   return {
     pg: {
       host: e.PGHOST,
@@ -285,6 +117,7 @@ export function loadConfig(source: NodeJS.ProcessEnv = process.env, dotEnv: Read
       password: e.PGPASSWORD,
       database: e.PGDATABASE,
       sslmode: e.PGSSLMODE,
+      /** PGSSLROOTCERT; null: Node.js's CAs. Only read when sslmode is not disable. */
       sslRootCert: pgRootCert,
     },
     airflowSchema: e.EVENTSTREAM_AIRFLOW_SCHEMA,
@@ -292,14 +125,20 @@ export function loadConfig(source: NodeJS.ProcessEnv = process.env, dotEnv: Read
     publication: e.EVENTSTREAM_PUBLICATION,
     createSlot: e.EVENTSTREAM_CREATE_SLOT,
     createPublication: e.EVENTSTREAM_CREATE_PUBLICATION,
+    /** "full": task_instance and dag_run must be REPLICA IDENTITY FULL (see EVENTSTREAM_REPLICA_IDENTITY). */
     replicaIdentity: e.EVENTSTREAM_REPLICA_IDENTITY,
     alterReplicaIdentity: e.EVENTSTREAM_ALTER_REPLICA_IDENTITY,
     statusIntervalMs: e.EVENTSTREAM_STATUS_INTERVAL_SECONDS * 1000,
     kafka: {
-      brokers: e.KAFKA_BROKERS.split(",").map((b) => b.trim()).filter((b) => b !== ""),
+      brokers: e.KAFKA_BROKERS.split(",")
+        .map((b) => b.trim())
+        .filter((b) => b !== ""),
       clientId: e.KAFKA_CLIENT_ID,
+      /** null: no TLS; ca null: Node.js's CAs. */
       ssl: e.KAFKA_SSL ? { ca: kafkaCa } : null,
-      sasl: e.KAFKA_SASL_MECHANISM ? { mechanism: e.KAFKA_SASL_MECHANISM, username: e.KAFKA_SASL_USERNAME ?? "", password: e.KAFKA_SASL_PASSWORD ?? "" } : null,
+      sasl: e.KAFKA_SASL_MECHANISM
+        ? { mechanism: e.KAFKA_SASL_MECHANISM, username: e.KAFKA_SASL_USERNAME ?? "", password: e.KAFKA_SASL_PASSWORD ?? "" }
+        : null,
     },
     topic: e.EVENTSTREAM_TOPIC,
     topicTemplate: template === "" ? null : template,
@@ -309,14 +148,18 @@ export function loadConfig(source: NodeJS.ProcessEnv = process.env, dotEnv: Read
     batchMaxEvents: e.EVENTSTREAM_BATCH_MAX_EVENTS,
     batchMaxBytes: e.EVENTSTREAM_BATCH_MAX_BYTES,
     delivery: e.EVENTSTREAM_DELIVERY,
+    /** Where the checkpoints go (used when `gapDetection`, always true in exactly-once). */
     checkpointTopic: e.EVENTSTREAM_CHECKPOINT_TOPIC,
+    /** A checkpoint with acked_lsn is kept, gates what is acknowledged to PostgreSQL, and is checked against the slot at start. */
     gapDetection: e.EVENTSTREAM_GAP_DETECTION,
     maxMessageBytes: e.EVENTSTREAM_MAX_MESSAGE_BYTES,
+    /** null: an oversized event stops the daemon. */
     deadLetterTopic: e.EVENTSTREAM_DEAD_LETTER_TOPIC ?? null,
     maxInflightEvents: e.EVENTSTREAM_MAX_INFLIGHT_EVENTS,
     maxInflightBytes: e.EVENTSTREAM_MAX_INFLIGHT_BYTES,
     stateCacheSize: e.EVENTSTREAM_STATE_CACHE_SIZE,
     restartReadEvents: e.EVENTSTREAM_RESTART_READ_EVENTS,
+    /** null: XComs are not captured. */
     xcomKey: e.EVENTSTREAM_NOTIFICATIONS ? e.EVENTSTREAM_XCOM_KEY : null,
     notificationRawMaxBytes: e.EVENTSTREAM_NOTIFICATION_RAW_MAX_BYTES,
     shutdownTimeoutMs: e.EVENTSTREAM_SHUTDOWN_TIMEOUT_SECONDS * 1000,

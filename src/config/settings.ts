@@ -1,0 +1,288 @@
+import { z } from "zod";
+
+/**
+ * Every setting, declared once: its environment variable, its zod type and default, the text an
+ * operator reads, and its group. The environment schema (src/config.ts) is built from this table, and
+ * `npm run config:docs` (scripts/gen-config.ts) writes .env.example and docs/configuration.md from it;
+ * a unit test fails when those files drift from what the generator would write.
+ *
+ * This file imports nothing of the project, so Node runs the generator on it as TypeScript, without a
+ * build. Descriptions are Markdown (backticks for names and values); .env.example gets them without
+ * the backticks.
+ */
+
+/** Said once at the top of .env.example. */
+export const ENV_EXAMPLE_INTRO =
+  "airflow-eventstream settings. Copy to .env (read at start; variables already in the environment win). Every value below is the default; an empty value is unset. Any other EVENTSTREAM_* name is refused at start as a misspelling (the message names the closest settings), except the project's own tooling's (docs/configuration.md).";
+
+/**
+ * Said once above the settings in docs/configuration.md; the names the project's tooling uses
+ * (TOOLING_NAMES) follow the second paragraph.
+ */
+export const REFERENCE_INTRO = [
+  "Every setting is an environment variable. A `.env` file in the working directory is read too; the environment wins over it, and a blank value counts as unset. [`.env.example`](../.env.example) lists every setting with its default.",
+  'All problems are reported together at start, each with the value refused and where it came from (`PGPORT="5432x" (from .env): expected a whole number`; the values of passwords are never shown), and the daemon exits with code 2. An `EVENTSTREAM_*` name that is not a setting is an error naming the settings closest to it (`EVENTSTREAM_TOPIC_PARTITION="3": not a setting ...; did you mean EVENTSTREAM_TOPIC_PARTITIONS?`), except the names the project\'s own scripts and tests use, so that a development shell can start the daemon:',
+] as const;
+
+/** The groups, in the order the generated files list them. `about` is said once, above the group. */
+export const GROUPS = {
+  postgres: {
+    title: "PostgreSQL connection",
+    about: "Airflow's metadata database, with libpq's own variable names, so the same environment works for psql.",
+  },
+  capture: { title: "Replication slot, publication and replica identity", about: "" },
+  kafka: { title: "Kafka connection", about: "" },
+  topics: { title: "Topics and records", about: "" },
+  delivery: { title: "Delivery, checkpoints and gaps", about: "" },
+  memory: {
+    title: "Flow control and memory",
+    about:
+      "The in-flight limits and the state cache bound the JavaScript heap; the daemon refuses at start limits that do not fit the heap Node was given (`bin/airflow-eventstream`: 80 MB old space; more with `NODE_OPTIONS=--max-old-space-size=N`), saying what to set.",
+  },
+  notifications: { title: "Notifications (XCom)", about: "" },
+  process: { title: "Process", about: "" },
+} as const;
+
+export type GroupId = keyof typeof GROUPS;
+
+export const bool = z
+  .enum(["true", "false", "1", "0", "yes", "no"], { message: "expected true or false" })
+  .transform((v) => v === "true" || v === "1" || v === "yes");
+
+export const int = (min: number, max: number) =>
+  z.coerce
+    .number({ message: "expected a whole number" })
+    .int({ message: "expected a whole number" })
+    .min(min, { message: `must be at least ${min}` })
+    .max(max, { message: `must be at most ${max}` });
+
+export const identifier = z.string().regex(/^[a-z_][a-z0-9_]{0,62}$/, {
+  message: "must be a lower-case PostgreSQL identifier: letters, digits and _, starting with a letter or _",
+});
+
+export const topicName = z.string().regex(/^[a-zA-Z0-9._-]{1,249}$/, {
+  message: "must be a Kafka topic name: letters, digits, '.', '_' and '-', at most 249 characters",
+});
+
+export interface Setting {
+  group: GroupId;
+  /** Validation and default; `.optional()` for a setting whose absence means something. */
+  schema: z.ZodType;
+  about: string;
+}
+
+/*
+ * The order of the entries is the order of the schema's keys, and so of the problems listed in a
+ * configuration error; the generated files list them by group.
+ */
+export const SETTINGS = {
+  PGHOST: { group: "postgres", schema: z.string().min(1).default("127.0.0.1"), about: "Host of Airflow's metadata database." },
+  PGPORT: { group: "postgres", schema: int(1, 65535).default(5432), about: "Port of Airflow's metadata database." },
+  PGUSER: {
+    group: "postgres",
+    schema: z.string().min(1).default("postgres"),
+    about:
+      "Role the daemon connects as: needs `REPLICATION` (or superuser) and `SELECT` on the captured tables (`task_instance`, `dag_run`, and `xcom` with notifications).",
+  },
+  PGPASSWORD: { group: "postgres", schema: z.string().optional(), about: "Password of `PGUSER`. Never logged." },
+  PGDATABASE: { group: "postgres", schema: z.string().min(1).default("airflow"), about: "Airflow's metadata database." },
+  PGSSLMODE: {
+    group: "postgres",
+    schema: z.enum(["disable", "require", "verify-ca", "verify-full"]).default("disable"),
+    about:
+      "TLS to PostgreSQL, as libpq: `disable`; `require` (encrypted; the certificate is not checked unless `PGSSLROOTCERT` is set, then as `verify-ca`); `verify-ca` (certificate signed by a trusted CA); `verify-full` (that, and it names `PGHOST`).",
+  },
+  PGSSLROOTCERT: {
+    group: "postgres",
+    schema: z.string().optional(),
+    about:
+      "PEM file of the CA(s) that signed PostgreSQL's certificate. Unset: the CAs Node.js trusts (Mozilla's list). Read at start unless `PGSSLMODE=disable` (libpq ignores it then): a missing or non-PEM file is a configuration error.",
+  },
+  EVENTSTREAM_AIRFLOW_SCHEMA: { group: "capture", schema: identifier.default("public"), about: "Schema holding Airflow's tables." },
+  EVENTSTREAM_SLOT: {
+    group: "capture",
+    schema: identifier.default("airflow_eventstream"),
+    about: "Logical replication slot (pgoutput) the daemon reads and acknowledges.",
+  },
+  EVENTSTREAM_PUBLICATION: {
+    group: "capture",
+    schema: identifier.default("airflow_eventstream"),
+    about: "Publication of the captured tables: `task_instance`, `dag_run` (and `xcom` with notifications).",
+  },
+  EVENTSTREAM_CREATE_SLOT: {
+    group: "capture",
+    schema: bool.default(true),
+    about: "Create the slot when it is missing. When false, a missing slot is an error that gives the SQL to run.",
+  },
+  EVENTSTREAM_CREATE_PUBLICATION: {
+    group: "capture",
+    schema: bool.default(true),
+    about:
+      "Create (or extend) the publication when it is missing; needs ownership of the tables. When false, a missing publication is an error that gives the SQL to run.",
+  },
+  // Named after PostgreSQL's `ALTER TABLE ... REPLICA IDENTITY DEFAULT | FULL`, so the setting reads
+  // as the SQL it stands for.
+  EVENTSTREAM_REPLICA_IDENTITY: {
+    group: "capture",
+    schema: z.enum(["default", "full"]).default("default"),
+    about:
+      "`default`: Airflow's tables as they are; `previous_state` comes from the daemon's memory (unknown for a row's first change after a start). `full`: `task_instance` and `dag_run` must be `REPLICA IDENTITY FULL`, so every UPDATE and DELETE carries the old row and `previous_state` is exact across restarts, for ~20% more WAL.",
+  },
+  EVENTSTREAM_ALTER_REPLICA_IDENTITY: {
+    group: "capture",
+    schema: bool.default(true),
+    about:
+      "With `EVENTSTREAM_REPLICA_IDENTITY=full`: run `ALTER TABLE ... REPLICA IDENTITY FULL` on the tables that lack it (needs ownership; takes a brief ACCESS EXCLUSIVE lock). When false, or not the owner, such a table is an error that gives the SQL to run.",
+  },
+  EVENTSTREAM_STATUS_INTERVAL_SECONDS: {
+    group: "capture",
+    schema: int(1, 3600).default(10),
+    about: "Seconds between status updates to PostgreSQL; keep it below the server's `wal_sender_timeout` (60 s by default).",
+  },
+
+  KAFKA_BROKERS: { group: "kafka", schema: z.string().min(1).default("127.0.0.1:9092"), about: "Bootstrap brokers, comma-separated." },
+  KAFKA_CLIENT_ID: { group: "kafka", schema: z.string().min(1).default("airflow-eventstream"), about: "Kafka client id." },
+  KAFKA_SSL: {
+    group: "kafka",
+    schema: bool.default(false),
+    about: "TLS to Kafka; the brokers' certificates are always checked, host names included.",
+  },
+  KAFKA_SSL_CA_FILE: {
+    group: "kafka",
+    schema: z.string().optional(),
+    about:
+      "PEM file of the CA(s) that signed the brokers' certificates (needs `KAFKA_SSL=true`). Unset: the CAs Node.js trusts (Mozilla's list). Read at start: a missing or non-PEM file is a configuration error.",
+  },
+  KAFKA_SASL_MECHANISM: {
+    group: "kafka",
+    schema: z.enum(["plain", "scram-sha-256", "scram-sha-512"]).optional(),
+    about: "SASL mechanism, with `KAFKA_SASL_USERNAME` and `KAFKA_SASL_PASSWORD`. Unset: no SASL.",
+  },
+  KAFKA_SASL_USERNAME: { group: "kafka", schema: z.string().optional(), about: "SASL user name." },
+  KAFKA_SASL_PASSWORD: { group: "kafka", schema: z.string().optional(), about: "SASL password. Never logged." },
+  EVENTSTREAM_TOPIC: {
+    group: "topics",
+    schema: topicName.default("airflow.events"),
+    about: "The topic for every event (key: `dag_id`), used when `EVENTSTREAM_TOPIC_TEMPLATE` is empty.",
+  },
+  EVENTSTREAM_TOPIC_TEMPLATE: {
+    group: "topics",
+    schema: z.string().default(""),
+    about:
+      "One topic per DAG instead: a template containing `{dag_id}`, e.g. `airflow.{dag_id}`. A name Kafka would refuse is sanitised and ends in a hash, so distinct DAGs never share a topic. Empty: one topic.",
+  },
+  EVENTSTREAM_CREATE_TOPICS: {
+    group: "topics",
+    schema: bool.default(true),
+    about: "Create missing topics. When false, a missing topic is an error naming it.",
+  },
+  EVENTSTREAM_TOPIC_PARTITIONS: { group: "topics", schema: int(1, 10_000).default(6), about: "Partitions of the topics the daemon creates." },
+  EVENTSTREAM_TOPIC_REPLICATION_FACTOR: {
+    group: "topics",
+    schema: int(-1, 32).default(-1),
+    about: "Replication factor of the topics the daemon creates (-1: the broker's default).",
+  },
+  // The record's overhead is computed in src/sink/batch.ts.
+  EVENTSTREAM_MAX_MESSAGE_BYTES: {
+    group: "topics",
+    schema: int(1024, 100 * 1024 * 1024).default(1_000_000),
+    about:
+      "Largest record, in bytes as sent: the event's UTF-8 JSON, its key and the record's overhead (so multi-byte text counts as it is sent). Keep it under the topic's `max.message.bytes` (Kafka's default is 1 MiB).",
+  },
+  EVENTSTREAM_DEAD_LETTER_TOPIC: {
+    group: "topics",
+    schema: topicName.optional(),
+    about: "Where an event over `EVENTSTREAM_MAX_MESSAGE_BYTES` goes, as a summary with its position. Unset: the daemon stops, naming the row.",
+  },
+  EVENTSTREAM_BATCH_MAX_BYTES: {
+    group: "topics",
+    schema: int(1024, 100 * 1024 * 1024).default(900_000),
+    about: "Largest produce request, in bytes of event JSON; keep it under the brokers' `message.max.bytes` (1 MiB by default).",
+  },
+  EVENTSTREAM_BATCH_MAX_EVENTS: { group: "topics", schema: int(1, 100_000).default(2_000), about: "Largest number of events in one produce request." },
+  EVENTSTREAM_DELIVERY: {
+    group: "delivery",
+    schema: z.enum(["at-least-once", "exactly-once"]).default("at-least-once"),
+    about:
+      "`at-least-once`: a crash may publish the unacknowledged tail again (same positions). `exactly-once`: each batch is a Kafka transaction with a checkpoint; consumers reading with `isolation.level=read_committed` see every event once.",
+  },
+  EVENTSTREAM_CHECKPOINT_TOPIC: {
+    group: "delivery",
+    schema: topicName.default("airflow-eventstream.checkpoints"),
+    about:
+      "Compacted topic holding one checkpoint per slot (key: the slot name), created with 1 partition when topic creation is on. Used in both modes: exactly-once skips by it, and both detect a lost slot by it (`EVENTSTREAM_GAP_DETECTION`). Must be a topic of its own, not the events' or the dead-letter topic.",
+  },
+  EVENTSTREAM_GAP_DETECTION: {
+    group: "delivery",
+    schema: bool.default(true),
+    about:
+      "Stop (exit code 2) when the slot was invalidated, dropped, recreated or advanced behind the daemon's back: events were lost. Needs the checkpoint topic. `false` (at-least-once only): no checkpoint topic, and a dropped, recreated or advanced slot goes unnoticed, so events are lost silently; an invalidated slot (`wal_status` lost) is still refused.",
+  },
+
+  EVENTSTREAM_MAX_INFLIGHT_EVENTS: {
+    group: "memory",
+    schema: int(1, 10_000_000).default(10_000),
+    about: "Reading from PostgreSQL pauses while this many events wait for Kafka's acknowledgement.",
+  },
+  EVENTSTREAM_MAX_INFLIGHT_BYTES: {
+    group: "memory",
+    schema: int(1024, 4 * 1024 * 1024 * 1024).default(8 * 1024 * 1024),
+    about: "Reading from PostgreSQL also pauses while the events waiting for Kafka's acknowledgement reach this many bytes of JSON.",
+  },
+  EVENTSTREAM_NOTIFICATIONS: {
+    group: "notifications",
+    schema: bool.default(true),
+    about: "Publish a notification event when a task pushes an XCom under `EVENTSTREAM_XCOM_KEY` (adds `xcom` to the publication).",
+  },
+  EVENTSTREAM_XCOM_KEY: {
+    group: "notifications",
+    schema: z.string().min(1).default("eventstream"),
+    about: "The XCom key whose values become notification events.",
+  },
+  EVENTSTREAM_NOTIFICATION_RAW_MAX_BYTES: {
+    group: "notifications",
+    schema: int(0, 1024 * 1024).default(4096),
+    about: "Largest raw value, in bytes, carried by a notification whose value failed validation.",
+  },
+  EVENTSTREAM_STATE_CACHE_SIZE: {
+    group: "memory",
+    schema: int(1_000, 100_000_000).default(50_000),
+    about: "Task instances whose last state is remembered, to tell transitions from heartbeats (~305 B of heap each on Airflow 3.x, ~212 B on 2.x).",
+  },
+  EVENTSTREAM_RESTART_READ_EVENTS: {
+    group: "memory",
+    schema: int(1, 10_000_000).default(2_000),
+    about:
+      "At start (both modes): records read back per partition of the event topics, so that rows' last states survive the restart and (at-least-once) replayed events Kafka already holds are not published again (~8,500 records/s).",
+  },
+
+  EVENTSTREAM_SHUTDOWN_TIMEOUT_SECONDS: {
+    group: "process",
+    schema: int(1, 3600).default(20),
+    about: "Seconds SIGTERM or SIGINT may take to flush Kafka and acknowledge before the process exits.",
+  },
+  LOG_LEVEL: {
+    group: "process",
+    schema: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
+    about: "pino level; logs are JSON lines on stdout.",
+  },
+} satisfies Record<string, Setting>;
+
+export type SettingName = keyof typeof SETTINGS;
+
+/**
+ * EVENTSTREAM_* names the daemon does not read but the project's own tooling does, so a shell set up
+ * for development (`eval "$(bash scripts/services.sh env)"`, a second set of services) can start the
+ * daemon: scripts/services.sh's ports, state directory and timeouts (EVENTSTREAM_SERVICES_*), the
+ * tests' endpoints (EVENTSTREAM_TEST_*), their scratch PostgreSQL servers and the real-Airflow
+ * suite's run mark. Any other EVENTSTREAM_* name is a mistake the daemon refuses (unknownSettings).
+ */
+export const TOOLING_NAMES: readonly string[] = [
+  "EVENTSTREAM_PG_PORT",
+  "EVENTSTREAM_KAFKA_PORT",
+  "EVENTSTREAM_KAFKA_CONTROLLER_PORT",
+  "EVENTSTREAM_KAFKA_SASL_PORT",
+  "EVENTSTREAM_SCRATCH_PG_PORTS",
+  "EVENTSTREAM_E2E_MARK",
+];
+export const TOOLING_PREFIXES: readonly string[] = ["EVENTSTREAM_SERVICES_", "EVENTSTREAM_TEST_"];
