@@ -1,6 +1,6 @@
 import type { Config } from "./config.js";
 import { AckTracker } from "./checkpoint/tracker.js";
-import { formatLsn, maxLsn } from "./checkpoint/lsn.js";
+import { formatLsn, maxLsn, type Lsn } from "./lsn.js";
 import { comparePositions, formatPosition, type Checkpoint, type Position } from "./checkpoint/position.js";
 import { ReplayFilter } from "./checkpoint/replay.js";
 import { positionOf } from "./sink/read-back.js";
@@ -17,7 +17,6 @@ import { ReplicationStream } from "./source/replication.js";
 import { MessageTooLargeError, SlotGapError, coerceError } from "./errors.js";
 import type { StreamEvent } from "./airflow/events.js";
 import type { Logger } from "./log.js";
-import type { Lsn } from "./decode/types.js";
 import type pg from "pg";
 import { ident } from "./source/pg.js";
 

@@ -1,6 +1,6 @@
 import type { ColumnValue, Relation, Row, RowChange, TxEvent } from "../decode/types.js";
 import { UNCHANGED } from "../decode/types.js";
-import { formatLsn } from "../checkpoint/lsn.js";
+import { formatLsn } from "../lsn.js";
 import { formatPosition } from "../checkpoint/position.js";
 import { SchemaError } from "../errors.js";
 import type { Logger } from "../log.js";
