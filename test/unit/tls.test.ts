@@ -2,7 +2,7 @@ import { describe, expect, it } from "vitest";
 import type { ConnectionOptions } from "node:tls";
 import type { Config } from "../../src/config.js";
 import { causeChain, describeError, tlsFailure } from "../../src/errors.js";
-import { pgClientConfig } from "../../src/source/pg.js";
+import { pgClientConfig } from "../../src/source/connection.js";
 
 const CA = { path: "/etc/ca.pem", pem: "-----BEGIN CERTIFICATE-----\n...\n-----END CERTIFICATE-----\n" };
 
