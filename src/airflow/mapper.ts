@@ -195,7 +195,7 @@ export class AirflowMapper {
     });
   }
 
-  /** Context of runs that started before the stream did (read once at start, see run-context.ts). */
+  /** Context of runs that started before the stream did (read once at start, see src/source/airflow-rows.ts). */
   seedRunContext(dagId: string, runId: string, ctx: RunContext): void {
     this.contexts.set(runKey(dagId, runId), ctx);
   }
