@@ -43,7 +43,7 @@ export class PublicationError extends UserActionError {
  * The publication was dropped while the slot still had WAL to decode with it. pgoutput looks the
  * publication up as of each change's place in the WAL, so changes written after the DROP (and
  * before any re-creation) can never be decoded from this slot: the daemon stops instead of
- * retrying, or creating the publication over the slot (src/source/setup.ts builds the message: the
+ * retrying, or creating the publication over the slot (src/source/preflight.ts builds the message: the
  * positions, and the steps to resume).
  */
 export class PublicationDroppedError extends PublicationError {

@@ -1,6 +1,6 @@
 import type { Config } from "./config.js";
 import { AckTracker } from "./checkpoint/tracker.js";
-import { formatLsn, maxLsn } from "./checkpoint/lsn.js";
+import { formatLsn, maxLsn, type Lsn } from "./lsn.js";
 import { comparePositions, formatPosition, type Checkpoint, type Position } from "./checkpoint/position.js";
 import { ReplayFilter } from "./checkpoint/replay.js";
 import { positionOf } from "./sink/read-back.js";
@@ -11,15 +11,15 @@ import { AirflowMapper, runCacheSize, type TxContext } from "./airflow/mapper.js
 import { KafkaSink } from "./sink/kafka.js";
 import { RECORD_OVERHEAD_BYTES, recordBytes } from "./sink/batch.js";
 import { TopicRouter } from "./sink/routing.js";
-import { createSlot, explainPublicationDropped, prepareSource, readSlotNow, readSourceIdentity, withSourceClient, type SourceReady } from "./source/setup.js";
-import { loadRunContexts } from "./airflow/run-context.js";
+import { explainPublicationDropped, prepareSource } from "./source/preflight.js";
+import { createSlot, readSlotNow, readSourceIdentity, type SourceReady } from "./source/slot.js";
+import { withSourceClient } from "./source/connection.js";
+import { dagIdsWithRuns, readRunsUnderWay } from "./source/airflow-rows.js";
+import { runContexts } from "./airflow/run-context.js";
 import { ReplicationStream } from "./source/replication.js";
 import { MessageTooLargeError, SlotGapError, coerceError } from "./errors.js";
 import type { StreamEvent } from "./airflow/events.js";
 import type { Logger } from "./log.js";
-import type { Lsn } from "./decode/types.js";
-import type pg from "pg";
-import { ident } from "./source/pg.js";
 
 /**
  * One streaming session: source → decode → airflow model → sink → checkpoint, wired in that order.
@@ -140,7 +140,7 @@ export class Session {
         },
         log.child({ module: "airflow" }),
       );
-      const runs = await withSourceClient(cfg, (c) => loadRunContexts(c, cfg.airflowSchema, runCacheSize(cfg.stateCacheSize)));
+      const runs = runContexts(await withSourceClient(cfg, (c) => readRunsUnderWay(c, cfg.airflowSchema, runCacheSize(cfg.stateCacheSize))));
       for (const r of runs) mapper.seedRunContext(r.dagId, r.runId, r.ctx);
       log.debug({ runs: runs.length }, "read the context of runs under way");
       const stream = (this.stream = new ReplicationStream(cfg, log.child({ module: "replication" })));
@@ -509,12 +509,6 @@ export class Session {
     await this.stream?.stop();
     await this.sink?.close();
   }
-}
-
-/** Every dag_id of Airflow's dag_run table (one scan of its (dag_id, run_id) key at start; topic per DAG only). */
-async function dagIdsWithRuns(client: pg.Client, schema: string): Promise<string[]> {
-  const { rows } = await client.query<{ dag_id: string }>(`SELECT DISTINCT dag_id FROM ${ident(schema)}.dag_run`);
-  return rows.map((r) => r.dag_id);
 }
 
 /** The slot facts for assessGap. */

@@ -1,6 +1,6 @@
 import type { Config } from "./config.js";
 import { KafkaSink } from "./sink/kafka.js";
-import { dropInvalidatedSlot } from "./source/setup.js";
+import { dropInvalidatedSlot } from "./source/slot.js";
 import type { Logger } from "./log.js";
 
 /**

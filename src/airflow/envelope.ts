@@ -1,5 +1,5 @@
 import type { TxEvent } from "../decode/types.js";
-import { formatLsn } from "../checkpoint/lsn.js";
+import { formatLsn } from "../lsn.js";
 import { formatPosition } from "../checkpoint/position.js";
 import type { SourcePosition } from "./events.js";
 

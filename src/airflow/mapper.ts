@@ -83,7 +83,7 @@ export class AirflowMapper {
     else if (event.type === "dag_run") this.dagRuns.seed(event);
   }
 
-  /** Context of runs that started before the stream did (read once at start, see run-context.ts). */
+  /** Context of runs that started before the stream did (read once at start, see src/source/airflow-rows.ts). */
   seedRunContext(dagId: string, runId: string, ctx: RunContext): void {
     this.contexts.set(dagId, runId, ctx);
   }

@@ -1,41 +1,26 @@
-import type pg from "pg";
 import { decodeTimestamp } from "../decode/values.js";
-import { ident } from "../source/pg.js";
 import type { RunContext } from "./mapper.js";
 
 /**
- * Run context of DAG runs that began before this session: read once at start, so task-instance
- * events of runs already under way carry their logical date and run type. Runs that start later
- * come through the stream. Logical date, run type and data interval never change for a run, so
- * reading the current row is safe even though the stream replays older changes; clear_number does
- * change and is overwritten by every dag_run row the stream carries.
+ * A dag_run row as read at session start (src/source/airflow-rows.ts reads it): timestamps in
+ * PostgreSQL's text form, NULL for a column the schema's Airflow version lacks.
  */
-export async function loadRunContexts(client: pg.Client, schema: string, limit: number): Promise<{ dagId: string; runId: string; ctx: RunContext }[]> {
-  const { rows: cols } = await client.query<{ column_name: string }>(
-    "SELECT column_name FROM information_schema.columns WHERE table_schema = $1 AND table_name = 'dag_run'",
-    [schema],
-  );
-  const have = new Set(cols.map((c) => c.column_name));
-  const text = (col: string) => (have.has(col) ? `${ident(col)}::text` : "NULL::text");
-  const logical = have.has("logical_date") ? "logical_date" : "execution_date"; // 3.x : 2.x
-  const { rows } = await client.query<{
-    dag_id: string;
-    run_id: string;
-    run_type: string | null;
-    logical_date: string | null;
-    data_interval_start: string | null;
-    data_interval_end: string | null;
-    clear_number: number | null;
-  }>(
-    `SELECT dag_id, run_id, run_type, ${text(logical)} AS logical_date,
-            ${text("data_interval_start")} AS data_interval_start, ${text("data_interval_end")} AS data_interval_end,
-            ${have.has("clear_number") ? "clear_number" : "NULL::int"} AS clear_number
-       FROM ${ident(schema)}.dag_run
-      WHERE state IS NULL OR state NOT IN ('success', 'failed') OR end_date > now() - interval '1 day'
-      ORDER BY id DESC
-      LIMIT $1`,
-    [limit],
-  );
+export interface DagRunRow {
+  dag_id: string;
+  run_id: string;
+  run_type: string | null;
+  /** logical_date on Airflow 3.x, execution_date on 2.x. */
+  logical_date: string | null;
+  data_interval_start: string | null;
+  data_interval_end: string | null;
+  clear_number: number | null;
+}
+
+/**
+ * The context of runs that began before this session, for the mapper to seed: task-instance
+ * events of runs already under way then carry their logical date and run type.
+ */
+export function runContexts(rows: readonly DagRunRow[]): { dagId: string; runId: string; ctx: RunContext }[] {
   const ts = (v: string | null) => (v === null ? null : decodeTimestamp(v, true));
   return rows.map((r) => ({
     dagId: r.dag_id,

@@ -1,5 +1,4 @@
-import type { Lsn } from "../decode/types.js";
-import { formatLsn } from "./lsn.js";
+import { formatLsn, type Lsn } from "../lsn.js";
 import { formatPosition, type Checkpoint } from "./position.js";
 
 /**

@@ -1,7 +1,6 @@
 import { z } from "zod";
-import type { Lsn } from "../decode/types.js";
 import { CheckpointError } from "../errors.js";
-import { formatLsn, lsnHex16, parseLsn } from "./lsn.js";
+import { formatLsn, lsnHex16, parseLsn, type Lsn } from "../lsn.js";
 
 /**
  * Where a row change sits in the source: the commit LSN of its transaction and its index within

@@ -1,5 +1,4 @@
-import type { Lsn } from "../decode/types.js";
-import { maxLsn } from "./lsn.js";
+import { maxLsn, type Lsn } from "../lsn.js";
 
 /**
  * Decides which WAL position may be acknowledged to PostgreSQL.

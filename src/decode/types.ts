@@ -3,11 +3,16 @@
  * types, never Airflow; airflow/ knows Airflow, never bytes.
  */
 
+import type { Lsn } from "../lsn.js";
+
 /** PostgreSQL's epoch (2000-01-01 UTC) in microseconds since the Unix epoch: its timestamps count from it. */
 export const PG_EPOCH_OFFSET_US = 946_684_800_000_000n;
 
-/** A WAL position. Always a bigint: LSNs compare as numbers, never as strings: the two text forms ("A/ABCD", "0000000A/0000ABCD") do not sort alike. */
-export type Lsn = bigint;
+/**
+ * Re-exported for src/sink/kafka.ts until it imports ../lsn.js: the type lives in src/lsn.ts so
+ * that checkpoint/ and source/ need not import decode/ for it.
+ */
+export type { Lsn } from "../lsn.js";
 
 /**
  * A column value after text decoding. Only types Airflow's tables use get a dedicated

@@ -1,11 +1,11 @@
 import pg from "pg";
 import type { Config } from "../config.js";
-import { PG_EPOCH_OFFSET_US, type Lsn } from "../decode/types.js";
-import { formatLsn } from "../checkpoint/lsn.js";
+import { PG_EPOCH_OFFSET_US } from "../decode/types.js";
+import { formatLsn, type Lsn } from "../lsn.js";
 import { SlotBusyError, TransientError, sqlState } from "../errors.js";
 import type { Logger } from "../log.js";
-import { connectOrExplain } from "./setup.js";
-import { ident, literal, pgClientConfig } from "./pg.js";
+import { connectOrExplain, pgClientConfig } from "./connection.js";
+import { ident, literal } from "./sql.js";
 
 /**
  * The replication connection: START_REPLICATION on the slot, CopyData in, standby status out.

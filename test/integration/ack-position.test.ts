@@ -4,7 +4,7 @@ import { Kafka, logLevel } from "kafkajs";
 import { ReplicationStream } from "../../src/source/replication.js";
 import { decodePgoutput } from "../../src/decode/pgoutput.js";
 import { TransactionDecoder } from "../../src/decode/transactions.js";
-import { formatLsn } from "../../src/checkpoint/lsn.js";
+import { formatLsn } from "../../src/lsn.js";
 import type { Config } from "../../src/config.js";
 import {
   confirmedFlush,

@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import type pg from "pg";
-import { formatLsn } from "../../src/checkpoint/lsn.js";
+import { formatLsn } from "../../src/lsn.js";
 import { confirmedFlush, consume, createDatabase, daemonConfig, daemonEnv, dropDatabase, pgClient, sleep, spawnDaemon, startDaemon, type AirflowMajor, type DaemonProcess, uniqueName, waitFor, waitForStreaming, withPg } from "../support/harness.js";
 import {
   LoadGenerator,

@@ -8,7 +8,7 @@ import pg from "pg";
 import type { SASLOptions } from "kafkajs";
 import { loadConfig } from "../../src/config.js";
 import { PrivilegeError, TlsError, type UserActionError } from "../../src/errors.js";
-import { pgClientConfig } from "../../src/source/pg.js";
+import { pgClientConfig } from "../../src/source/connection.js";
 import { StreamEvent } from "../../src/airflow/events.js";
 import {
   consume,

@@ -4,7 +4,7 @@ import { Kafka, logLevel } from "kafkajs";
 import { pino } from "pino";
 import { KafkaSink } from "../../src/sink/kafka.js";
 import { TAIL_OFFSETS } from "../../src/sink/checkpoint-topic.js";
-import { formatLsn, parseLsn } from "../../src/checkpoint/lsn.js";
+import { formatLsn, parseLsn } from "../../src/lsn.js";
 import { parseCheckpoint, type Checkpoint } from "../../src/checkpoint/position.js";
 import {
   airflowFixture,

@@ -22,7 +22,7 @@ import { tiName } from "./sequences.js";
  * which pins the event to the very commit that made it.
  *
  * The audit lives in a schema of its own: the daemon publishes only the tables it names
- * (src/source/setup.ts, `CREATE PUBLICATION … FOR TABLE` in Airflow's schema), never this one; the
+ * (src/source/preflight.ts, `CREATE PUBLICATION … FOR TABLE` in Airflow's schema), never this one; the
  * suite checks that too (`publishedTables`).
  */
 

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { parseLsn } from "../../../src/checkpoint/lsn.js";
+import { parseLsn } from "../../../src/lsn.js";
 import { assessGap, gapMessage, type GapVerdict, type SlotFacts } from "../../../src/checkpoint/gap.js";
 import type { Checkpoint } from "../../../src/checkpoint/position.js";
 

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { parseLsn } from "../../../src/checkpoint/lsn.js";
+import { parseLsn } from "../../../src/lsn.js";
 import { comparePositions, encodeCheckpoint, formatPosition, isAtOrBefore, parseCheckpoint, parsePosition, type Checkpoint, type Position } from "../../../src/checkpoint/position.js";
 import { CheckpointError } from "../../../src/errors.js";
 

@@ -1,29 +1,22 @@
-import pg from "pg";
+import type pg from "pg";
 import type { Config } from "../config.js";
-import type { Lsn } from "../decode/types.js";
-import { parseLsn } from "../checkpoint/lsn.js";
 import {
   PrivilegeError,
   PublicationDroppedError,
   PublicationError,
   ReplicaIdentityError,
   SchemaError,
-  SlotError,
-  SlotBusyError,
-  TlsError,
   TransientError,
   UserActionError,
   WalLevelError,
-  assertNever,
   causeChain,
   coerceError,
   sqlState,
-  tlsFailure,
-  type TlsFailure,
 } from "../errors.js";
 import type { Logger } from "../log.js";
-import type { SourceIdentity } from "../checkpoint/position.js";
-import { ident, literal, pgClientConfig } from "./pg.js";
+import { withSourceClient } from "./connection.js";
+import { readSlot, serverWal, slotBusy, slotState, type SourceReady } from "./slot.js";
+import { ident, literal } from "./sql.js";
 
 /** Airflow tables the daemon captures: xcom only when notifications are on. */
 export function capturedTables(cfg: Config): string[] {
@@ -44,24 +37,6 @@ export const FULL_IDENTITY_TABLES = ["task_instance", "dag_run"] as const;
  * session retried with backoff (a TransientError), each time stalling Airflow at most this long.
  */
 const ALTER_LOCK_TIMEOUT = "2s";
-
-/** The slot's state, as pg_replication_slots shows it. */
-export interface SlotState {
-  /** Where the slot resumes: everything after it is delivered again. */
-  confirmedFlushLsn: Lsn;
-  /** reserved, extended, unreserved, lost (null before PostgreSQL 13). */
-  walStatus: string | null;
-  /** Why PostgreSQL invalidated it (PostgreSQL 17+: wal_removed, rows_removed, ...); null before 17 or when valid. */
-  invalidationReason: string | null;
-}
-
-export interface SourceReady {
-  /** null: the slot does not exist. It is created only once the gap check allows (createSlot). */
-  slot: SlotState | null;
-  /** The server's WAL position and max_slot_wal_keep_size, for the gap check and its message. */
-  walLsn: Lsn;
-  maxSlotWalKeepSize: string | null;
-}
 
 /**
  * Checks the server before streaming and brings the publication into being where the
@@ -87,74 +62,6 @@ export async function prepareSource(cfg: Config, log: Logger): Promise<SourceRea
     }
     return { slot: row && slotState(row), ...(await serverWal(client)) };
   });
-}
-
-/** The slot now, with the WAL position: after START_REPLICATION, when the slot is this session's. */
-export async function readSlotNow(client: pg.Client, cfg: Config): Promise<SourceReady> {
-  const row = await readSlot(client, cfg);
-  return { slot: row && slotState(row), ...(await serverWal(client)) };
-}
-
-/** Runs `fn` on a short-lived ordinary connection to Airflow's database (reads at session start). */
-export async function withSourceClient<T>(cfg: Config, fn: (client: pg.Client) => Promise<T>): Promise<T> {
-  const client = new pg.Client(pgClientConfig(cfg.pg, { replication: false, applicationName: "airflow-eventstream-setup" }));
-  client.on("error", () => {
-    /* surfaced by the awaiting query */
-  });
-  await connectOrExplain(client, cfg);
-  try {
-    return await fn(client);
-  } finally {
-    await client.end().catch(() => undefined);
-  }
-}
-
-/** Connects, translating the failures an operator can act on. */
-export async function connectOrExplain(client: pg.Client, cfg: Config): Promise<void> {
-  try {
-    await client.connect();
-  } catch (e: unknown) {
-    const where = `${cfg.pg.host}:${cfg.pg.port}`;
-    const code = sqlState(e);
-    if (code === "28P01" || code === "28000") {
-      // The server's own words say when it refused a connection for being unencrypted.
-      const tlsHint =
-        cfg.pg.sslmode === "disable" && /no encryption/.test((e as Error).message)
-          ? `; the server accepts this role over TLS only: set PGSSLMODE=verify-full (and PGSSLROOTCERT to its CA)`
-          : "";
-      throw new PrivilegeError(
-        `PostgreSQL at ${where} refused role "${cfg.pg.user}" (${code === "28P01" ? "wrong password" : "no pg_hba.conf entry or no login"}): check PGUSER and PGPASSWORD, and that pg_hba.conf allows this role for both the database and "replication"${tlsHint}`,
-        { cause: e },
-      );
-    }
-    if (code === "3D000") {
-      throw new SchemaError(`database "${cfg.pg.database}" does not exist at ${where}: set PGDATABASE to Airflow's metadata database`, { cause: e });
-    }
-    const tls = tlsFailure(e);
-    if (tls) throw new TlsError(explainPgTls(tls, cfg), { cause: e });
-    throw new TransientError(`PostgreSQL at ${where} is unreachable (${(e as Error).message}); retrying`, { cause: e });
-  }
-}
-
-/** What to change when the TLS handshake with PostgreSQL failed. */
-function explainPgTls(tls: TlsFailure, cfg: Config): string {
-  const where = `PostgreSQL at ${cfg.pg.host}:${cfg.pg.port}`;
-  const ca = cfg.pg.sslRootCert ? `the CA in PGSSLROOTCERT (${cfg.pg.sslRootCert.path})` : "the CAs Node.js trusts (PGSSLROOTCERT is not set)";
-  switch (tls.kind) {
-    case "ca":
-      return `${where} presented a certificate not signed by ${ca} (${tls.code}: ${tls.message}): set PGSSLROOTCERT to the PEM file of the CA that signed the server's certificate`;
-    case "name":
-      return (
-        `${where} presented a certificate that does not name "${cfg.pg.host}" (${tls.message}${tls.certificateNames ? `; it names ${tls.certificateNames}` : ""}), ` +
-        `which PGSSLMODE=verify-full requires: set PGHOST to a name in the certificate, or give the server a certificate that names ${cfg.pg.host}`
-      );
-    case "date":
-      return `${where} presented a certificate that is expired or not yet valid (${tls.code}: ${tls.message}): renew the server's certificate, or check this machine's clock`;
-    case "not-tls":
-      return `${where} does not accept TLS connections (PGSSLMODE=${cfg.pg.sslmode}): turn on ssl in the server's postgresql.conf, or set PGSSLMODE=disable`;
-    default:
-      return assertNever(tls.kind);
-  }
 }
 
 async function checkWalLevel(client: pg.Client): Promise<void> {
@@ -364,125 +271,4 @@ async function runOwnerDdl(client: pg.Client, sql: string, cfg: Config): Promise
     }
     throw new UserActionError(`running "${sql}" failed: ${(e as Error).message}`, { cause: e });
   }
-}
-
-interface SlotRow {
-  plugin: string | null;
-  slot_type: string;
-  database: string | null;
-  active_pid: number | null;
-  confirmed_flush_lsn: string | null;
-  wal_status: string | null;
-  invalidation_reason: string | null;
-}
-
-/** The slot's row, or null; a slot this daemon cannot use (another plugin or database) is an error. */
-async function readSlot(client: pg.Client, cfg: Config): Promise<SlotRow | null> {
-  const { rows } = await client.query<SlotRow>(
-    // invalidation_reason exists from PostgreSQL 17 on: read through to_jsonb, which has no
-    // such key (NULL) on earlier versions instead of failing.
-    `SELECT plugin, slot_type, database, active_pid, confirmed_flush_lsn::text, wal_status,
-            to_jsonb(s) ->> 'invalidation_reason' AS invalidation_reason
-       FROM pg_replication_slots s WHERE slot_name = $1`,
-    [cfg.slot],
-  );
-  const slot = rows[0];
-  if (!slot) return null;
-  const drop = `SELECT pg_drop_replication_slot(${literal(cfg.slot)});`;
-  if (slot.slot_type !== "logical" || slot.plugin !== "pgoutput") {
-    throw new SlotError(
-      `replication slot "${cfg.slot}" exists but is ${slot.slot_type === "logical" ? `a logical slot of plugin "${slot.plugin}"` : "a physical slot"}, not pgoutput. Set EVENTSTREAM_SLOT to another name, or drop it if nothing uses it: ${drop}`,
-    );
-  }
-  if (slot.database !== cfg.pg.database) {
-    throw new SlotError(
-      `replication slot "${cfg.slot}" belongs to database "${slot.database}", not "${cfg.pg.database}". Set EVENTSTREAM_SLOT to another name, or check PGDATABASE`,
-    );
-  }
-  return slot;
-}
-
-function slotState(row: SlotRow): SlotState {
-  return { confirmedFlushLsn: parseLsn(row.confirmed_flush_lsn ?? "0/0"), walStatus: row.wal_status, invalidationReason: row.invalidation_reason };
-}
-
-function slotBusy(cfg: Config, pid: number): SlotBusyError {
-  return new SlotBusyError(`replication slot "${cfg.slot}" is in use by PostgreSQL backend ${pid} (another airflow-eventstream?); waiting for it to be released`);
-}
-
-async function serverWal(client: pg.Client): Promise<{ walLsn: Lsn; maxSlotWalKeepSize: string | null }> {
-  const walLsn = await readWalLsn(client);
-  const { rows } = await client.query<{ v: string | null }>("SELECT current_setting('max_slot_wal_keep_size', true) AS v");
-  return { walLsn, maxSlotWalKeepSize: rows[0]?.v ?? null };
-}
-
-/**
- * Creates the slot, once the gap check found no checkpoint that says one existed before (or when
- * gap detection is off). A peer that created it at the same moment is not an error: its slot is used.
- */
-export async function createSlot(cfg: Config, log: Logger): Promise<SlotState> {
-  const createSql = `SELECT pg_create_logical_replication_slot(${literal(cfg.slot)}, 'pgoutput');`;
-  if (!cfg.createSlot) {
-    throw new SlotError(
-      `replication slot "${cfg.slot}" does not exist and EVENTSTREAM_CREATE_SLOT is false. Run: ${createSql} (the stream starts at the slot's creation: changes before it are not delivered)`,
-    );
-  }
-  return withSourceClient(cfg, async (client) => {
-    try {
-      const created = await client.query<{ lsn: string }>("SELECT lsn::text FROM pg_create_logical_replication_slot($1, 'pgoutput')", [cfg.slot]);
-      log.info({ slot: cfg.slot, lsn: created.rows[0]!.lsn }, "created replication slot; events start from here");
-      return { confirmedFlushLsn: parseLsn(created.rows[0]!.lsn), walStatus: "reserved", invalidationReason: null };
-    } catch (e: unknown) {
-      if (sqlState(e) !== "42710") throw e;
-      // Created concurrently by a peer.
-      const row = await readSlot(client, cfg);
-      if (!row) throw e;
-      if (row.active_pid !== null) throw slotBusy(cfg, row.active_pid);
-      return slotState(row);
-    }
-  });
-}
-
-/**
- * Drops the slot if PostgreSQL invalidated it (it can never stream again); for
- * `airflow-eventstream reset-checkpoint`. Refuses while a daemon streams from the slot. Returns
- * what it found; `dryRun` only checks.
- */
-export async function dropInvalidatedSlot(cfg: Config, log: Logger, { dryRun }: { dryRun: boolean }): Promise<"missing" | "kept" | "dropped"> {
-  return withSourceClient(cfg, async (client) => {
-    const row = await readSlot(client, cfg);
-    if (!row) return "missing";
-    if (row.active_pid !== null) {
-      throw new SlotError(
-        `replication slot "${cfg.slot}" is in use by PostgreSQL backend ${row.active_pid}: stop the airflow-eventstream daemon(s) on this slot before resetting its checkpoint`,
-      );
-    }
-    if (row.wal_status !== "lost") return "kept";
-    if (dryRun) return "dropped";
-    await client.query("SELECT pg_drop_replication_slot($1)", [cfg.slot]);
-    log.info({ slot: cfg.slot, confirmedFlushLsn: row.confirmed_flush_lsn }, "dropped the invalidated replication slot");
-    return "dropped";
-  });
-}
-
-/**
- * Exactly-once: which PostgreSQL cluster this is. pg_control_system() is open to every role on
- * PostgreSQL; where a managed service withholds it, the identity is null and not checked.
- */
-export async function readSourceIdentity(client: pg.Client): Promise<SourceIdentity> {
-  const { rows } = await client.query<{ db: string }>("SELECT current_database() AS db");
-  const database = rows[0]!.db;
-  try {
-    const sys = await client.query<{ sysid: string }>("SELECT system_identifier::text AS sysid FROM pg_control_system()");
-    return { systemIdentifier: sys.rows[0]?.sysid ?? null, database };
-  } catch {
-    return { systemIdentifier: null, database };
-  }
-}
-
-/** The server's WAL position now: where it inserts (on a standby: where it replays). */
-export async function readWalLsn(client: pg.Client): Promise<Lsn> {
-  const { rows } = await client.query<{ wal: string | null }>("SELECT (CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END)::text AS wal");
-  const wal = rows[0]?.wal;
-  return wal ? parseLsn(wal) : 0n;
 }

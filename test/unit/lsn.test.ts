@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { formatLsn, lsnHex16, parseLsn } from "../../../src/checkpoint/lsn.js";
+import { formatLsn, lsnHex16, parseLsn } from "../../src/lsn.js";
 
 describe("LSN", () => {
   it.each([
