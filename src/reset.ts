@@ -1,5 +1,5 @@
 import type { Config } from "./config.js";
-import { KafkaSink } from "./sink/kafka.js";
+import { withCheckpointStore } from "./sink/checkpoint-store.js";
 import { dropInvalidatedSlot } from "./source/slot.js";
 import type { Logger } from "./log.js";
 
@@ -26,19 +26,8 @@ export async function resetCheckpoint(cfg: Config, log: Logger): Promise<ResetOu
   let checkpoint: ResetOutcome["checkpoint"] = null;
   if (cfg.gapDetection) {
     await dropInvalidatedSlot(cfg, slotLog, { dryRun: true });
-    const sink = new KafkaSink(cfg, log.child({ module: "sink" }), {
-      // Nothing is published: only the tombstone is written.
-      acked: () => undefined,
-      failed: () => undefined,
-      ackedLsnFor: () => 0n,
-      checkpointed: () => undefined,
-    });
-    try {
-      await sink.connect(null, { ensureCheckpointTopic: false });
-      checkpoint = (await sink.deleteCheckpoint()) ? "deleted" : "no checkpoint topic";
-    } finally {
-      await sink.close();
-    }
+    const deleted = await withCheckpointStore(cfg, log.child({ module: "sink" }), (store) => store.delete());
+    checkpoint = deleted ? "deleted" : "no checkpoint topic";
     log.info({ slot: cfg.slot, topic: cfg.checkpointTopic, outcome: checkpoint }, checkpoint === "deleted" ? "deleted the checkpoint (tombstone)" : "the checkpoint topic does not exist: no checkpoint to delete");
   }
   const slot = await dropInvalidatedSlot(cfg, slotLog, { dryRun: false });

@@ -49,7 +49,7 @@ export function parsePosition(text: string): Position {
  * durably in Kafka, so the slot's confirmed_flush_lsn can never be past it by the daemon's doing;
  * a slot found past it was recreated or moved by something else, and a missing slot with a
  * checkpoint present was dropped (src/checkpoint/gap.ts). Both are gaps: events in between were
- * never published. (It may run one batch ahead of what Kafka has: see KafkaSink.nextCheckpoint.)
+ * never published. (It may run one batch ahead of what Kafka has: see CheckpointStore.next.)
  *
  * `system_identifier` is PostgreSQL's (pg_control_system()): positions of another cluster are not
  * comparable, so a checkpoint from one must never be used to skip changes of this one.
