@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { LogicalReplicationService, PgoutputPlugin } from "pg-logical-replication";
-import { formatLsn } from "../../src/checkpoint/lsn.js";
+import { formatLsn } from "../../src/lsn.js";
 import { confirmedFlush, dropDatabase, services, uniqueName, waitFor, withPg } from "../../test/support/harness.js";
 import { adjacentCommitsDatabase, adjacentCommitsRetrying, witness } from "../../test/support/adjacent-commits.js";
 

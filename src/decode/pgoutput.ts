@@ -13,7 +13,8 @@
  */
 
 import { DecodeError } from "./errors.js";
-import type { Lsn, PgoutputMessage, RawColumn, RawTuple, Relation, RelationColumn } from "./types.js";
+import type { Lsn } from "../lsn.js";
+import type { PgoutputMessage, RawColumn, RawTuple, Relation, RelationColumn } from "./types.js";
 import { PG_EPOCH_OFFSET_US, UNCHANGED } from "./types.js";
 
 /**

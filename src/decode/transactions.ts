@@ -6,7 +6,8 @@
 import { assertNever } from "../errors.js";
 import { FramingError } from "./errors.js";
 import { pgTimestampToIso } from "./pgoutput.js";
-import type { Lsn, PgoutputMessage, RawColumn, RawTuple, Relation, Row, RowChange, TxEvent } from "./types.js";
+import type { Lsn } from "../lsn.js";
+import type { PgoutputMessage, RawColumn, RawTuple, Relation, Row, RowChange, TxEvent } from "./types.js";
 import { UNCHANGED } from "./types.js";
 import { decodeValue } from "./values.js";
 

@@ -9,12 +9,6 @@ import type { Lsn } from "../lsn.js";
 export const PG_EPOCH_OFFSET_US = 946_684_800_000_000n;
 
 /**
- * Re-exported for src/sink/kafka.ts until it imports ../lsn.js: the type lives in src/lsn.ts so
- * that checkpoint/ and source/ need not import decode/ for it.
- */
-export type { Lsn } from "../lsn.js";
-
-/**
  * A column value after text decoding. Only types Airflow's tables use get a dedicated
  * representation; everything else stays the text PostgreSQL sent.
  * - int2/int4/oid -> number; int8 -> number when safe, else string

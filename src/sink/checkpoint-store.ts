@@ -1,8 +1,8 @@
 import type { Kafka, Producer, TopicMessages } from "kafkajs";
 import type { Config } from "../config.js";
-import type { Lsn } from "../decode/types.js";
+import type { Lsn } from "../lsn.js";
 import { CHECKPOINT_FIX, comparePositions, encodeCheckpoint, formatPosition, parseCheckpoint, type Checkpoint, type Position, type SourceIdentity } from "../checkpoint/position.js";
-import { formatLsn, maxLsn } from "../checkpoint/lsn.js";
+import { formatLsn, maxLsn } from "../lsn.js";
 import { CheckpointError, TransientError } from "../errors.js";
 import type { Logger } from "../log.js";
 import { TAIL_OFFSETS, newSentinelValue, scanToSentinels, sentinelKey, type CheckpointScan, type ScanOptions } from "./checkpoint-topic.js";

@@ -1,5 +1,6 @@
 import type { Config } from "../config.js";
-import { causeChain, PrivilegeError, ProducerFencedError, TlsError, TopicError, TransientError, UserActionError, assertNever, tlsFailure, type TlsFailure } from "../errors.js";
+import { causeChain, PrivilegeError, ProducerFencedError, TlsError, TopicError, TransientError, UserActionError, tlsFailure, type TlsFailure } from "../errors.js";
+import { explainTlsFailure } from "../tls.js";
 import { deliveryMode } from "./delivery.js";
 
 /**
@@ -25,23 +26,20 @@ export function userAction(cfg: Config, e: unknown): UserActionError | undefined
   return undefined;
 }
 
+/** The Kafka wording of a failed TLS handshake (the sentence is shared with PostgreSQL's, src/tls.ts). */
 export function explainTls(cfg: Config, tls: TlsFailure, broker: string): string {
-  const ca = cfg.kafka.ssl?.ca ? `the CA in KAFKA_SSL_CA_FILE (${cfg.kafka.ssl.ca.path})` : "the CAs Node.js trusts (KAFKA_SSL_CA_FILE is not set)";
-  switch (tls.kind) {
-    case "ca":
-      return `Kafka broker ${broker} presented a certificate not signed by ${ca} (${tls.code}: ${tls.message}): set KAFKA_SSL_CA_FILE to the PEM file of the CA that signed the brokers' certificates`;
-    case "name":
-      return (
-        `Kafka broker ${broker} presented a certificate that does not name the host connected to (${tls.message}${tls.certificateNames ? `; it names ${tls.certificateNames}` : ""}): ` +
-        "list the brokers in KAFKA_BROKERS by names their certificates carry (and advertise such names in the brokers' advertised.listeners), or give the brokers certificates that name their hosts"
-      );
-    case "date":
-      return `Kafka broker ${broker} presented a certificate that is expired or not yet valid (${tls.code}: ${tls.message}): renew the brokers' certificates, or check this machine's clock`;
-    case "not-tls":
-      return `Kafka broker ${broker} does not speak TLS on that port (KAFKA_SSL=true): point KAFKA_BROKERS at the brokers' SSL or SASL_SSL listener, or set KAFKA_SSL=false`;
-    default:
-      return assertNever(tls.kind);
-  }
+  return explainTlsFailure(tls, {
+    peer: `Kafka broker ${broker}`,
+    trusted: cfg.kafka.ssl?.ca ? `the CA in KAFKA_SSL_CA_FILE (${cfg.kafka.ssl.ca.path})` : "the CAs Node.js trusts (KAFKA_SSL_CA_FILE is not set)",
+    expectedName: "the host connected to",
+    notTls: "does not speak TLS on that port (KAFKA_SSL=true)",
+    fix: {
+      ca: "set KAFKA_SSL_CA_FILE to the PEM file of the CA that signed the brokers' certificates",
+      name: "list the brokers in KAFKA_BROKERS by names their certificates carry (and advertise such names in the brokers' advertised.listeners), or give the brokers certificates that name their hosts",
+      date: "renew the brokers' certificates, or check this machine's clock",
+      "not-tls": "point KAFKA_BROKERS at the brokers' SSL or SASL_SSL listener, or set KAFKA_SSL=false",
+    },
+  });
 }
 
 /** The error that ends the session, saying what happened; fencing is named as such. */

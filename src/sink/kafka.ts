@@ -1,6 +1,6 @@
 import type { Config } from "../config.js";
 import type { Checkpoint, SourceIdentity } from "../checkpoint/position.js";
-import type { Lsn } from "../decode/types.js";
+import type { Lsn } from "../lsn.js";
 import type { Logger } from "../log.js";
 import { CheckpointStore } from "./checkpoint-store.js";
 import { connectClients, createClients, disconnectClients, type KafkaClients } from "./client.js";

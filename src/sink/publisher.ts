@@ -1,6 +1,6 @@
 import type { Message, Producer, TopicMessages } from "kafkajs";
 import type { Config } from "../config.js";
-import type { Lsn } from "../decode/types.js";
+import type { Lsn } from "../lsn.js";
 import type { Position } from "../checkpoint/position.js";
 import { TransientError } from "../errors.js";
 import { batchEnd, recordBytes } from "./batch.js";
