@@ -47,7 +47,7 @@ async function main(): Promise<void> {
   const daemonEnv = { ...process.env, PGDATABASE: db, EVENTSTREAM_SLOT: db, EVENTSTREAM_PUBLICATION: db, EVENTSTREAM_TOPIC: topic, EVENTSTREAM_TOPIC_PARTITIONS: "1", LOG_LEVEL: "info" };
   // The slot of the last run was dropped above, but its checkpoint (in the checkpoint topic, keyed by
   // slot name) still holds the old position: against the new slot that is a gap, and the daemon
-  // would rightly refuse to start. Retiring a slot means deleting its checkpoint too (README).
+  // would rightly refuse to start. Retiring a slot means deleting its checkpoint too (docs/operations.md).
   say("== deleting the last run's checkpoint (airflow-eventstream reset-checkpoint)");
   const reset = spawnSync("bin/airflow-eventstream", ["reset-checkpoint"], { env: daemonEnv, encoding: "utf8" });
   if (reset.status !== 0) throw new Error(`airflow-eventstream reset-checkpoint exited with ${reset.status ?? reset.signal}:\n${reset.stdout}${reset.stderr}`);

@@ -124,7 +124,7 @@ export function gapMessage(v: Extract<GapVerdict, { kind: "gap" }>, cp: Checkpoi
     `since transitions in that range will never arrive; (2) run \`airflow-eventstream reset-checkpoint\` with this same configuration: it deletes the checkpoint` +
     `${v.reason === "slot_lost" ? " and drops the invalidated slot" : ""}, which accepts the gap; (3) start the daemon again: it streams from ` +
     `${v.reason === "slot_ahead" ? "the slot's current position" : ctx.createSlot ? "a new slot, created at the WAL's end then" : "a slot you create (EVENTSTREAM_CREATE_SLOT is false)"}. ` +
-    `See README, "Gaps: an invalidated, dropped or recreated slot"`
+    `See docs/delivery.md, "Gaps: an invalidated, dropped or recreated slot"`
   );
 }
 

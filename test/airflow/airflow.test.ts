@@ -244,7 +244,7 @@ interface DagComparison {
 /**
  * One DAG run's events against the audit. Events are those a consumer keeps (re-deliveries skipped
  * by position); after a daemon session restart, an event with previous_state_known false that only
- * repeats its row's last state is dropped (README: the daemon's memory starts empty, so the first
+ * repeats its row's last state is dropped (docs/events.md: the daemon's memory starts empty, so the first
  * update of each row after a restart is published even when it was a heartbeat) and counted.
  */
 function compareDag(r: PhaseResult, dag: string, runId: string): DagComparison {

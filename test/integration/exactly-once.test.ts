@@ -30,7 +30,7 @@ import { LoadGenerator, checkAgainstLedger, loadSeed, prng, summary, untilSentin
  * Exactly-once delivery (EVENTSTREAM_DELIVERY=exactly-once): each batch is a Kafka transaction
  * with a checkpoint; a restarted daemon fences its predecessor, reads the checkpoint and skips
  * what it covers. Everything is read back by independent consumers with isolation read_committed
- * (kafkajs's default), as the README tells consumers to read.
+ * (kafkajs's default), as docs/delivery.md tells consumers to read.
  */
 
 const STREAMING = /"msg":"streaming"/;

@@ -10,16 +10,16 @@ import { insertDagRun, insertTi, updateTi } from "../support/airflow-rows.js";
 import { postgresBinDir, startScratchPostgres } from "../support/scratch-postgres.js";
 
 /**
- * README's production set-up, run as written: the SQL and the pg_hba.conf lines are read from
- * README.md ("Setting up PostgreSQL and Kafka for production"), only names, the password and the
- * client address substituted.
+ * The documented production set-up, run as written: the SQL and the pg_hba.conf lines are read from
+ * docs/operations.md ("Setting up PostgreSQL and Kafka for production"), only names, the password
+ * and the client address substituted.
  */
-const readme = readFileSync("README.md", "utf8");
+const readme = readFileSync("docs/operations.md", "utf8");
 const section = readme.slice(readme.indexOf("## Setting up PostgreSQL and Kafka for production"));
 
 function fenced(lang: string): string {
   const m = new RegExp("```" + lang + "\\n([\\s\\S]*?)```").exec(section);
-  if (!m) throw new Error(`README.md's production set-up has no \`\`\`${lang} block`);
+  if (!m) throw new Error(`docs/operations.md's production set-up has no \`\`\`${lang} block`);
   return m[1]!;
 }
 
@@ -35,7 +35,7 @@ function readmeSql(role: string, password: string, database: string): string[] {
     .map((st) => st.replaceAll("airflow_eventstream", database).replace(/\beventstream\b/g, role).replace("'...'", `'${password}'`));
 }
 
-/** README's pg_hba.conf lines for the role, for this test's database, role and client address. */
+/** docs/operations.md's pg_hba.conf lines for the role, for this test's database, role and client address. */
 function readmeHba(role: string, database: string): string[] {
   return fenced("conf")
     .split("\n")
@@ -86,7 +86,7 @@ describe("least privilege", () => {
     }
   });
 
-  it("README's pg_hba.conf lines: the daemon streams without a `replication` line, pg_basebackup is refused; REPLICATION still decodes any table of the database", { timeout: 240_000 }, async () => {
+  it("the documented pg_hba.conf lines: the daemon streams without a `replication` line, pg_basebackup is refused; REPLICATION still decodes any table of the database", { timeout: 240_000 }, async () => {
     // A server of its own: the test writes its pg_hba.conf.
     const scratch = await startScratchPostgres({ settings: { wal_level: "logical" } });
     const db = "airflow_lp";
@@ -112,7 +112,7 @@ describe("least privilege", () => {
         // A table the role was granted nothing on.
         await c.query("CREATE TABLE public.not_granted (secret text)");
       });
-      // README's lines first (the first matching line decides), then the test's own superuser access.
+      // The documented lines first (the first matching line decides), then the test's own superuser access.
       const hba = [...readmeHba(role, db), "local all all trust", `host all ${scratch.user} 127.0.0.1/32 trust`, `host replication ${scratch.user} 127.0.0.1/32 trust`];
       expect(hba.some((l) => /^host\S*\s+replication\s+/.test(l) && !l.endsWith("reject") && !l.includes(scratch.user))).toBe(false);
       writeFileSync(join(scratch.dir, "data/pg_hba.conf"), `${hba.join("\n")}\n`);
@@ -160,7 +160,7 @@ describe("least privilege", () => {
       }
       expect(basebackup).toMatch(/pg_hba\.conf rejects replication connection for host "127\.0\.0\.1", user "es_lp"/);
 
-      // What REPLICATION still allows (README says so): a slot of its own decodes a table it cannot SELECT.
+      // What REPLICATION still allows (docs/operations.md says so): a slot of its own decodes a table it cannot SELECT.
       const asRole = new pg.Client({ host: scratch.host, port: scratch.port, user: role, password, database: db });
       await on(asRole, async (c) => {
         await expect(c.query("SELECT * FROM not_granted")).rejects.toThrow(/permission denied/);

@@ -75,7 +75,7 @@ describe("oversized events", () => {
  * The session stops on an oversized event; the changes after it in the same read must not be
  * published by the failing session. Published, they would be in Kafka ahead of the oversized one,
  * and after the limit is raised and the daemon restarted, a consumer skipping positions not greater
- * than the last it processed (README, "At least once") would skip the oversized one: per-DAG order
+ * than the last it processed (docs/delivery.md, "At least once") would skip the oversized one: per-DAG order
  * broken, an event lost to that consumer.
  */
 describe("oversized event followed by more changes in the same read", () => {
@@ -130,7 +130,7 @@ describe("oversized event followed by more changes in the same read", () => {
       const after = left.map((e) => StreamEvent.parse(e.event)).filter((e) => e.source.position >= oversizedAt);
       expect(after.map((e) => `${e.type} ${"task_id" in e ? e.task_id : ""} ${e.source.position}`)).toEqual([]);
 
-      // The limit raised, the daemon restarted: what a consumer processes with the README's recipe.
+      // The limit raised, the daemon restarted: what a consumer processes with the recipe of docs/events.md.
       second = startDaemon(daemonConfig(db));
       const all = await consume([topic], (got) => got.some((e) => e.event.type === "task_instance" && e.event.task_id === "load" && e.event.state === "success"));
       let last = "";

@@ -172,7 +172,7 @@ describe.each(["2", "3"] as const)("Airflow %s.x schema: REPLICA IDENTITY FULL",
     databases.push(db);
     await createDatabase(db, major);
     // What a start reads back from Kafka is limited to the last record of each partition (the
-    // phase's last insert, here): no other row is remembered across the restart (see README,
+    // phase's last insert, here): no other row is remembered across the restart (see docs/delivery.md,
     // "Restarts"; test/integration/redelivery.test.ts for rows that are).
     const env = daemonEnv(db, { EVENTSTREAM_RESTART_READ_EVENTS: "1" });
 

@@ -104,7 +104,7 @@ describe("resilience under load", () => {
       expect(summary(result.problems)).toEqual([]);
       expect(result.unique).toBe(gen.ledger.count);
       // The restarts happened under load, and each start read back what Kafka held: nothing it held
-      // was published again, and every row it named kept its state (see README, "Restarts").
+      // was published again, and every row it named kept its state (see docs/delivery.md, "Restarts").
       expect(result.duplicates).toBe(0);
       expect(unknownPrev).toBe(0);
 

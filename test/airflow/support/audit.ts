@@ -8,7 +8,7 @@ import { tiName } from "./sequences.js";
  * table, in Airflow's own transactions, so a version is in the audit exactly when Airflow's change
  * committed (a rollback, a savepoint rolled back, takes its audit rows with it).
  *
- * From the audit this file derives the transitions as README "What counts as a transition" defines
+ * From the audit this file derives the transitions as docs/events.md "What counts as a transition" defines
  * them, written here from that definition and not from src/airflow/mapper.ts: an INSERT and a
  * DELETE are always one; an UPDATE of a task instance is one when state, try_number or map_index
  * changed; of a DAG run when state or clear_number changed.
@@ -235,7 +235,7 @@ export function eventToken(e: TaskInstanceEvent | DagRunEvent): string {
 /**
  * The events of one chain checked against its audit transitions, beyond the tokens (which the
  * caller compares whole): the previous state and try each event states are the row's before the
- * change. `previous_state_known: false` is accepted only after a daemon session restart (README:
+ * change. `previous_state_known: false` is accepted only after a daemon session restart (docs/events.md:
  * the daemon's memory of rows starts empty), and then the previous fields must be null.
  */
 export function previousProblems(name: string, events: (TaskInstanceEvent | DagRunEvent)[], audit: AuditTransition[], restarted: boolean): string[] {

@@ -31,7 +31,7 @@ export interface RunRow {
 }
 
 /**
- * What a consumer does with at-least-once delivery (README, "Reading them"): per key, in partition
+ * What a consumer does with at-least-once delivery (docs/events.md, "Reading them"): per key, in partition
  * order, skip events whose position is not greater than the last one processed. Re-deliveries
  * happen when a daemon session restarts (a Kafka or PostgreSQL blip) before an acknowledgement.
  */
@@ -54,7 +54,7 @@ export function dedupe(consumed: Consumed[], events: StreamEvent[]): { kept: Str
 }
 
 /**
- * After a session restart the daemon has forgotten the rows' last states (README: the first update
+ * After a session restart the daemon has forgotten the rows' last states (docs/events.md: the first update
  * of each row is published with previous_state_known false, "that includes an update that was only
  * a heartbeat"). With `restarted`, such an event that repeats the chain's last state is dropped
  * (and counted), so the sequences stay comparable; without a restart nothing is dropped and the
