@@ -53,7 +53,7 @@ export function explain(cfg: Config, e: unknown, what: string): Error {
   if (denied) {
     // Not retried: a missing ACL does not grant itself.
     return new TopicError(
-      `${what}: Kafka refused it (${denied}): the daemon's principal needs WRITE and DESCRIBE on its topics${ckpt ? ` and READ, WRITE and DESCRIBE on the checkpoint topic ${ckpt.topic}, READ on the consumer groups ${cfg.kafka.clientId}.checkpoint-reader.*` : ""}, READ on its topics and the consumer groups ${cfg.kafka.clientId}.read-back.* (the start reads back their tail)${eos ? `, WRITE and DESCRIBE on the transactional id ${eos.transactionalId}` : ""} and IDEMPOTENT_WRITE on the cluster (see README, "Setting up PostgreSQL and Kafka for production")${ckpt && !eos ? "; or set EVENTSTREAM_GAP_DETECTION=false to run at-least-once without the checkpoint topic (a dropped or recreated slot then goes unnoticed)" : ""}`,
+      `${what}: Kafka refused it (${denied}): the daemon's principal needs WRITE and DESCRIBE on its topics${ckpt ? ` and READ, WRITE and DESCRIBE on the checkpoint topic ${ckpt.topic}, READ on the consumer groups ${cfg.kafka.clientId}.checkpoint-reader.*` : ""}, READ on its topics and the consumer groups ${cfg.kafka.clientId}.read-back.* (the start reads back their tail)${eos ? `, WRITE and DESCRIBE on the transactional id ${eos.transactionalId}` : ""} and IDEMPOTENT_WRITE on the cluster (see docs/operations.md, "Setting up PostgreSQL and Kafka for production")${ckpt && !eos ? "; or set EVENTSTREAM_GAP_DETECTION=false to run at-least-once without the checkpoint topic (a dropped or recreated slot then goes unnoticed)" : ""}`,
       { cause: e },
     );
   }

@@ -92,7 +92,7 @@ export class TopicAdmin {
     const create = `kafka-topics.sh --create --topic ${topic} --partitions 1 ${CHECKPOINT_TOPIC_CONFIG.map((c) => `--config ${c.name}=${c.value}`).join(" ")}`;
     // At-least-once needs the topic only for gap detection, which can be switched off: say so.
     const orDisable =
-      this.cfg.delivery === "exactly-once" ? "" : "; or set EVENTSTREAM_GAP_DETECTION=false to run at-least-once without it (a dropped or recreated replication slot then goes unnoticed: see README)";
+      this.cfg.delivery === "exactly-once" ? "" : "; or set EVENTSTREAM_GAP_DETECTION=false to run at-least-once without it (a dropped or recreated replication slot then goes unnoticed: see docs/delivery.md)";
     if (!this.cfg.createTopics) {
       throw new TopicError(`the checkpoint topic ${topic} does not exist and EVENTSTREAM_CREATE_TOPICS is false: create it (e.g. ${create}) or set EVENTSTREAM_CREATE_TOPICS=true${orDisable}`);
     }
