@@ -28,10 +28,8 @@ export async function resetCheckpoint(cfg: Config, log: Logger): Promise<ResetOu
     await dropInvalidatedSlot(cfg, slotLog, { dryRun: true });
     const sink = new KafkaSink(cfg, log.child({ module: "sink" }), {
       // Nothing is published: only the tombstone is written.
-      acked: () => undefined,
       failed: () => undefined,
-      ackedLsnFor: () => 0n,
-      checkpointed: () => undefined,
+      ack: { acked: () => undefined, checkpointed: () => undefined, ackedLsnFor: () => 0n },
     });
     try {
       await sink.connect(null, { ensureCheckpointTopic: false });

@@ -3,6 +3,7 @@ import { connect as tlsConnect, type ConnectionOptions } from "node:tls";
 import { Kafka, Partitioners, logLevel, type Admin, type ConfigResourceTypes, type Producer, type TopicMessages, type Message, type LogEntry, type SASLOptions } from "kafkajs";
 import type { Config } from "../config.js";
 import type { SourceIdentity } from "../checkpoint/position.js";
+import type { SinkAck } from "../checkpoint/ack.js";
 import type { Lsn } from "../decode/types.js";
 import { CHECKPOINT_FIX, comparePositions, encodeCheckpoint, formatPosition, parseCheckpoint, type Checkpoint, type Position } from "../checkpoint/position.js";
 import { formatLsn, maxLsn } from "../checkpoint/lsn.js";
@@ -57,17 +58,10 @@ const CHECKPOINT_TOPIC_CONFIG = [
 const CHECKPOINT_READ_TIMEOUT_MS = 120_000;
 
 export interface SinkCallbacks {
-  /** Kafka acknowledged every record up to and including `seq`. */
-  acked(seq: number): void;
   /** A batch failed after the client's own retries: the pipeline must stop and resume from the slot. */
   failed(e: Error): void;
-  /**
-   * The acked_lsn for a checkpoint: the position PostgreSQL may be acknowledged up to once Kafka
-   * has every record up to `lastSeq` (null: the records acknowledged so far). The tracker's answer.
-   */
-  ackedLsnFor(lastSeq: number | null): Lsn;
-  /** A checkpoint with this acked_lsn is durably in Kafka: PostgreSQL may be acknowledged up to it. */
-  checkpointed(ackedLsn: Lsn): void;
+  /** The acknowledgement rule (src/checkpoint/ack.ts): told what Kafka acknowledged and made durable, asked what a checkpoint records. */
+  ack: SinkAck;
 }
 
 /**
@@ -461,11 +455,11 @@ export class KafkaSink {
         this.checkpointInFlight = false;
         if (last !== null) {
           this.lastPosition = { commitLsn: last.commitLsn, index: last.index };
-          this.callbacks.acked(last.seq);
+          this.callbacks.ack.acked(last.seq);
         }
         if (checkpoint !== null) {
           this.ackedFloor = maxLsn(this.ackedFloor, checkpoint.ackedLsn);
-          this.callbacks.checkpointed(checkpoint.ackedLsn);
+          this.callbacks.ack.checkpointed(checkpoint.ackedLsn);
           this.settleCheckpointWaiters(waiters, checkpoint.ackedLsn);
         }
         this.pump();
@@ -503,7 +497,7 @@ export class KafkaSink {
   private nextCheckpoint(last: SinkRecord | null): { value: string; ackedLsn: Lsn } {
     const source = this.source!;
     const position = this.eos !== null && last !== null ? { commitLsn: last.commitLsn, index: last.index } : this.lastPosition;
-    const ackedLsn = maxLsn(this.ackedFloor, this.callbacks.ackedLsnFor(last === null ? null : last.seq));
+    const ackedLsn = maxLsn(this.ackedFloor, this.callbacks.ack.ackedLsnFor(last === null ? null : last.seq));
     const value = encodeCheckpoint({
       position,
       ackedLsn,
