@@ -1,6 +1,7 @@
 import type { Message, Producer, TopicMessages } from "kafkajs";
 import type { Config } from "../config.js";
 import type { Lsn } from "../lsn.js";
+import type { SinkAck } from "../checkpoint/ack.js";
 import type { Position } from "../checkpoint/position.js";
 import { TransientError } from "../errors.js";
 import { batchEnd, recordBytes } from "./batch.js";
@@ -21,17 +22,10 @@ export interface SinkRecord {
 }
 
 export interface SinkCallbacks {
-  /** Kafka acknowledged every record up to and including `seq`. */
-  acked(seq: number): void;
   /** A batch failed after the client's own retries: the pipeline must stop and resume from the slot. */
   failed(e: Error): void;
-  /**
-   * The acked_lsn for a checkpoint: the position PostgreSQL may be acknowledged up to once Kafka
-   * has every record up to `lastSeq` (null: the records acknowledged so far). The tracker's answer.
-   */
-  ackedLsnFor(lastSeq: number | null): Lsn;
-  /** A checkpoint with this acked_lsn is durably in Kafka: PostgreSQL may be acknowledged up to it. */
-  checkpointed(ackedLsn: Lsn): void;
+  /** The acknowledgement rule (src/checkpoint/ack.ts): told what Kafka acknowledged and made durable, asked what a checkpoint records. */
+  ack: SinkAck;
 }
 
 /** What the publisher needs of the topic admin (topics.ts). */
@@ -188,7 +182,7 @@ export class Publisher {
       this.checkpointInFlight = true;
     }
     const last = batch.length > 0 ? batch[batch.length - 1]! : null;
-    const checkpoint = store !== null ? store.next(last, this.callbacks.ackedLsnFor(last === null ? null : last.seq)) : null;
+    const checkpoint = store !== null ? store.next(last, this.callbacks.ack.ackedLsnFor(last === null ? null : last.seq)) : null;
     this.send(batch, checkpoint?.message ?? null).then(
       () => {
         this.queuedBytes -= bytes;
@@ -196,11 +190,11 @@ export class Publisher {
         this.checkpointInFlight = false;
         if (last !== null) {
           this.checkpoints?.acknowledged({ commitLsn: last.commitLsn, index: last.index });
-          this.callbacks.acked(last.seq);
+          this.callbacks.ack.acked(last.seq);
         }
         if (store !== null && checkpoint !== null) {
           store.written(checkpoint.ackedLsn);
-          this.callbacks.checkpointed(checkpoint.ackedLsn);
+          this.callbacks.ack.checkpointed(checkpoint.ackedLsn);
           settle(waiters, checkpoint.ackedLsn);
         }
         this.pump();

@@ -491,7 +491,7 @@ describe("exactly-once: fencing", () => {
     const acked: number[] = [];
     const failures: Error[] = [];
     // No tracker here: acked_lsn is not what these tests are about.
-    const sink = new KafkaSink(cfg, log, { acked: (seq) => acked.push(seq), failed: (e) => failures.push(e), ackedLsnFor: () => 0n, checkpointed: () => undefined });
+    const sink = new KafkaSink(cfg, log, { failed: (e) => failures.push(e), ack: { acked: (seq) => acked.push(seq), ackedLsnFor: () => 0n, checkpointed: () => undefined } });
     return { sink, acked, failures };
   }
 

@@ -442,7 +442,7 @@ describe.each(MODES)("%s: reading the checkpoint topic", (mode) => {
     /** readCheckpoint() through a fresh sink, with its log line. */
     const read = async () => {
       const lines: string[] = [];
-      const sink = new KafkaSink(cfg, pino({ level: "info" }, { write: (l: string) => lines.push(l) }), { acked: () => undefined, failed: () => undefined, ackedLsnFor: () => 0n, checkpointed: () => undefined });
+      const sink = new KafkaSink(cfg, pino({ level: "info" }, { write: (l: string) => lines.push(l) }), { failed: () => undefined, ack: { acked: () => undefined, ackedLsnFor: () => 0n, checkpointed: () => undefined } });
       try {
         await sink.connect(null);
         const cp = await sink.readCheckpoint({ systemIdentifier: "1", database: "d" });

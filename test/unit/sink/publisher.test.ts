@@ -85,13 +85,15 @@ function callbacks() {
   const checkpointed: Lsn[] = [];
   const asked: (number | null)[] = [];
   const cb: SinkCallbacks = {
-    acked: (seq) => acked.push(seq),
     failed: (e) => failures.push(e),
-    ackedLsnFor: (seq) => {
-      asked.push(seq);
-      return BigInt(1000 + (seq ?? 0));
+    ack: {
+      acked: (seq) => acked.push(seq),
+      ackedLsnFor: (seq) => {
+        asked.push(seq);
+        return BigInt(1000 + (seq ?? 0));
+      },
+      checkpointed: (lsn) => checkpointed.push(lsn),
     },
-    checkpointed: (lsn) => checkpointed.push(lsn),
   };
   return { cb, acked, failures, checkpointed, asked };
 }

@@ -1,0 +1,139 @@
+import type { Config } from "./config.js";
+import type { AckRule } from "./checkpoint/ack.js";
+import { comparePositions, formatPosition, type Position } from "./checkpoint/position.js";
+import type { ReplayFilter } from "./checkpoint/replay.js";
+import { decodePgoutput } from "./decode/pgoutput.js";
+import type { TransactionDecoder } from "./decode/transactions.js";
+import type { TxEvent } from "./decode/types.js";
+import type { Lsn } from "./lsn.js";
+import type { AirflowMapper, TxContext } from "./airflow/mapper.js";
+import type { StreamEvent } from "./airflow/events.js";
+import { RECORD_OVERHEAD_BYTES, recordBytes } from "./sink/batch.js";
+import type { SinkRecord } from "./sink/kafka.js";
+import type { TopicRouter } from "./sink/routing.js";
+import type { StreamHandlers } from "./source/replication.js";
+import { MessageTooLargeError } from "./errors.js";
+import type { Lifecycle } from "./lifecycle.js";
+import type { Logger } from "./log.js";
+
+/** What the loop hands each message through. */
+export interface LoopParts {
+  decoder: TransactionDecoder;
+  mapper: AirflowMapper;
+  router: TopicRouter;
+  sink: { push(rec: SinkRecord): void };
+  ack: AckRule;
+  life: Lifecycle;
+}
+
+/**
+ * The per-message loop: each pgoutput message is decoded, mapped to an event, routed and handed to
+ * the sink, in WAL order; commits and keepalives go to the ack rule. Synchronous: the stream calls
+ * it for each message in turn.
+ */
+export class MessageLoop implements StreamHandlers {
+  /** The transaction being read; null between transactions. */
+  private tx: TxContext | null = null;
+  private txPublished = false;
+  /** Changes whose events are in Kafka already (see ReplayFilter): mapped (the mapper's state must stay exact) but not published. null: none. */
+  private replay: ReplayFilter | null = null;
+  private replayEnd: Position | null = null;
+  private skipped = 0;
+  private deadLettered = 0;
+
+  constructor(
+    private readonly cfg: Config,
+    private readonly log: Logger,
+    private readonly parts: LoopParts,
+  ) {}
+
+  /** At start: skip the replayed changes `replay` covers (null: publish everything). */
+  skipCovered(replay: ReplayFilter | null): void {
+    this.replay = replay;
+    this.replayEnd = replay?.last() ?? null;
+  }
+
+  onData(payload: Buffer): void {
+    if (this.parts.life.halted) return;
+    const ev = this.parts.decoder.push(decodePgoutput(payload));
+    if (ev === null) return;
+    switch (ev.kind) {
+      case "begin":
+        this.tx = { xid: ev.xid, commitTime: ev.commitTime };
+        this.txPublished = false;
+        return;
+      case "change":
+        return this.change(ev);
+      case "commit":
+        this.tx = null;
+        this.parts.ack.commit(ev.endLsn, this.txPublished);
+        return;
+    }
+  }
+
+  onKeepalive(walEnd: Lsn, replyRequested: boolean): void {
+    this.parts.ack.keepalive(walEnd, this.tx !== null, replyRequested);
+  }
+
+  private change(ev: Extract<TxEvent, { kind: "change" }>): void {
+    const { cfg, parts } = this;
+    const event = parts.mapper.map(ev, this.tx!);
+    if (event === null) return;
+    const value = JSON.stringify(event);
+    const route = parts.router.route(event);
+    const key = route.key;
+    // Kafka's limit is on the record's bytes. A UTF-16 unit is at most 3 bytes of UTF-8, so
+    // most events skip the exact count.
+    const oversized = (value.length + (key?.length ?? 0)) * 3 + RECORD_OVERHEAD_BYTES > cfg.maxMessageBytes && recordBytes(value, key) > cfg.maxMessageBytes;
+    if (this.replay !== null) {
+      const pos = { commitLsn: ev.commitLsn, index: ev.index };
+      const topic = oversized && cfg.deadLetterTopic !== null ? cfg.deadLetterTopic : route.topic;
+      if (this.replay.covers(topic, key, pos)) {
+        this.skipped++;
+        return;
+      }
+      // Positions only grow along the stream: past the highest one Kafka holds, nothing is covered.
+      if (this.replayEnd === null || comparePositions(pos, this.replayEnd) > 0) {
+        this.log.info(
+          { skipped: this.skipped, inKafkaUpTo: this.replayEnd && formatPosition(this.replayEnd), first: event.source.position },
+          cfg.delivery === "exactly-once" ? "exactly-once: past the checkpoint; publishing" : "replay: past what Kafka holds; publishing everything from here",
+        );
+        this.replay = null;
+      }
+    }
+    this.txPublished = true;
+    if (oversized) {
+      this.oversized(event, value, key, ev.commitLsn, ev.index);
+    } else {
+      parts.sink.push({ ...route, value, seq: parts.ack.next(), commitLsn: ev.commitLsn, index: ev.index });
+    }
+    parts.ack.pauseIfFull();
+  }
+
+  /**
+   * An event larger than Kafka will take is never dropped silently: without a dead-letter topic the
+   * session stops (nothing after it is acknowledged) with an error naming the row; with one, a
+   * summary goes there in the event's place, in order, and is counted.
+   */
+  private oversized(event: StreamEvent, value: string, key: string | null, commitLsn: Lsn, index: number): void {
+    const bytes = recordBytes(value, key);
+    const where = {
+      type: event.type,
+      dag_id: "dag_id" in event ? event.dag_id : null,
+      task_id: "task_id" in event ? event.task_id : null,
+      run_id: "run_id" in event ? event.run_id : null,
+      position: event.source.position,
+    };
+    const dlq = this.cfg.deadLetterTopic;
+    if (dlq === null) {
+      this.parts.life.halted = true;
+      throw new MessageTooLargeError(
+        `the ${where.type} event of dag_id=${where.dag_id} task_id=${where.task_id} run_id=${where.run_id} (position ${where.position}) is ${bytes} bytes, over EVENTSTREAM_MAX_MESSAGE_BYTES=${this.cfg.maxMessageBytes}. Raise max.message.bytes on the topic and EVENTSTREAM_MAX_MESSAGE_BYTES, or set EVENTSTREAM_DEAD_LETTER_TOPIC to divert such events; nothing after it has been acknowledged`,
+      );
+    }
+    this.deadLettered++;
+    this.log.warn({ ...where, bytes, topic: dlq, dead_lettered_total: this.deadLettered }, "event over the size limit sent to the dead-letter topic");
+    const summary = JSON.stringify({ reason: "message_too_large", bytes, limit: this.cfg.maxMessageBytes, ...where, source: event.source, head: value.slice(0, 1024) });
+    this.parts.sink.push({ topic: dlq, key: where.dag_id, value: summary, seq: this.parts.ack.next(), commitLsn, index });
+  }
+}
