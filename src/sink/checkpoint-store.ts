@@ -163,7 +163,8 @@ export class CheckpointStore implements CheckpointRecords {
    * Every acked_lsn written from now on is at least `lsn`. read() sets it to the acked_lsn read,
    * so the record in Kafka never goes back below what PostgreSQL may already have been told (a
    * session that starts behind its predecessor's last checkpoint would otherwise write a lower
-   * one); the pipeline lowers it when that checkpoint belongs to a WAL history the server left.
+   * one); the start-up (src/startup.ts) lowers it when that checkpoint belongs to a WAL history
+   * the server left.
    */
   setAckedFloor(lsn: Lsn): void {
     this.ackedFloor = lsn;
