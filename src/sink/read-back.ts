@@ -17,7 +17,13 @@ import type { Logger } from "../log.js";
  *   with isolation READ_COMMITTED, so it is the last stable offset: below it every transaction is
  *   committed or aborted. Nothing else writes to these topics (the previous daemon is gone, or
  *   START_REPLICATION would have failed; exactly-once has also fenced its transactional id, which
- *   aborted any transaction it left open, before this runs), so it is the high watermark too.
+ *   aborted any transaction it left open, before this runs), so it should be the high watermark
+ *   too. Yet the fault suite once saw, after a Kafka restart, the rows of one partition's DAGs
+ *   start one state behind: that partition's read had ended short of its last records.
+ * - so a partition may hold records past that end: a transaction still open when the offsets were
+ *   fetched (or completed since). Each fetched batch also carries the partition's high watermark;
+ *   the end moves up to it (see END_BATCH_PROCESS below), so those records are waited for rather
+ *   than missed.
  * - "the last offset received" never meets it on a transactional topic: every transaction ends
  *   with a commit (or abort) marker, so the last offset below the end is nearly always a marker,
  *   and neither markers nor aborted records reach a read_committed consumer. The fetch does return
@@ -85,15 +91,28 @@ export async function readBack(kafka: Kafka, admin: Admin, opts: ReadBackOptions
         consumer.on(consumer.events.CRASH, (e) => {
           if (!e.payload.restart) reject(new TransientError(`reading back the event topics failed (${e.payload.error.message}); retrying`, { cause: e.payload.error }));
         });
-        const reached = (topic: string, partition: number, offset: bigint) => {
+        // After the batch's records went through eachMessage: its last offset, a marker's included.
+        // Only here, not per record: the batch also says where the partition's log ends (its high
+        // watermark), which may move the end first (below).
+        consumer.on(consumer.events.END_BATCH_PROCESS, (e) => {
+          const { topic, partition, lastOffset, highWatermark } = e.payload;
           const id = `${topic}/${partition}`;
           const w = want.get(id);
-          if (w === undefined || offset < w.last || !pending.delete(id)) return;
+          if (w === undefined || !pending.has(id) || lastOffset === null) return;
+          // Records past the last stable offset fetched at first: a transaction that was still open
+          // then (the previous session's, being completed or aborted) or one completed since. Nothing
+          // else writes here, so the log's end is the high watermark; read_committed returns those
+          // records once their transaction has ended. Stopping at the older end would leave the
+          // rows they name with an older state, and the next change of those rows would be published
+          // with a wrong previous_state.
+          const hw = BigInt(highWatermark);
+          if (hw - 1n > w.last) {
+            opts.log.info({ topic, partition, lastStableOffset: (w.last + 1n).toString(), highWatermark }, "reading back: this partition holds records past its last stable offset at start; reading on to its end");
+            w.last = hw - 1n;
+          }
+          if (BigInt(lastOffset) < w.last) return;
+          pending.delete(id);
           if (pending.size === 0) resolve();
-        };
-        // After the batch's records went through eachMessage: its last offset, a marker's included.
-        consumer.on(consumer.events.END_BATCH_PROCESS, (e) => {
-          if (e.payload.lastOffset !== null) reached(e.payload.topic, e.payload.partition, BigInt(e.payload.lastOffset));
         });
         consumer
           .run({
@@ -114,7 +133,6 @@ export async function readBack(kafka: Kafka, admin: Admin, opts: ReadBackOptions
                 if (pos !== null && (head === null || pos.commitLsn > head.commitLsn || (pos.commitLsn === head.commitLsn && pos.index > head.index))) parts[partition] = pos;
                 opts.onEvent(value);
               }
-              reached(topic, partition, offset);
             },
           })
           .catch(reject);
