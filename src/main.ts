@@ -22,15 +22,13 @@ export class Daemon {
   private waitingForSlot = false;
   /** Resolves once stop() has flushed and acknowledged: run() returns then, even if a session is
    * still stuck connecting (kafkajs retries a connect for up to a minute). */
-  private readonly halted: Promise<void>;
-  private halt!: () => void;
+  private readonly halting = Promise.withResolvers<void>();
+  private readonly halted = this.halting.promise;
 
   constructor(
     private readonly cfg: Config,
     private readonly log: Logger,
-  ) {
-    this.halted = new Promise((resolve) => (this.halt = resolve));
-  }
+  ) {}
 
   async run(): Promise<void> {
     let backoffMs = 500;
@@ -71,7 +69,7 @@ export class Daemon {
     try {
       await this.session?.stop(this.cfg.shutdownTimeoutMs);
     } finally {
-      this.halt();
+      this.halting.resolve();
     }
   }
 

@@ -56,7 +56,7 @@ export interface AckSettings {
  * checkpoint durably in Kafka (`persisted`): a slot later found past that acked_lsn was moved by
  * someone else (src/checkpoint/gap.ts).
  *
- * A checkpoint rides in every produce request (KafkaSink); when the safe LSN has moved past the
+ * A checkpoint rides in every produce request (src/sink/publisher.ts); when the safe LSN has moved past the
  * last one with no events to carry another (keepalives while Airflow is quiet, the last
  * transaction of a burst) one is asked for alone: within EVENT_CHECKPOINT_MS when that covers a
  * transaction with events (what a crash would re-deliver), else at most once per status interval,

@@ -22,7 +22,7 @@ import { formatPosition, type Checkpoint } from "./position.js";
  * a crash between the two leaves the slot behind; the changes in between are delivered again.
  * A checkpoint of an earlier version (no acked_lsn) allows only the first two checks.
  *
- * Pure: src/pipeline.ts gathers the facts and throws SlotGapError with `gapMessage`.
+ * Pure: src/startup.ts (refuseGap) gathers the facts and throws SlotGapError with `gapMessage`.
  */
 
 export interface SlotFacts {

@@ -23,8 +23,9 @@ export function recordBytes(value: string, key: string | null): number {
 
 /**
  * Where the next batch ends: records [head, end) of `sizes`, at most `maxEvents`, and together
- * (with one batch header) at most `maxBytes`; `bytes` is the records' sum, without the header. Always at least one record, so one that is alone
- * over the cap (the pipeline keeps each under EVENTSTREAM_MAX_MESSAGE_BYTES) still goes.
+ * (with one batch header) at most `maxBytes`; `bytes` is the records' sum, without the header.
+ * Always at least one record, so one that is alone over the cap (the message loop,
+ * src/session-loop.ts, keeps each under EVENTSTREAM_MAX_MESSAGE_BYTES) still goes.
  */
 export function batchEnd(sizes: readonly number[], head: number, maxEvents: number, maxBytes: number): { end: number; bytes: number } {
   const limit = Math.min(sizes.length, head + maxEvents);

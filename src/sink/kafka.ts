@@ -110,7 +110,7 @@ export class KafkaSink {
     return this.publisher.checkpointNow();
   }
 
-  /** Queues a record. Never blocks: the pipeline pauses PostgreSQL when `inflightBytes` is too high. */
+  /** Queues a record. Never blocks: the ack rule pauses PostgreSQL when `inflightBytes` is too high (AckRule.pauseIfFull). */
   push(rec: SinkRecord): void {
     this.publisher.push(rec);
   }

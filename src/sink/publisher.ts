@@ -22,7 +22,7 @@ export interface SinkRecord {
 }
 
 export interface SinkCallbacks {
-  /** A batch failed after the client's own retries: the pipeline must stop and resume from the slot. */
+  /** A batch failed after the client's own retries: the session must stop and resume from the slot. */
   failed(e: Error): void;
   /** The acknowledgement rule (src/checkpoint/ack.ts): told what Kafka acknowledged and made durable, asked what a checkpoint records. */
   ack: SinkAck;
@@ -65,10 +65,10 @@ export type PublishProducer = Pick<Producer, "sendBatch" | "transaction">;
  * covers are committed exactly when it is, and a restarted daemon skips what the checkpoint covers.
  *
  * Both modes (unless EVENTSTREAM_GAP_DETECTION=false): every checkpoint carries acked_lsn, and the
- * pipeline acknowledges PostgreSQL only up to what a durable checkpoint says (`checkpointed`), so
+ * ack rule acknowledges PostgreSQL only up to what a durable checkpoint says (`checkpointed`), so
  * a slot found past it later was moved by someone else (src/checkpoint/gap.ts). Every produce
  * request (exactly-once: every transaction) carries a checkpoint, and one goes alone when the
- * pipeline asks (`requestCheckpoint`, rate-limited there) while no events flow. Checkpoints go
+ * ack rule asks (`requestCheckpoint`, rate-limited there) while no events flow. Checkpoints go
  * through the same one-request-at-a-time pump as events: one transaction at a time, and every
  * batch before a checkpoint settled.
  */
@@ -101,7 +101,7 @@ export class Publisher {
     this.eos = cfg.delivery === "exactly-once";
   }
 
-  /** Queues a record. Never blocks: the pipeline pauses PostgreSQL when `inflightBytes` is too high. */
+  /** Queues a record. Never blocks: the ack rule pauses PostgreSQL when `inflightBytes` is too high (AckRule.pauseIfFull). */
   push(rec: SinkRecord): void {
     const size = recordBytes(rec.value, rec.key);
     this.queue.push(rec);
@@ -164,7 +164,7 @@ export class Publisher {
     // partition), so PostgreSQL hears of what Kafka has within about a batch: after a crash,
     // at-least-once re-delivers little more than the batch in flight (measured: a checkpoint only
     // once per status interval re-delivered hundreds of times more). Without events, only when
-    // asked (the pipeline rate-limits that: keepalives move the safe position often while Airflow
+    // asked (the ack rule rate-limits that: keepalives move the safe position often while Airflow
     // is quiet).
     const store = this.checkpoints?.ready && (this.checkpointWanted || haveEvents) && !(this.broken && this.eos) ? this.checkpoints : null;
     if (!haveEvents && store === null) {

@@ -89,7 +89,7 @@ describe("explainTlsFailure", () => {
   });
 
   it("Kafka: the sink's wording, with no setting that demands the name", () => {
-    // As src/sink/kafka.ts words a broker's failure (its explainTls).
+    // As src/sink/kafka-errors.ts words a broker's failure (its explainTls).
     const kafka: TlsService = {
       peer: "Kafka broker k1:9093",
       trusted: "the CAs Node.js trusts (KAFKA_SSL_CA_FILE is not set)",

@@ -132,7 +132,7 @@ class World {
     this.rule.checkpointed(lsn);
   }
 
-  /** One produce request with every event not yet acknowledged and a checkpoint, as KafkaSink sends it. */
+  /** One produce request with every event not yet acknowledged and a checkpoint, as Publisher sends it. */
   batch(): void {
     const last = this.pushed;
     const lsn = this.rule.ackedLsnFor(last === this.acked ? null : last);
