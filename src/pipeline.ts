@@ -20,11 +20,12 @@ import type { Logger } from "./log.js";
  * the mapper's state cache must not be newer than what is replayed, or a re-delivered transition
  * would look like churn and be dropped.
  *
- * The session builds the parts, runs them and tears them down. What PostgreSQL is told, and when,
- * is the ack rule's (src/checkpoint/ack.ts); the start-up protocol (gap checks, the checkpoint read
- * with held messages, the first checkpoint, the read-back and the replay's skip point) is
- * src/startup.ts; the per-message loop is src/session-loop.ts. A start checks the slot against the
- * checkpoint before anything is created or published (src/checkpoint/gap.ts).
+ * The session builds the parts from its stages (src/stages.ts: the real ones, or a test's fakes),
+ * runs them and tears them down. What PostgreSQL is told, and when, is the ack rule's
+ * (src/checkpoint/ack.ts); the start-up protocol (gap checks, the checkpoint read with held
+ * messages, the first checkpoint, the read-back and the replay's skip point) is src/startup.ts; the
+ * per-message loop is src/session-loop.ts. A start checks the slot against the checkpoint before
+ * anything is created or published (src/checkpoint/gap.ts).
  */
 export class Session {
   private readonly life = new Lifecycle();

@@ -48,7 +48,8 @@ export interface AckSettings {
 }
 
 /**
- * The acknowledgement rule: the only place a position for PostgreSQL is computed.
+ * The acknowledgement rule: the only place a position for PostgreSQL, or the acked_lsn a checkpoint
+ * records (ackedLsnFor), is computed.
  *
  * Invariant: the position reported to PostgreSQL is the end LSN of a commit (or a keepalive's WAL
  * end between transactions), exactly, never + 1, such that Kafka has acknowledged every event
