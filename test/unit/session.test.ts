@@ -142,7 +142,7 @@ class FakeSink implements Sink {
   }
 }
 
-function harness(env: Record<string, string> = {}, holds: Holds = {}) {
+function harness(env: Record<string, string> = {}, holds: Holds = {}, checkpoint: Checkpoint | null = null) {
   const cfg = loadConfig({ EVENTSTREAM_STATUS_INTERVAL_SECONDS: "60", ...env });
   const events: string[] = [];
   const streams: FakeStream[] = [];
@@ -168,7 +168,7 @@ function harness(env: Record<string, string> = {}, holds: Holds = {}) {
   const stages: Stages = {
     source,
     sink: (callbacks) => {
-      const s = new FakeSink(events, callbacks, holds, null);
+      const s = new FakeSink(events, callbacks, holds, checkpoint);
       sinks.push(s);
       return s;
     },
@@ -253,17 +253,24 @@ function feed(stream: FakeStream, messages: Buffer[]): void {
   for (const m of messages) stream.handlers!.onData(m);
 }
 
-let running: Promise<unknown> | null = null;
+/** The session a test runs, ended after it whatever happened. */
+let live: { session: Session; run: Promise<void> } | null = null;
+function start(h: { session: Session }): Promise<void> {
+  live = { session: h.session, run: h.session.run() };
+  return live.run;
+}
 afterEach(async () => {
   // A test that failed half-way leaves no session streaming into the next.
-  await running?.catch(() => undefined);
-  running = null;
+  if (live === null) return;
+  await live.session.stop(100);
+  await live.run.catch(() => undefined);
+  live = null;
 });
 
 describe("Session: teardown", () => {
   it("a publisher failure ends the session and closes the stream, then the sink, once each", async () => {
     const h = harness();
-    const run = (running = h.session.run());
+    const run = start(h);
     await until(() => h.session.streamingSince > 0);
     feed(h.stream, [relationMessage(), ...insertTransaction("extract", SLOT_AT + 0x100n)]);
     expect(h.sink.pushed).toHaveLength(1);
@@ -283,7 +290,7 @@ describe("Session: teardown", () => {
 
   it("a stream that fails ends the session and closes the sink after the stream", async () => {
     const h = harness({ EVENTSTREAM_GAP_DETECTION: "false" });
-    const run = (running = h.session.run());
+    const run = start(h);
     await until(() => h.session.streamingSince > 0);
     const failure = new Error("replication connection to PostgreSQL closed");
     h.stream.end(failure);
@@ -293,7 +300,7 @@ describe("Session: teardown", () => {
 
   it("a stream that ends ends the session and closes the sink", async () => {
     const h = harness();
-    const run = (running = h.session.run());
+    const run = start(h);
     await until(() => h.session.streamingSince > 0);
     h.stream.end();
     await expect(run).resolves.toBeUndefined();
@@ -303,7 +310,7 @@ describe("Session: teardown", () => {
   it("a failure during the start-up protocol closes what was built", async () => {
     const readBack = gate<void>();
     const h = harness({}, { readBack });
-    const run = (running = h.session.run());
+    const run = start(h);
     await until(() => h.events.includes("sink.readBack"));
     const failure = new Error("the checkpoint topic is not writable");
     h.sink.callbacks.failed(failure);
@@ -317,7 +324,7 @@ describe("Session: stop() during start-up", () => {
   it("before the source is ready: nothing is built", async () => {
     const prepare = gate<void>();
     const h = harness({}, { prepare });
-    const run = (running = h.session.run());
+    const run = start(h);
     await until(() => h.events.includes("source.prepare"));
     await h.session.stop(1_000);
     prepare.open();
@@ -329,7 +336,7 @@ describe("Session: stop() during start-up", () => {
   it("while Kafka connects: the sink is closed, no stream is opened", async () => {
     const connect = gate<void>();
     const h = harness({}, { connect });
-    const run = (running = h.session.run());
+    const run = start(h);
     await until(() => h.events.includes("sink.connect"));
     await h.session.stop(1_000);
     connect.open();
@@ -341,7 +348,7 @@ describe("Session: stop() during start-up", () => {
   it("while the event topics are read back: the stream and the sink are closed, the sink last and once", async () => {
     const readBack = gate<void>();
     const h = harness({}, { readBack });
-    const run = (running = h.session.run());
+    const run = start(h);
     await until(() => h.events.includes("sink.readBack"));
     await h.session.stop(1_000);
     readBack.open();
@@ -350,5 +357,28 @@ describe("Session: stop() during start-up", () => {
     expect(h.teardown.at(-1)).toBe("sink.close");
     expect(h.teardown.filter((e) => e === "sink.close")).toHaveLength(1);
     expect(h.teardown).toContain("stream.stop");
+  });
+});
+
+describe("Session: the checkpoint found at start", () => {
+  const found = (ackedLsn: Lsn): Checkpoint => ({ position: null, ackedLsn, slot: "airflow_eventstream", systemIdentifier: null, database: "airflow", writtenAt: null });
+
+  it("bounds the acked_lsn of every later checkpoint from below", async () => {
+    // The slot confirmed less than the last checkpoint recorded (a crash between the two).
+    const ackedLsn = SLOT_AT + 0x500n;
+    const h = harness({}, {}, found(ackedLsn));
+    void start(h);
+    await until(() => h.session.streamingSince > 0);
+    expect(h.events).toContain("sink.readCheckpoint");
+    expect(h.sink.callbacks.ack.ackedLsnFor(null)).toBe(ackedLsn);
+    await h.session.stop(1_000);
+  });
+
+  it("ahead of the server's WAL (restored to an earlier point) bounds nothing: the rule starts over from the slot", async () => {
+    const h = harness({}, {}, found(READY.walLsn + 0x100n));
+    void start(h);
+    await until(() => h.session.streamingSince > 0);
+    expect(h.sink.callbacks.ack.ackedLsnFor(null)).toBe(SLOT_AT);
+    await h.session.stop(1_000);
   });
 });
