@@ -5,12 +5,8 @@ import { TransactionDecoder } from "./decode/transactions.js";
 import type { Lsn } from "./lsn.js";
 import { AirflowMapper, runCacheSize } from "./airflow/mapper.js";
 import { runContexts } from "./airflow/run-context.js";
-import { readRunsUnderWay } from "./source/airflow-rows.js";
-import { KafkaSink } from "./sink/kafka.js";
 import { TopicRouter } from "./sink/routing.js";
-import { ReplicationStream } from "./source/replication.js";
-import { explainPublicationDropped, prepareSource } from "./source/preflight.js";
-import { withSourceClient } from "./source/connection.js";
+import { realStages, type Sink, type SourceStream, type Stages } from "./stages.js";
 import { Lifecycle } from "./lifecycle.js";
 import { MessageLoop } from "./session-loop.js";
 import { Startup, facts, openSlot, refuseGap, type OpenSlot } from "./startup.js";
@@ -24,11 +20,12 @@ import type { Logger } from "./log.js";
  * the mapper's state cache must not be newer than what is replayed, or a re-delivered transition
  * would look like churn and be dropped.
  *
- * The session builds the parts, runs them and tears them down. What PostgreSQL is told, and when,
- * is the ack rule's (src/checkpoint/ack.ts); the start-up protocol (gap checks, the checkpoint read
- * with held messages, the first checkpoint, the read-back and the replay's skip point) is
- * src/startup.ts; the per-message loop is src/session-loop.ts. A start checks the slot against the
- * checkpoint before anything is created or published (src/checkpoint/gap.ts).
+ * The session builds the parts from its stages (src/stages.ts: the real ones, or a test's fakes),
+ * runs them and tears them down. What PostgreSQL is told, and when, is the ack rule's
+ * (src/checkpoint/ack.ts); the start-up protocol (gap checks, the checkpoint read with held
+ * messages, the first checkpoint, the read-back and the replay's skip point) is src/startup.ts; the
+ * per-message loop is src/session-loop.ts. A start checks the slot against the checkpoint before
+ * anything is created or published (src/checkpoint/gap.ts).
  */
 export class Session {
   private readonly life = new Lifecycle();
@@ -36,24 +33,27 @@ export class Session {
   /** Set once the stream is up; the supervisor uses it to reset its backoff. */
   streamingSince = 0;
 
+  /** `stages`: what the session is built from; the real PostgreSQL and Kafka unless a test passes fakes. */
   constructor(
     private readonly cfg: Config,
     private readonly log: Logger,
+    private readonly stages: Stages = realStages(cfg, log),
   ) {}
 
   async run(): Promise<void> {
-    const { cfg, log, life } = this;
-    const ready = await prepareSource(cfg, log.child({ module: "source" }));
+    const { cfg, log, life, stages } = this;
+    const { source } = stages;
+    const ready = await source.prepare();
     if (life.stopping) return;
     // An invalidated slot can never stream again (START_REPLICATION fails on it): refused before
     // Kafka is even asked, with or without a checkpoint.
     refuseGap(cfg, log, null, facts(cfg.slot, ready, false));
     const router = new TopicRouter(cfg.topic, cfg.topicTemplate);
     const relay = new AckRelay();
-    const sink = new KafkaSink(cfg, log.child({ module: "sink" }), { failed: (e) => life.fail(e), ack: relay });
+    const sink = stages.sink({ failed: (e) => life.fail(e), ack: relay });
     this.built = { kind: "sink", sink };
     try {
-      const opened = await openSlot(cfg, log, sink, ready, life);
+      const opened = await openSlot(cfg, log, { source, sink, life }, ready);
       if (opened === null) return;
       const decoder = new TransactionDecoder();
       const mapper = new AirflowMapper(
@@ -66,16 +66,16 @@ export class Session {
         },
         log.child({ module: "airflow" }),
       );
-      const runs = runContexts(await withSourceClient(cfg, (c) => readRunsUnderWay(c, cfg.airflowSchema, runCacheSize(cfg.stateCacheSize))));
+      const runs = runContexts(await source.runsUnderWay(runCacheSize(cfg.stateCacheSize)));
       for (const r of runs) mapper.seedRunContext(r.dagId, r.runId, r.ctx);
       log.debug({ runs: runs.length }, "read the context of runs under way");
-      const stream = new ReplicationStream(cfg, log.child({ module: "replication" }));
+      const stream = source.openStream();
       const ack = new AckRule(opened.slot.confirmedFlushLsn, opened.identity !== null, cfg, stream, sink, life);
       relay.bind(ack);
       const parts: Streaming = { kind: "streaming", sink, stream, ack };
       this.built = parts;
       const loop = new MessageLoop(cfg, log, { decoder, mapper, router, sink, ack, life });
-      await this.stream(parts, opened, new Startup(cfg, log, { ...opened, sink, stream, ack, loop, mapper, life }));
+      await this.stream(parts, opened, new Startup(cfg, log, { ...opened, source, sink, stream, ack, loop, mapper, life }));
     } finally {
       await this.teardown();
     }
@@ -114,7 +114,7 @@ export class Session {
       await Promise.race([parts.stream.done, life.failed]);
     } catch (e: unknown) {
       await this.checkpointAfterFailure(parts);
-      throw (await explainPublicationDropped(e, cfg)) ?? e;
+      throw (await this.stages.source.explainFailure(e)) ?? e;
     } finally {
       parts.ack.close();
     }
@@ -142,10 +142,10 @@ export class Session {
   }
 }
 
-type Streaming = { kind: "streaming"; sink: KafkaSink; stream: ReplicationStream; ack: AckRule };
+type Streaming = { kind: "streaming"; sink: Sink; stream: SourceStream; ack: AckRule };
 
 /** What run() has built so far, which stop() and teardown act on. */
-type Built = { kind: "source" } | { kind: "sink"; sink: KafkaSink } | Streaming;
+type Built = { kind: "source" } | { kind: "sink"; sink: Sink } | Streaming;
 
 /**
  * The sink's way to the ack rule. The sink is built first (a missing slot is checked against the

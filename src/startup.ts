@@ -6,12 +6,9 @@ import { comparePositions, formatPosition, type Checkpoint, type Position, type 
 import { ReplayFilter } from "./checkpoint/replay.js";
 import type { Lsn } from "./lsn.js";
 import type { AirflowMapper } from "./airflow/mapper.js";
-import type { KafkaSink } from "./sink/kafka.js";
 import { positionOf } from "./sink/read-back.js";
-import { dagIdsWithRuns } from "./source/airflow-rows.js";
-import type { ReplicationStream } from "./source/replication.js";
-import { createSlot, readSlotNow, readSourceIdentity, type SlotState, type SourceReady } from "./source/slot.js";
-import { withSourceClient } from "./source/connection.js";
+import type { SlotState, SourceReady } from "./source/slot.js";
+import type { ReplicationSource, Sink, SourceStream } from "./stages.js";
 import { SlotGapError } from "./errors.js";
 import { MessageHold } from "./hold.js";
 import type { Lifecycle } from "./lifecycle.js";
@@ -32,24 +29,25 @@ export interface OpenSlot {
  * missing slot is created only when no checkpoint says this daemon streamed from one: created
  * first, the next start would find a slot and carry on past the gap. null: stop() came first.
  */
-export async function openSlot(cfg: Config, log: Logger, sink: KafkaSink, ready: SourceReady, life: Lifecycle): Promise<OpenSlot | null> {
+export async function openSlot(cfg: Config, log: Logger, { source, sink, life }: { source: ReplicationSource; sink: Sink; life: Lifecycle }, ready: SourceReady): Promise<OpenSlot | null> {
   await sink.connect(cfg.topicTemplate === null ? cfg.topic : null);
   if (life.stopping) return null;
-  const identity = cfg.gapDetection ? await withSourceClient(cfg, readSourceIdentity) : null;
+  const identity = cfg.gapDetection ? await source.readIdentity() : null;
   let slot = ready.slot;
   const created = slot === null;
   if (slot === null) {
     if (identity !== null) refuseGap(cfg, log, await sink.readCheckpoint(identity), facts(cfg.slot, ready, false));
     if (life.stopping) return null;
-    slot = await createSlot(cfg, log.child({ module: "source" }));
+    slot = await source.createSlot();
   }
   return { identity, slot, created };
 }
 
 /** What the start-up protocol works with: everything built, nothing streaming yet. */
 export interface StartParts extends OpenSlot {
-  sink: KafkaSink;
-  stream: ReplicationStream;
+  source: ReplicationSource;
+  sink: Sink;
+  stream: SourceStream;
   ack: AckRule;
   loop: MessageLoop;
   mapper: AirflowMapper;
@@ -102,7 +100,7 @@ export class Startup {
     const cp = await reading;
     // Read after the checkpoint, and while the slot is this session's, so nothing else can
     // move it; every legitimate checkpoint is behind the WAL by then.
-    const now = await withSourceClient(this.cfg, (c) => readSlotNow(c, this.cfg));
+    const now = await this.p.source.readSlotNow();
     if (identity !== null && !(await this.checkSlot(cp, now))) return false;
     const replay = await this.skipPoint(cp, now);
     if (replay === false) return false;
@@ -121,7 +119,7 @@ export class Startup {
   /** Gap detection: the slot against the checkpoint, the durable acked_lsn, the first checkpoint. false: stop() came first. */
   private async checkSlot(cp: Checkpoint | null, now: SourceReady): Promise<boolean> {
     const { cfg, log } = this;
-    const { sink, ack, slot, created } = this.p;
+    const { sink, ack, created } = this.p;
     const verdict = refuseGap(cfg, log, cp, facts(cfg.slot, now, created));
     log.info(
       { slot: cfg.slot, checkpointAckedLsn: cp?.ackedLsn ? formatLsn(cp.ackedLsn) : null, slotConfirmedFlushLsn: now.slot ? formatLsn(now.slot.confirmedFlushLsn) : null, basis: verdict.basis },
@@ -131,10 +129,10 @@ export class Startup {
       if (now.walLsn > 0n && cp.ackedLsn > now.walLsn) {
         // The server's WAL went back (a restore to an earlier point): that acked_lsn belongs
         // to a history the server left, so it bounds nothing any more.
+        // The ack rule then starts over from the slot (it is not told of this acked_lsn).
         log.warn({ checkpointAckedLsn: formatLsn(cp.ackedLsn), wal: formatLsn(now.walLsn) }, "the checkpoint's acked_lsn is ahead of the server's WAL (restored to an earlier point?); starting the acknowledged position over from the slot");
-        sink.setAckedFloor(slot.confirmedFlushLsn);
       } else {
-        // Durable in Kafka already, and every later checkpoint stays at or above it (setAckedFloor).
+        // Durable in Kafka already: every later checkpoint records at least it (AckRule.ackedLsnFor).
         ack.checkpointFound(cp.ackedLsn);
       }
     }
@@ -155,7 +153,7 @@ export class Startup {
     const { cfg, log } = this;
     // Both modes read back the tail of the event topics, to seed the mapper; exactly-once after
     // readCheckpoint() fenced its transactional id, so no transaction of ours is open in them.
-    const readingBack = readBack(cfg, log, this.p.sink, this.p.mapper, now.slot?.confirmedFlushLsn ?? this.p.slot.confirmedFlushLsn, now.walLsn);
+    const readingBack = readBack(cfg, log, this.p, now.slot?.confirmedFlushLsn ?? this.p.slot.confirmedFlushLsn, now.walLsn);
     readingBack.catch(() => undefined);
     if (!(await this.until(readingBack))) return false;
     const heads = await readingBack;
@@ -193,11 +191,17 @@ export function facts(slot: string, ready: SourceReady, createdNow: boolean): Sl
  * above the server's WAL belong to a history the server left (a restore to an earlier point):
  * the heads then bound nothing (an empty map).
  */
-async function readBack(cfg: Config, log: Logger, sink: KafkaSink, mapper: AirflowMapper, resumeFrom: Lsn, walLsn: Lsn): Promise<Map<string, (Position | null)[]>> {
+async function readBack(
+  cfg: Config,
+  log: Logger,
+  { source, sink, mapper }: Pick<StartParts, "source" | "sink" | "mapper">,
+  resumeFrom: Lsn,
+  walLsn: Lsn,
+): Promise<Map<string, (Position | null)[]>> {
   let seeded = 0;
   // A topic per DAG: the DAGs Airflow has runs of name every topic an event can have gone to
   // (a template may have no fixed part, so topic names alone cannot tell).
-  const dagIds = cfg.topicTemplate === null ? [] : await withSourceClient(cfg, (c) => dagIdsWithRuns(c, cfg.airflowSchema));
+  const dagIds = cfg.topicTemplate === null ? [] : await source.dagIdsWithRuns();
   const res = await sink.readBack(cfg.restartReadEvents, dagIds, (value) => {
     const pos = positionOf(value);
     if (pos === null || pos.commitLsn >= resumeFrom) return;

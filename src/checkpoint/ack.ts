@@ -14,7 +14,8 @@ export interface SinkAck {
   checkpointed(ackedLsn: Lsn): void;
   /**
    * The acked_lsn for a checkpoint: the position PostgreSQL may be acknowledged up to once Kafka
-   * has every record up to `lastSeq` (null: the records acknowledged so far).
+   * has every record up to `lastSeq` (null: the records acknowledged so far), never below a
+   * checkpoint's already durable.
    */
   ackedLsnFor(lastSeq: number | null): Lsn;
 }
@@ -47,7 +48,8 @@ export interface AckSettings {
 }
 
 /**
- * The acknowledgement rule: the only place a position for PostgreSQL is computed.
+ * The acknowledgement rule: the only place a position for PostgreSQL, or the acked_lsn a checkpoint
+ * records (ackedLsnFor), is computed.
  *
  * Invariant: the position reported to PostgreSQL is the end LSN of a commit (or a keepalive's WAL
  * end between transactions), exactly, never + 1, such that Kafka has acknowledged every event
@@ -130,7 +132,12 @@ export class AckRule implements SinkAck {
   }
 
   ackedLsnFor(lastSeq: number | null): Lsn {
-    return this.tracker.safeLsnAfter(lastSeq);
+    const safe = this.tracker.safeLsnAfter(lastSeq);
+    // Never below what a durable checkpoint (written, or read at start) records: PostgreSQL may
+    // have been told that much already, by this session or the one before, and a lower record
+    // would hide a slot later moved past it. A session that starts behind its predecessor's last
+    // checkpoint (the slot confirmed less than the checkpoint recorded) would otherwise write one.
+    return this.persisted === null ? safe : maxLsn(this.persisted, safe);
   }
 
   /** At start: the checkpoint read holds this acked_lsn, durable in Kafka already. */

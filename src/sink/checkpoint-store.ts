@@ -2,7 +2,7 @@ import type { Kafka, Producer, TopicMessages } from "kafkajs";
 import type { Config } from "../config.js";
 import type { Lsn } from "../lsn.js";
 import { CHECKPOINT_FIX, comparePositions, encodeCheckpoint, formatPosition, parseCheckpoint, type Checkpoint, type Position, type SourceIdentity } from "../checkpoint/position.js";
-import { formatLsn, maxLsn } from "../lsn.js";
+import { formatLsn } from "../lsn.js";
 import { CheckpointError, TransientError } from "../errors.js";
 import type { Logger } from "../log.js";
 import { TAIL_OFFSETS, newSentinelValue, scanToSentinels, sentinelKey, type CheckpointScan, type ScanOptions } from "./checkpoint-topic.js";
@@ -20,8 +20,8 @@ const CHECKPOINT_READ_TIMEOUT_MS = 120_000;
  * producer in exactly-once), the record each produce request carries, and the tombstone of
  * reset-checkpoint.
  *
- * Every acked_lsn written is at least the floor: the highest written or read (see setAckedFloor).
- * The position written into a checkpoint without events is the last event Kafka acknowledged
+ * The acked_lsn each record carries is the ack rule's (src/checkpoint/ack.ts), as given. The
+ * position written into a checkpoint without events is the last event Kafka acknowledged
  * (before any: the one read at start).
  */
 export class CheckpointStore implements CheckpointRecords {
@@ -30,7 +30,6 @@ export class CheckpointStore implements CheckpointRecords {
   /** Set by read(): no checkpoint (and in exactly-once no batch) is written before. */
   private source: SourceIdentity | null = null;
   private lastPosition: Position | null = null;
-  private ackedFloor: Lsn = 0n;
 
   /** `track` is handed the close of each consumer the read opens, so a teardown mid-read closes it. */
   constructor(
@@ -85,7 +84,6 @@ export class CheckpointStore implements CheckpointRecords {
     const latest = this.latestOf(scan, source);
     this.source = source;
     this.lastPosition = latest?.position ?? null;
-    this.ackedFloor = latest?.ackedLsn ?? 0n;
     const fields = {
       topic,
       checkpoint: latest?.position ? formatPosition(latest.position) : null,
@@ -160,20 +158,9 @@ export class CheckpointStore implements CheckpointRecords {
   }
 
   /**
-   * Every acked_lsn written from now on is at least `lsn`. read() sets it to the acked_lsn read,
-   * so the record in Kafka never goes back below what PostgreSQL may already have been told (a
-   * session that starts behind its predecessor's last checkpoint would otherwise write a lower
-   * one); the start-up (src/startup.ts) lowers it when that checkpoint belongs to a WAL history
-   * the server left.
-   */
-  setAckedFloor(lsn: Lsn): void {
-    this.ackedFloor = lsn;
-  }
-
-  /**
    * The checkpoint record for a request whose last event is `last` (null: no events).
    *
-   * acked_lsn (`ackedLsn`, the tracker's answer, raised to the floor): the safe position as it will
+   * acked_lsn (`ackedLsn`, the ack rule's answer, written as given): the safe position as it will
    * be once this request's events are in Kafka. It only has to be an upper bound of what PostgreSQL
    * is told (that is all the gap check relies on), and PostgreSQL is told nothing before the request
    * succeeds, so a request that fails half-way (some partitions written, others not: a plain produce
@@ -185,24 +172,19 @@ export class CheckpointStore implements CheckpointRecords {
    * events. At-least-once, the last event Kafka had already acknowledged: the position must never
    * claim an event that may be missing, as an exactly-once start would skip by it.
    */
-  next(last: SinkRecord | null, ackedLsn: Lsn): { message: TopicMessages; ackedLsn: Lsn } {
+  next(last: SinkRecord | null, ackedLsn: Lsn): TopicMessages {
     const source = this.source;
     if (source === null) throw new Error("a checkpoint record was asked for before read()");
     const position = this.mode.eos !== null && last !== null ? { commitLsn: last.commitLsn, index: last.index } : this.lastPosition;
-    const floored = maxLsn(this.ackedFloor, ackedLsn);
     const value = encodeCheckpoint({
       position,
-      ackedLsn: floored,
+      ackedLsn,
       slot: this.target.key,
       systemIdentifier: source.systemIdentifier,
       database: source.database,
       writtenAt: new Date().toISOString(),
     });
-    return { message: { topic: this.target.topic, messages: [{ key: this.target.key, value }] }, ackedLsn: floored };
-  }
-
-  written(ackedLsn: Lsn): void {
-    this.ackedFloor = maxLsn(this.ackedFloor, ackedLsn);
+    return { topic: this.target.topic, messages: [{ key: this.target.key, value }] };
   }
 
   acknowledged(position: Position): void {

@@ -95,11 +95,6 @@ export class KafkaSink {
     }
   }
 
-  /** See CheckpointStore.setAckedFloor. */
-  setAckedFloor(lsn: Lsn): void {
-    this.store?.setAckedFloor(lsn);
-  }
-
   /** Asks for a checkpoint in the next produce request (or alone, when idle). */
   requestCheckpoint(): void {
     this.publisher.requestCheckpoint();

@@ -41,10 +41,8 @@ export interface CheckpointRecords {
   readonly topic: string;
   /** The checkpoint was read at start: checkpoints (and in exactly-once, batches) may be written. */
   readonly ready: boolean;
-  /** The checkpoint message for a request whose last event is `last`, and the acked_lsn it holds. */
-  next(last: SinkRecord | null, ackedLsn: Lsn): { message: TopicMessages; ackedLsn: Lsn };
-  /** Kafka holds a checkpoint with this acked_lsn. */
-  written(ackedLsn: Lsn): void;
+  /** The checkpoint message for a request whose last event is `last`, recording `ackedLsn`. */
+  next(last: SinkRecord | null, ackedLsn: Lsn): TopicMessages;
   /** Kafka acknowledged the events up to this position. */
   acknowledged(position: Position): void;
 }
@@ -182,7 +180,7 @@ export class Publisher {
       this.checkpointInFlight = true;
     }
     const last = batch.length > 0 ? batch[batch.length - 1]! : null;
-    const checkpoint = store !== null ? store.next(last, this.callbacks.ack.ackedLsnFor(last === null ? null : last.seq)) : null;
+    const checkpoint = store !== null ? checkpointRecord(store, last, this.callbacks.ack.ackedLsnFor(last === null ? null : last.seq)) : null;
     this.send(batch, checkpoint?.message ?? null).then(
       () => {
         this.queuedBytes -= bytes;
@@ -192,8 +190,7 @@ export class Publisher {
           this.checkpoints?.acknowledged({ commitLsn: last.commitLsn, index: last.index });
           this.callbacks.ack.acked(last.seq);
         }
-        if (store !== null && checkpoint !== null) {
-          store.written(checkpoint.ackedLsn);
+        if (checkpoint !== null) {
           this.callbacks.ack.checkpointed(checkpoint.ackedLsn);
           settle(waiters, checkpoint.ackedLsn);
         }
@@ -288,6 +285,10 @@ export class Publisher {
     this.idleWaiters = [];
     for (const fn of w) fn();
   }
+}
+
+function checkpointRecord(store: CheckpointRecords, last: SinkRecord | null, ackedLsn: Lsn): { message: TopicMessages; ackedLsn: Lsn } {
+  return { message: store.next(last, ackedLsn), ackedLsn };
 }
 
 function settle(waiters: ((ackedLsn: Lsn | null) => void)[], ackedLsn: Lsn | null): void {

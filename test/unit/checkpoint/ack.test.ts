@@ -297,6 +297,22 @@ describe("AckRule: what PostgreSQL hears", () => {
     expect(w.rule.checkpointBehind).toBe(false);
   });
 
+  it("never has a checkpoint record an acked_lsn below the one found at start", () => {
+    // A session that starts behind its predecessor's last checkpoint: the slot confirmed less than
+    // that checkpoint recorded, and PostgreSQL may have been told that much.
+    const found = START + 0x1000n;
+    const w = new World(true);
+    w.rule.checkpointFound(found);
+    const end = w.tx(1);
+    expect(end).toBeLessThan(found);
+    expect(w.rule.ackedLsnFor(null)).toBe(found);
+    expect(w.rule.ackedLsnFor(1)).toBe(found);
+    // Without gap detection no checkpoint bounds anything.
+    const ungated = new World(false);
+    ungated.rule.checkpointFound(found);
+    expect(ungated.rule.ackedLsnFor(null)).toBe(START);
+  });
+
   it("reports once per turn of the event loop however many commits, and only when it moved", () => {
     const w = new World(false);
     for (let i = 0; i < 5; i++) w.tx(0);

@@ -71,9 +71,8 @@ function fakeCheckpoints(ready = true) {
     ready,
     next: (last: SinkRecord | null, ackedLsn: Lsn) => {
       log.push(`next ${last?.seq ?? "-"} ${ackedLsn}`);
-      return { message: { topic: CKPT, messages: [{ key: "slot", value: `ckpt ${last?.seq ?? "-"} ${ackedLsn}` }] }, ackedLsn };
+      return { topic: CKPT, messages: [{ key: "slot", value: `ckpt ${last?.seq ?? "-"} ${ackedLsn}` }] };
     },
-    written: (ackedLsn: Lsn) => log.push(`written ${ackedLsn}`),
     acknowledged: (p: Position) => log.push(`acknowledged ${p.commitLsn}/${p.index}`),
   };
   return { store, log };
@@ -193,8 +192,8 @@ describe("the publisher's checkpoints", () => {
     for (const req of requests) expect(req.topicMessages.at(-1)!.topic).toBe(CKPT);
     expect(asked).toEqual(acked);
     expect(checkpointed).toEqual(acked.map((s) => BigInt(1000 + s)));
-    // The store hears of the events Kafka holds before it hears of the checkpoint that covers them.
-    expect(ckpt.log.slice(0, 3)).toEqual(["next 1 1001", "acknowledged 1/0", "written 1001"]);
+    // The store hears of the events Kafka holds before it builds the next checkpoint record.
+    expect(ckpt.log.slice(0, 3)).toEqual(["next 1 1001", "acknowledged 1/0", "next 4 1004"]);
   });
 
   it("writes a checkpoint alone when asked while idle, and answers checkpointNow with its acked_lsn", async () => {
