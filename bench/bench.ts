@@ -110,7 +110,19 @@ function parseOptions(argv: string[], env: NodeJS.ProcessEnv): Options {
     if (value === undefined) throw new Error(`--${m[1]} needs a value`);
     flags.set(m[1]!, value);
   }
-  const known = ["transitions", "rate", "latency-seconds", "major", "dags", "connections", "heartbeats", "fail-rate", "wide-rows", "phases", "seed"];
+  const known = [
+    "transitions",
+    "rate",
+    "latency-seconds",
+    "major",
+    "dags",
+    "connections",
+    "heartbeats",
+    "fail-rate",
+    "wide-rows",
+    "phases",
+    "seed",
+  ];
   for (const k of flags.keys()) if (!known.includes(k)) throw new Error(`unknown option --${k}\n\n${USAGE}`);
   const quick = bools.has("quick") || env.BENCH_QUICK === "1" || env.BENCH_QUICK === "true";
   const get = (flag: string, envName: string, dflt: number): number => {
@@ -122,7 +134,12 @@ function parseOptions(argv: string[], env: NodeJS.ProcessEnv): Options {
   };
   const major = flags.get("major") ?? env.BENCH_AIRFLOW_MAJOR ?? "3";
   if (major !== "2" && major !== "3") throw new Error(`--major: 2 or 3, got "${major}"`);
-  const phases = new Set((flags.get("phases") ?? env.BENCH_PHASES ?? "latency,throughput,drain,wide").split(",").map((s) => s.trim()).filter((s) => s !== ""));
+  const phases = new Set(
+    (flags.get("phases") ?? env.BENCH_PHASES ?? "latency,throughput,drain,wide")
+      .split(",")
+      .map((s) => s.trim())
+      .filter((s) => s !== ""),
+  );
   for (const p of phases) if (!["latency", "throughput", "drain", "wide"].includes(p)) throw new Error(`--phases: unknown phase "${p}"`);
   return {
     transitions: Math.round(get("transitions", "BENCH_TRANSITIONS", quick ? 30_000 : 300_000)),
@@ -170,7 +187,9 @@ function resolveServices(env: NodeJS.ProcessEnv): Services {
   if (!e.PGHOST || !e.KAFKA_BROKERS) throw new Error("PGHOST and KAFKA_BROKERS are required");
   return {
     pg: { host: e.PGHOST, port: Number(e.PGPORT ?? 5432), user: e.PGUSER ?? "postgres", password: e.PGPASSWORD ?? "" },
-    brokers: e.KAFKA_BROKERS.split(",").map((b) => b.trim()).filter((b) => b !== ""),
+    brokers: e.KAFKA_BROKERS.split(",")
+      .map((b) => b.trim())
+      .filter((b) => b !== ""),
     from,
   };
 }
@@ -201,7 +220,13 @@ interface GenResult {
  * order, so runs interleave in the WAL the way concurrent schedulers/workers make them. With
  * `rate`, transitions are paced to that many events/s (heartbeats are not paced: they come between).
  */
-async function generate(pool: pg.Client[], runs: Run[], makeTxs: (run: Run) => Tx[], rate: number | null, onResult?: (run: Run, res: pg.QueryResult) => void): Promise<GenResult> {
+async function generate(
+  pool: pg.Client[],
+  runs: Run[],
+  makeTxs: (run: Run) => Tx[],
+  rate: number | null,
+  onResult?: (run: Run, res: pg.QueryResult) => void,
+): Promise<GenResult> {
   let next = 0;
   let txs = 0;
   let events = 0;
@@ -261,7 +286,13 @@ function readProc(pid: number): ProcSample | null {
     const cpuTicks = Number(fields[11]) + Number(fields[12]);
     const anon = /RssAnon:\s+(\d+)/.exec(status);
     const file = /RssFile:\s+(\d+)/.exec(status);
-    return { rssKb: Number(rss?.[1] ?? 0), anonKb: Number(anon?.[1] ?? 0), fileKb: Number(file?.[1] ?? 0), hwmKb: Number(hwm?.[1] ?? 0), cpuTicks };
+    return {
+      rssKb: Number(rss?.[1] ?? 0),
+      anonKb: Number(anon?.[1] ?? 0),
+      fileKb: Number(file?.[1] ?? 0),
+      hwmKb: Number(hwm?.[1] ?? 0),
+      cpuTicks,
+    };
   } catch {
     return null;
   }
@@ -498,7 +529,13 @@ class Bench {
     for (const [k, v] of Object.entries(process.env)) {
       if (v === undefined || v === "") continue;
       const ours = ["EVENTSTREAM_SLOT", "EVENTSTREAM_PUBLICATION", "EVENTSTREAM_TOPIC", "EVENTSTREAM_TOPIC_TEMPLATE"];
-      if ((k.startsWith("EVENTSTREAM_") && !k.startsWith("EVENTSTREAM_TEST_") && !ours.includes(k)) || k.startsWith("MALLOC_") || k.startsWith("MEMPROBE_") || k === "KAFKA_CLIENT_ID" || k === "LOG_LEVEL") {
+      if (
+        (k.startsWith("EVENTSTREAM_") && !k.startsWith("EVENTSTREAM_TEST_") && !ours.includes(k)) ||
+        k.startsWith("MALLOC_") ||
+        k.startsWith("MEMPROBE_") ||
+        k === "KAFKA_CLIENT_ID" ||
+        k === "LOG_LEVEL"
+      ) {
         this.passthrough[k] = v;
       }
     }
@@ -515,7 +552,6 @@ class Bench {
       LOG_LEVEL: "warn",
       ...this.passthrough,
     };
-
   }
 
   pgClient(database: string): pg.Client {
@@ -563,7 +599,9 @@ class Bench {
     const deadline = Date.now() + 60_000;
     for (;;) {
       if (d.exitCode !== undefined) throw new Error(`daemon exited with ${d.exitCode} before streaming:\n${d.tail()}`);
-      const { rows } = await this.admin!.query<{ active: boolean }>("SELECT active FROM pg_replication_slots WHERE slot_name = $1", [this.name]);
+      const { rows } = await this.admin!.query<{ active: boolean }>("SELECT active FROM pg_replication_slots WHERE slot_name = $1", [
+        this.name,
+      ]);
       if (rows[0]?.active) break;
       if (Date.now() > deadline) throw new Error(`daemon not streaming after 60 s:\n${d.tail()}`);
       await sleep(50);
@@ -638,7 +676,8 @@ class Bench {
     let progressAt = Date.now();
     while (this.consumedTotal < this.expectedTotal) {
       if (this.consumerError) throw new Error(`consumer failed: ${this.consumerError}`);
-      if (this.daemon && this.daemon.exitCode !== undefined) throw new Error(`daemon exited with ${this.daemon.exitCode} during ${name}:\n${this.daemon.tail()}`);
+      if (this.daemon && this.daemon.exitCode !== undefined)
+        throw new Error(`daemon exited with ${this.daemon.exitCode} during ${name}:\n${this.daemon.tail()}`);
       if (this.consumedTotal !== seen) {
         seen = this.consumedTotal;
         progressAt = Date.now();
@@ -668,7 +707,9 @@ class Bench {
     }
     p.ok = p.consumed === p.expected && p.churnLeaks === 0 && p.duplicates === 0 && p.orderViolations === 0 && p.badKeys === 0;
     const verdict = p.ok ? "ok" : "MISMATCH";
-    log(`phase ${name}: consumed ${p.consumed.toLocaleString("en-US")} / ${p.expected.toLocaleString("en-US")} events in ${p.wallSeconds.toFixed(1)} s -- ${verdict}`);
+    log(
+      `phase ${name}: consumed ${p.consumed.toLocaleString("en-US")} / ${p.expected.toLocaleString("en-US")} events in ${p.wallSeconds.toFixed(1)} s -- ${verdict}`,
+    );
     if (!p.ok && this.daemon) log(`daemon output (last lines):\n${this.daemon.tail() || "(none)"}`);
     this.current = null;
     return p;
@@ -690,9 +731,15 @@ class Bench {
 
     const seedEvents = allRuns.reduce((a, r) => a + 1 + r.tis.length, 0);
     await this.phase("seed", "dag_run + task_instance INSERTs, one transaction per run", seedEvents, async (p) => {
-      p.gen = await generate(this.pool, allRuns, (run) => [this.sql.seed(run)], null, (run, res) => {
-        run.dagRunId = (res.rows[0] as { id: number }).id;
-      });
+      p.gen = await generate(
+        this.pool,
+        allRuns,
+        (run) => [this.sql.seed(run)],
+        null,
+        (run, res) => {
+          run.dagRunId = (res.rows[0] as { id: number }).id;
+        },
+      );
     });
 
     if (latencyRuns.length > 0) {
@@ -717,7 +764,9 @@ class Bench {
       for (const c of this.pool) await c.query("SET synchronous_commit = off");
       const backlog = await generate(this.pool, drainRuns, (run) => w.script(run, this.sql), null);
       for (const c of this.pool) await c.query("SET synchronous_commit = on");
-      log(`backlog written: ${backlog.events.toLocaleString("en-US")} events in ${backlog.txs.toLocaleString("en-US")} transactions, ${((backlog.endUs - backlog.startUs) / 1e6).toFixed(1)} s`);
+      log(
+        `backlog written: ${backlog.events.toLocaleString("en-US")} events in ${backlog.txs.toLocaleString("en-US")} transactions, ${((backlog.endUs - backlog.startUs) / 1e6).toFixed(1)} s`,
+      );
       await this.phase("drain", "backlog written while stopped, then the daemon restarted", sum(drainRuns), async (p) => {
         p.daemonStartUs = p.originUs = nowUs();
         await this.startDaemon();
@@ -731,9 +780,15 @@ class Bench {
       if (code !== 0) throw new Error(`daemon exited with ${code} on SIGTERM:\n${this.daemon!.tail()}`);
       this.daemon = null;
       const client = this.pool[0]!;
-      const seeded = await generate([client], [wide], (run) => [this.sql.seed(run)], null, (run, res) => {
-        run.dagRunId = (res.rows[0] as { id: number }).id;
-      });
+      const seeded = await generate(
+        [client],
+        [wide],
+        (run) => [this.sql.seed(run)],
+        null,
+        (run, res) => {
+          run.dagRunId = (res.rows[0] as { id: number }).id;
+        },
+      );
       const lifecycle = await generate([client], [wide], (run) => w.script(run, this.sql), null);
       const written: GenResult = {
         txs: seeded.txs + lifecycle.txs,
@@ -742,11 +797,16 @@ class Bench {
         endUs: lifecycle.endUs,
         shapes: { ...seeded.shapes, ...lifecycle.shapes },
       };
-      await this.phase("wide", `one run of a ${o.wideRows}-way mapped task, written while stopped, then the daemon restarted`, written.events, async (p) => {
-        p.daemonStartUs = p.originUs = nowUs();
-        await this.startDaemon();
-        p.gen = written;
-      });
+      await this.phase(
+        "wide",
+        `one run of a ${o.wideRows}-way mapped task, written while stopped, then the daemon restarted`,
+        written.events,
+        async (p) => {
+          p.daemonStartUs = p.originUs = nowUs();
+          await this.startDaemon();
+          p.gen = written;
+        },
+      );
     }
     // HWM of the running daemon before it stops.
     this.daemon?.sample();
@@ -786,7 +846,10 @@ class Bench {
     if (admin && this.dbCreated) {
       await step("dropping the database and slot", async () => {
         for (let i = 0; i < 100; i++) {
-          const { rows } = await admin.query<{ slot_name: string; active_pid: number | null }>("SELECT slot_name, active_pid FROM pg_replication_slots WHERE database = $1", [this.name]);
+          const { rows } = await admin.query<{ slot_name: string; active_pid: number | null }>(
+            "SELECT slot_name, active_pid FROM pg_replication_slots WHERE database = $1",
+            [this.name],
+          );
           if (rows.length === 0) break;
           for (const r of rows) {
             if (r.active_pid !== null) await admin.query("SELECT pg_terminate_backend($1)", [r.active_pid]);
@@ -855,7 +918,14 @@ function report(p: PhaseStats): PhaseReport {
   const gen = p.gen
     ? (() => {
         const s = (p.gen.endUs - p.gen.startUs) / 1e6;
-        return { transactions: p.gen.txs, events: p.gen.events, seconds: s, transactions_per_s: p.gen.txs / s, events_per_s: p.gen.events / s, statements: p.gen.shapes };
+        return {
+          transactions: p.gen.txs,
+          events: p.gen.events,
+          seconds: s,
+          transactions_per_s: p.gen.txs / s,
+          events_per_s: p.gen.events / s,
+          statements: p.gen.shapes,
+        };
       })()
     : null;
   let seconds: number | null = null;
@@ -874,13 +944,18 @@ function report(p: PhaseStats): PhaseReport {
   const steady = inner.length >= 3 ? [...inner].sort((a, b) => a - b)[Math.floor(inner.length / 2)]! : null;
   const lat = p.name === "drain" || p.name === "wide" ? null : percentiles(p.latChunks);
   const problems: string[] = [];
-  if (p.consumed !== p.expected) problems.push(`consumed ${p.consumed} events, expected ${p.expected} (${p.consumed - p.expected > 0 ? "+" : ""}${p.consumed - p.expected})`);
+  if (p.consumed !== p.expected)
+    problems.push(
+      `consumed ${p.consumed} events, expected ${p.expected} (${p.consumed - p.expected > 0 ? "+" : ""}${p.consumed - p.expected})`,
+    );
   if (p.churnLeaks > 0) problems.push(`${p.churnLeaks} events without a transition (churn leaked)`);
   if (p.duplicates > 0) problems.push(`${p.duplicates} duplicate positions`);
   if (p.orderViolations > 0) problems.push(`${p.orderViolations} positions out of order within a partition`);
   if (p.badKeys > 0) problems.push(`${p.badKeys} events whose Kafka key is not their dag_id`);
   if (p.restarts > 0) {
-    problems.push(`the daemon restarted its session ${p.restarts} time(s) (re-delivering from the slot: duplicates are expected after that):`);
+    problems.push(
+      `the daemon restarted its session ${p.restarts} time(s) (re-delivering from the slot: duplicates are expected after that):`,
+    );
     for (const [why, n] of Object.entries(p.restartReasons)) problems.push(`  ${n} x ${why}`);
   }
   problems.push(...p.samples);
@@ -934,7 +1009,8 @@ function quietKafkajsTimerWarning(): void {
 async function main(): Promise<number> {
   quietKafkajsTimerWarning();
   const opts = parseOptions(process.argv.slice(2), process.env);
-  if (!existsSync(path.join(ROOT, "dist/cli.js"))) throw new Error("dist/cli.js is missing: run `npm run build` first (npm run bench does)");
+  if (!existsSync(path.join(ROOT, "dist/cli.js")))
+    throw new Error("dist/cli.js is missing: run `npm run build` first (npm run bench does)");
   const svc = resolveServices(process.env);
   const bench = new Bench(opts, svc);
   const envShown = Object.entries(bench.passthrough).map(([k, v]) => `${k}=${v}`);
@@ -961,7 +1037,9 @@ async function main(): Promise<number> {
   const busyBefore = ((m1[0] - m0[0]) / Math.max(1, m1[1] - m0[1])) * 100;
   const loadBefore = os.loadavg();
   const quiet = busyBefore < 25;
-  log(`machine before the run: ${fmt(busyBefore)}% CPU busy, load average ${loadBefore.map((l) => l.toFixed(2)).join(" ")}${quiet ? "" : " -- NOT IDLE: figures will be pessimistic"}`);
+  log(
+    `machine before the run: ${fmt(busyBefore)}% CPU busy, load average ${loadBefore.map((l) => l.toFixed(2)).join(" ")}${quiet ? "" : " -- NOT IDLE: figures will be pessimistic"}`,
+  );
 
   let failure: Error | null = null;
   try {
@@ -991,7 +1069,23 @@ async function main(): Promise<number> {
   const drain = byName.get("drain");
 
   const rows: string[][] = [
-    ["phase", "events", "seconds", "events/s", "steady ev/s", "gen tx/s", "gen ev/s", "p50 ms", "p95 ms", "p99 ms", "max ms", "RSS MB", "daemon CPU", "machine CPU", "check"],
+    [
+      "phase",
+      "events",
+      "seconds",
+      "events/s",
+      "steady ev/s",
+      "gen tx/s",
+      "gen ev/s",
+      "p50 ms",
+      "p95 ms",
+      "p99 ms",
+      "max ms",
+      "RSS MB",
+      "daemon CPU",
+      "machine CPU",
+      "check",
+    ],
   ];
   for (const p of phases) {
     rows.push([
@@ -1038,13 +1132,25 @@ async function main(): Promise<number> {
 
   const out: string[] = [];
   out.push("");
-  out.push(`airflow-eventstream benchmark -- Airflow ${opts.major}.x schema, ${opts.dags} DAGs, ${opts.connections} generator connections, ${os.cpus().length} CPUs, PostgreSQL ${bench.pgVersion}, Node ${process.version}`);
+  out.push(
+    `airflow-eventstream benchmark -- Airflow ${opts.major}.x schema, ${opts.dags} DAGs, ${opts.connections} generator connections, ${os.cpus().length} CPUs, PostgreSQL ${bench.pgVersion}, Node ${process.version}`,
+  );
   out.push(`command: ${command}`);
   out.push(
-    `daemon settings: ${Object.keys(bench.passthrough).length > 0 ? Object.entries(bench.passthrough).map(([k, v]) => `${k}=${v}`).join(" ") : "defaults"} (LOG_LEVEL=${bench.daemonEnv.LOG_LEVEL})${process.env.BENCH_DAEMON_NODE_ARGS ? `, node ${process.env.BENCH_DAEMON_NODE_ARGS}` : ""}`,
+    `daemon settings: ${
+      Object.keys(bench.passthrough).length > 0
+        ? Object.entries(bench.passthrough)
+            .map(([k, v]) => `${k}=${v}`)
+            .join(" ")
+        : "defaults"
+    } (LOG_LEVEL=${bench.daemonEnv.LOG_LEVEL})${process.env.BENCH_DAEMON_NODE_ARGS ? `, node ${process.env.BENCH_DAEMON_NODE_ARGS}` : ""}`,
   );
-  if (!quiet) out.push(`!! the machine was ${fmt(busyBefore)}% busy before the run (load average ${loadBefore[0]!.toFixed(2)}): other work competed for the CPUs`);
-  const tp = phases.find((p) => p.phase === "throughput") ?? phases.find((p) => p.phase === "drain") ?? phases.find((p) => p.phase === "latency");
+  if (!quiet)
+    out.push(
+      `!! the machine was ${fmt(busyBefore)}% busy before the run (load average ${loadBefore[0]!.toFixed(2)}): other work competed for the CPUs`,
+    );
+  const tp =
+    phases.find((p) => p.phase === "throughput") ?? phases.find((p) => p.phase === "drain") ?? phases.find((p) => p.phase === "latency");
   if (tp?.generator) {
     const st = tp.generator.statements;
     const kind = (names: string[]) => names.map((n) => st[n]).filter((x) => x !== undefined);
@@ -1068,7 +1174,9 @@ async function main(): Promise<number> {
   out.push("");
   out.push(table(rows));
   out.push("");
-  out.push("events/s: events / (first commit -> last event received); drain, wide: first -> last event received of a backlog written while the daemon was stopped.");
+  out.push(
+    "events/s: events / (first commit -> last event received); drain, wide: first -> last event received of a backlog written while the daemon was stopped.",
+  );
   out.push("steady ev/s: median of full one-second windows. gen: what the load generator committed (its own rate).");
   out.push("latency: consumer receipt - source.commit_time (same clock): an upper bound of commit -> Kafka acknowledgement.");
   out.push("RSS: daemon process alone (/proc/<pid>/status every 100 ms), peak within the phase. CPU: % of one core.");
@@ -1081,7 +1189,9 @@ async function main(): Promise<number> {
   out.push(
     `bar throughput >= 20,000 events/s: ${mark(bars.throughput.met)}  live ${fmt(live?.events_per_s)} ev/s${live ? (liveGenBound ? ` (generator-bound: it committed ${fmt(live.generator?.events_per_s)} ev/s)` : ` (generator committed ${fmt(live.generator?.events_per_s)} ev/s)`) : ""}; drain (daemon capacity) ${fmt(drain?.events_per_s)} ev/s`,
   );
-  out.push(`bar p99 < 100 ms at ${fmt(opts.rate)} events/s:     ${mark(bars.latency.met)}  p99 ${fmt(latency?.latency_ms?.p99, 1)} ms (p50 ${fmt(latency?.latency_ms?.p50, 1)} ms)`);
+  out.push(
+    `bar p99 < 100 ms at ${fmt(opts.rate)} events/s:     ${mark(bars.latency.met)}  p99 ${fmt(latency?.latency_ms?.p99, 1)} ms (p50 ${fmt(latency?.latency_ms?.p50, 1)} ms)`,
+  );
   out.push(`bar daemon RSS < 200 MB:             ${mark(bars.rss.met)}  peak ${fmt(peakRssMb, 1)} MB`);
   out.push(`correctness (count, no churn events, no duplicates, order per partition, key = dag_id): ${correct ? "ok" : "FAILED"}`);
   for (const p of phases) for (const pr of p.problems) out.push(`  !! ${p.phase}: ${pr}`);

@@ -157,7 +157,23 @@ async function main(init: ConsumerInit): Promise<void> {
       }
       lastByPartition.set(batch.partition, last);
       post(
-        { type: "batch", recvUs, count: n, latMs, minCommitUs, taskInstance, dagRun, churnLeaks, duplicates, orderViolations, badKeys, bytes, maxBytes, byState, samples },
+        {
+          type: "batch",
+          recvUs,
+          count: n,
+          latMs,
+          minCommitUs,
+          taskInstance,
+          dagRun,
+          churnLeaks,
+          duplicates,
+          orderViolations,
+          badKeys,
+          bytes,
+          maxBytes,
+          byState,
+          samples,
+        },
         [latMs.buffer as ArrayBuffer],
       );
     },

@@ -67,7 +67,9 @@ function parseOptions(argv: string[]): Options {
     if (value === undefined) throw new Error(`--${m[1]} needs a value`);
     flags.set(m[1]!, value);
   }
-  for (const k of flags.keys()) if (!["major", "transitions", "heartbeats", "decisions", "dags", "fail-rate", "seed"].includes(k)) throw new Error(`unknown option --${k}\n\n${USAGE}`);
+  for (const k of flags.keys())
+    if (!["major", "transitions", "heartbeats", "decisions", "dags", "fail-rate", "seed"].includes(k))
+      throw new Error(`unknown option --${k}\n\n${USAGE}`);
   const num = (flag: string, dflt: number): number => {
     const raw = flags.get(flag);
     if (raw === undefined) return dflt;
@@ -95,7 +97,9 @@ function pgSettings(): pg.ClientConfig {
     try {
       e = servicesEnv(ROOT);
     } catch (err) {
-      throw new Error(`PGHOST is not set and \`bash scripts/services.sh env\` failed (${(err as Error).message.split("\n")[0]}). Start the services: npm run services:up`);
+      throw new Error(
+        `PGHOST is not set and \`bash scripts/services.sh env\` failed (${(err as Error).message.split("\n")[0]}). Start the services: npm run services:up`,
+      );
     }
   }
   return { host: e.PGHOST, port: Number(e.PGPORT ?? 5432), user: e.PGUSER ?? "postgres", password: e.PGPASSWORD ?? "" };
@@ -146,9 +150,17 @@ interface Measurement {
   checkpoint: boolean;
 }
 
-async function measure(cfg: pg.ClientConfig, admin: pg.Client, major: "2" | "3", identity: "DEFAULT" | "FULL", o: Options): Promise<Measurement> {
+async function measure(
+  cfg: pg.ClientConfig,
+  admin: pg.Client,
+  major: "2" | "3",
+  identity: "DEFAULT" | "FULL",
+  o: Options,
+): Promise<Measurement> {
   const name = `walcost_${major}_${identity.toLowerCase()}_${randomBytes(3).toString("hex")}`;
-  const versions = JSON.parse(readFileSync(path.join(ROOT, "test/fixtures/airflow/versions.json"), "utf8")) as { files: Record<string, string> };
+  const versions = JSON.parse(readFileSync(path.join(ROOT, "test/fixtures/airflow/versions.json"), "utf8")) as {
+    files: Record<string, string>;
+  };
   const schema = readFileSync(path.join(ROOT, "test/fixtures/airflow", versions.files[major]!), "utf8");
   await admin.query(`CREATE DATABASE ${name}`);
   let slot = false;
@@ -255,7 +267,9 @@ function setRunId(run: Run, res: pg.QueryResult): void {
 
 async function walStat(admin: pg.Client): Promise<{ records: bigint; fpi: bigint; bytes: bigint } | null> {
   try {
-    const { rows } = await admin.query<{ r: string; f: string; b: string }>("SELECT wal_records::text AS r, wal_fpi::text AS f, wal_bytes::text AS b FROM pg_stat_wal");
+    const { rows } = await admin.query<{ r: string; f: string; b: string }>(
+      "SELECT wal_records::text AS r, wal_fpi::text AS f, wal_bytes::text AS b FROM pg_stat_wal",
+    );
     return { records: BigInt(rows[0]!.r), fpi: BigInt(rows[0]!.f), bytes: BigInt(rows[0]!.b) };
   } catch {
     return null; // before PostgreSQL 14
@@ -276,7 +290,9 @@ function table(header: string[], rows: string[][]): string {
 function report(major: "2" | "3", version: string, o: Options, d: Measurement, f: Measurement): string {
   const out: string[] = [];
   const hb = major === "3" ? `${o.heartbeats} heartbeats per try` : "no task_instance heartbeats (2.x writes them to job)";
-  out.push(`Airflow ${version} schema: ${o.transitions.toLocaleString("en-US")} transitions planned, ${hb}, ${o.decisions} dag_run decisions per wave, fail rate ${o.failRate}, seed ${o.seed}`);
+  out.push(
+    `Airflow ${version} schema: ${o.transitions.toLocaleString("en-US")} transitions planned, ${hb}, ${o.decisions} dag_run decisions per wave, fail rate ${o.failRate}, seed ${o.seed}`,
+  );
   const ratio = (a: bigint, b: bigint) => (Number(a) > 0 ? (Number(b) / Number(a)).toFixed(2) : "-");
   const rows: string[][] = [];
   const total = { d: { txs: 0, rows: 0, wal: 0n }, f: { txs: 0, rows: 0, wal: 0n } };
@@ -294,11 +310,20 @@ function report(major: "2" | "3", version: string, o: Options, d: Measurement, f
     rows.push(row(kind, a.txs, a.rows, a.wal, b.wal));
   }
   rows.push(row("lifecycle total (after the seed)", total.d.txs, total.d.rows, total.d.wal, total.f.wal));
-  out.push(table(["workload", "transactions", "rows written", "WAL DEFAULT", "WAL FULL", "B/row DEFAULT", "B/row FULL", "+B/row", "FULL/DEFAULT"], rows));
+  out.push(
+    table(
+      ["workload", "transactions", "rows written", "WAL DEFAULT", "WAL FULL", "B/row DEFAULT", "B/row FULL", "+B/row", "FULL/DEFAULT"],
+      rows,
+    ),
+  );
   out.push("");
-  out.push(`pgoutput stream to the daemon (lifecycle): DEFAULT ${mb(d.streamBytes)} in ${n(d.streamMessages)} messages, FULL ${mb(f.streamBytes)} in ${n(f.streamMessages)} (x${ratio(d.streamBytes, f.streamBytes)})`);
+  out.push(
+    `pgoutput stream to the daemon (lifecycle): DEFAULT ${mb(d.streamBytes)} in ${n(d.streamMessages)} messages, FULL ${mb(f.streamBytes)} in ${n(f.streamMessages)} (x${ratio(d.streamBytes, f.streamBytes)})`,
+  );
   if (d.stat && f.stat) {
-    out.push(`pg_stat_wal over the lifecycle (statistics, flushed asynchronously: approximate): DEFAULT ${n(d.stat.records)} records, ${n(d.stat.fpi)} full-page images, ${mb(d.stat.bytes)}; FULL ${n(f.stat.records)} records, ${n(f.stat.fpi)} full-page images, ${mb(f.stat.bytes)}`);
+    out.push(
+      `pg_stat_wal over the lifecycle (statistics, flushed asynchronously: approximate): DEFAULT ${n(d.stat.records)} records, ${n(d.stat.fpi)} full-page images, ${mb(d.stat.bytes)}; FULL ${n(f.stat.records)} records, ${n(f.stat.fpi)} full-page images, ${mb(f.stat.bytes)}`,
+    );
   }
   out.push(
     `background: the cluster wrote ${n(d.idleWal)} B (before DEFAULT) and ${n(f.idleWal)} B (before FULL) of WAL in ${IDLE_PROBE_MS / 1000} s with this program idle${d.checkpoint && f.checkpoint ? "" : "; CHECKPOINT was refused, so full-page images may differ"}`,
@@ -324,8 +349,11 @@ async function main(): Promise<number> {
   };
   process.on("SIGINT", interrupted);
   try {
-    const { rows } = await admin.query<{ v: string; level: string }>("SELECT current_setting('server_version') AS v, current_setting('wal_level') AS level");
-    if (rows[0]!.level !== "logical") throw new Error(`wal_level is ${rows[0]!.level}: the comparison only means something at wal_level=logical`);
+    const { rows } = await admin.query<{ v: string; level: string }>(
+      "SELECT current_setting('server_version') AS v, current_setting('wal_level') AS level",
+    );
+    if (rows[0]!.level !== "logical")
+      throw new Error(`wal_level is ${rows[0]!.level}: the comparison only means something at wal_level=logical`);
     log(`PostgreSQL ${rows[0]!.v} at ${cfg.host}:${cfg.port}`);
     const versions = JSON.parse(readFileSync(path.join(ROOT, "test/fixtures/airflow/versions.json"), "utf8")) as Record<string, string>;
     const reports: string[] = [];
@@ -339,7 +367,9 @@ async function main(): Promise<number> {
       }
       reports.push(report(major, versions[major]!, o, m[0]!, m[1]!));
     }
-    console.log(`\nWAL written per kind of write, REPLICA IDENTITY DEFAULT vs FULL on task_instance and dag_run (PostgreSQL ${rows[0]!.v})`);
+    console.log(
+      `\nWAL written per kind of write, REPLICA IDENTITY DEFAULT vs FULL on task_instance and dag_run (PostgreSQL ${rows[0]!.v})`,
+    );
     console.log(`command: npm run bench:wal-cost${process.argv.length > 2 ? ` -- ${process.argv.slice(2).join(" ")}` : ""}\n`);
     console.log(reports.join("\n\n"));
     console.log("\nWAL: pg_current_wal_insert_lsn() after each transaction minus before it (records, full-page images, commit record).");

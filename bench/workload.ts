@@ -54,10 +54,56 @@ export interface Run {
 }
 
 const DOMAINS = ["finance", "marketing", "sales", "ml", "ops", "platform", "growth", "risk", "supply", "hr", "billing", "search"];
-const PURPOSES = ["daily_rollup", "hourly_ingest", "feature_build", "report", "sync", "backfill_guard", "quality_checks", "export", "model_train", "snapshot"];
-const VERBS = ["extract", "load", "transform", "validate", "aggregate", "publish", "notify", "wait_for", "compute", "dedupe", "partition", "score"];
-const NOUNS = ["orders", "customers", "events", "sessions", "invoices", "features", "inventory", "clicks", "payments", "accounts", "metrics", "logs"];
-const OPERATORS = ["PythonOperator", "BashOperator", "SQLExecuteQueryOperator", "KubernetesPodOperator", "S3ToSnowflakeOperator", "ExternalTaskSensor", "EmptyOperator", "HttpOperator"];
+const PURPOSES = [
+  "daily_rollup",
+  "hourly_ingest",
+  "feature_build",
+  "report",
+  "sync",
+  "backfill_guard",
+  "quality_checks",
+  "export",
+  "model_train",
+  "snapshot",
+];
+const VERBS = [
+  "extract",
+  "load",
+  "transform",
+  "validate",
+  "aggregate",
+  "publish",
+  "notify",
+  "wait_for",
+  "compute",
+  "dedupe",
+  "partition",
+  "score",
+];
+const NOUNS = [
+  "orders",
+  "customers",
+  "events",
+  "sessions",
+  "invoices",
+  "features",
+  "inventory",
+  "clicks",
+  "payments",
+  "accounts",
+  "metrics",
+  "logs",
+];
+const OPERATORS = [
+  "PythonOperator",
+  "BashOperator",
+  "SQLExecuteQueryOperator",
+  "KubernetesPodOperator",
+  "S3ToSnowflakeOperator",
+  "ExternalTaskSensor",
+  "EmptyOperator",
+  "HttpOperator",
+];
 const HOSTS = Array.from({ length: 24 }, (_, i) => `airflow-worker-${i}.airflow-worker.airflow.svc.cluster.local`);
 
 export class Workload {
@@ -83,9 +129,16 @@ export class Workload {
       const tasks: Task[] = [];
       const mapped = this.rnd() < 0.1 ? this.int(3, Math.min(16, size - 1)) : 0;
       for (let t = 0; tasks.length < size - mapped; t++) {
-        tasks.push({ taskId: `${this.pick(VERBS)}_${this.pick(NOUNS)}_${t}`, mapIndex: -1, operator: this.pick(OPERATORS), maxTries: this.int(0, 3), prio: this.int(1, 10) });
+        tasks.push({
+          taskId: `${this.pick(VERBS)}_${this.pick(NOUNS)}_${t}`,
+          mapIndex: -1,
+          operator: this.pick(OPERATORS),
+          maxTries: this.int(0, 3),
+          prio: this.int(1, 10),
+        });
       }
-      for (let m = 0; m < mapped; m++) tasks.push({ taskId: "process_partition", mapIndex: m, operator: "PythonOperator", maxTries: 2, prio: 1 });
+      for (let m = 0; m < mapped; m++)
+        tasks.push({ taskId: "process_partition", mapIndex: m, operator: "PythonOperator", maxTries: 2, prio: 1 });
       // Dependency layers: waves of roughly 10..30 tasks (so scheduler transactions touch 5-50 rows).
       const nWaves = Math.max(1, Math.round(size / this.int(10, 30)));
       const waves: number[] = [];
@@ -122,7 +175,13 @@ export class Workload {
 
   /** One run of a DAG whose single task is mapped `width` ways: every event has the same key. */
   planWide(width: number): Run {
-    const tasks: Task[] = Array.from({ length: width }, (_, m) => ({ taskId: "process_partition", mapIndex: m, operator: "PythonOperator", maxTries: 0, prio: 1 }));
+    const tasks: Task[] = Array.from({ length: width }, (_, m) => ({
+      taskId: "process_partition",
+      mapIndex: m,
+      operator: "PythonOperator",
+      maxTries: 0,
+      prio: 1,
+    }));
     const dag: Dag = { dagId: "bulk_fanout_partitions", tasks, waves: [width], runs: 0 };
     this.dags.push(dag);
     const logical = "2025-06-01T00:00:00+00:00";
@@ -201,7 +260,12 @@ export function sqlFor(major: "2" | "3"): Sql {
     values: [run.dagRunId],
     events: 1,
   });
-  const decision = (run: Run): Tx => ({ name: "run_decision", text: `UPDATE dag_run SET last_scheduling_decision = now() WHERE id = $1`, values: [run.dagRunId], events: 0 });
+  const decision = (run: Run): Tx => ({
+    name: "run_decision",
+    text: `UPDATE dag_run SET last_scheduling_decision = now() WHERE id = $1`,
+    values: [run.dagRunId],
+    events: 0,
+  });
   if (major === "3") {
     const SCHED = `UPDATE task_instance SET state = 'scheduled', try_number = try_number + 1, scheduled_dttm = now(), updated_at = now() WHERE id = ANY($2::uuid[])`;
     const ids = (wave: Ti[]) => wave.map((t) => t.id);
@@ -235,7 +299,12 @@ export function sqlFor(major: "2" | "3"): Sql {
         ],
         events: 1 + run.tis.length,
       }),
-      scheduleFirst: (run, wave) => ({ name: "sched_first3", text: `WITH r AS (${DR_RUNNING}) ${SCHED}`, values: [run.dagRunId, ids(wave)], events: 1 + wave.length }),
+      scheduleFirst: (run, wave) => ({
+        name: "sched_first3",
+        text: `WITH r AS (${DR_RUNNING}) ${SCHED}`,
+        values: [run.dagRunId, ids(wave)],
+        events: 1 + wave.length,
+      }),
       schedule: (_run, wave) => ({ name: "sched3", text: SCHED.replace("$2", "$1"), values: [ids(wave)], events: wave.length }),
       queue: (_run, wave, jobId) => ({
         name: "queue3",
@@ -249,7 +318,12 @@ export function sqlFor(major: "2" | "3"): Sql {
         values: [ti.id, hostname, pid],
         events: 1,
       }),
-      heartbeat: (_run, ti) => ({ name: "hb3", text: `UPDATE task_instance SET last_heartbeat_at = now() WHERE id = $1`, values: [ti.id], events: 0 }),
+      heartbeat: (_run, ti) => ({
+        name: "hb3",
+        text: `UPDATE task_instance SET last_heartbeat_at = now() WHERE id = $1`,
+        values: [ti.id],
+        events: 0,
+      }),
       succeed: (_run, ti) => ({
         name: "ok3",
         text: `UPDATE task_instance SET state = 'success', end_date = now(), duration = extract(epoch FROM now() - start_date), updated_at = now() WHERE id = $1`,
@@ -318,7 +392,12 @@ export function sqlFor(major: "2" | "3"): Sql {
       values: [...oneKey(run, ti), hostname, pid],
       events: 1,
     }),
-    heartbeat: (run, ti) => ({ name: "hb2", text: `UPDATE task_instance SET updated_at = now() WHERE ${ONE}`, values: oneKey(run, ti), events: 0 }),
+    heartbeat: (run, ti) => ({
+      name: "hb2",
+      text: `UPDATE task_instance SET updated_at = now() WHERE ${ONE}`,
+      values: oneKey(run, ti),
+      events: 0,
+    }),
     succeed: (run, ti) => ({
       name: "ok2",
       text: `UPDATE task_instance SET state = 'success', end_date = now(), duration = extract(epoch FROM now() - start_date), updated_at = now() WHERE ${ONE}`,

@@ -32,8 +32,13 @@ async function main(): Promise<void> {
   say(`== Airflow ${version} schema into database "${db}"`);
   // Every slot in the demo's database, not only its own: PostgreSQL refuses to drop a database that
   // holds one (left there, say, by a daemon started on it by hand with another slot name).
-  const dropped = await sql("postgres", "SELECT slot_name, pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE database = $1 AND NOT active", [db]);
-  for (const r of dropped.rows as { slot_name: string }[]) if (r.slot_name !== db) say(`== dropped replication slot "${r.slot_name}" of database "${db}"`);
+  const dropped = await sql(
+    "postgres",
+    "SELECT slot_name, pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE database = $1 AND NOT active",
+    [db],
+  );
+  for (const r of dropped.rows as { slot_name: string }[])
+    if (r.slot_name !== db) say(`== dropped replication slot "${r.slot_name}" of database "${db}"`);
   await sql("postgres", `DROP DATABASE IF EXISTS ${db} WITH (FORCE)`);
   await sql("postgres", `CREATE DATABASE ${db}`);
   await sql(db, readFileSync(`test/fixtures/airflow/airflow-${version}.sql`, "utf8"));
@@ -44,13 +49,22 @@ async function main(): Promise<void> {
   if ((await admin.listTopics()).includes(topic)) await admin.deleteTopics({ topics: [topic] });
   await admin.disconnect();
 
-  const daemonEnv = { ...process.env, PGDATABASE: db, EVENTSTREAM_SLOT: db, EVENTSTREAM_PUBLICATION: db, EVENTSTREAM_TOPIC: topic, EVENTSTREAM_TOPIC_PARTITIONS: "1", LOG_LEVEL: "info" };
+  const daemonEnv = {
+    ...process.env,
+    PGDATABASE: db,
+    EVENTSTREAM_SLOT: db,
+    EVENTSTREAM_PUBLICATION: db,
+    EVENTSTREAM_TOPIC: topic,
+    EVENTSTREAM_TOPIC_PARTITIONS: "1",
+    LOG_LEVEL: "info",
+  };
   // The slot of the last run was dropped above, but its checkpoint (in the checkpoint topic, keyed by
   // slot name) still holds the old position: against the new slot that is a gap, and the daemon
   // would rightly refuse to start. Retiring a slot means deleting its checkpoint too (docs/operations.md).
   say("== deleting the last run's checkpoint (airflow-eventstream reset-checkpoint)");
   const reset = spawnSync("bin/airflow-eventstream", ["reset-checkpoint"], { env: daemonEnv, encoding: "utf8" });
-  if (reset.status !== 0) throw new Error(`airflow-eventstream reset-checkpoint exited with ${reset.status ?? reset.signal}:\n${reset.stdout}${reset.stderr}`);
+  if (reset.status !== 0)
+    throw new Error(`airflow-eventstream reset-checkpoint exited with ${reset.status ?? reset.signal}:\n${reset.stdout}${reset.stderr}`);
 
   say("== starting the daemon (its log lines are prefixed with 'daemon |')");
   const daemon = spawn("bin/airflow-eventstream", ["run"], { env: daemonEnv, stdio: ["ignore", "pipe", "pipe"] });
@@ -85,8 +99,13 @@ async function main(): Promise<void> {
   }
 }
 
-async function playAndCheck(kafka: Kafka, exited: Promise<number | null>, died: Promise<void>, markStopping: () => void, daemon: ChildProcess): Promise<void> {
-
+async function playAndCheck(
+  kafka: Kafka,
+  exited: Promise<number | null>,
+  died: Promise<void>,
+  markStopping: () => void,
+  daemon: ChildProcess,
+): Promise<void> {
   const consumer = kafka.consumer({ groupId: `demo-${randomUUID()}`, maxWaitTimeInMs: 100 });
   await consumer.connect();
   await consumer.subscribe({ topics: [topic], fromBeginning: true });
@@ -100,8 +119,11 @@ async function playAndCheck(kafka: Kafka, exited: Promise<number | null>, died: 
       const e = JSON.parse(message.value!.toString()) as Record<string, unknown>;
       receivedXids.push((e.source as { xid: number }).xid);
       const from = e.previous_state_known ? String(e.previous_state ?? "none") : "?";
-      const what = e.type === "task_instance" ? `task ${e.task_id}${e.map_index === -1 ? "" : `[${e.map_index}]`} try ${e.try_number}` : `dag run`;
-      say(`kafka  | key=${message.key} ${String(e.op).padEnd(6)} ${what.padEnd(26)} ${from} -> ${e.state ?? "none"}   (${(e.source as { position: string }).position})`);
+      const what =
+        e.type === "task_instance" ? `task ${e.task_id}${e.map_index === -1 ? "" : `[${e.map_index}]`} try ${e.try_number}` : `dag run`;
+      say(
+        `kafka  | key=${message.key} ${String(e.op).padEnd(6)} ${what.padEnd(26)} ${from} -> ${e.state ?? "none"}   (${(e.source as { position: string }).position})`,
+      );
     },
   });
 
@@ -133,7 +155,10 @@ async function playAndCheck(kafka: Kafka, exited: Promise<number | null>, died: 
   // Events carry the 32-bit xid; pg_current_xact_id() is the 64-bit one with the epoch on top.
   const XID = "(pg_current_xact_id()::text::bigint % 4294967296)::int AS xid";
   const set = async (task: string, assignments: string, mapIndex = -1) => {
-    const r = await c.query<{ xid: number }>(`UPDATE task_instance SET ${assignments} WHERE dag_id = $1 AND task_id = $2 AND run_id = $3 AND map_index = $4 RETURNING ${XID}`, [dag, task, run, mapIndex]);
+    const r = await c.query<{ xid: number }>(
+      `UPDATE task_instance SET ${assignments} WHERE dag_id = $1 AND task_id = $2 AND run_id = $3 AND map_index = $4 RETURNING ${XID}`,
+      [dag, task, run, mapIndex],
+    );
     if (r.rowCount !== 1) throw new Error(`UPDATE of ${task}[${mapIndex}] changed ${r.rowCount} rows, not 1`);
     return r.rows[0]!.xid;
   };
@@ -146,7 +171,8 @@ async function playAndCheck(kafka: Kafka, exited: Promise<number | null>, died: 
     await transition(task, "state = 'queued', queued_dttm = now()", mapIndex);
     await transition(task, "state = 'running', start_date = now(), hostname = 'worker-1', pid = 4242", mapIndex);
     // Heartbeats: column churn, no transition, no event.
-    for (let i = 0; i < 3; i++) heartbeatXids.add(await set(task, major === "3" ? "last_heartbeat_at = now()" : "updated_at = now()", mapIndex));
+    for (let i = 0; i < 3; i++)
+      heartbeatXids.add(await set(task, major === "3" ? "last_heartbeat_at = now()" : "updated_at = now()", mapIndex));
     await transition(task, `state = '${outcome}', end_date = now(), duration = 0.5`, mapIndex);
   };
 
@@ -179,7 +205,9 @@ async function playAndCheck(kafka: Kafka, exited: Promise<number | null>, died: 
   }
   await consumer.disconnect();
   const fromHeartbeats = receivedXids.filter((x) => heartbeatXids.has(x)).length;
-  say(`== ${received} events read from Kafka topic "${topic}" for ${transitions} transitions written; ${heartbeatXids.size} heartbeat updates written produced ${fromHeartbeats} events`);
+  say(
+    `== ${received} events read from Kafka topic "${topic}" for ${transitions} transitions written; ${heartbeatXids.size} heartbeat updates written produced ${fromHeartbeats} events`,
+  );
   markStopping();
   daemon.kill("SIGTERM");
   const code = await exited;

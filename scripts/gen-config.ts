@@ -5,7 +5,17 @@
 import { writeFileSync } from "node:fs";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import { z } from "zod";
-import { bool, ENV_EXAMPLE_INTRO, GROUPS, identifier, REFERENCE_INTRO, SETTINGS, TOOLING_NAMES, TOOLING_PREFIXES, topicName } from "../src/config/settings.ts";
+import {
+  bool,
+  ENV_EXAMPLE_INTRO,
+  GROUPS,
+  identifier,
+  REFERENCE_INTRO,
+  SETTINGS,
+  TOOLING_NAMES,
+  TOOLING_PREFIXES,
+  topicName,
+} from "../src/config/settings.ts";
 import type { GroupId, Setting } from "../src/config/settings.ts";
 
 const SOURCE = "src/config/settings.ts";

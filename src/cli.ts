@@ -39,10 +39,23 @@ async function main(argv: string[]): Promise<number> {
     if (cmd === "reset-checkpoint") {
       const out = await resetCheckpoint(cfg, log);
       const done = [
-        out.checkpoint === "deleted" ? `deleted the checkpoint of slot "${cfg.slot}" in ${cfg.checkpointTopic}` : out.checkpoint === "no checkpoint topic" ? `no checkpoint topic ${cfg.checkpointTopic}: nothing to delete` : "no checkpoint in use (EVENTSTREAM_GAP_DETECTION=false)",
-        out.slot === "dropped" ? `dropped the invalidated slot "${cfg.slot}"` : out.slot === "missing" ? `slot "${cfg.slot}" does not exist` : `kept slot "${cfg.slot}"`,
+        out.checkpoint === "deleted"
+          ? `deleted the checkpoint of slot "${cfg.slot}" in ${cfg.checkpointTopic}`
+          : out.checkpoint === "no checkpoint topic"
+            ? `no checkpoint topic ${cfg.checkpointTopic}: nothing to delete`
+            : "no checkpoint in use (EVENTSTREAM_GAP_DETECTION=false)",
+        out.slot === "dropped"
+          ? `dropped the invalidated slot "${cfg.slot}"`
+          : out.slot === "missing"
+            ? `slot "${cfg.slot}" does not exist`
+            : `kept slot "${cfg.slot}"`,
       ];
-      const next = out.slot === "kept" ? "streams from the slot's current position" : cfg.createSlot ? "creates a new slot and streams from there" : "streams once you have created the slot (EVENTSTREAM_CREATE_SLOT is false)";
+      const next =
+        out.slot === "kept"
+          ? "streams from the slot's current position"
+          : cfg.createSlot
+            ? "creates a new slot and streams from there"
+            : "streams once you have created the slot (EVENTSTREAM_CREATE_SLOT is false)";
       process.stdout.write(`airflow-eventstream: ${done.join("; ")}. The gap is accepted: the next \`airflow-eventstream run\` ${next}.\n`);
       return 0;
     }
@@ -64,7 +77,10 @@ async function main(argv: string[]): Promise<number> {
     };
     process.on("SIGTERM", onSignal);
     process.on("SIGINT", onSignal);
-    log.info({ slot: cfg.slot, publication: cfg.publication, brokers: cfg.kafka.brokers, database: cfg.pg.database, host: cfg.pg.host }, "starting");
+    log.info(
+      { slot: cfg.slot, publication: cfg.publication, brokers: cfg.kafka.brokers, database: cfg.pg.database, host: cfg.pg.host },
+      "starting",
+    );
     await daemon.run();
     log.info("stopped");
     return 0;

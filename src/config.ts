@@ -56,7 +56,8 @@ export function loadConfig(source: NodeJS.ProcessEnv = process.env, dotEnv: Read
   for (const [k, v] of Object.entries(source)) if (v !== undefined && v !== "") raw[k] = v;
   const refused = (key: string) => refusedValue(key, raw[key], dotEnv);
   const unknown = unknownSettings(Object.keys(raw)).map(
-    (name) => `  ${refused(name)}: not a setting of airflow-eventstream; did you mean ${closestSettings(name).join(", ")}? (all settings: .env.example)`,
+    (name) =>
+      `  ${refused(name)}: not a setting of airflow-eventstream; did you mean ${closestSettings(name).join(", ")}? (all settings: .env.example)`,
   );
   const parsed = env.safeParse(raw);
   if (!parsed.success || unknown.length > 0) {
@@ -64,7 +65,9 @@ export function loadConfig(source: NodeJS.ProcessEnv = process.env, dotEnv: Read
       const key = String(i.path[0] ?? "?");
       return `  ${refused(key)}: ${i.message}`;
     });
-    throw new ConfigError(`invalid configuration; set these environment variables (see .env.example):\n${[...unknown, ...lines].join("\n")}`);
+    throw new ConfigError(
+      `invalid configuration; set these environment variables (see .env.example):\n${[...unknown, ...lines].join("\n")}`,
+    );
   }
   const e = parsed.data;
   const problems: string[] = [];
@@ -90,17 +93,24 @@ function checkTogether(e: Env, refused: (key: string) => string, problems: strin
     problems.push("  KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD: required with KAFKA_SASL_MECHANISM");
   }
   if (e.KAFKA_SSL_CA_FILE && !e.KAFKA_SSL) problems.push(`  ${refused("KAFKA_SSL")}: set it to true to use KAFKA_SSL_CA_FILE`);
-  const kafkaCa = e.KAFKA_SSL && e.KAFKA_SSL_CA_FILE ? readCaFile("KAFKA_SSL_CA_FILE", e.KAFKA_SSL_CA_FILE, "the brokers'", problems) : null;
+  const kafkaCa =
+    e.KAFKA_SSL && e.KAFKA_SSL_CA_FILE ? readCaFile("KAFKA_SSL_CA_FILE", e.KAFKA_SSL_CA_FILE, "the brokers'", problems) : null;
   // As libpq: with sslmode=disable the root certificate is never used, so it is not read either.
-  const pgRootCert = e.PGSSLMODE !== "disable" && e.PGSSLROOTCERT ? readCaFile("PGSSLROOTCERT", e.PGSSLROOTCERT, "PostgreSQL's", problems) : null;
+  const pgRootCert =
+    e.PGSSLMODE !== "disable" && e.PGSSLROOTCERT ? readCaFile("PGSSLROOTCERT", e.PGSSLROOTCERT, "PostgreSQL's", problems) : null;
   const template = e.EVENTSTREAM_TOPIC_TEMPLATE.trim();
   if (template !== "" && !template.includes("{dag_id}")) {
     problems.push(`  ${refused("EVENTSTREAM_TOPIC_TEMPLATE")}: must contain {dag_id}, e.g. "airflow.{dag_id}", or be empty for one topic`);
   }
   if (e.EVENTSTREAM_DELIVERY === "exactly-once" && !e.EVENTSTREAM_GAP_DETECTION) {
-    problems.push(`  ${refused("EVENTSTREAM_GAP_DETECTION")}: exactly-once keeps and checks a checkpoint in any case; remove the setting (false is for at-least-once only)`);
+    problems.push(
+      `  ${refused("EVENTSTREAM_GAP_DETECTION")}: exactly-once keeps and checks a checkpoint in any case; remove the setting (false is for at-least-once only)`,
+    );
   }
-  if (e.EVENTSTREAM_GAP_DETECTION && (e.EVENTSTREAM_CHECKPOINT_TOPIC === e.EVENTSTREAM_TOPIC || e.EVENTSTREAM_CHECKPOINT_TOPIC === e.EVENTSTREAM_DEAD_LETTER_TOPIC)) {
+  if (
+    e.EVENTSTREAM_GAP_DETECTION &&
+    (e.EVENTSTREAM_CHECKPOINT_TOPIC === e.EVENTSTREAM_TOPIC || e.EVENTSTREAM_CHECKPOINT_TOPIC === e.EVENTSTREAM_DEAD_LETTER_TOPIC)
+  ) {
     problems.push(`  ${refused("EVENTSTREAM_CHECKPOINT_TOPIC")}: must be a topic of its own, not the events' or the dead-letter topic`);
   }
   return { kafkaCa, pgRootCert };
@@ -190,7 +200,9 @@ export function unknownSettings(names: Iterable<string>): string[] {
 export function closestSettings(name: string, n = 3): string[] {
   // Also without the prefix: EVENTSTREAM_KAFKA_BROKERS means KAFKA_BROKERS.
   const bare = name.replace(/^EVENTSTREAM_/, "");
-  const ranked = SETTING_NAMES.map((s) => ({ s, d: Math.min(editDistance(name, s), editDistance(bare, s)) })).sort((a, b) => a.d - b.d || a.s.localeCompare(b.s));
+  const ranked = SETTING_NAMES.map((s) => ({ s, d: Math.min(editDistance(name, s), editDistance(bare, s)) })).sort(
+    (a, b) => a.d - b.d || a.s.localeCompare(b.s),
+  );
   const nearest = ranked[0]!.d;
   return ranked
     .filter((x) => x.d <= nearest + 2)
@@ -225,7 +237,9 @@ function readCaFile(variable: string, path: string, whose: string, problems: str
     return null;
   }
   if (!pem.includes("-----BEGIN CERTIFICATE-----")) {
-    problems.push(`  ${variable}: ${path} holds no PEM certificate ("-----BEGIN CERTIFICATE-----"); set it to the PEM file of the CA that signed ${whose} certificate`);
+    problems.push(
+      `  ${variable}: ${path} holds no PEM certificate ("-----BEGIN CERTIFICATE-----"); set it to the PEM file of the CA that signed ${whose} certificate`,
+    );
     return null;
   }
   return { path, pem };

@@ -203,10 +203,16 @@ export function tlsFailure(e: unknown): TlsFailure | undefined {
     if (kind) {
       const names = typeof cert?.subjectaltname === "string" ? cert.subjectaltname : null;
       // Without kafkajs's prefix, and without the dangling ": " of Node's altname message.
-      return { kind, code: code as string, message: text.replace(/^Connection error: /, "").replace(/[\s:]+$/, ""), certificateNames: names };
+      return {
+        kind,
+        code: code as string,
+        message: text.replace(/^Connection error: /, "").replace(/[\s:]+$/, ""),
+        certificateNames: names,
+      };
     }
     // node-postgres, when the server answers the SSLRequest with "N".
-    if (text === "The server does not support SSL connections") return { kind: "not-tls", code: "SSL_NOT_SUPPORTED", message: text, certificateNames: null };
+    if (text === "The server does not support SSL connections")
+      return { kind: "not-tls", code: "SSL_NOT_SUPPORTED", message: text, certificateNames: null };
   }
   return undefined;
 }

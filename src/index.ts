@@ -1,5 +1,15 @@
 /** The package's public surface: the event contract for consumers, and the daemon for embedding. */
-export { AirflowEvent, StreamEvent, TaskInstanceEvent, DagRunEvent, NotificationEvent, NotificationValue, TableTruncatedEvent, SourcePosition, TaskState } from "./airflow/events.js";
+export {
+  AirflowEvent,
+  StreamEvent,
+  TaskInstanceEvent,
+  DagRunEvent,
+  NotificationEvent,
+  NotificationValue,
+  TableTruncatedEvent,
+  SourcePosition,
+  TaskState,
+} from "./airflow/events.js";
 export { loadConfig, type Config } from "./config.js";
 export { Daemon } from "./main.js";
 export * from "./errors.js";

@@ -62,7 +62,11 @@ export class Daemon {
         const err = coerceError(e);
         if (err instanceof SlotBusyError) {
           // Standby: poll the slot every second, so takeover is quick; say so once, not every second.
-          if (!this.waitingForSlot) this.log.warn({ err: describeError(err), slot: this.cfg.slot }, "replication slot in use by another connection; waiting for it");
+          if (!this.waitingForSlot)
+            this.log.warn(
+              { err: describeError(err), slot: this.cfg.slot },
+              "replication slot in use by another connection; waiting for it",
+            );
           this.waitingForSlot = true;
           await this.sleep(1_000);
           continue;

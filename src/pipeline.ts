@@ -94,9 +94,16 @@ export class Session {
     if (built.kind !== "source") {
       const deadline = Date.now() + timeoutMs;
       const late = await withDeadline(built.sink.idle(), deadline);
-      if (late) this.log.warn({ timeoutMs }, "Kafka did not acknowledge everything before the shutdown timeout; the rest is re-delivered on the next start");
+      if (late)
+        this.log.warn(
+          { timeoutMs },
+          "Kafka did not acknowledge everything before the shutdown timeout; the rest is re-delivered on the next start",
+        );
       else if (built.kind === "streaming" && built.ack.checkpointBehind && (await withDeadline(built.sink.checkpointNow(), deadline))) {
-        this.log.warn({ timeoutMs }, "the last checkpoint was not written before the shutdown timeout; the unacknowledged tail is re-delivered on the next start");
+        this.log.warn(
+          { timeoutMs },
+          "the last checkpoint was not written before the shutdown timeout; the unacknowledged tail is re-delivered on the next start",
+        );
       }
     }
     const now = this.built;

@@ -28,7 +28,10 @@ export async function resetCheckpoint(cfg: Config, log: Logger): Promise<ResetOu
     await dropInvalidatedSlot(cfg, slotLog, { dryRun: true });
     const deleted = await withCheckpointStore(cfg, log.child({ module: "sink" }), (store) => store.delete());
     checkpoint = deleted ? "deleted" : "no checkpoint topic";
-    log.info({ slot: cfg.slot, topic: cfg.checkpointTopic, outcome: checkpoint }, checkpoint === "deleted" ? "deleted the checkpoint (tombstone)" : "the checkpoint topic does not exist: no checkpoint to delete");
+    log.info(
+      { slot: cfg.slot, topic: cfg.checkpointTopic, outcome: checkpoint },
+      checkpoint === "deleted" ? "deleted the checkpoint (tombstone)" : "the checkpoint topic does not exist: no checkpoint to delete",
+    );
   }
   const slot = await dropInvalidatedSlot(cfg, slotLog, { dryRun: false });
   return { slot, checkpoint };

@@ -84,7 +84,9 @@ export class MessageLoop implements StreamHandlers {
     const key = route.key;
     // Kafka's limit is on the record's bytes. A UTF-16 unit is at most 3 bytes of UTF-8, so
     // most events skip the exact count.
-    const oversized = (value.length + (key?.length ?? 0)) * 3 + RECORD_OVERHEAD_BYTES > cfg.maxMessageBytes && recordBytes(value, key) > cfg.maxMessageBytes;
+    const oversized =
+      (value.length + (key?.length ?? 0)) * 3 + RECORD_OVERHEAD_BYTES > cfg.maxMessageBytes &&
+      recordBytes(value, key) > cfg.maxMessageBytes;
     if (this.replay !== null) {
       const pos = { commitLsn: ev.commitLsn, index: ev.index };
       const topic = oversized && cfg.deadLetterTopic !== null ? cfg.deadLetterTopic : route.topic;
@@ -96,7 +98,9 @@ export class MessageLoop implements StreamHandlers {
       if (this.replayEnd === null || comparePositions(pos, this.replayEnd) > 0) {
         this.log.info(
           { skipped: this.skipped, inKafkaUpTo: this.replayEnd && formatPosition(this.replayEnd), first: event.source.position },
-          cfg.delivery === "exactly-once" ? "exactly-once: past the checkpoint; publishing" : "replay: past what Kafka holds; publishing everything from here",
+          cfg.delivery === "exactly-once"
+            ? "exactly-once: past the checkpoint; publishing"
+            : "replay: past what Kafka holds; publishing everything from here",
         );
         this.replay = null;
       }
@@ -132,8 +136,18 @@ export class MessageLoop implements StreamHandlers {
       );
     }
     this.deadLettered++;
-    this.log.warn({ ...where, bytes, topic: dlq, dead_lettered_total: this.deadLettered }, "event over the size limit sent to the dead-letter topic");
-    const summary = JSON.stringify({ reason: "message_too_large", bytes, limit: this.cfg.maxMessageBytes, ...where, source: event.source, head: value.slice(0, 1024) });
+    this.log.warn(
+      { ...where, bytes, topic: dlq, dead_lettered_total: this.deadLettered },
+      "event over the size limit sent to the dead-letter topic",
+    );
+    const summary = JSON.stringify({
+      reason: "message_too_large",
+      bytes,
+      limit: this.cfg.maxMessageBytes,
+      ...where,
+      source: event.source,
+      head: value.slice(0, 1024),
+    });
     this.parts.sink.push({ topic: dlq, key: where.dag_id, value: summary, seq: this.parts.ack.next(), commitLsn, index });
   }
 }

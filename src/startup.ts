@@ -29,7 +29,12 @@ export interface OpenSlot {
  * missing slot is created only when no checkpoint says this daemon streamed from one: created
  * first, the next start would find a slot and carry on past the gap. null: stop() came first.
  */
-export async function openSlot(cfg: Config, log: Logger, { source, sink, life }: { source: ReplicationSource; sink: Sink; life: Lifecycle }, ready: SourceReady): Promise<OpenSlot | null> {
+export async function openSlot(
+  cfg: Config,
+  log: Logger,
+  { source, sink, life }: { source: ReplicationSource; sink: Sink; life: Lifecycle },
+  ready: SourceReady,
+): Promise<OpenSlot | null> {
   await sink.connect(cfg.topicTemplate === null ? cfg.topic : null);
   if (life.stopping) return null;
   const identity = cfg.gapDetection ? await source.readIdentity() : null;
@@ -122,7 +127,12 @@ export class Startup {
     const { sink, ack, created } = this.p;
     const verdict = refuseGap(cfg, log, cp, facts(cfg.slot, now, created));
     log.info(
-      { slot: cfg.slot, checkpointAckedLsn: cp?.ackedLsn ? formatLsn(cp.ackedLsn) : null, slotConfirmedFlushLsn: now.slot ? formatLsn(now.slot.confirmedFlushLsn) : null, basis: verdict.basis },
+      {
+        slot: cfg.slot,
+        checkpointAckedLsn: cp?.ackedLsn ? formatLsn(cp.ackedLsn) : null,
+        slotConfirmedFlushLsn: now.slot ? formatLsn(now.slot.confirmedFlushLsn) : null,
+        basis: verdict.basis,
+      },
       "no gap between the checkpoint and the slot",
     );
     if (cp?.ackedLsn !== null && cp?.ackedLsn !== undefined) {
@@ -130,7 +140,10 @@ export class Startup {
         // The server's WAL went back (a restore to an earlier point): that acked_lsn belongs
         // to a history the server left, so it bounds nothing any more.
         // The ack rule then starts over from the slot (it is not told of this acked_lsn).
-        log.warn({ checkpointAckedLsn: formatLsn(cp.ackedLsn), wal: formatLsn(now.walLsn) }, "the checkpoint's acked_lsn is ahead of the server's WAL (restored to an earlier point?); starting the acknowledged position over from the slot");
+        log.warn(
+          { checkpointAckedLsn: formatLsn(cp.ackedLsn), wal: formatLsn(now.walLsn) },
+          "the checkpoint's acked_lsn is ahead of the server's WAL (restored to an earlier point?); starting the acknowledged position over from the slot",
+        );
       } else {
         // Durable in Kafka already: every later checkpoint records at least it (AckRule.ackedLsnFor).
         ack.checkpointFound(cp.ackedLsn);
@@ -171,8 +184,15 @@ export class Startup {
 export function refuseGap(cfg: Config, log: Logger, cp: Checkpoint | null, slot: SlotFacts): Extract<GapVerdict, { kind: "ok" }> {
   const v = assessGap(cp, slot);
   if (v.kind === "ok") return v;
-  const message = gapMessage(v, cp, slot, { slot: cfg.slot, checkpointTopic: cfg.gapDetection ? cfg.checkpointTopic : null, createSlot: cfg.createSlot });
-  log.error({ slot: cfg.slot, reason: v.reason, gapFrom: v.from === null ? null : formatLsn(v.from), gapTo: formatLsn(v.to) }, "gap in the event stream: events were lost; stopping");
+  const message = gapMessage(v, cp, slot, {
+    slot: cfg.slot,
+    checkpointTopic: cfg.gapDetection ? cfg.checkpointTopic : null,
+    createSlot: cfg.createSlot,
+  });
+  log.error(
+    { slot: cfg.slot, reason: v.reason, gapFrom: v.from === null ? null : formatLsn(v.from), gapTo: formatLsn(v.to) },
+    "gap in the event stream: events were lost; stopping",
+  );
   throw new SlotGapError(message);
 }
 
@@ -210,7 +230,8 @@ async function readBack(
   });
   let heads = res.heads;
   let highest: Position | null = null;
-  for (const parts of heads.values()) for (const h of parts) if (h !== null && (highest === null || comparePositions(h, highest) > 0)) highest = h;
+  for (const parts of heads.values())
+    for (const h of parts) if (h !== null && (highest === null || comparePositions(h, highest) > 0)) highest = h;
   if (highest !== null && walLsn > 0n && highest.commitLsn > walLsn) {
     log.warn(
       { inKafkaUpTo: formatPosition(highest), wal: formatLsn(walLsn) },

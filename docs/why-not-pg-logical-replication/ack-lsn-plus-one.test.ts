@@ -29,7 +29,13 @@ describe("pg-logical-replication (evidence): acknowledging a commit's end LSN", 
     const slot = `${db}_lib`;
     await withPg(db, (c) => c.query("SELECT pg_create_logical_replication_slot($1, 'pgoutput')", [slot]));
     await witness(db, witnessSlot, db);
-    const { a, b } = await adjacentCommitsRetrying(db, witnessSlot, db, (c) => c.query("INSERT INTO a VALUES (100, 'A')"), (c) => c.query("INSERT INTO b VALUES (100, 'B')"));
+    const { a, b } = await adjacentCommitsRetrying(
+      db,
+      witnessSlot,
+      db,
+      (c) => c.query("INSERT INTO a VALUES (100, 'A')"),
+      (c) => c.query("INSERT INTO b VALUES (100, 'B')"),
+    );
     const lib = new LogicalReplicationService({ ...services().pg, database: db }, { acknowledge: { auto: false, timeoutSeconds: 0 } });
     const started = new Promise<void>((r) => lib.once("start", () => r()));
     lib.on("error", () => undefined);

@@ -108,7 +108,13 @@ export class DagRunMapper {
       dataIntervalEnd: str(row, "data_interval_end"),
       clearNumber: next.clearNumber,
     });
-    if (change.kind === "update" && prev && prev.state === next.state && prev.clearNumber === next.clearNumber && prev.runId === next.runId) {
+    if (
+      change.kind === "update" &&
+      prev &&
+      prev.state === next.state &&
+      prev.clearNumber === next.clearNumber &&
+      prev.runId === next.runId
+    ) {
       return null;
     }
     this.runs.set(key, next);

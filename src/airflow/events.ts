@@ -43,7 +43,9 @@ const previousKnown = z
 
 /** The DAG run a task instance belongs to, from dag_run rows seen in the stream or read at start. */
 const runContextFields = {
-  logical_date: timestamp.nullable().describe("The run's logical date (execution_date on 2.x); null when the run is not known to the daemon or has none"),
+  logical_date: timestamp
+    .nullable()
+    .describe("The run's logical date (execution_date on 2.x); null when the run is not known to the daemon or has none"),
   run_type: z.string().nullable().describe("manual, scheduled, backfill, dataset_triggered / asset_triggered; null when unknown"),
   data_interval_start: timestamp.nullable(),
   data_interval_end: timestamp.nullable(),
@@ -78,7 +80,9 @@ export const TaskInstanceEvent = z
   .discriminatedUnion("op", [
     z.object({ op: z.literal("insert").describe("A task instance appeared"), ...taskInstanceFields }),
     z.object({
-      op: z.literal("update").describe("A transition: the state or the try number changed (heartbeats and other column churn produce no event)"),
+      op: z
+        .literal("update")
+        .describe("A transition: the state or the try number changed (heartbeats and other column churn produce no event)"),
       ...taskInstanceFields,
     }),
     z.object({
@@ -147,7 +151,11 @@ export const NotificationEvent = z
     task_id: z.string(),
     run_id: z.string(),
     map_index: z.number().int(),
-    try_number: z.number().int().nullable().describe("The task instance's try when it pushed; null if the daemon had not seen the task instance"),
+    try_number: z
+      .number()
+      .int()
+      .nullable()
+      .describe("The task instance's try when it pushed; null if the daemon had not seen the task instance"),
     logical_date: timestamp.nullable(),
     time: timestamp.describe("When the XCom was written (xcom.timestamp)"),
     xcom_key: z.string(),
@@ -161,7 +169,9 @@ export const NotificationEvent = z
     error: z
       .object({
         message: z.string().describe("Why the value is not a valid notification"),
-        raw: z.string().describe("The value as pushed (JSON text, or base64 when not UTF-8), cut to EVENTSTREAM_NOTIFICATION_RAW_MAX_BYTES"),
+        raw: z
+          .string()
+          .describe("The value as pushed (JSON text, or base64 when not UTF-8), cut to EVENTSTREAM_NOTIFICATION_RAW_MAX_BYTES"),
         truncated: z.boolean(),
       })
       .nullable()

@@ -128,7 +128,10 @@ export class AirflowMapper {
       this.contexts.clear();
     }
     this.truncations++;
-    this.log.warn({ tables, xid: tx.xid, truncations_total: this.truncations }, "captured table(s) truncated: publishing table_truncated to every partition");
+    this.log.warn(
+      { tables, xid: tx.xid, truncations_total: this.truncations },
+      "captured table(s) truncated: publishing table_truncated to every partition",
+    );
     return { type: "table_truncated", tables, schema: this.schema, source: position(ev, tx) };
   }
 

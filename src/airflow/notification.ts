@@ -23,7 +23,11 @@ function parseXComValue(v: ColumnValue | undefined): Parsed {
   if (Buffer.isBuffer(v)) {
     const text = v.toString("utf8");
     if (!Buffer.from(text, "utf8").equals(v)) {
-      return { ok: false, error: "the XCom value is not JSON (a pickled XCom? enable_xcom_pickling must be off)", rawText: v.toString("base64") };
+      return {
+        ok: false,
+        error: "the XCom value is not JSON (a pickled XCom? enable_xcom_pickling must be off)",
+        rawText: v.toString("base64"),
+      };
     }
     try {
       return { ok: true, value: JSON.parse(text) as unknown, rawText: text };
@@ -111,7 +115,10 @@ export class NotificationMapper {
     const bytes = Buffer.byteLength(rawText);
     const truncated = bytes > max;
     const raw = truncated ? Buffer.from(rawText).subarray(0, max).toString("utf8") : rawText;
-    this.log.warn({ dag_id: base.dag_id, task_id: base.task_id, run_id: base.run_id, error: message }, "notification XCom does not validate; published with its error");
+    this.log.warn(
+      { dag_id: base.dag_id, task_id: base.task_id, run_id: base.run_id, error: message },
+      "notification XCom does not validate; published with its error",
+    );
     return { ...base, ...empty, error: { message, raw, truncated } };
   }
 }

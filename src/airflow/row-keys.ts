@@ -65,7 +65,10 @@ export class RowKeys {
     let key = this.keyColumns.get(rel);
     if (key === undefined) {
       const cols = rowKeyColumns(rel);
-      key = { cols, natural: rel.name === "task_instance" && cols.length === NATURAL_KEY.length && NATURAL_KEY.every((k) => cols.includes(k)) };
+      key = {
+        cols,
+        natural: rel.name === "task_instance" && cols.length === NATURAL_KEY.length && NATURAL_KEY.every((k) => cols.includes(k)),
+      };
       this.keyColumns.set(rel, key);
     }
     return key;

@@ -44,8 +44,20 @@ export function numberField(v: unknown): number | null {
 /** Airflow's task-instance and DAG-run states (2.x and 3.x), shared by every cache entry. */
 const STATES = new Map(
   [
-    "scheduled", "queued", "running", "success", "failed", "up_for_retry", "up_for_reschedule",
-    "upstream_failed", "skipped", "removed", "restarting", "deferred", "shutdown", "sensing",
+    "scheduled",
+    "queued",
+    "running",
+    "success",
+    "failed",
+    "up_for_retry",
+    "up_for_reschedule",
+    "upstream_failed",
+    "skipped",
+    "removed",
+    "restarting",
+    "deferred",
+    "shutdown",
+    "sensing",
   ].map((st) => [st, st] as const),
 );
 

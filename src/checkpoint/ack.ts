@@ -103,7 +103,8 @@ export class AckRule implements SinkAck {
 
   /** Backpressure: stops reading PostgreSQL until Kafka catches up (see maybeResume). */
   pauseIfFull(): void {
-    if (this.tracker.inflight >= this.settings.maxInflightEvents || this.sink.inflightBytes >= this.settings.maxInflightBytes) this.stream.pause();
+    if (this.tracker.inflight >= this.settings.maxInflightEvents || this.sink.inflightBytes >= this.settings.maxInflightBytes)
+      this.stream.pause();
   }
 
   /** A transaction ended at `endLsn`; `withEvents`: it handed events to the sink. */
@@ -180,7 +181,8 @@ export class AckRule implements SinkAck {
   maybeResume(): void {
     if (!this.stream.isPaused || this.session.stopping) return;
     // Resume at half the caps, so reading does not flap on every acknowledgement.
-    if (this.tracker.inflight <= this.settings.maxInflightEvents / 2 && this.sink.inflightBytes <= this.settings.maxInflightBytes / 2) this.stream.resume();
+    if (this.tracker.inflight <= this.settings.maxInflightEvents / 2 && this.sink.inflightBytes <= this.settings.maxInflightBytes / 2)
+      this.stream.resume();
   }
 
   /** The position PostgreSQL may hear now (the invariant above). */

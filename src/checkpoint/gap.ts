@@ -49,7 +49,8 @@ export type GapVerdict =
   | {
       kind: "ok";
       /** What the decision rests on, for the log. */
-      basis: "no checkpoint" | "acked_lsn" | "checkpoint without acked_lsn (earlier version): only a missing or invalidated slot is detected";
+      basis:
+        "no checkpoint" | "acked_lsn" | "checkpoint without acked_lsn (earlier version): only a missing or invalidated slot is detected";
     }
   | {
       kind: "gap";
@@ -72,7 +73,8 @@ export function assessGap(cp: Checkpoint | null, facts: SlotFacts): GapVerdict {
   if (slot === null || slot.createdNow) {
     return { kind: "gap", reason: "slot_missing", from: published, to: slot?.confirmedFlushLsn ?? facts.walLsn };
   }
-  if (cp.ackedLsn === null) return { kind: "ok", basis: "checkpoint without acked_lsn (earlier version): only a missing or invalidated slot is detected" };
+  if (cp.ackedLsn === null)
+    return { kind: "ok", basis: "checkpoint without acked_lsn (earlier version): only a missing or invalidated slot is detected" };
   if (slot.confirmedFlushLsn > cp.ackedLsn) return { kind: "gap", reason: "slot_ahead", from: cp.ackedLsn, to: slot.confirmedFlushLsn };
   return { kind: "ok", basis: "acked_lsn" };
 }
@@ -89,7 +91,10 @@ export interface GapContext {
 export function gapMessage(v: Extract<GapVerdict, { kind: "gap" }>, cp: Checkpoint | null, facts: SlotFacts, ctx: GapContext): string {
   const from = v.from === null ? "the last checkpoint" : `LSN ${formatLsn(v.from)}`;
   const to = formatLsn(v.to);
-  const where = ctx.checkpointTopic === null ? "" : ` (checkpoint of slot "${ctx.slot}" in topic ${ctx.checkpointTopic}${cp ? describeCheckpoint(cp) : ""})`;
+  const where =
+    ctx.checkpointTopic === null
+      ? ""
+      : ` (checkpoint of slot "${ctx.slot}" in topic ${ctx.checkpointTopic}${cp ? describeCheckpoint(cp) : ""})`;
   let what: string;
   switch (v.reason) {
     case "slot_lost": {

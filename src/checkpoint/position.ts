@@ -130,7 +130,9 @@ export function parseCheckpoint(value: string, where: string): Checkpoint {
       position = { commitLsn: parseLsn(v.commit_lsn), index: v.index };
       const fromText = parsePosition(v.position);
       if (comparePositions(position, fromText) !== 0) {
-        throw new CheckpointError(`${where} contradicts itself: position ${v.position} but commit_lsn ${v.commit_lsn} index ${v.index}. ${CHECKPOINT_FIX}`);
+        throw new CheckpointError(
+          `${where} contradicts itself: position ${v.position} but commit_lsn ${v.commit_lsn} index ${v.index}. ${CHECKPOINT_FIX}`,
+        );
       }
     }
     if (v.acked_lsn !== undefined && v.acked_lsn !== null) ackedLsn = parseLsn(v.acked_lsn);
@@ -138,7 +140,14 @@ export function parseCheckpoint(value: string, where: string): Checkpoint {
     if (e instanceof CheckpointError) throw e;
     throw new CheckpointError(`${where}: ${(e as Error).message}. ${CHECKPOINT_FIX}`, { cause: e });
   }
-  return { position, ackedLsn, slot: v.slot, systemIdentifier: v.system_identifier ?? null, database: v.database ?? null, writtenAt: v.written_at ?? null };
+  return {
+    position,
+    ackedLsn,
+    slot: v.slot,
+    systemIdentifier: v.system_identifier ?? null,
+    database: v.database ?? null,
+    writtenAt: v.written_at ?? null,
+  };
 }
 
 export const CHECKPOINT_FIX =

@@ -176,7 +176,11 @@ export const SETTINGS = {
     schema: bool.default(true),
     about: "Create missing topics. When false, a missing topic is an error naming it.",
   },
-  EVENTSTREAM_TOPIC_PARTITIONS: { group: "topics", schema: int(1, 10_000).default(6), about: "Partitions of the topics the daemon creates." },
+  EVENTSTREAM_TOPIC_PARTITIONS: {
+    group: "topics",
+    schema: int(1, 10_000).default(6),
+    about: "Partitions of the topics the daemon creates.",
+  },
   EVENTSTREAM_TOPIC_REPLICATION_FACTOR: {
     group: "topics",
     schema: int(-1, 32).default(-1),
@@ -192,14 +196,19 @@ export const SETTINGS = {
   EVENTSTREAM_DEAD_LETTER_TOPIC: {
     group: "topics",
     schema: topicName.optional(),
-    about: "Where an event over `EVENTSTREAM_MAX_MESSAGE_BYTES` goes, as a summary with its position. Unset: the daemon stops, naming the row.",
+    about:
+      "Where an event over `EVENTSTREAM_MAX_MESSAGE_BYTES` goes, as a summary with its position. Unset: the daemon stops, naming the row.",
   },
   EVENTSTREAM_BATCH_MAX_BYTES: {
     group: "topics",
     schema: int(1024, 100 * 1024 * 1024).default(900_000),
     about: "Largest produce request, in bytes of event JSON; keep it under the brokers' `message.max.bytes` (1 MiB by default).",
   },
-  EVENTSTREAM_BATCH_MAX_EVENTS: { group: "topics", schema: int(1, 100_000).default(2_000), about: "Largest number of events in one produce request." },
+  EVENTSTREAM_BATCH_MAX_EVENTS: {
+    group: "topics",
+    schema: int(1, 100_000).default(2_000),
+    about: "Largest number of events in one produce request.",
+  },
   EVENTSTREAM_DELIVERY: {
     group: "delivery",
     schema: z.enum(["at-least-once", "exactly-once"]).default("at-least-once"),
@@ -247,7 +256,8 @@ export const SETTINGS = {
   EVENTSTREAM_STATE_CACHE_SIZE: {
     group: "memory",
     schema: int(1_000, 100_000_000).default(50_000),
-    about: "Task instances whose last state is remembered, to tell transitions from heartbeats (~305 B of heap each on Airflow 3.x, ~212 B on 2.x).",
+    about:
+      "Task instances whose last state is remembered, to tell transitions from heartbeats (~305 B of heap each on Airflow 3.x, ~212 B on 2.x).",
   },
   EVENTSTREAM_RESTART_READ_EVENTS: {
     group: "memory",

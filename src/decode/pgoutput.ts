@@ -152,9 +152,7 @@ function relation(): Relation {
   const name = cstring();
   const ident = u8();
   if (ident !== 0x64 && ident !== 0x6e && ident !== 0x66 && ident !== 0x69) {
-    throw new DecodeError(
-      `pgoutput relation ${schema}.${name} has unknown replica identity 0x${ident.toString(16)}: protocol mismatch`,
-    );
+    throw new DecodeError(`pgoutput relation ${schema}.${name} has unknown replica identity 0x${ident.toString(16)}: protocol mismatch`);
   }
   const n = u16();
   const columns: RelationColumn[] = [];

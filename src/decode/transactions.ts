@@ -173,9 +173,7 @@ export class TransactionDecoder {
 
   private requireTx(what: string): void {
     if (!this.inTx) {
-      throw new FramingError(
-        `${what} outside a transaction (no BEGIN since the last COMMIT): a bug or protocol mismatch`,
-      );
+      throw new FramingError(`${what} outside a transaction (no BEGIN since the last COMMIT): a bug or protocol mismatch`);
     }
   }
 

@@ -1,7 +1,16 @@
 import type { Kafka, Producer, TopicMessages } from "kafkajs";
 import type { Config } from "../config.js";
 import type { Lsn } from "../lsn.js";
-import { CHECKPOINT_FIX, comparePositions, encodeCheckpoint, formatPosition, parseCheckpoint, type Checkpoint, type Position, type SourceIdentity } from "../checkpoint/position.js";
+import {
+  CHECKPOINT_FIX,
+  comparePositions,
+  encodeCheckpoint,
+  formatPosition,
+  parseCheckpoint,
+  type Checkpoint,
+  type Position,
+  type SourceIdentity,
+} from "../checkpoint/position.js";
 import { formatLsn } from "../lsn.js";
 import { CheckpointError, TransientError } from "../errors.js";
 import type { Logger } from "../log.js";
@@ -95,7 +104,10 @@ export class CheckpointStore implements CheckpointRecords {
       readMs: Date.now() - started - fencedMs,
     };
     if (this.mode.eos) {
-      this.log.info({ transactionalId: this.mode.eos.transactionalId, ...fields }, latest ? "exactly-once: resuming after the checkpoint" : "exactly-once: no checkpoint for this slot yet");
+      this.log.info(
+        { transactionalId: this.mode.eos.transactionalId, ...fields },
+        latest ? "exactly-once: resuming after the checkpoint" : "exactly-once: no checkpoint for this slot yet",
+      );
     } else {
       this.log.info(fields, latest ? "read the checkpoint" : "no checkpoint for this slot yet");
     }
@@ -105,7 +117,9 @@ export class CheckpointStore implements CheckpointRecords {
   /** One sentinel per partition; exactly-once in the transaction that fences (see read()). */
   private async writeSentinels(sentinels: Map<number, string>): Promise<void> {
     const key = sentinelKey(this.target.key);
-    const sentinelMessages = [{ topic: this.target.topic, messages: [...sentinels].map(([partition, value]) => ({ key, value, partition })) }];
+    const sentinelMessages = [
+      { topic: this.target.topic, messages: [...sentinels].map(([partition, value]) => ({ key, value, partition })) },
+    ];
     if (this.mode.eos) {
       const tx = await this.producer.transaction().catch((e: unknown) => {
         throw explain(this.cfg, e, "initialising the transactional producer");

@@ -108,7 +108,12 @@ export async function scanToSentinels(kafka: Kafka, opts: ScanOptions): Promise<
         opts.timeoutMs,
       );
       consumer.on(consumer.events.CRASH, (e) => {
-        if (!e.payload.restart) reject(new TransientError(`reading the checkpoint topic ${topic} failed (${e.payload.error.message}); retrying`, { cause: e.payload.error }));
+        if (!e.payload.restart)
+          reject(
+            new TransientError(`reading the checkpoint topic ${topic} failed (${e.payload.error.message}); retrying`, {
+              cause: e.payload.error,
+            }),
+          );
       });
       consumer
         .run({

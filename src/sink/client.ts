@@ -81,7 +81,10 @@ export async function connectClients(cfg: Config, clients: KafkaClients): Promis
     await clients.admin.connect();
     await clients.producer.connect();
   } catch (e: unknown) {
-    throw userAction(cfg, e) ?? new TransientError(`Kafka at ${cfg.kafka.brokers.join(",")} is unreachable (${(e as Error).message}); retrying`, { cause: e });
+    throw (
+      userAction(cfg, e) ??
+      new TransientError(`Kafka at ${cfg.kafka.brokers.join(",")} is unreachable (${(e as Error).message}); retrying`, { cause: e })
+    );
   }
 }
 

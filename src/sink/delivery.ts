@@ -20,7 +20,8 @@ export interface DeliveryMode {
 }
 
 export function deliveryMode(cfg: Pick<Config, "delivery" | "gapDetection" | "checkpointTopic" | "slot">): DeliveryMode {
-  const eos = cfg.delivery === "exactly-once" ? { topic: cfg.checkpointTopic, key: cfg.slot, transactionalId: transactionalIdFor(cfg.slot) } : null;
+  const eos =
+    cfg.delivery === "exactly-once" ? { topic: cfg.checkpointTopic, key: cfg.slot, transactionalId: transactionalIdFor(cfg.slot) } : null;
   const ckpt = cfg.gapDetection || eos ? { topic: cfg.checkpointTopic, key: cfg.slot } : null;
   return { eos, ckpt };
 }

@@ -1,5 +1,15 @@
 import type { Config } from "../config.js";
-import { causeChain, PrivilegeError, ProducerFencedError, TlsError, TopicError, TransientError, UserActionError, tlsFailure, type TlsFailure } from "../errors.js";
+import {
+  causeChain,
+  PrivilegeError,
+  ProducerFencedError,
+  TlsError,
+  TopicError,
+  TransientError,
+  UserActionError,
+  tlsFailure,
+  type TlsFailure,
+} from "../errors.js";
 import { explainTlsFailure } from "../tls.js";
 import { deliveryMode } from "./delivery.js";
 
@@ -17,7 +27,10 @@ export function userAction(cfg: Config, e: unknown): UserActionError | undefined
   const sasl = cfg.kafka.sasl;
   if (sasl && hasErrorNamed(e, "KafkaJSSASLAuthenticationError")) {
     const mechanism = sasl.mechanism.toUpperCase();
-    const scram = sasl.mechanism === "plain" ? "" : `; for SCRAM: kafka-configs.sh --alter --add-config '${mechanism}=[password=...]' --entity-type users --entity-name ${sasl.username}`;
+    const scram =
+      sasl.mechanism === "plain"
+        ? ""
+        : `; for SCRAM: kafka-configs.sh --alter --add-config '${mechanism}=[password=...]' --entity-type users --entity-name ${sasl.username}`;
     return new PrivilegeError(
       `Kafka at ${cfg.kafka.brokers.join(",")} refused the SASL ${mechanism} login of user "${sasl.username}" (${(e as Error).message}): check KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD, and that KAFKA_SASL_MECHANISM is enabled on the brokers' listener and the user has credentials for it${scram}`,
       { cause: e },
@@ -30,7 +43,9 @@ export function userAction(cfg: Config, e: unknown): UserActionError | undefined
 export function explainTls(cfg: Config, tls: TlsFailure, broker: string): string {
   return explainTlsFailure(tls, {
     peer: `Kafka broker ${broker}`,
-    trusted: cfg.kafka.ssl?.ca ? `the CA in KAFKA_SSL_CA_FILE (${cfg.kafka.ssl.ca.path})` : "the CAs Node.js trusts (KAFKA_SSL_CA_FILE is not set)",
+    trusted: cfg.kafka.ssl?.ca
+      ? `the CA in KAFKA_SSL_CA_FILE (${cfg.kafka.ssl.ca.path})`
+      : "the CAs Node.js trusts (KAFKA_SSL_CA_FILE is not set)",
     expectedName: "the host connected to",
     notTls: "does not speak TLS on that port (KAFKA_SSL=true)",
     fix: {
@@ -85,6 +100,13 @@ export function authorizationFailure(e: unknown): string | undefined {
 function isFenced(e: unknown): boolean {
   return causeChain(e).some((cur) => {
     const { type, code } = cur as { type?: unknown; code?: unknown };
-    return type === "INVALID_PRODUCER_EPOCH" || type === "PRODUCER_FENCED" || type === "TRANSACTION_COORDINATOR_FENCED" || code === 47 || code === 90 || code === 52;
+    return (
+      type === "INVALID_PRODUCER_EPOCH" ||
+      type === "PRODUCER_FENCED" ||
+      type === "TRANSACTION_COORDINATOR_FENCED" ||
+      code === 47 ||
+      code === 90 ||
+      code === 52
+    );
   });
 }

@@ -41,7 +41,9 @@ export class KafkaSink {
     const track = (close: () => Promise<void>): void => {
       this.closers.push(close);
     };
-    this.store = deliveryMode(cfg).ckpt ? new CheckpointStore(cfg, log, this.clients.kafka, this.clients.producer, this.topics, track) : null;
+    this.store = deliveryMode(cfg).ckpt
+      ? new CheckpointStore(cfg, log, this.clients.kafka, this.clients.producer, this.topics, track)
+      : null;
     this.publisher = new Publisher(cfg, this.clients.producer, this.topics, this.store, callbacks);
   }
 
@@ -67,7 +69,11 @@ export class KafkaSink {
    * without a dag_id), the topics of `dagIds` (with a template), and the dead-letter topic; those
    * that exist. Must precede every send.
    */
-  async readBack(perPartition: number, dagIds: readonly string[], onEvent: (value: Record<string, unknown>) => void): Promise<ReadBackResult> {
+  async readBack(
+    perPartition: number,
+    dagIds: readonly string[],
+    onEvent: (value: Record<string, unknown>) => void,
+  ): Promise<ReadBackResult> {
     const { cfg } = this;
     const existing = new Set(await this.topics.list());
     const topics = new Set<string>();

@@ -180,7 +180,8 @@ export class Publisher {
       this.checkpointInFlight = true;
     }
     const last = batch.length > 0 ? batch[batch.length - 1]! : null;
-    const checkpoint = store !== null ? checkpointRecord(store, last, this.callbacks.ack.ackedLsnFor(last === null ? null : last.seq)) : null;
+    const checkpoint =
+      store !== null ? checkpointRecord(store, last, this.callbacks.ack.ackedLsnFor(last === null ? null : last.seq)) : null;
     this.send(batch, checkpoint?.message ?? null).then(
       () => {
         this.queuedBytes -= bytes;

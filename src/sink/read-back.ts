@@ -85,11 +85,19 @@ export async function readBack(kafka: Kafka, admin: Admin, opts: ReadBackOptions
       await consumer.subscribe({ topics: [...new Set([...want.values()].map((w) => w.topic))], fromBeginning: true });
       await new Promise<void>((resolve, reject) => {
         timer = setTimeout(
-          () => reject(new TransientError(`the event topics were not read back to their end within ${opts.timeoutMs} ms (${[...pending].slice(0, 5).join(", ")} still behind); retrying`)),
+          () =>
+            reject(
+              new TransientError(
+                `the event topics were not read back to their end within ${opts.timeoutMs} ms (${[...pending].slice(0, 5).join(", ")} still behind); retrying`,
+              ),
+            ),
           opts.timeoutMs,
         );
         consumer.on(consumer.events.CRASH, (e) => {
-          if (!e.payload.restart) reject(new TransientError(`reading back the event topics failed (${e.payload.error.message}); retrying`, { cause: e.payload.error }));
+          if (!e.payload.restart)
+            reject(
+              new TransientError(`reading back the event topics failed (${e.payload.error.message}); retrying`, { cause: e.payload.error }),
+            );
         });
         // After the batch's records went through eachMessage: its last offset, a marker's included.
         // Only here, not per record: the batch also says where the partition's log ends (its high
@@ -107,7 +115,10 @@ export async function readBack(kafka: Kafka, admin: Admin, opts: ReadBackOptions
           // with a wrong previous_state.
           const hw = BigInt(highWatermark);
           if (hw - 1n > w.last) {
-            opts.log.info({ topic, partition, lastStableOffset: (w.last + 1n).toString(), highWatermark }, "reading back: this partition holds records past its last stable offset at start; reading on to its end");
+            opts.log.info(
+              { topic, partition, lastStableOffset: (w.last + 1n).toString(), highWatermark },
+              "reading back: this partition holds records past its last stable offset at start; reading on to its end",
+            );
             w.last = hw - 1n;
           }
           if (BigInt(lastOffset) < w.last) return;
@@ -130,14 +141,19 @@ export async function readBack(kafka: Kafka, admin: Admin, opts: ReadBackOptions
                 const pos = positionOf(value);
                 const parts = heads.get(topic)!;
                 const head = parts[partition] ?? null;
-                if (pos !== null && (head === null || pos.commitLsn > head.commitLsn || (pos.commitLsn === head.commitLsn && pos.index > head.index))) parts[partition] = pos;
+                if (
+                  pos !== null &&
+                  (head === null || pos.commitLsn > head.commitLsn || (pos.commitLsn === head.commitLsn && pos.index > head.index))
+                )
+                  parts[partition] = pos;
                 opts.onEvent(value);
               }
             },
           })
           .catch(reject);
         // Before the group is joined: kafkajs applies a pending seek at the first fetch.
-        for (const w of want.values()) if (w.start > 0n) consumer.seek({ topic: w.topic, partition: w.partition, offset: w.start.toString() });
+        for (const w of want.values())
+          if (w.start > 0n) consumer.seek({ topic: w.topic, partition: w.partition, offset: w.start.toString() });
       });
     } finally {
       clearTimeout(timer);

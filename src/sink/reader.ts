@@ -7,7 +7,11 @@ import type { Consumer, Kafka } from "kafkajs";
  * start wait for a killed predecessor's member to time out of the group before the rebalance.
  * `track` is handed the consumer's idempotent close, so a session torn down mid-read closes it too.
  */
-export function privateReader(kafka: Kafka, group: string, track: (close: () => Promise<void>) => void): { consumer: Consumer; close: () => Promise<void> } {
+export function privateReader(
+  kafka: Kafka,
+  group: string,
+  track: (close: () => Promise<void>) => void,
+): { consumer: Consumer; close: () => Promise<void> } {
   const consumer = kafka.consumer({
     groupId: `${group}.${randomBytes(4).toString("hex")}`,
     readUncommitted: false,

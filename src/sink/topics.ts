@@ -39,7 +39,9 @@ export class TopicAdmin {
   /** Per topic, its partition ids, read now (a topic Kafka does not describe: none). */
   async partitions(topics: string[]): Promise<Map<string, number[]>> {
     const meta = await this.admin.fetchTopicMetadata({ topics });
-    return new Map(topics.map((topic) => [topic, meta.topics.find((t) => t.name === topic)?.partitions.map((p) => p.partitionId) ?? []] as const));
+    return new Map(
+      topics.map((topic) => [topic, meta.topics.find((t) => t.name === topic)?.partitions.map((p) => p.partitionId) ?? []] as const),
+    );
   }
 
   /** Per partition, the low and high offsets as the admin reports them (see checkpoint-topic.ts for what "high" is). */
@@ -92,9 +94,13 @@ export class TopicAdmin {
     const create = `kafka-topics.sh --create --topic ${topic} --partitions 1 ${CHECKPOINT_TOPIC_CONFIG.map((c) => `--config ${c.name}=${c.value}`).join(" ")}`;
     // At-least-once needs the topic only for gap detection, which can be switched off: say so.
     const orDisable =
-      this.cfg.delivery === "exactly-once" ? "" : "; or set EVENTSTREAM_GAP_DETECTION=false to run at-least-once without it (a dropped or recreated replication slot then goes unnoticed: see docs/delivery.md)";
+      this.cfg.delivery === "exactly-once"
+        ? ""
+        : "; or set EVENTSTREAM_GAP_DETECTION=false to run at-least-once without it (a dropped or recreated replication slot then goes unnoticed: see docs/delivery.md)";
     if (!this.cfg.createTopics) {
-      throw new TopicError(`the checkpoint topic ${topic} does not exist and EVENTSTREAM_CREATE_TOPICS is false: create it (e.g. ${create}) or set EVENTSTREAM_CREATE_TOPICS=true${orDisable}`);
+      throw new TopicError(
+        `the checkpoint topic ${topic} does not exist and EVENTSTREAM_CREATE_TOPICS is false: create it (e.g. ${create}) or set EVENTSTREAM_CREATE_TOPICS=true${orDisable}`,
+      );
     }
     try {
       await this.admin.createTopics({
@@ -105,7 +111,11 @@ export class TopicAdmin {
       // Another daemon (another slot) may have created it at the same moment.
       if (!(await this.admin.listTopics()).includes(topic)) {
         const denied = authorizationFailure(e);
-        if (denied) throw new TopicError(`creating the checkpoint topic ${topic} was refused by Kafka (${denied}): create it (e.g. ${create}) and grant the daemon READ, WRITE and DESCRIBE on it${orDisable}`, { cause: e });
+        if (denied)
+          throw new TopicError(
+            `creating the checkpoint topic ${topic} was refused by Kafka (${denied}): create it (e.g. ${create}) and grant the daemon READ, WRITE and DESCRIBE on it${orDisable}`,
+            { cause: e },
+          );
         throw e;
       }
     }
@@ -113,7 +123,10 @@ export class TopicAdmin {
   }
 
   private async warnIfNotCompacted(topic: string): Promise<void> {
-    const described = await this.admin.describeConfigs({ resources: [{ type: TOPIC_RESOURCE, name: topic, configNames: ["cleanup.policy"] }], includeSynonyms: false });
+    const described = await this.admin.describeConfigs({
+      resources: [{ type: TOPIC_RESOURCE, name: topic, configNames: ["cleanup.policy"] }],
+      includeSynonyms: false,
+    });
     const policy = described.resources[0]?.configEntries.find((c) => c.configName === "cleanup.policy")?.configValue ?? "";
     if (!policy.split(",").includes("compact")) {
       this.log.warn(

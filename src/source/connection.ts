@@ -78,7 +78,9 @@ export async function connectOrExplain(client: pg.Client, cfg: Config): Promise<
       );
     }
     if (code === "3D000") {
-      throw new SchemaError(`database "${cfg.pg.database}" does not exist at ${where}: set PGDATABASE to Airflow's metadata database`, { cause: e });
+      throw new SchemaError(`database "${cfg.pg.database}" does not exist at ${where}: set PGDATABASE to Airflow's metadata database`, {
+        cause: e,
+      });
     }
     const tls = tlsFailure(e);
     if (tls) throw new TlsError(explainTlsFailure(tls, pgTlsService(cfg.pg)), { cause: e });

@@ -113,10 +113,13 @@ async function checkTables(client: pg.Client, cfg: Config): Promise<string[]> {
 }
 
 async function ensurePublication(client: pg.Client, cfg: Config, qualified: string[], log: Logger): Promise<void> {
-  const pub = await client.query<{ pubinsert: boolean; pubupdate: boolean; pubdelete: boolean; pubtruncate: boolean; puballtables: boolean }>(
-    "SELECT pubinsert, pubupdate, pubdelete, pubtruncate, puballtables FROM pg_publication WHERE pubname = $1",
-    [cfg.publication],
-  );
+  const pub = await client.query<{
+    pubinsert: boolean;
+    pubupdate: boolean;
+    pubdelete: boolean;
+    pubtruncate: boolean;
+    puballtables: boolean;
+  }>("SELECT pubinsert, pubupdate, pubdelete, pubtruncate, puballtables FROM pg_publication WHERE pubname = $1", [cfg.publication]);
   const createSql = `CREATE PUBLICATION ${ident(cfg.publication)} FOR TABLE ${qualified.join(", ")};`;
   const existing = pub.rows[0];
   if (!existing) {
@@ -145,7 +148,9 @@ async function ensurePublication(client: pg.Client, cfg: Config, qualified: stri
     [cfg.publication, cfg.airflowSchema],
   );
   const have = new Set(rows.map((r) => r.tablename));
-  const lacking = capturedTables(cfg).filter((t) => !have.has(t)).map((t) => `${ident(cfg.airflowSchema)}.${ident(t)}`);
+  const lacking = capturedTables(cfg)
+    .filter((t) => !have.has(t))
+    .map((t) => `${ident(cfg.airflowSchema)}.${ident(t)}`);
   if (lacking.length === 0) return;
   const alterSql = `ALTER PUBLICATION ${ident(cfg.publication)} ADD TABLE ${lacking.join(", ")};`;
   if (!cfg.createPublication) {
@@ -164,7 +169,9 @@ async function ensurePublication(client: pg.Client, cfg: Config, qualified: stri
  * PublicationDroppedError).
  */
 export async function explainPublicationDropped(e: unknown, cfg: Config): Promise<PublicationDroppedError | null> {
-  const found = causeChain(e).findLast((c) => sqlState(c) === "42704" && coerceError(c).message === `publication "${cfg.publication}" does not exist`) as { where?: unknown } | undefined;
+  const found = causeChain(e).findLast(
+    (c) => sqlState(c) === "42704" && coerceError(c).message === `publication "${cfg.publication}" does not exist`,
+  ) as { where?: unknown } | undefined;
   if (found === undefined) return null;
   // The server's CONTEXT names the change that could not be decoded: "..., associated LSN 0/1A2B3C8".
   const failedAt = typeof found.where === "string" ? (/associated LSN ([0-9A-F]+\/[0-9A-F]+)/.exec(found.where)?.[1] ?? null) : null;
@@ -186,18 +193,34 @@ function publicationDropped(
   cause?: unknown,
 ): PublicationDroppedError {
   const pub = `publication "${cfg.publication}"`;
-  const since = at.confirmedFlushLsn === null ? "after the slot's confirmed position" : `after LSN ${at.confirmedFlushLsn}, the slot's confirmed position`;
+  const since =
+    at.confirmedFlushLsn === null
+      ? "after the slot's confirmed position"
+      : `after LSN ${at.confirmedFlushLsn}, the slot's confirmed position`;
   const tables = capturedTables(cfg).map((t) => `${ident(cfg.airflowSchema)}.${ident(t)}`);
   const create = `CREATE PUBLICATION ${ident(cfg.publication)} FOR TABLE ${tables.join(", ")};`;
   const steps = [
     "stop every airflow-eventstream on this slot",
     `run \`SELECT pg_drop_replication_slot(${literal(cfg.slot)});\``,
-    ...(at.existsNow === true ? [] : [cfg.createPublication ? `let the daemon create the publication at its next start, or as the owner of Airflow's tables run \`${create}\`` : `as the owner of Airflow's tables run \`${create}\``]),
-    ...(cfg.gapDetection ? ["run `airflow-eventstream reset-checkpoint` (it accepts the gap; without it the next start refuses the new slot)"] : []),
+    ...(at.existsNow === true
+      ? []
+      : [
+          cfg.createPublication
+            ? `let the daemon create the publication at its next start, or as the owner of Airflow's tables run \`${create}\``
+            : `as the owner of Airflow's tables run \`${create}\``,
+        ]),
+    ...(cfg.gapDetection
+      ? ["run `airflow-eventstream reset-checkpoint` (it accepts the gap; without it the next start refuses the new slot)"]
+      : []),
     "start the daemon: it creates a new slot, and events resume from that moment",
     "have consumers re-read task-instance and DAG-run state from Airflow's tables (a re-snapshot): changes committed between the old slot's confirmed position and the new slot's creation will never be published",
   ];
-  const now = at.existsNow === true ? ` (${pub} exists again: re-created after the DROP, which does not help)` : at.existsNow === false ? ` (${pub} does not exist now)` : "";
+  const now =
+    at.existsNow === true
+      ? ` (${pub} exists again: re-created after the DROP, which does not help)`
+      : at.existsNow === false
+        ? ` (${pub} does not exist now)`
+        : "";
   return new PublicationDroppedError(
     `${pub} was dropped while replication slot "${cfg.slot}" still had WAL to decode with it${now}. PostgreSQL decodes each change with the publication as it was when the change was written, so the changes committed after the DROP PUBLICATION${at.existsNow === true ? " and before its re-creation" : ""} can never be decoded from this slot${at.failedAt === null ? "" : ` (the first such change at LSN ${at.failedAt})`}; the daemon stops rather than retry forever or create the publication over the slot. Not delivered: the changes of ${tables.join(", ")} committed ${since} (everything before it is in Kafka; changes after it and before the DROP may be too). To resume: ${steps.map((step, i) => `(${i + 1}) ${step}`).join("; ")}. To keep this from happening, do not drop the publication while its slot exists (drop the slot first when retiring the daemon)`,
     cause === undefined ? undefined : { cause },
@@ -249,14 +272,23 @@ async function ensureReplicaIdentity(client: pg.Client, cfg: Config, log: Logger
     await client.query("ROLLBACK").catch(() => undefined);
     if (sqlState(e) === "55P03") {
       const tables = lacking.map((r) => r.qualified).join(", ");
-      throw new TransientError(`ALTER TABLE ... REPLICA IDENTITY FULL waited ${ALTER_LOCK_TIMEOUT} for the lock on ${tables}, held by open transactions (Airflow's?), and gave up so as not to stall Airflow; retrying`, { cause: e });
+      throw new TransientError(
+        `ALTER TABLE ... REPLICA IDENTITY FULL waited ${ALTER_LOCK_TIMEOUT} for the lock on ${tables}, held by open transactions (Airflow's?), and gave up so as not to stall Airflow; retrying`,
+        { cause: e },
+      );
     }
     if (sqlState(e) === "42501") {
-      throw new ReplicaIdentityError(`role "${cfg.pg.user}" may not change the replica identity (PostgreSQL: ${(e as Error).message}). As the owner of Airflow's tables run: ${sql} ${alternative}`, { cause: e });
+      throw new ReplicaIdentityError(
+        `role "${cfg.pg.user}" may not change the replica identity (PostgreSQL: ${(e as Error).message}). As the owner of Airflow's tables run: ${sql} ${alternative}`,
+        { cause: e },
+      );
     }
     throw new UserActionError(`running "${sql}" failed: ${(e as Error).message}`, { cause: e });
   }
-  log.info({ tables: lacking.map((r) => r.qualified), was: lacking.map((r) => IDENTITY_NAMES[r.relreplident] ?? r.relreplident) }, "set REPLICA IDENTITY FULL: the WAL carries the old row of every update and delete from here on");
+  log.info(
+    { tables: lacking.map((r) => r.qualified), was: lacking.map((r) => IDENTITY_NAMES[r.relreplident] ?? r.relreplident) },
+    "set REPLICA IDENTITY FULL: the WAL carries the old row of every update and delete from here on",
+  );
 }
 
 async function runOwnerDdl(client: pg.Client, sql: string, cfg: Config): Promise<void> {

@@ -25,7 +25,6 @@ export interface StreamHandlers {
   onKeepalive(walEnd: Lsn, replyRequested: boolean): void;
 }
 
-
 export class ReplicationStream {
   private readonly client: pg.Client;
   private paused = false;
@@ -53,7 +52,9 @@ export class ReplicationStream {
    */
   async start(handlers: StreamHandlers): Promise<void> {
     const { client } = this;
-    client.on("error", (e: Error) => this.fail(new TransientError(`replication connection to PostgreSQL failed: ${e.message}`, { cause: e })));
+    client.on("error", (e: Error) =>
+      this.fail(new TransientError(`replication connection to PostgreSQL failed: ${e.message}`, { cause: e })),
+    );
     client.on("end", () => this.fail(new TransientError("replication connection to PostgreSQL closed")));
     await connectOrExplain(client, this.cfg);
 
@@ -104,7 +105,10 @@ export class ReplicationStream {
     const code = sqlState(e);
     const msg = (e as Error)?.message ?? String(e);
     if (code === "55006") {
-      return new SlotBusyError(`replication slot "${this.cfg.slot}" is in use by another connection (${msg}); waiting for it to be released`, { cause: e });
+      return new SlotBusyError(
+        `replication slot "${this.cfg.slot}" is in use by another connection (${msg}); waiting for it to be released`,
+        { cause: e },
+      );
     }
     return new Error(`START_REPLICATION on slot "${this.cfg.slot}" failed: ${msg}`, { cause: e });
   }

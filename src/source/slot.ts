@@ -69,11 +69,17 @@ export async function readSlot(client: pg.Client, cfg: Config): Promise<SlotRow 
 }
 
 export function slotState(row: SlotRow): SlotState {
-  return { confirmedFlushLsn: parseLsn(row.confirmed_flush_lsn ?? "0/0"), walStatus: row.wal_status, invalidationReason: row.invalidation_reason };
+  return {
+    confirmedFlushLsn: parseLsn(row.confirmed_flush_lsn ?? "0/0"),
+    walStatus: row.wal_status,
+    invalidationReason: row.invalidation_reason,
+  };
 }
 
 export function slotBusy(cfg: Config, pid: number): SlotBusyError {
-  return new SlotBusyError(`replication slot "${cfg.slot}" is in use by PostgreSQL backend ${pid} (another airflow-eventstream?); waiting for it to be released`);
+  return new SlotBusyError(
+    `replication slot "${cfg.slot}" is in use by PostgreSQL backend ${pid} (another airflow-eventstream?); waiting for it to be released`,
+  );
 }
 
 export async function serverWal(client: pg.Client): Promise<{ walLsn: Lsn; maxSlotWalKeepSize: string | null }> {
@@ -95,7 +101,9 @@ export async function createSlot(cfg: Config, log: Logger): Promise<SlotState> {
   }
   return withSourceClient(cfg, async (client) => {
     try {
-      const created = await client.query<{ lsn: string }>("SELECT lsn::text FROM pg_create_logical_replication_slot($1, 'pgoutput')", [cfg.slot]);
+      const created = await client.query<{ lsn: string }>("SELECT lsn::text FROM pg_create_logical_replication_slot($1, 'pgoutput')", [
+        cfg.slot,
+      ]);
       log.info({ slot: cfg.slot, lsn: created.rows[0]!.lsn }, "created replication slot; events start from here");
       return { confirmedFlushLsn: parseLsn(created.rows[0]!.lsn), walStatus: "reserved", invalidationReason: null };
     } catch (e: unknown) {
@@ -114,7 +122,11 @@ export async function createSlot(cfg: Config, log: Logger): Promise<SlotState> {
  * `airflow-eventstream reset-checkpoint`. Refuses while a daemon streams from the slot. Returns
  * what it found; `dryRun` only checks.
  */
-export async function dropInvalidatedSlot(cfg: Config, log: Logger, { dryRun }: { dryRun: boolean }): Promise<"missing" | "kept" | "dropped"> {
+export async function dropInvalidatedSlot(
+  cfg: Config,
+  log: Logger,
+  { dryRun }: { dryRun: boolean },
+): Promise<"missing" | "kept" | "dropped"> {
   return withSourceClient(cfg, async (client) => {
     const row = await readSlot(client, cfg);
     if (!row) return "missing";
@@ -150,7 +162,9 @@ export async function readSourceIdentity(client: pg.Client): Promise<SourceIdent
 
 /** The server's WAL position now: where it inserts (on a standby: where it replays). */
 export async function readWalLsn(client: pg.Client): Promise<Lsn> {
-  const { rows } = await client.query<{ wal: string | null }>("SELECT (CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END)::text AS wal");
+  const { rows } = await client.query<{ wal: string | null }>(
+    "SELECT (CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END)::text AS wal",
+  );
   const wal = rows[0]?.wal;
   return wal ? parseLsn(wal) : 0n;
 }

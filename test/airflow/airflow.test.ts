@@ -5,7 +5,16 @@ import type { DagRunEvent, NotificationEvent, TaskInstanceEvent } from "../../sr
 import { dropDatabase, uniqueName, withPg } from "../support/harness.js";
 import { abort, airflowInstance, airflowVersions, ensureVenv, killOnExit, migrate, type AirflowInstance } from "./support/airflow.js";
 import { DAGS, deleteTopics, runPhase, type DagId, type Mode, type PhaseResult } from "./support/phases.js";
-import { AUDIT_SCHEMA, auditChains, eventToken, installAudit, previousProblems, renderAudit, token, unattributable } from "./support/audit.js";
+import {
+  AUDIT_SCHEMA,
+  auditChains,
+  eventToken,
+  installAudit,
+  previousProblems,
+  renderAudit,
+  token,
+  unattributable,
+} from "./support/audit.js";
 import { dropRestartRepeats, renderRun, renderTi, runProblems, tiChains, tiName, tiProblems } from "./support/sequences.js";
 import { EXPECTED, type Observed } from "./expected.js";
 
@@ -70,11 +79,21 @@ describe.each(airflowVersions())("Airflow $version: real DAGs through the daemon
 
     const lines = [`Airflow ${version}: venv ${ms(tVenv)}, db migrate ${ms(tMigrate)}, total ${ms(Date.now() - t0)}`];
     for (const r of results) {
-      lines.push(`  ${r.mode} (${r.af.database}, ${r.consumed.length} events): ${Object.entries(r.timings).map(([k, v]) => `${k} ${ms(v)}`).join(", ")}`);
-      if (r.unfinished !== null) lines.push(`    Airflow did not finish its runs, stopped it and checked the stream against what it committed: ${r.unfinished}`);
+      lines.push(
+        `  ${r.mode} (${r.af.database}, ${r.consumed.length} events): ${Object.entries(r.timings)
+          .map(([k, v]) => `${k} ${ms(v)}`)
+          .join(", ")}`,
+      );
+      if (r.unfinished !== null)
+        lines.push(`    Airflow did not finish its runs, stopped it and checked the stream against what it committed: ${r.unfinished}`);
       if (r.sessions > 1) {
-        const dropped = DAGS[r.mode].reduce((n, d) => n + (r.runs.some((x) => x.dag_id === d) ? compareDag(r, d, r.runs.find((x) => x.dag_id === d)!.run_id).dropped : 0), 0);
-        lines.push(`    the daemon restarted its session ${r.sessions - 1} time(s) (Kafka/PostgreSQL blip): ${r.redelivered} re-delivered events skipped by position, ${dropped} restart repeats (previous_state_known false) dropped`);
+        const dropped = DAGS[r.mode].reduce(
+          (n, d) => n + (r.runs.some((x) => x.dag_id === d) ? compareDag(r, d, r.runs.find((x) => x.dag_id === d)!.run_id).dropped : 0),
+          0,
+        );
+        lines.push(
+          `    the daemon restarted its session ${r.sessions - 1} time(s) (Kafka/PostgreSQL blip): ${r.redelivered} re-delivered events skipped by position, ${dropped} restart repeats (previous_state_known false) dropped`,
+        );
       }
       writeFileSync(join(r.af.home, "observed.json"), JSON.stringify(observeAll(r), null, 2));
     }
@@ -90,7 +109,9 @@ describe.each(airflowVersions())("Airflow $version: real DAGs through the daemon
     for (const db of databases) await dropDatabase(db);
     if (failed || !phases["dags-test"] || !phases.scheduler) {
       const topics = instances.filter((a) => !a.database.endsWith("_tmpl")).map((a) => `${a.database}.events`);
-      console.log(`Airflow ${version}: logs (+ observed.json) kept, and the topics ${topics.join(", ")}:\n${instances.map((a) => `  ${a.home}`).join("\n")}`);
+      console.log(
+        `Airflow ${version}: logs (+ observed.json) kept, and the topics ${topics.join(", ")}:\n${instances.map((a) => `  ${a.home}`).join("\n")}`,
+      );
     } else {
       for (const af of instances) rmSync(af.home, { recursive: true, force: true });
       await deleteTopics(MODES.map((m) => phases[m].topic));
@@ -106,25 +127,31 @@ describe.each(airflowVersions())("Airflow $version: real DAGs through the daemon
         expect(runs, `dag_run rows of ${dag}`).toHaveLength(1);
         const c = compareDag(r, dag, runs[0]!.run_id);
         expect(c.auditProblems, "the audit's own consistency").toEqual([]);
-        expect(c.events, "events (op state/try[map_index] or state#clear_number, x = source.xid) vs the audit's transitions").toEqual(c.transitions);
+        expect(c.events, "events (op state/try[map_index] or state#clear_number, x = source.xid) vs the audit's transitions").toEqual(
+          c.transitions,
+        );
         expect(c.problems).toEqual([]);
       });
 
       // Airflow's behaviour, scripted: depends on a quiet machine, so it is not part of `npm test`
       // (a CI machine's load decides Airflow's path, not the stream): `npm run test:airflow:scripted`
       // adds it to the same runs (see docs/airflow-e2e.md).
-      if (SCRIPTED) it(`${mode}: ${dag}: [Airflow's behaviour, needs a quiet machine] Airflow committed the sequences scripted in expected.ts`, () => {
-        const r = phases[mode];
-        const run = r.runs.find((x) => x.dag_id === dag)!;
-        const { committed } = compareDag(r, dag, run.run_id);
-        const expected = EXPECTED[mode][major][dag]!;
-        expect(r.unfinished, `Airflow ${version} did not finish its runs (Airflow's behaviour, not the stream's: the audit test judges the stream)`).toBeNull();
-        expect(committed, deviation(`Airflow ${version} (${mode}) ${dag}`, committed, expected)).toEqual(expected);
-        if (mode === "dags-test") {
-          // `airflow dags test` exits 1 when the run failed.
-          expect(r.commands[dag]?.code, `exit code of airflow dags test ${dag}`).toBe(run.state === "success" ? 0 : 1);
-        }
-      });
+      if (SCRIPTED)
+        it(`${mode}: ${dag}: [Airflow's behaviour, needs a quiet machine] Airflow committed the sequences scripted in expected.ts`, () => {
+          const r = phases[mode];
+          const run = r.runs.find((x) => x.dag_id === dag)!;
+          const { committed } = compareDag(r, dag, run.run_id);
+          const expected = EXPECTED[mode][major][dag]!;
+          expect(
+            r.unfinished,
+            `Airflow ${version} did not finish its runs (Airflow's behaviour, not the stream's: the audit test judges the stream)`,
+          ).toBeNull();
+          expect(committed, deviation(`Airflow ${version} (${mode}) ${dag}`, committed, expected)).toEqual(expected);
+          if (mode === "dags-test") {
+            // `airflow dags test` exits 1 when the run failed.
+            expect(r.commands[dag]?.code, `exit code of airflow dags test ${dag}`).toBe(run.state === "success" ? 0 : 1);
+          }
+        });
     }
 
     it(`${mode}: every task instance and DAG run of the audit has its events, every event its row, and the audit table is not published`, () => {
@@ -146,7 +173,10 @@ describe.each(airflowVersions())("Airflow $version: real DAGs through the daemon
       expect(unattributable(r.events), "events without a dag_id, task_id, run_id or map_index").toEqual([]);
       // Every DAG the mode ran has rows in the audit: the trigger was in place (CREATE DATABASE … TEMPLATE copied it).
       expect(new Set(chains.map((c) => c.dag_id)), "DAGs in the audit").toEqual(new Set(DAGS[mode]));
-      expect(r.published.filter((t) => t.startsWith(`${AUDIT_SCHEMA}.`)), "audit tables in the daemon's publication").toEqual([]);
+      expect(
+        r.published.filter((t) => t.startsWith(`${AUDIT_SCHEMA}.`)),
+        "audit tables in the daemon's publication",
+      ).toEqual([]);
       expect(r.published.length, "tables in the daemon's publication").toBeGreaterThan(0);
     });
 
@@ -182,16 +212,31 @@ describe.each(airflowVersions())("Airflow $version: real DAGs through the daemon
       const notes = r.events.filter((e): e is NotificationEvent => e.type === "notification");
       // The stream: one notification per XCom Airflow holds under the key, whatever Airflow managed to run.
       const pushed = r.xcoms.filter((x) => x.dag_id === "es_notify").map((x) => tiName(x.task_id, x.map_index));
-      expect(notes.map((n) => tiName(n.task_id, n.map_index)).sort(), "notifications vs the XCom rows under the key eventstream").toEqual(pushed.sort());
+      expect(notes.map((n) => tiName(n.task_id, n.map_index)).sort(), "notifications vs the XCom rows under the key eventstream").toEqual(
+        pushed.sort(),
+      );
       // Airflow's behaviour: every notifying task ran and pushed (needs Airflow to finish, see the scripted check).
       expect(r.unfinished, `Airflow ${version} did not finish its runs (Airflow's behaviour, not the stream's)`).toBeNull();
-      expect(pushed.sort(), "tasks of es_notify that pushed an XCom").toEqual(["notify", "notify_each[0]", "notify_each[1]", "notify_invalid", "notify_not_a_dict"]);
+      expect(pushed.sort(), "tasks of es_notify that pushed an XCom").toEqual([
+        "notify",
+        "notify_each[0]",
+        "notify_each[1]",
+        "notify_invalid",
+        "notify_not_a_dict",
+      ]);
       const md5 = { "a.csv": "e5ebd4c02cefbe7955977c67ada242b7", "b.csv": "14ce6257233db2c84e19d55bdd5b0a41" };
       for (const n of notes) {
         const name = tiName(n.task_id, n.map_index);
         const xcom = r.xcoms.find((x) => x.task_id === n.task_id && x.map_index === n.map_index)!;
         const ti = r.tis.find((x) => x.dag_id === "es_notify" && x.task_id === n.task_id && x.map_index === n.map_index)!;
-        expect(n, name).toMatchObject({ dag_id: "es_notify", run_id: run.run_id, try_number: ti.try_number, logical_date: runEvent.logical_date, time: xcom.timestamp, xcom_key: "eventstream" });
+        expect(n, name).toMatchObject({
+          dag_id: "es_notify",
+          run_id: run.run_id,
+          try_number: ti.try_number,
+          logical_date: runEvent.logical_date,
+          time: xcom.timestamp,
+          xcom_key: "eventstream",
+        });
         // Pushed while the task ran: before the event that ends its try.
         const success = tis.find((e) => e.task_id === n.task_id && e.map_index === n.map_index && e.state === "success")!;
         expect(n.source.position < success.source.position, `${name} notification before its success event`).toBe(true);
@@ -209,7 +254,15 @@ describe.each(airflowVersions())("Airflow $version: real DAGs through the daemon
           });
         } else {
           expect(n.error, `${name} error`).not.toBeNull();
-          expect(n, name).toMatchObject({ request_id: null, start: null, end: null, metadata: null, payload: null, payload_uri: null, files: null });
+          expect(n, name).toMatchObject({
+            request_id: null,
+            start: null,
+            end: null,
+            metadata: null,
+            payload: null,
+            payload_uri: null,
+            files: null,
+          });
           // error.raw is "the value as pushed (JSON text ...)" per the contract.
           const raw = n.error!.raw;
           if (n.task_id === "notify_invalid") {
@@ -272,7 +325,14 @@ function compareDag(r: PhaseResult, dag: string, runId: string): DagComparison {
     events.run = runChain.chain.map(eventToken);
     observed.run = renderRun(runChain.chain);
   }
-  problems.push(...runProblems(dag, runChain.chain, r.runs.find((x) => x.dag_id === dag && x.run_id === runId), restarted));
+  problems.push(
+    ...runProblems(
+      dag,
+      runChain.chain,
+      r.runs.find((x) => x.dag_id === dag && x.run_id === runId),
+      restarted,
+    ),
+  );
   problems.push(...previousProblems(`${dag} run`, runChain.chain, mine.find((c) => c.kind === "dag_run")?.transitions ?? [], restarted));
 
   const tiEvents = r.events.filter((e): e is TaskInstanceEvent => e.type === "task_instance");
@@ -283,7 +343,9 @@ function compareDag(r: PhaseResult, dag: string, runId: string): DagComparison {
     observed.tis[name] = renderTi(chain);
     const row = r.tis.find((x) => x.dag_id === dag && x.run_id === runId && tiName(x.task_id, x.map_index) === name);
     problems.push(...tiProblems(name, chain, row, restarted));
-    problems.push(...previousProblems(name, chain, mine.find((c) => c.kind === "task_instance" && c.name === name)?.transitions ?? [], restarted));
+    problems.push(
+      ...previousProblems(name, chain, mine.find((c) => c.kind === "task_instance" && c.name === name)?.transitions ?? [], restarted),
+    );
   }
   // The audit's last version of each row is what the table holds: nothing it recorded is missing.
   for (const c of mine) {
@@ -313,7 +375,10 @@ function deviation(what: string, committed: Observed, expected: Observed): strin
     lines.push(`${name}: committed \`${got ?? "(no such task instance)"}\`, scripted \`${want ?? "(none)"}\``);
     // Seen under load on 3.x: the scheduler gives up on a task its worker never started.
     const unstarted = [...(got ?? "").matchAll(/queued\/(\d+) (up_for_retry|failed)\/\1/g)];
-    for (const m of unstarted) lines.push(`  ${name} went from queued/${m[1]} to ${m[2]}/${m[1]} without running: Airflow's worker did not start the task (on a loaded machine Airflow 3's task supervisor times out reaching the API server)`);
+    for (const m of unstarted)
+      lines.push(
+        `  ${name} went from queued/${m[1]} to ${m[2]}/${m[1]} without running: Airflow's worker did not start the task (on a loaded machine Airflow 3's task supervisor times out reaching the API server)`,
+      );
   }
   return `${what}: Airflow took another path than the scripted one (Airflow's behaviour, not the stream's: the audit test judges the stream)\n${lines.join("\n")}`;
 }

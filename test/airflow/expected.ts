@@ -96,8 +96,10 @@ const dagsTest3: Partial<Record<DagId, Observed>> = {
   es_retry: {
     run: "+running failed",
     tis: {
-      flaky: "+none/0 scheduled/1 queued/1 running/1 up_for_retry/1 scheduled/2 queued/2 running/2 up_for_retry/2 scheduled/3 queued/3 running/3 success/3",
-      doomed: "+none/0 scheduled/1 queued/1 running/1 up_for_retry/1 scheduled/2 queued/2 running/2 up_for_retry/2 scheduled/3 queued/3 running/3 failed/3",
+      flaky:
+        "+none/0 scheduled/1 queued/1 running/1 up_for_retry/1 scheduled/2 queued/2 running/2 up_for_retry/2 scheduled/3 queued/3 running/3 success/3",
+      doomed:
+        "+none/0 scheduled/1 queued/1 running/1 up_for_retry/1 scheduled/2 queued/2 running/2 up_for_retry/2 scheduled/3 queued/3 running/3 failed/3",
     },
   },
   es_skip: {
@@ -147,8 +149,10 @@ const scheduler: Partial<Record<DagId, Observed>> = {
   es_retry: {
     run: "+queued running failed",
     tis: {
-      flaky: "+none/0 scheduled/1 queued/1 running/1 up_for_retry/1 scheduled/2 queued/2 running/2 up_for_retry/2 scheduled/3 queued/3 running/3 success/3",
-      doomed: "+none/0 scheduled/1 queued/1 running/1 up_for_retry/1 scheduled/2 queued/2 running/2 up_for_retry/2 scheduled/3 queued/3 running/3 failed/3",
+      flaky:
+        "+none/0 scheduled/1 queued/1 running/1 up_for_retry/1 scheduled/2 queued/2 running/2 up_for_retry/2 scheduled/3 queued/3 running/3 success/3",
+      doomed:
+        "+none/0 scheduled/1 queued/1 running/1 up_for_retry/1 scheduled/2 queued/2 running/2 up_for_retry/2 scheduled/3 queued/3 running/3 failed/3",
     },
   },
   es_skip: {

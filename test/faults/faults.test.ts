@@ -3,7 +3,19 @@ import { mkdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { afterAll, describe, expect, it } from "vitest";
-import { confirmedFlush, consume, createDatabase, daemonEnv, dropDatabase, services, sleep, spawnDaemon, uniqueName, waitFor, type DaemonProcess } from "../support/harness.js";
+import {
+  confirmedFlush,
+  consume,
+  createDatabase,
+  daemonEnv,
+  dropDatabase,
+  services,
+  sleep,
+  spawnDaemon,
+  uniqueName,
+  waitFor,
+  type DaemonProcess,
+} from "../support/harness.js";
 import { checkAgainstLedger, kafka, loadSeed, prng, summary, untilSentinels } from "../support/load.js";
 import { CutProxy } from "./proxy.js";
 import { TolerantLoad } from "./tolerant-load.js";
@@ -27,7 +39,12 @@ import { TolerantLoad } from "./tolerant-load.js";
  */
 
 const PROFILE = process.env.FAULTS_PROFILE === "soak" ? "soak" : process.env.FAULTS_PROFILE === "kill" ? "kill" : "short";
-const ROUNDS = PROFILE === "soak" ? Number(process.env.FAULTS_ROUNDS ?? 3) : PROFILE === "kill" ? Number(process.env.FAULTS_ROUNDS ?? 5) : Number(process.env.FAULTS_ROUNDS ?? 1);
+const ROUNDS =
+  PROFILE === "soak"
+    ? Number(process.env.FAULTS_ROUNDS ?? 3)
+    : PROFILE === "kill"
+      ? Number(process.env.FAULTS_ROUNDS ?? 5)
+      : Number(process.env.FAULTS_ROUNDS ?? 1);
 const CUT_MS = PROFILE === "soak" ? [3_000, 15_000] : [3_000, 6_000];
 const KINDS = ["kill", "kafka-stop", "kafka-freeze", "pg-restart", "pg-cut"] as const;
 type Kind = (typeof KINDS)[number];
@@ -102,7 +119,8 @@ async function runMode(mode: "at-least-once" | "exactly-once"): Promise<void> {
   const proxy = new CutProxy(s.pg.host, s.pg.port);
   const port = await proxy.listen();
   const extra: Record<string, string> = { PGPORT: String(port) };
-  if (mode === "exactly-once") Object.assign(extra, { EVENTSTREAM_DELIVERY: "exactly-once", EVENTSTREAM_CHECKPOINT_TOPIC: `${db}.checkpoints` });
+  if (mode === "exactly-once")
+    Object.assign(extra, { EVENTSTREAM_DELIVERY: "exactly-once", EVENTSTREAM_CHECKPOINT_TOPIC: `${db}.checkpoints` });
   const env = daemonEnv(db, extra);
   const daemons: DaemonProcess[] = [];
   let d = spawnDaemon(env);
@@ -112,7 +130,16 @@ async function runMode(mode: "at-least-once" | "exactly-once"): Promise<void> {
   const plan: Kind[] = [];
   for (let r = 0; r < ROUNDS; r++) plan.push(...[...PLANNED].sort(() => rand() - 0.5));
   console.log(`faults ${mode}: profile ${PROFILE}, seed ${seed}, plan ${plan.join(",")}`);
-  const load = new TolerantLoad({ db, major: "3", dags, workers: 4, tasksPerRun: 6, maxRowsPerTx: 8, txDelayMs: PROFILE === "soak" ? 20 : 5, seed });
+  const load = new TolerantLoad({
+    db,
+    major: "3",
+    dags,
+    workers: 4,
+    tasksPerRun: 6,
+    maxRowsPerTx: 8,
+    txDelayMs: PROFILE === "soak" ? 20 : 5,
+    seed,
+  });
   let kafkaDown = false;
   /** The broker stopped with SIGSTOP, while it is (status would hang asking it). */
   let frozenPid: number | null = null;
@@ -165,7 +192,9 @@ async function runMode(mode: "at-least-once" | "exactly-once"): Promise<void> {
       await waitFor(`daemon streaming again after ${kind}`, async () => ((await confirmedFlush(db, db)) ?? 0n) > base, 120_000, 100);
       const ms = Date.now() - end;
       recovery.push(`${kind} ${ms}ms`);
-      console.log(`  ${mode}: ${kind} (${(cutMs / 1000).toFixed(1)} s) after ${before} changes; streaming again ${ms} ms after the fault ended`);
+      console.log(
+        `  ${mode}: ${kind} (${(cutMs / 1000).toFixed(1)} s) after ${before} changes; streaming again ${ms} ms after the fault ended`,
+      );
       if (!alive(d)) throw new Error(`daemon exited after ${kind}:\n${d.output.slice(-20).join("\n")}`);
     }
     await sleep(2_000);
@@ -176,7 +205,9 @@ async function runMode(mode: "at-least-once" | "exactly-once"): Promise<void> {
     const consumed = await consume([`${db}.events`], untilSentinels(dags), { timeoutMs: 180_000, allowTimeout: true });
     const result = checkAgainstLedger(consumed, load.ledger, { exactlyOnce: mode === "exactly-once" });
     // A restarted daemon may not know a row's previous state: not a delivery problem.
-    const problems = result.problems.filter((p) => !p.includes("previous_state_known=false without a restart") && !/^\d+ duplicate events, expected none$/.test(p));
+    const problems = result.problems.filter(
+      (p) => !p.includes("previous_state_known=false without a restart") && !/^\d+ duplicate events, expected none$/.test(p),
+    );
     const lost = problems.filter((p) => p.includes(": missing #")).length;
     const reordered = problems.filter((p) => p.includes("not commit order")).length;
     const row: Row = {
@@ -193,11 +224,19 @@ async function runMode(mode: "at-least-once" | "exactly-once"): Promise<void> {
       ambiguous: `${load.ambiguous.committed}/${load.ambiguous.notCommitted}`,
     };
     table.push(row);
-    console.log(`faults ${mode}: ${load.ledger.count} changes in ${load.ledger.transactions} tx, ${load.retries} retried tx; ${JSON.stringify(row)}\n${summary(problems, 15).join("\n")}`);
+    console.log(
+      `faults ${mode}: ${load.ledger.count} changes in ${load.ledger.transactions} tx, ${load.retries} retried tx; ${JSON.stringify(row)}\n${summary(problems, 15).join("\n")}`,
+    );
     if (problems.length > 0) {
       // CI shows only what is printed: the lines that say where each session started and why it ended.
       const key = /"level":(40|50|60)|"msg":"(streaming|read back|exactly-once: resuming|no gap|replay|exactly-once: past)/;
-      for (const [i, x] of daemons.entries()) console.log(`=== daemon ${i}\n${x.output.filter((l) => key.test(l)).slice(-40).join("\n")}`);
+      for (const [i, x] of daemons.entries())
+        console.log(
+          `=== daemon ${i}\n${x.output
+            .filter((l) => key.test(l))
+            .slice(-40)
+            .join("\n")}`,
+        );
       console.log(`faults ${mode}: the daemons' whole logs are in ${await keepLogs(`${db}-${seed}`, daemons)}`);
     }
     expect(summary(problems)).toEqual([]);
@@ -211,18 +250,49 @@ async function runMode(mode: "at-least-once" | "exactly-once"): Promise<void> {
     await load.stop().catch(() => undefined);
     for (const x of daemons) if (alive(x)) x.proc.kill("SIGKILL");
     await proxy.close();
-    await waitFor("PostgreSQL up", async () => {
-      await services_("pg-start");
-      return true;
-    }, 60_000, 1000).catch(() => undefined);
+    await waitFor(
+      "PostgreSQL up",
+      async () => {
+        await services_("pg-start");
+        return true;
+      },
+      60_000,
+      1000,
+    ).catch(() => undefined);
     await dropDatabase(db).catch(() => undefined);
   }
 }
 
 describe(`faults under load (${PROFILE})`, () => {
   afterAll(() => {
-    const head = ["mode", ...KINDS, "events", "consumed", "lost", "dup", "dup/kill", "reord", "other", "ambiguous c/n", "seed", "recovery (ms, per fault)"];
-    const lines = table.map((r) => [r.mode, ...KINDS.map((k) => String(r.faults[k])), String(r.checked), String(r.consumed), String(r.lost), String(r.duplicated), PROFILE === "kill" && r.faults.kill > 0 ? (r.duplicated / r.faults.kill).toFixed(1) : "-", String(r.reordered), String(r.other), r.ambiguous, String(r.seed), r.recovery.join(", ")]);
+    const head = [
+      "mode",
+      ...KINDS,
+      "events",
+      "consumed",
+      "lost",
+      "dup",
+      "dup/kill",
+      "reord",
+      "other",
+      "ambiguous c/n",
+      "seed",
+      "recovery (ms, per fault)",
+    ];
+    const lines = table.map((r) => [
+      r.mode,
+      ...KINDS.map((k) => String(r.faults[k])),
+      String(r.checked),
+      String(r.consumed),
+      String(r.lost),
+      String(r.duplicated),
+      PROFILE === "kill" && r.faults.kill > 0 ? (r.duplicated / r.faults.kill).toFixed(1) : "-",
+      String(r.reordered),
+      String(r.other),
+      r.ambiguous,
+      String(r.seed),
+      r.recovery.join(", "),
+    ]);
     console.log([head, ...lines].map((l) => "| " + l.join(" | ") + " |").join("\n"));
   });
   it("at-least-once: nothing lost or reordered; duplicates repeat their original", () => runMode("at-least-once"));

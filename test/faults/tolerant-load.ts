@@ -40,7 +40,16 @@ export class TolerantLoad {
   retries = 0;
 
   constructor(
-    private readonly o: { db: string; major: AirflowMajor; dags: string[]; workers: number; tasksPerRun: number; maxRowsPerTx: number; txDelayMs: number; seed: number },
+    private readonly o: {
+      db: string;
+      major: AirflowMajor;
+      dags: string[];
+      workers: number;
+      tasksPerRun: number;
+      maxRowsPerTx: number;
+      txDelayMs: number;
+      seed: number;
+    },
   ) {
     this.rand = prng(o.seed);
   }

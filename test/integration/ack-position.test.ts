@@ -46,7 +46,11 @@ async function readCommits(cfg: Config, count: number, onCommit: (s: Replication
     },
     onKeepalive: () => undefined,
   });
-  await Promise.race([enough, stream.done, new Promise((_, rej) => setTimeout(() => rej(new Error(`only ${seen.length} of ${count} commits arrived`)), 20_000))]);
+  await Promise.race([
+    enough,
+    stream.done,
+    new Promise((_, rej) => setTimeout(() => rej(new Error(`only ${seen.length} of ${count} commits arrived`)), 20_000)),
+  ]);
   // Give PostgreSQL a moment to apply the status update before the connection goes.
   await new Promise((r) => setTimeout(r, 300));
   await stream.stop();
@@ -79,7 +83,13 @@ describe("acknowledging adjacent commits", () => {
     let pair: { a: Tx; b: Tx } | null = null;
     const cfg = daemonConfig(db, { EVENTSTREAM_SLOT: slot, EVENTSTREAM_PUBLICATION: db });
     for (let i = 0; i < 10 && pair === null; i++) {
-      const r = await adjacentCommits(db, witnessSlot, db, (c) => c.query("INSERT INTO a VALUES ($1, 'A')", [i]), (c) => c.query("INSERT INTO b VALUES ($1, 'B')", [i]));
+      const r = await adjacentCommits(
+        db,
+        witnessSlot,
+        db,
+        (c) => c.query("INSERT INTO a VALUES ($1, 'A')", [i]),
+        (c) => c.query("INSERT INTO b VALUES ($1, 'B')", [i]),
+      );
       if (r.adjacent) pair = r;
       else await readCommits(cfg, 2, (s, tx) => s.sendStatus(tx.endLsn));
     }
@@ -108,7 +118,11 @@ describe("acknowledging adjacent commits", () => {
       const dagA = `${adb}_dag_a`;
       const dagB = `${adb}_dag_b`;
       // With creation off the checkpoint topic (gap detection) must exist too, as in production.
-      const env = daemonEnv(adb, { EVENTSTREAM_TOPIC_TEMPLATE: "{dag_id}", EVENTSTREAM_CREATE_TOPICS: "false", EVENTSTREAM_CHECKPOINT_TOPIC: `${adb}.checkpoints` });
+      const env = daemonEnv(adb, {
+        EVENTSTREAM_TOPIC_TEMPLATE: "{dag_id}",
+        EVENTSTREAM_CREATE_TOPICS: "false",
+        EVENTSTREAM_CHECKPOINT_TOPIC: `${adb}.checkpoints`,
+      });
       await createTopics([dagA, `${adb}.checkpoints`]);
       await withPg(adb, async (c) => {
         await insertDagRun(c, "2", dagA, "r");
@@ -140,7 +154,9 @@ describe("acknowledging adjacent commits", () => {
       const gotA = await consume([dagA], (all) => all.length >= 1, 10_000);
       expect(gotA.map((m) => m.key)).toEqual([dagA]);
       // Reported so that a run where the WAL happened not to be back to back is visible.
-      console.log(`daemon-level adjacent commits: ${pair.adjacent ? "back to back" : "not back to back this time"} (A ends ${formatLsn(pair.a.endLsn)}, B commits ${formatLsn(pair.b.commitLsn)})`);
+      console.log(
+        `daemon-level adjacent commits: ${pair.adjacent ? "back to back" : "not back to back this time"} (A ends ${formatLsn(pair.a.endLsn)}, B commits ${formatLsn(pair.b.commitLsn)})`,
+      );
     } finally {
       await dropDatabase(adb);
     }

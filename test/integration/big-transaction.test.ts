@@ -47,7 +47,14 @@ describe("a very large transaction", () => {
       }
     });
     const insertMs = Date.now() - t0;
-    const d = spawnDaemon(daemonEnv(db, { EVENTSTREAM_MAX_INFLIGHT_EVENTS: "5000", EVENTSTREAM_MAX_INFLIGHT_BYTES: "8000000", EVENTSTREAM_TOPIC_PARTITIONS: "6", ...(process.env.BIGTX_CACHE ? { EVENTSTREAM_STATE_CACHE_SIZE: process.env.BIGTX_CACHE } : {}) }));
+    const d = spawnDaemon(
+      daemonEnv(db, {
+        EVENTSTREAM_MAX_INFLIGHT_EVENTS: "5000",
+        EVENTSTREAM_MAX_INFLIGHT_BYTES: "8000000",
+        EVENTSTREAM_TOPIC_PARTITIONS: "6",
+        ...(process.env.BIGTX_CACHE ? { EVENTSTREAM_STATE_CACHE_SIZE: process.env.BIGTX_CACHE } : {}),
+      }),
+    );
     const pid = d.proc.pid!;
     let peak = 0;
     let idle = 0;
@@ -75,7 +82,9 @@ describe("a very large transaction", () => {
         { timeoutMs: HANG_GUARD_MS, waitingFor: `an update event of each of the ${ROWS} task instances` },
       );
       const deliverMs = Date.now() - t1;
-      const bad = got.filter((m) => m.event.type !== "task_instance" || m.event.op !== "update" || m.event.state !== "scheduled" || m.event.try_number !== 1);
+      const bad = got.filter(
+        (m) => m.event.type !== "task_instance" || m.event.op !== "update" || m.event.state !== "scheduled" || m.event.try_number !== 1,
+      );
       const twice = [...seen.values()].filter((n) => n !== 1).length;
       const xids = new Set(got.map((m) => m.event.source.xid));
       console.log(

@@ -22,7 +22,9 @@ function run(env: Record<string, string>, cwd = process.cwd()): { status: number
 describe("configuration mistakes stop the daemon with exit code 2", () => {
   it("a misspelt setting: named with its value and the setting meant", () => {
     const r = run(daemonEnv("no_such_database_cfg", { EVENTSTREAM_TOPIC_PARTITION: "3" }));
-    expect(r.output).toContain('EVENTSTREAM_TOPIC_PARTITION="3" (from the environment): not a setting of airflow-eventstream; did you mean EVENTSTREAM_TOPIC_PARTITIONS?');
+    expect(r.output).toContain(
+      'EVENTSTREAM_TOPIC_PARTITION="3" (from the environment): not a setting of airflow-eventstream; did you mean EVENTSTREAM_TOPIC_PARTITIONS?',
+    );
     expect(r.status).toBe(2);
   });
 

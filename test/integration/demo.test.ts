@@ -53,7 +53,8 @@ async function readmeDaemonOnDemo(): Promise<{ code: number | null; output: stri
   return { code, output };
 }
 
-const SUMMARY = /== (\d+) events read from Kafka topic "airflow\.demo\.events" for (\d+) transitions written; (\d+) heartbeat updates written produced (\d+) events/;
+const SUMMARY =
+  /== (\d+) events read from Kafka topic "airflow\.demo\.events" for (\d+) transitions written; (\d+) heartbeat updates written produced (\d+) events/;
 
 describe("npm run demo", () => {
   it("runs twice in a row, each time every transition one event and no heartbeat an event", { timeout: 600_000 }, async () => {

@@ -59,7 +59,6 @@ function roleEnv(db: string, role: string, extra: Record<string, string> = {}): 
   return daemonEnv(db, { PGUSER: role, PGPASSWORD: SECRET, ...extra });
 }
 
-
 type LogLine = { msg?: string; err?: string; retryInMs?: number; retryCount?: number; retryTime?: number; namespace?: string };
 
 function parsed(lines: string[]): LogLine[] {
@@ -78,8 +77,14 @@ const expectUserAction = (what: string, env: Record<string, string>, cls: typeof
   expectUserActionOf({ outputs, spawned }, what, env, cls, needles, withinMs);
 
 const slotsOf = (db: string) =>
-  withPg("postgres", async (c) => (await c.query<{ slot_name: string; plugin: string }>("SELECT slot_name, plugin FROM pg_replication_slots WHERE database = $1", [db])).rows);
-const publicationsOf = (db: string) => withPg(db, async (c) => (await c.query<{ pubname: string }>("SELECT pubname FROM pg_publication")).rows.map((r) => r.pubname));
+  withPg(
+    "postgres",
+    async (c) =>
+      (await c.query<{ slot_name: string; plugin: string }>("SELECT slot_name, plugin FROM pg_replication_slots WHERE database = $1", [db]))
+        .rows,
+  );
+const publicationsOf = (db: string) =>
+  withPg(db, async (c) => (await c.query<{ pubname: string }>("SELECT pubname FROM pg_publication")).rows.map((r) => r.pubname));
 
 /** Kafka unreachable: this daemon starts first and runs in the background while the other tests run. */
 let kafkaDown: { proc: DaemonProcess; db: string; port: number; startedAt: number } | null = null;
@@ -148,7 +153,10 @@ describe("errors an operator must act on", () => {
     // The statement from the message, as given, is the fix.
     await withPg(db, (c) => c.query(grant));
     const createSql = `CREATE PUBLICATION "${db}" FOR TABLE ${TABLES};`;
-    const message = await expectUserAction("not the owner, EVENTSTREAM_CREATE_PUBLICATION=true", env, PublicationError, [createSql, "owner"]);
+    const message = await expectUserAction("not the owner, EVENTSTREAM_CREATE_PUBLICATION=true", env, PublicationError, [
+      createSql,
+      "owner",
+    ]);
     expect(message).toContain("EVENTSTREAM_CREATE_PUBLICATION=false");
     expect(await publicationsOf(db)).toEqual([]);
     expect(await slotsOf(db)).toEqual([]);
@@ -178,7 +186,9 @@ describe("errors an operator must act on", () => {
     let released = false;
     try {
       await holder.start({ onData: () => undefined, onKeepalive: () => undefined });
-      expect((await withPg("postgres", (c) => c.query("SELECT active FROM pg_replication_slots WHERE slot_name = $1", [db]))).rows[0]).toEqual({ active: true });
+      expect(
+        (await withPg("postgres", (c) => c.query("SELECT active FROM pg_replication_slots WHERE slot_name = $1", [db]))).rows[0],
+      ).toEqual({ active: true });
 
       const lines: string[] = [];
       outputs.push({ what: "slot in use (in-process)", lines });
@@ -207,7 +217,10 @@ describe("errors an operator must act on", () => {
       await waitFor("the daemon to stream", async () => parsed(lines).some((l) => l.msg === "streaming"), 20_000);
       expect(Date.now() - releasedAt).toBeLessThan(10_000);
       const got = await consume([`${db}.events`], (all) => all.some((m) => m.event.dag_id === "while_waiting"), 30_000);
-      expect(got.map((m) => [m.event.type, m.event.dag_id, (m.event as { op?: string }).op]), `daemon log:\n${lines.join("")}`).toContainEqual(["dag_run", "while_waiting", "insert"]);
+      expect(
+        got.map((m) => [m.event.type, m.event.dag_id, (m.event as { op?: string }).op]),
+        `daemon log:\n${lines.join("")}`,
+      ).toContainEqual(["dag_run", "while_waiting", "insert"]);
       expect(ended).toBe(false);
       await d.stop();
     } finally {
@@ -242,7 +255,10 @@ describe("errors an operator must act on", () => {
     inProcess.push(d);
     await waitFor("the daemon to stream", async () => parsed(lines).some((l) => l.msg === "streaming"), 20_000);
     const got = await consume([`${db}.events`], (all) => all.some((m) => m.event.dag_id === "after_slot"), 30_000);
-    expect(got.map((m) => [m.event.type, m.event.dag_id, (m.event as { op?: string }).op]), `daemon log:\n${lines.join("")}`).toContainEqual(["dag_run", "after_slot", "insert"]);
+    expect(
+      got.map((m) => [m.event.type, m.event.dag_id, (m.event as { op?: string }).op]),
+      `daemon log:\n${lines.join("")}`,
+    ).toContainEqual(["dag_run", "after_slot", "insert"]);
     await d.stop();
   });
 
@@ -290,7 +306,11 @@ describe("errors an operator must act on", () => {
 
   it("wrong password: PrivilegeError saying to check PGUSER and PGPASSWORD", async () => {
     const db = await newDatabase("err_password", "2");
-    await expectUserAction("wrong password", roleEnv(db, repl, { PGPASSWORD: WRONG_SECRET }), PrivilegeError, [`role "${repl}"`, "wrong password", "PGPASSWORD"]);
+    await expectUserAction("wrong password", roleEnv(db, repl, { PGPASSWORD: WRONG_SECRET }), PrivilegeError, [
+      `role "${repl}"`,
+      "wrong password",
+      "PGPASSWORD",
+    ]);
   });
 });
 

@@ -44,8 +44,18 @@ function newKafka(): Kafka {
 }
 
 /** Every record of a topic as a read_committed (or read_uncommitted) consumer sees it, read until `until`. */
-async function readTopic(topic: string, until: (n: number, all: { key: string | null; value: string | null; offset: string }[]) => boolean, opts: { readUncommitted?: boolean; timeoutMs?: number } = {}) {
-  const consumer = newKafka().consumer({ groupId: uniqueName("test_eos"), readUncommitted: opts.readUncommitted ?? false, maxWaitTimeInMs: 100, sessionTimeout: 10_000, heartbeatInterval: 500 });
+async function readTopic(
+  topic: string,
+  until: (n: number, all: { key: string | null; value: string | null; offset: string }[]) => boolean,
+  opts: { readUncommitted?: boolean; timeoutMs?: number } = {},
+) {
+  const consumer = newKafka().consumer({
+    groupId: uniqueName("test_eos"),
+    readUncommitted: opts.readUncommitted ?? false,
+    maxWaitTimeInMs: 100,
+    sessionTimeout: 10_000,
+    heartbeatInterval: 500,
+  });
   const all: { key: string | null; value: string | null; offset: string }[] = [];
   await consumer.connect();
   try {
@@ -107,7 +117,9 @@ describe("exactly-once: lifecycle", () => {
     const cfg = daemonConfig(db, { EVENTSTREAM_DELIVERY: "exactly-once", EVENTSTREAM_CHECKPOINT_TOPIC: `${db}.checkpoints` });
     const logs: string[] = [];
     let daemon = startDaemon(cfg, logs);
-    await waitFor("the slot", () => withPg("postgres", async (p) => (await p.query("SELECT 1 FROM pg_replication_slots WHERE slot_name = $1 AND active", [db])).rowCount));
+    await waitFor("the slot", () =>
+      withPg("postgres", async (p) => (await p.query("SELECT 1 FROM pg_replication_slots WHERE slot_name = $1 AND active", [db])).rowCount),
+    );
     await waitFor("streaming", async () => logs.some((l) => l.includes('"msg":"streaming"')));
     expect(logs.some((l) => l.includes("exactly-once: no checkpoint for this slot yet"))).toBe(true);
 
@@ -132,7 +144,8 @@ describe("exactly-once: lifecycle", () => {
     await insertTi(c, "3", k("zz_sentinel"));
 
     const topic = `${db}.events`;
-    const isSentinel = (e: unknown) => (e as TaskInstanceEvent).type === "task_instance" && (e as TaskInstanceEvent).task_id === "zz_sentinel";
+    const isSentinel = (e: unknown) =>
+      (e as TaskInstanceEvent).type === "task_instance" && (e as TaskInstanceEvent).task_id === "zz_sentinel";
     const consumed = await consume([topic], (all) => all.some((m) => isSentinel(m.event)));
     const events = consumed.map((m) => StreamEvent.parse(m.event));
     const positions = events.map((e) => e.source.position);
@@ -172,7 +185,11 @@ describe("exactly-once: lifecycle", () => {
 
     // The checkpoint (key = slot) names the last event; the topic holds nothing aborted.
     const last = events.at(-1)!;
-    const cp = await latestCheckpoint(cfg.checkpointTopic, db, (p) => p.position !== null && formatPosition(p.position) === last.source.position);
+    const cp = await latestCheckpoint(
+      cfg.checkpointTopic,
+      db,
+      (p) => p.position !== null && formatPosition(p.position) === last.source.position,
+    );
     expect(cp.position && formatPosition(cp.position)).toBe(last.source.position);
     expect(cp).toMatchObject({ slot: db, database: db });
     expect(cp.systemIdentifier).toMatch(/^\d+$/);
@@ -187,7 +204,9 @@ describe("exactly-once: lifecycle", () => {
       await waitFor("streaming again", async () => logs.some((l) => l.includes('"msg":"streaming"')));
       expect(logs.some((l) => l.includes("exactly-once: resuming after the checkpoint") && l.includes(last.source.position))).toBe(true);
       await updateTi(c, k("zz_sentinel"), { state: "scheduled", try_number: 1 });
-      const again = await consume([topic], (all) => all.some((m) => isSentinel(m.event) && (m.event as TaskInstanceEvent).state === "scheduled"));
+      const again = await consume([topic], (all) =>
+        all.some((m) => isSentinel(m.event) && (m.event as TaskInstanceEvent).state === "scheduled"),
+      );
       expect(again).toHaveLength(events.length + 1);
       expect(new Set(again.map((m) => (m.event as TaskInstanceEvent).source.position)).size).toBe(events.length + 1);
     } finally {
@@ -239,7 +258,11 @@ describe("exactly-once: a replayed range is skipped exactly up to the checkpoint
     }
 
     // First run: everything, to topic 1.
-    const cfg1 = daemonConfig(db, { EVENTSTREAM_DELIVERY: "exactly-once", EVENTSTREAM_CHECKPOINT_TOPIC: `${db}.checkpoints`, EVENTSTREAM_TOPIC: `${db}.first` });
+    const cfg1 = daemonConfig(db, {
+      EVENTSTREAM_DELIVERY: "exactly-once",
+      EVENTSTREAM_CHECKPOINT_TOPIC: `${db}.checkpoints`,
+      EVENTSTREAM_TOPIC: `${db}.first`,
+    });
     const logs: string[] = [];
     let daemon = startDaemon(cfg1, logs);
     await waitFor("streaming", async () => logs.some((l) => l.includes('"msg":"streaming"')));
@@ -252,13 +275,29 @@ describe("exactly-once: a replayed range is skipped exactly up to the checkpoint
     // A checkpoint inside tx2, after its third change (as a batch ending there would have written),
     // and the slot back where it started.
     const mid = tx2[2]!;
-    const sysid = await withPg(db, async (p) => (await p.query<{ s: string }>("SELECT system_identifier::text AS s FROM pg_control_system()")).rows[0]!.s);
+    const sysid = await withPg(
+      db,
+      async (p) => (await p.query<{ s: string }>("SELECT system_identifier::text AS s FROM pg_control_system()")).rows[0]!.s,
+    );
     const producer = newKafka().producer();
     await producer.connect();
     await producer.send({
       topic: `${db}.checkpoints`,
       acks: -1,
-      messages: [{ key: db, value: JSON.stringify({ version: 1, slot: db, position: mid.source.position, commit_lsn: mid.source.commit_lsn, index: mid.source.index, system_identifier: sysid, database: db }) }],
+      messages: [
+        {
+          key: db,
+          value: JSON.stringify({
+            version: 1,
+            slot: db,
+            position: mid.source.position,
+            commit_lsn: mid.source.commit_lsn,
+            index: mid.source.index,
+            system_identifier: sysid,
+            database: db,
+          }),
+        },
+      ],
     });
     await producer.disconnect();
     await withPg(db, async (p) => {
@@ -271,7 +310,9 @@ describe("exactly-once: a replayed range is skipped exactly up to the checkpoint
     daemon = startDaemon({ ...cfg1, topic: `${db}.second` }, logs);
     try {
       await waitFor("streaming", async () => logs.some((l) => l.includes('"msg":"streaming"')));
-      const second = (await consume([`${db}.second`], (all) => all.some((m) => m.event.type === "dag_run" && m.event.state === "success"))).map((m) => StreamEvent.parse(m.event));
+      const second = (
+        await consume([`${db}.second`], (all) => all.some((m) => m.event.type === "dag_run" && m.event.state === "success"))
+      ).map((m) => StreamEvent.parse(m.event));
       const after = first.slice(first.indexOf(mid) + 1);
       expect(second.map((e) => e.source.position)).toEqual(after.map((e) => e.source.position));
       // Same content, previous states included: the mapper saw the skipped changes.
@@ -307,7 +348,15 @@ describe("exactly-once: a checkpoint that cannot be trusted", () => {
     const producer = newKafka().producer();
     await producer.connect();
     try {
-      const foreign = { version: 1, slot: db, position: "0000000000000001-00000000", commit_lsn: "0/1", index: 0, system_identifier: "1", database: "elsewhere" };
+      const foreign = {
+        version: 1,
+        slot: db,
+        position: "0000000000000001-00000000",
+        commit_lsn: "0/1",
+        index: 0,
+        system_identifier: "1",
+        database: "elsewhere",
+      };
       await producer.send({ topic: cfg.checkpointTopic, acks: -1, messages: [{ key: db, value: JSON.stringify(foreign) }] });
       daemon = startDaemon(cfg);
       const err = await daemon.done.then(
@@ -358,7 +407,17 @@ async function crashScenario(mode: "exactly-once" | "at-least-once", kills: numb
     let d = spawnDaemon(env);
     daemons.push(d);
     await d.waitForLog(STREAMING);
-    const gen = new LoadGenerator({ db, major: "3", dags, workers: 4, tasksPerRun: 6, activePerWorker: 30, maxRowsPerTx: 12, multiRowShare: 0.5, seed });
+    const gen = new LoadGenerator({
+      db,
+      major: "3",
+      dags,
+      workers: 4,
+      tasksPerRun: 6,
+      activePerWorker: 30,
+      maxRowsPerTx: 12,
+      multiRowShare: 0.5,
+      seed,
+    });
     gen.start();
     const restarts: string[] = [];
     for (let k = 0; k < kills; k++) {
@@ -387,7 +446,17 @@ async function crashScenario(mode: "exactly-once" | "at-least-once", kills: numb
     }
     d.proc.kill("SIGTERM");
     await d.exited;
-    return { changes: gen.ledger.count, transactions: gen.ledger.transactions, rate: gen.rate, consumed: result.consumed, unique: result.unique, duplicates: result.duplicates, problems: result.problems, skipped, restarts };
+    return {
+      changes: gen.ledger.count,
+      transactions: gen.ledger.transactions,
+      rate: gen.rate,
+      consumed: result.consumed,
+      unique: result.unique,
+      duplicates: result.duplicates,
+      problems: result.problems,
+      skipped,
+      restarts,
+    };
   } finally {
     for (const p of daemons) if (p.proc.exitCode === null && p.proc.signalCode === null) p.proc.kill("SIGKILL");
     await dropDatabase(db);
@@ -445,7 +514,8 @@ describe("exactly-once: a standby daemon on the same slot", () => {
         await insertDagRun(c, "2", "sd", "r");
         for (const [i, t] of tasks.entries()) {
           await insertTi(c, "2", { dag_id: "sd", task_id: t, run_id: "r" });
-          for (const state of states) await updateTi(c, { dag_id: "sd", task_id: t, run_id: "r" }, { state, ...(state === "scheduled" ? { try_number: 1 } : {}) });
+          for (const state of states)
+            await updateTi(c, { dag_id: "sd", task_id: t, run_id: "r" }, { state, ...(state === "scheduled" ? { try_number: 1 } : {}) });
           // The standby polls the slot every second meanwhile; the active daemon keeps publishing,
           // and would fail if the standby ever initialised the shared transactional id.
           if (i === 7) {
@@ -462,10 +532,18 @@ describe("exactly-once: a standby daemon on the same slot", () => {
         await c.end();
       }
       await standby.waitForLog(STREAMING, 30_000);
-      const all = await consume([`${db}.events`], (got) => got.filter((m) => m.event.type === "task_instance" && m.event.state === "success").length >= tasks.length, 60_000);
+      const all = await consume(
+        [`${db}.events`],
+        (got) => got.filter((m) => m.event.type === "task_instance" && m.event.state === "success").length >= tasks.length,
+        60_000,
+      );
       const tis = all.filter((m) => m.event.type === "task_instance").map((m) => m.event as TaskInstanceEvent);
       expect(new Set(tis.map((e) => e.source.position)).size).toBe(tis.length);
-      for (const t of tasks) expect(tis.filter((e) => e.task_id === t).map((e) => e.state), t).toEqual([null, ...states]);
+      for (const t of tasks)
+        expect(
+          tis.filter((e) => e.task_id === t).map((e) => e.state),
+          t,
+        ).toEqual([null, ...states]);
     } finally {
       active.proc.kill("SIGKILL");
       standby.proc.kill("SIGTERM");
@@ -481,17 +559,31 @@ describe("exactly-once: fencing", () => {
   const topic = `${slot}.events`;
 
   beforeAll(async () => {
-    cfg = daemonConfig(slot, { EVENTSTREAM_DELIVERY: "exactly-once", EVENTSTREAM_CHECKPOINT_TOPIC: `${slot}.checkpoints`, EVENTSTREAM_TOPIC_PARTITIONS: "1" });
+    cfg = daemonConfig(slot, {
+      EVENTSTREAM_DELIVERY: "exactly-once",
+      EVENTSTREAM_CHECKPOINT_TOPIC: `${slot}.checkpoints`,
+      EVENTSTREAM_TOPIC_PARTITIONS: "1",
+    });
   });
 
-  const record = (n: number): SinkRecord => ({ topic, key: "dag", value: JSON.stringify({ n }), seq: n, commitLsn: 0x1000n + BigInt(n), index: 0 });
+  const record = (n: number): SinkRecord => ({
+    topic,
+    key: "dag",
+    value: JSON.stringify({ n }),
+    seq: n,
+    commitLsn: 0x1000n + BigInt(n),
+    index: 0,
+  });
   const source = { systemIdentifier: "1", database: "fence" };
 
   function sinkWithCallbacks() {
     const acked: number[] = [];
     const failures: Error[] = [];
     // No tracker here: acked_lsn is not what these tests are about.
-    const sink = new KafkaSink(cfg, log, { failed: (e) => failures.push(e), ack: { acked: (seq) => acked.push(seq), ackedLsnFor: () => 0n, checkpointed: () => undefined } });
+    const sink = new KafkaSink(cfg, log, {
+      failed: (e) => failures.push(e),
+      ack: { acked: (seq) => acked.push(seq), ackedLsnFor: () => 0n, checkpointed: () => undefined },
+    });
     return { sink, acked, failures };
   }
 

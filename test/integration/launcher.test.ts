@@ -28,7 +28,10 @@ function makePackage(dir: string, shippedNode: boolean): string {
   copyFileSync(join(repo, "bin/airflow-eventstream"), join(dir, "bin/airflow-eventstream"));
   chmodSync(join(dir, "bin/airflow-eventstream"), 0o755);
   copyFileSync(join(repo, "package.json"), join(dir, "package.json"));
-  writeFileSync(join(dir, "dist/cli.js"), "process.stdout.write(`node ${process.versions.node} args ${process.argv.slice(2).join(' ')}\\n`);\n");
+  writeFileSync(
+    join(dir, "dist/cli.js"),
+    "process.stdout.write(`node ${process.versions.node} args ${process.argv.slice(2).join(' ')}\\n`);\n",
+  );
   if (shippedNode) {
     mkdirSync(join(dir, "node_modules/.bin"), { recursive: true });
     symlinkSync(process.execPath, join(dir, "node_modules/.bin/node"));

@@ -1,7 +1,17 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type pg from "pg";
 import { StreamEvent, type DagRunEvent, type NotificationEvent, type TaskInstanceEvent } from "../../src/airflow/events.js";
-import { consume, createDatabase, daemonConfig, dropDatabase, pgClient, startDaemon, uniqueName, waitForStreaming, type AirflowMajor } from "../support/harness.js";
+import {
+  consume,
+  createDatabase,
+  daemonConfig,
+  dropDatabase,
+  pgClient,
+  startDaemon,
+  uniqueName,
+  waitForStreaming,
+  type AirflowMajor,
+} from "../support/harness.js";
 import { insertDagRun, insertTi, setXCom, updateDagRun, updateTi, type TiKey } from "../support/airflow-rows.js";
 
 /**
@@ -61,7 +71,15 @@ describe.each(schemas)("Airflow %s.x schema (%s install): scripted lifecycle", (
       await updateTi(c, k("ok"), major === "3" ? { last_heartbeat_at: new Date() } : { updated_at: new Date() });
     }
     // While running, the task pushes its notification XCom (and an ordinary one, ignored).
-    const notification = { request_id: "req-42", start: "2026-11-24", end: "2026-11-25", metadata: { rows: 3 }, payload: { table: "sales" }, payload_uri: "s3://bucket/etl/", files: { "sales.csv": "9e107d9d372bb6826bd81d3542a419d6" } };
+    const notification = {
+      request_id: "req-42",
+      start: "2026-11-24",
+      end: "2026-11-25",
+      metadata: { rows: 3 },
+      payload: { table: "sales" },
+      payload_uri: "s3://bucket/etl/",
+      files: { "sales.csv": "9e107d9d372bb6826bd81d3542a419d6" },
+    };
     await c.query("BEGIN");
     await setXCom(c, major, runId, k("ok"), "eventstream", notification);
     await setXCom(c, major, runId, k("ok"), "return_value", { not: "a notification" });
@@ -104,7 +122,9 @@ describe.each(schemas)("Airflow %s.x schema (%s install): scripted lifecycle", (
     // A last event of the same DAG marks the end: everything before it is on the same partition.
     await insertTi(c, major, k("zz_sentinel"));
 
-    const consumed = await consume([`${db}.events`], (all) => all.some((m) => m.event.type === "task_instance" && m.event.task_id === "zz_sentinel"));
+    const consumed = await consume([`${db}.events`], (all) =>
+      all.some((m) => m.event.type === "task_instance" && m.event.task_id === "zz_sentinel"),
+    );
     const events = consumed.map((m) => StreamEvent.parse(m.event));
     expect(consumed.every((m) => m.key === dag)).toBe(true);
     expect(new Set(consumed.map((m) => m.partition)).size).toBe(1);
@@ -115,7 +135,8 @@ describe.each(schemas)("Airflow %s.x schema (%s install): scripted lifecycle", (
 
     const tis = events.filter((e): e is TaskInstanceEvent => e.type === "task_instance" && e.task_id !== "zz_sentinel");
     const steps: Step[] = tis.map((e) => [e.task_id!, e.map_index!, e.op, e.previous_state, e.state, e.try_number]);
-    const of = (task: string, mapIndex = -1) => steps.filter((s) => s[0] === task && (task !== "mapped" || s[1] === mapIndex || (mapIndex === 0 && s[1] === -1)));
+    const of = (task: string, mapIndex = -1) =>
+      steps.filter((s) => s[0] === task && (task !== "mapped" || s[1] === mapIndex || (mapIndex === 0 && s[1] === -1)));
 
     expect(of("ok")).toEqual([
       ["ok", -1, "insert", null, null, 0],
@@ -162,7 +183,15 @@ describe.each(schemas)("Airflow %s.x schema (%s install): scripted lifecycle", (
 
     // Field values: microseconds kept, the worker's details carried, the 3.x id present.
     const running = tis.find((e) => e.task_id === "ok" && e.state === "running" && e.try_number === 1)!;
-    expect(running).toMatchObject({ start_date: "2026-11-25T08:00:00.123456Z", hostname: "worker-1", dag_id: dag, run_id: run, pool: "default_pool", queue: "default", operator: "PythonOperator" });
+    expect(running).toMatchObject({
+      start_date: "2026-11-25T08:00:00.123456Z",
+      hostname: "worker-1",
+      dag_id: dag,
+      run_id: run,
+      pool: "default_pool",
+      queue: "default",
+      operator: "PythonOperator",
+    });
     const success = tis.find((e) => e.task_id === "ok" && e.state === "success" && e.try_number === 1)!;
     expect(success).toMatchObject({ end_date: "2026-11-25T08:00:02.654321Z", duration: 2.530865 });
     if (major === "3") expect(tis.every((e) => typeof e.ti_id === "string" && e.ti_id.length === 36)).toBe(true);
@@ -171,12 +200,25 @@ describe.each(schemas)("Airflow %s.x schema (%s install): scripted lifecycle", (
 
     // Run context on every task-instance event; the clear shows in clear_number.
     for (const e of tis) expect(e).toMatchObject({ run_type: "manual", logical_date: expect.stringMatching(/Z$/) });
-    expect(tis.filter((e) => e.clear_number === 1).map((e) => `${e.task_id}:${e.state}`)).toEqual(["ok:scheduled", "ok:running", "ok:success"]);
+    expect(tis.filter((e) => e.clear_number === 1).map((e) => `${e.task_id}:${e.state}`)).toEqual([
+      "ok:scheduled",
+      "ok:running",
+      "ok:success",
+    ]);
 
     // The notification: once, between the task's running and success events, with the try and run.
     const notes = events.filter((e): e is NotificationEvent => e.type === "notification");
     expect(notes).toHaveLength(1);
-    expect(notes[0]).toMatchObject({ dag_id: dag, task_id: "ok", run_id: run, map_index: -1, try_number: 1, xcom_key: "eventstream", ...notification, error: null });
+    expect(notes[0]).toMatchObject({
+      dag_id: dag,
+      task_id: "ok",
+      run_id: run,
+      map_index: -1,
+      try_number: 1,
+      xcom_key: "eventstream",
+      ...notification,
+      error: null,
+    });
     const at = (pred: (e: (typeof events)[number]) => boolean) => events.findIndex(pred);
     const noteAt = at((e) => e.type === "notification");
     expect(noteAt).toBeGreaterThan(at((e) => e.type === "task_instance" && e.task_id === "ok" && e.state === "running"));

@@ -3,7 +3,19 @@ import { join, resolve } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Kafka, logLevel } from "kafkajs";
 import { StreamEvent } from "../../src/airflow/events.js";
-import { consume, createDatabase, daemonConfig, dropDatabase, services, sleep, startDaemon, uniqueName, waitFor, waitForStreaming, withPg } from "../support/harness.js";
+import {
+  consume,
+  createDatabase,
+  daemonConfig,
+  dropDatabase,
+  services,
+  sleep,
+  startDaemon,
+  uniqueName,
+  waitFor,
+  waitForStreaming,
+  withPg,
+} from "../support/harness.js";
 import { insertDagRun, insertTi, setXCom, type TiKey } from "../support/airflow-rows.js";
 
 /**
@@ -20,7 +32,8 @@ function kafkaPid(): number {
   const dir = resolve(process.env.EVENTSTREAM_SERVICES_DIR ?? ".services");
   const pid = Number(readFileSync(join(dir, "kafka", "kafka.pid"), "utf8").trim());
   const cmdline = readFileSync(`/proc/${pid}/cmdline`, "utf8").replaceAll("\0", " ");
-  if (!cmdline.includes(`kafka.Kafka ${join(dir, "kafka", "server.properties")}`)) throw new Error(`pid ${pid} in ${dir}/kafka/kafka.pid is not this service set's Kafka`);
+  if (!cmdline.includes(`kafka.Kafka ${join(dir, "kafka", "server.properties")}`))
+    throw new Error(`pid ${pid} in ${dir}/kafka/kafka.pid is not this service set's Kafka`);
   return pid;
 }
 
@@ -82,7 +95,12 @@ describe("multi-byte text and Kafka's byte limits", () => {
       });
       const committedAt = await walLsn(db);
       await waitFor("the walsender to send the notifications", async () => {
-        const { rows } = await withPg("postgres", (c) => c.query<{ sent: string | null }>("SELECT r.sent_lsn::text AS sent FROM pg_replication_slots s JOIN pg_stat_replication r ON r.pid = s.active_pid WHERE s.slot_name = $1", [db]));
+        const { rows } = await withPg("postgres", (c) =>
+          c.query<{ sent: string | null }>(
+            "SELECT r.sent_lsn::text AS sent FROM pg_replication_slots s JOIN pg_stat_replication r ON r.pid = s.active_pid WHERE s.slot_name = $1",
+            [db],
+          ),
+        );
         const sent = rows[0]?.sent;
         return typeof sent === "string" && lsnOf(sent) >= committedAt;
       });
@@ -112,7 +130,9 @@ describe("multi-byte text and Kafka's byte limits", () => {
       await waitFor(
         "the slot to pass the notifications' commits",
         async () => {
-          const { rows } = await withPg("postgres", (c) => c.query<{ lsn: string }>("SELECT confirmed_flush_lsn::text AS lsn FROM pg_replication_slots WHERE slot_name = $1", [db]));
+          const { rows } = await withPg("postgres", (c) =>
+            c.query<{ lsn: string }>("SELECT confirmed_flush_lsn::text AS lsn FROM pg_replication_slots WHERE slot_name = $1", [db]),
+          );
           return lsnOf(rows[0]?.lsn ?? "0/0") >= committedAt;
         },
         30_000,

@@ -1,6 +1,18 @@
 import { describe, expect, it } from "vitest";
 import { Kafka, logLevel } from "kafkajs";
-import { consume, createDatabase, daemonConfig, dropDatabase, services, startDaemon, uniqueName, waitFor, waitForStreaming, withPg, type AirflowMajor } from "../support/harness.js";
+import {
+  consume,
+  createDatabase,
+  daemonConfig,
+  dropDatabase,
+  services,
+  startDaemon,
+  uniqueName,
+  waitFor,
+  waitForStreaming,
+  withPg,
+  type AirflowMajor,
+} from "../support/harness.js";
 import { LoadGenerator, checkAgainstLedger, loadSeed, summary, untilSentinels, witnessCommitOrder } from "../support/load.js";
 
 /**
@@ -37,7 +49,18 @@ describe("per-DAG order across many DAGs and concurrent transactions", () => {
     const daemon = startDaemon(daemonConfig(db));
     try {
       await activeSlot(db);
-      const gen = new LoadGenerator({ db, major, dags, workers: 4, tasksPerRun: 8, activePerWorker: 24, maxRowsPerTx: 6, runsPerWorker: 25, multiRowShare: 0.5, seed });
+      const gen = new LoadGenerator({
+        db,
+        major,
+        dags,
+        workers: 4,
+        tasksPerRun: 8,
+        activePerWorker: 24,
+        maxRowsPerTx: 6,
+        runsPerWorker: 25,
+        multiRowShare: 0.5,
+        seed,
+      });
       const t0 = Date.now();
       gen.start();
       await gen.finished();
@@ -82,7 +105,17 @@ describe("per-DAG order across many DAGs and concurrent transactions", () => {
     const daemon = startDaemon(daemonConfig(db, { EVENTSTREAM_TOPIC_TEMPLATE: `${db}.{dag_id}` }));
     try {
       await activeSlot(db);
-      const gen = new LoadGenerator({ db, major, dags, workers: 4, tasksPerRun: 4, activePerWorker: 8, maxRowsPerTx: 4, runsPerWorker: 4, seed });
+      const gen = new LoadGenerator({
+        db,
+        major,
+        dags,
+        workers: 4,
+        tasksPerRun: 4,
+        activePerWorker: 8,
+        maxRowsPerTx: 4,
+        runsPerWorker: 4,
+        seed,
+      });
       gen.start();
       await gen.finished();
       await gen.commitSentinels();
@@ -94,7 +127,9 @@ describe("per-DAG order across many DAGs and concurrent transactions", () => {
       });
       const consumed = await consume(new RegExp(`^${db}\\.`), untilSentinels(dags), 60_000);
       const result = checkAgainstLedger(consumed, gen.ledger, { exactlyOnce: true });
-      console.log(`per-DAG topics (seed ${seed}): ${gen.ledger.count} changes over ${dags.length} DAGs, ${result.consumed} events read from ${result.partitions} partitions`);
+      console.log(
+        `per-DAG topics (seed ${seed}): ${gen.ledger.count} changes over ${dags.length} DAGs, ${result.consumed} events read from ${result.partitions} partitions`,
+      );
 
       expect(summary(result.problems)).toEqual([]);
       expect(result.consumed).toBe(gen.ledger.count);

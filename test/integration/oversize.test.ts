@@ -1,6 +1,18 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { StreamEvent } from "../../src/airflow/events.js";
-import { confirmedFlush, consume, createDatabase, daemonConfig, daemonEnv, dropDatabase, spawnDaemon, startDaemon, uniqueName, waitFor, withPg } from "../support/harness.js";
+import {
+  confirmedFlush,
+  consume,
+  createDatabase,
+  daemonConfig,
+  daemonEnv,
+  dropDatabase,
+  spawnDaemon,
+  startDaemon,
+  uniqueName,
+  waitFor,
+  withPg,
+} from "../support/harness.js";
 import { insertDagRun, insertTi, setXCom, updateTi } from "../support/airflow-rows.js";
 import { endOffsets } from "../support/load.js";
 
@@ -35,7 +47,10 @@ describe("oversized events", () => {
     const d = spawnDaemon(daemonEnv(db, { EVENTSTREAM_MAX_MESSAGE_BYTES: "2000" }));
     expect(await d.exited).toBe(2);
     const out = d.output.join("\n");
-    const m = /dag_id=big_dag task_id=export run_id=r1 \(position ([0-9A-F]{16})-[0-9A-F]{8}\) is \d+ bytes, over EVENTSTREAM_MAX_MESSAGE_BYTES=2000/.exec(out);
+    const m =
+      /dag_id=big_dag task_id=export run_id=r1 \(position ([0-9A-F]{16})-[0-9A-F]{8}\) is \d+ bytes, over EVENTSTREAM_MAX_MESSAGE_BYTES=2000/.exec(
+        out,
+      );
     expect(m, out).not.toBeNull();
     expect(out).toContain("EVENTSTREAM_DEAD_LETTER_TOPIC");
     // The slot stays before the oversized transaction's commit, so it is read again on restart.
@@ -47,7 +62,9 @@ describe("oversized events", () => {
     const dlq = `${db}.dlq`;
     const daemon = startDaemon(daemonConfig(db, { EVENTSTREAM_MAX_MESSAGE_BYTES: "2000", EVENTSTREAM_DEAD_LETTER_TOPIC: dlq }));
     try {
-      const main = await consume([`${db}.events`], (all) => all.some((m) => m.event.type === "task_instance" && m.event.state === "success"));
+      const main = await consume([`${db}.events`], (all) =>
+        all.some((m) => m.event.type === "task_instance" && m.event.state === "success"),
+      );
       // The first test's daemon published what came before the oversized event; what it had not
       // acknowledged comes again, with the same positions: de-duplicate as consumers do.
       const seen = new Set<string>();
@@ -55,16 +72,32 @@ describe("oversized events", () => {
       expect(events.map((e) => e.type)).toEqual(["dag_run", "task_instance", "task_instance"]);
       const dead = await consume([dlq], (all) => all.length >= 1);
       const summary = dead[0]!.event as unknown as Record<string, unknown>;
-      expect(summary).toMatchObject({ reason: "message_too_large", limit: 2000, type: "notification", dag_id: dag, task_id: "export", run_id: "r1" });
+      expect(summary).toMatchObject({
+        reason: "message_too_large",
+        limit: 2000,
+        type: "notification",
+        dag_id: dag,
+        task_id: "export",
+        run_id: "r1",
+      });
       expect(summary.bytes as number).toBeGreaterThan(5000);
       expect(dead[0]!.key).toBe(dag);
       // In order: the summary's position lies between the running insert and the success.
       const pos = (summary.source as { position: string }).position;
       expect(pos > events[1]!.source.position && pos < events[2]!.source.position).toBe(true);
-      await waitFor("the slot to pass the oversized transaction", async () => {
-        const { rows } = await withPg("postgres", (c) => c.query<{ behind: boolean }>("SELECT confirmed_flush_lsn < pg_current_wal_lsn() AS behind FROM pg_replication_slots WHERE slot_name = $1", [db]));
-        return rows[0]?.behind === false;
-      }, 20_000);
+      await waitFor(
+        "the slot to pass the oversized transaction",
+        async () => {
+          const { rows } = await withPg("postgres", (c) =>
+            c.query<{ behind: boolean }>(
+              "SELECT confirmed_flush_lsn < pg_current_wal_lsn() AS behind FROM pg_replication_slots WHERE slot_name = $1",
+              [db],
+            ),
+          );
+          return rows[0]?.behind === false;
+        },
+        20_000,
+      );
     } finally {
       await daemon.stop();
     }
@@ -119,7 +152,10 @@ describe("oversized event followed by more changes in the same read", () => {
       });
       expect(await first.exited).toBe(2);
       const out = first.output.join("\n");
-      const m = /dag_id=tail_dag task_id=export run_id=r1 \(position ([0-9A-F]{16}-[0-9A-F]{8})\) is \d+ bytes, over EVENTSTREAM_MAX_MESSAGE_BYTES=2000/.exec(out);
+      const m =
+        /dag_id=tail_dag task_id=export run_id=r1 \(position ([0-9A-F]{16}-[0-9A-F]{8})\) is \d+ bytes, over EVENTSTREAM_MAX_MESSAGE_BYTES=2000/.exec(
+          out,
+        );
       expect(m, out).not.toBeNull();
       const oversizedAt = m![1]!;
 
@@ -132,14 +168,22 @@ describe("oversized event followed by more changes in the same read", () => {
 
       // The limit raised, the daemon restarted: what a consumer processes with the recipe of docs/events.md.
       second = startDaemon(daemonConfig(db));
-      const all = await consume([topic], (got) => got.some((e) => e.event.type === "task_instance" && e.event.task_id === "load" && e.event.state === "success"));
+      const all = await consume([topic], (got) =>
+        got.some((e) => e.event.type === "task_instance" && e.event.task_id === "load" && e.event.state === "success"),
+      );
       let last = "";
       const processed: string[] = [];
       for (const msg of all) {
         const e = StreamEvent.parse(msg.event);
         if (e.source.position <= last) continue;
         last = e.source.position;
-        processed.push(e.type === "task_instance" ? `task_instance ${e.task_id} ${e.state}` : e.type === "notification" ? `notification ${e.task_id} ${e.request_id}` : `${e.type} ${"state" in e ? e.state : ""}`);
+        processed.push(
+          e.type === "task_instance"
+            ? `task_instance ${e.task_id} ${e.state}`
+            : e.type === "notification"
+              ? `notification ${e.task_id} ${e.request_id}`
+              : `${e.type} ${"state" in e ? e.state : ""}`,
+        );
       }
       expect(processed).toEqual([
         "dag_run running",

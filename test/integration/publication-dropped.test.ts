@@ -1,6 +1,19 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { StreamEvent } from "../../src/airflow/events.js";
-import { confirmedFlush, consume, createDatabase, daemonEnv, dropDatabase, spawnDaemon, startDaemon, daemonConfig, uniqueName, waitForStreaming, withPg, type DaemonProcess } from "../support/harness.js";
+import {
+  confirmedFlush,
+  consume,
+  createDatabase,
+  daemonEnv,
+  dropDatabase,
+  spawnDaemon,
+  startDaemon,
+  daemonConfig,
+  uniqueName,
+  waitForStreaming,
+  withPg,
+  type DaemonProcess,
+} from "../support/harness.js";
 import { insertDagRun, insertTi, updateTi } from "../support/airflow-rows.js";
 
 /**
@@ -41,7 +54,8 @@ describe("publication dropped while the daemon runs", () => {
     });
   }
 
-  const publicationExists = () => withPg(db, async (c) => (await c.query("SELECT 1 FROM pg_publication WHERE pubname = $1", [db])).rowCount === 1);
+  const publicationExists = () =>
+    withPg(db, async (c) => (await c.query("SELECT 1 FROM pg_publication WHERE pubname = $1", [db])).rowCount === 1);
 
   it("stops with PublicationDroppedError and the way to resume; creates nothing; acknowledges nothing after the DROP", async () => {
     const d = spawnDaemon(daemonEnv(db));
@@ -56,14 +70,18 @@ describe("publication dropped while the daemon runs", () => {
 
     const dropped = await withPg(db, async (c) => {
       await c.query(`DROP PUBLICATION ${db}`);
-      return BigInt(`0x${(await c.query<{ lsn: string }>("SELECT lpad(replace(pg_current_wal_lsn()::text, '/', ''), 16, '0') AS lsn")).rows[0]!.lsn}`);
+      return BigInt(
+        `0x${(await c.query<{ lsn: string }>("SELECT lpad(replace(pg_current_wal_lsn()::text, '/', ''), 16, '0') AS lsn")).rows[0]!.lsn}`,
+      );
     });
     await withPg(db, (c) => updateTi(c, key, { state: "success" }));
 
     const end = await outcome(d);
     const out = d.output.join("\n");
     expect(end, out.slice(-3000)).toBe(2);
-    expect(out).toContain(`airflow-eventstream: publication "${db}" was dropped while replication slot "${db}" still had WAL to decode with it`);
+    expect(out).toContain(
+      `airflow-eventstream: publication "${db}" was dropped while replication slot "${db}" still had WAL to decode with it`,
+    );
     expect(out).toContain(`SELECT pg_drop_replication_slot('${db}');`);
     expect(out).toContain("airflow-eventstream reset-checkpoint");
     expect(out).toContain(`CREATE PUBLICATION "${db}" FOR TABLE "public"."task_instance", "public"."dag_run"`);

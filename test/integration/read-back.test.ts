@@ -26,7 +26,13 @@ describe("read-back", () => {
     topics.push(topic);
     await admin.connect();
     await admin.createTopics({ topics: [{ topic, numPartitions: 3 }], waitForLeaders: true });
-    const event = (p: number, i: number) => JSON.stringify({ type: "task_instance", partition: p, i, source: { position: `00000000000000${String(10 + i).padStart(2, "0")}-0000000${p}` } });
+    const event = (p: number, i: number) =>
+      JSON.stringify({
+        type: "task_instance",
+        partition: p,
+        i,
+        source: { position: `00000000000000${String(10 + i).padStart(2, "0")}-0000000${p}` },
+      });
 
     const producer = kafka.producer({ transactionalId: uniqueName("read_back_tx"), idempotent: true, maxInFlightRequests: 1 });
     await producer.connect();

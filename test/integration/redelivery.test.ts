@@ -2,7 +2,20 @@ import { describe, expect, it } from "vitest";
 import type pg from "pg";
 import { CutProxy } from "../faults/proxy.js";
 import { insertDagRun, insertTi, updateDagRun, updateTi, type TiKey } from "../support/airflow-rows.js";
-import { confirmedFlush, consume, createDatabase, daemonEnv, dropDatabase, pgClient, services, spawnDaemon, uniqueName, waitFor, type Consumed, type DaemonProcess } from "../support/harness.js";
+import {
+  confirmedFlush,
+  consume,
+  createDatabase,
+  daemonEnv,
+  dropDatabase,
+  pgClient,
+  services,
+  spawnDaemon,
+  uniqueName,
+  waitFor,
+  type Consumed,
+  type DaemonProcess,
+} from "../support/harness.js";
 import { endOffsets, parseLsnText, positionLsn } from "../support/load.js";
 
 /**
@@ -49,7 +62,12 @@ function key(dag: string, task: string, runs: Map<string, string>): TiKey {
  * stopped; the read then waits for `atLeast` events, and with `final` goes on until one more
  * arrives (a duplicate, say) or nothing more comes, and the caller checks the count.
  */
-async function settled(topics: () => Promise<string[]>, atLeast: number, delivery: Delivery = "at-least-once", final = false): Promise<Consumed[]> {
+async function settled(
+  topics: () => Promise<string[]>,
+  atLeast: number,
+  delivery: Delivery = "at-least-once",
+  final = false,
+): Promise<Consumed[]> {
   let last = -1;
   let since = Date.now();
   const total = await waitFor(
@@ -105,7 +123,11 @@ async function killAndRestart(layout: "one topic" | "topic per DAG", delivery: D
   const s = services();
   const proxy = new CutProxy(s.pg.host, s.pg.port);
   const port = await proxy.listen();
-  const env = daemonEnv(db, { PGPORT: String(port), ...(eos ? { EVENTSTREAM_DELIVERY: "exactly-once" } : {}), ...(perDag ? { EVENTSTREAM_TOPIC_TEMPLATE: `${db}.{dag_id}` } : {}) });
+  const env = daemonEnv(db, {
+    PGPORT: String(port),
+    ...(eos ? { EVENTSTREAM_DELIVERY: "exactly-once" } : {}),
+    ...(perDag ? { EVENTSTREAM_TOPIC_TEMPLATE: `${db}.{dag_id}` } : {}),
+  });
   const daemons: DaemonProcess[] = [];
   const c = pgClient(db);
   await c.connect();
@@ -128,7 +150,8 @@ async function killAndRestart(layout: "one topic" | "topic per DAG", delivery: D
       runIds.set(dag, await insertDagRun(c, "3", dag, runs.get(dag)!));
       for (const task of TASKS) await insertTi(c, "3", key(dag, task, runs));
     }
-    for (const state of ["scheduled", "queued", "running"]) await eachTask(c, runs, TASKS, { state, ...(state === "running" ? { try_number: 1 } : {}) });
+    for (const state of ["scheduled", "queued", "running"])
+      await eachTask(c, runs, TASKS, { state, ...(state === "running" ? { try_number: 1 } : {}) });
     for (const dag of DAGS) {
       await c.query("BEGIN");
       await updateTi(c, key(dag, "t3", runs), { state: "up_for_retry" });
@@ -172,7 +195,9 @@ async function killAndRestart(layout: "one topic" | "topic per DAG", delivery: D
     const started = d.output.find((l) => l.includes("read back the event topics"));
     console.log(`${delivery}, ${layout}: ${all.length} events read; restart: ${started ?? "(no read-back logged)"}`);
     // Every row was seen from its INSERT on, by this daemon or its predecessor (but the orphan).
-    const unknown = all.filter((m) => !m.event.previous_state_known && m.event.dag_id !== null).map((m) => `${m.event.source.position} ${m.event.type} ${"task_id" in m.event ? m.event.task_id : m.event.run_id} ${m.event.state}`);
+    const unknown = all
+      .filter((m) => !m.event.previous_state_known && m.event.dag_id !== null)
+      .map((m) => `${m.event.source.position} ${m.event.type} ${"task_id" in m.event ? m.event.task_id : m.event.run_id} ${m.event.state}`);
     expect(unknown).toEqual([]);
     const orphan = all.filter((m) => m.event.type === "task_instance" && m.event.op === "delete");
     expect(orphan.length).toBe(1 + redelivered);
@@ -182,7 +207,13 @@ async function killAndRestart(layout: "one topic" | "topic per DAG", delivery: D
     expect(duplicates(all.filter((m) => m !== orphan[1]))).toEqual([]);
     // And no other event: a heartbeat after the restart is none.
     expect(all.length).toBe(phase1Events + phase2Events + phase3Events + redelivered);
-    const retried = all.filter((m) => m.event.type === "task_instance" && m.event.task_id === "t3" && m.event.state === "scheduled" && positionLsn(m.event.source.position) > phase1);
+    const retried = all.filter(
+      (m) =>
+        m.event.type === "task_instance" &&
+        m.event.task_id === "t3" &&
+        m.event.state === "scheduled" &&
+        positionLsn(m.event.source.position) > phase1,
+    );
     expect(retried.map((m) => m.event.previous_state)).toEqual(DAGS.map(() => "up_for_retry"));
     expect(alive(d)).toBe(true);
     d.proc.kill("SIGTERM");
@@ -196,17 +227,24 @@ async function killAndRestart(layout: "one topic" | "topic per DAG", delivery: D
 }
 
 describe("re-delivery after a restart (at-least-once)", () => {
-  it("SIGKILL with events in Kafka the slot has not confirmed: none published again, no previous state forgotten (one topic)", () => killAndRestart("one topic"), 240_000);
+  it(
+    "SIGKILL with events in Kafka the slot has not confirmed: none published again, no previous state forgotten (one topic)",
+    () => killAndRestart("one topic"),
+    240_000,
+  );
   it("the same with a topic per DAG (EVENTSTREAM_TOPIC_TEMPLATE)", () => killAndRestart("topic per DAG"), 240_000);
 });
 
 describe("re-delivery after a restart (exactly-once, read_committed)", () => {
-  it("SIGKILL with committed events the slot has not confirmed: none published again, no previous state forgotten, a heartbeat is no event (one topic)", () => killAndRestart("one topic", "exactly-once"), 240_000);
+  it(
+    "SIGKILL with committed events the slot has not confirmed: none published again, no previous state forgotten, a heartbeat is no event (one topic)",
+    () => killAndRestart("one topic", "exactly-once"),
+    240_000,
+  );
   it("the same with a topic per DAG (EVENTSTREAM_TOPIC_TEMPLATE)", () => killAndRestart("topic per DAG", "exactly-once"), 240_000);
 });
 
 describe("acknowledgement window (at-least-once)", () => {
-
   it("PostgreSQL hears that a transaction's events are in Kafka soon after, though the status interval is 10 s", async () => {
     const db = uniqueName("ackwindow");
     await createDatabase(db, "3");
@@ -226,10 +264,15 @@ describe("acknowledgement window (at-least-once)", () => {
       const consumed = await consume([`${db}.events`], (all) => all.some((m) => m.event.state === "running"), 30_000);
       const event = consumed.find((m) => m.event.state === "running")!;
       const commit = positionLsn(event.event.source.position);
-      const acknowledged = await waitFor("the slot confirmed past the second transaction's commit", async () => {
-        const lsn = (await confirmedFlush(db, db)) ?? 0n;
-        return lsn > commit ? lsn : false;
-      }, 3_000, 50).catch(() => null);
+      const acknowledged = await waitFor(
+        "the slot confirmed past the second transaction's commit",
+        async () => {
+          const lsn = (await confirmedFlush(db, db)) ?? 0n;
+          return lsn > commit ? lsn : false;
+        },
+        3_000,
+        50,
+      ).catch(() => null);
       expect(acknowledged, "the slot's confirmed_flush_lsn did not pass the commit of an event Kafka holds within 3 s").not.toBeNull();
       d.proc.kill("SIGTERM");
       expect(await d.exited).toBe(0);

@@ -82,7 +82,12 @@ const k = (task_id: string): TiKey => ({ dag_id: dag, task_id, run_id: run, map_
  * Phase 1 with the first daemon; SIGTERM; phase 2 (changes of rows last changed in phase 1) with a
  * second daemon. Returns the events published after the restart, and the second daemon's output.
  */
-async function lifecycleAcrossRestart(major: AirflowMajor, db: string, env: Record<string, string>, beforeRestart?: (c: pg.Client) => Promise<void>) {
+async function lifecycleAcrossRestart(
+  major: AirflowMajor,
+  db: string,
+  env: Record<string, string>,
+  beforeRestart?: (c: pg.Client) => Promise<void>,
+) {
   const topic = `${db}.events`;
   const c = pgClient(db);
   await c.connect();
@@ -97,7 +102,13 @@ async function lifecycleAcrossRestart(major: AirflowMajor, db: string, env: Reco
       await updateTi(c, k(t), { state: "scheduled", try_number: 1 });
       await updateTi(c, k(t), { state: "queued", queued_dttm: new Date() });
     }
-    for (const t of ["a", "c", "d"]) await updateTi(c, k(t), { state: "running", start_date: new Date(), hostname: "worker-1", ...(major === "3" ? { last_heartbeat_at: new Date() } : {}) });
+    for (const t of ["a", "c", "d"])
+      await updateTi(c, k(t), {
+        state: "running",
+        start_date: new Date(),
+        hostname: "worker-1",
+        ...(major === "3" ? { last_heartbeat_at: new Date() } : {}),
+      });
     await updateTi(c, k("d"), { state: "success", end_date: new Date(), duration: 1.5 });
     await insertTi(c, major, k("zz_phase1"));
     const phase1 = await consume([topic], (all) => all.some((m) => m.event.type === "task_instance" && m.event.task_id === "zz_phase1"));
@@ -122,13 +133,22 @@ async function lifecycleAcrossRestart(major: AirflowMajor, db: string, env: Reco
     await insertTi(c, major, k("zz_end"));
     // 3.x under DEFAULT: a deleted row never seen is named by its id alone, so its event has no
     // dag_id key and may land on any partition: wait for it too.
-    const all = await consume([topic], (got) => got.some((m) => m.event.type === "task_instance" && m.event.task_id === "zz_end") && got.some((m) => m.event.type === "task_instance" && m.event.op === "delete"));
+    const all = await consume(
+      [topic],
+      (got) =>
+        got.some((m) => m.event.type === "task_instance" && m.event.task_id === "zz_end") &&
+        got.some((m) => m.event.type === "task_instance" && m.event.op === "delete"),
+    );
     await sigterm(second);
     const after = distinct(all).filter((e) => e.source.position > boundary);
     const tis = after.filter((e): e is TaskInstanceEvent => e.type === "task_instance" && e.task_id !== "zz_end");
     const ofTask = (t: string): Row[] =>
-      tis.filter((e) => e.task_id === t || (t === "d" && e.op === "delete")).map((e) => [e.op, e.previous_state, e.previous_state_known, e.state, e.previous_try_number, e.try_number]);
-    const runs = after.filter((e): e is DagRunEvent => e.type === "dag_run").map((e) => [e.op, e.previous_state, e.previous_state_known, e.state]);
+      tis
+        .filter((e) => e.task_id === t || (t === "d" && e.op === "delete"))
+        .map((e) => [e.op, e.previous_state, e.previous_state_known, e.state, e.previous_try_number, e.try_number]);
+    const runs = after
+      .filter((e): e is DagRunEvent => e.type === "dag_run")
+      .map((e) => [e.op, e.previous_state, e.previous_state_known, e.state]);
     return { tis, ofTask, runs, retryId, output: second.output, firstOutput: first.output };
   } finally {
     await c.end();
@@ -177,7 +197,9 @@ describe.each(["2", "3"] as const)("Airflow %s.x schema: REPLICA IDENTITY FULL",
     const env = daemonEnv(db, { EVENTSTREAM_RESTART_READ_EVENTS: "1" });
 
     // While the daemon is stopped an operator sets dag_run FULL without telling the daemon.
-    const r = await lifecycleAcrossRestart(major, db, env, (c) => c.query("ALTER TABLE dag_run REPLICA IDENTITY FULL").then(() => undefined));
+    const r = await lifecycleAcrossRestart(major, db, env, (c) =>
+      c.query("ALTER TABLE dag_run REPLICA IDENTITY FULL").then(() => undefined),
+    );
 
     expect(await relreplident(db)).toEqual({ task_instance: "d", dag_run: "f", xcom: "d" });
     // The heartbeat is published: nothing says the state did not change.
@@ -192,7 +214,9 @@ describe.each(["2", "3"] as const)("Airflow %s.x schema: REPLICA IDENTITY FULL",
     ]);
     // 2.x: the old key names the row; 3.x: only its id. Either way its state is unknown.
     expect(r.ofTask("d")).toEqual([["delete", null, false, null, null, null]]);
-    expect(r.tis.find((e) => e.op === "delete")).toMatchObject(major === "2" ? { dag_id: dag, task_id: "d" } : { dag_id: null, task_id: null });
+    expect(r.tis.find((e) => e.op === "delete")).toMatchObject(
+      major === "2" ? { dag_id: dag, task_id: "d" } : { dag_id: null, task_id: null },
+    );
     // dag_run's old rows are in the WAL: exact although the daemon was not told.
     expect(r.runs).toEqual([["update", "running", true, "success"]]);
   });
@@ -210,7 +234,12 @@ describe("preflight with EVENTSTREAM_REPLICA_IDENTITY=full", () => {
       await c.query(`GRANT SELECT ON public.task_instance, public.dag_run, public.xcom TO ${role}`);
       await c.query(`CREATE PUBLICATION ${db} FOR TABLE public.task_instance, public.dag_run, public.xcom`);
     });
-    const env = daemonEnv(db, { PGUSER: role, PGPASSWORD: `pw_${role}`, EVENTSTREAM_CREATE_PUBLICATION: "false", EVENTSTREAM_REPLICA_IDENTITY: "full" });
+    const env = daemonEnv(db, {
+      PGUSER: role,
+      PGPASSWORD: `pw_${role}`,
+      EVENTSTREAM_CREATE_PUBLICATION: "false",
+      EVENTSTREAM_REPLICA_IDENTITY: "full",
+    });
     const sql = `ALTER TABLE "public"."task_instance" REPLICA IDENTITY FULL; ALTER TABLE "public"."dag_run" REPLICA IDENTITY FULL;`;
 
     const d = startDaemon(loadConfig(env));
@@ -257,7 +286,11 @@ describe("preflight with EVENTSTREAM_REPLICA_IDENTITY=full", () => {
       await blocker.query("BEGIN");
       await blocker.query("SELECT count(*) FROM task_instance");
       d = startDaemon(loadConfig(daemonEnv(db, { EVENTSTREAM_REPLICA_IDENTITY: "full" })), logs);
-      await waitFor("a session that gave up waiting for the lock", async () => logs.some((l) => l.includes("session ended; restarting") && l.includes("gave up")), 30_000);
+      await waitFor(
+        "a session that gave up waiting for the lock",
+        async () => logs.some((l) => l.includes("session ended; restarting") && l.includes("gave up")),
+        30_000,
+      );
       expect(await relreplident(db)).toMatchObject({ task_instance: "d" });
       // The daemon never queues on the table for long: Airflow's next query gets through (behind an
       // ALTER without a lock timeout it would wait as long as the blocker stays open).
@@ -283,7 +316,9 @@ describe("preflight with EVENTSTREAM_REPLICA_IDENTITY=full", () => {
       (e: unknown) => e,
     );
     expect(err).toBeInstanceOf(ReplicaIdentityError);
-    expect((err as Error).message).toContain(`EVENTSTREAM_ALTER_REPLICA_IDENTITY is false. As the owner of Airflow's tables run: ALTER TABLE "public"."task_instance" REPLICA IDENTITY FULL;`);
+    expect((err as Error).message).toContain(
+      `EVENTSTREAM_ALTER_REPLICA_IDENTITY is false. As the owner of Airflow's tables run: ALTER TABLE "public"."task_instance" REPLICA IDENTITY FULL;`,
+    );
     expect(await relreplident(db)).toEqual({ task_instance: "d", dag_run: "d", xcom: "d" });
   });
 });

@@ -1,6 +1,16 @@
 import { afterAll, describe, expect, it } from "vitest";
 import { TaskInstanceEvent } from "../../src/airflow/events.js";
-import { consume, createDatabase, daemonConfig, dropDatabase, startDaemon, uniqueName, waitForStreaming, withPg, type AirflowMajor } from "../support/harness.js";
+import {
+  consume,
+  createDatabase,
+  daemonConfig,
+  dropDatabase,
+  startDaemon,
+  uniqueName,
+  waitForStreaming,
+  withPg,
+  type AirflowMajor,
+} from "../support/harness.js";
 import { insertDagRun, insertTi } from "../support/airflow-rows.js";
 
 /**
@@ -17,9 +27,15 @@ describe.each(["2", "3"] as AirflowMajor[])("Airflow %s.x: context of runs alrea
     await createDatabase(db, major);
     const { logical } = await withPg(db, async (c) => {
       const id = await insertDagRun(c, major, "old_dag", "scheduled__1", "running");
-      await c.query("UPDATE dag_run SET run_type = 'scheduled', data_interval_start = '2026-11-24T00:00:00.000001Z', data_interval_end = '2026-11-25T00:00:00Z' WHERE id = $1", [id]);
+      await c.query(
+        "UPDATE dag_run SET run_type = 'scheduled', data_interval_start = '2026-11-24T00:00:00.000001Z', data_interval_end = '2026-11-25T00:00:00Z' WHERE id = $1",
+        [id],
+      );
       const col = major === "2" ? "execution_date" : "logical_date";
-      const { rows } = await c.query<{ v: string }>(`SELECT to_char(${col} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS v FROM dag_run WHERE id = $1`, [id]);
+      const { rows } = await c.query<{ v: string }>(
+        `SELECT to_char(${col} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS v FROM dag_run WHERE id = $1`,
+        [id],
+      );
       return { logical: rows[0]!.v };
     });
     const daemon = startDaemon(daemonConfig(db));

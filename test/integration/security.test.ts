@@ -62,7 +62,23 @@ beforeAll(async () => {
   wrongCa = join(scratch, "other-ca.pem");
   execFileSync(
     "openssl",
-    ["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", join(scratch, "other-ca.key"), "-out", wrongCa, "-days", "2", "-subj", "/CN=not the test CA"],
+    [
+      "req",
+      "-x509",
+      "-newkey",
+      "ec",
+      "-pkeyopt",
+      "ec_paramgen_curve:P-256",
+      "-nodes",
+      "-keyout",
+      join(scratch, "other-ca.key"),
+      "-out",
+      wrongCa,
+      "-days",
+      "2",
+      "-subj",
+      "/CN=not the test CA",
+    ],
     { stdio: ["ignore", "ignore", "pipe"] },
   );
   await withPg("postgres", async (c) => {
@@ -79,7 +95,6 @@ afterAll(async () => {
   await withPg("postgres", (c) => c.query(`DROP ROLE IF EXISTS ${tlsRole}`));
   if (scratch) rmSync(scratch, { recursive: true, force: true });
 });
-
 
 async function newDatabase(prefix: string): Promise<string> {
   const db = uniqueName(prefix);
@@ -150,10 +165,20 @@ async function playRun(db: string, dag: string): Promise<[string, string, string
 
 /** Reads the topic until the run's last event; the events as [type, op, previous, state]. */
 async function readRun(db: string, dag: string, client?: Parameters<typeof consume>[3]) {
-  const got = await consume([`${db}.events`], (all) => all.some((m) => m.event.type === "dag_run" && m.event.state === "success"), 60_000, client);
+  const got = await consume(
+    [`${db}.events`],
+    (all) => all.some((m) => m.event.type === "dag_run" && m.event.state === "success"),
+    60_000,
+    client,
+  );
   const events = got.map((m) => StreamEvent.parse(m.event));
   expect(got.every((m) => m.key === dag)).toBe(true);
-  return events.map((e) => [e.type, (e as { op: string }).op, (e as { previous_state: string | null }).previous_state, (e as { state: string | null }).state]);
+  return events.map((e) => [
+    e.type,
+    (e as { op: string }).op,
+    (e as { previous_state: string | null }).previous_state,
+    (e as { state: string | null }).state,
+  ]);
 }
 
 function spawnTracked(what: string, env: Record<string, string>): DaemonProcess {
@@ -172,23 +197,30 @@ const expectUserAction = (what: string, env: Record<string, string>, cls: typeof
   expectUserActionOf({ outputs, spawned }, what, env, cls, needles, withinMs);
 
 describe("Kafka over SASL_SSL", () => {
-  it.each(["scram-sha-256", "scram-sha-512"] as const)("%s: the daemon streams exactly the run's transitions; a SASL_SSL consumer reads them", async (mechanism) => {
-    const db = await newDatabase(`sec_${mechanism.replaceAll("-", "")}`);
-    const proc = spawnTracked(`SASL_SSL ${mechanism}`, daemonEnv(db, saslEnv(mechanism)));
-    await waitForStreaming(db).catch((e: unknown) => {
-      throw new Error(`${(e as Error).message}\n${proc.output.slice(-20).join("\n")}`);
-    });
-    // The daemon says where it publishes: the SASL_SSL listener, nothing else.
-    const starting = JSON.parse(await proc.waitForLog(/"msg":"starting"/)) as { brokers: string[] };
-    expect(starting.brokers).toEqual(tls.kafkaSaslBrokers);
+  it.each(["scram-sha-256", "scram-sha-512"] as const)(
+    "%s: the daemon streams exactly the run's transitions; a SASL_SSL consumer reads them",
+    async (mechanism) => {
+      const db = await newDatabase(`sec_${mechanism.replaceAll("-", "")}`);
+      const proc = spawnTracked(`SASL_SSL ${mechanism}`, daemonEnv(db, saslEnv(mechanism)));
+      await waitForStreaming(db).catch((e: unknown) => {
+        throw new Error(`${(e as Error).message}\n${proc.output.slice(-20).join("\n")}`);
+      });
+      // The daemon says where it publishes: the SASL_SSL listener, nothing else.
+      const starting = JSON.parse(await proc.waitForLog(/"msg":"starting"/)) as { brokers: string[] };
+      expect(starting.brokers).toEqual(tls.kafkaSaslBrokers);
 
-    const dag = `sec_dag_${mechanism.slice(-3)}`;
-    const expected = await playRun(db, dag);
-    const sasl = { mechanism, username: tls.saslUsername, password: tls.saslPassword } as SASLOptions;
-    const events = await readRun(db, dag, { brokers: tls.kafkaSaslBrokers, ssl: { ca: [readFileSync(tls.caFile, "utf8")], rejectUnauthorized: true }, sasl });
-    expect(events).toEqual(expected);
-    await stopCleanly(proc);
-  });
+      const dag = `sec_dag_${mechanism.slice(-3)}`;
+      const expected = await playRun(db, dag);
+      const sasl = { mechanism, username: tls.saslUsername, password: tls.saslPassword } as SASLOptions;
+      const events = await readRun(db, dag, {
+        brokers: tls.kafkaSaslBrokers,
+        ssl: { ca: [readFileSync(tls.caFile, "utf8")], rejectUnauthorized: true },
+        sasl,
+      });
+      expect(events).toEqual(expected);
+      await stopCleanly(proc);
+    },
+  );
 
   it("wrong SASL password: PrivilegeError at once, naming the user and the variables to check", async () => {
     const db = await newDatabase("sec_saslpw");
@@ -216,10 +248,12 @@ describe("PostgreSQL with PGSSLMODE=verify-full", () => {
   it("the TLS-only role is refused without TLS (so a daemon that streams as it connects only over TLS)", async () => {
     const db = await newDatabase("sec_nossl");
     await prepareForRole(db);
-    await expectUserAction("TLS-only role without TLS", pgTlsEnv(db, { PGSSLMODE: "disable", PGHOST: tls.pgTlsWrongHost }), PrivilegeError, [
-      `refused role "${tlsRole}"`,
-      "over TLS only: set PGSSLMODE=verify-full",
-    ]);
+    await expectUserAction(
+      "TLS-only role without TLS",
+      pgTlsEnv(db, { PGSSLMODE: "disable", PGHOST: tls.pgTlsWrongHost }),
+      PrivilegeError,
+      [`refused role "${tlsRole}"`, "over TLS only: set PGSSLMODE=verify-full"],
+    );
   });
 
   it("through a host name in the certificate: streams exactly the run's transitions, every connection TLS, the replication one too", async () => {
@@ -230,19 +264,28 @@ describe("PostgreSQL with PGSSLMODE=verify-full", () => {
       throw new Error(`${(e as Error).message}\n${proc.output.slice(-20).join("\n")}`);
     });
     // The walsender streaming from the slot serves a TLS connection of our role...
-    const walsender = await withPg("postgres", async (c) =>
-      (
-        await c.query<{ usename: string; backend_type: string; ssl: boolean; version: string | null }>(
-          `SELECT a.usename, a.backend_type, s.ssl, s.version
+    const walsender = await withPg(
+      "postgres",
+      async (c) =>
+        (
+          await c.query<{ usename: string; backend_type: string; ssl: boolean; version: string | null }>(
+            `SELECT a.usename, a.backend_type, s.ssl, s.version
              FROM pg_replication_slots r JOIN pg_stat_activity a ON a.pid = r.active_pid JOIN pg_stat_ssl s ON s.pid = r.active_pid
             WHERE r.slot_name = $1`,
-          [db],
-        )
-      ).rows,
+            [db],
+          )
+        ).rows,
     );
-    expect(walsender).toEqual([{ usename: tlsRole, backend_type: "walsender", ssl: true, version: expect.stringMatching(/^TLSv1\.[23]$/) }]);
+    expect(walsender).toEqual([
+      { usename: tlsRole, backend_type: "walsender", ssl: true, version: expect.stringMatching(/^TLSv1\.[23]$/) },
+    ]);
     // ...and none of the role's backends is unencrypted (pg_hba.conf refuses those anyway).
-    const plain = await withPg("postgres", async (c) => (await c.query("SELECT 1 FROM pg_stat_activity a JOIN pg_stat_ssl s USING (pid) WHERE a.usename = $1 AND NOT s.ssl", [tlsRole])).rowCount);
+    const plain = await withPg(
+      "postgres",
+      async (c) =>
+        (await c.query("SELECT 1 FROM pg_stat_activity a JOIN pg_stat_ssl s USING (pid) WHERE a.usename = $1 AND NOT s.ssl", [tlsRole]))
+          .rowCount,
+    );
     expect(plain).toBe(0);
 
     const expected = await playRun(db, "sec_dag_pg");
@@ -253,10 +296,12 @@ describe("PostgreSQL with PGSSLMODE=verify-full", () => {
   it("through a host name not in the certificate: TlsError naming PGHOST and the certificate's names", async () => {
     const db = await newDatabase("sec_pghost");
     await prepareForRole(db);
-    const message = await expectUserAction("PostgreSQL: host not in the certificate", pgTlsEnv(db, { PGHOST: tls.pgTlsWrongHost }), TlsError, [
-      `certificate that does not name "${tls.pgTlsWrongHost}"`,
-      "set PGHOST to a name in the certificate",
-    ]);
+    const message = await expectUserAction(
+      "PostgreSQL: host not in the certificate",
+      pgTlsEnv(db, { PGHOST: tls.pgTlsWrongHost }),
+      TlsError,
+      [`certificate that does not name "${tls.pgTlsWrongHost}"`, "set PGHOST to a name in the certificate"],
+    );
     expect(message).toMatch(/; it names \S/);
   });
 
@@ -281,7 +326,9 @@ describe("PostgreSQL with PGSSLMODE=verify-full", () => {
     };
     const base = pgTlsEnv("postgres", { PGHOST: tls.pgTlsWrongHost });
     expect(await sslOf({ ...base, PGSSLMODE: "verify-ca" })).toBe(true);
-    await expect(sslOf({ ...base, PGSSLMODE: "verify-ca", PGSSLROOTCERT: wrongCa })).rejects.toMatchObject({ code: expect.stringMatching(/^(UNABLE_TO_VERIFY_LEAF_SIGNATURE|SELF_SIGNED_CERT_IN_CHAIN|UNABLE_TO_GET_ISSUER_CERT_LOCALLY)$/) });
+    await expect(sslOf({ ...base, PGSSLMODE: "verify-ca", PGSSLROOTCERT: wrongCa })).rejects.toMatchObject({
+      code: expect.stringMatching(/^(UNABLE_TO_VERIFY_LEAF_SIGNATURE|SELF_SIGNED_CERT_IN_CHAIN|UNABLE_TO_GET_ISSUER_CERT_LOCALLY)$/),
+    });
     expect(await sslOf({ ...base, PGSSLMODE: "require", PGSSLROOTCERT: "" })).toBe(true);
     await expect(sslOf({ ...base, PGSSLMODE: "verify-full" })).rejects.toMatchObject({ code: "ERR_TLS_CERT_ALTNAME_INVALID" });
   });

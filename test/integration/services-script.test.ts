@@ -21,7 +21,11 @@ describe("services.sh env", () => {
     // Unquoted, eval would split this at the space and run `touch pwned` in cwd.
     const dir = join(scratch, "a b;touch pwned;c");
     const env = { ...process.env, EVENTSTREAM_SERVICES_DIR: dir };
-    const evald = execFileSync("bash", ["-c", 'eval "$(bash "$1" env)" && printf %s "$EVENTSTREAM_TEST_CA_FILE"', "eval-test", script], { cwd, env, encoding: "utf8" });
+    const evald = execFileSync("bash", ["-c", 'eval "$(bash "$1" env)" && printf %s "$EVENTSTREAM_TEST_CA_FILE"', "eval-test", script], {
+      cwd,
+      env,
+      encoding: "utf8",
+    });
     expect(evald).toBe(join(dir, "tls/ca.pem"));
     expect(existsSync(join(cwd, "pwned"))).toBe(false);
     const vars = servicesEnv(repo, env);
@@ -43,7 +47,10 @@ describe("services.sh tls_ensure", () => {
       `chmod() { local f=\${*: -1}; [[ -f $f ]] && printf '%s %s\\n' "$(stat -c %a "$f")" "$f" >>"$chmod_log"; command chmod "$@"; }`,
       "tls_ensure",
     ].join("\n");
-    execFileSync("bash", ["-c", body, "tls-test", script, log], { env: { ...process.env, EVENTSTREAM_SERVICES_DIR: dir }, stdio: ["ignore", "ignore", "pipe"] });
+    execFileSync("bash", ["-c", body, "tls-test", script, log], {
+      env: { ...process.env, EVENTSTREAM_SERVICES_DIR: dir },
+      stdio: ["ignore", "ignore", "pipe"],
+    });
     const tls = join(dir, "tls");
     for (const f of ["ca.key", "kafka.key", "pg.key", "kafka-keystore.pem"]) {
       expect(readFileSync(join(tls, f), "utf8")).toContain("PRIVATE KEY");

@@ -69,7 +69,10 @@ async function streamOnce(env: Record<string, string>, commit: () => Promise<unk
   await d.waitForLog(STREAMING, 60_000);
   await commit();
   // Fails if the event never comes: with gap detection off nothing else here would notice a daemon that publishes nothing.
-  await consume([env.EVENTSTREAM_TOPIC!], (all) => all.some((m) => m.event.run_id === runId), { timeoutMs: 30_000, waitingFor: `the event of run ${runId}` });
+  await consume([env.EVENTSTREAM_TOPIC!], (all) => all.some((m) => m.event.run_id === runId), {
+    timeoutMs: 30_000,
+    waitingFor: `the event of run ${runId}`,
+  });
   d.proc.kill("SIGTERM");
   expect(await exitCode(d)).toBe(0);
 }
@@ -81,7 +84,8 @@ async function expectGap(env: Record<string, string>, needles: string[]): Promis
   const text = d.output.join("\n");
   expect(code, text).toBe(2);
   expect(text).toContain('"error":"SlotGapError"');
-  for (const n of ["GAP IN THE EVENT STREAM", "EVENTS WERE LOST", "re-snapshot", "airflow-eventstream reset-checkpoint", ...needles]) expect(text).toContain(n);
+  for (const n of ["GAP IN THE EVENT STREAM", "EVENTS WERE LOST", "re-snapshot", "airflow-eventstream reset-checkpoint", ...needles])
+    expect(text).toContain(n);
   expect(text).not.toMatch(STREAMING);
   return text;
 }
@@ -101,7 +105,12 @@ async function resetCheckpoint(env: Record<string, string>): Promise<string> {
  */
 async function checkpointOf(topic: string, key: string): Promise<Checkpoint | null> {
   const kafka = new Kafka({ brokers: services().kafkaBrokers, logLevel: logLevel.NOTHING, clientId: "test-gap" });
-  const consumer = kafka.consumer({ groupId: uniqueName("test_gap"), maxWaitTimeInMs: 100, sessionTimeout: 10_000, heartbeatInterval: 500 });
+  const consumer = kafka.consumer({
+    groupId: uniqueName("test_gap"),
+    maxWaitTimeInMs: 100,
+    sessionTimeout: 10_000,
+    heartbeatInterval: 500,
+  });
   let last: string | null = null;
   let lastAt = 0;
   let joined = false;
@@ -127,7 +136,10 @@ async function checkpointOf(topic: string, key: string): Promise<Checkpoint | nu
 
 /** PostgreSQL's view of the slot, as text LSNs. */
 async function slotRow(c: pg.Client, slot: string): Promise<{ confirmed: bigint; walStatus: string } | null> {
-  const { rows } = await c.query<{ confirmed: string; wal_status: string }>("SELECT confirmed_flush_lsn::text AS confirmed, wal_status FROM pg_replication_slots WHERE slot_name = $1", [slot]);
+  const { rows } = await c.query<{ confirmed: string; wal_status: string }>(
+    "SELECT confirmed_flush_lsn::text AS confirmed, wal_status FROM pg_replication_slots WHERE slot_name = $1",
+    [slot],
+  );
   const r = rows[0];
   return r ? { confirmed: parseLsn(r.confirmed), walStatus: r.wal_status } : null;
 }
@@ -152,7 +164,11 @@ describe.each(MODES)("%s: PostgreSQL is never told more than a durable checkpoin
       const first = parseLsn(got.find((m) => m.event.run_id === "first")!.event.source.commit_lsn);
       // The checkpoint that follows a transaction with events (within 100 ms) must be durable
       // before the other writes: written after them, it would carry the keepalives' position.
-      await waitFor("the slot to confirm the first event's transaction", async () => ((await confirmedFlush(db, db)) ?? 0n) > first, 30_000);
+      await waitFor(
+        "the slot to confirm the first event's transaction",
+        async () => ((await confirmedFlush(db, db)) ?? 0n) > first,
+        30_000,
+      );
       // Then only other tables take writes: keepalives move the safe position, no event carries a checkpoint.
       const walEnd = await withPg(db, async (c) => {
         await c.query("CREATE TABLE other (id serial PRIMARY KEY, payload text)");
@@ -199,7 +215,12 @@ describe.each(MODES)("%s: a slot dropped or moved while the daemon was down", (m
         await c.query("SELECT pg_drop_replication_slot($1)", [db]);
         await insertDagRun(c, "3", DAG, "lost");
       });
-      await expectGap(env, [`replication slot "${db}" does not exist`, `up to LSN ${formatLsn(cp!.ackedLsn!)}`, "Nothing was created", "a new slot"]);
+      await expectGap(env, [
+        `replication slot "${db}" does not exist`,
+        `up to LSN ${formatLsn(cp!.ackedLsn!)}`,
+        "Nothing was created",
+        "a new slot",
+      ]);
       // Refused twice in a row: nothing was created that would let a second start carry on.
       await expectGap(env, [`replication slot "${db}" does not exist`]);
       expect(await withPg(db, (c) => slotRow(c, db))).toBeNull();
@@ -233,7 +254,11 @@ describe.each(MODES)("%s: a slot dropped or moved while the daemon was down", (m
         return (await slotRow(c, db))!.confirmed;
       });
       expect(recreated).toBeGreaterThan(cp!.ackedLsn!);
-      await expectGap(env, [`is at LSN ${formatLsn(recreated)}`, `past the last position this daemon ever acknowledged, LSN ${formatLsn(cp!.ackedLsn!)}`, "recreated, or advanced"]);
+      await expectGap(env, [
+        `is at LSN ${formatLsn(recreated)}`,
+        `past the last position this daemon ever acknowledged, LSN ${formatLsn(cp!.ackedLsn!)}`,
+        "recreated, or advanced",
+      ]);
       // The refused daemon held the slot for a moment (the check needs it) and moved nothing, nor
       // wrote a checkpoint that would hide the gap from the next start.
       expect((await withPg(db, (c) => slotRow(c, db)))?.confirmed).toBe(recreated);
@@ -320,47 +345,60 @@ describe("a slot invalidated by max_slot_wal_keep_size (a scratch cluster with 1
     });
   }
 
-  it.each(MODES)("%s, daemon stopped: exit 2 with the gap and the recovery; reset-checkpoint drops the slot; a new one streams", async (mode) => {
-    const db = await scratchDatabase(`gap_lost_${mode === "exactly-once" ? "eos" : "alo"}`);
-    const env = scratchEnv(db, mode);
-    await streamOnce(env, () => onScratch(db, (c) => insertDagRun(c, "3", DAG, "before")), "before");
-    const cp = await checkpointOf(`${db}.checkpoints`, db);
-    await onScratch(db, (c) => insertDagRun(c, "3", DAG, "lost"));
-    await invalidate(db);
-    const wal = await onScratch(db, async (c) => parseLsn((await c.query<{ l: string }>("SELECT pg_current_wal_lsn()::text AS l")).rows[0]!.l));
-
-    const text = await expectGap(env, ['wal_status "lost"', "max_slot_wal_keep_size (1MB)", `after LSN ${formatLsn(cp!.ackedLsn!)}`, "drops the invalidated slot"]);
-    const to = /up to the current WAL position ([0-9A-F]+\/[0-9A-F]+)/.exec(text)?.[1];
-    expect(to && parseLsn(to)).toBeGreaterThanOrEqual(wal);
-
-    expect(await resetCheckpoint(env)).toContain(`dropped the invalidated slot "${db}"`);
-    expect(await onScratch(db, (c) => slotRow(c, db))).toBeNull();
-    await streamOnce(env, () => onScratch(db, (c) => insertDagRun(c, "3", DAG, "after")), "after");
-    expect(await runIds(env.EVENTSTREAM_TOPIC!, "after")).toEqual(["before", "after"]);
-  });
-
-  it.each(MODES)("%s, daemon running but frozen (SIGSTOP) meanwhile: PostgreSQL ends its stream; the restarted session exits 2", async (mode) => {
-    const db = await scratchDatabase(`gap_frozen_${mode === "exactly-once" ? "eos" : "alo"}`);
-    const env = scratchEnv(db, mode);
-    const d = start(env);
-    await d.waitForLog(STREAMING, 60_000);
-    await onScratch(db, (c) => insertDagRun(c, "3", DAG, "before"));
-    await consume([env.EVENTSTREAM_TOPIC!], (all) => all.some((m) => m.event.run_id === "before"), 30_000);
-    d.proc.kill("SIGSTOP");
-    try {
-      // PostgreSQL terminates the walsender holding the slot to invalidate it.
+  it.each(MODES)(
+    "%s, daemon stopped: exit 2 with the gap and the recovery; reset-checkpoint drops the slot; a new one streams",
+    async (mode) => {
+      const db = await scratchDatabase(`gap_lost_${mode === "exactly-once" ? "eos" : "alo"}`);
+      const env = scratchEnv(db, mode);
+      await streamOnce(env, () => onScratch(db, (c) => insertDagRun(c, "3", DAG, "before")), "before");
+      const cp = await checkpointOf(`${db}.checkpoints`, db);
+      await onScratch(db, (c) => insertDagRun(c, "3", DAG, "lost"));
       await invalidate(db);
-    } finally {
-      d.proc.kill("SIGCONT");
-    }
-    const code = await exitCode(d);
-    const text = d.output.join("\n");
-    expect(code, text).toBe(2);
-    expect(text).toContain("session ended; restarting");
-    expect(text).toContain('"error":"SlotGapError"');
-    expect(text).toContain('wal_status "lost"');
-    expect(text).toContain("airflow-eventstream reset-checkpoint");
-  });
+      const wal = await onScratch(db, async (c) =>
+        parseLsn((await c.query<{ l: string }>("SELECT pg_current_wal_lsn()::text AS l")).rows[0]!.l),
+      );
+
+      const text = await expectGap(env, [
+        'wal_status "lost"',
+        "max_slot_wal_keep_size (1MB)",
+        `after LSN ${formatLsn(cp!.ackedLsn!)}`,
+        "drops the invalidated slot",
+      ]);
+      const to = /up to the current WAL position ([0-9A-F]+\/[0-9A-F]+)/.exec(text)?.[1];
+      expect(to && parseLsn(to)).toBeGreaterThanOrEqual(wal);
+
+      expect(await resetCheckpoint(env)).toContain(`dropped the invalidated slot "${db}"`);
+      expect(await onScratch(db, (c) => slotRow(c, db))).toBeNull();
+      await streamOnce(env, () => onScratch(db, (c) => insertDagRun(c, "3", DAG, "after")), "after");
+      expect(await runIds(env.EVENTSTREAM_TOPIC!, "after")).toEqual(["before", "after"]);
+    },
+  );
+
+  it.each(MODES)(
+    "%s, daemon running but frozen (SIGSTOP) meanwhile: PostgreSQL ends its stream; the restarted session exits 2",
+    async (mode) => {
+      const db = await scratchDatabase(`gap_frozen_${mode === "exactly-once" ? "eos" : "alo"}`);
+      const env = scratchEnv(db, mode);
+      const d = start(env);
+      await d.waitForLog(STREAMING, 60_000);
+      await onScratch(db, (c) => insertDagRun(c, "3", DAG, "before"));
+      await consume([env.EVENTSTREAM_TOPIC!], (all) => all.some((m) => m.event.run_id === "before"), 30_000);
+      d.proc.kill("SIGSTOP");
+      try {
+        // PostgreSQL terminates the walsender holding the slot to invalidate it.
+        await invalidate(db);
+      } finally {
+        d.proc.kill("SIGCONT");
+      }
+      const code = await exitCode(d);
+      const text = d.output.join("\n");
+      expect(code, text).toBe(2);
+      expect(text).toContain("session ended; restarting");
+      expect(text).toContain('"error":"SlotGapError"');
+      expect(text).toContain('wal_status "lost"');
+      expect(text).toContain("airflow-eventstream reset-checkpoint");
+    },
+  );
 });
 
 describe("a checkpoint written by the previous version (no acked_lsn)", () => {
@@ -374,8 +412,20 @@ describe("a checkpoint written by the previous version (no acked_lsn)", () => {
     await producer.connect();
     try {
       await streamOnce(env, () => withPg(db, (c) => insertDagRun(c, "3", DAG, "before")), "before");
-      const sysid = await withPg(db, async (c) => (await c.query<{ s: string }>("SELECT system_identifier::text AS s FROM pg_control_system()")).rows[0]!.s);
-      const legacy = { version: 1, slot: db, position: "0000000000000010-00000000", commit_lsn: "0/10", index: 0, system_identifier: sysid, database: db, written_at: null };
+      const sysid = await withPg(
+        db,
+        async (c) => (await c.query<{ s: string }>("SELECT system_identifier::text AS s FROM pg_control_system()")).rows[0]!.s,
+      );
+      const legacy = {
+        version: 1,
+        slot: db,
+        position: "0000000000000010-00000000",
+        commit_lsn: "0/10",
+        index: 0,
+        system_identifier: sysid,
+        database: db,
+        written_at: null,
+      };
       await producer.send({ topic, acks: -1, messages: [{ key: db, value: JSON.stringify(legacy) }] });
       await withPg(db, (c) => insertDagRun(c, "3", DAG, "moved"));
       await withPg(db, (c) => c.query("SELECT pg_replication_slot_advance($1, pg_current_wal_lsn())", [db]));
@@ -385,7 +435,12 @@ describe("a checkpoint written by the previous version (no acked_lsn)", () => {
         const line = await d.waitForLog(/no gap between the checkpoint and the slot/, 60_000);
         expect(line).toContain("checkpoint without acked_lsn (earlier version)");
         await d.waitForLog(STREAMING);
-        await waitFor("the checkpoint rewritten with acked_lsn", async () => typeof (await checkpointOf(topic, db))?.ackedLsn === "bigint", 30_000, 500);
+        await waitFor(
+          "the checkpoint rewritten with acked_lsn",
+          async () => typeof (await checkpointOf(topic, db))?.ackedLsn === "bigint",
+          30_000,
+          500,
+        );
       } finally {
         d.proc.kill("SIGTERM");
         expect(await exitCode(d)).toBe(0);
@@ -414,13 +469,21 @@ describe("at-least-once where the checkpoint topic cannot be created", () => {
       const code = await exitCode(d);
       const text = d.output.join("\n");
       expect(code, text).toBe(2);
-      for (const n of [`the checkpoint topic ${db}.checkpoints does not exist`, `kafka-topics.sh --create --topic ${db}.checkpoints --partitions 1 --config cleanup.policy=compact`, "EVENTSTREAM_GAP_DETECTION=false"]) {
+      for (const n of [
+        `the checkpoint topic ${db}.checkpoints does not exist`,
+        `kafka-topics.sh --create --topic ${db}.checkpoints --partitions 1 --config cleanup.policy=compact`,
+        "EVENTSTREAM_GAP_DETECTION=false",
+      ]) {
         expect(text).toContain(n);
       }
       expect(await withPg(db, (c) => slotRow(c, db))).toBeNull();
       expect(await admin.listTopics()).not.toContain(`${db}.checkpoints`);
 
-      await streamOnce({ ...env, EVENTSTREAM_GAP_DETECTION: "false" }, () => withPg(db, (c) => insertDagRun(c, "2", DAG, "unwatched")), "unwatched");
+      await streamOnce(
+        { ...env, EVENTSTREAM_GAP_DETECTION: "false" },
+        () => withPg(db, (c) => insertDagRun(c, "2", DAG, "unwatched")),
+        "unwatched",
+      );
       expect(await admin.listTopics()).not.toContain(`${db}.checkpoints`);
     } finally {
       await admin.disconnect();
@@ -437,12 +500,26 @@ describe.each(MODES)("%s: reading the checkpoint topic", (mode) => {
     const kafka = new Kafka({ brokers: services().kafkaBrokers, logLevel: logLevel.NOTHING, clientId: "test-gap" });
     const producer = kafka.producer();
     await producer.connect();
-    const record = (lsn: string) => JSON.stringify({ version: 1, slot, position: null, commit_lsn: null, index: null, acked_lsn: lsn, system_identifier: "1", database: "d" });
-    const others = (n: number, tag: string) => Array.from({ length: n }, (_, i) => ({ key: `other_${i % 50}`, value: record(`${tag}/${i.toString(16)}`) }));
+    const record = (lsn: string) =>
+      JSON.stringify({
+        version: 1,
+        slot,
+        position: null,
+        commit_lsn: null,
+        index: null,
+        acked_lsn: lsn,
+        system_identifier: "1",
+        database: "d",
+      });
+    const others = (n: number, tag: string) =>
+      Array.from({ length: n }, (_, i) => ({ key: `other_${i % 50}`, value: record(`${tag}/${i.toString(16)}`) }));
     /** readCheckpoint() through a fresh sink, with its log line. */
     const read = async () => {
       const lines: string[] = [];
-      const sink = new KafkaSink(cfg, pino({ level: "info" }, { write: (l: string) => lines.push(l) }), { failed: () => undefined, ack: { acked: () => undefined, ackedLsnFor: () => 0n, checkpointed: () => undefined } });
+      const sink = new KafkaSink(cfg, pino({ level: "info" }, { write: (l: string) => lines.push(l) }), {
+        failed: () => undefined,
+        ack: { acked: () => undefined, ackedLsnFor: () => 0n, checkpointed: () => undefined },
+      });
       try {
         await sink.connect(null);
         const cp = await sink.readCheckpoint({ systemIdentifier: "1", database: "d" });
@@ -454,7 +531,10 @@ describe.each(MODES)("%s: reading the checkpoint topic", (mode) => {
     };
     const admin = kafka.admin();
     await admin.connect();
-    await admin.createTopics({ topics: [{ topic, numPartitions: 1, configEntries: [{ name: "cleanup.policy", value: "compact" }] }], waitForLeaders: true });
+    await admin.createTopics({
+      topics: [{ topic, numPartitions: 1, configEntries: [{ name: "cleanup.policy", value: "compact" }] }],
+      waitForLeaders: true,
+    });
     await admin.disconnect();
     try {
       await producer.send({ topic, acks: -1, messages: [{ key: slot, value: record("1/0") }] });

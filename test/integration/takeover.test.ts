@@ -32,7 +32,8 @@ describe("standby daemon on the same slot", () => {
       let tookOverMs = -1;
       for (const [i, t] of tasks.entries()) {
         await insertTi(c, "2", { dag_id: "td", task_id: t, run_id: "r" });
-        for (const state of states) await updateTi(c, { dag_id: "td", task_id: t, run_id: "r" }, { state, ...(state === "scheduled" ? { try_number: 1 } : {}) });
+        for (const state of states)
+          await updateTi(c, { dag_id: "td", task_id: t, run_id: "r" }, { state, ...(state === "scheduled" ? { try_number: 1 } : {}) });
         if (i === 9) {
           active.proc.kill("SIGKILL");
           killedAt = Date.now();
@@ -45,7 +46,13 @@ describe("standby daemon on the same slot", () => {
       expect(tookOverMs).toBeLessThan(10_000);
       console.log(`standby took over ${tookOverMs} ms after the SIGKILL`);
 
-      const all = await consume([`${db}.events`], (got) => new Set(got.flatMap((m) => (m.event.type === "task_instance" && m.event.state === "success" ? [m.event.task_id] : []))).size >= tasks.length, 60_000);
+      const all = await consume(
+        [`${db}.events`],
+        (got) =>
+          new Set(got.flatMap((m) => (m.event.type === "task_instance" && m.event.state === "success" ? [m.event.task_id] : []))).size >=
+          tasks.length,
+        60_000,
+      );
       const byPos = new Map<string, TaskInstanceEvent>();
       for (const m of all) if (m.event.type === "task_instance") byPos.set(m.event.source.position, TaskInstanceEvent.parse(m.event));
       for (const t of tasks) {
@@ -58,7 +65,10 @@ describe("standby daemon on the same slot", () => {
       await standby.exited;
     }
     // The standby, now active, had the slot: the table records nothing else holding it.
-    const holders = await withPg("postgres", async (p) => (await p.query("SELECT active_pid FROM pg_replication_slots WHERE slot_name = $1 AND active", [db])).rowCount);
+    const holders = await withPg(
+      "postgres",
+      async (p) => (await p.query("SELECT active_pid FROM pg_replication_slots WHERE slot_name = $1 AND active", [db])).rowCount,
+    );
     expect(holders).toBe(0);
   });
 });

@@ -1,7 +1,18 @@
 import type pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { StreamEvent } from "../../src/airflow/events.js";
-import { confirmedFlush, consume, createDatabase, daemonConfig, dropDatabase, startDaemon, uniqueName, waitFor, waitForStreaming, withPg } from "../support/harness.js";
+import {
+  confirmedFlush,
+  consume,
+  createDatabase,
+  daemonConfig,
+  dropDatabase,
+  startDaemon,
+  uniqueName,
+  waitFor,
+  waitForStreaming,
+  withPg,
+} from "../support/harness.js";
 import { insertDagRun, insertTi } from "../support/airflow-rows.js";
 
 /**
@@ -35,7 +46,9 @@ describe("topic per DAG with non-ASCII dag_ids", () => {
     // Acknowledged means in Kafka: the topics exist before the consumer resolves its pattern.
     await waitFor("the slot to pass the writes", async () => ((await confirmedFlush(db, db)) ?? 0n) >= written);
 
-    const all = await consume(new RegExp(`^${db}\\.`), (got) => dags.every((d) => got.some((m) => (m.event as StreamEvent).type === "task_instance" && m.event.dag_id === d)));
+    const all = await consume(new RegExp(`^${db}\\.`), (got) =>
+      dags.every((d) => got.some((m) => (m.event as StreamEvent).type === "task_instance" && m.event.dag_id === d)),
+    );
     const topicsOf = new Map<string, Set<string>>();
     for (const m of all) {
       const e = StreamEvent.parse(m.event);
@@ -58,8 +71,13 @@ describe("topic per DAG with non-ASCII dag_ids", () => {
     // The topic is created when the event is first sent: subscribing before it exists fails
     // (UNKNOWN_TOPIC_OR_PARTITION). Acknowledged means in Kafka, so the topic exists by then.
     await waitFor("the slot to pass the TRUNCATE", async () => ((await confirmedFlush(db, db)) ?? 0n) >= written);
-    const all = await consume([`${db}.events`], (got) => got.filter((m) => (m.event as StreamEvent).type === "table_truncated").length === 3);
-    const truncates = all.map((m) => ({ partition: m.partition, key: m.key, event: StreamEvent.parse(m.event) })).filter((m) => m.event.type === "table_truncated");
+    const all = await consume(
+      [`${db}.events`],
+      (got) => got.filter((m) => (m.event as StreamEvent).type === "table_truncated").length === 3,
+    );
+    const truncates = all
+      .map((m) => ({ partition: m.partition, key: m.key, event: StreamEvent.parse(m.event) }))
+      .filter((m) => m.event.type === "table_truncated");
     expect(truncates.map((m) => m.partition).sort()).toEqual([0, 1, 2]);
     expect(truncates.every((m) => m.key === null)).toBe(true);
   });

@@ -1,7 +1,17 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { StreamEvent, TableTruncatedEvent } from "../../src/airflow/events.js";
 import { PublicationError } from "../../src/errors.js";
-import { consume, createDatabase, daemonConfig, dropDatabase, startDaemon, uniqueName, waitForStreaming, withPg, type Consumed } from "../support/harness.js";
+import {
+  consume,
+  createDatabase,
+  daemonConfig,
+  dropDatabase,
+  startDaemon,
+  uniqueName,
+  waitForStreaming,
+  withPg,
+  type Consumed,
+} from "../support/harness.js";
 import { insertDagRun, insertTi, updateTi } from "../support/airflow-rows.js";
 
 /**
@@ -46,7 +56,11 @@ describe("TRUNCATE task_instance while the daemon runs", () => {
       const e = m.event as StreamEvent;
       return e.type === "task_instance" && e.dag_id === "alpha" && e.op === "update" && e.state === "running";
     };
-    const all = await consume([topic], (got) => got.filter((m) => (m.event as StreamEvent).type === "table_truncated").length === PARTITIONS && got.some(isAlphaRunningAgain));
+    const all = await consume(
+      [topic],
+      (got) =>
+        got.filter((m) => (m.event as StreamEvent).type === "table_truncated").length === PARTITIONS && got.some(isAlphaRunningAgain),
+    );
     const events = all.map((m) => ({ ...m, event: StreamEvent.parse(m.event) }));
 
     const truncates = events.filter((m) => m.event.type === "table_truncated");
@@ -65,8 +79,14 @@ describe("TRUNCATE task_instance while the daemon runs", () => {
     for (let p = 0; p < PARTITIONS; p++) {
       const positions = events.filter((m) => m.partition === p).map((m) => m.event.source.position);
       const i = positions.indexOf(at);
-      expect(positions.slice(0, i).every((x) => x < at), `partition ${p}: ${positions.join(" ")}`).toBe(true);
-      expect(positions.slice(i + 1).every((x) => x > at), `partition ${p}: ${positions.join(" ")}`).toBe(true);
+      expect(
+        positions.slice(0, i).every((x) => x < at),
+        `partition ${p}: ${positions.join(" ")}`,
+      ).toBe(true);
+      expect(
+        positions.slice(i + 1).every((x) => x > at),
+        `partition ${p}: ${positions.join(" ")}`,
+      ).toBe(true);
     }
     const before = events.filter((m) => m.event.type === "task_instance" && m.event.source.position < at);
     expect(before.map((m) => (m.event.type === "task_instance" ? m.event.dag_id : null)).sort()).toEqual([...dags].sort());

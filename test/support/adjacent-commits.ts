@@ -13,7 +13,13 @@ import { createDatabase, pgClient, withPg } from "./harness.js";
 export type Tx = { xid: number; commitLsn: bigint; endLsn: bigint };
 
 /** B writes first, A writes and commits, B commits right after; tells whether the WAL has them back to back. */
-export async function adjacentCommits(db: string, witnessSlot: string, publication: string, writeA: (c: pg.Client) => Promise<unknown>, writeB: (c: pg.Client) => Promise<unknown>): Promise<{ a: Tx; b: Tx; adjacent: boolean }> {
+export async function adjacentCommits(
+  db: string,
+  witnessSlot: string,
+  publication: string,
+  writeA: (c: pg.Client) => Promise<unknown>,
+  writeB: (c: pg.Client) => Promise<unknown>,
+): Promise<{ a: Tx; b: Tx; adjacent: boolean }> {
   const ca = pgClient(db);
   const cb = pgClient(db);
   await ca.connect();

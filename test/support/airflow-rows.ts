@@ -26,10 +26,41 @@ export async function insertDagRun(c: pg.Client, major: AirflowMajor, dagId: str
 }
 
 /** INSERT as the scheduler does when a run is created: state NULL, try_number 0. Returns the 3.x id. */
-export async function insertTi(c: pg.Client, major: AirflowMajor, key: TiKey, extra: { state?: string | null; try_number?: number } = {}): Promise<string | null> {
+export async function insertTi(
+  c: pg.Client,
+  major: AirflowMajor,
+  key: TiKey,
+  extra: { state?: string | null; try_number?: number } = {},
+): Promise<string | null> {
   const id = major === "3" ? randomUUID() : null;
-  const cols = ["dag_id", "task_id", "run_id", "map_index", "state", "try_number", "max_tries", "pool", "pool_slots", "queue", "operator", "priority_weight"];
-  const vals: unknown[] = [key.dag_id, key.task_id, key.run_id, key.map_index ?? -1, extra.state ?? null, extra.try_number ?? 0, 0, "default_pool", 1, "default", "PythonOperator", 1];
+  const cols = [
+    "dag_id",
+    "task_id",
+    "run_id",
+    "map_index",
+    "state",
+    "try_number",
+    "max_tries",
+    "pool",
+    "pool_slots",
+    "queue",
+    "operator",
+    "priority_weight",
+  ];
+  const vals: unknown[] = [
+    key.dag_id,
+    key.task_id,
+    key.run_id,
+    key.map_index ?? -1,
+    extra.state ?? null,
+    extra.try_number ?? 0,
+    0,
+    "default_pool",
+    1,
+    "default",
+    "PythonOperator",
+    1,
+  ];
   if (major === "3") {
     cols.unshift("id");
     vals.unshift(id);
@@ -52,11 +83,21 @@ export async function updateTi(c: pg.Client, key: TiKey, set: Record<string, unk
 
 export async function updateDagRun(c: pg.Client, id: number, set: Record<string, unknown>): Promise<void> {
   const names = Object.keys(set);
-  await c.query(`UPDATE dag_run SET ${names.map((n, i) => `${n} = $${i + 1}`).join(", ")} WHERE id = $${names.length + 1}`, [...names.map((n) => set[n]), id]);
+  await c.query(`UPDATE dag_run SET ${names.map((n, i) => `${n} = $${i + 1}`).join(", ")} WHERE id = $${names.length + 1}`, [
+    ...names.map((n) => set[n]),
+    id,
+  ]);
 }
 
 /** Sets an XCom as Airflow does: DELETE then INSERT (2.x: JSON in bytea; 3.x: jsonb). */
-export async function setXCom(c: pg.Client, major: AirflowMajor, dagRunId: number, key: TiKey, xcomKey: string, value: unknown): Promise<void> {
+export async function setXCom(
+  c: pg.Client,
+  major: AirflowMajor,
+  dagRunId: number,
+  key: TiKey,
+  xcomKey: string,
+  value: unknown,
+): Promise<void> {
   const params = [dagRunId, key.task_id, key.map_index ?? -1, xcomKey];
   await c.query("DELETE FROM xcom WHERE dag_run_id = $1 AND task_id = $2 AND map_index = $3 AND key = $4", params);
   const json = JSON.stringify(value);

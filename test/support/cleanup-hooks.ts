@@ -14,7 +14,8 @@ beforeEach((ctx) => {
 afterEach(async (ctx) => {
   setCurrentTest(null);
   const cleaned = await runCleanups(ctx.task.id);
-  if (cleaned.length > 0) console.warn(`test "${ctx.task.name}" (${ctx.task.result?.state ?? "unknown"}) left behind, now cleaned up: ${cleaned.join(", ")}`);
+  if (cleaned.length > 0)
+    console.warn(`test "${ctx.task.name}" (${ctx.task.result?.state ?? "unknown"}) left behind, now cleaned up: ${cleaned.join(", ")}`);
 });
 
 afterAll(async () => {

@@ -81,6 +81,10 @@ export async function runCleanups(test: string | null): Promise<string[]> {
       errors.push(new Error(`cleaning up ${e.kind} ${e.what}: ${err instanceof Error ? err.message : String(err)}`, { cause: err }));
     }
   }
-  if (errors.length > 0) throw new AggregateError(errors, `${errors.length} test resource(s) could not be cleaned up: ${errors.map((e) => e.message).join("; ")}`);
+  if (errors.length > 0)
+    throw new AggregateError(
+      errors,
+      `${errors.length} test resource(s) could not be cleaned up: ${errors.map((e) => e.message).join("; ")}`,
+    );
   return cleaned;
 }

@@ -24,7 +24,10 @@ export function services() {
  */
 export function tlsServices(): TlsServices {
   const s = services();
-  if (s.tls === null) throw new Error(`this test needs TLS and SASL services, and ${s.tlsMissing.join(", ")} ${s.tlsMissing.length === 1 ? "is" : "are"} not set.\n${HOW_TO_CONFIGURE_TLS}`);
+  if (s.tls === null)
+    throw new Error(
+      `this test needs TLS and SASL services, and ${s.tlsMissing.join(", ")} ${s.tlsMissing.length === 1 ? "is" : "are"} not set.\n${HOW_TO_CONFIGURE_TLS}`,
+    );
   if (!existsSync(s.tls.caFile)) throw new Error(`EVENTSTREAM_TEST_CA_FILE=${s.tls.caFile} does not exist\n${HOW_TO_CONFIGURE_TLS}`);
   return s.tls;
 }
@@ -62,7 +65,8 @@ export function airflowFixture(major: AirflowMajor, install: "fresh" | "migrated
   } & Record<string, unknown>;
   const version = versions[major];
   const file = (install === "fresh" ? versions.files : versions.migratedFiles)[major];
-  if (typeof version !== "string" || !file) throw new Error(`test/fixtures/airflow/versions.json has no Airflow ${major}.x ${install} entry`);
+  if (typeof version !== "string" || !file)
+    throw new Error(`test/fixtures/airflow/versions.json has no Airflow ${major}.x ${install} entry`);
   return { version, sql: readFileSync(`test/fixtures/airflow/${file}`, "utf8") };
 }
 
@@ -74,7 +78,10 @@ const databasesToDrop = new Map<string, () => void>();
  * test file never gets there (a timeout), by the cleanup hooks after the file.
  */
 export async function createDatabase(name: string, major: AirflowMajor | null, install: "fresh" | "migrated" = "fresh"): Promise<void> {
-  databasesToDrop.set(name, registerCleanup("database", name, () => dropDatabase(name)));
+  databasesToDrop.set(
+    name,
+    registerCleanup("database", name, () => dropDatabase(name)),
+  );
   await withPg("postgres", (c) => c.query(`CREATE DATABASE ${name}`));
   if (major !== null) await withPg(name, (c) => c.query(airflowFixture(major, install).sql));
 }
@@ -139,7 +146,13 @@ export function startDaemon(cfg: Config, logLines?: string[]): { daemon: Daemon;
   // reconnecting and logging into the next tests.
   const unregister = registerCleanup("daemon", `in-process daemon on slot ${cfg.slot}`, async () => {
     await daemon.stop().catch(() => undefined);
-    if ((await withTimeout(done.catch(() => undefined), 30_000)) === "timeout") throw new Error("the in-process daemon did not stop within 30 s");
+    if (
+      (await withTimeout(
+        done.catch(() => undefined),
+        30_000,
+      )) === "timeout"
+    )
+      throw new Error("the in-process daemon did not stop within 30 s");
   });
   done.then(unregister, unregister);
   return {
@@ -206,7 +219,10 @@ export function spawnDaemon(env: Record<string, string>, args: string[] = ["run"
       const hit = output.find((l) => pattern.test(l));
       if (hit) return Promise.resolve(hit);
       return new Promise((resolve, reject) => {
-        const t = setTimeout(() => reject(new Error(`no log line matching ${pattern} within ${timeoutMs} ms; output:\n${output.slice(-30).join("\n")}`)), timeoutMs);
+        const t = setTimeout(
+          () => reject(new Error(`no log line matching ${pattern} within ${timeoutMs} ms; output:\n${output.slice(-30).join("\n")}`)),
+          timeoutMs,
+        );
         waiters.push({
           pattern,
           resolve: (l) => {
@@ -256,7 +272,11 @@ export async function consume(
 ): Promise<Consumed[]> {
   const opts: ConsumeOptions = typeof options === "number" ? { timeoutMs: options } : options;
   const timeoutMs = opts.timeoutMs ?? 60_000;
-  const kafka = new Kafka({ ...(client ?? opts.client ?? { brokers: services().kafkaBrokers }), logLevel: logLevel.NOTHING, clientId: "test-consumer" });
+  const kafka = new Kafka({
+    ...(client ?? opts.client ?? { brokers: services().kafkaBrokers }),
+    logLevel: logLevel.NOTHING,
+    clientId: "test-consumer",
+  });
   const consumer = kafka.consumer({ groupId: uniqueName("test"), sessionTimeout: 10_000, heartbeatInterval: 500, maxWaitTimeInMs: 100 });
   const all: Consumed[] = [];
   let enough = false;
@@ -268,7 +288,13 @@ export async function consume(
       consumer
         .run({
           eachMessage: async ({ topic, partition, message }) => {
-            all.push({ topic, partition, offset: message.offset, key: message.key?.toString() ?? null, event: JSON.parse(message.value!.toString()) as AirflowEvent });
+            all.push({
+              topic,
+              partition,
+              offset: message.offset,
+              key: message.key?.toString() ?? null,
+              event: JSON.parse(message.value!.toString()) as AirflowEvent,
+            });
             if (until(all)) {
               enough = true;
               clearTimeout(t);
@@ -285,7 +311,13 @@ export async function consume(
   return all;
 }
 
-function consumeTimeoutMessage(topics: string[] | RegExp, until: (all: Consumed[]) => boolean, waitingFor: string | undefined, timeoutMs: number, all: Consumed[]): string {
+function consumeTimeoutMessage(
+  topics: string[] | RegExp,
+  until: (all: Consumed[]) => boolean,
+  waitingFor: string | undefined,
+  timeoutMs: number,
+  all: Consumed[],
+): string {
   const perTopic = new Map<string, number>();
   for (const m of all) perTopic.set(m.topic, (perTopic.get(m.topic) ?? 0) + 1);
   const counts = [...perTopic].map(([t, n]) => `${n} from ${t}`).join(", ");
@@ -298,7 +330,12 @@ function consumeTimeoutMessage(topics: string[] | RegExp, until: (all: Consumed[
   ].join("\n");
 }
 
-export async function waitFor<T>(what: string, fn: () => Promise<T | undefined | null | false>, timeoutMs = 30_000, everyMs = 100): Promise<T> {
+export async function waitFor<T>(
+  what: string,
+  fn: () => Promise<T | undefined | null | false>,
+  timeoutMs = 30_000,
+  everyMs = 100,
+): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   let last: unknown;
   while (Date.now() < deadline) {
@@ -320,7 +357,10 @@ export function sleep(ms: number): Promise<void> {
 /** The slot's confirmed_flush_lsn as a bigint. */
 export async function confirmedFlush(database: string, slot: string): Promise<bigint | null> {
   return withPg("postgres", async (c) => {
-    const { rows } = await c.query<{ lsn: string | null }>("SELECT confirmed_flush_lsn::text AS lsn FROM pg_replication_slots WHERE slot_name = $1 AND database = $2", [slot, database]);
+    const { rows } = await c.query<{ lsn: string | null }>(
+      "SELECT confirmed_flush_lsn::text AS lsn FROM pg_replication_slots WHERE slot_name = $1 AND database = $2",
+      [slot, database],
+    );
     const text = rows[0]?.lsn;
     if (!text) return null;
     const [hi, lo] = text.split("/");
@@ -336,7 +376,16 @@ export async function waitForStreaming(slot: string, timeoutMs = 60_000): Promis
   await waitFor(
     `a walsender streaming from slot ${slot}`,
     () =>
-      withPg("postgres", async (p) => (await p.query("SELECT 1 FROM pg_replication_slots s JOIN pg_stat_replication r ON r.pid = s.active_pid WHERE s.slot_name = $1", [slot])).rowCount),
+      withPg(
+        "postgres",
+        async (p) =>
+          (
+            await p.query(
+              "SELECT 1 FROM pg_replication_slots s JOIN pg_stat_replication r ON r.pid = s.active_pid WHERE s.slot_name = $1",
+              [slot],
+            )
+          ).rowCount,
+      ),
     timeoutMs,
   );
 }

@@ -281,7 +281,8 @@ export class LoadGenerator {
         await updateOneTi(c, t, set);
       }
     }
-    for (const { t, step } of rows) changes.push({ kind: "ti", key: t.key, dagId: t.dagId, op: "update", state: step.state, tryNumber: step.tryNumber });
+    for (const { t, step } of rows)
+      changes.push({ kind: "ti", key: t.key, dagId: t.dagId, op: "update", state: step.state, tryNumber: step.tryNumber });
     for (const r of ending) {
       const state = r.tis.some((t) => t.steps[t.steps.length - 1]!.state === "failed") ? "failed" : "success";
       await c.query("UPDATE dag_run SET state = $1, end_date = now() WHERE id = $2", [state, r.id]);
@@ -300,11 +301,19 @@ export class LoadGenerator {
     if (r < 0.08) return [{ state: "upstream_failed", tryNumber: 0, newId: false }];
     const steps: Step[] = [];
     let t = 1;
-    steps.push({ state: "scheduled", tryNumber: t, newId: false }, { state: "queued", tryNumber: t, newId: false }, { state: "running", tryNumber: t, newId: false });
+    steps.push(
+      { state: "scheduled", tryNumber: t, newId: false },
+      { state: "queued", tryNumber: t, newId: false },
+      { state: "running", tryNumber: t, newId: false },
+    );
     while (t < 3 && this.rand() < 0.2) {
       steps.push({ state: "up_for_retry", tryNumber: t, newId: true });
       t++;
-      steps.push({ state: "scheduled", tryNumber: t, newId: false }, { state: "queued", tryNumber: t, newId: false }, { state: "running", tryNumber: t, newId: false });
+      steps.push(
+        { state: "scheduled", tryNumber: t, newId: false },
+        { state: "queued", tryNumber: t, newId: false },
+        { state: "running", tryNumber: t, newId: false },
+      );
     }
     steps.push({ state: this.rand() < 0.9 ? "success" : "failed", tryNumber: t, newId: false });
     return steps;
@@ -342,7 +351,20 @@ function sample<T>(from: T[], k: number, rand: () => number): T[] {
 
 /** The scheduler's INSERT of a run's task instances, as one multi-row statement. */
 async function insertTis(c: pg.Client, major: AirflowMajor, tis: TiPlan[]): Promise<void> {
-  const cols = ["dag_id", "task_id", "run_id", "map_index", "state", "try_number", "max_tries", "pool", "pool_slots", "queue", "operator", "priority_weight"];
+  const cols = [
+    "dag_id",
+    "task_id",
+    "run_id",
+    "map_index",
+    "state",
+    "try_number",
+    "max_tries",
+    "pool",
+    "pool_slots",
+    "queue",
+    "operator",
+    "priority_weight",
+  ];
   if (major === "3") cols.unshift("id");
   const vals: unknown[] = [];
   const tuples: string[] = [];
@@ -359,13 +381,10 @@ async function updateOneTi(c: pg.Client, t: TiPlan, set: Record<string, unknown>
   const names = Object.keys(set);
   const assignments = names.map((n, i) => `${n} = $${i + 1}`).join(", ");
   const b = names.length;
-  const r = await c.query(`UPDATE task_instance SET ${assignments} WHERE dag_id = $${b + 1} AND task_id = $${b + 2} AND run_id = $${b + 3} AND map_index = $${b + 4}`, [
-    ...names.map((n) => set[n]),
-    t.dagId,
-    t.taskId,
-    t.runId,
-    t.mapIndex,
-  ]);
+  const r = await c.query(
+    `UPDATE task_instance SET ${assignments} WHERE dag_id = $${b + 1} AND task_id = $${b + 2} AND run_id = $${b + 3} AND map_index = $${b + 4}`,
+    [...names.map((n) => set[n]), t.dagId, t.taskId, t.runId, t.mapIndex],
+  );
   if (r.rowCount !== 1) throw new Error(`UPDATE of ${t.dagId}/${t.taskId}/${t.runId} changed ${r.rowCount} rows`);
 }
 
@@ -430,7 +449,9 @@ function stable(e: AirflowEvent): string {
 }
 
 function keyOf(e: AirflowEvent): string {
-  return e.type === "task_instance" ? tiKey(e.dag_id ?? "", e.task_id ?? "", e.run_id ?? "", e.map_index ?? -1) : runKey(e.dag_id, e.run_id);
+  return e.type === "task_instance"
+    ? tiKey(e.dag_id ?? "", e.task_id ?? "", e.run_id ?? "", e.map_index ?? -1)
+    : runKey(e.dag_id, e.run_id);
 }
 
 /**
@@ -445,7 +466,9 @@ function keyOf(e: AirflowEvent): string {
  */
 export function checkAgainstLedger(consumed: Consumed[], ledger: Ledger, opts: CheckOptions): CheckResult {
   const problems: string[] = [];
-  const sorted = [...consumed].sort((a, b) => (a.topic < b.topic ? -1 : a.topic > b.topic ? 1 : a.partition - b.partition || Number(BigInt(a.offset) - BigInt(b.offset))));
+  const sorted = [...consumed].sort((a, b) =>
+    a.topic < b.topic ? -1 : a.topic > b.topic ? 1 : a.partition - b.partition || Number(BigInt(a.offset) - BigInt(b.offset)),
+  );
   const perDag = new Map<string, { last: string; lastRank: number; seen: Map<string, string>; partition: string }>();
   const perKey = new Map<string, AirflowEvent[]>();
   let duplicates = 0;
@@ -469,14 +492,16 @@ export function checkAgainstLedger(consumed: Consumed[], ledger: Ledger, opts: C
     if (original !== undefined) {
       duplicates++;
       duplicateXids.add(e.source.xid);
-      if (original !== stable(e)) problems.push(`${where}@${m.offset}: duplicate of position ${pos} differs from the original:\n  ${original}\n  ${stable(e)}`);
+      if (original !== stable(e))
+        problems.push(`${where}@${m.offset}: duplicate of position ${pos} differs from the original:\n  ${original}\n  ${stable(e)}`);
       continue;
     }
     if (pos <= d.last) problems.push(`${where}@${m.offset}: DAG ${dag}: position ${pos} after ${d.last} (not commit order)`);
     if (opts.commitRank) {
       const rank = opts.commitRank.get(e.source.xid);
       if (rank === undefined) problems.push(`${where}@${m.offset}: xid ${e.source.xid} not committed according to PostgreSQL`);
-      else if (rank < d.lastRank) problems.push(`${where}@${m.offset}: DAG ${dag}: xid ${e.source.xid} committed before the previous event's transaction`);
+      else if (rank < d.lastRank)
+        problems.push(`${where}@${m.offset}: DAG ${dag}: xid ${e.source.xid} committed before the previous event's transaction`);
       else d.lastRank = rank;
     }
     d.last = pos;
@@ -507,7 +532,9 @@ export function checkAgainstLedger(consumed: Consumed[], ledger: Ledger, opts: C
       }
       const tryNumber = e.type === "task_instance" ? e.try_number : null;
       if (e.op !== want.op || e.state !== want.state || tryNumber !== want.tryNumber || e.source.xid !== want.xid) {
-        problems.push(`${name} #${i}: got ${e.op} ${e.state} try ${tryNumber} xid ${e.source.xid}, committed ${want.op} ${want.state} try ${want.tryNumber} xid ${want.xid}`);
+        problems.push(
+          `${name} #${i}: got ${e.op} ${e.state} try ${tryNumber} xid ${e.source.xid}, committed ${want.op} ${want.state} try ${want.tryNumber} xid ${want.xid}`,
+        );
       }
       if (e.previous_state_known && e.previous_state !== want.previous) {
         problems.push(`${name} #${i}: previous_state ${e.previous_state} claimed known, committed previous was ${want.previous}`);
@@ -516,7 +543,14 @@ export function checkAgainstLedger(consumed: Consumed[], ledger: Ledger, opts: C
     }
   }
   for (const [key, got] of perKey) problems.push(`${key.replaceAll("\u0000", "/")}: ${got.length} events for a row the test never wrote`);
-  return { problems, consumed: consumed.length, unique, duplicates, duplicateXids, partitions: new Set(sorted.map((m) => `${m.topic}/${m.partition}`)).size };
+  return {
+    problems,
+    consumed: consumed.length,
+    unique,
+    duplicates,
+    duplicateXids,
+    partitions: new Set(sorted.map((m) => `${m.topic}/${m.partition}`)).size,
+  };
 }
 
 /** The problems, capped so that a failure message stays readable. */

@@ -113,7 +113,18 @@ export async function startScratchPostgres(opts: ScratchOptions = {}): Promise<S
       chownSync(dir, uid, gid);
     }
     chmodSync(dir, 0o700);
-    asPostgres(join(bin, "initdb"), ["-D", data, "-U", "postgres", "--auth=trust", "-E", "UTF8", "--locale=C", "--no-sync", "--no-instructions"]);
+    asPostgres(join(bin, "initdb"), [
+      "-D",
+      data,
+      "-U",
+      "postgres",
+      "--auth=trust",
+      "-E",
+      "UTF8",
+      "--locale=C",
+      "--no-sync",
+      "--no-instructions",
+    ]);
     writeFileSync(
       join(data, "pg_hba.conf"),
       [

@@ -43,7 +43,7 @@ export const HOW_TO_CONFIGURE_TLS = [
   "  EVENTSTREAM_TEST_PG_TLS_HOST / EVENTSTREAM_TEST_PG_TLS_WRONG_HOST: a host name of PostgreSQL (ssl=on) in its",
   "    certificate, and one that reaches it but is not in it; pg_hba.conf must refuse non-TLS connections of",
   "    members of the role eventstream_tls_only (hostnossl ... +eventstream_tls_only ... reject).",
-  "The project's own services provide all of it: bash scripts/services.sh up && eval \"$(bash scripts/services.sh env)\"",
+  'The project\'s own services provide all of it: bash scripts/services.sh up && eval "$(bash scripts/services.sh env)"',
 ].join("\n");
 
 /** The TLS settings from variables (the environment, or `services.sh env`'s output), and which are missing. */
@@ -53,7 +53,9 @@ function tlsFrom(vars: Record<string, string | undefined>): Pick<Services, "tls"
   const get = (k: keyof typeof TLS_VARS) => vars[TLS_VARS[k]]!;
   return {
     tls: {
-      kafkaSaslBrokers: get("kafkaSaslBrokers").split(",").map((b) => b.trim()),
+      kafkaSaslBrokers: get("kafkaSaslBrokers")
+        .split(",")
+        .map((b) => b.trim()),
       saslUsername: get("saslUsername"),
       saslPassword: get("saslPassword"),
       caFile: get("caFile"),
@@ -67,7 +69,7 @@ function tlsFrom(vars: Record<string, string | undefined>): Pick<Services, "tls"
 export const HOW_TO_START = [
   "Integration tests need a real PostgreSQL (wal_level=logical, a superuser) and a real Kafka.",
   "On this kind of machine start the project's own with:",
-  "  npm run services:up && eval \"$(bash scripts/services.sh env)\"",
+  '  npm run services:up && eval "$(bash scripts/services.sh env)"',
   "or point the tests at yours with PGHOST, PGPORT, PGUSER, PGPASSWORD and KAFKA_BROKERS.",
   "Where a Docker engine runs, leaving those unset starts PostgreSQL and Kafka with testcontainers.",
 ].join("\n");
@@ -103,7 +105,9 @@ export async function resolveServices(): Promise<{ services: Services; stop: () 
         stop: async () => {},
       };
     } catch (e) {
-      throw new Error(`PGHOST/KAFKA_BROKERS are not set, no Docker engine answers, and scripts/services.sh up failed (${(e as Error).message}).\n${HOW_TO_START}`);
+      throw new Error(
+        `PGHOST/KAFKA_BROKERS are not set, no Docker engine answers, and scripts/services.sh up failed (${(e as Error).message}).\n${HOW_TO_START}`,
+      );
     }
   }
   // Only where Docker exists (a developer's laptop); this machine's CI uses the services above.

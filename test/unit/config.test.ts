@@ -2,7 +2,17 @@ import { afterAll, describe, expect, it } from "vitest";
 import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { checkHeapLimit, closestSettings, editDistance, heapNeededMb, loadConfig, loadDotEnv, SETTING_NAMES, TOOLING_NAMES, unknownSettings } from "../../src/config.js";
+import {
+  checkHeapLimit,
+  closestSettings,
+  editDistance,
+  heapNeededMb,
+  loadConfig,
+  loadDotEnv,
+  SETTING_NAMES,
+  TOOLING_NAMES,
+  unknownSettings,
+} from "../../src/config.js";
 import { ConfigError } from "../../src/errors.js";
 
 /** CA files are read when the configuration loads: a real (if fake) PEM file, and one that is not PEM. */
@@ -33,7 +43,9 @@ describe("loadConfig", () => {
     const c = loadConfig({ EVENTSTREAM_REPLICA_IDENTITY: "full", EVENTSTREAM_ALTER_REPLICA_IDENTITY: "false" });
     expect(c.replicaIdentity).toBe("full");
     expect(c.alterReplicaIdentity).toBe(false);
-    expect(() => loadConfig({ EVENTSTREAM_REPLICA_IDENTITY: "FULL" })).toThrow(/EVENTSTREAM_REPLICA_IDENTITY="FULL" \(from the environment\): /);
+    expect(() => loadConfig({ EVENTSTREAM_REPLICA_IDENTITY: "FULL" })).toThrow(
+      /EVENTSTREAM_REPLICA_IDENTITY="FULL" \(from the environment\): /,
+    );
     expect(() => loadConfig({ EVENTSTREAM_REPLICA_IDENTITY: "index" })).toThrow(ConfigError);
   });
 
@@ -72,7 +84,9 @@ describe("loadConfig", () => {
   });
 
   it("requires {dag_id} in a topic template", () => {
-    expect(() => loadConfig({ EVENTSTREAM_TOPIC_TEMPLATE: "airflow.static" })).toThrow(/EVENTSTREAM_TOPIC_TEMPLATE="airflow.static" \(from the environment\): must contain \{dag_id\}/);
+    expect(() => loadConfig({ EVENTSTREAM_TOPIC_TEMPLATE: "airflow.static" })).toThrow(
+      /EVENTSTREAM_TOPIC_TEMPLATE="airflow.static" \(from the environment\): must contain \{dag_id\}/,
+    );
   });
 
   it("shows the value it refused and where it came from, but never a password's value", () => {
@@ -101,12 +115,14 @@ function errorOf(fn: () => unknown): string {
 describe("loadConfig: unknown EVENTSTREAM_* names", () => {
   it("a misspelt setting is an error naming it, its value and the setting meant", () => {
     const msg = errorOf(() => loadConfig({ EVENTSTREAM_TOPIC_PARTITION: "3" }));
-    expect(msg).toMatch(/EVENTSTREAM_TOPIC_PARTITION="3" \(from the environment\): not a setting of airflow-eventstream; did you mean EVENTSTREAM_TOPIC_PARTITIONS\?/);
+    expect(msg).toMatch(
+      /EVENTSTREAM_TOPIC_PARTITION="3" \(from the environment\): not a setting of airflow-eventstream; did you mean EVENTSTREAM_TOPIC_PARTITIONS\?/,
+    );
   });
 
   it("is listed with every other problem in the one error", () => {
     const msg = errorOf(() => loadConfig({ EVENTSTREAM_SLOTS: "x", EVENTSTREAM_KAFKA_BROKERS: "k:9092", PGPORT: "nope" }));
-    expect(msg).toContain("EVENTSTREAM_SLOTS=\"x\"");
+    expect(msg).toContain('EVENTSTREAM_SLOTS="x"');
     expect(msg).toContain("did you mean EVENTSTREAM_SLOT?");
     expect(msg).toContain("did you mean KAFKA_BROKERS?");
     expect(msg).toContain('PGPORT="nope"');
@@ -163,7 +179,9 @@ describe("loadDotEnv", () => {
     try {
       loadDotEnv(file);
       expect(process.env.EVENTSTREAM_XCOM_KEY).toBe("from-env");
-      const msg = errorOf(() => loadConfig({ EVENTSTREAM_STATE_CACHE_SIZE: process.env.EVENTSTREAM_STATE_CACHE_SIZE, EVENTSTREAM_XCOM_KEY: "x" }));
+      const msg = errorOf(() =>
+        loadConfig({ EVENTSTREAM_STATE_CACHE_SIZE: process.env.EVENTSTREAM_STATE_CACHE_SIZE, EVENTSTREAM_XCOM_KEY: "x" }),
+      );
       expect(msg).toContain(`EVENTSTREAM_STATE_CACHE_SIZE="lots" (from ${file}): expected a whole number`);
     } finally {
       delete process.env.EVENTSTREAM_STATE_CACHE_SIZE;
@@ -174,7 +192,13 @@ describe("loadDotEnv", () => {
 
 describe("loadConfig: Kafka security and notifications", () => {
   it("builds TLS and SASL settings", () => {
-    const c = loadConfig({ KAFKA_SSL: "true", KAFKA_SSL_CA_FILE: caFile, KAFKA_SASL_MECHANISM: "scram-sha-512", KAFKA_SASL_USERNAME: "u", KAFKA_SASL_PASSWORD: "p" });
+    const c = loadConfig({
+      KAFKA_SSL: "true",
+      KAFKA_SSL_CA_FILE: caFile,
+      KAFKA_SASL_MECHANISM: "scram-sha-512",
+      KAFKA_SASL_USERNAME: "u",
+      KAFKA_SASL_PASSWORD: "p",
+    });
     expect(c.kafka.ssl).toEqual({ ca: { path: caFile, pem: CA_PEM } });
     expect(c.kafka.sasl).toEqual({ mechanism: "scram-sha-512", username: "u", password: "p" });
     expect(loadConfig({ KAFKA_SSL: "true" }).kafka.ssl).toEqual({ ca: null });
@@ -186,20 +210,29 @@ describe("loadConfig: Kafka security and notifications", () => {
     expect(() => loadConfig({ KAFKA_SSL: "true", KAFKA_SSL_CA_FILE: missing })).toThrow(
       new RegExp(`KAFKA_SSL_CA_FILE: cannot read ${missing} \\(ENOENT\\); set it to the PEM file of the CA`),
     );
-    expect(() => loadConfig({ PGSSLMODE: "verify-full", PGSSLROOTCERT: notPem })).toThrow(/PGSSLROOTCERT: .*not\.pem holds no PEM certificate/);
+    expect(() => loadConfig({ PGSSLMODE: "verify-full", PGSSLROOTCERT: notPem })).toThrow(
+      /PGSSLROOTCERT: .*not\.pem holds no PEM certificate/,
+    );
     // Both at once, with the other problems.
-    expect(() => loadConfig({ KAFKA_SSL: "true", KAFKA_SSL_CA_FILE: missing, PGSSLMODE: "verify-ca", PGSSLROOTCERT: missing, PGPORT: "x" })).toThrow(ConfigError);
+    expect(() =>
+      loadConfig({ KAFKA_SSL: "true", KAFKA_SSL_CA_FILE: missing, PGSSLMODE: "verify-ca", PGSSLROOTCERT: missing, PGPORT: "x" }),
+    ).toThrow(ConfigError);
   });
 
   it("PGSSLROOTCERT: read unless PGSSLMODE=disable (as libpq ignores it then)", () => {
-    expect(loadConfig({ PGSSLMODE: "verify-full", PGSSLROOTCERT: caFile }).pg).toMatchObject({ sslmode: "verify-full", sslRootCert: { path: caFile, pem: CA_PEM } });
+    expect(loadConfig({ PGSSLMODE: "verify-full", PGSSLROOTCERT: caFile }).pg).toMatchObject({
+      sslmode: "verify-full",
+      sslRootCert: { path: caFile, pem: CA_PEM },
+    });
     expect(loadConfig({ PGSSLMODE: "require", PGSSLROOTCERT: caFile }).pg.sslRootCert).toEqual({ path: caFile, pem: CA_PEM });
     expect(loadConfig({ PGSSLROOTCERT: join(dir, "missing.pem") }).pg).toMatchObject({ sslmode: "disable", sslRootCert: null });
     expect(loadConfig({ PGSSLMODE: "verify-full" }).pg.sslRootCert).toBeNull();
   });
 
   it("asks for the SASL credentials together, without echoing them", () => {
-    expect(() => loadConfig({ KAFKA_SASL_MECHANISM: "plain", KAFKA_SASL_PASSWORD: "hunter2" })).toThrow(/KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD: required/);
+    expect(() => loadConfig({ KAFKA_SASL_MECHANISM: "plain", KAFKA_SASL_PASSWORD: "hunter2" })).toThrow(
+      /KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD: required/,
+    );
     try {
       loadConfig({ KAFKA_SASL_MECHANISM: "plain", KAFKA_SASL_PASSWORD: "hunter2" });
     } catch (e) {
@@ -212,7 +245,9 @@ describe("loadConfig: Kafka security and notifications", () => {
     expect(loadConfig({ EVENTSTREAM_XCOM_KEY: "ship" }).xcomKey).toBe("ship");
     expect(loadConfig({ EVENTSTREAM_NOTIFICATIONS: "false" }).xcomKey).toBeNull();
     expect(loadConfig({}).deadLetterTopic).toBeNull();
-    expect(() => loadConfig({ EVENTSTREAM_DEAD_LETTER_TOPIC: "bad topic!" })).toThrow(/EVENTSTREAM_DEAD_LETTER_TOPIC="bad topic!" \(from the environment\): must be a Kafka topic name/);
+    expect(() => loadConfig({ EVENTSTREAM_DEAD_LETTER_TOPIC: "bad topic!" })).toThrow(
+      /EVENTSTREAM_DEAD_LETTER_TOPIC="bad topic!" \(from the environment\): must be a Kafka topic name/,
+    );
   });
 });
 
@@ -233,7 +268,19 @@ describe("checkHeapLimit: configured bounds against the heap Node was started wi
     expect(() => checkHeapLimit(cfg, launcherLimit)).toThrow(ConfigError);
     expect(() => checkHeapLimit(cfg, launcherLimit)).toThrow(/EVENTSTREAM_STATE_CACHE_SIZE=1000000.*NODE_OPTIONS=--max-old-space-size=\d+/);
     // ... and the suggested limit is enough.
-    const suggested = Number(/max-old-space-size=(\d+)/.exec(String((() => { try { checkHeapLimit(cfg, launcherLimit); } catch (e) { return (e as Error).message; } })()))![1]);
+    const suggested = Number(
+      /max-old-space-size=(\d+)/.exec(
+        String(
+          (() => {
+            try {
+              checkHeapLimit(cfg, launcherLimit);
+            } catch (e) {
+              return (e as Error).message;
+            }
+          })(),
+        ),
+      )![1],
+    );
     expect(() => checkHeapLimit(cfg, suggested * MB)).not.toThrow();
   });
 
@@ -241,6 +288,8 @@ describe("checkHeapLimit: configured bounds against the heap Node was started wi
     const small = heapNeededMb(loadConfig(base));
     const big = heapNeededMb(loadConfig({ ...base, EVENTSTREAM_MAX_INFLIGHT_BYTES: String(256 * MB) }));
     expect(big - small).toBeGreaterThan(250);
-    expect(() => checkHeapLimit(loadConfig({ ...base, EVENTSTREAM_MAX_INFLIGHT_BYTES: String(256 * MB) }), launcherLimit)).toThrow(/EVENTSTREAM_MAX_INFLIGHT_BYTES/);
+    expect(() => checkHeapLimit(loadConfig({ ...base, EVENTSTREAM_MAX_INFLIGHT_BYTES: String(256 * MB) }), launcherLimit)).toThrow(
+      /EVENTSTREAM_MAX_INFLIGHT_BYTES/,
+    );
   });
 });

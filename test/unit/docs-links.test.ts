@@ -22,9 +22,7 @@ const FILES = [join(ROOT, "README.md"), join(ROOT, "bench", "README.md"), ...mar
 
 /** The text outside fenced code blocks and inline code spans: links in code are not links. */
 function prose(text: string): string {
-  return text
-    .replace(/^```[\s\S]*?^```/gm, "")
-    .replace(/`[^`\n]*`/g, "");
+  return text.replace(/^```[\s\S]*?^```/gm, "").replace(/`[^`\n]*`/g, "");
 }
 
 /** GitHub's anchor for a heading: lower case, punctuation dropped, spaces to hyphens; repeats get -1, -2, ... */

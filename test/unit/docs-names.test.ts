@@ -35,7 +35,11 @@ function stagePaths(text: string): string[] {
 
 describe("source file names in the docs", () => {
   it("finds paths the way the docs write them", () => {
-    expect(srcPaths("see `src/sink/kafka.ts` and [ack](../src/checkpoint/ack.ts), src/lsn.ts.")).toEqual(["src/sink/kafka.ts", "src/checkpoint/ack.ts", "src/lsn.ts"]);
+    expect(srcPaths("see `src/sink/kafka.ts` and [ack](../src/checkpoint/ack.ts), src/lsn.ts.")).toEqual([
+      "src/sink/kafka.ts",
+      "src/checkpoint/ack.ts",
+      "src/lsn.ts",
+    ]);
     expect(srcPaths("test/unit/src/x.ts mysrc/y.ts")).toEqual([]);
     expect(stagePaths(" source/replication.ts   ReplicationStream\n src/lsn.ts ../src/x.ts")).toEqual(["source/replication.ts"]);
   });

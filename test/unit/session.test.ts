@@ -18,7 +18,11 @@ import type { ReplicationSource, Sink, SourceStream, Stages } from "../../src/st
  */
 
 const SLOT_AT = 0x1000n;
-const READY: SourceReady = { slot: { confirmedFlushLsn: SLOT_AT, walStatus: "reserved", invalidationReason: null }, walLsn: 0x9000n, maxSlotWalKeepSize: null };
+const READY: SourceReady = {
+  slot: { confirmedFlushLsn: SLOT_AT, walStatus: "reserved", invalidationReason: null },
+  walLsn: 0x9000n,
+  maxSlotWalKeepSize: null,
+};
 
 interface Gate<T> {
   promise: Promise<T>;
@@ -241,7 +245,10 @@ function relationMessage(): Buffer {
 /** One transaction inserting a task instance of `taskId`, its commit ending at `endLsn`. */
 function insertTransaction(taskId: string, endLsn: Lsn): Buffer[] {
   const values = [taskId, "etl", "manual__1", "-1", "scheduled", "1", "0", "", "BashOperator", "default", "default_pool"];
-  const tuple = Buffer.concat([u16(values.length), ...values.map((v) => Buffer.concat([u8(0x74), i32(Buffer.byteLength(v)), Buffer.from(v)]))]);
+  const tuple = Buffer.concat([
+    u16(values.length),
+    ...values.map((v) => Buffer.concat([u8(0x74), i32(Buffer.byteLength(v)), Buffer.from(v)])),
+  ]);
   return [
     Buffer.concat([u8(0x42), u64(endLsn - 0x10n), u64(0n), i32(700)]),
     Buffer.concat([u8(0x49), i32(REL_ID), u8(0x4e), tuple]),
@@ -361,7 +368,14 @@ describe("Session: stop() during start-up", () => {
 });
 
 describe("Session: the checkpoint found at start", () => {
-  const found = (ackedLsn: Lsn): Checkpoint => ({ position: null, ackedLsn, slot: "airflow_eventstream", systemIdentifier: null, database: "airflow", writtenAt: null });
+  const found = (ackedLsn: Lsn): Checkpoint => ({
+    position: null,
+    ackedLsn,
+    slot: "airflow_eventstream",
+    systemIdentifier: null,
+    database: "airflow",
+    writtenAt: null,
+  });
 
   it("bounds the acked_lsn of every later checkpoint from below", async () => {
     // The slot confirmed less than the last checkpoint recorded (a crash between the two).

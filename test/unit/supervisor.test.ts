@@ -40,11 +40,14 @@ describe("supervisor", () => {
     let started = 0;
     let third: () => void = () => undefined;
     const thirdStarted = new Promise<void>((r) => (third = r));
-    const daemon = new Daemon(cfg, pino({ level: "silent" }), () =>
-      new FailingSession((s) => {
-        refs.push(new WeakRef(s));
-        if (++started === 3) third();
-      }),
+    const daemon = new Daemon(
+      cfg,
+      pino({ level: "silent" }),
+      () =>
+        new FailingSession((s) => {
+          refs.push(new WeakRef(s));
+          if (++started === 3) third();
+        }),
     );
     const running = daemon.run();
     // Two failures and their backoffs (0.5 s, 1 s), then the third session is under way. Checked

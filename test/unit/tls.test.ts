@@ -52,10 +52,20 @@ describe("tlsFailure", () => {
   });
 
   it("finds Node's code under kafkajs's wrappers, without kafkajs's prefix, and the certificate's names", () => {
-    const inner = Object.assign(new Error("Connection error: unable to verify the first certificate"), { name: "KafkaJSConnectionError", code: "UNABLE_TO_VERIFY_LEAF_SIGNATURE" });
+    const inner = Object.assign(new Error("Connection error: unable to verify the first certificate"), {
+      name: "KafkaJSConnectionError",
+      code: "UNABLE_TO_VERIFY_LEAF_SIGNATURE",
+    });
     const outer = Object.assign(new Error("retries exceeded"), { name: "KafkaJSNumberOfRetriesExceeded", cause: inner });
-    expect(tlsFailure(outer)).toEqual({ kind: "ca", code: "UNABLE_TO_VERIFY_LEAF_SIGNATURE", message: "unable to verify the first certificate", certificateNames: null });
-    const named = nodeError("ERR_TLS_CERT_ALTNAME_INVALID", "Hostname/IP does not match certificate's altnames", { cert: { subjectaltname: "DNS:localhost" } });
+    expect(tlsFailure(outer)).toEqual({
+      kind: "ca",
+      code: "UNABLE_TO_VERIFY_LEAF_SIGNATURE",
+      message: "unable to verify the first certificate",
+      certificateNames: null,
+    });
+    const named = nodeError("ERR_TLS_CERT_ALTNAME_INVALID", "Hostname/IP does not match certificate's altnames", {
+      cert: { subjectaltname: "DNS:localhost" },
+    });
     expect(tlsFailure(new Error("connect", { cause: named }))?.certificateNames).toBe("DNS:localhost");
   });
 
@@ -67,15 +77,30 @@ describe("tlsFailure", () => {
 });
 
 describe("explainTlsFailure", () => {
-  const failure = (kind: TlsFailure["kind"], certificateNames: string | null = null): TlsFailure => ({ kind, code: "CODE", message: "msg", certificateNames });
-  const pg = (sslRootCert: Config["pg"]["sslRootCert"]): Config["pg"] => ({ host: "db", port: 5432, user: "u", password: undefined, database: "airflow", sslmode: "verify-full", sslRootCert });
+  const failure = (kind: TlsFailure["kind"], certificateNames: string | null = null): TlsFailure => ({
+    kind,
+    code: "CODE",
+    message: "msg",
+    certificateNames,
+  });
+  const pg = (sslRootCert: Config["pg"]["sslRootCert"]): Config["pg"] => ({
+    host: "db",
+    port: 5432,
+    user: "u",
+    password: undefined,
+    database: "airflow",
+    sslmode: "verify-full",
+    sslRootCert,
+  });
 
   it("PostgreSQL: names the server, the PG* setting to change and the server-side fix", () => {
     const where = "PostgreSQL at db:5432";
     expect(explainTlsFailure(failure("ca"), pgTlsService(pg(CA)))).toBe(
       `${where} presented a certificate not signed by the CA in PGSSLROOTCERT (/etc/ca.pem) (CODE: msg): set PGSSLROOTCERT to the PEM file of the CA that signed the server's certificate`,
     );
-    expect(explainTlsFailure(failure("ca"), pgTlsService(pg(null)))).toContain("not signed by the CAs Node.js trusts (PGSSLROOTCERT is not set) (CODE: msg)");
+    expect(explainTlsFailure(failure("ca"), pgTlsService(pg(null)))).toContain(
+      "not signed by the CAs Node.js trusts (PGSSLROOTCERT is not set) (CODE: msg)",
+    );
     expect(explainTlsFailure(failure("name", "DNS:localhost"), pgTlsService(pg(null)))).toBe(
       `${where} presented a certificate that does not name "db" (msg; it names DNS:localhost), which PGSSLMODE=verify-full requires: set PGHOST to a name in the certificate, or give the server a certificate that names db`,
     );

@@ -82,7 +82,13 @@ export function abort(af: AirflowInstance): number {
 }
 
 /** The environment of every Airflow command: a temp AIRFLOW_HOME, our database, test/dags, LocalExecutor. */
-export async function airflowInstance(version: string, major: AirflowMajor, venv: string, database: string, label: string): Promise<AirflowInstance> {
+export async function airflowInstance(
+  version: string,
+  major: AirflowMajor,
+  venv: string,
+  database: string,
+  label: string,
+): Promise<AirflowInstance> {
   const s = services();
   const home = mkdtempSync(join(tmpdir(), `eventstream-e2e-${version}-${label}-`));
   const mark = `${label}-${randomBytes(6).toString("hex")}`;
@@ -151,14 +157,16 @@ export async function airflow(af: AirflowInstance, args: string[], logName: stri
   const [code, signal] = await exited(proc);
   clearTimeout(timer);
   const log = readFileSync(logFile, "utf8");
-  if (signal === "SIGKILL") throw new Error(`airflow ${args.join(" ")} (${af.version}) did not finish within ${timeoutMs} ms; log ${logFile}:\n${tail(log)}`);
+  if (signal === "SIGKILL")
+    throw new Error(`airflow ${args.join(" ")} (${af.version}) did not finish within ${timeoutMs} ms; log ${logFile}:\n${tail(log)}`);
   return { code, signal, log, ms: Date.now() - t0 };
 }
 
 /** Like `airflow`, and fails unless the command exits 0. */
 export async function airflowOk(af: AirflowInstance, args: string[], logName: string, timeoutMs?: number): Promise<CommandResult> {
   const r = await airflow(af, args, logName, timeoutMs);
-  if (r.code !== 0) throw new Error(`airflow ${args.join(" ")} (${af.version}) exited ${r.code}; log ${join(af.home, `${logName}.log`)}:\n${tail(r.log)}`);
+  if (r.code !== 0)
+    throw new Error(`airflow ${args.join(" ")} (${af.version}) exited ${r.code}; log ${join(af.home, `${logName}.log`)}:\n${tail(r.log)}`);
   return r;
 }
 
@@ -308,7 +316,13 @@ export async function migrate(af: AirflowInstance): Promise<number> {
 export async function waitForSerialized(database: string, dagIds: string[], timeoutMs = 120_000): Promise<void> {
   await waitFor(
     `DAGs ${dagIds.join(", ")} serialized in ${database}`,
-    () => withPg(database, async (c) => (await c.query<{ n: string }>("SELECT count(DISTINCT dag_id) AS n FROM serialized_dag WHERE dag_id = ANY($1)", [dagIds])).rows[0]!.n === String(dagIds.length)),
+    () =>
+      withPg(
+        database,
+        async (c) =>
+          (await c.query<{ n: string }>("SELECT count(DISTINCT dag_id) AS n FROM serialized_dag WHERE dag_id = ANY($1)", [dagIds])).rows[0]!
+            .n === String(dagIds.length),
+      ),
     timeoutMs,
     500,
   );

@@ -89,13 +89,22 @@ export async function installAudit(database: string): Promise<void> {
 }
 
 export async function readAudit(database: string): Promise<AuditRow[]> {
-  return withPg(database, async (c) => (await c.query<AuditRow>(`SELECT seq::text, txid::text, tbl, op, old, new FROM ${AUDIT_SCHEMA}.row_version AS v ORDER BY v.seq`)).rows);
+  return withPg(
+    database,
+    async (c) =>
+      (await c.query<AuditRow>(`SELECT seq::text, txid::text, tbl, op, old, new FROM ${AUDIT_SCHEMA}.row_version AS v ORDER BY v.seq`))
+        .rows,
+  );
 }
 
 /** The tables the publication holds, schema-qualified: the audit must not be among them. */
 export async function publishedTables(database: string, publication: string): Promise<string[]> {
   return withPg(database, async (c) =>
-    (await c.query<{ t: string }>("SELECT schemaname || '.' || tablename AS t FROM pg_publication_tables WHERE pubname = $1 ORDER BY 1", [publication])).rows.map((r) => r.t),
+    (
+      await c.query<{ t: string }>("SELECT schemaname || '.' || tablename AS t FROM pg_publication_tables WHERE pubname = $1 ORDER BY 1", [
+        publication,
+      ])
+    ).rows.map((r) => r.t),
   );
 }
 
@@ -140,7 +149,8 @@ export function auditChains(rows: AuditRow[]): AuditReading {
   const problems: string[] = [];
   const live = new Map<string, AuditChain>();
   const all: AuditChain[] = [];
-  const keyOf = (tbl: string, r: RowImage) => (tbl === "dag_run" ? `run\u0000${r.id}` : `ti\u0000${r.dag_id}\u0000${r.task_id}\u0000${r.run_id}\u0000${r.map_index}`);
+  const keyOf = (tbl: string, r: RowImage) =>
+    tbl === "dag_run" ? `run\u0000${r.id}` : `ti\u0000${r.dag_id}\u0000${r.task_id}\u0000${r.run_id}\u0000${r.map_index}`;
   for (const row of rows) {
     const xid = Number(BigInt(row.txid) & 0xffffffffn);
     const image = (row.op === "delete" ? row.old : row.new)!;
@@ -163,7 +173,10 @@ export function auditChains(rows: AuditRow[]): AuditReading {
     }
     const before = chain.versions[chain.versions.length - 1]!;
     const last = (before.op === "delete" ? before.old : before.new)!;
-    if (!sameImage(last, old)) problems.push(`audit seq ${row.seq}: the old row ${JSON.stringify(old)} is not the version before it (seq ${before.seq}: ${JSON.stringify(last)})`);
+    if (!sameImage(last, old))
+      problems.push(
+        `audit seq ${row.seq}: the old row ${JSON.stringify(old)} is not the version before it (seq ${before.seq}: ${JSON.stringify(last)})`,
+      );
     chain.versions.push(row);
     if (row.op === "delete") {
       live.delete(oldKey);
@@ -205,11 +218,20 @@ function transition(row: AuditRow, image: RowImage, before: RowImage | null, xid
 }
 
 function sameImage(a: RowImage, b: RowImage): boolean {
-  return a.state === b.state && a.try_number === b.try_number && a.map_index === b.map_index && a.clear_number === b.clear_number && a.task_id === b.task_id;
+  return (
+    a.state === b.state &&
+    a.try_number === b.try_number &&
+    a.map_index === b.map_index &&
+    a.clear_number === b.clear_number &&
+    a.task_id === b.task_id
+  );
 }
 
 /** A transition in the suite's notation (support/sequences.ts), with the transaction that committed it. */
-export function token(t: { op: string; state: string | null; try_number?: number | null; map_index?: number | null; clear_number?: number | null; xid: number }, kind: AuditChain["kind"]): string {
+export function token(
+  t: { op: string; state: string | null; try_number?: number | null; map_index?: number | null; clear_number?: number | null; xid: number },
+  kind: AuditChain["kind"],
+): string {
   const op = t.op === "insert" ? "+" : t.op === "delete" ? "-" : "";
   const detail = kind === "dag_run" ? `#${t.clear_number}` : `/${t.try_number}[${t.map_index}]`;
   return `${op}${t.state ?? "none"}${detail} x${t.xid}`;
@@ -221,7 +243,8 @@ export function renderAudit(chain: AuditChain): string {
     .map((t, i) => {
       const prev = chain.transitions[i - 1];
       const op = t.op === "insert" ? "+" : t.op === "delete" ? "-" : "";
-      if (chain.kind === "dag_run") return `${op}${t.state ?? "none"}${prev && prev.clear_number !== t.clear_number ? `#${t.clear_number}` : ""}`;
+      if (chain.kind === "dag_run")
+        return `${op}${t.state ?? "none"}${prev && prev.clear_number !== t.clear_number ? `#${t.clear_number}` : ""}`;
       return `${op}${prev && prev.map_index !== t.map_index ? `[${t.map_index}]` : ""}${t.state ?? "none"}/${t.try_number}`;
     })
     .join(" ");
@@ -238,7 +261,12 @@ export function eventToken(e: TaskInstanceEvent | DagRunEvent): string {
  * change. `previous_state_known: false` is accepted only after a daemon session restart (docs/events.md:
  * the daemon's memory of rows starts empty), and then the previous fields must be null.
  */
-export function previousProblems(name: string, events: (TaskInstanceEvent | DagRunEvent)[], audit: AuditTransition[], restarted: boolean): string[] {
+export function previousProblems(
+  name: string,
+  events: (TaskInstanceEvent | DagRunEvent)[],
+  audit: AuditTransition[],
+  restarted: boolean,
+): string[] {
   const out: string[] = [];
   events.forEach((e, i) => {
     const t = audit[i];
@@ -246,10 +274,12 @@ export function previousProblems(name: string, events: (TaskInstanceEvent | DagR
     const at = `${name} event ${i} (${eventToken(e)})`;
     if (!e.previous_state_known) {
       if (!restarted) out.push(`${at}: previous_state_known false, but the daemon did not restart`);
-      if (e.previous_state !== null || (e.type === "task_instance" && e.previous_try_number !== null)) out.push(`${at}: previous fields set although previous_state_known is false`);
+      if (e.previous_state !== null || (e.type === "task_instance" && e.previous_try_number !== null))
+        out.push(`${at}: previous fields set although previous_state_known is false`);
       return;
     }
-    if (e.previous_state !== t.previous_state) out.push(`${at}: previous_state ${e.previous_state}, Airflow's row held ${t.previous_state}`);
+    if (e.previous_state !== t.previous_state)
+      out.push(`${at}: previous_state ${e.previous_state}, Airflow's row held ${t.previous_state}`);
     if (e.type === "task_instance" && e.previous_try_number !== t.previous_try_number) {
       out.push(`${at}: previous_try_number ${e.previous_try_number}, Airflow's row held ${t.previous_try_number}`);
     }
@@ -259,5 +289,9 @@ export function previousProblems(name: string, events: (TaskInstanceEvent | DagR
 
 /** Task-instance and DAG-run events a chain of events cannot be attributed to (a delete without its key). */
 export function unattributable(events: StreamEvent[]): StreamEvent[] {
-  return events.filter((e) => (e.type === "task_instance" && (e.dag_id === null || e.task_id === null || e.run_id === null || e.map_index === null)) || (e.type === "dag_run" && e.dag_id === null));
+  return events.filter(
+    (e) =>
+      (e.type === "task_instance" && (e.dag_id === null || e.task_id === null || e.run_id === null || e.map_index === null)) ||
+      (e.type === "dag_run" && e.dag_id === null),
+  );
 }

@@ -30,7 +30,16 @@ import { dedupe, type RunRow, type TiRow } from "./sequences.js";
 export type Mode = "dags-test" | "scheduler";
 
 /** Every DAG in test/dags. */
-export const ALL_DAGS = ["es_chain", "es_retry", "es_skip", "es_upstream_failed", "es_mapped", "es_deferrable", "es_clear", "es_notify"] as const;
+export const ALL_DAGS = [
+  "es_chain",
+  "es_retry",
+  "es_skip",
+  "es_upstream_failed",
+  "es_mapped",
+  "es_deferrable",
+  "es_clear",
+  "es_notify",
+] as const;
 export type DagId = (typeof ALL_DAGS)[number];
 
 /** es_clear needs a scheduler to rerun after the clear (a second `dags test` would delete the run and make a new one). */
@@ -93,16 +102,29 @@ export async function runPhase(mode: Mode, af: AirflowInstance): Promise<PhaseRe
     // Not `pg_replication_slots.active`: a slot is listed as active while CREATE_REPLICATION_SLOT
     // still waits for a consistent point, and what commits in that window is not in the slot.
     // The daemon logs "streaming" once its slot exists and it reads from it.
-    await waitFor(`the daemon to stream from ${af.database}`, async () => daemonLog.some((l) => l.includes('"msg":"streaming"')), 120_000, 100);
+    await waitFor(
+      `the daemon to stream from ${af.database}`,
+      async () => daemonLog.some((l) => l.includes('"msg":"streaming"')),
+      120_000,
+      100,
+    );
     let t0 = Date.now();
-    const { commands, unfinished } = mode === "dags-test" ? { commands: await dagsTest(af), unfinished: null } : await scheduler(af, timings);
+    const { commands, unfinished } =
+      mode === "dags-test" ? { commands: await dagsTest(af), unfinished: null } : await scheduler(af, timings);
     t(`${mode} (Airflow)`, t0);
 
     // Everything Airflow wrote is in Kafka once the slot is confirmed past the current WAL position
     // (the daemon confirms only what Kafka acknowledged). Then read the topic to its end.
     t0 = Date.now();
-    const lsn = await withPg(af.database, async (c) => lsnToBig((await c.query<{ l: string }>("SELECT pg_current_wal_lsn()::text AS l")).rows[0]!.l));
-    await waitFor(`the daemon to confirm ${af.database} up to the end of the run`, async () => ((await confirmedFlush(af.database, af.database)) ?? 0n) >= lsn, 60_000, 200);
+    const lsn = await withPg(af.database, async (c) =>
+      lsnToBig((await c.query<{ l: string }>("SELECT pg_current_wal_lsn()::text AS l")).rows[0]!.l),
+    );
+    await waitFor(
+      `the daemon to confirm ${af.database} up to the end of the run`,
+      async () => ((await confirmedFlush(af.database, af.database)) ?? 0n) >= lsn,
+      60_000,
+      200,
+    );
     const total = await topicSize(topic);
     const consumed = await consume([topic], (all) => all.length >= total, 60_000);
     if (consumed.length !== total) throw new Error(`read ${consumed.length} of the ${total} messages in ${topic}`);
@@ -112,7 +134,11 @@ export async function runPhase(mode: Mode, af: AirflowInstance): Promise<PhaseRe
     const { kept: events, redelivered } = dedupe(consumed, raw);
     const sessions = daemonLog.filter((l) => /"msg":"streaming"/.test(l)).length;
     const [tis, runs, xcoms] = await withPg(af.database, async (c) => [
-      (await c.query<TiRow>("SELECT dag_id, task_id, run_id, map_index, state, try_number FROM task_instance ORDER BY dag_id, task_id, map_index")).rows,
+      (
+        await c.query<TiRow>(
+          "SELECT dag_id, task_id, run_id, map_index, state, try_number FROM task_instance ORDER BY dag_id, task_id, map_index",
+        )
+      ).rows,
       (await c.query<RunRow>("SELECT id, dag_id, run_id, state, clear_number FROM dag_run ORDER BY id")).rows,
       (
         await c.query<XComRow>(
@@ -123,7 +149,25 @@ export async function runPhase(mode: Mode, af: AirflowInstance): Promise<PhaseRe
     ]);
     const audit = await readAudit(af.database);
     const published = await publishedTables(af.database, af.database);
-    return { mode, af, topic, consumed, raw, events, redelivered, sessions, tis, runs, xcoms, audit, published, unfinished, commands, timings, daemonLog };
+    return {
+      mode,
+      af,
+      topic,
+      consumed,
+      raw,
+      events,
+      redelivered,
+      sessions,
+      tis,
+      runs,
+      xcoms,
+      audit,
+      published,
+      unfinished,
+      commands,
+      timings,
+      daemonLog,
+    };
   } finally {
     await daemon.stop();
     writeFileSync(join(af.home, "daemon.log"), daemonLog.join(""));
@@ -139,7 +183,10 @@ async function dagsTest(af: AirflowInstance): Promise<Partial<Record<DagId, Comm
   return out;
 }
 
-async function scheduler(af: AirflowInstance, timings: Record<string, number>): Promise<{ commands: Partial<Record<DagId, CommandResult>>; unfinished: string | null }> {
+async function scheduler(
+  af: AirflowInstance,
+  timings: Record<string, number>,
+): Promise<{ commands: Partial<Record<DagId, CommandResult>>; unfinished: string | null }> {
   const dags = DAGS.scheduler;
   const list: Service[] = [];
   let t0 = Date.now();
@@ -150,7 +197,13 @@ async function scheduler(af: AirflowInstance, timings: Record<string, number>): 
     }
     list.push(startService(af, ["scheduler"], "scheduler"));
     list.push(startService(af, ["triggerer"], "triggerer"));
-    const died = Promise.race(list.map((s) => s.exited.then(([code, sig]) => Promise.reject(new Error(`airflow ${s.name} (${af.version}) exited early (${code ?? sig}):\n${logTail(s.logFile)}`)))));
+    const died = Promise.race(
+      list.map((s) =>
+        s.exited.then(([code, sig]) =>
+          Promise.reject(new Error(`airflow ${s.name} (${af.version}) exited early (${code ?? sig}):\n${logTail(s.logFile)}`)),
+        ),
+      ),
+    );
     died.catch(() => undefined);
     const alive = <T>(p: Promise<T>) => Promise.race([p, died]);
 
@@ -195,9 +248,15 @@ async function waitForRuns(database: string, dags: readonly string[], clearNumbe
     `runs of ${dags.join(", ")} to finish (clear_number ${clearNumber})`,
     () =>
       withPg(database, async (c) => {
-        const { rows } = await c.query<{ dag_id: string; state: string; clear_number: number }>("SELECT dag_id, state, clear_number FROM dag_run WHERE dag_id = ANY($1)", [dags]);
+        const { rows } = await c.query<{ dag_id: string; state: string; clear_number: number }>(
+          "SELECT dag_id, state, clear_number FROM dag_run WHERE dag_id = ANY($1)",
+          [dags],
+        );
         last = rows.map((r) => `${r.dag_id}=${r.state}#${r.clear_number}`).join(" ");
-        return rows.length === dags.length && rows.every((r) => (r.state === "success" || r.state === "failed") && r.clear_number === clearNumber);
+        return (
+          rows.length === dags.length &&
+          rows.every((r) => (r.state === "success" || r.state === "failed") && r.clear_number === clearNumber)
+        );
       }),
     timeoutMs,
     500,

@@ -60,7 +60,10 @@ export function dedupe(consumed: Consumed[], events: StreamEvent[]): { kept: Str
  * (and counted), so the sequences stay comparable; without a restart nothing is dropped and the
  * checks below flag it.
  */
-export function dropRestartRepeats<E extends TaskInstanceEvent | DagRunEvent>(chain: E[], restarted: boolean): { chain: E[]; dropped: number } {
+export function dropRestartRepeats<E extends TaskInstanceEvent | DagRunEvent>(
+  chain: E[],
+  restarted: boolean,
+): { chain: E[]; dropped: number } {
   if (!restarted) return { chain, dropped: 0 };
   const out: E[] = [];
   for (const e of chain) {
@@ -145,15 +148,19 @@ export function tiProblems(name: string, chain: TaskInstanceEvent[], row: TiRow 
       if (!restarted) out.push(`${at}: previous_state_known false, but the daemon did not restart`);
     } else {
       if (e.previous_state !== p.state) out.push(`${at}: previous_state ${e.previous_state}, the event before says ${p.state}`);
-      if (e.previous_try_number !== p.try_number) out.push(`${at}: previous_try_number ${e.previous_try_number}, the event before says ${p.try_number}`);
+      if (e.previous_try_number !== p.try_number)
+        out.push(`${at}: previous_try_number ${e.previous_try_number}, the event before says ${p.try_number}`);
     }
-    if (e.state === p.state && e.try_number === p.try_number && e.map_index === p.map_index) out.push(`${at}: nothing changed (heartbeat noise)`);
+    if (e.state === p.state && e.try_number === p.try_number && e.map_index === p.map_index)
+      out.push(`${at}: nothing changed (heartbeat noise)`);
     if ((e.try_number ?? 0) < (p.try_number ?? 0)) out.push(`${at}: try_number went down from ${p.try_number}`);
   }
   const last = chain[chain.length - 1]!;
   if (!row) out.push(`${name}: not in task_instance, but events say ${last.state}/${last.try_number}`);
   else if (last.state !== row.state || last.try_number !== row.try_number || last.map_index !== row.map_index) {
-    out.push(`${name}: last event ${last.state}/${last.try_number} at map index ${last.map_index}, database holds ${row.state}/${row.try_number} at ${row.map_index}`);
+    out.push(
+      `${name}: last event ${last.state}/${last.try_number} at map index ${last.map_index}, database holds ${row.state}/${row.try_number} at ${row.map_index}`,
+    );
   }
   return out;
 }
@@ -175,7 +182,9 @@ export function runProblems(name: string, chain: DagRunEvent[], row: RunRow | un
   const last = chain[chain.length - 1]!;
   if (!row) out.push(`${name}: not in dag_run`);
   else if (last.state !== row.state || last.clear_number !== row.clear_number) {
-    out.push(`${name}: last dag_run event ${last.state} (clear ${last.clear_number}), database holds ${row.state} (clear ${row.clear_number})`);
+    out.push(
+      `${name}: last dag_run event ${last.state} (clear ${last.clear_number}), database holds ${row.state} (clear ${row.clear_number})`,
+    );
   }
   return out;
 }

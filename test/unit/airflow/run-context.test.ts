@@ -13,7 +13,15 @@ describe("runContexts", () => {
         data_interval_end: "2026-11-25 02:00:00+02",
         clear_number: 1,
       },
-      { dag_id: "d", run_id: "manual__2", run_type: null, logical_date: null, data_interval_start: null, data_interval_end: null, clear_number: null },
+      {
+        dag_id: "d",
+        run_id: "manual__2",
+        run_type: null,
+        logical_date: null,
+        data_interval_start: null,
+        data_interval_end: null,
+        clear_number: null,
+      },
     ];
     expect(runContexts(rows)).toEqual([
       {
@@ -27,7 +35,11 @@ describe("runContexts", () => {
           clearNumber: 1,
         },
       },
-      { dagId: "d", runId: "manual__2", ctx: { logicalDate: null, runType: null, dataIntervalStart: null, dataIntervalEnd: null, clearNumber: null } },
+      {
+        dagId: "d",
+        runId: "manual__2",
+        ctx: { logicalDate: null, runType: null, dataIntervalStart: null, dataIntervalEnd: null, clearNumber: null },
+      },
     ]);
   });
 });

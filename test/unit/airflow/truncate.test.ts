@@ -8,16 +8,41 @@ const log = pino({ level: "silent" });
 const OPTS = { schema: "public", cacheSize: 1000, xcomKey: "eventstream", notificationRawMaxBytes: 64 };
 
 function relation(name: string, columns: string[], keys: string[], schema = "public"): Relation {
-  return { id: name.length, schema, name, replicaIdentity: "d", columns: columns.map((c) => ({ name: c, typeOid: 25, typeMod: -1, isKey: keys.includes(c) })) };
+  return {
+    id: name.length,
+    schema,
+    name,
+    replicaIdentity: "d",
+    columns: columns.map((c) => ({ name: c, typeOid: 25, typeMod: -1, isKey: keys.includes(c) })),
+  };
 }
 
-const TI = relation("task_instance", ["dag_id", "task_id", "run_id", "map_index", "state", "try_number"], ["dag_id", "task_id", "run_id", "map_index"]);
+const TI = relation(
+  "task_instance",
+  ["dag_id", "task_id", "run_id", "map_index", "state", "try_number"],
+  ["dag_id", "task_id", "run_id", "map_index"],
+);
 const RUN = relation("dag_run", ["id", "dag_id", "run_id", "state", "run_type", "logical_date", "clear_number"], ["id"]);
-const XCOM = relation("xcom", ["dag_run_id", "task_id", "map_index", "key", "dag_id", "run_id", "value"], ["dag_run_id", "task_id", "map_index", "key"]);
-const OTHER = relation("task_instance", TI.columns.map((c) => c.name), ["dag_id"], "elsewhere");
+const XCOM = relation(
+  "xcom",
+  ["dag_run_id", "task_id", "map_index", "key", "dag_id", "run_id", "value"],
+  ["dag_run_id", "task_id", "map_index", "key"],
+);
+const OTHER = relation(
+  "task_instance",
+  TI.columns.map((c) => c.name),
+  ["dag_id"],
+  "elsewhere",
+);
 
 let index = 0;
-const change = (c: RowChange): Extract<TxEvent, { kind: "change" }> => ({ kind: "change", xid: 9, commitLsn: 0x2000n, index: index++, change: c });
+const change = (c: RowChange): Extract<TxEvent, { kind: "change" }> => ({
+  kind: "change",
+  xid: 9,
+  commitLsn: 0x2000n,
+  index: index++,
+  change: c,
+});
 const tx = { xid: 9, commitTime: "2026-12-02T20:00:00.000001Z" };
 const truncate = (...relations: Relation[]) => change({ kind: "truncate", relations, cascade: false, restartIdentity: false });
 const ti = (state: string): Row => ({ dag_id: "etl", task_id: "t", run_id: "r", map_index: -1, state, try_number: 1 });
@@ -59,7 +84,13 @@ describe("AirflowMapper: TRUNCATE", () => {
 
   it("forgets the runs' context with dag_run", () => {
     const m = new AirflowMapper(OPTS, log);
-    m.seedRunContext("etl", "r", { logicalDate: "2026-12-01T00:00:00.000000Z", runType: "scheduled", dataIntervalStart: null, dataIntervalEnd: null, clearNumber: 0 });
+    m.seedRunContext("etl", "r", {
+      logicalDate: "2026-12-01T00:00:00.000000Z",
+      runType: "scheduled",
+      dataIntervalStart: null,
+      dataIntervalEnd: null,
+      clearNumber: 0,
+    });
     m.map(truncate(RUN), tx);
     const e = TaskInstanceEvent.parse(m.map(change({ kind: "insert", relation: TI, row: ti("queued") }), tx));
     expect([e.logical_date, e.run_type]).toEqual([null, null]);

@@ -153,8 +153,10 @@ class World {
   private sendStatus(lsn: bigint): void {
     if (this.sendError) throw this.sendError;
     if (!this.positions.has(lsn)) this.violations.push(`reported ${lsn.toString(16)}: not a commit end nor a keepalive's WAL end`);
-    if (lsn > this.kafkaBound) this.violations.push(`reported ${lsn.toString(16)} past what Kafka acknowledged (${this.kafkaBound.toString(16)})`);
-    if (this.gated && lsn > this.durable) this.violations.push(`reported ${lsn.toString(16)} past the durable checkpoint (${this.durable.toString(16)})`);
+    if (lsn > this.kafkaBound)
+      this.violations.push(`reported ${lsn.toString(16)} past what Kafka acknowledged (${this.kafkaBound.toString(16)})`);
+    if (this.gated && lsn > this.durable)
+      this.violations.push(`reported ${lsn.toString(16)} past the durable checkpoint (${this.durable.toString(16)})`);
     this.sent.push(lsn);
   }
 }

@@ -19,7 +19,10 @@ function checkpoint(ackedLsn: string | null, position: string | null = "0/1000")
 function slot(confirmed: string | null, walStatus: string | null = "reserved", createdNow = false): SlotFacts {
   return {
     slot: "s",
-    state: confirmed === null ? null : { confirmedFlushLsn: L(confirmed), walStatus, invalidationReason: walStatus === "lost" ? "wal_removed" : null, createdNow },
+    state:
+      confirmed === null
+        ? null
+        : { confirmedFlushLsn: L(confirmed), walStatus, invalidationReason: walStatus === "lost" ? "wal_removed" : null, createdNow },
     walLsn: L("0/9000"),
     maxSlotWalKeepSize: "1MB",
   };
@@ -32,7 +35,12 @@ describe("gap detection: checkpoint against slot", () => {
     ["first start with gap detection: no checkpoint, slot exists", null, slot("0/5000"), { kind: "ok", basis: "no checkpoint" }],
     ["slot exactly at acked_lsn (clean stop)", checkpoint("0/2000"), slot("0/2000"), { kind: "ok", basis: "acked_lsn" }],
     // The daemon persists acked_lsn first and reports after: a crash in between leaves the slot behind.
-    ["slot behind acked_lsn (crash after the checkpoint, before the report)", checkpoint("0/2000"), slot("0/1800"), { kind: "ok", basis: "acked_lsn" }],
+    [
+      "slot behind acked_lsn (crash after the checkpoint, before the report)",
+      checkpoint("0/2000"),
+      slot("0/1800"),
+      { kind: "ok", basis: "acked_lsn" },
+    ],
     ["slot unreserved: still usable", checkpoint("0/2000"), slot("0/2000", "unreserved"), { kind: "ok", basis: "acked_lsn" }],
     ["slot extended", checkpoint("0/2000"), slot("0/2000", "extended"), { kind: "ok", basis: "acked_lsn" }],
     // Previous version's checkpoint: only a missing or lost slot can be told.
@@ -43,15 +51,60 @@ describe("gap detection: checkpoint against slot", () => {
       { kind: "ok", basis: "checkpoint without acked_lsn (earlier version): only a missing or invalidated slot is detected" },
     ],
     // Gaps.
-    ["slot past acked_lsn (recreated or advanced by someone else)", checkpoint("0/2000"), slot("0/2001"), { kind: "gap", reason: "slot_ahead", from: L("0/2000"), to: L("0/2001") }],
-    ["slot missing, checkpoint present", checkpoint("0/2000"), slot(null), { kind: "gap", reason: "slot_missing", from: L("0/2000"), to: L("0/9000") }],
-    ["slot missing, checkpoint of the previous version", checkpoint(null), slot(null), { kind: "gap", reason: "slot_missing", from: L("0/1000"), to: L("0/9000") }],
-    ["slot missing, checkpoint with neither position nor acked_lsn", checkpoint(null, null), slot(null), { kind: "gap", reason: "slot_missing", from: null, to: L("0/9000") }],
-    ["slot created by this session, checkpoint found after", checkpoint("0/2000"), slot("0/8000", "reserved", true), { kind: "gap", reason: "slot_missing", from: L("0/2000"), to: L("0/8000") }],
-    ["slot invalidated, no checkpoint", null, slot("0/1800", "lost"), { kind: "gap", reason: "slot_lost", from: L("0/1800"), to: L("0/9000") }],
-    ["slot invalidated, checkpoint ahead of it", checkpoint("0/2000"), slot("0/1800", "lost"), { kind: "gap", reason: "slot_lost", from: L("0/2000"), to: L("0/9000") }],
-    ["slot invalidated, even when exactly at acked_lsn", checkpoint("0/2000"), slot("0/2000", "lost"), { kind: "gap", reason: "slot_lost", from: L("0/2000"), to: L("0/9000") }],
-    ["slot invalidated, checkpoint of the previous version", checkpoint(null), slot("0/1800", "lost"), { kind: "gap", reason: "slot_lost", from: L("0/1800"), to: L("0/9000") }],
+    [
+      "slot past acked_lsn (recreated or advanced by someone else)",
+      checkpoint("0/2000"),
+      slot("0/2001"),
+      { kind: "gap", reason: "slot_ahead", from: L("0/2000"), to: L("0/2001") },
+    ],
+    [
+      "slot missing, checkpoint present",
+      checkpoint("0/2000"),
+      slot(null),
+      { kind: "gap", reason: "slot_missing", from: L("0/2000"), to: L("0/9000") },
+    ],
+    [
+      "slot missing, checkpoint of the previous version",
+      checkpoint(null),
+      slot(null),
+      { kind: "gap", reason: "slot_missing", from: L("0/1000"), to: L("0/9000") },
+    ],
+    [
+      "slot missing, checkpoint with neither position nor acked_lsn",
+      checkpoint(null, null),
+      slot(null),
+      { kind: "gap", reason: "slot_missing", from: null, to: L("0/9000") },
+    ],
+    [
+      "slot created by this session, checkpoint found after",
+      checkpoint("0/2000"),
+      slot("0/8000", "reserved", true),
+      { kind: "gap", reason: "slot_missing", from: L("0/2000"), to: L("0/8000") },
+    ],
+    [
+      "slot invalidated, no checkpoint",
+      null,
+      slot("0/1800", "lost"),
+      { kind: "gap", reason: "slot_lost", from: L("0/1800"), to: L("0/9000") },
+    ],
+    [
+      "slot invalidated, checkpoint ahead of it",
+      checkpoint("0/2000"),
+      slot("0/1800", "lost"),
+      { kind: "gap", reason: "slot_lost", from: L("0/2000"), to: L("0/9000") },
+    ],
+    [
+      "slot invalidated, even when exactly at acked_lsn",
+      checkpoint("0/2000"),
+      slot("0/2000", "lost"),
+      { kind: "gap", reason: "slot_lost", from: L("0/2000"), to: L("0/9000") },
+    ],
+    [
+      "slot invalidated, checkpoint of the previous version",
+      checkpoint(null),
+      slot("0/1800", "lost"),
+      { kind: "gap", reason: "slot_lost", from: L("0/1800"), to: L("0/9000") },
+    ],
   ])("%s", (_, cp, facts, expected) => {
     expect(assessGap(cp, facts)).toEqual(expected);
   });
@@ -71,16 +124,39 @@ describe("gap message", () => {
   };
 
   it.each<[string, Checkpoint | null, SlotFacts, string[]]>([
-    ["slot ahead", checkpoint("0/2000"), slot("0/2001"), ["is at LSN 0/2001", "LSN 0/2000", "recreated, or advanced", "between LSN 0/2000 and 0/2001"]],
-    ["slot missing", checkpoint("0/2000"), slot(null), ['replication slot "s" does not exist', "up to LSN 0/2000", "current WAL position 0/9000", "Nothing was created", "a new slot"]],
-    ["slot lost", checkpoint("0/2000"), slot("0/1800", "lost"), ['wal_status "lost"', "max_slot_wal_keep_size (1MB)", "after LSN 0/2000", "up to the current WAL position 0/9000", "drops the invalidated slot"]],
+    [
+      "slot ahead",
+      checkpoint("0/2000"),
+      slot("0/2001"),
+      ["is at LSN 0/2001", "LSN 0/2000", "recreated, or advanced", "between LSN 0/2000 and 0/2001"],
+    ],
+    [
+      "slot missing",
+      checkpoint("0/2000"),
+      slot(null),
+      ['replication slot "s" does not exist', "up to LSN 0/2000", "current WAL position 0/9000", "Nothing was created", "a new slot"],
+    ],
+    [
+      "slot lost",
+      checkpoint("0/2000"),
+      slot("0/1800", "lost"),
+      [
+        'wal_status "lost"',
+        "max_slot_wal_keep_size (1MB)",
+        "after LSN 0/2000",
+        "up to the current WAL position 0/9000",
+        "drops the invalidated slot",
+      ],
+    ],
   ])("%s: names the gap, says events were lost, and how to recover", (_, cp, facts, needles) => {
     const m = gap(cp, facts);
     for (const n of needles) expect(m).toContain(n);
     expect(m).toContain("EVENTS WERE LOST");
     expect(m).toContain("re-snapshot");
     expect(m).toContain("airflow-eventstream reset-checkpoint");
-    expect(m).toContain('checkpoint of slot "s" in topic ops.checkpoints: last event 0000000000001000-00000003, written 2026-11-25T09:17:26.050Z');
+    expect(m).toContain(
+      'checkpoint of slot "s" in topic ops.checkpoints: last event 0000000000001000-00000003, written 2026-11-25T09:17:26.050Z',
+    );
   });
 
   it("names PostgreSQL's own reason when it is not WAL removal (PostgreSQL 17+)", () => {

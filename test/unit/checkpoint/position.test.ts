@@ -1,6 +1,15 @@
 import { describe, expect, it } from "vitest";
 import { parseLsn } from "../../../src/lsn.js";
-import { comparePositions, encodeCheckpoint, formatPosition, isAtOrBefore, parseCheckpoint, parsePosition, type Checkpoint, type Position } from "../../../src/checkpoint/position.js";
+import {
+  comparePositions,
+  encodeCheckpoint,
+  formatPosition,
+  isAtOrBefore,
+  parseCheckpoint,
+  parsePosition,
+  type Checkpoint,
+  type Position,
+} from "../../../src/checkpoint/position.js";
 import { CheckpointError } from "../../../src/errors.js";
 
 const pos = (lsn: string, index: number): Position => ({ commitLsn: parseLsn(lsn), index });
@@ -37,7 +46,15 @@ describe("positions", () => {
     expect([...ps].map(formatPosition).sort()).toEqual(byNumber);
   });
 
-  it.each(["", "16/B374D848", "00000016B374D848", "00000016B374D848-A", "0000016B374D848-0000000A", "00000016B374D848-0000000G", " 00000016B374D848-0000000A"])("rejects %j", (text) => {
+  it.each([
+    "",
+    "16/B374D848",
+    "00000016B374D848",
+    "00000016B374D848-A",
+    "0000016B374D848-0000000A",
+    "00000016B374D848-0000000G",
+    " 00000016B374D848-0000000A",
+  ])("rejects %j", (text) => {
     expect(() => parsePosition(text)).toThrow(/not a position/);
   });
 });
@@ -73,8 +90,24 @@ describe("checkpoint records", () => {
   });
 
   it("reads a record of the previous version (no acked_lsn) as acked_lsn unknown", () => {
-    const legacy = JSON.stringify({ version: 1, slot: "s", position: "00000001E3C81460-0000000B", commit_lsn: "1/E3C81460", index: 11, system_identifier: "7", database: "airflow", written_at: null });
-    expect(parseCheckpoint(legacy, "test")).toEqual({ position: cp.position, ackedLsn: null, slot: "s", systemIdentifier: "7", database: "airflow", writtenAt: null });
+    const legacy = JSON.stringify({
+      version: 1,
+      slot: "s",
+      position: "00000001E3C81460-0000000B",
+      commit_lsn: "1/E3C81460",
+      index: 11,
+      system_identifier: "7",
+      database: "airflow",
+      written_at: null,
+    });
+    expect(parseCheckpoint(legacy, "test")).toEqual({
+      position: cp.position,
+      ackedLsn: null,
+      slot: "s",
+      systemIdentifier: "7",
+      database: "airflow",
+      writtenAt: null,
+    });
   });
 
   it("round-trips a checkpoint written before any event (no position, an acked_lsn)", () => {
@@ -85,7 +118,10 @@ describe("checkpoint records", () => {
   });
 
   it("accepts the zero-padded LSN form and missing optional fields", () => {
-    const back = parseCheckpoint(JSON.stringify({ version: 1, slot: "s", position: "00000001E3C81460-0000000B", commit_lsn: "00000001/E3C81460", index: 11 }), "test");
+    const back = parseCheckpoint(
+      JSON.stringify({ version: 1, slot: "s", position: "00000001E3C81460-0000000B", commit_lsn: "00000001/E3C81460", index: 11 }),
+      "test",
+    );
     expect(back.position).toEqual(cp.position);
     expect(back).toMatchObject({ systemIdentifier: null, database: null, writtenAt: null });
   });

@@ -6,7 +6,14 @@ const pos = (commitLsn: bigint, index = 0) => ({ commitLsn, index });
 
 /** Which of 3 partitions the producer puts `key` in. */
 function partitionOf(key: string): number {
-  const meta = [0, 1, 2].map((partitionId) => ({ partitionId, leader: 0, partitionErrorCode: 0, replicas: [], isr: [], offlineReplicas: [] }));
+  const meta = [0, 1, 2].map((partitionId) => ({
+    partitionId,
+    leader: 0,
+    partitionErrorCode: 0,
+    replicas: [],
+    isr: [],
+    offlineReplicas: [],
+  }));
   return Partitioners.DefaultPartitioner()({ topic: "t", partitionMetadata: meta, message: { key, value: null } });
 }
 

@@ -93,9 +93,16 @@ describe("decodePgoutput on captured bytes", () => {
   it("update: no old tuple, key change with 'K', TOASTed column unchanged ('u')", () => {
     const msgs = decodeAll("update");
     expect(msgs.map((m) => m.tag)).toStrictEqual([
-      "begin", "relation", "update", "commit",
-      "begin", "update", "commit",
-      "begin", "update", "commit",
+      "begin",
+      "relation",
+      "update",
+      "commit",
+      "begin",
+      "update",
+      "commit",
+      "begin",
+      "update",
+      "commit",
     ]);
     const [nonKey, keyChange, toastChange] = of(msgs, "update");
 
@@ -149,8 +156,15 @@ describe("decodePgoutput on captured bytes", () => {
     const msgs = decodeAll("truncate");
     // TRUNCATE invalidates pgoutput's schema cache: fx_task's Relation is sent again before it.
     expect(msgs.map((m) => (m.tag === "relation" ? m.relation.name : m.tag))).toStrictEqual([
-      "begin", "fx_task", "insert", "commit",
-      "begin", "fx_task", "fx_full", "truncate", "commit",
+      "begin",
+      "fx_task",
+      "insert",
+      "commit",
+      "begin",
+      "fx_task",
+      "fx_full",
+      "truncate",
+      "commit",
     ]);
     const rels = of(msgs, "relation").map((r) => r.relation);
     const [tr] = of(msgs, "truncate");
@@ -173,7 +187,16 @@ describe("decodePgoutput on captured bytes", () => {
   it("misc: Origin, Type, logical Messages (transactional and not)", () => {
     const msgs = decodeAll("misc");
     expect(msgs.map((m) => m.tag)).toStrictEqual([
-      "begin", "origin", "type", "relation", "insert", "insert", "insert", "message", "commit", "message",
+      "begin",
+      "origin",
+      "type",
+      "relation",
+      "insert",
+      "insert",
+      "insert",
+      "message",
+      "commit",
+      "message",
     ]);
     const [begin] = of(msgs, "begin");
     // pg_replication_origin_xact_setup('0/ABCDEF', '2024-05-01 12:00:00+00') set both.

@@ -61,8 +61,16 @@ function expectFraming(events: TxEvent[]): void {
 
 describe("TransactionDecoder on captured bytes", () => {
   it.each([
-    "insert", "update", "delete", "replica-full", "truncate", "schema-change", "misc",
-    "tz-kolkata", "tz-sao-paulo", "tz-amsterdam",
+    "insert",
+    "update",
+    "delete",
+    "replica-full",
+    "truncate",
+    "schema-change",
+    "misc",
+    "tz-kolkata",
+    "tz-sao-paulo",
+    "tz-amsterdam",
   ])("%s: framing", (name) => {
     const events = run(name);
     expect(events.length).toBeGreaterThanOrEqual(3);
@@ -160,11 +168,24 @@ describe("TransactionDecoder on captured bytes", () => {
     if (first?.kind !== "insert" || second?.kind !== "insert") throw new Error("expected inserts");
     expect(first.relation.columns).toHaveLength(7);
     expect(first.row).toStrictEqual({
-      id: "s1", try_number: 1, big_count: null, start_date: null, conf: null, blob: null, log: null,
+      id: "s1",
+      try_number: 1,
+      big_count: null,
+      start_date: null,
+      conf: null,
+      blob: null,
+      log: null,
     });
     expect(second.relation.columns).toHaveLength(8);
     expect(second.row).toStrictEqual({
-      id: "s2", try_number: 2, big_count: null, start_date: null, conf: null, blob: null, log: null, extra: 42,
+      id: "s2",
+      try_number: 2,
+      big_count: null,
+      start_date: null,
+      conf: null,
+      blob: null,
+      log: null,
+      extra: 42,
     });
     expect(decoder.relation(second.relation.id)?.columns.at(-1)?.name).toBe("extra");
   });
@@ -290,7 +311,14 @@ describe("TransactionDecoder framing errors", () => {
     ],
     [
       "tuple with fewer columns than the relation",
-      [rel([["a", 23], ["b", 25], ["c", 25]]), begin()],
+      [
+        rel([
+          ["a", 23],
+          ["b", 25],
+          ["c", 25],
+        ]),
+        begin(),
+      ],
       insert(["1", "x"]),
       /public\.t \(relation id 100\) has 2 columns but its Relation message has 3/,
     ],
@@ -300,7 +328,12 @@ describe("TransactionDecoder framing errors", () => {
       { tag: "update", relationId: 100, old: [t("1"), null], oldKind: "key", row: [t("2")] },
       /has 2 columns but its Relation message has 1/,
     ],
-    ["commit LSN differing from begin's final LSN", [begin(1000n)], commit(2000n), /COMMIT at LSN 2000 does not match BEGIN's final LSN 1000/],
+    [
+      "commit LSN differing from begin's final LSN",
+      [begin(1000n)],
+      commit(2000n),
+      /COMMIT at LSN 2000 does not match BEGIN's final LSN 1000/,
+    ],
     ["begin while a transaction is open", [begin(1000n, 7)], begin(2000n, 8), /BEGIN of xid 8 while xid 7 is still open/],
   ])("%s", (_name, before, msg, message) => {
     const d = decoderWith(...before);
@@ -341,7 +374,14 @@ describe("TransactionDecoder framing errors", () => {
   });
 
   it("keeps only key columns of an old key tuple, all columns of a full one", () => {
-    const d = decoderWith(rel([["k1", 23, true], ["v", 25], ["k2", 25, true]]), begin());
+    const d = decoderWith(
+      rel([
+        ["k1", 23, true],
+        ["v", 25],
+        ["k2", 25, true],
+      ]),
+      begin(),
+    );
     const upd = (oldKind: "key" | "full"): PgoutputMessage => ({
       tag: "update",
       relationId: 100,
@@ -361,7 +401,13 @@ describe("TransactionDecoder framing errors", () => {
   });
 
   it("a column named __proto__ is a plain own property", () => {
-    const d = decoderWith(rel([["__proto__", 25], ["a", 23]]), begin());
+    const d = decoderWith(
+      rel([
+        ["__proto__", 25],
+        ["a", 23],
+      ]),
+      begin(),
+    );
     const ev = d.push(insert(["evil", "1"]));
     const row = (ev?.kind === "change" && ev.change.kind === "insert" ? ev.change.row : {}) as Row;
     expect(Object.getPrototypeOf(row)).toBe(Object.prototype);

@@ -20,7 +20,10 @@ describe("delivery settings", () => {
     [{ EVENTSTREAM_DELIVERY: "exactly_once" }, "EVENTSTREAM_DELIVERY"],
     [{ EVENTSTREAM_CHECKPOINT_TOPIC: "bad topic" }, "EVENTSTREAM_CHECKPOINT_TOPIC"],
     [{ EVENTSTREAM_DELIVERY: "exactly-once", EVENTSTREAM_CHECKPOINT_TOPIC: "airflow.events" }, "EVENTSTREAM_CHECKPOINT_TOPIC"],
-    [{ EVENTSTREAM_DELIVERY: "exactly-once", EVENTSTREAM_CHECKPOINT_TOPIC: "dlq", EVENTSTREAM_DEAD_LETTER_TOPIC: "dlq" }, "EVENTSTREAM_CHECKPOINT_TOPIC"],
+    [
+      { EVENTSTREAM_DELIVERY: "exactly-once", EVENTSTREAM_CHECKPOINT_TOPIC: "dlq", EVENTSTREAM_DEAD_LETTER_TOPIC: "dlq" },
+      "EVENTSTREAM_CHECKPOINT_TOPIC",
+    ],
   ])("refuses %o, naming %s", (env, name) => {
     expect(() => loadConfig(env)).toThrow(ConfigError);
     expect(() => loadConfig(env)).toThrow(name);
@@ -30,7 +33,9 @@ describe("delivery settings", () => {
     expect(loadConfig({}).gapDetection).toBe(true);
     expect(loadConfig({ EVENTSTREAM_DELIVERY: "exactly-once" }).gapDetection).toBe(true);
     expect(loadConfig({ EVENTSTREAM_GAP_DETECTION: "false" }).gapDetection).toBe(false);
-    expect(() => loadConfig({ EVENTSTREAM_DELIVERY: "exactly-once", EVENTSTREAM_GAP_DETECTION: "false" })).toThrow(/EVENTSTREAM_GAP_DETECTION/);
+    expect(() => loadConfig({ EVENTSTREAM_DELIVERY: "exactly-once", EVENTSTREAM_GAP_DETECTION: "false" })).toThrow(
+      /EVENTSTREAM_GAP_DETECTION/,
+    );
     // The checkpoint topic must be a topic of its own in at-least-once too, unless it is not used.
     expect(() => loadConfig({ EVENTSTREAM_CHECKPOINT_TOPIC: "airflow.events" })).toThrow(/EVENTSTREAM_CHECKPOINT_TOPIC/);
     expect(loadConfig({ EVENTSTREAM_CHECKPOINT_TOPIC: "airflow.events", EVENTSTREAM_GAP_DETECTION: "false" }).gapDetection).toBe(false);

@@ -5,7 +5,14 @@ import type { Lsn } from "../../../src/lsn.js";
 import type { Position } from "../../../src/checkpoint/position.js";
 import { TransientError } from "../../../src/errors.js";
 import { RECORD_BATCH_OVERHEAD_BYTES, recordBytes } from "../../../src/sink/batch.js";
-import { Publisher, type CheckpointRecords, type PublishProducer, type PublisherTopics, type SinkCallbacks, type SinkRecord } from "../../../src/sink/publisher.js";
+import {
+  Publisher,
+  type CheckpointRecords,
+  type PublishProducer,
+  type PublisherTopics,
+  type SinkCallbacks,
+  type SinkRecord,
+} from "../../../src/sink/publisher.js";
 
 const TOPIC = "airflow.events";
 const CKPT = "ckpt";

@@ -3,28 +3,83 @@ import { describe, expect, it } from "vitest";
 import type { StreamEvent } from "../../../src/airflow/events.js";
 import { TopicRouter, sanitizeTopic } from "../../../src/sink/routing.js";
 
-const source = { commit_lsn: "0/16B3748", xid: 750, index: 0, position: "00000000016B3748-00000000", commit_time: "2026-11-25T08:17:27.123456Z" };
+const source = {
+  commit_lsn: "0/16B3748",
+  xid: 750,
+  index: 0,
+  position: "00000000016B3748-00000000",
+  commit_time: "2026-11-25T08:17:27.123456Z",
+};
 const run = { logical_date: null, run_type: null, data_interval_start: null, data_interval_end: null, clear_number: null };
 
 function taskInstance(dagId: string): StreamEvent {
   return {
-    type: "task_instance", op: "update", dag_id: dagId, task_id: "t", run_id: "r", map_index: -1, try_number: 1, max_tries: 0,
-    state: "running", previous_state: "queued", previous_state_known: true, previous_try_number: 1, ti_id: null, start_date: null,
-    end_date: null, duration: null, hostname: null, operator: null, queue: null, pool: null, ...run, source,
+    type: "task_instance",
+    op: "update",
+    dag_id: dagId,
+    task_id: "t",
+    run_id: "r",
+    map_index: -1,
+    try_number: 1,
+    max_tries: 0,
+    state: "running",
+    previous_state: "queued",
+    previous_state_known: true,
+    previous_try_number: 1,
+    ti_id: null,
+    start_date: null,
+    end_date: null,
+    duration: null,
+    hostname: null,
+    operator: null,
+    queue: null,
+    pool: null,
+    ...run,
+    source,
   };
 }
 
 function dagRun(dagId: string): StreamEvent {
   return {
-    type: "dag_run", op: "insert", dag_id: dagId, run_id: "r", dag_run_id: 1, state: "queued", previous_state: null, previous_state_known: true,
-    run_type: "manual", logical_date: null, data_interval_start: null, data_interval_end: null, start_date: null, end_date: null, clear_number: 0, source,
+    type: "dag_run",
+    op: "insert",
+    dag_id: dagId,
+    run_id: "r",
+    dag_run_id: 1,
+    state: "queued",
+    previous_state: null,
+    previous_state_known: true,
+    run_type: "manual",
+    logical_date: null,
+    data_interval_start: null,
+    data_interval_end: null,
+    start_date: null,
+    end_date: null,
+    clear_number: 0,
+    source,
   };
 }
 
 function notification(dagId: string): StreamEvent {
   return {
-    type: "notification", dag_id: dagId, task_id: "t", run_id: "r", map_index: -1, try_number: 1, logical_date: null, time: source.commit_time,
-    xcom_key: "eventstream", request_id: null, start: null, end: null, metadata: null, payload: null, payload_uri: null, files: null, error: null, source,
+    type: "notification",
+    dag_id: dagId,
+    task_id: "t",
+    run_id: "r",
+    map_index: -1,
+    try_number: 1,
+    logical_date: null,
+    time: source.commit_time,
+    xcom_key: "eventstream",
+    request_id: null,
+    start: null,
+    end: null,
+    metadata: null,
+    payload: null,
+    payload_uri: null,
+    files: null,
+    error: null,
+    source,
   };
 }
 
@@ -39,12 +94,27 @@ describe("TopicRouter.route: topic and Kafka key of every kind of event", () => 
     ["task_instance, one topic", single, taskInstance("etl"), { topic: "airflow.events", key: "etl", allPartitions: false }],
     ["dag_run, one topic", single, dagRun("etl"), { topic: "airflow.events", key: "etl", allPartitions: false }],
     ["notification, one topic", single, notification("etl"), { topic: "airflow.events", key: "etl", allPartitions: false }],
-    ["task_instance, per DAG", perDag, taskInstance("etl-daily_v2.x"), { topic: "airflow.etl-daily_v2.x", key: "etl-daily_v2.x", allPartitions: false }],
+    [
+      "task_instance, per DAG",
+      perDag,
+      taskInstance("etl-daily_v2.x"),
+      { topic: "airflow.etl-daily_v2.x", key: "etl-daily_v2.x", allPartitions: false },
+    ],
     ["dag_run, per DAG", perDag, dagRun("etl"), { topic: "airflow.etl", key: "etl", allPartitions: false }],
     ["notification, per DAG", perDag, notification("etl"), { topic: "airflow.etl", key: "etl", allPartitions: false }],
-    ["non-ASCII dag_id, per DAG: sanitised, hashed; the key is the dag_id as is", perDag, taskInstance("données"), { topic: `airflow.donn_es-${hash16("airflow.données")}`, key: "données", allPartitions: false }],
+    [
+      "non-ASCII dag_id, per DAG: sanitised, hashed; the key is the dag_id as is",
+      perDag,
+      taskInstance("données"),
+      { topic: `airflow.donn_es-${hash16("airflow.données")}`, key: "données", allPartitions: false },
+    ],
     ["table_truncated, one topic: every partition, no key", single, truncated, { topic: "airflow.events", key: null, allPartitions: true }],
-    ["table_truncated, per DAG: the single topic, every partition", perDag, truncated, { topic: "airflow.events", key: null, allPartitions: true }],
+    [
+      "table_truncated, per DAG: the single topic, every partition",
+      perDag,
+      truncated,
+      { topic: "airflow.events", key: null, allPartitions: true },
+    ],
   ])("%s", (_, router, event, route) => {
     expect(router.route(event)).toStrictEqual(route);
   });
