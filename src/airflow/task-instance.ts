@@ -122,14 +122,7 @@ export class TaskInstanceMapper {
       previous_state: known ? known.state : null,
       previous_state_known: known !== undefined,
       previous_try_number: known ? known.tryNumber : null,
-      ti_id: str(row, "id"),
-      start_date: str(row, "start_date"),
-      end_date: str(row, "end_date"),
-      duration: num(row, "duration"),
-      hostname: str(row, "hostname"),
-      operator: str(row, "operator"),
-      queue: str(row, "queue"),
-      pool: str(row, "pool"),
+      ...detailFields(row),
       ...this.contexts.fields(dagId ?? null, runId ?? null),
       source: position(ev, tx),
     };
@@ -165,14 +158,7 @@ export class TaskInstanceMapper {
       // An insert has no previous state, and that is known.
       previous_state_known: op === "insert" || prev !== undefined,
       previous_try_number: prev ? prev.tryNumber : null,
-      ti_id: str(row, "id"),
-      start_date: str(row, "start_date"),
-      end_date: str(row, "end_date"),
-      duration: num(row, "duration"),
-      hostname: str(row, "hostname"),
-      operator: str(row, "operator"),
-      queue: str(row, "queue"),
-      pool: str(row, "pool"),
+      ...detailFields(row),
       ...this.contexts.fields(dagId, runId),
       source: position(ev, tx),
     };
@@ -200,4 +186,18 @@ export class TaskInstanceMapper {
     if (!natural && this.opts.xcomKey !== null) this.tries.set(name, next.tryNumber);
     return prev;
   }
+}
+
+/** The columns a task-instance event copies as they are, in the event's field order (delete and write alike). */
+function detailFields(row: Row) {
+  return {
+    ti_id: str(row, "id"),
+    start_date: str(row, "start_date"),
+    end_date: str(row, "end_date"),
+    duration: num(row, "duration"),
+    hostname: str(row, "hostname"),
+    operator: str(row, "operator"),
+    queue: str(row, "queue"),
+    pool: str(row, "pool"),
+  };
 }

@@ -1,6 +1,7 @@
-import { existsSync, readdirSync, readFileSync, statSync } from "node:fs";
+import { existsSync, readFileSync, statSync } from "node:fs";
 import { dirname, join, relative } from "node:path";
 import { describe, expect, it } from "vitest";
+import { docFiles } from "../support/markdown.js";
 
 /**
  * The documentation is split over README.md, docs/ and bench/README.md, and cross-links by file and
@@ -10,15 +11,7 @@ import { describe, expect, it } from "vitest";
  */
 const ROOT = process.cwd();
 
-function markdownFiles(dir: string): string[] {
-  return readdirSync(dir).flatMap((name) => {
-    const path = join(dir, name);
-    if (statSync(path).isDirectory()) return markdownFiles(path);
-    return name.endsWith(".md") ? [path] : [];
-  });
-}
-
-const FILES = [join(ROOT, "README.md"), join(ROOT, "bench", "README.md"), ...markdownFiles(join(ROOT, "docs"))];
+const FILES = docFiles(ROOT);
 
 /** The text outside fenced code blocks and inline code spans: links in code are not links. */
 function prose(text: string): string {

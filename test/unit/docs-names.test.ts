@@ -1,6 +1,7 @@
-import { existsSync, readdirSync, readFileSync, statSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import { join, relative } from "node:path";
 import { describe, expect, it } from "vitest";
+import { docFiles } from "../support/markdown.js";
 
 /**
  * The docs name source files in prose and in code spans, which no link check sees: after the split
@@ -10,15 +11,7 @@ import { describe, expect, it } from "vitest";
  */
 const ROOT = process.cwd();
 
-function markdownFiles(dir: string): string[] {
-  return readdirSync(dir).flatMap((name) => {
-    const path = join(dir, name);
-    if (statSync(path).isDirectory()) return markdownFiles(path);
-    return name.endsWith(".md") ? [path] : [];
-  });
-}
-
-const FILES = [join(ROOT, "README.md"), join(ROOT, "bench", "README.md"), ...markdownFiles(join(ROOT, "docs"))];
+const FILES = docFiles(ROOT);
 
 /**
  * Every `src/...ts` path in a text, wherever it is written (prose, code span, code block, link);
