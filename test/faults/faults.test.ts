@@ -104,6 +104,19 @@ async function keepLogs(name: string, daemons: DaemonProcess[]): Promise<string>
   return file;
 }
 
+/** CI shows only what is printed: the lines that say where each session started and why it ended; the whole logs are kept. */
+async function showLogs(mode: string, name: string, daemons: DaemonProcess[]): Promise<void> {
+  const key = /"level":(40|50|60)|"msg":"(streaming|read back|exactly-once: resuming|no gap|replay|exactly-once: past)/;
+  for (const [i, x] of daemons.entries())
+    console.log(
+      `=== daemon ${i}\n${x.output
+        .filter((l) => key.test(l))
+        .slice(-40)
+        .join("\n")}`,
+    );
+  console.log(`faults ${mode}: the daemons' whole logs are in ${await keepLogs(name, daemons)}`);
+}
+
 function alive(d: DaemonProcess): boolean {
   return d.proc.exitCode === null && d.proc.signalCode === null;
 }
@@ -227,23 +240,14 @@ async function runMode(mode: "at-least-once" | "exactly-once"): Promise<void> {
     console.log(
       `faults ${mode}: ${load.ledger.count} changes in ${load.ledger.transactions} tx, ${load.retries} retried tx; ${JSON.stringify(row)}\n${summary(problems, 15).join("\n")}`,
     );
-    if (problems.length > 0) {
-      // CI shows only what is printed: the lines that say where each session started and why it ended.
-      const key = /"level":(40|50|60)|"msg":"(streaming|read back|exactly-once: resuming|no gap|replay|exactly-once: past)/;
-      for (const [i, x] of daemons.entries())
-        console.log(
-          `=== daemon ${i}\n${x.output
-            .filter((l) => key.test(l))
-            .slice(-40)
-            .join("\n")}`,
-        );
-      console.log(`faults ${mode}: the daemons' whole logs are in ${await keepLogs(`${db}-${seed}`, daemons)}`);
-    }
     expect(summary(problems)).toEqual([]);
     expect(result.unique).toBe(load.ledger.count);
     if (mode === "exactly-once") expect(result.duplicates).toBe(0);
     d.proc.kill("SIGTERM");
     expect(await d.exited).toBe(0);
+  } catch (e: unknown) {
+    await showLogs(mode, `${db}-${seed}`, daemons);
+    throw e;
   } finally {
     if (frozenPid !== null) process.kill(frozenPid, "SIGCONT");
     if (kafkaDown) await kafka("kafka-start");
