@@ -106,7 +106,7 @@ async function keepLogs(name: string, daemons: DaemonProcess[]): Promise<string>
 
 /** CI shows only what is printed: the lines that say where each session started and why it ended; the whole logs are kept. */
 async function showLogs(mode: string, name: string, daemons: DaemonProcess[]): Promise<void> {
-  const key = /"level":(40|50|60)|"msg":"(streaming|read back|exactly-once: resuming|no gap|replay|exactly-once: past)/;
+  const key = /"level":(40|50|60)|"msg":"(streaming|read back|reading back|exactly-once: resuming|no gap|replay|exactly-once: past)/;
   for (const [i, x] of daemons.entries())
     console.log(
       `=== daemon ${i}\n${x.output
