@@ -61,35 +61,10 @@ export class TransactionDecoder {
   push(msg: PgoutputMessage): TxEvent | null {
     switch (msg.tag) {
       case "begin":
-        if (this.inTx) {
-          throw new FramingError(
-            `BEGIN of xid ${msg.xid} while xid ${this.xid} is still open (no COMMIT seen): ` +
-              "pgoutput never interleaves transactions in protocol version 1; a bug or protocol mismatch",
-          );
-        }
-        this.inTx = true;
-        this.xid = msg.xid;
-        this.commitLsn = msg.finalLsn;
-        this.index = 0;
-        return { kind: "begin", xid: msg.xid, commitLsn: msg.finalLsn, commitTime: pgTimestampToIso(msg.commitTime) };
+        return this.begin(msg);
 
-      case "commit": {
-        this.requireTx("COMMIT");
-        if (msg.commitLsn !== this.commitLsn) {
-          throw new FramingError(
-            `COMMIT at LSN ${msg.commitLsn} does not match BEGIN's final LSN ${this.commitLsn} (xid ${this.xid}): ` +
-              "a bug or protocol mismatch",
-          );
-        }
-        this.inTx = false;
-        return {
-          kind: "commit",
-          xid: this.xid,
-          commitLsn: this.commitLsn,
-          endLsn: msg.endLsn,
-          commitTime: pgTimestampToIso(msg.commitTime),
-        };
-      }
+      case "commit":
+        return this.commit(msg);
 
       case "insert": {
         this.requireTx("INSERT");
@@ -146,6 +121,32 @@ export class TransactionDecoder {
       default:
         return assertNever(msg, unhandledMessage);
     }
+  }
+
+  private begin(msg: Extract<PgoutputMessage, { tag: "begin" }>): TxEvent {
+    if (this.inTx) {
+      throw new FramingError(
+        `BEGIN of xid ${msg.xid} while xid ${this.xid} is still open (no COMMIT seen): ` +
+          "pgoutput never interleaves transactions in protocol version 1; a bug or protocol mismatch",
+      );
+    }
+    this.inTx = true;
+    this.xid = msg.xid;
+    this.commitLsn = msg.finalLsn;
+    this.index = 0;
+    return { kind: "begin", xid: msg.xid, commitLsn: msg.finalLsn, commitTime: pgTimestampToIso(msg.commitTime) };
+  }
+
+  private commit(msg: Extract<PgoutputMessage, { tag: "commit" }>): TxEvent {
+    this.requireTx("COMMIT");
+    if (msg.commitLsn !== this.commitLsn) {
+      throw new FramingError(
+        `COMMIT at LSN ${msg.commitLsn} does not match BEGIN's final LSN ${this.commitLsn} (xid ${this.xid}): ` +
+          "a bug or protocol mismatch",
+      );
+    }
+    this.inTx = false;
+    return { kind: "commit", xid: this.xid, commitLsn: this.commitLsn, endLsn: msg.endLsn, commitTime: pgTimestampToIso(msg.commitTime) };
   }
 
   /** The relation most recently described for `id`, if any. */

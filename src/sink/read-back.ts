@@ -1,6 +1,6 @@
 import { privateReader } from "./reader.js";
 import type { Admin, Kafka } from "kafkajs";
-import { parsePosition, type Position } from "../checkpoint/position.js";
+import { comparePositions, parsePosition, type Position } from "../checkpoint/position.js";
 import { TransientError } from "../errors.js";
 import type { Logger } from "../log.js";
 
@@ -58,15 +58,38 @@ export interface ReadBackOptions {
   onEvent(value: Record<string, unknown>): void;
 }
 
+/** Where one partition's read starts and ends (inclusive); `last` may move up (see readPartitions). */
+interface Wanted {
+  topic: string;
+  partition: number;
+  start: bigint;
+  last: bigint;
+}
+
 export async function readBack(kafka: Kafka, admin: Admin, opts: ReadBackOptions): Promise<ReadBackResult> {
   const started = Date.now();
   const heads = new Map<string, (Position | null)[]>();
-  /** "topic/partition" -> [start offset, last offset wanted]. */
-  const want = new Map<string, { topic: string; partition: number; start: bigint; last: bigint }>();
+  const want = await wantedRanges(admin, opts, heads);
+  let records = 0;
+  if (want.size > 0) {
+    records = await readPartitions(kafka, want, opts, (topic, partition, value) => {
+      const pos = positionOf(value);
+      const parts = heads.get(topic)!;
+      const head = parts[partition] ?? null;
+      if (pos !== null && (head === null || comparePositions(pos, head) > 0)) parts[partition] = pos;
+      opts.onEvent(value);
+    });
+  }
+  opts.log.debug({ topics: opts.topics.length, partitions: want.size, records }, "read back the event topics");
+  return { heads, records, ms: Date.now() - started };
+}
+
+/** Per partition of each topic, the last `perPartition` offsets below its last stable offset ("topic/partition" -> range). */
+async function wantedRanges(admin: Admin, opts: ReadBackOptions, heads: Map<string, (Position | null)[]>): Promise<Map<string, Wanted>> {
+  const want = new Map<string, Wanted>();
   for (const topic of opts.topics) {
     const offsets = await admin.fetchTopicOffsets(topic);
-    const parts: (Position | null)[] = new Array<Position | null>(offsets.length).fill(null);
-    heads.set(topic, parts);
+    heads.set(topic, new Array<Position | null>(offsets.length).fill(null));
     for (const o of offsets) {
       const high = BigInt(o.high);
       const low = BigInt(o.low);
@@ -75,94 +98,87 @@ export async function readBack(kafka: Kafka, admin: Admin, opts: ReadBackOptions
       want.set(`${topic}/${o.partition}`, { topic, partition: o.partition, start, last: high - 1n });
     }
   }
+  return want;
+}
+
+/** Reads every wanted range to its end, handing each record's parsed value over in offset order; returns the records read. */
+async function readPartitions(
+  kafka: Kafka,
+  want: Map<string, Wanted>,
+  opts: ReadBackOptions,
+  onValue: (topic: string, partition: number, value: Record<string, unknown>) => void,
+): Promise<number> {
+  const { consumer, close } = privateReader(kafka, `${opts.clientId}.read-back`, opts.track);
+  const pending = new Set(want.keys());
   let records = 0;
-  if (want.size > 0) {
-    const { consumer, close } = privateReader(kafka, `${opts.clientId}.read-back`, opts.track);
-    const pending = new Set(want.keys());
-    let timer: NodeJS.Timeout | undefined;
-    try {
-      await consumer.connect();
-      await consumer.subscribe({ topics: [...new Set([...want.values()].map((w) => w.topic))], fromBeginning: true });
-      await new Promise<void>((resolve, reject) => {
-        timer = setTimeout(
-          () =>
-            reject(
-              new TransientError(
-                `the event topics were not read back to their end within ${opts.timeoutMs} ms (${[...pending].slice(0, 5).join(", ")} still behind); retrying`,
-              ),
-            ),
-          opts.timeoutMs,
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    await consumer.connect();
+    await consumer.subscribe({ topics: [...new Set([...want.values()].map((w) => w.topic))], fromBeginning: true });
+    await new Promise<void>((resolve, reject) => {
+      timer = setTimeout(() => {
+        const behind = [...pending].slice(0, 5).join(", ");
+        reject(
+          new TransientError(
+            `the event topics were not read back to their end within ${opts.timeoutMs} ms (${behind} still behind); retrying`,
+          ),
         );
-        consumer.on(consumer.events.CRASH, (e) => {
-          if (!e.payload.restart)
-            reject(
-              new TransientError(`reading back the event topics failed (${e.payload.error.message}); retrying`, { cause: e.payload.error }),
-            );
-        });
-        // After the batch's records went through eachMessage: its last offset, a marker's included.
-        // Only here, not per record: the batch also says where the partition's log ends (its high
-        // watermark), which may move the end first (below).
-        consumer.on(consumer.events.END_BATCH_PROCESS, (e) => {
-          const { topic, partition, lastOffset, highWatermark } = e.payload;
-          const id = `${topic}/${partition}`;
-          const w = want.get(id);
-          if (w === undefined || !pending.has(id) || lastOffset === null) return;
-          // Records past the last stable offset fetched at first: a transaction that was still open
-          // then (the previous session's, being completed or aborted) or one completed since. Nothing
-          // else writes here, so the log's end is the high watermark; read_committed returns those
-          // records once their transaction has ended. Stopping at the older end would leave the
-          // rows they name with an older state, and the next change of those rows would be published
-          // with a wrong previous_state.
-          const hw = BigInt(highWatermark);
-          if (hw - 1n > w.last) {
-            opts.log.info(
-              { topic, partition, lastStableOffset: (w.last + 1n).toString(), highWatermark },
-              "reading back: this partition holds records past its last stable offset at start; reading on to its end",
-            );
-            w.last = hw - 1n;
-          }
-          if (BigInt(lastOffset) < w.last) return;
-          pending.delete(id);
-          if (pending.size === 0) resolve();
-        });
-        consumer
-          .run({
-            autoCommit: false,
-            eachMessage: async ({ topic, partition, message }) => {
-              const id = `${topic}/${partition}`;
-              const w = want.get(id);
-              if (w === undefined || !pending.has(id)) return;
-              const offset = BigInt(message.offset);
-              // Before the start offset: a seek not yet applied.
-              if (offset < w.start) return;
-              records++;
-              const value = parse(message.value);
-              if (value !== null) {
-                const pos = positionOf(value);
-                const parts = heads.get(topic)!;
-                const head = parts[partition] ?? null;
-                if (
-                  pos !== null &&
-                  (head === null || pos.commitLsn > head.commitLsn || (pos.commitLsn === head.commitLsn && pos.index > head.index))
-                )
-                  parts[partition] = pos;
-                opts.onEvent(value);
-              }
-            },
-          })
-          .catch(reject);
-        // Before the group is joined: kafkajs applies a pending seek at the first fetch.
-        for (const w of want.values())
-          if (w.start > 0n) consumer.seek({ topic: w.topic, partition: w.partition, offset: w.start.toString() });
+      }, opts.timeoutMs);
+      consumer.on(consumer.events.CRASH, (e) => {
+        if (e.payload.restart) return;
+        reject(
+          new TransientError(`reading back the event topics failed (${e.payload.error.message}); retrying`, { cause: e.payload.error }),
+        );
       });
-    } finally {
-      clearTimeout(timer);
-      await close();
-    }
+      // After the batch's records went through eachMessage: its last offset, a marker's included.
+      // Only here, not per record: the batch also says where the partition's log ends (its high
+      // watermark), which may move the end first.
+      consumer.on(consumer.events.END_BATCH_PROCESS, (e) => {
+        const { topic, partition, lastOffset, highWatermark } = e.payload;
+        const id = `${topic}/${partition}`;
+        const w = want.get(id);
+        if (w === undefined || !pending.has(id) || lastOffset === null) return;
+        // Records past the last stable offset fetched at first: a transaction that was still open
+        // then (the previous session's, being completed or aborted) or one completed since. Nothing
+        // else writes here, so the log's end is the high watermark; read_committed returns those
+        // records once their transaction has ended. Stopping at the older end would leave the
+        // rows they name with an older state, and the next change of those rows would be published
+        // with a wrong previous_state.
+        const hw = BigInt(highWatermark);
+        if (hw - 1n > w.last) {
+          opts.log.info(
+            { topic, partition, lastStableOffset: (w.last + 1n).toString(), highWatermark },
+            "reading back: this partition holds records past its last stable offset at start; reading on to its end",
+          );
+          w.last = hw - 1n;
+        }
+        if (BigInt(lastOffset) < w.last) return;
+        pending.delete(id);
+        if (pending.size === 0) resolve();
+      });
+      consumer
+        .run({
+          autoCommit: false,
+          eachMessage: async ({ topic, partition, message }) => {
+            const id = `${topic}/${partition}`;
+            const w = want.get(id);
+            // Before the start offset: a seek not yet applied.
+            if (w === undefined || !pending.has(id) || BigInt(message.offset) < w.start) return;
+            records++;
+            const value = parse(message.value);
+            if (value !== null) onValue(topic, partition, value);
+          },
+        })
+        .catch(reject);
+      // Before the group is joined: kafkajs applies a pending seek at the first fetch.
+      for (const w of want.values())
+        if (w.start > 0n) consumer.seek({ topic: w.topic, partition: w.partition, offset: w.start.toString() });
+    });
+  } finally {
+    clearTimeout(timer);
+    await close();
   }
-  const result = { heads, records, ms: Date.now() - started };
-  opts.log.debug({ topics: opts.topics.length, partitions: want.size, records }, "read back the event topics");
-  return result;
+  return records;
 }
 
 function parse(v: Buffer | null): Record<string, unknown> | null {
