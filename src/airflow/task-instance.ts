@@ -12,7 +12,7 @@ type RowDelete = Extract<RowChange, { kind: "delete" }>;
 /**
  * What the cache keeps per task instance: as little as the transition check and a later DELETE
  * need, because the cache is most of the daemon's live memory (EVENTSTREAM_STATE_CACHE_SIZE
- * entries, 50,000 by default). The names live only in `key` (dag, task, run, map index joined by
+ * entries, 25,000 by default). The names live only in `key` (dag, task, run, map index joined by
  * NUL, which PostgreSQL text cannot contain), split again on the rare DELETE; `state` is one of the
  * interned constants (internState), so an entry never pins the decoded row's own strings.
  */
