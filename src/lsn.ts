@@ -1,5 +1,5 @@
 /**
- * LSN arithmetic. An LSN is a 64-bit byte position in the WAL; PostgreSQL prints it as two hex
+ * LSN arithmetic, and the position of a change (its commit LSN and its index in the transaction). An LSN is a 64-bit byte position in the WAL; PostgreSQL prints it as two hex
  * halves ("16/B374D848"). Compare and store it as a bigint: string comparison of "A/ABCD" and
  * "0000000A/0000ABCD" forms silently gives wrong answers (the same LSN sorts differently in each,
  * and libraries print both).
@@ -30,4 +30,39 @@ export function lsnHex16(lsn: Lsn): string {
 
 export function maxLsn(a: Lsn, b: Lsn): Lsn {
   return a > b ? a : b;
+}
+
+/**
+ * Where a row change sits in the source: the commit LSN of its transaction and its index within
+ * that transaction. Unique per database and increasing along the stream, so it orders every event
+ * ever published and survives re-delivery unchanged. Compared as (bigint, number), never as text:
+ * "0/10" and "0000000000000010" are the same LSN, and only the fixed-width form sorts as a string.
+ */
+export interface Position {
+  commitLsn: Lsn;
+  index: number;
+}
+
+/** Negative when `a` comes before `b`, 0 when equal, positive after. */
+export function comparePositions(a: Position, b: Position): number {
+  if (a.commitLsn !== b.commitLsn) return a.commitLsn < b.commitLsn ? -1 : 1;
+  return a.index - b.index;
+}
+
+/** True when the change at (commitLsn, index) is at or before `checkpoint`: already in Kafka. */
+export function isAtOrBefore(commitLsn: Lsn, index: number, checkpoint: Position): boolean {
+  return commitLsn < checkpoint.commitLsn || (commitLsn === checkpoint.commitLsn && index <= checkpoint.index);
+}
+
+/** The events' `source.position` form: commit LSN and index as fixed-width upper-case hex. */
+export function formatPosition(p: Position): string {
+  return `${lsnHex16(p.commitLsn)}-${p.index.toString(16).toUpperCase().padStart(8, "0")}`;
+}
+
+const POSITION_TEXT = /^([0-9A-Fa-f]{16})-([0-9A-Fa-f]{8})$/;
+
+export function parsePosition(text: string): Position {
+  const m = POSITION_TEXT.exec(text);
+  if (!m) throw new TypeError(`not a position: ${JSON.stringify(text)} (expected the form "00000000016B3748-00000000")`);
+  return { commitLsn: BigInt(`0x${m[1]}`), index: Number.parseInt(m[2]!, 16) };
 }

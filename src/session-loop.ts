@@ -1,6 +1,6 @@
 import type { Config } from "./config.js";
 import type { AckRule } from "./checkpoint/ack.js";
-import { comparePositions, formatPosition, type Position } from "./checkpoint/position.js";
+import { comparePositions, formatPosition, type Position } from "./lsn.js";
 import type { ReplayFilter } from "./checkpoint/replay.js";
 import { decodePgoutput } from "./decode/pgoutput.js";
 import type { TransactionDecoder } from "./decode/transactions.js";

@@ -1,6 +1,6 @@
 import type { TxEvent } from "../decode/types.js";
 import { formatLsn } from "../lsn.js";
-import { formatPosition } from "../checkpoint/position.js";
+import { formatPosition } from "../lsn.js";
 import type { SourcePosition } from "./events.js";
 
 /** One row change as the transaction decoder hands it over. */
@@ -13,7 +13,7 @@ export interface TxContext {
 }
 
 /**
- * The `source` every event carries. `position` is checkpoint/position.ts's string: a start reads
+ * The `source` every event carries. `position` is src/lsn.ts's formatPosition string: a start reads
  * it back from the event topics (parsePosition) to learn what Kafka holds, so it has one writer.
  */
 export function position(ev: ChangeEvent, tx: TxContext): SourcePosition {

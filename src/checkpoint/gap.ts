@@ -1,5 +1,6 @@
 import { formatLsn, type Lsn } from "../lsn.js";
-import { formatPosition, type Checkpoint } from "./position.js";
+import { type Checkpoint } from "./position.js";
+import { formatPosition } from "../lsn.js";
 
 /**
  * Is there a gap between what this daemon has published and what the replication slot can still

@@ -1,41 +1,6 @@
 import { z } from "zod";
 import { CheckpointError } from "../errors.js";
-import { formatLsn, lsnHex16, parseLsn, type Lsn } from "../lsn.js";
-
-/**
- * Where a row change sits in the source: the commit LSN of its transaction and its index within
- * that transaction. Unique per database and increasing along the stream, so it orders every event
- * ever published and survives re-delivery unchanged. Compared as (bigint, number), never as text:
- * "0/10" and "0000000000000010" are the same LSN, and only the fixed-width form sorts as a string.
- */
-export interface Position {
-  commitLsn: Lsn;
-  index: number;
-}
-
-/** Negative when `a` comes before `b`, 0 when equal, positive after. */
-export function comparePositions(a: Position, b: Position): number {
-  if (a.commitLsn !== b.commitLsn) return a.commitLsn < b.commitLsn ? -1 : 1;
-  return a.index - b.index;
-}
-
-/** True when the change at (commitLsn, index) is at or before `checkpoint`: already in Kafka. */
-export function isAtOrBefore(commitLsn: Lsn, index: number, checkpoint: Position): boolean {
-  return commitLsn < checkpoint.commitLsn || (commitLsn === checkpoint.commitLsn && index <= checkpoint.index);
-}
-
-/** The events' `source.position` form: commit LSN and index as fixed-width upper-case hex. */
-export function formatPosition(p: Position): string {
-  return `${lsnHex16(p.commitLsn)}-${p.index.toString(16).toUpperCase().padStart(8, "0")}`;
-}
-
-const POSITION_TEXT = /^([0-9A-Fa-f]{16})-([0-9A-Fa-f]{8})$/;
-
-export function parsePosition(text: string): Position {
-  const m = POSITION_TEXT.exec(text);
-  if (!m) throw new TypeError(`not a position: ${JSON.stringify(text)} (expected the form "00000000016B3748-00000000")`);
-  return { commitLsn: BigInt(`0x${m[1]}`), index: Number.parseInt(m[2]!, 16) };
-}
+import { comparePositions, formatLsn, formatPosition, parseLsn, parsePosition, type Lsn, type Position } from "../lsn.js";
 
 /**
  * The checkpoint record, the value under key = slot name in the checkpoint topic (compacted).

@@ -1,5 +1,5 @@
 import { Partitioners, type PartitionMetadata } from "kafkajs";
-import { comparePositions, type Position } from "./position.js";
+import { comparePositions, type Position } from "../lsn.js";
 
 /**
  * Which replayed changes are in Kafka already. A start replays every transaction the slot has not

@@ -1,16 +1,8 @@
 import type { Kafka, Producer, TopicMessages } from "kafkajs";
 import type { Config } from "../config.js";
 import type { Lsn } from "../lsn.js";
-import {
-  CHECKPOINT_FIX,
-  comparePositions,
-  encodeCheckpoint,
-  formatPosition,
-  parseCheckpoint,
-  type Checkpoint,
-  type Position,
-  type SourceIdentity,
-} from "../checkpoint/position.js";
+import { CHECKPOINT_FIX, encodeCheckpoint, parseCheckpoint, type Checkpoint, type SourceIdentity } from "../checkpoint/position.js";
+import { comparePositions, formatPosition, type Position } from "../lsn.js";
 import { formatLsn } from "../lsn.js";
 import { CheckpointError, TransientError } from "../errors.js";
 import type { Logger } from "../log.js";

@@ -2,7 +2,7 @@ import type { Message, Producer, TopicMessages } from "kafkajs";
 import type { Config } from "../config.js";
 import type { Lsn } from "../lsn.js";
 import type { SinkAck } from "../checkpoint/ack.js";
-import type { Position } from "../checkpoint/position.js";
+import type { Position } from "../lsn.js";
 import { TransientError } from "../errors.js";
 import { batchEnd, recordBytes } from "./batch.js";
 import { inTransaction } from "./client.js";

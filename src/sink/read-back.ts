@@ -1,6 +1,6 @@
 import { privateReader } from "./reader.js";
 import type { Admin, Kafka } from "kafkajs";
-import { comparePositions, parsePosition, type Position } from "../checkpoint/position.js";
+import { comparePositions, parsePosition, type Position } from "../lsn.js";
 import { TransientError } from "../errors.js";
 import type { Logger } from "../log.js";
 

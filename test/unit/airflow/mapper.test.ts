@@ -5,7 +5,7 @@ import { TaskInstanceEvent, DagRunEvent, NotificationEvent } from "../../../src/
 import type { Relation, Row, RowChange, TxEvent } from "../../../src/decode/types.js";
 import { UNCHANGED } from "../../../src/decode/types.js";
 import { SchemaError } from "../../../src/errors.js";
-import { formatPosition, isAtOrBefore, parsePosition } from "../../../src/checkpoint/position.js";
+import { formatPosition, isAtOrBefore, parsePosition } from "../../../src/lsn.js";
 
 const log = pino({ level: "silent" });
 const OPTS = { schema: "public", cacheSize: 1000, xcomKey: "eventstream", notificationRawMaxBytes: 64 };

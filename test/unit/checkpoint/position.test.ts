@@ -1,15 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { parseLsn } from "../../../src/lsn.js";
-import {
-  comparePositions,
-  encodeCheckpoint,
-  formatPosition,
-  isAtOrBefore,
-  parseCheckpoint,
-  parsePosition,
-  type Checkpoint,
-  type Position,
-} from "../../../src/checkpoint/position.js";
+import { encodeCheckpoint, parseCheckpoint, type Checkpoint } from "../../../src/checkpoint/position.js";
+import { comparePositions, formatPosition, isAtOrBefore, parsePosition, type Position } from "../../../src/lsn.js";
 import { CheckpointError } from "../../../src/errors.js";
 
 const pos = (lsn: string, index: number): Position => ({ commitLsn: parseLsn(lsn), index });

@@ -2,7 +2,7 @@ import type { Message, TopicMessages } from "kafkajs";
 import { describe, expect, it } from "vitest";
 import { loadConfig } from "../../../src/config.js";
 import type { Lsn } from "../../../src/lsn.js";
-import type { Position } from "../../../src/checkpoint/position.js";
+import type { Position } from "../../../src/lsn.js";
 import { TransientError } from "../../../src/errors.js";
 import { RECORD_BATCH_OVERHEAD_BYTES, recordBytes } from "../../../src/sink/batch.js";
 import {
