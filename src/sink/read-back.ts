@@ -52,6 +52,8 @@ export interface ReadBackOptions {
   perPartition: number;
   clientId: string;
   timeoutMs: number;
+  /** How long records past a partition's last stable offset are waited for (default TAIL_WAIT_MS). */
+  tailWaitMs?: number;
   log: Logger;
   track(close: () => Promise<void>): void;
   /** Each record's value, in offset order per partition (a partition read again repeats its records in order). */
@@ -64,7 +66,22 @@ interface Wanted {
   partition: number;
   start: bigint;
   last: bigint;
+  /** The last offset below the last stable offset fetched at first. */
+  stable: bigint;
+  /** When the read got past `stable` (ms), while records after it were still awaited; null: not yet. */
+  stableAt: number | null;
 }
+
+/**
+ * How long records past the last stable offset fetched at first are waited for, once everything
+ * before it is read. A transaction whose events PostgreSQL was told of had committed (its EndTxn
+ * succeeded), and its markers are written as soon as the coordinator is up (the fencing at
+ * start waited for that): its records become readable within seconds. Seen after a Kafka
+ * restart: records of a transaction that stays open far longer (over 100 s), which the fencing
+ * did not end; they cannot hold an acknowledged change, are replayed from the slot anyway, and
+ * every read_committed consumer waits for them too. Past this wait they are left out.
+ */
+export const TAIL_WAIT_MS = 15_000;
 
 export async function readBack(kafka: Kafka, admin: Admin, opts: ReadBackOptions): Promise<ReadBackResult> {
   const started = Date.now();
@@ -95,7 +112,7 @@ async function wantedRanges(admin: Admin, opts: ReadBackOptions, heads: Map<stri
       const low = BigInt(o.low);
       if (high <= low) continue;
       const start = high - BigInt(opts.perPartition) > low ? high - BigInt(opts.perPartition) : low;
-      want.set(`${topic}/${o.partition}`, { topic, partition: o.partition, start, last: high - 1n });
+      want.set(`${topic}/${o.partition}`, { topic, partition: o.partition, start, last: high - 1n, stable: high - 1n, stableAt: null });
     }
   }
   return want;
@@ -109,15 +126,16 @@ async function readPartitions(
   onValue: (topic: string, partition: number, value: Record<string, unknown>) => void,
 ): Promise<number> {
   const { consumer, close } = privateReader(kafka, `${opts.clientId}.read-back`, opts.track);
-  const pending = new Set(want.keys());
+  const progress = new ReadProgress(want, opts.tailWaitMs ?? TAIL_WAIT_MS, opts.log);
   let records = 0;
   let timer: NodeJS.Timeout | undefined;
+  let tailCheck: NodeJS.Timeout | undefined;
   try {
     await consumer.connect();
     await consumer.subscribe({ topics: [...new Set([...want.values()].map((w) => w.topic))], fromBeginning: true });
     await new Promise<void>((resolve, reject) => {
       timer = setTimeout(() => {
-        const behind = [...pending].slice(0, 5).join(", ");
+        const behind = [...progress.pending].slice(0, 5).join(", ");
         reject(
           new TransientError(
             `the event topics were not read back to their end within ${opts.timeoutMs} ms (${behind} still behind); retrying`,
@@ -131,39 +149,20 @@ async function readPartitions(
         );
       });
       // After the batch's records went through eachMessage: its last offset, a marker's included.
-      // Only here, not per record: the batch also says where the partition's log ends (its high
-      // watermark), which may move the end first.
       consumer.on(consumer.events.END_BATCH_PROCESS, (e) => {
-        const { topic, partition, lastOffset, highWatermark } = e.payload;
-        const id = `${topic}/${partition}`;
-        const w = want.get(id);
-        if (w === undefined || !pending.has(id) || lastOffset === null) return;
-        // Records past the last stable offset fetched at first: a transaction that was still open
-        // then (the previous session's, being completed or aborted) or one completed since. Nothing
-        // else writes here, so the log's end is the high watermark; read_committed returns those
-        // records once their transaction has ended. Stopping at the older end would leave the
-        // rows they name with an older state, and the next change of those rows would be published
-        // with a wrong previous_state.
-        const hw = BigInt(highWatermark);
-        if (hw - 1n > w.last) {
-          opts.log.info(
-            { topic, partition, lastStableOffset: (w.last + 1n).toString(), highWatermark },
-            "reading back: this partition holds records past its last stable offset at start; reading on to its end",
-          );
-          w.last = hw - 1n;
-        }
-        if (BigInt(lastOffset) < w.last) return;
-        pending.delete(id);
-        if (pending.size === 0) resolve();
+        if (progress.batchEnded(e.payload)) resolve();
       });
+      // Read_committed returns nothing past an open transaction, so no batch says the wait is over.
+      tailCheck = setInterval(() => {
+        if (progress.giveUpOpenTails()) resolve();
+      }, 250);
       consumer
         .run({
           autoCommit: false,
           eachMessage: async ({ topic, partition, message }) => {
-            const id = `${topic}/${partition}`;
-            const w = want.get(id);
+            const w = want.get(`${topic}/${partition}`);
             // Before the start offset: a seek not yet applied.
-            if (w === undefined || !pending.has(id) || BigInt(message.offset) < w.start) return;
+            if (w === undefined || !progress.pending.has(`${topic}/${partition}`) || BigInt(message.offset) < w.start) return;
             records++;
             const value = parse(message.value);
             if (value !== null) onValue(topic, partition, value);
@@ -176,9 +175,72 @@ async function readPartitions(
     });
   } finally {
     clearTimeout(timer);
+    clearInterval(tailCheck);
     await close();
   }
   return records;
+}
+
+/** Which partitions are read to their end, by the batches kafkajs reports. */
+class ReadProgress {
+  readonly pending: Set<string>;
+
+  constructor(
+    private readonly want: Map<string, Wanted>,
+    private readonly tailWaitMs: number,
+    private readonly log: Logger,
+  ) {
+    this.pending = new Set(want.keys());
+  }
+
+  /**
+   * A batch's records went through eachMessage; true when every partition is read. Only here, not
+   * per record: the batch also says where the partition's log ends (its high watermark), which may
+   * move the end first. Records past the last stable offset fetched at first belong to a
+   * transaction that was still open then (the previous session's, being completed or aborted) or
+   * one completed since; nothing else writes here, so the log's end is the high watermark, and
+   * read_committed returns those records once their transaction has ended. Stopping at the older
+   * end would leave the rows they name with an older state, and the next change of those rows
+   * would be published with a wrong previous_state.
+   */
+  batchEnded(b: { topic: string; partition: number; lastOffset: string | null; highWatermark: string }): boolean {
+    const id = `${b.topic}/${b.partition}`;
+    const w = this.want.get(id);
+    if (w === undefined || !this.pending.has(id) || b.lastOffset === null) return false;
+    const hw = BigInt(b.highWatermark);
+    if (hw - 1n > w.last) {
+      this.log.info(
+        { topic: b.topic, partition: b.partition, lastStableOffset: (w.last + 1n).toString(), highWatermark: b.highWatermark },
+        "reading back: this partition holds records past its last stable offset at start; reading on to its end",
+      );
+      w.last = hw - 1n;
+    }
+    const last = BigInt(b.lastOffset);
+    if (last >= w.stable && w.stableAt === null) w.stableAt = Date.now();
+    if (last < w.last) return false;
+    this.pending.delete(id);
+    return this.pending.size === 0;
+  }
+
+  /** Leaves out what an open transaction holds past TAIL_WAIT_MS (see there); true when every partition is read. */
+  giveUpOpenTails(): boolean {
+    for (const id of [...this.pending]) {
+      const w = this.want.get(id)!;
+      if (w.stableAt === null || Date.now() - w.stableAt < this.tailWaitMs) continue;
+      this.log.warn(
+        {
+          topic: w.topic,
+          partition: w.partition,
+          openFrom: (w.stable + 1n).toString(),
+          highWatermark: (w.last + 1n).toString(),
+          waitedMs: this.tailWaitMs,
+        },
+        "reading back: a transaction stays open in this partition; its records are left out (they hold no change PostgreSQL was told of). Every read_committed consumer of the partition waits for it too, until Kafka aborts it (transaction.timeout.ms) or an operator does (kafka-transactions.sh abort)",
+      );
+      this.pending.delete(id);
+    }
+    return this.pending.size === 0;
+  }
 }
 
 function parse(v: Buffer | null): Record<string, unknown> | null {

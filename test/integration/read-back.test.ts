@@ -70,4 +70,43 @@ describe("read-back", () => {
       await producer.disconnect();
     }
   });
+
+  it("leaves out the records of a transaction that stays open, after the tail wait, and says so", async () => {
+    const topic = uniqueName("read_back_open");
+    topics.push(topic);
+    await admin.connect();
+    await admin.createTopics({ topics: [{ topic, numPartitions: 1 }], waitForLeaders: true });
+    const value = (i: number) =>
+      JSON.stringify({ type: "task_instance", i, source: { position: `00000000000000${String(10 + i)}-00000000` } });
+    const producer = kafka.producer({ transactionalId: uniqueName("read_back_open_tx"), idempotent: true, maxInFlightRequests: 1 });
+    await producer.connect();
+    try {
+      const committed = await producer.transaction();
+      await committed.send({ topic, messages: [0, 1].map((i) => ({ value: value(i) })) });
+      await committed.commit();
+      const open = await producer.transaction();
+      await open.send({ topic, messages: [{ value: value(2) }] });
+      const seen: Record<string, unknown>[] = [];
+      const lines: string[] = [];
+      const started = Date.now();
+      const result = await readBack(kafka, admin, {
+        topics: [topic],
+        perPartition: 100,
+        clientId: "test-read-back",
+        timeoutMs: 60_000,
+        tailWaitMs: 2_000,
+        log: pino({ level: "info" }, { write: (l: string) => lines.push(l) }),
+        track: () => undefined,
+        onEvent: (v) => seen.push(v),
+      });
+      // Ends after the tail wait, not at the 60 s timeout, with what is committed.
+      expect(Date.now() - started).toBeLessThan(30_000);
+      expect(seen.map((v) => v.i)).toEqual([0, 1]);
+      expect(result.heads.get(topic)?.[0]).toEqual({ commitLsn: 0x11n, index: 0 });
+      expect(lines.some((l) => l.includes("a transaction stays open in this partition"))).toBe(true);
+      await open.abort();
+    } finally {
+      await producer.disconnect();
+    }
+  });
 });
