@@ -257,7 +257,7 @@ export const SETTINGS = {
     group: "memory",
     schema: int(1_000, 100_000_000).default(25_000),
     about:
-      "Task instances whose last state is remembered, to tell transitions from heartbeats (up to ~750 B of heap each on Airflow 3.x, measured; less on 2.x). A row evicted before its next change gets `previous_state_known: false`, nothing else. The default fits the launcher's heap (`bin/airflow-eventstream`); more needs `NODE_OPTIONS=--max-old-space-size=...`, which the start-up check computes.",
+      "Task instances whose last state is remembered, to tell transitions from heartbeats (up to ~750 B of heap each on Airflow 3.x, measured; less on 2.x). A row evicted before its next change has that change published with `previous_state_known: false`, even a heartbeat (one such event per eviction). The default fits the launcher's heap (`bin/airflow-eventstream`); more needs `NODE_OPTIONS=--max-old-space-size=...`, which the start-up check computes.",
   },
   EVENTSTREAM_RESTART_READ_EVENTS: {
     group: "memory",
