@@ -74,12 +74,9 @@ interface Wanted {
 
 /**
  * How long records past the last stable offset fetched at first are waited for, once everything
- * before it is read. A transaction whose events PostgreSQL was told of had committed (its EndTxn
- * succeeded), and its markers are written as soon as the coordinator is up (the fencing at
- * start waited for that): its records become readable within seconds. Seen after a Kafka
- * restart: records of a transaction that stays open far longer (over 100 s), which the fencing
- * did not end; they cannot hold an acknowledged change, are replayed from the slot anyway, and
- * every read_committed consumer waits for them too. Past this wait they are left out.
+ * before it is read (see ReadProgress). After a Kafka restart the fault suite saw such records
+ * become readable after more than 15 s, and others stay open for over 100 s; a read that waits
+ * for ever stalls the slot, so past this wait the partition's rows start unknown instead.
  */
 export const TAIL_WAIT_MS = 15_000;
 
@@ -126,7 +123,7 @@ async function readPartitions(
   onValue: (topic: string, partition: number, value: Record<string, unknown>) => void,
 ): Promise<number> {
   const { consumer, close } = privateReader(kafka, `${opts.clientId}.read-back`, opts.track);
-  const progress = new ReadProgress(want, opts.tailWaitMs ?? TAIL_WAIT_MS, opts.log);
+  const progress = new ReadProgress(want, opts.tailWaitMs ?? TAIL_WAIT_MS, opts.log, onValue);
   let records = 0;
   let timer: NodeJS.Timeout | undefined;
   let tailCheck: NodeJS.Timeout | undefined;
@@ -148,6 +145,8 @@ async function readPartitions(
           new TransientError(`reading back the event topics failed (${e.payload.error.message}); retrying`, { cause: e.payload.error }),
         );
       });
+      // Before the batch's records go through eachMessage: where the partition's log ends.
+      consumer.on(consumer.events.START_BATCH_PROCESS, (e) => progress.batchStarted(e.payload));
       // After the batch's records went through eachMessage: its last offset, a marker's included.
       consumer.on(consumer.events.END_BATCH_PROCESS, (e) => {
         if (progress.batchEnded(e.payload)) resolve();
@@ -165,7 +164,7 @@ async function readPartitions(
             if (w === undefined || !progress.pending.has(`${topic}/${partition}`) || BigInt(message.offset) < w.start) return;
             records++;
             const value = parse(message.value);
-            if (value !== null) onValue(topic, partition, value);
+            if (value !== null) progress.record(topic, partition, value);
           },
         })
         .catch(reject);
@@ -181,48 +180,71 @@ async function readPartitions(
   return records;
 }
 
-/** Which partitions are read to their end, by the batches kafkajs reports. */
+/**
+ * Which partitions are read to their end, by the batches kafkajs reports, and what is handed on.
+ *
+ * A partition may hold records past the last stable offset fetched at first: a transaction still
+ * open then. Nothing else writes here, so the log's end is the high watermark each batch reports;
+ * read_committed returns those records once their transaction ends. They may be events PostgreSQL
+ * was told of: after a Kafka restart the fault suite saw a transaction whose commit had succeeded
+ * get its markers, on one partition, only after more than 15 s (the fencing at start did not wait
+ * for them). Stopping at the older end would seed the rows they name with the state before, and
+ * their next change would be published with a wrong previous_state. So such a partition's records
+ * are held back until its end is read, then handed on in order; if the end is still not readable
+ * after TAIL_WAIT_MS, none of them are: the rows of that partition start unknown
+ * (previous_state_known false on their next change), which is true, rather than one state behind.
+ */
 class ReadProgress {
   readonly pending: Set<string>;
+  /** Partitions with records past their first end: their values, held until the end is read. */
+  private readonly held = new Map<string, Record<string, unknown>[]>();
 
   constructor(
     private readonly want: Map<string, Wanted>,
     private readonly tailWaitMs: number,
     private readonly log: Logger,
+    private readonly onValue: (topic: string, partition: number, value: Record<string, unknown>) => void,
   ) {
     this.pending = new Set(want.keys());
   }
 
-  /**
-   * A batch's records went through eachMessage; true when every partition is read. Only here, not
-   * per record: the batch also says where the partition's log ends (its high watermark), which may
-   * move the end first. Records past the last stable offset fetched at first belong to a
-   * transaction that was still open then (the previous session's, being completed or aborted) or
-   * one completed since; nothing else writes here, so the log's end is the high watermark, and
-   * read_committed returns those records once their transaction has ended. Stopping at the older
-   * end would leave the rows they name with an older state, and the next change of those rows
-   * would be published with a wrong previous_state.
-   */
+  /** A batch is about to go through eachMessage; its high watermark may move the partition's end. */
+  batchStarted(b: { topic: string; partition: number; highWatermark: string }): void {
+    const id = `${b.topic}/${b.partition}`;
+    const w = this.want.get(id);
+    if (w === undefined || !this.pending.has(id)) return;
+    const hw = BigInt(b.highWatermark);
+    if (hw - 1n <= w.last) return;
+    this.log.info(
+      { topic: b.topic, partition: b.partition, lastStableOffset: (w.stable + 1n).toString(), highWatermark: b.highWatermark },
+      "reading back: this partition holds records past its last stable offset at start; reading on to its end",
+    );
+    w.last = hw - 1n;
+    if (!this.held.has(id)) this.held.set(id, []);
+  }
+
+  record(topic: string, partition: number, value: Record<string, unknown>): void {
+    const held = this.held.get(`${topic}/${partition}`);
+    if (held) held.push(value);
+    else this.onValue(topic, partition, value);
+  }
+
+  /** A batch's records went through eachMessage; true when every partition is read. */
   batchEnded(b: { topic: string; partition: number; lastOffset: string | null; highWatermark: string }): boolean {
     const id = `${b.topic}/${b.partition}`;
     const w = this.want.get(id);
     if (w === undefined || !this.pending.has(id) || b.lastOffset === null) return false;
-    const hw = BigInt(b.highWatermark);
-    if (hw - 1n > w.last) {
-      this.log.info(
-        { topic: b.topic, partition: b.partition, lastStableOffset: (w.last + 1n).toString(), highWatermark: b.highWatermark },
-        "reading back: this partition holds records past its last stable offset at start; reading on to its end",
-      );
-      w.last = hw - 1n;
-    }
+    this.batchStarted(b);
     const last = BigInt(b.lastOffset);
     if (last >= w.stable && w.stableAt === null) w.stableAt = Date.now();
     if (last < w.last) return false;
     this.pending.delete(id);
+    for (const value of this.held.get(id) ?? []) this.onValue(b.topic, b.partition, value);
+    this.held.delete(id);
     return this.pending.size === 0;
   }
 
-  /** Leaves out what an open transaction holds past TAIL_WAIT_MS (see there); true when every partition is read. */
+  /** Gives up, past TAIL_WAIT_MS, on partitions whose end stays unreadable; true when every partition is read. */
   giveUpOpenTails(): boolean {
     for (const id of [...this.pending]) {
       const w = this.want.get(id)!;
@@ -235,9 +257,10 @@ class ReadProgress {
           highWatermark: (w.last + 1n).toString(),
           waitedMs: this.tailWaitMs,
         },
-        "reading back: a transaction stays open in this partition; its records are left out (they hold no change PostgreSQL was told of). Every read_committed consumer of the partition waits for it too, until Kafka aborts it (transaction.timeout.ms) or an operator does (kafka-transactions.sh abort)",
+        "reading back: a transaction stays open in this partition; the rows of its events start with their previous state unknown. Every read_committed consumer of the partition waits for that transaction too, until Kafka ends it",
       );
       this.pending.delete(id);
+      this.held.delete(id);
     }
     return this.pending.size === 0;
   }
