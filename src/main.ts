@@ -50,13 +50,10 @@ export class Daemon {
     while (!this.stopped) {
       const session = (this.session = this.newSession(this.cfg, this.log));
       try {
-        const halted = new Promise<void>((resolve) => (this.halt = resolve));
-        await Promise.race([session.run(), halted]);
-        this.halt = null;
+        await this.runUntilHalted(session);
         if (this.stopped) return;
         this.log.warn("replication stream ended; reconnecting");
       } catch (e: unknown) {
-        this.halt = null;
         if (e instanceof UserActionError) throw e;
         if (this.stopped) return;
         const err = coerceError(e);
@@ -82,6 +79,16 @@ export class Daemon {
       }
       await this.sleep(backoffMs);
       backoffMs = Math.min(backoffMs * 2, MAX_BACKOFF_MS);
+    }
+  }
+
+  /** The session's run, or until stop() has flushed (see `halt`). */
+  private async runUntilHalted(session: SupervisedSession): Promise<void> {
+    const halted = new Promise<void>((resolve) => (this.halt = resolve));
+    try {
+      await Promise.race([session.run(), halted]);
+    } finally {
+      this.halt = null;
     }
   }
 

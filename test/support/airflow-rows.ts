@@ -25,6 +25,22 @@ export async function insertDagRun(c: pg.Client, major: AirflowMajor, dagId: str
   return rows[0]!.id;
 }
 
+/** The task_instance columns the scheduler's INSERT fills (3.x adds `id` before them). */
+export const TI_INSERT_COLUMNS = [
+  "dag_id",
+  "task_id",
+  "run_id",
+  "map_index",
+  "state",
+  "try_number",
+  "max_tries",
+  "pool",
+  "pool_slots",
+  "queue",
+  "operator",
+  "priority_weight",
+] as const;
+
 /** INSERT as the scheduler does when a run is created: state NULL, try_number 0. Returns the 3.x id. */
 export async function insertTi(
   c: pg.Client,
@@ -33,20 +49,7 @@ export async function insertTi(
   extra: { state?: string | null; try_number?: number } = {},
 ): Promise<string | null> {
   const id = major === "3" ? randomUUID() : null;
-  const cols = [
-    "dag_id",
-    "task_id",
-    "run_id",
-    "map_index",
-    "state",
-    "try_number",
-    "max_tries",
-    "pool",
-    "pool_slots",
-    "queue",
-    "operator",
-    "priority_weight",
-  ];
+  const cols: string[] = [...TI_INSERT_COLUMNS];
   const vals: unknown[] = [
     key.dag_id,
     key.task_id,

@@ -7,6 +7,7 @@ import type pg from "pg";
 import { Kafka, logLevel } from "kafkajs";
 import { AirflowEvent } from "../../src/airflow/events.js";
 import { pgClient, services, sleep, type AirflowMajor, type Consumed } from "./harness.js";
+import { TI_INSERT_COLUMNS } from "./airflow-rows.js";
 import { prng } from "../../bench/workload.ts";
 
 /**
@@ -351,20 +352,7 @@ function sample<T>(from: T[], k: number, rand: () => number): T[] {
 
 /** The scheduler's INSERT of a run's task instances, as one multi-row statement. */
 async function insertTis(c: pg.Client, major: AirflowMajor, tis: TiPlan[]): Promise<void> {
-  const cols = [
-    "dag_id",
-    "task_id",
-    "run_id",
-    "map_index",
-    "state",
-    "try_number",
-    "max_tries",
-    "pool",
-    "pool_slots",
-    "queue",
-    "operator",
-    "priority_weight",
-  ];
+  const cols: string[] = [...TI_INSERT_COLUMNS];
   if (major === "3") cols.unshift("id");
   const vals: unknown[] = [];
   const tuples: string[] = [];
