@@ -168,6 +168,8 @@ function configFrom(e: Env, { kafkaCa, pgRootCert }: CaFiles) {
     maxInflightEvents: e.EVENTSTREAM_MAX_INFLIGHT_EVENTS,
     maxInflightBytes: e.EVENTSTREAM_MAX_INFLIGHT_BYTES,
     stateCacheSize: e.EVENTSTREAM_STATE_CACHE_SIZE,
+    snapshotChunkRows: e.EVENTSTREAM_SNAPSHOT_CHUNK_ROWS,
+    snapshotRowsPerSecond: e.EVENTSTREAM_SNAPSHOT_ROWS_PER_SECOND,
     restartReadEvents: e.EVENTSTREAM_RESTART_READ_EVENTS,
     /** null: XComs are not captured. */
     xcomKey: e.EVENTSTREAM_NOTIFICATIONS ? e.EVENTSTREAM_XCOM_KEY : null,

@@ -62,6 +62,8 @@ export interface CheckpointStore extends AckSink {
   readCheckpoint(source: SourceIdentity): Promise<Checkpoint | null>;
   /** A checkpoint after everything queued, resolving with its acked_lsn once durable (null: not written). */
   checkpointNow(): Promise<Lsn | null>;
+  /** Snapshot jobs' progress, read with the checkpoint and written with every later one (src/snapshot/); absent: not kept. */
+  snapshotProgress?: unknown;
 }
 
 /** The Kafka side of a session: one client serves both the events and the checkpoint. */

@@ -58,6 +58,11 @@ export class DagRunMapper {
     return change.kind === "delete" ? this.deleted(change, ev, tx) : this.written(change, ev, tx);
   }
 
+  /** A row read by a snapshot (src/snapshot/): always an event, and the run's state and context from then on. */
+  snapshot(change: Extract<RowChange, { kind: "insert" }>, ev: ChangeEvent, tx: TxContext): DagRunEvent {
+    return this.written(change, ev, tx, true)!;
+  }
+
   /** Forget every DAG run (a TRUNCATE); their contexts are the caller's to clear. */
   clear(): void {
     this.runs.clear();
@@ -94,12 +99,13 @@ export class DagRunMapper {
   }
 
   /** An insert or update: an event when it is a transition, null for churn. */
-  private written(change: RowWrite, ev: ChangeEvent, tx: TxContext): DagRunEvent | null {
+  private written(change: RowWrite, ev: ChangeEvent, tx: TxContext, snapshot = false): DagRunEvent | null {
     const row = change.row;
     const id = int(row, "id") ?? 0;
     const key = String(id);
     const next = runState(row);
     const prev = change.kind === "update" && change.oldKind === "full" && change.old ? runState(change.old) : this.runs.get(key);
+    const op = snapshot ? "snapshot" : change.kind;
     // The context changes rarely, but every row carries it: keep it current even on churn.
     this.contexts.set(next.dagId, next.runId, {
       logicalDate: str(row, "logical_date") ?? str(row, "execution_date"),
@@ -109,6 +115,7 @@ export class DagRunMapper {
       clearNumber: next.clearNumber,
     });
     if (
+      snapshot === false &&
       change.kind === "update" &&
       prev &&
       prev.state === next.state &&
@@ -120,13 +127,13 @@ export class DagRunMapper {
     this.runs.set(key, next);
     return {
       type: "dag_run",
-      op: change.kind,
+      op,
       dag_id: next.dagId,
       run_id: next.runId,
       dag_run_id: id,
       state: next.state,
       previous_state: prev ? prev.state : null,
-      previous_state_known: change.kind === "insert" || prev !== undefined,
+      previous_state_known: op === "insert" || prev !== undefined,
       run_type: str(row, "run_type"),
       logical_date: str(row, "logical_date") ?? str(row, "execution_date"),
       data_interval_start: str(row, "data_interval_start"),

@@ -86,6 +86,14 @@ export const TaskInstanceEvent = z
       ...taskInstanceFields,
     }),
     z.object({
+      op: z
+        .literal("snapshot")
+        .describe(
+          "The row as a snapshot read it (`airflow-eventstream snapshot`, docs/backfill.md), at a position after every streamed event that could be newer: apply it like an update. previous_state is what the daemon remembered of the row, if anything",
+        ),
+      ...taskInstanceFields,
+    }),
+    z.object({
       op: z.literal("delete").describe("A task instance was removed from the table; state is the last one known"),
       ...taskInstanceFields,
       // On Airflow 3.x the WAL identifies a deleted row by its id alone: unless the daemon saw the
@@ -122,6 +130,7 @@ export const DagRunEvent = z
     z.object({ op: z.literal("insert"), ...dagRunFields }),
     z.object({ op: z.literal("update").describe("The state or clear_number changed"), ...dagRunFields }),
     z.object({ op: z.literal("delete"), ...dagRunFields }),
+    z.object({ op: z.literal("snapshot").describe("The row as a snapshot read it (docs/backfill.md): apply it like an update"), ...dagRunFields }),
   ])
   .describe("A DAG run changed state");
 export type DagRunEvent = z.infer<typeof DagRunEvent>;

@@ -3,7 +3,7 @@ import { SchemaError } from "../errors.js";
 import type { Logger } from "../log.js";
 import { DagRunMapper } from "./dag-run.js";
 import { position, type ChangeEvent, type TxContext } from "./envelope.js";
-import type { StreamEvent, TableTruncatedEvent } from "./events.js";
+import type { DagRunEvent, StreamEvent, TableTruncatedEvent, TaskInstanceEvent } from "./events.js";
 import { NotificationMapper } from "./notification.js";
 import { RunContextCache, type RunContext } from "./run-context-cache.js";
 import { TaskInstanceMapper } from "./task-instance.js";
@@ -107,6 +107,15 @@ export class AirflowMapper {
       return this.notifications.map(change, ev, tx);
     }
     return null;
+  }
+
+  /**
+   * A row a snapshot read (src/snapshot/), published at `ev`'s position (a high watermark): an
+   * `op: "snapshot"` event, and the row's remembered state from then on. `change.relation`
+   * describes the snapshot query's columns.
+   */
+  snapshot(change: Extract<RowChange, { kind: "insert" }>, ev: ChangeEvent, tx: TxContext): TaskInstanceEvent | DagRunEvent {
+    return change.relation.name === "task_instance" ? this.taskInstances.snapshot(change, ev, tx) : this.dagRuns.snapshot(change, ev, tx);
   }
 
   /**

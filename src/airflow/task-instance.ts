@@ -128,6 +128,24 @@ export class TaskInstanceMapper {
     };
   }
 
+  /**
+   * A row read by a snapshot (src/snapshot/), as of `ev`'s position: always an event, and the row's
+   * state from then on; previous_state is the state remembered for the row, if any.
+   */
+  snapshot(change: Extract<RowChange, { kind: "insert" }>, ev: ChangeEvent, tx: TxContext): TaskInstanceEvent {
+    const row = change.row;
+    const rel = change.relation;
+    const name = tiKey(str(row, "dag_id") ?? "", str(row, "task_id") ?? "", str(row, "run_id") ?? "", int(row, "map_index") ?? -1);
+    const natural = this.keys.keyOf(rel).natural;
+    const key = natural ? name : this.keys.rowKey(rel, row);
+    const prev = this.tis.get(key) ?? (natural ? undefined : this.seededByName.get(name));
+    const next: TiState = { key: name, mapIndex: int(row, "map_index") ?? -1, state: internState(str(row, "state")), tryNumber: int(row, "try_number") };
+    this.tis.set(key, next);
+    if (!natural) this.seededByName.delete(name);
+    if (!natural && this.opts.xcomKey !== null) this.tries.set(name, next.tryNumber);
+    return this.event("snapshot", row, next, prev, prev !== undefined, ev, tx);
+  }
+
   /** An insert or update: an event when it is a transition, null for churn. */
   private written(change: RowWrite, ev: ChangeEvent, tx: TxContext): TaskInstanceEvent | null {
     const row = change.row;
@@ -143,20 +161,33 @@ export class TaskInstanceMapper {
       // row, which Airflow writes as a second UPDATE after the state change in the same transaction.
       return null;
     }
-    const op = change.kind;
+    // An insert has no previous state, and that is known.
+    return this.event(change.kind, row, next, prev, change.kind === "insert" || prev !== undefined, ev, tx);
+  }
+
+  private event(
+    op: "insert" | "update" | "snapshot",
+    row: Row,
+    next: TiState,
+    prev: TiState | undefined,
+    known: boolean,
+    ev: ChangeEvent,
+    tx: TxContext,
+  ): TaskInstanceEvent {
+    const dagId = str(row, "dag_id") ?? "";
+    const runId = str(row, "run_id") ?? "";
     return {
       type: "task_instance",
       op,
       dag_id: dagId,
-      task_id: taskId,
+      task_id: str(row, "task_id") ?? "",
       run_id: runId,
-      map_index: mapIndex,
+      map_index: next.mapIndex,
       try_number: next.tryNumber,
       max_tries: int(row, "max_tries"),
       state: next.state,
       previous_state: prev ? prev.state : null,
-      // An insert has no previous state, and that is known.
-      previous_state_known: op === "insert" || prev !== undefined,
+      previous_state_known: known,
       previous_try_number: prev ? prev.tryNumber : null,
       ...detailFields(row),
       ...this.contexts.fields(dagId, runId),

@@ -33,6 +33,8 @@ export interface Checkpoint {
   systemIdentifier: string | null;
   database: string | null;
   writtenAt: string | null;
+  /** Snapshot jobs' progress (src/snapshot/spec.ts, validated there), carried with the checkpoint; absent: none. */
+  snapshot?: unknown;
 }
 
 export const CHECKPOINT_VERSION = 1;
@@ -48,6 +50,7 @@ const CheckpointValue = z.object({
   system_identifier: z.string().nullable().optional(),
   database: z.string().nullable().optional(),
   written_at: z.string().nullable().optional(),
+  snapshot: z.unknown().optional(),
 });
 
 export function encodeCheckpoint(cp: Checkpoint): string {
@@ -62,6 +65,7 @@ export function encodeCheckpoint(cp: Checkpoint): string {
     system_identifier: cp.systemIdentifier,
     database: cp.database,
     written_at: cp.writtenAt,
+    ...(cp.snapshot === undefined || cp.snapshot === null ? {} : { snapshot: cp.snapshot }),
   });
 }
 
@@ -112,6 +116,7 @@ export function parseCheckpoint(value: string, where: string): Checkpoint {
     systemIdentifier: v.system_identifier ?? null,
     database: v.database ?? null,
     writtenAt: v.written_at ?? null,
+    snapshot: v.snapshot ?? null,
   };
 }
 

@@ -259,6 +259,18 @@ export const SETTINGS = {
     about:
       "Task instances whose last state is remembered, to tell transitions from heartbeats (up to ~750 B of heap each on Airflow 3.x, measured; less on 2.x). A row evicted before its next change has that change published with `previous_state_known: false`, even a heartbeat (one such event per eviction). The default fits the launcher's heap (`bin/airflow-eventstream`); more needs `NODE_OPTIONS=--max-old-space-size=...`, which the start-up check computes.",
   },
+  EVENTSTREAM_SNAPSHOT_CHUNK_ROWS: {
+    group: "memory",
+    schema: int(1, 100_000).default(1_024),
+    about:
+      "Snapshots (`airflow-eventstream snapshot`, docs/backfill.md): rows read per chunk, one primary-key range scan between two watermarks. Larger chunks read faster but hold more rows in memory and lose more rows to changes made while the chunk is open (those rows come from the stream instead).",
+  },
+  EVENTSTREAM_SNAPSHOT_ROWS_PER_SECOND: {
+    group: "memory",
+    schema: int(1, 10_000_000).default(5_000),
+    about:
+      "Snapshots: at most this many rows read per second, so Airflow's own queries keep their share of the database (bench/README.md measures the cost).",
+  },
   EVENTSTREAM_RESTART_READ_EVENTS: {
     group: "memory",
     schema: int(1, 10_000_000).default(2_000),

@@ -8,7 +8,7 @@ import { FramingError } from "./errors.js";
 import { pgTimestampToIso } from "./pgoutput.js";
 import type { Lsn } from "../lsn.js";
 import type { PgoutputMessage, RawColumn, RawTuple, Relation, Row, RowChange, TxEvent } from "./types.js";
-import { UNCHANGED } from "./types.js";
+import { MESSAGE_PREFIX, UNCHANGED } from "./types.js";
 import { decodeValue } from "./values.js";
 
 /** A Relation plus the per-column arrays the row loop reads (flat arrays: no property chains per value). */
@@ -113,9 +113,14 @@ export class TransactionDecoder {
         this.relations.set(msg.relation.id, cache(msg.relation));
         return null;
 
+      case "message":
+        // Ours only (snapshot requests and watermarks, src/snapshot/); any other tool's are not ours to read.
+        if (!msg.prefix.startsWith(MESSAGE_PREFIX)) return null;
+        if (msg.transactional) this.requireTx("a transactional MESSAGE");
+        return { kind: "message", transactional: msg.transactional, lsn: msg.lsn, prefix: msg.prefix, content: msg.content };
+
       case "type":
       case "origin":
-      case "message":
         return null;
 
       default:

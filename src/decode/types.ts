@@ -83,4 +83,13 @@ export type RawTuple = RawColumn[];
 export type TxEvent =
   | { kind: "begin"; xid: number; commitLsn: Lsn; commitTime: string }
   | { kind: "change"; xid: number; commitLsn: Lsn; index: number; change: RowChange }
-  | { kind: "commit"; xid: number; commitLsn: Lsn; endLsn: Lsn; commitTime: string };
+  | { kind: "commit"; xid: number; commitLsn: Lsn; endLsn: Lsn; commitTime: string }
+  /**
+   * A logical decoding message (pg_logical_emit_message) whose prefix starts with MESSAGE_PREFIX:
+   * a transactional one inside its (committed) transaction, a non-transactional one between
+   * transactions. `lsn` is the message record's own LSN.
+   */
+  | { kind: "message"; transactional: boolean; lsn: Lsn; prefix: string; content: Buffer };
+
+/** The prefix of the logical decoding messages the decoder passes on; others are dropped. */
+export const MESSAGE_PREFIX = "airflow-eventstream.";

@@ -31,6 +31,12 @@ export class CheckpointStore implements CheckpointRecords {
   /** Set by read(): no checkpoint (and in exactly-once no batch) is written before. */
   private source: SourceIdentity | null = null;
   private lastPosition: Position | null = null;
+  /**
+   * Snapshot jobs' progress (src/snapshot/), written with every checkpoint record: read at start
+   * with the checkpoint, so a job resumes after a crash or takeover, and compaction keeps it with
+   * the key. The coordinator sets it only once Kafka holds the chunks it covers.
+   */
+  snapshotProgress: unknown = null;
 
   /** `track` is handed the close of each consumer the read opens, so a teardown mid-read closes it. */
   constructor(
@@ -85,6 +91,7 @@ export class CheckpointStore implements CheckpointRecords {
     const latest = this.latestOf(scan, source);
     this.source = source;
     this.lastPosition = latest?.position ?? null;
+    this.snapshotProgress = latest?.snapshot ?? null;
     const fields = {
       topic,
       checkpoint: latest?.position ? formatPosition(latest.position) : null,
@@ -189,6 +196,7 @@ export class CheckpointStore implements CheckpointRecords {
       systemIdentifier: source.systemIdentifier,
       database: source.database,
       writtenAt: new Date().toISOString(),
+      snapshot: this.snapshotProgress,
     });
     return { topic: this.target.topic, messages: [{ key: this.target.key, value }] };
   }

@@ -101,6 +101,15 @@ export class KafkaSink {
     }
   }
 
+  /** Snapshot progress carried by the checkpoint records (CheckpointStore.snapshotProgress); none without a checkpoint topic. */
+  get snapshotProgress(): unknown {
+    return this.store?.snapshotProgress ?? null;
+  }
+
+  set snapshotProgress(v: unknown) {
+    if (this.store) this.store.snapshotProgress = v;
+  }
+
   /** Asks for a checkpoint in the next produce request (or alone, when idle). */
   requestCheckpoint(): void {
     this.publisher.requestCheckpoint();

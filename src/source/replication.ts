@@ -86,7 +86,7 @@ export class ReplicationStream {
 
     const sql =
       `START_REPLICATION SLOT ${ident(this.cfg.slot)} LOGICAL ${formatLsn(0n)} ` +
-      `(proto_version '1', publication_names ${literal(ident(this.cfg.publication))})`;
+      `(proto_version '1', publication_names ${literal(ident(this.cfg.publication))}, messages 'true')`;
     await new Promise<void>((resolve, reject) => {
       connection.once("replicationStart", () => resolve());
       client.query(sql).then(

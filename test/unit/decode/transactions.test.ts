@@ -36,6 +36,8 @@ function expectFraming(events: TxEvent[]): void {
   let next = 0;
   let lastEnd = 0n;
   for (const e of events) {
+    // Fixtures are captured without `messages`: none of ours in them.
+    if (e.kind === "message") throw new Error("unexpected logical decoding message in a fixture");
     if (e.kind === "begin") {
       expect(open).toBeNull();
       expect(e.commitTime).toMatch(ISO_MICROS);

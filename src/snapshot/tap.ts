@@ -1,0 +1,122 @@
+import type { TxEvent } from "../decode/types.js";
+import type { Lsn } from "../lsn.js";
+import { RowKeys } from "../airflow/row-keys.js";
+import type { ChunkRead, ChunkRow } from "./chunk-reader.js";
+import { REQUEST_PREFIX, SnapshotSpec, WATERMARK_PREFIX, Watermark, parseJson, type SnapshotTable } from "./spec.js";
+import { RecentChanges, keysToDrop } from "./window.js";
+
+type ChangeEvent = Extract<TxEvent, { kind: "change" }>;
+type MessageEvent = Extract<TxEvent, { kind: "message" }>;
+
+/** How a chunk ended in the stream. */
+export type ChunkOutcome = { kind: "published"; events: number; lastSeq: number | null } | { kind: "retry"; reason: string };
+
+/** A chunk registered with the loop before its low watermark is written. */
+export interface OpenChunk {
+  run: string;
+  job: string;
+  chunk: number;
+  table: SnapshotTable;
+  /** The low watermark's LSN, once the stream reached it. */
+  low: Lsn | null;
+  /** Row keys published events touched since the low watermark. */
+  touched: Set<string>;
+  /** A TRUNCATE of the table since the low watermark: the chunk is read again. */
+  spoiled: boolean;
+  /** Set before the high watermark is written. */
+  read: ChunkRead | null;
+  settle(outcome: ChunkOutcome): void;
+}
+
+/** A chunk whose high watermark the stream reached: its rows to publish at `lsn`. */
+export interface ChunkToPublish {
+  chunk: OpenChunk;
+  read: ChunkRead;
+  rows: ChunkRow[];
+  lsn: Lsn;
+}
+
+/** Keys recorded for the window rule, at most (~100 B each). */
+const RECENT_KEYS = 50_000;
+
+/**
+ * The loop's side of snapshots, synchronous, in WAL order: records the row keys of published
+ * events (window.ts), hands requests to the coordinator, and at a chunk's high watermark says which
+ * of its rows to publish.
+ */
+export class SnapshotTap {
+  private readonly recent = new RecentChanges(RECENT_KEYS);
+  private readonly keys = new RowKeys();
+  private open: OpenChunk | null = null;
+
+  constructor(
+    private readonly schema: string,
+    private readonly onRequest: (spec: SnapshotSpec) => void,
+  ) {}
+
+  register(chunk: OpenChunk): void {
+    this.open = chunk;
+  }
+
+  /** Ends the open chunk (session ending): its job reads it again. */
+  abandon(reason: string): void {
+    const c = this.open;
+    this.open = null;
+    c?.settle({ kind: "retry", reason });
+  }
+
+  /** Every row change the loop maps; `published`: it produced an event. */
+  changed(ev: ChangeEvent, published: boolean): void {
+    const change = ev.change;
+    const open = this.open;
+    if (change.kind === "truncate") {
+      if (open !== null && open.low !== null && change.relations.some((r) => r.schema === this.schema && r.name === open.table)) open.spoiled = true;
+      return;
+    }
+    const rel = change.relation;
+    if (!published || rel.schema !== this.schema || (rel.name !== "task_instance" && rel.name !== "dag_run")) return;
+    const table = rel.name;
+    const rows = change.kind === "delete" ? [change.old] : change.kind === "update" && change.old ? [change.row, change.old] : [change.row];
+    for (const row of rows) {
+      const key = `${table}\u0001${this.keys.rowKey(rel, row)}`;
+      this.recent.touch(ev.xid, ev.commitLsn, key);
+      if (open !== null && open.low !== null && open.table === table) open.touched.add(key);
+    }
+  }
+
+  /** A message of ours: a request, or a watermark; returns a chunk to publish at a high watermark. */
+  message(ev: MessageEvent): ChunkToPublish | null {
+    const text = ev.content.toString("utf8");
+    if (ev.prefix === REQUEST_PREFIX) {
+      const spec = parseJson(SnapshotSpec, text);
+      if (spec !== null) this.onRequest(spec);
+      return null;
+    }
+    if (ev.prefix !== WATERMARK_PREFIX) return null;
+    const w = parseJson(Watermark, text);
+    const open = this.open;
+    // Another session's, a finished chunk's, or re-delivered WAL: nothing to do.
+    if (w === null || open === null || w.run !== open.run || w.job !== open.job || w.chunk !== open.chunk) return null;
+    if (w.kind === "low") {
+      open.low ??= ev.lsn;
+      return null;
+    }
+    this.open = null;
+    if (open.low === null || open.read === null) {
+      open.settle({ kind: "retry", reason: "high watermark before the low one or the rows" });
+      return null;
+    }
+    if (open.spoiled) {
+      open.settle({ kind: "retry", reason: "the table was truncated while the chunk was read" });
+      return null;
+    }
+    const drop = keysToDrop({ low: open.low, touchedInWindow: open.touched, snapshot: open.read.snapshot }, this.recent);
+    if (drop === null) {
+      open.settle({ kind: "retry", reason: "a transaction the chunk's snapshot missed is no longer remembered" });
+      return null;
+    }
+    const rel = open.read.relation;
+    const rows = open.read.rows.filter((r) => !drop.has(`${open.table}\u0001${this.keys.rowKey(rel, r.row)}`));
+    return { chunk: open, read: open.read, rows, lsn: ev.lsn };
+  }
+}
