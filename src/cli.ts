@@ -5,6 +5,7 @@ import { Daemon } from "./main.js";
 import { createLogger } from "./log.js";
 import { UserActionError, describeError } from "./errors.js";
 import { resetCheckpoint } from "./reset.js";
+import { SNAPSHOT_USAGE, snapshotCommand } from "./snapshot/command.js";
 
 const USAGE = `airflow-eventstream: Airflow task-state changes from PostgreSQL's WAL to Kafka.
 
@@ -14,6 +15,7 @@ Usage:
                                         consumers: delete this slot's checkpoint and drop the slot if
                                         PostgreSQL invalidated it, so the next run starts from the
                                         slot as it is (or a new one). Stop the daemon first.
+${SNAPSHOT_USAGE}
   airflow-eventstream help              this text
 
 Configuration comes from environment variables (and ./.env); see .env.example.
@@ -25,7 +27,7 @@ async function main(argv: string[]): Promise<number> {
     process.stdout.write(`${USAGE}\n`);
     return 0;
   }
-  if (cmd !== "run" && cmd !== "reset-checkpoint") {
+  if (cmd !== "run" && cmd !== "reset-checkpoint" && cmd !== "snapshot") {
     process.stderr.write(`unknown command "${cmd}"\n\n${USAGE}\n`);
     return 2;
   }
@@ -36,6 +38,11 @@ async function main(argv: string[]): Promise<number> {
     checkHeapLimit(cfg, v8.getHeapStatistics().heap_size_limit);
     log = createLogger(cfg.logLevel);
     routeProcessWarnings(log);
+    if (cmd === "snapshot") {
+      const spec = await snapshotCommand(cfg, argv.slice(1));
+      process.stdout.write(`${spec.id}\n`);
+      return 0;
+    }
     if (cmd === "reset-checkpoint") {
       const out = await resetCheckpoint(cfg, log);
       const done = [

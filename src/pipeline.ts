@@ -9,6 +9,9 @@ import { TopicRouter } from "./sink/routing.js";
 import { realStages, type Sink, type SourceStream, type Stages } from "./stages.js";
 import { Lifecycle } from "./lifecycle.js";
 import { MessageLoop } from "./session-loop.js";
+import { AckWatch } from "./snapshot/ack-watch.js";
+import { deliveryMode } from "./sink/delivery.js";
+import { SnapshotCoordinator } from "./snapshot/coordinator.js";
 import { Startup, facts, openSlot, refuseGap, type OpenSlot } from "./startup.js";
 import type { Logger } from "./log.js";
 
@@ -72,9 +75,21 @@ export class Session {
       const stream = source.openStream();
       const ack = new AckRule(opened.slot.confirmedFlushLsn, opened.identity !== null, cfg, stream, sink, life);
       relay.bind(ack);
-      const parts: Streaming = { kind: "streaming", sink, stream, ack };
+      const snapshots = new SnapshotCoordinator(cfg, log.child({ module: "snapshot" }), {
+        saveProgress: (p) => {
+          if (deliveryMode(cfg).ckpt === null) return false;
+          sink.snapshotProgress = p;
+          // Not left to the ack rule: it asks only when the safe position moved, which the chunk's
+          // own checkpoint may have covered already.
+          sink.requestCheckpoint();
+          return true;
+        },
+        acks: relay.watch,
+        fail: (e) => life.fail(e),
+      });
+      const parts: Streaming = { kind: "streaming", sink, stream, ack, snapshots };
       this.built = parts;
-      const loop = new MessageLoop(cfg, log, { decoder, mapper, router, sink, ack, life });
+      const loop = new MessageLoop(cfg, log, { decoder, mapper, router, sink, ack, life, snapshots: snapshots.tap });
       await this.stream(parts, opened, new Startup(cfg, log, { ...opened, source, sink, stream, ack, loop, mapper, life }));
     } finally {
       await this.teardown();
@@ -116,6 +131,7 @@ export class Session {
     const { cfg, log, life } = this;
     try {
       if (!(await startup.run())) return;
+      parts.snapshots.start(parts.sink.snapshotProgress ?? null);
       this.streamingSince = Date.now();
       log.info({ slot: cfg.slot, resumeFrom: formatLsn(opened.slot.confirmedFlushLsn) }, "streaming");
       await Promise.race([parts.stream.done, life.failed]);
@@ -142,6 +158,7 @@ export class Session {
   private async teardown(): Promise<void> {
     const built = this.built;
     if (built.kind === "streaming") {
+      await built.snapshots.stop();
       built.ack.close();
       await built.stream.stop();
     }
@@ -149,7 +166,7 @@ export class Session {
   }
 }
 
-type Streaming = { kind: "streaming"; sink: Sink; stream: SourceStream; ack: AckRule };
+type Streaming = { kind: "streaming"; sink: Sink; stream: SourceStream; ack: AckRule; snapshots: SnapshotCoordinator };
 
 /** What run() has built so far, which stop() and teardown act on. */
 type Built = { kind: "source" } | { kind: "sink"; sink: Sink } | Streaming;
@@ -161,6 +178,8 @@ type Built = { kind: "source" } | { kind: "sink"; sink: Sink } | Streaming;
  */
 class AckRelay implements SinkAck {
   private rule: SinkAck = BEFORE_RULE;
+  /** Snapshot chunks wait here for Kafka's acknowledgement of their events. */
+  readonly watch = new AckWatch();
 
   bind(rule: SinkAck): void {
     this.rule = rule;
@@ -168,6 +187,7 @@ class AckRelay implements SinkAck {
 
   acked(seq: number): void {
     this.rule.acked(seq);
+    this.watch.ackedUpTo(seq);
   }
 
   checkpointed(ackedLsn: Lsn): void {

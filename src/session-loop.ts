@@ -10,7 +10,8 @@ import type { AirflowMapper, TxContext } from "./airflow/mapper.js";
 import type { StreamEvent } from "./airflow/events.js";
 import { RECORD_OVERHEAD_BYTES, recordBytes } from "./sink/batch.js";
 import type { SinkRecord } from "./sink/kafka.js";
-import type { TopicRouter } from "./sink/routing.js";
+import type { Route, TopicRouter } from "./sink/routing.js";
+import type { SnapshotTap } from "./snapshot/tap.js";
 import type { StreamHandlers } from "./source/replication.js";
 import { MessageTooLargeError } from "./errors.js";
 import type { Lifecycle } from "./lifecycle.js";
@@ -24,6 +25,8 @@ export interface LoopParts {
   sink: { push(rec: SinkRecord): void };
   ack: AckRule;
   life: Lifecycle;
+  /** Snapshots (src/snapshot/): told of every change, handed our logical decoding messages; absent: none. */
+  snapshots?: SnapshotTap;
 }
 
 /**
@@ -40,6 +43,8 @@ export class MessageLoop implements StreamHandlers {
   private replayEnd: Position | null = null;
   private skipped = 0;
   private deadLettered = 0;
+  /** The seq of the last record handed to the sink; 0: none yet. */
+  private lastSeq = 0;
 
   constructor(
     private readonly cfg: Config,
@@ -68,6 +73,8 @@ export class MessageLoop implements StreamHandlers {
         this.tx = null;
         this.parts.ack.commit(ev.endLsn, this.txPublished);
         return;
+      case "message":
+        return this.message(ev);
     }
   }
 
@@ -78,15 +85,12 @@ export class MessageLoop implements StreamHandlers {
   private change(ev: Extract<TxEvent, { kind: "change" }>): void {
     const { cfg, parts } = this;
     const event = parts.mapper.map(ev, this.tx!);
+    parts.snapshots?.changed(ev, event !== null);
     if (event === null) return;
     const value = JSON.stringify(event);
     const route = parts.router.route(event);
     const key = route.key;
-    // Kafka's limit is on the record's bytes. A UTF-16 unit is at most 3 bytes of UTF-8, so
-    // most events skip the exact count.
-    const oversized =
-      (value.length + (key?.length ?? 0)) * 3 + RECORD_OVERHEAD_BYTES > cfg.maxMessageBytes &&
-      recordBytes(value, key) > cfg.maxMessageBytes;
+    const oversized = this.isOversized(value, key);
     if (this.replay !== null) {
       const pos = { commitLsn: ev.commitLsn, index: ev.index };
       const topic = oversized && cfg.deadLetterTopic !== null ? cfg.deadLetterTopic : route.topic;
@@ -106,12 +110,49 @@ export class MessageLoop implements StreamHandlers {
       }
     }
     this.txPublished = true;
+    this.publish(event, value, route, oversized, ev.commitLsn, ev.index);
+  }
+
+  private publish(event: StreamEvent, value: string, route: Route, oversized: boolean, commitLsn: Lsn, index: number): void {
     if (oversized) {
-      this.oversized(event, value, key, ev.commitLsn, ev.index);
+      this.oversized(event, value, route.key, commitLsn, index);
     } else {
-      parts.sink.push({ ...route, value, seq: parts.ack.next(), commitLsn: ev.commitLsn, index: ev.index });
+      this.lastSeq = this.parts.ack.next();
+      this.parts.sink.push({ ...route, value, seq: this.lastSeq, commitLsn, index });
     }
-    parts.ack.pauseIfFull();
+    this.parts.ack.pauseIfFull();
+  }
+
+  /**
+   * A logical decoding message of ours. At a snapshot chunk's high watermark its rows are published
+   * in order at (watermark LSN, 0..n-1), like a transaction's changes at their commit LSN, and the
+   * watermark is a commit for the ack rule: PostgreSQL hears of nothing past it before Kafka has
+   * every row (keepalives after it are queued behind these events).
+   */
+  private message(ev: Extract<TxEvent, { kind: "message" }>): void {
+    const at = this.parts.snapshots?.message(ev) ?? null;
+    if (at === null) return;
+    const { parts } = this;
+    const before = this.lastSeq;
+    const tx = { xid: 0, commitTime: at.read.readAt };
+    let index = 0;
+    for (const r of at.rows) {
+      const change = { kind: "insert" as const, relation: at.read.relation, row: r.row };
+      const event = parts.mapper.snapshot(change, { kind: "change", xid: 0, commitLsn: at.lsn, index, change }, tx);
+      const value = JSON.stringify(event);
+      const route = parts.router.route(event);
+      this.publish(event, value, route, this.isOversized(value, route.key), at.lsn, index);
+      index++;
+    }
+    parts.ack.commit(at.lsn, index > 0);
+    at.chunk.settle({ kind: "published", events: index, lastSeq: this.lastSeq === before ? null : this.lastSeq });
+  }
+
+  private isOversized(value: string, key: string | null): boolean {
+    const max = this.cfg.maxMessageBytes;
+    // Kafka's limit is on the record's bytes. A UTF-16 unit is at most 3 bytes of UTF-8, so
+    // most events skip the exact count.
+    return (value.length + (key?.length ?? 0)) * 3 + RECORD_OVERHEAD_BYTES > max && recordBytes(value, key) > max;
   }
 
   /**
@@ -148,6 +189,7 @@ export class MessageLoop implements StreamHandlers {
       source: event.source,
       head: value.slice(0, 1024),
     });
-    this.parts.sink.push({ topic: dlq, key: where.dag_id, value: summary, seq: this.parts.ack.next(), commitLsn, index });
+    this.lastSeq = this.parts.ack.next();
+    this.parts.sink.push({ topic: dlq, key: where.dag_id, value: summary, seq: this.lastSeq, commitLsn, index });
   }
 }

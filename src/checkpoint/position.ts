@@ -116,7 +116,7 @@ export function parseCheckpoint(value: string, where: string): Checkpoint {
     systemIdentifier: v.system_identifier ?? null,
     database: v.database ?? null,
     writtenAt: v.written_at ?? null,
-    snapshot: v.snapshot ?? null,
+    ...(v.snapshot === undefined || v.snapshot === null ? {} : { snapshot: v.snapshot }),
   };
 }
 

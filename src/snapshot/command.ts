@@ -1,0 +1,54 @@
+import type { Config } from "../config.js";
+import { ConfigError, PrivilegeError, sqlState } from "../errors.js";
+import { withSourceClient } from "../source/connection.js";
+import { requestSnapshot, type SnapshotRequest } from "./request.js";
+import { SNAPSHOT_TABLES, type SnapshotSpec, type SnapshotTable } from "./spec.js";
+
+export const SNAPSHOT_USAGE = `  airflow-eventstream snapshot [--dag ID ...] [--runs-since DATE] [--active-only] [--table task_instance|dag_run]
+                                        ask the daemon streaming from this database to publish the
+                                        current rows as op "snapshot" events (docs/backfill.md);
+                                        prints the job id`;
+
+/** `snapshot` arguments -> a request; ConfigError for anything else. */
+export function parseSnapshotArgs(args: string[]): SnapshotRequest {
+  const dags: string[] = [];
+  const tables: SnapshotTable[] = [];
+  let runsSince: string | null = null;
+  let activeOnly = false;
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i]!;
+    const value = (): string => {
+      const v = args[++i];
+      if (v === undefined || v.startsWith("--")) throw new ConfigError(`snapshot: ${a} needs a value`);
+      return v;
+    };
+    if (a === "--dag") dags.push(value());
+    else if (a === "--runs-since") {
+      runsSince = value();
+      if (Number.isNaN(Date.parse(runsSince))) throw new ConfigError(`snapshot: --runs-since "${runsSince}" is not a date (e.g. 2026-12-01 or 2026-12-01T00:00:00Z)`);
+    } else if (a === "--active-only") activeOnly = true;
+    else if (a === "--table") {
+      const t = value();
+      if (!SNAPSHOT_TABLES.includes(t as SnapshotTable)) throw new ConfigError(`snapshot: --table must be one of ${SNAPSHOT_TABLES.join(", ")}, not "${t}"`);
+      tables.push(t as SnapshotTable);
+    } else throw new ConfigError(`snapshot: unknown argument "${a}"`);
+  }
+  return { dags, tables: tables.length > 0 ? tables : undefined, runsSince, activeOnly };
+}
+
+/** Writes the request into the WAL (see requestSnapshot). */
+export async function snapshotCommand(cfg: Config, args: string[]): Promise<SnapshotSpec> {
+  const req = parseSnapshotArgs(args);
+  return withSourceClient(cfg, async (c) => {
+    try {
+      return await requestSnapshot(c, req);
+    } catch (e: unknown) {
+      if (sqlState(e) === "42501")
+        throw new PrivilegeError(
+          `role "${cfg.pg.user}" may not execute pg_logical_emit_message, which carries the snapshot request through the WAL. Run the command as a role with REPLICATION, or GRANT EXECUTE ON FUNCTION pg_logical_emit_message(boolean, text, text) TO ${cfg.pg.user} (docs/backfill.md)`,
+          { cause: e },
+        );
+      throw e;
+    }
+  });
+}

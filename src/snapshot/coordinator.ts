@@ -1,0 +1,209 @@
+import { randomBytes } from "node:crypto";
+import pg from "pg";
+import type { Config } from "../config.js";
+import { TransientError, coerceError } from "../errors.js";
+import type { Logger } from "../log.js";
+import { connectOrExplain, pgClientConfig } from "../source/connection.js";
+import type { AckWatch } from "./ack-watch.js";
+import { ChunkReader } from "./chunk-reader.js";
+import { DONE_KEPT, EMPTY_PROGRESS, SnapshotProgress, parseJson, type JobProgress, type SnapshotSpec } from "./spec.js";
+import { SnapshotTap, type ChunkOutcome, type OpenChunk } from "./tap.js";
+
+/** What the coordinator needs of the session. */
+export interface CoordinatorParts {
+  /** Persists progress with the next checkpoint record; false when no checkpoint topic keeps it. */
+  saveProgress(p: SnapshotProgress): boolean;
+  acks: AckWatch;
+  fail(e: Error): void;
+}
+
+/** A chunk read again this many times in a row (always spoiled) stops the session: something is wrong, not unlucky. */
+const MAX_RETRIES = 20;
+
+/**
+ * Runs snapshot jobs, one chunk at a time: register the chunk with the loop (the tap), write the
+ * low watermark, read the chunk, write the high watermark, wait for the loop to publish the chunk
+ * at the high watermark and for Kafka to acknowledge it, then record the progress (carried by the
+ * next checkpoint record). A crash between Kafka's acknowledgement and that checkpoint costs the
+ * chunk read again: its rows published twice (at a later position, so still in order), never lost.
+ *
+ * One per session: a new session (restart, takeover) starts from the progress read with the
+ * checkpoint; watermarks carry this coordinator's random `run` id, so a re-delivered watermark of an
+ * earlier session matches nothing.
+ */
+export class SnapshotCoordinator {
+  readonly tap: SnapshotTap;
+  private readonly run = randomBytes(6).toString("hex");
+  private progress: SnapshotProgress = EMPTY_PROGRESS;
+  /** Requests seen before start(): the progress they join is not read yet. */
+  private early: SnapshotSpec[] = [];
+  private started = false;
+  private working: Promise<void> | null = null;
+  private stopped = false;
+  private chunkNo = 0;
+
+  constructor(
+    private readonly cfg: Config,
+    private readonly log: Logger,
+    private readonly parts: CoordinatorParts,
+  ) {
+    this.tap = new SnapshotTap(cfg.airflowSchema, (spec) => this.requested(spec));
+  }
+
+  /** Once streaming, with the progress read with the checkpoint (null: none): resumes a job under way. */
+  start(progressAtStart: unknown): void {
+    const read = progressAtStart === null ? null : parseJson(SnapshotProgress, JSON.stringify(progressAtStart));
+    if (progressAtStart !== null && read === null) this.log.warn("snapshot progress in the checkpoint is not of this version; ignoring it");
+    this.progress = read ?? EMPTY_PROGRESS;
+    this.started = true;
+    const a = this.progress.active;
+    if (a !== null) this.log.info({ job: a.spec.id, table: a.spec.tables[a.table], rows: a.rows }, "snapshot: resuming the job");
+    for (const spec of this.early.splice(0)) this.requested(spec);
+    this.kick();
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    this.tap.abandon("the session is ending");
+    // Bounded: a chunk may be waiting for Kafka, which a stopping session no longer waits for.
+    if (this.working !== null) await Promise.race([this.working, sleep(2_000)]);
+  }
+
+  /** Progress as it stands (tests, --wait). */
+  get state(): SnapshotProgress {
+    return this.progress;
+  }
+
+  private requested(spec: SnapshotSpec): void {
+    if (!this.started) {
+      this.early.push(spec);
+      return;
+    }
+    const p = this.progress;
+    if (p.active?.spec.id === spec.id || p.queued.some((q) => q.id === spec.id) || p.done.some((d) => d.id === spec.id)) return;
+    this.log.info({ job: spec.id, tables: spec.tables, dags: spec.dags, runsSince: spec.runs_since, activeOnly: spec.active_only }, "snapshot requested");
+    this.save({ ...p, queued: [...p.queued, spec] });
+    this.kick();
+  }
+
+  private save(p: SnapshotProgress): void {
+    this.progress = p;
+    if (!this.parts.saveProgress(p) && p.active !== null && p.active.chunks === 0)
+      this.log.warn(
+        { job: p.active.spec.id },
+        "snapshot progress is not kept without a checkpoint topic (EVENTSTREAM_GAP_DETECTION=false, at-least-once): a restart loses the job",
+      );
+  }
+
+  private kick(): void {
+    if (this.working !== null || this.stopped || !this.started) return;
+    if (this.progress.active === null && this.progress.queued.length === 0) return;
+    this.working = this.work()
+      .catch((e: unknown) => {
+        if (!this.stopped) this.parts.fail(new TransientError(`snapshot failed: ${coerceError(e).message}`, { cause: e }));
+      })
+      .finally(() => {
+        this.working = null;
+        this.kick();
+      });
+  }
+
+  private async work(): Promise<void> {
+    const client = new pg.Client(pgClientConfig(this.cfg.pg, { replication: false, applicationName: "airflow-eventstream-snapshot" }));
+    client.on("error", () => undefined);
+    await connectOrExplain(client, this.cfg);
+    try {
+      const version = await client.query<{ v: string }>("SELECT current_setting('server_version_num') AS v");
+      const reader = new ChunkReader(client, this.cfg.airflowSchema, Number(version.rows[0]!.v));
+      while (!this.stopped) {
+        const p = this.progress;
+        let job = p.active;
+        if (job === null) {
+          const [next, ...rest] = p.queued;
+          if (next === undefined) return;
+          job = { spec: next, table: 0, last_key: null, rows: 0, chunks: 0, started_at: new Date().toISOString() };
+          this.save({ ...p, active: job, queued: rest });
+          this.log.info({ job: next.id, tables: next.tables }, "snapshot started");
+        }
+        await this.runJob(reader, job);
+      }
+    } finally {
+      await client.end().catch(() => undefined);
+    }
+  }
+
+  private async runJob(reader: ChunkReader, start: JobProgress): Promise<void> {
+    let job = start;
+    const pkOf = new Map<string, string[]>();
+    while (!this.stopped) {
+      const table = job.spec.tables[job.table];
+      if (table === undefined) return this.finish(job);
+      let pk = pkOf.get(table);
+      if (pk === undefined) pkOf.set(table, (pk = await reader.primaryKey(table)));
+      const began = Date.now();
+      const { outcome, scanned, lastKey } = await this.chunk(reader, job, table, pk);
+      if (this.stopped) return;
+      const tableDone = scanned < this.cfg.snapshotChunkRows;
+      job = {
+        ...job,
+        table: tableDone ? job.table + 1 : job.table,
+        last_key: tableDone ? null : lastKey,
+        rows: job.rows + outcome.events,
+        chunks: job.chunks + 1,
+      };
+      this.save({ ...this.progress, active: job });
+      this.log.debug({ job: job.spec.id, table, scanned, published: outcome.events, rows: job.rows }, "snapshot chunk done");
+      // Rate limit: the next chunk waits until the rows read so far fit the budget.
+      const wait = (scanned * 1000) / this.cfg.snapshotRowsPerSecond - (Date.now() - began);
+      if (wait > 0) await sleep(wait);
+    }
+  }
+
+  /** One chunk, read again until its window is clean; resolves once Kafka holds its events. */
+  private async chunk(
+    reader: ChunkReader,
+    job: JobProgress,
+    table: JobProgress["spec"]["tables"][number],
+    pk: string[],
+  ): Promise<{ outcome: Extract<ChunkOutcome, { kind: "published" }>; scanned: number; lastKey: string[] | null }> {
+    for (let attempt = 0; ; attempt++) {
+      if (this.stopped) throw new Error("stopping");
+      let settle!: (o: ChunkOutcome) => void;
+      const done = new Promise<ChunkOutcome>((resolve) => (settle = resolve));
+      const open: OpenChunk = {
+        run: this.run,
+        job: job.spec.id,
+        chunk: ++this.chunkNo,
+        table,
+        low: null,
+        touched: new Set(),
+        spoiled: false,
+        read: null,
+        settle,
+      };
+      this.tap.register(open);
+      const w = { run: this.run, job: job.spec.id, chunk: open.chunk };
+      await reader.emit({ ...w, kind: "low" });
+      open.read = await reader.read(table, pk, job.spec, job.last_key, this.cfg.snapshotChunkRows);
+      await reader.emit({ ...w, kind: "high" });
+      const outcome = await done;
+      if (outcome.kind === "published") {
+        if (outcome.lastSeq !== null) await this.parts.acks.until(outcome.lastSeq);
+        return { outcome, scanned: open.read.scanned, lastKey: open.read.lastKey };
+      }
+      if (this.stopped) throw new Error("stopping");
+      if (attempt >= MAX_RETRIES) throw new Error(`chunk ${open.chunk} of job ${job.spec.id} could not be read cleanly ${attempt + 1} times: ${outcome.reason}`);
+      this.log.info({ job: job.spec.id, chunk: open.chunk, reason: outcome.reason }, "snapshot chunk read again");
+    }
+  }
+
+  private finish(job: JobProgress): void {
+    const done = [...this.progress.done, { id: job.spec.id, rows: job.rows, finished_at: new Date().toISOString() }].slice(-DONE_KEPT);
+    this.save({ ...this.progress, active: null, done });
+    this.log.info({ job: job.spec.id, rows: job.rows, chunks: job.chunks, ms: Date.now() - Date.parse(job.started_at) }, "snapshot finished");
+  }
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
