@@ -125,7 +125,7 @@ export class MessageLoop implements StreamHandlers {
 
   /**
    * A logical decoding message of ours. At a snapshot chunk's high watermark its rows are published
-   * in order at (watermark LSN, 0..n-1), like a transaction's changes at their commit LSN, and the
+   * in order at (watermark LSN - 1, 0..n-1), like a transaction's changes at their commit LSN, and the
    * watermark is a commit for the ack rule: PostgreSQL hears of nothing past it before Kafka has
    * every row (keepalives after it are queued behind these events).
    */
@@ -135,13 +135,18 @@ export class MessageLoop implements StreamHandlers {
     const { parts } = this;
     const before = this.lastSeq;
     const tx = { xid: 0, commitTime: at.read.readAt };
+    // The message's LSN is where its record ends, which is where the next record starts: maybe the
+    // commit record of the next transaction, whose events would then share these positions. One
+    // byte before lies inside the watermark's own record: after every commit before it, before
+    // every commit after it, and no transaction's.
+    const commitLsn = at.lsn - 1n;
     let index = 0;
     for (const r of at.rows) {
       const change = { kind: "insert" as const, relation: at.read.relation, row: r.row };
-      const event = parts.mapper.snapshot(change, { kind: "change", xid: 0, commitLsn: at.lsn, index, change }, tx);
+      const event = parts.mapper.snapshot(change, { kind: "change", xid: 0, commitLsn, index, change }, tx);
       const value = JSON.stringify(event);
       const route = parts.router.route(event);
-      this.publish(event, value, route, this.isOversized(value, route.key), at.lsn, index);
+      this.publish(event, value, route, this.isOversized(value, route.key), commitLsn, index);
       index++;
     }
     parts.ack.commit(at.lsn, index > 0);
