@@ -137,21 +137,21 @@ export function chunkQuery(
   const where = after === null ? "" : `WHERE (${cols}) > (${after.map((v) => param(v)).join(", ")})`;
   const wanted: string[] = [];
   if (spec.dags.length > 0) wanted.push(`t.dag_id = ANY(${param(spec.dags)}::text[])`);
-  const run: string[] = [];
-  if (spec.active_only) run.push("r.state IN ('queued', 'running')");
+  // The run's columns: the row itself for dag_run; for a task instance its run, looked up per row
+  // through dag_run's unique (dag_id, run_id) index (LATERAL ... LIMIT 1: a semi-join would be
+  // planned as a hash of every matching run, a scan of dag_run per chunk).
+  const r = table === "dag_run" ? "t" : "r";
+  if (spec.active_only) wanted.push(`${r}.state IN ('queued', 'running')`);
   if (spec.runs_since !== null) {
     const d = param(spec.runs_since);
-    run.push(`(COALESCE(r.start_date, r.queued_at) IS NULL OR COALESCE(r.start_date, r.queued_at) >= ${d}::timestamptz)`);
+    wanted.push(`(COALESCE(${r}.start_date, ${r}.queued_at) IS NULL OR COALESCE(${r}.start_date, ${r}.queued_at) >= ${d}::timestamptz)`);
   }
-  if (run.length > 0) {
-    const cond = run.join(" AND ");
-    const runs = `${ident(schema)}.dag_run`;
-    wanted.push(
-      table === "dag_run" ? cond.replaceAll("r.", "t.") : `EXISTS (SELECT 1 FROM ${runs} r WHERE r.dag_id = t.dag_id AND r.run_id = t.run_id AND ${cond})`,
-    );
-  }
+  const runJoin =
+    table === "task_instance" && (spec.active_only || spec.runs_since !== null)
+      ? `LEFT JOIN LATERAL (SELECT r.state, r.start_date, r.queued_at FROM ${ident(schema)}.dag_run r WHERE r.dag_id = t.dag_id AND r.run_id = t.run_id LIMIT 1) r ON true `
+      : "";
   const sql =
-    `SELECT t.*, (${wanted.length > 0 ? wanted.join(" AND ") : "true"}) AS ${WANTED} ` +
-    `FROM ${ident(schema)}.${ident(table)} t ${where} ORDER BY ${cols} LIMIT ${param(limit)}`;
+    `SELECT t.*, COALESCE(${wanted.length > 0 ? wanted.join(" AND ") : "true"}, false) AS ${WANTED} ` +
+    `FROM ${ident(schema)}.${ident(table)} t ${runJoin}${where} ORDER BY ${cols} LIMIT ${param(limit)}`;
   return { sql, values };
 }

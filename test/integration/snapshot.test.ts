@@ -135,7 +135,7 @@ describe("snapshot", () => {
 
   it("chunk reads are primary-key index range scans", async () => {
     for (const major of ["2", "3"] as const) {
-      const { db } = await world(`snapplan${major}`, major, 20, 60);
+      const { db } = await world(`snapplan${major}`, major, 100, 10);
       const cfg = loadConfig(daemonEnv(db));
       await withPg(db, async (c) => {
         await c.query("ANALYZE");
@@ -144,10 +144,12 @@ describe("snapshot", () => {
           const first = await c.query(`SELECT ${pk.map((p) => `${p}::text AS ${p}`).join(", ")} FROM ${table} ORDER BY ${pk.join(", ")} LIMIT 1`);
           const after = pk.map((p) => String(first.rows[0][p]));
           const spec = { ...newSpec({ dags: ["sa"], activeOnly: true }) };
-          const { sql, values } = chunkQuery(cfg.airflowSchema, table, pk, spec, after, 100);
+          const { sql, values } = chunkQuery(cfg.airflowSchema, table, pk, spec, after, 20);
           const plan = JSON.stringify((await c.query(`EXPLAIN (FORMAT JSON) ${sql}`, values)).rows[0]);
+          const text = (await c.query(`EXPLAIN ${sql}`, values)).rows.map((r: Record<string, string>) => r["QUERY PLAN"]).join("\n");
+          console.log(`${table} on ${major}.x, --dag and --active-only:\n${text}`);
           expect(plan, `${table} on ${major}.x: ${plan}`).toMatch(/"Node Type":"Index Scan"[^}]*"Index Name":"[a-z_]*pkey"/);
-          expect(plan).not.toMatch(/"Node Type":"(Seq Scan|Sort)"[^}]*"Relation Name":"task_instance"/);
+          expect(plan).not.toMatch(/"Node Type":"(Seq Scan|Sort)"/);
         }
       });
     }
