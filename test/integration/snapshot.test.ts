@@ -6,11 +6,11 @@ import { newSpec } from "../../src/snapshot/request.js";
 import type { SnapshotTable } from "../../src/snapshot/spec.js";
 import { consume, type Consumed, createDatabase, daemonEnv, dropDatabase, pgClient, spawnDaemon, uniqueName, withPg, type AirflowMajor } from "../support/harness.js";
 import { LoadGenerator, untilSentinels } from "../support/load.js";
-import { Churner, applyInPositionOrder, databaseState, differences, preload } from "../support/snapshot-world.js";
+import { Churner, applyInPositionOrder, databaseState, differences, preload, staleSnapshots } from "../support/snapshot-world.js";
 
 /** The events of the rows named in `problems`, in position order: what a failure needs to be understood. */
 function trail(events: Consumed[], problems: string[]): string {
-  const names = new Set(problems.slice(0, 5).map((p) => p.split(":")[0]!));
+  const names = new Set(problems.slice(0, 5).map((p) => p.split(/:| at /)[0]!));
   const lines: string[] = [];
   for (const m of [...events].sort((a, b) => (a.event.source.position < b.event.source.position ? -1 : 1))) {
     const e = m.event;
@@ -74,7 +74,8 @@ describe("snapshot", () => {
       );
       try {
         await daemon.waitForLog(/"streaming"/);
-        const load = new LoadGenerator({ db, major, dags: ["la", "lb"], workers: 2, tasksPerRun: 6, activePerWorker: 12, maxRowsPerTx: 4, seed });
+        // Sentinels in every DAG, the preloaded ones too: each DAG's events share a partition, read at its own pace.
+        const load = new LoadGenerator({ db, major, dags: [...pre.dags, "la", "lb"], workers: 2, tasksPerRun: 6, activePerWorker: 12, maxRowsPerTx: 4, seed });
         load.start();
         const churn = new Churner(db, major, pre, seed);
         const id = await request(db);
@@ -82,7 +83,7 @@ describe("snapshot", () => {
         await churn.stop();
         await load.stop();
         await load.commitSentinels();
-        const events = await consume([`${db}.events`], untilSentinels(["la", "lb"]), 60_000);
+        const events = await consume([`${db}.events`], untilSentinels([...pre.dags, "la", "lb"]), 60_000);
         const { state, snapshots } = applyInPositionOrder(events);
         const problems = differences(state, await databaseState(db));
         console.log(
@@ -90,6 +91,9 @@ describe("snapshot", () => {
         );
         if (problems.length > 0) console.log(trail(events, problems));
         expect(problems).toEqual([]);
+        const stale = staleSnapshots(events);
+        if (stale.length > 0) console.log(trail(events, stale));
+        expect(stale.slice(0, 20)).toEqual([]);
         // Not vacuous: the preloaded rows reached Kafka by the snapshot alone.
         expect(snapshots).toBeGreaterThanOrEqual(pre.tis.length / 2);
       } finally {
@@ -121,6 +125,7 @@ describe("snapshot", () => {
       const events = await consume([`${db}.events`], untilSentinels(pre.dags), 60_000);
       const { state } = applyInPositionOrder(events);
       expect(differences(state, await databaseState(db))).toEqual([]);
+      expect(staleSnapshots(events).slice(0, 20)).toEqual([]);
       const snapshotted = new Set(events.filter((m) => m.event.op === "snapshot").map((m) => JSON.stringify([m.event.dag_id, m.event.type === "task_instance" ? m.event.task_id : "", m.event.run_id])));
       const total = pre.tis.length + pre.runs.length;
       const snapshotEvents = events.filter((m) => m.event.op === "snapshot").length;

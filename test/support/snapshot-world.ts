@@ -35,6 +35,8 @@ export async function preload(db: string, major: AirflowMajor, dags: string[], r
   return out;
 }
 
+const HOT_ROWS = 12;
+
 const STATES = ["queued", "running", "success", "failed", "up_for_retry", "scheduled"];
 
 /**
@@ -65,12 +67,18 @@ export class Churner {
       while (!this.stopping) {
         await c.query("BEGIN");
         const n = 1 + Math.floor(rand() * 4);
+        const picked = new Set<Preloaded["tis"][number]>();
         for (let i = 0; i < n && live.length > 0; i++) {
-          const at = Math.floor(rand() * live.length);
-          const ti = live[at]!;
+          // Half the changes go to a few hot rows (spread over the table, so over several chunks):
+          // a chunk holding one is then likely to be read while it changes.
+          const hot = Math.floor(rand() * HOT_ROWS) * Math.floor(live.length / HOT_ROWS);
+          picked.add(live[rand() < 0.5 ? Math.min(hot, live.length - 1) : Math.floor(rand() * live.length)]!);
+        }
+        // Rows locked in one order by every worker: no deadlocks between them.
+        for (const ti of [...picked].sort((a, b) => (name(a) < name(b) ? -1 : 1))) {
           const r = rand();
           if (r < 0.05 && major === "2") {
-            live.splice(at, 1);
+            live.splice(live.indexOf(ti), 1);
             await c.query("DELETE FROM task_instance WHERE dag_id = $1 AND task_id = $2 AND run_id = $3", [ti.dag_id, ti.task_id, ti.run_id]);
           } else if (r < 0.25) {
             await c.query("UPDATE task_instance SET hostname = $4 WHERE dag_id = $1 AND task_id = $2 AND run_id = $3", [
@@ -89,12 +97,16 @@ export class Churner {
         }
         await c.query("COMMIT");
         this.transactions++;
-        await sleep(rand() * 4);
+        if (rand() < 0.3) await sleep(rand() * 3);
       }
     } finally {
       await c.end().catch(() => undefined);
     }
   }
+}
+
+function name(ti: Preloaded["tis"][number]): string {
+  return `${ti.dag_id}/${ti.task_id}/${ti.run_id}`;
 }
 
 async function setTiState(c: pg.Client, ti: Preloaded["tis"][number], state: string): Promise<void> {
@@ -115,6 +127,28 @@ export function applyInPositionOrder(events: Consumed[]): { state: Map<string, s
     else state.set(key, e.state);
   }
   return { state, snapshots };
+}
+
+/**
+ * Snapshot events that say something else than the events before them in position order: a
+ * snapshot may only repeat a row's state, since every change of state between the row's previous
+ * event and the snapshot would itself be an event between them. A violation is a stale value
+ * overwriting a newer streamed transition, even when a later change hides it from the final state.
+ */
+export function staleSnapshots(events: Consumed[]): string[] {
+  const byPosition = new Map<string, AirflowEvent>();
+  for (const m of events) if (m.event.type === "task_instance" || m.event.type === "dag_run") byPosition.set(m.event.source.position, m.event);
+  const last = new Map<string, string | null>();
+  const out: string[] = [];
+  for (const pos of [...byPosition.keys()].sort()) {
+    const e = byPosition.get(pos)!;
+    const key = e.type === "task_instance" ? tiName(e.dag_id, e.task_id, e.run_id, e.map_index) : runName(e.dag_id, e.run_id);
+    if (e.op === "snapshot" && last.has(key) && last.get(key) !== e.state)
+      out.push(`${key.replaceAll("\u0000", "/")} at ${pos}: snapshot says ${e.state} after an event saying ${last.get(key)}`);
+    if (e.op === "delete") last.delete(key);
+    else last.set(key, e.state);
+  }
+  return out;
 }
 
 /** Every task instance and run with its state, as the database holds them now. */
