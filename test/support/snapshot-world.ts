@@ -78,7 +78,8 @@ export class Churner {
         for (const ti of [...picked].sort((a, b) => (name(a) < name(b) ? -1 : 1))) {
           const r = rand();
           if (r < 0.05 && major === "2") {
-            live.splice(live.indexOf(ti), 1);
+            const at = live.indexOf(ti);
+            if (at >= 0) live.splice(at, 1);
             await c.query("DELETE FROM task_instance WHERE dag_id = $1 AND task_id = $2 AND run_id = $3", [ti.dag_id, ti.task_id, ti.run_id]);
           } else if (r < 0.25) {
             await c.query("UPDATE task_instance SET hostname = $4 WHERE dag_id = $1 AND task_id = $2 AND run_id = $3", [

@@ -1,0 +1,59 @@
+import { describe, expect, it } from "vitest";
+import { RecentChanges, keysToDrop, parseSnapshot, sees, xidBefore } from "../../../src/snapshot/window.js";
+
+describe("snapshot window rule", () => {
+  it("parses pg_current_snapshot() and reduces 64-bit xids to pgoutput's 32-bit ones", () => {
+    const s = parseSnapshot("4294967396:4294967400:4294967397,4294967399");
+    expect(s.xmin).toBe(100);
+    expect(s.xmax).toBe(104);
+    expect([...s.xip]).toEqual([101, 103]);
+    expect(parseSnapshot("10:10:").xip.size).toBe(0);
+    expect(() => parseSnapshot("nonsense")).toThrow(/not a pg_snapshot/);
+  });
+
+  it("visibility: below xmin seen; in xip or at/after xmax not seen; circular order across wraparound", () => {
+    const s = parseSnapshot("100:110:103,105");
+    expect(sees(s, 99)).toBe(true);
+    expect(sees(s, 102)).toBe(true);
+    expect(sees(s, 103)).toBe(false);
+    expect(sees(s, 110)).toBe(false);
+    expect(sees(s, 200)).toBe(false);
+    expect(xidBefore(0xfffffff0, 5)).toBe(true);
+    const wrapped = { xmin: 0xfffffff0, xmax: 10, xip: new Set([3]) };
+    expect(sees(wrapped, 0xffffffe0)).toBe(true);
+    expect(sees(wrapped, 0xfffffff5)).toBe(true);
+    expect(sees(wrapped, 3)).toBe(false);
+    expect(sees(wrapped, 12)).toBe(false);
+  });
+
+  it("drops keys changed in the window, and keys of earlier transactions the chunk's snapshot missed, only those", () => {
+    const recent = new RecentChanges(100);
+    recent.touch(100, 1000n, "seen-before-low");
+    // Committed (in the WAL) before the low watermark, still in the proc array when the chunk's snapshot was taken.
+    recent.touch(103, 1100n, "missed-before-low");
+    recent.touch(104, 1200n, "after-low");
+    const snapshot = parseSnapshot("101:105:103,104");
+    const drop = keysToDrop({ low: 1150n, touchedInWindow: new Set(["after-low", "window-only"]), snapshot }, recent);
+    expect(drop).toEqual(new Set(["missed-before-low", "after-low", "window-only"]));
+  });
+
+  it("reads the chunk again when a transaction the snapshot missed may have been forgotten", () => {
+    const recent = new RecentChanges(2);
+    recent.touch(103, 1100n, "a");
+    recent.touch(106, 1110n, "b");
+    recent.touch(107, 1120n, "c"); // evicts xid 103's keys
+    const missing103 = parseSnapshot("101:110:103");
+    expect(keysToDrop({ low: 1150n, touchedInWindow: new Set(), snapshot: missing103 }, recent)).toBeNull();
+    // The same history, with a snapshot that saw 103: nothing forgotten matters.
+    const saw103 = parseSnapshot("104:110:");
+    expect(keysToDrop({ low: 1150n, touchedInWindow: new Set(), snapshot: saw103 }, recent)).toEqual(new Set());
+  });
+
+  it("a forgotten transaction after the low watermark does not force a re-read (the window set has its keys)", () => {
+    const recent = new RecentChanges(1);
+    recent.touch(200, 2000n, "x");
+    recent.touch(201, 2100n, "y"); // evicts 200, which committed after the low watermark
+    const s = parseSnapshot("199:200:");
+    expect(keysToDrop({ low: 1900n, touchedInWindow: new Set(["x", "y"]), snapshot: s }, recent)).toEqual(new Set(["x", "y"]));
+  });
+});
