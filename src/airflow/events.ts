@@ -130,7 +130,10 @@ export const DagRunEvent = z
     z.object({ op: z.literal("insert"), ...dagRunFields }),
     z.object({ op: z.literal("update").describe("The state or clear_number changed"), ...dagRunFields }),
     z.object({ op: z.literal("delete"), ...dagRunFields }),
-    z.object({ op: z.literal("snapshot").describe("The row as a snapshot read it (docs/backfill.md): apply it like an update"), ...dagRunFields }),
+    z.object({
+      op: z.literal("snapshot").describe("The row as a snapshot read it (docs/backfill.md): apply it like an update"),
+      ...dagRunFields,
+    }),
   ])
   .describe("A DAG run changed state");
 export type DagRunEvent = z.infer<typeof DagRunEvent>;

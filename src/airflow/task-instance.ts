@@ -139,7 +139,12 @@ export class TaskInstanceMapper {
     const natural = this.keys.keyOf(rel).natural;
     const key = natural ? name : this.keys.rowKey(rel, row);
     const prev = this.tis.get(key) ?? (natural ? undefined : this.seededByName.get(name));
-    const next: TiState = { key: name, mapIndex: int(row, "map_index") ?? -1, state: internState(str(row, "state")), tryNumber: int(row, "try_number") };
+    const next: TiState = {
+      key: name,
+      mapIndex: int(row, "map_index") ?? -1,
+      state: internState(str(row, "state")),
+      tryNumber: int(row, "try_number"),
+    };
     this.tis.set(key, next);
     if (!natural) this.seededByName.delete(name);
     if (!natural && this.opts.xcomKey !== null) this.tries.set(name, next.tryNumber);

@@ -25,11 +25,13 @@ export function parseSnapshotArgs(args: string[]): SnapshotRequest {
     if (a === "--dag") dags.push(value());
     else if (a === "--runs-since") {
       runsSince = value();
-      if (Number.isNaN(Date.parse(runsSince))) throw new ConfigError(`snapshot: --runs-since "${runsSince}" is not a date (e.g. 2026-12-01 or 2026-12-01T00:00:00Z)`);
+      if (Number.isNaN(Date.parse(runsSince)))
+        throw new ConfigError(`snapshot: --runs-since "${runsSince}" is not a date (e.g. 2026-12-01 or 2026-12-01T00:00:00Z)`);
     } else if (a === "--active-only") activeOnly = true;
     else if (a === "--table") {
       const t = value();
-      if (!SNAPSHOT_TABLES.includes(t as SnapshotTable)) throw new ConfigError(`snapshot: --table must be one of ${SNAPSHOT_TABLES.join(", ")}, not "${t}"`);
+      if (!SNAPSHOT_TABLES.includes(t as SnapshotTable))
+        throw new ConfigError(`snapshot: --table must be one of ${SNAPSHOT_TABLES.join(", ")}, not "${t}"`);
       tables.push(t as SnapshotTable);
     } else throw new ConfigError(`snapshot: unknown argument "${a}"`);
   }

@@ -81,7 +81,10 @@ export class SnapshotCoordinator {
     }
     const p = this.progress;
     if (p.active?.spec.id === spec.id || p.queued.some((q) => q.id === spec.id) || p.done.some((d) => d.id === spec.id)) return;
-    this.log.info({ job: spec.id, tables: spec.tables, dags: spec.dags, runsSince: spec.runs_since, activeOnly: spec.active_only }, "snapshot requested");
+    this.log.info(
+      { job: spec.id, tables: spec.tables, dags: spec.dags, runsSince: spec.runs_since, activeOnly: spec.active_only },
+      "snapshot requested",
+    );
     this.save({ ...p, queued: [...p.queued, spec] });
     this.kick();
   }
@@ -192,7 +195,8 @@ export class SnapshotCoordinator {
         return { outcome, scanned: open.read.scanned, lastKey: open.read.lastKey };
       }
       if (this.stopped) throw new Error("stopping");
-      if (attempt >= MAX_RETRIES) throw new Error(`chunk ${open.chunk} of job ${job.spec.id} could not be read cleanly ${attempt + 1} times: ${outcome.reason}`);
+      if (attempt >= MAX_RETRIES)
+        throw new Error(`chunk ${open.chunk} of job ${job.spec.id} could not be read cleanly ${attempt + 1} times: ${outcome.reason}`);
       this.log.info({ job: job.spec.id, chunk: open.chunk, reason: outcome.reason }, "snapshot chunk read again");
     }
   }
@@ -200,7 +204,10 @@ export class SnapshotCoordinator {
   private finish(job: JobProgress): void {
     const done = [...this.progress.done, { id: job.spec.id, rows: job.rows, finished_at: new Date().toISOString() }].slice(-DONE_KEPT);
     this.save({ ...this.progress, active: null, done });
-    this.log.info({ job: job.spec.id, rows: job.rows, chunks: job.chunks, ms: Date.now() - Date.parse(job.started_at) }, "snapshot finished");
+    this.log.info(
+      { job: job.spec.id, rows: job.rows, chunks: job.chunks, ms: Date.now() - Date.parse(job.started_at) },
+      "snapshot finished",
+    );
   }
 }
 

@@ -70,7 +70,8 @@ export class SnapshotTap {
     const change = ev.change;
     const open = this.open;
     if (change.kind === "truncate") {
-      if (open !== null && open.low !== null && change.relations.some((r) => r.schema === this.schema && r.name === open.table)) open.spoiled = true;
+      if (open !== null && open.low !== null && change.relations.some((r) => r.schema === this.schema && r.name === open.table))
+        open.spoiled = true;
       return;
     }
     const rel = change.relation;

@@ -4,7 +4,18 @@ import { chunkQuery } from "../../src/snapshot/chunk-reader.js";
 import { requestSnapshot } from "../../src/snapshot/request.js";
 import { newSpec } from "../../src/snapshot/request.js";
 import type { SnapshotTable } from "../../src/snapshot/spec.js";
-import { consume, type Consumed, createDatabase, daemonEnv, dropDatabase, pgClient, spawnDaemon, uniqueName, withPg, type AirflowMajor } from "../support/harness.js";
+import {
+  consume,
+  type Consumed,
+  createDatabase,
+  daemonEnv,
+  dropDatabase,
+  pgClient,
+  spawnDaemon,
+  uniqueName,
+  withPg,
+  type AirflowMajor,
+} from "../support/harness.js";
 import { LoadGenerator, untilSentinels } from "../support/load.js";
 import { Churner, applyInPositionOrder, databaseState, differences, preload, staleSnapshots } from "../support/snapshot-world.js";
 
@@ -75,7 +86,16 @@ describe("snapshot", () => {
       try {
         await daemon.waitForLog(/"streaming"/);
         // Sentinels in every DAG, the preloaded ones too: each DAG's events share a partition, read at its own pace.
-        const load = new LoadGenerator({ db, major, dags: [...pre.dags, "la", "lb"], workers: 2, tasksPerRun: 6, activePerWorker: 12, maxRowsPerTx: 4, seed });
+        const load = new LoadGenerator({
+          db,
+          major,
+          dags: [...pre.dags, "la", "lb"],
+          workers: 2,
+          tasksPerRun: 6,
+          activePerWorker: 12,
+          maxRowsPerTx: 4,
+          seed,
+        });
         load.start();
         const churn = new Churner(db, major, pre, seed);
         const id = await request(db);
@@ -120,16 +140,31 @@ describe("snapshot", () => {
       expect(JSON.parse(resumed).rows).toBeGreaterThan(0);
       await second.waitForLog(/"snapshot finished"/, 60_000);
       await churn.stop();
-      const sentinels = new LoadGenerator({ db, major: "2", dags: pre.dags, workers: 1, tasksPerRun: 1, activePerWorker: 1, maxRowsPerTx: 1, seed: 1 });
+      const sentinels = new LoadGenerator({
+        db,
+        major: "2",
+        dags: pre.dags,
+        workers: 1,
+        tasksPerRun: 1,
+        activePerWorker: 1,
+        maxRowsPerTx: 1,
+        seed: 1,
+      });
       await sentinels.commitSentinels();
       const events = await consume([`${db}.events`], untilSentinels(pre.dags), 60_000);
       const { state } = applyInPositionOrder(events);
       expect(differences(state, await databaseState(db))).toEqual([]);
       expect(staleSnapshots(events).slice(0, 20)).toEqual([]);
-      const snapshotted = new Set(events.filter((m) => m.event.op === "snapshot").map((m) => JSON.stringify([m.event.dag_id, m.event.type === "task_instance" ? m.event.task_id : "", m.event.run_id])));
+      const snapshotted = new Set(
+        events
+          .filter((m) => m.event.op === "snapshot")
+          .map((m) => JSON.stringify([m.event.dag_id, m.event.type === "task_instance" ? m.event.task_id : "", m.event.run_id])),
+      );
       const total = pre.tis.length + pre.runs.length;
       const snapshotEvents = events.filter((m) => m.event.op === "snapshot").length;
-      console.log(`SIGKILL mid-snapshot: ${snapshotEvents} snapshot events for ${snapshotted.size} rows of ${total}; resumed at ${resumed}`);
+      console.log(
+        `SIGKILL mid-snapshot: ${snapshotEvents} snapshot events for ${snapshotted.size} rows of ${total}; resumed at ${resumed}`,
+      );
       // Resumed, not started over: at most the chunks around the kill are read twice.
       expect(snapshotEvents).toBeLessThan(total + 400);
     } finally {
@@ -146,7 +181,9 @@ describe("snapshot", () => {
         await c.query("ANALYZE");
         for (const table of ["task_instance", "dag_run"] as SnapshotTable[]) {
           const pk = table === "dag_run" || major === "3" ? ["id"] : ["dag_id", "task_id", "run_id", "map_index"];
-          const first = await c.query(`SELECT ${pk.map((p) => `${p}::text AS ${p}`).join(", ")} FROM ${table} ORDER BY ${pk.join(", ")} LIMIT 1`);
+          const first = await c.query(
+            `SELECT ${pk.map((p) => `${p}::text AS ${p}`).join(", ")} FROM ${table} ORDER BY ${pk.join(", ")} LIMIT 1`,
+          );
           const after = pk.map((p) => String(first.rows[0][p]));
           const spec = { ...newSpec({ dags: ["sa"], activeOnly: true }) };
           const { sql, values } = chunkQuery(cfg.airflowSchema, table, pk, spec, after, 20);

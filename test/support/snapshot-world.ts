@@ -80,7 +80,11 @@ export class Churner {
           if (r < 0.05 && major === "2") {
             const at = live.indexOf(ti);
             if (at >= 0) live.splice(at, 1);
-            await c.query("DELETE FROM task_instance WHERE dag_id = $1 AND task_id = $2 AND run_id = $3", [ti.dag_id, ti.task_id, ti.run_id]);
+            await c.query("DELETE FROM task_instance WHERE dag_id = $1 AND task_id = $2 AND run_id = $3", [
+              ti.dag_id,
+              ti.task_id,
+              ti.run_id,
+            ]);
           } else if (r < 0.25) {
             await c.query("UPDATE task_instance SET hostname = $4 WHERE dag_id = $1 AND task_id = $2 AND run_id = $3", [
               ti.dag_id,
@@ -111,13 +115,19 @@ function name(ti: Preloaded["tis"][number]): string {
 }
 
 async function setTiState(c: pg.Client, ti: Preloaded["tis"][number], state: string): Promise<void> {
-  await c.query("UPDATE task_instance SET state = $4 WHERE dag_id = $1 AND task_id = $2 AND run_id = $3", [ti.dag_id, ti.task_id, ti.run_id, state]);
+  await c.query("UPDATE task_instance SET state = $4 WHERE dag_id = $1 AND task_id = $2 AND run_id = $3", [
+    ti.dag_id,
+    ti.task_id,
+    ti.run_id,
+    state,
+  ]);
 }
 
 /** Row identity -> state, as a consumer applying `events` in position order ends up (insert/update/snapshot set, delete removes). */
 export function applyInPositionOrder(events: Consumed[]): { state: Map<string, string | null>; snapshots: number } {
   const byPosition = new Map<string, AirflowEvent>();
-  for (const m of events) if (m.event.type === "task_instance" || m.event.type === "dag_run") byPosition.set(m.event.source.position, m.event);
+  for (const m of events)
+    if (m.event.type === "task_instance" || m.event.type === "dag_run") byPosition.set(m.event.source.position, m.event);
   const state = new Map<string, string | null>();
   let snapshots = 0;
   for (const pos of [...byPosition.keys()].sort()) {
@@ -138,7 +148,8 @@ export function applyInPositionOrder(events: Consumed[]): { state: Map<string, s
  */
 export function staleSnapshots(events: Consumed[]): string[] {
   const byPosition = new Map<string, AirflowEvent>();
-  for (const m of events) if (m.event.type === "task_instance" || m.event.type === "dag_run") byPosition.set(m.event.source.position, m.event);
+  for (const m of events)
+    if (m.event.type === "task_instance" || m.event.type === "dag_run") byPosition.set(m.event.source.position, m.event);
   const last = new Map<string, string | null>();
   const out: string[] = [];
   for (const pos of [...byPosition.keys()].sort()) {

@@ -85,7 +85,13 @@ describe("SnapshotTap", () => {
     tap.register(open);
     tap.message(message(WATERMARK_PREFIX, wm("low"), 1000n));
     tap.changed(
-      { kind: "change", xid: 5, commitLsn: 1100n, index: 0, change: { kind: "truncate", relations: [runRel], cascade: false, restartIdentity: false } },
+      {
+        kind: "change",
+        xid: 5,
+        commitLsn: 1100n,
+        index: 0,
+        change: { kind: "truncate", relations: [runRel], cascade: false, restartIdentity: false },
+      },
       true,
     );
     expect(tap.message(message(WATERMARK_PREFIX, wm("high"), 1200n))).toBeNull();
