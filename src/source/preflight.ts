@@ -16,6 +16,7 @@ import {
 import type { Logger } from "../log.js";
 import { withSourceClient } from "./connection.js";
 import { readSlot, serverWal, slotBusy, slotState, type SourceReady } from "./slot.js";
+import { checkSnapshotPrivileges } from "../snapshot/privileges.js";
 import { ident, literal } from "./sql.js";
 
 /** Airflow tables the daemon captures: xcom only when notifications are on. */
@@ -49,6 +50,7 @@ export async function prepareSource(cfg: Config, log: Logger): Promise<SourceRea
     await checkWalLevel(client);
     await checkRole(client, cfg);
     const tables = await checkTables(client, cfg);
+    await checkSnapshotPrivileges(client, cfg);
     await ensurePublication(client, cfg, tables, log);
     // Before the slot: a slot created now decodes every change with the old rows.
     await ensureReplicaIdentity(client, cfg, log);

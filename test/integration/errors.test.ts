@@ -162,6 +162,18 @@ describe("errors an operator must act on", () => {
     expect(await slotsOf(db)).toEqual([]);
   });
 
+  it("EXECUTE on pg_logical_emit_message revoked: PrivilegeError with the GRANT (snapshots write their watermarks with it)", async () => {
+    const db = await newDatabase("err_noemit", "2");
+    await withPg(db, async (c) => {
+      await c.query(`GRANT SELECT ON ${TABLES} TO "${repl}"`);
+      // Per database (pg_proc is): PostgreSQL grants it to PUBLIC by default.
+      await c.query("REVOKE EXECUTE ON FUNCTION pg_catalog.pg_logical_emit_message(boolean, text, text) FROM PUBLIC");
+    });
+    await expectUserAction("no EXECUTE on pg_logical_emit_message", roleEnv(db, repl), PrivilegeError, [
+      `GRANT EXECUTE ON FUNCTION pg_catalog.pg_logical_emit_message(boolean, text, text) TO "${repl}";`,
+    ]);
+  });
+
   it("slot of another plugin: SlotError naming the plugin, with the way out; the slot is left alone", async () => {
     const db = await newDatabase("err_plugin", "2");
     await grantRead(db, repl);
