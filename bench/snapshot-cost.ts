@@ -47,7 +47,9 @@ async function withPg<T>(database: string, fn: (c: pg.Client) => Promise<T>): Pr
 
 async function createWorld(db: string): Promise<void> {
   await withPg("postgres", (c) => c.query(`CREATE DATABASE ${db}`));
-  const versions = JSON.parse(readFileSync(path.join(ROOT, "test/fixtures/airflow/versions.json"), "utf8")) as { files: Record<string, string> };
+  const versions = JSON.parse(readFileSync(path.join(ROOT, "test/fixtures/airflow/versions.json"), "utf8")) as {
+    files: Record<string, string>;
+  };
   await withPg(db, async (c) => {
     await c.query(readFileSync(path.join(ROOT, "test/fixtures/airflow", versions.files["2"]!), "utf8"));
     await c.query("SET search_path = public");
@@ -79,10 +81,18 @@ async function probe(db: string, n: number, until: Promise<unknown>): Promise<nu
           const run = `run_${1 + ((i * 7 + w * 13) % Math.ceil(ROWS / 50))}`;
           const dag = `dag_${(i * 7 + w * 13 + 1) % 20}`;
           let t = performance.now();
-          await c.query("SELECT task_id, state, try_number FROM task_instance WHERE dag_id = $1 AND run_id = $2 AND state IN ('scheduled', 'queued', 'running', 'success')", [dag, run]);
+          await c.query(
+            "SELECT task_id, state, try_number FROM task_instance WHERE dag_id = $1 AND run_id = $2 AND state IN ('scheduled', 'queued', 'running', 'success')",
+            [dag, run],
+          );
           lat.push(performance.now() - t);
           t = performance.now();
-          await c.query("UPDATE task_instance SET state = $4 WHERE dag_id = $1 AND task_id = $2 AND run_id = $3 AND map_index = -1", [dag, `task_${1 + (i % 50)}`, run, i % 2 ? "success" : "running"]);
+          await c.query("UPDATE task_instance SET state = $4 WHERE dag_id = $1 AND task_id = $2 AND run_id = $3 AND map_index = -1", [
+            dag,
+            `task_${1 + (i % 50)}`,
+            run,
+            i % 2 ? "success" : "running",
+          ]);
           lat.push(performance.now() - t);
         }
       }),
@@ -116,8 +126,9 @@ function spawnDaemon(db: string, rate: number): { proc: ChildProcess; line(re: R
   proc.stdout!.on("data", (b: Buffer) => {
     for (const l of b.toString().split("\n")) {
       lines.push(l);
-      for (const w of waiters.splice(0)) if (w.re.test(l)) w.resolve(l);
-      else waiters.push(w);
+      for (const w of waiters.splice(0))
+        if (w.re.test(l)) w.resolve(l);
+        else waiters.push(w);
     }
   });
   return {
@@ -141,14 +152,30 @@ async function main(): Promise<void> {
       try {
         await d.line(/"streaming"/);
         const id = randomBytes(8).toString("hex");
-        const spec = { id, tables: ["dag_run", "task_instance"], dags: [], runs_since: null, active_only: false, requested_at: new Date().toISOString() };
+        const spec = {
+          id,
+          tables: ["dag_run", "task_instance"],
+          dags: [],
+          runs_since: null,
+          active_only: false,
+          requested_at: new Date().toISOString(),
+        };
         const started = performance.now();
         const finished = d.line(new RegExp(`"job":"${id}".*"snapshot finished"`));
-        await withPg(db, (c) => c.query("SELECT pg_logical_emit_message(true, 'airflow-eventstream.snapshot', $1)", [JSON.stringify(spec)]));
+        await withPg(db, (c) =>
+          c.query("SELECT pg_logical_emit_message(true, 'airflow-eventstream.snapshot', $1)", [JSON.stringify(spec)]),
+        );
         const during = await probe(db, 2, finished);
         const s = (performance.now() - started) / 1000;
         const snapRows = (JSON.parse(await finished) as { rows: number }).rows;
-        rows.push([`during, limit ${rate}/s`, String(snapRows), (snapRows / s).toFixed(0), String(during.length), pct(during, 50).toFixed(2), pct(during, 99).toFixed(2)]);
+        rows.push([
+          `during, limit ${rate}/s`,
+          String(snapRows),
+          (snapRows / s).toFixed(0),
+          String(during.length),
+          pct(during, 50).toFixed(2),
+          pct(during, 99).toFixed(2),
+        ]);
       } finally {
         d.proc.kill("SIGTERM");
         await new Promise((r) => d.proc.once("exit", r));
@@ -156,7 +183,9 @@ async function main(): Promise<void> {
     }
   } finally {
     await withPg("postgres", (c) => c.query(`DROP DATABASE ${db} WITH (FORCE)`)).catch(() => undefined);
-    await withPg("postgres", (c) => c.query("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1", [db])).catch(() => undefined);
+    await withPg("postgres", (c) =>
+      c.query("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1", [db]),
+    ).catch(() => undefined);
   }
   console.log(`${ROWS} task instances (Airflow 2.x schema), chunks of ${CHUNK}; probe: 2 connections, SELECT + UPDATE back to back; ms`);
   console.log(["", "snapshot rows", "rows/s", "probe statements", "p50", "p99"].join(" | "));
