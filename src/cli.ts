@@ -39,8 +39,7 @@ async function main(argv: string[]): Promise<number> {
     log = createLogger(cfg.logLevel);
     routeProcessWarnings(log);
     if (cmd === "snapshot") {
-      const spec = await snapshotCommand(cfg, argv.slice(1));
-      process.stdout.write(`${spec.id}\n`);
+      await snapshotCommand(cfg, log, argv.slice(1));
       return 0;
     }
     if (cmd === "reset-checkpoint") {

@@ -1,16 +1,19 @@
 import type { Config } from "../config.js";
 import { ConfigError, PrivilegeError, sqlState } from "../errors.js";
 import { withSourceClient } from "../source/connection.js";
+import type { Logger } from "../log.js";
 import { requestSnapshot, type SnapshotRequest } from "./request.js";
+import { waitForJob, type JobState } from "./wait.js";
 import { SNAPSHOT_TABLES, type SnapshotSpec, type SnapshotTable } from "./spec.js";
 
-export const SNAPSHOT_USAGE = `  airflow-eventstream snapshot [--dag ID ...] [--runs-since DATE] [--active-only] [--table task_instance|dag_run]
+export const SNAPSHOT_USAGE = `  airflow-eventstream snapshot [--dag ID ...] [--runs-since DATE] [--active-only] [--table task_instance|dag_run] [--wait]
                                         ask the daemon streaming from this database to publish the
                                         current rows as op "snapshot" events (docs/backfill.md);
-                                        prints the job id`;
+                                        prints the job id; --wait follows it until done`;
 
-/** `snapshot` arguments -> a request; ConfigError for anything else. */
-export function parseSnapshotArgs(args: string[]): SnapshotRequest {
+/** `snapshot` arguments -> a request (and --wait); ConfigError for anything else. */
+export function parseSnapshotArgs(args: string[]): SnapshotRequest & { wait: boolean } {
+  let wait = false;
   const dags: string[] = [];
   const tables: SnapshotTable[] = [];
   let runsSince: string | null = null;
@@ -28,6 +31,7 @@ export function parseSnapshotArgs(args: string[]): SnapshotRequest {
       if (Number.isNaN(Date.parse(runsSince)))
         throw new ConfigError(`snapshot: --runs-since "${runsSince}" is not a date (e.g. 2026-12-01 or 2026-12-01T00:00:00Z)`);
     } else if (a === "--active-only") activeOnly = true;
+    else if (a === "--wait") wait = true;
     else if (a === "--table") {
       const t = value();
       if (!SNAPSHOT_TABLES.includes(t as SnapshotTable))
@@ -35,12 +39,28 @@ export function parseSnapshotArgs(args: string[]): SnapshotRequest {
       tables.push(t as SnapshotTable);
     } else throw new ConfigError(`snapshot: unknown argument "${a}"`);
   }
-  return { dags, tables: tables.length > 0 ? tables : undefined, runsSince, activeOnly };
+  return { dags, tables: tables.length > 0 ? tables : undefined, runsSince, activeOnly, wait };
 }
 
-/** Writes the request into the WAL (see requestSnapshot). */
-export async function snapshotCommand(cfg: Config, args: string[]): Promise<SnapshotSpec> {
+/** Writes the request into the WAL (see requestSnapshot), prints its id, and with --wait follows the job until done. */
+export async function snapshotCommand(cfg: Config, log: Logger, args: string[]): Promise<void> {
   const req = parseSnapshotArgs(args);
+  const spec = await request(cfg, req);
+  process.stdout.write(`${spec.id}\n`);
+  if (!req.wait) return;
+  const say = (s: JobState) =>
+    process.stderr.write(
+      s.kind === "queued"
+        ? `${spec.id}: queued\n`
+        : s.kind === "running"
+          ? `${spec.id}: ${s.table}, ${s.rows} rows\n`
+          : `${spec.id}: done, ${s.rows} rows\n`,
+    );
+  // Until done, however long: a snapshot of a large table at the default rate takes hours.
+  await waitForJob(cfg, log, spec.id, say, 2 ** 31 - 1);
+}
+
+async function request(cfg: Config, req: SnapshotRequest): Promise<SnapshotSpec> {
   return withSourceClient(cfg, async (c) => {
     try {
       return await requestSnapshot(c, req);

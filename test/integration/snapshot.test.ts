@@ -173,6 +173,27 @@ describe("snapshot", () => {
     }
   }, 180_000);
 
+  it("the CLI: `snapshot --dag sa --table task_instance --wait` prints the id, follows the job to done; only that DAG's task instances", async () => {
+    const { db, pre } = await world("snapcli", "2", 2, 10);
+    const env = daemonEnv(db, { EVENTSTREAM_SNAPSHOT_CHUNK_ROWS: "8" });
+    const daemon = spawnDaemon(env);
+    try {
+      await daemon.waitForLog(/"streaming"/);
+      const cli = spawnDaemon(env, ["snapshot", "--dag", "sa", "--table", "task_instance", "--wait"]);
+      expect(await cli.exited).toBe(0);
+      const [id, ...progress] = cli.output.filter((l) => !l.startsWith("{"));
+      expect(id).toMatch(/^[0-9a-f]{16}$/);
+      expect(progress[progress.length - 1]).toBe(`${id}: done, 20 rows`);
+      const events = await consume([`${db}.events`], (all) => all.filter((m) => m.event.op === "snapshot").length >= 20, 30_000);
+      const snap = events.filter((m) => m.event.op === "snapshot");
+      expect(new Set(snap.map((m) => `${m.event.type}/${m.event.dag_id}`))).toEqual(new Set(["task_instance/sa"]));
+      expect(snap.length).toBe(pre.tis.filter((t) => t.dag_id === "sa").length);
+    } finally {
+      daemon.proc.kill("SIGKILL");
+      await daemon.exited;
+    }
+  }, 60_000);
+
   it("chunk reads are primary-key index range scans", async () => {
     for (const major of ["2", "3"] as const) {
       const { db } = await world(`snapplan${major}`, major, 100, 10);
