@@ -62,6 +62,9 @@ export async function snapshotCommand(cfg: Config, log: Logger, args: string[]):
 
 async function request(cfg: Config, req: SnapshotRequest): Promise<SnapshotSpec> {
   return withSourceClient(cfg, async (c) => {
+    const version = await c.query<{ v: string }>("SELECT current_setting('server_version_num') AS v");
+    if (Number(version.rows[0]!.v) < 140000)
+      throw new ConfigError("snapshots need PostgreSQL 14 or later (pgoutput passes logical decoding messages on from 14)");
     try {
       return await requestSnapshot(c, req);
     } catch (e: unknown) {

@@ -15,7 +15,7 @@ export function jobState(checkpointValue: string, id: string): JobState | null {
   if (cp === null) return null;
   const done = cp.done.find((d) => d.id === id);
   if (done) return { kind: "done", rows: done.rows };
-  if (cp.active?.spec.id === id) return { kind: "running", table: cp.active.spec.tables[cp.active.table] ?? "", rows: cp.active.rows };
+  if (cp.active?.spec.id === id) return { kind: "running", table: cp.active.spec.tables[cp.active.table] ?? "finishing", rows: cp.active.rows };
   return cp.queued.some((q) => q.id === id) ? { kind: "queued" } : null;
 }
 

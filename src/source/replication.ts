@@ -84,9 +84,13 @@ export class ReplicationStream {
       }
     });
 
+    // Logical decoding messages (snapshot requests and watermarks, src/snapshot/): pgoutput has the
+    // option from PostgreSQL 14; on 13 it would refuse to start, so snapshots are not available there.
+    const version = await client.query<{ server_version_num: string }>("SHOW server_version_num");
+    const messages = Number(version.rows[0]?.server_version_num ?? 0) >= 140000 ? ", messages 'true'" : "";
     const sql =
       `START_REPLICATION SLOT ${ident(this.cfg.slot)} LOGICAL ${formatLsn(0n)} ` +
-      `(proto_version '1', publication_names ${literal(ident(this.cfg.publication))}, messages 'true')`;
+      `(proto_version '1', publication_names ${literal(ident(this.cfg.publication))}${messages})`;
     await new Promise<void>((resolve, reject) => {
       connection.once("replicationStart", () => resolve());
       client.query(sql).then(
