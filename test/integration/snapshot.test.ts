@@ -37,11 +37,11 @@ function trail(events: Consumed[], problems: string[]): string {
  * exactly the database's rows and states, including rows that existed before the slot (only a
  * snapshot can carry those); and a SIGKILL mid-snapshot loses no chunk.
  *
- * EVENTSTREAM_SNAPSHOT_SEEDS=N runs N seeds (default 3 here; each varies the chunk size, the
+ * EVENTSTREAM_TEST_SNAPSHOT_SEEDS=N runs N seeds (default 5; each varies the chunk size, the
  * Airflow major, the delivery mode and the writers' interleaving).
  */
 
-const SEEDS = Number(process.env.EVENTSTREAM_SNAPSHOT_SEEDS ?? 3);
+const SEEDS = Number(process.env.EVENTSTREAM_TEST_SNAPSHOT_SEEDS ?? 5);
 const BASE_SEED = Number(process.env.LOAD_SEED ?? Date.now() % 100_000);
 const CHUNKS = [7, 32, 150];
 
