@@ -85,7 +85,6 @@ export class Session {
           return true;
         },
         acks: relay.watch,
-        fail: (e) => life.fail(e),
       });
       const parts: Streaming = { kind: "streaming", sink, stream, ack, snapshots };
       this.built = parts;

@@ -54,7 +54,7 @@ export async function snapshotCommand(cfg: Config, log: Logger, args: string[]):
         ? `${spec.id}: queued\n`
         : s.kind === "running"
           ? `${spec.id}: ${s.table}, ${s.rows} rows\n`
-          : `${spec.id}: done, ${s.rows} rows\n`,
+          : `${spec.id}: ${s.kind}, ${s.rows} rows\n`,
     );
   // Until done, however long: a snapshot of a large table at the default rate takes hours.
   await waitForJob(cfg, log, spec.id, say, 2 ** 31 - 1);

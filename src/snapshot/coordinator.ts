@@ -1,7 +1,7 @@
 import { randomBytes } from "node:crypto";
 import pg from "pg";
 import type { Config } from "../config.js";
-import { TransientError, coerceError } from "../errors.js";
+import { coerceError, sqlState } from "../errors.js";
 import type { Logger } from "../log.js";
 import { connectOrExplain, pgClientConfig } from "../source/connection.js";
 import type { AckWatch } from "./ack-watch.js";
@@ -14,11 +14,12 @@ export interface CoordinatorParts {
   /** Persists progress with the next checkpoint record; false when no checkpoint topic keeps it. */
   saveProgress(p: SnapshotProgress): boolean;
   acks: AckWatch;
-  fail(e: Error): void;
 }
 
-/** A chunk read again this many times in a row (always spoiled) stops the session: something is wrong, not unlucky. */
+/** A chunk read again this many times in a row (always spoiled) fails the job's attempt: something is wrong, not unlucky. */
 const MAX_RETRIES = 20;
+/** Wait before a job interrupted by a failure (the connection) is taken up again. */
+const RETRY_MS = 5_000;
 
 /**
  * Runs snapshot jobs, one chunk at a time: register the chunk with the loop (the tap), write the
@@ -98,16 +99,34 @@ export class SnapshotCoordinator {
       );
   }
 
-  private kick(): void {
+  /**
+   * A snapshot never stops the stream. A job whose query PostgreSQL refuses (SQLSTATE classes 22,
+   * 42: a schema the filters do not fit) is ended as failed; any other failure (the connection) is
+   * retried after RETRY_MS, from the progress as it stands (the open chunk is read again).
+   */
+  private kick(delayMs = 0): void {
     if (this.working !== null || this.stopped || !this.started) return;
     if (this.progress.active === null && this.progress.queued.length === 0) return;
-    this.working = this.work()
-      .catch((e: unknown) => {
-        if (!this.stopped) this.parts.fail(new TransientError(`snapshot failed: ${coerceError(e).message}`, { cause: e }));
-      })
-      .finally(() => {
+    this.working = sleep(delayMs)
+      .then(() => (this.stopped ? undefined : this.work()))
+      .then(
+        () => 0,
+        (e: unknown) => {
+          if (this.stopped) return 0;
+          const err = coerceError(e);
+          const job = this.progress.active;
+          if (job !== null && /^(22|42)/.test(sqlState(e) ?? "")) {
+            this.log.error({ job: job.spec.id, err: err.message }, "snapshot failed: PostgreSQL refused its query; the job is dropped");
+            this.finish(job, err.message);
+            return 0;
+          }
+          this.log.warn({ job: job?.spec.id, err: err.message, retryInMs: RETRY_MS }, "snapshot interrupted; retrying");
+          return RETRY_MS;
+        },
+      )
+      .then((next) => {
         this.working = null;
-        this.kick();
+        this.kick(next);
       });
   }
 
@@ -209,9 +228,10 @@ export class SnapshotCoordinator {
     }
   }
 
-  private finish(job: JobProgress): void {
-    const done = [...this.progress.done, { id: job.spec.id, rows: job.rows, finished_at: new Date().toISOString() }].slice(-DONE_KEPT);
-    this.save({ ...this.progress, active: null, done });
+  private finish(job: JobProgress, error?: string): void {
+    const entry = { id: job.spec.id, rows: job.rows, finished_at: new Date().toISOString(), ...(error === undefined ? {} : { error }) };
+    this.save({ ...this.progress, active: null, done: [...this.progress.done, entry].slice(-DONE_KEPT) });
+    if (error !== undefined) return;
     this.log.info(
       { job: job.spec.id, rows: job.rows, chunks: job.chunks, ms: Date.now() - Date.parse(job.started_at) },
       "snapshot finished",

@@ -39,7 +39,7 @@ export const SnapshotProgress = z.object({
   active: JobProgress.nullable(),
   queued: z.array(SnapshotSpec),
   /** The last finished jobs, newest last: a request re-delivered after a restart is not run again. */
-  done: z.array(z.object({ id: z.string(), rows: z.number().int(), finished_at: z.string() })),
+  done: z.array(z.object({ id: z.string(), rows: z.number().int(), finished_at: z.string(), error: z.string().optional() })),
 });
 export type SnapshotProgress = z.infer<typeof SnapshotProgress>;
 

@@ -7,15 +7,20 @@ import { privateReader } from "../sink/reader.js";
 import { SnapshotProgress, parseJson } from "./spec.js";
 
 /** What `--wait` reports as the job goes. */
-export type JobState = { kind: "queued" } | { kind: "running"; table: string; rows: number } | { kind: "done"; rows: number };
+export type JobState =
+  | { kind: "queued" }
+  | { kind: "running"; table: string; rows: number }
+  | { kind: "done"; rows: number }
+  | { kind: "failed"; rows: number; error: string };
 
 /** The job's state in a checkpoint value (null: the job is not in it, e.g. not seen by the daemon yet). */
 export function jobState(checkpointValue: string, id: string): JobState | null {
   const cp = safeSnapshot(checkpointValue);
   if (cp === null) return null;
   const done = cp.done.find((d) => d.id === id);
-  if (done) return { kind: "done", rows: done.rows };
-  if (cp.active?.spec.id === id) return { kind: "running", table: cp.active.spec.tables[cp.active.table] ?? "finishing", rows: cp.active.rows };
+  if (done) return done.error === undefined ? { kind: "done", rows: done.rows } : { kind: "failed", rows: done.rows, error: done.error };
+  if (cp.active?.spec.id === id)
+    return { kind: "running", table: cp.active.spec.tables[cp.active.table] ?? "finishing", rows: cp.active.rows };
   return cp.queued.some((q) => q.id === id) ? { kind: "queued" } : null;
 }
 
@@ -55,6 +60,7 @@ export async function waitForJob(cfg: Config, log: Logger, id: string, report: (
             last = JSON.stringify(s);
             report(s);
             if (s.kind === "done") resolve(s.rows);
+            if (s.kind === "failed") reject(new Error(`snapshot ${id} failed after ${s.rows} rows: ${s.error}`));
           },
         })
         .catch(reject);

@@ -194,6 +194,30 @@ describe("snapshot", () => {
     }
   }, 60_000);
 
+  it("a job whose query PostgreSQL refuses is dropped as failed; the stream and the next job go on", async () => {
+    const { db } = await world("snapfail", "2", 1, 3);
+    const daemon = spawnDaemon(daemonEnv(db));
+    try {
+      await daemon.waitForLog(/"streaming"/);
+      const c = pgClient(db);
+      await c.connect();
+      try {
+        // Past the CLI's own check: the date reaches PostgreSQL, which refuses it (22007).
+        const bad = await requestSnapshot(c, { runsSince: "not a date" });
+        const good = await requestSnapshot(c, { tables: ["dag_run"] });
+        await daemon.waitForLog(new RegExp(`"job":"${bad.id}".*PostgreSQL refused its query`), 30_000);
+        const finished = await daemon.waitForLog(new RegExp(`"job":"${good.id}".*"snapshot finished"`), 30_000);
+        expect(JSON.parse(finished).rows).toBe(3);
+      } finally {
+        await c.end();
+      }
+      expect(daemon.output.filter((l) => /"level":50|"level":60/.test(l) && !l.includes("refused its query"))).toEqual([]);
+    } finally {
+      daemon.proc.kill("SIGKILL");
+      await daemon.exited;
+    }
+  }, 60_000);
+
   it("chunk reads are primary-key index range scans", async () => {
     for (const major of ["2", "3"] as const) {
       const { db } = await world(`snapplan${major}`, major, 100, 10);
