@@ -131,7 +131,10 @@ export class SnapshotCoordinator {
   }
 
   private async work(): Promise<void> {
-    const client = new pg.Client(pgClientConfig(this.cfg.pg, { replication: false, applicationName: "airflow-eventstream-snapshot" }));
+    const base = pgClientConfig(this.cfg.pg, { replication: false, applicationName: "airflow-eventstream-snapshot" });
+    // Its only commits flush the WAL to the walsender (ChunkReader.emit): a synchronous standby has
+    // nothing to wait for there, and waiting would stall the snapshot on every chunk.
+    const client = new pg.Client({ ...base, options: `${base.options ?? ""} -c synchronous_commit=local` });
     client.on("error", () => undefined);
     await connectOrExplain(client, this.cfg);
     try {

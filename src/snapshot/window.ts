@@ -17,6 +17,8 @@ import type { Lsn } from "../lsn.js";
  *    before the backend leaves the proc array, so the chunk's snapshot, taken after L, can still
  *    miss it: the chunk holds the row before the change, while the change's event precedes L. The
  *    chunk's pg_current_snapshot() says which transactions it missed: xid >= xmax or xid in xip.
+ *    (test/integration/snapshot.test.ts makes it happen: a synchronous standby that never answers
+ *    holds a commit, decoded and published, invisible for as long as the test likes.)
  *
  * Only changes that published an event count: a heartbeat (churn) leaves the state the chunk read,
  * and dropping its row would leave the row out of the snapshot altogether.

@@ -218,6 +218,72 @@ describe("snapshot", () => {
     }
   }, 60_000);
 
+  it("a transaction decoded before the low watermark but invisible to the chunk's snapshot: its row is left out, not overwritten", async () => {
+    const { db, pre } = await world("snapvis", "2", 1, 20);
+    const daemon = spawnDaemon(daemonEnv(db, { EVENTSTREAM_SNAPSHOT_CHUNK_ROWS: "50" }));
+    // A synchronous standby that never comes: a commit writes (and flushes) its commit record, which
+    // the slot decodes and the daemon publishes, then waits, still in the proc array, invisible to
+    // every snapshot taken meanwhile. Only this test's sessions ask for it (synchronous_commit=on);
+    // every other session of this test runs with synchronous_commit=local.
+    const local = { options: "-c synchronous_commit=local" };
+    const held = pgClient(db);
+    const admin = pgClient("postgres", local);
+    await admin.connect();
+    try {
+      await daemon.waitForLog(/"streaming"/);
+      await admin.query("ALTER SYSTEM SET synchronous_standby_names = 'eventstream_test_never'");
+      await admin.query("SELECT pg_reload_conf()");
+      await held.connect();
+      await held.query("SET synchronous_commit = on");
+      const x = pre.tis[3]!;
+      const committing = held.query("UPDATE task_instance SET state = 'failed' WHERE dag_id = $1 AND task_id = $2 AND run_id = $3", [
+        x.dag_id,
+        x.task_id,
+        x.run_id,
+      ]);
+      committing.catch(() => undefined);
+      const published = await consume([`${db}.events`], (all) =>
+        all.some((m) => m.event.type === "task_instance" && m.event.state === "failed"),
+      );
+      expect(published.length).toBeGreaterThan(0);
+      const c = pgClient(db, local);
+      await c.connect();
+      const spec = await requestSnapshot(c, { tables: ["task_instance"] });
+      await c.end();
+      await daemon.waitForLog(new RegExp(`"job":"${spec.id}".*"snapshot finished"`), 30_000);
+      // The held transaction is still invisible: the database says 'scheduled' to everyone else.
+      await withPg(db, async (r) =>
+        expect(
+          (
+            await r.query("SELECT state FROM task_instance WHERE dag_id = $1 AND task_id = $2 AND run_id = $3", [
+              x.dag_id,
+              x.task_id,
+              x.run_id,
+            ])
+          ).rows[0].state,
+        ).toBe("scheduled"),
+      );
+      await admin.query("ALTER SYSTEM RESET synchronous_standby_names");
+      await admin.query("SELECT pg_reload_conf()");
+      await committing;
+      const events = await consume([`${db}.events`], (all) => all.filter((m) => m.event.op === "snapshot").length >= pre.tis.length - 1);
+      const ofX = events.filter(
+        (m) =>
+          m.event.type === "task_instance" && m.event.dag_id === x.dag_id && m.event.task_id === x.task_id && m.event.run_id === x.run_id,
+      );
+      expect(ofX.map((m) => `${m.event.op} ${m.event.state}`)).toEqual(["update failed"]);
+      expect(staleSnapshots(events)).toEqual([]);
+      expect(events.filter((m) => m.event.op === "snapshot").length).toBe(pre.tis.length - 1);
+    } finally {
+      await admin.query("ALTER SYSTEM RESET synchronous_standby_names").catch(() => undefined);
+      await admin.query("SELECT pg_reload_conf()").catch(() => undefined);
+      await admin.end();
+      await held.end().catch(() => undefined);
+      daemon.proc.kill("SIGKILL");
+      await daemon.exited;
+    }
+  }, 90_000);
+
   it("chunk reads are primary-key index range scans", async () => {
     for (const major of ["2", "3"] as const) {
       const { db } = await world(`snapplan${major}`, major, 100, 10);
