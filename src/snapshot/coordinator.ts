@@ -6,13 +6,13 @@ import type { Logger } from "../log.js";
 import { connectOrExplain, pgClientConfig } from "../source/connection.js";
 import type { AckWatch } from "./ack-watch.js";
 import { ChunkReader } from "./chunk-reader.js";
-import { DONE_KEPT, EMPTY_PROGRESS, SnapshotProgress, parseJson, type JobProgress, type SnapshotSpec } from "./spec.js";
+import { DONE_KEPT, DONE_KEPT_MS, EMPTY_PROGRESS, SnapshotProgress, parseJson, type JobProgress, type SnapshotSpec } from "./spec.js";
 import { SnapshotTap, type ChunkOutcome, type OpenChunk } from "./tap.js";
 
 /** What the coordinator needs of the session. */
 export interface CoordinatorParts {
   /** Persists progress with the next checkpoint record; false when no checkpoint topic keeps it. */
-  saveProgress(p: SnapshotProgress): boolean;
+  saveProgress(p: SnapshotProgress | null): boolean;
   acks: AckWatch;
 }
 
@@ -55,8 +55,8 @@ export class SnapshotCoordinator {
   start(progressAtStart: unknown): void {
     const read = progressAtStart === null ? null : parseJson(SnapshotProgress, JSON.stringify(progressAtStart));
     if (progressAtStart !== null && read === null) this.log.warn("snapshot progress in the checkpoint is not of this version; ignoring it");
-    this.progress = read ?? EMPTY_PROGRESS;
     this.started = true;
+    if (read !== null) this.save(read);
     const a = this.progress.active;
     if (a !== null) this.log.info({ job: a.spec.id, table: a.spec.tables[a.table], rows: a.rows }, "snapshot: resuming the job");
     for (const spec of this.early.splice(0)) this.requested(spec);
@@ -90,9 +90,15 @@ export class SnapshotCoordinator {
     this.kick();
   }
 
-  private save(p: SnapshotProgress): void {
+  private save(next: SnapshotProgress): void {
+    // Every checkpoint record carries the progress: finished jobs are kept only as long as their
+    // request can still be re-read from the WAL after a restart (the slot confirms past it within
+    // seconds), and none at all once nothing is under way, queued or recent (the field then goes).
+    const cutoff = Date.now() - DONE_KEPT_MS;
+    const p = { ...next, done: next.done.filter((d) => Date.parse(d.finished_at) >= cutoff).slice(-DONE_KEPT) };
     this.progress = p;
-    if (!this.parts.saveProgress(p) && p.active !== null && p.active.chunks === 0)
+    const empty = p.active === null && p.queued.length === 0 && p.done.length === 0;
+    if (!this.parts.saveProgress(empty ? null : p) && p.active !== null && p.active.chunks === 0)
       this.log.warn(
         { job: p.active.spec.id },
         "snapshot progress is not kept without a checkpoint topic (EVENTSTREAM_GAP_DETECTION=false, at-least-once): a restart loses the job",
@@ -233,7 +239,7 @@ export class SnapshotCoordinator {
 
   private finish(job: JobProgress, error?: string): void {
     const entry = { id: job.spec.id, rows: job.rows, finished_at: new Date().toISOString(), ...(error === undefined ? {} : { error }) };
-    this.save({ ...this.progress, active: null, done: [...this.progress.done, entry].slice(-DONE_KEPT) });
+    this.save({ ...this.progress, active: null, done: [...this.progress.done, entry] });
     if (error !== undefined) return;
     this.log.info(
       { job: job.spec.id, rows: job.rows, chunks: job.chunks, ms: Date.now() - Date.parse(job.started_at) },

@@ -45,8 +45,9 @@ export type SnapshotProgress = z.infer<typeof SnapshotProgress>;
 
 export const EMPTY_PROGRESS: SnapshotProgress = { active: null, queued: [], done: [] };
 
-/** How many finished jobs the progress remembers. */
-export const DONE_KEPT = 16;
+/** How many finished jobs the progress remembers, and for how long. */
+export const DONE_KEPT = 8;
+export const DONE_KEPT_MS = 3_600_000;
 
 export const Watermark = z.object({
   /** The coordinator that wrote it (one per session): a watermark re-delivered from an earlier session matches nothing. */
