@@ -93,6 +93,25 @@ export class CheckpointError extends UserActionError {
  */
 export class SlotGapError extends UserActionError {
   override name = "SlotGapError";
+
+  constructor(
+    message: string,
+    /** What was lost, for EVENTSTREAM_ON_GAP=snapshot (src/recover-gap.ts). */
+    readonly gap: GapFacts,
+  ) {
+    super(message);
+  }
+}
+
+/** The gap a SlotGapError reports: why, between which LSNs, and when the last checkpoint was written. */
+export interface GapFacts {
+  reason: "slot_lost" | "slot_missing" | "slot_ahead";
+  /** Changes after this LSN are missing (null: the checkpoint does not say). */
+  from: bigint | null;
+  /** ... up to this one. */
+  to: bigint;
+  /** The checkpoint's written_at: runs changed since then may have transitions in the gap (null: unknown). */
+  checkpointWrittenAt: string | null;
 }
 
 /**

@@ -7,6 +7,7 @@ export {
   NotificationEvent,
   NotificationValue,
   TableTruncatedEvent,
+  StreamGapEvent,
   SourcePosition,
   TaskState,
 } from "./airflow/events.js";
