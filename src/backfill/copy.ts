@@ -36,6 +36,9 @@ const FETCH_PARTITION_BYTES = 1024 * 1024;
  * window, so every record is copied once, in order. A partition is done when a batch reaches its end
  * offset, by the batch's last offset (a transaction marker's included: kafkajs reports batches of
  * markers only through END_BATCH_PROCESS).
+ *
+ * `concurrency` partitions are copied at once (a sink whose writes may overlap); memory then holds up
+ * to that many batches of FETCH_PARTITION_BYTES.
  */
 export async function readWindows(
   kafka: Kafka,
@@ -44,6 +47,7 @@ export async function readWindows(
   keep: (m: KafkaMessage) => boolean,
   sink: RecordSink,
   progress: (offsets: number, records: number) => void,
+  concurrency: number,
 ): Promise<void> {
   const reading = new Map<string, Reading>(windows.map((w) => [`${w.topic}/${w.partition}`, { ...w, next: w.start }]));
   if (reading.size === 0) return;
@@ -99,7 +103,8 @@ export async function readWindows(
     await consumer.subscribe({ topics: [...new Set(windows.map((w) => w.topic))], fromBeginning: true });
     await consumer.run({
       autoCommit: false,
-      partitionsConsumedConcurrently: 1,
+      // kafkajs hands one partition's batches over one at a time, in order, whatever this number.
+      partitionsConsumedConcurrently: concurrency,
       eachBatch: async ({ batch }) => {
         const r = reading.get(`${batch.topic}/${batch.partition}`);
         if (r === undefined || !pending.has(`${batch.topic}/${batch.partition}`)) {

@@ -9,9 +9,9 @@ export const REPLAY_SOURCE_HEADER = "eventstream-replay-source";
 /**
  * Records per produce request. A fetched batch (up to 1 MiB per partition) sent as one request would
  * land as one record batch in one output partition and could pass the broker's message.max.bytes
- * (1 MiB by default); chunks of this many bytes stay well under it.
+ * (1 MiB by default); chunks of this many bytes (plus headers) stay under it.
  */
-const CHUNK_BYTES = 256 * 1024;
+const CHUNK_BYTES = 512 * 1024;
 
 /**
  * The copy of a record for the output topic: key, value and headers as they are (Buffers, so byte

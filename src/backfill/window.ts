@@ -20,6 +20,9 @@ export interface ReplayWindow {
   partitions: number;
   /** The dag_ids to keep (null: all). Records without a key (table_truncated, about every DAG) are always kept. */
   dags: Set<string> | null;
+  /** Records the searches read (one per probe), and how long they took. */
+  probes: number;
+  searchMs: number;
 }
 
 /**
@@ -73,8 +76,11 @@ export async function replayWindow(
   until: Target | null,
   dags: string[] | null,
 ): Promise<ReplayWindow> {
+  const t0 = Date.now();
   const starts = await findOffsets(kafka, admin, topics, from, cfg.kafka.clientId);
   const ends = until === null ? null : await findOffsets(kafka, admin, topics, until, cfg.kafka.clientId);
+  const searchMs = Date.now() - t0;
+  const probes = [...starts.values(), ...(ends?.values() ?? [])].flat().reduce((n, s) => n + s.probes, 0);
   const windows: PartitionWindow[] = [];
   let partitions = 1;
   for (const topic of topics) {
@@ -88,7 +94,7 @@ export async function replayWindow(
       if (end > s.offset) windows.push({ topic, partition: s.partition, start: s.offset, end });
     }
   }
-  return { windows, partitions, dags: dags === null ? null : new Set(dags) };
+  return { windows, partitions, dags: dags === null ? null : new Set(dags), probes, searchMs };
 }
 
 /** The partitions the daemon's producer puts these keys in, for a topic of `count` partitions. */
