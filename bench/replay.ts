@@ -12,6 +12,7 @@
  */
 import { spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
+import { existsSync } from "node:fs";
 import { Kafka, logLevel } from "kafkajs";
 import { servicesEnv } from "../scripts/services-env.ts";
 
@@ -87,12 +88,17 @@ interface Run {
   stdoutLines: number;
   window: { probes?: number; searchMs?: number; offsets?: number };
   done: string;
+  rssMb: number | null;
 }
 
 /** The CLI as an operator runs it; stdout counted, not kept. */
 function cli(cliArgs: string[], extra: Record<string, string> = {}): Promise<Run> {
   const t = Date.now();
-  const proc = spawn("bin/airflow-eventstream", ["replay", ...cliArgs], {
+  // GNU time, where installed, for the replay's peak RSS (bounded memory whatever the window).
+  const timed = existsSync("/usr/bin/time");
+  const cmd = timed ? "/usr/bin/time" : "bin/airflow-eventstream";
+  const cmdArgs = timed ? ["-f", "maxrss_kb=%M", "bin/airflow-eventstream", "replay", ...cliArgs] : ["replay", ...cliArgs];
+  const proc = spawn(cmd, cmdArgs, {
     env: { PATH: process.env.PATH ?? "", KAFKA_BROKERS: brokers.join(","), EVENTSTREAM_TOPIC: topic, LOG_LEVEL: "info", ...extra },
   });
   let bytes = 0;
@@ -108,14 +114,23 @@ function cli(cliArgs: string[], extra: Record<string, string> = {}): Promise<Run
       const found = err.split("\n").find((l) => l.includes("window found"));
       const window = found ? (JSON.parse(found) as Run["window"]) : {};
       const done = err.split("\n").find((l) => l.startsWith("airflow-eventstream: ")) ?? err.slice(-500);
-      resolve({ code, ms: Date.now() - t, stdoutBytes: bytes, stdoutLines: lines, window, done });
+      const rss = /maxrss_kb=(\d+)/.exec(err);
+      resolve({
+        code,
+        ms: Date.now() - t,
+        stdoutBytes: bytes,
+        stdoutLines: lines,
+        window,
+        done,
+        rssMb: rss ? Math.round(Number(rss[1]) / 1024) : null,
+      });
     }),
   );
 }
 
 function report(what: string, r: Run): void {
   console.log(
-    `${what}: exit ${r.code}, ${r.ms} ms wall; search ${r.window.probes} probes in ${r.window.searchMs} ms; window ${r.window.offsets} offsets` +
+    `${what}: exit ${r.code}, ${r.ms} ms wall, peak RSS ${r.rssMb ?? "?"} MB; search ${r.window.probes} probes in ${r.window.searchMs} ms; window ${r.window.offsets} offsets` +
       `${r.stdoutLines > 0 ? `; stdout ${r.stdoutLines} lines, ${(r.stdoutBytes / 1e6).toFixed(1)} MB` : ""}\n  ${r.done}`,
   );
 }

@@ -53,12 +53,14 @@ export async function sourceTopics(cfg: Config, admin: Admin, dags: string[] | n
 }
 
 /**
- * Every name the template can give, sanitised or not: the parts around {dag_id} as they are (Kafka
- * names keep them), anything in between. A sanitised dag_id still sits between the same parts.
+ * Every name the template can give: the parts around {dag_id} as they are, anything in between. A
+ * name that sanitising changed or cut ends in "-" and 16 hex digits (sanitizeTopic), after or in
+ * place of the template's last part.
  */
 export function templatePattern(template: string): RegExp {
-  const parts = template.split("{dag_id}").map((p) => p.replace(/[.*+?^${}()|[\]\\]/g, "\\$&"));
-  return new RegExp(`^${parts.join(".+")}$`);
+  const parts = template.split("{dag_id}").map((p) => p.replace(/[^a-zA-Z0-9._-]/g, "_").replace(/[.*+?^${}()|[\]\\]/g, "\\$&"));
+  const last = parts.pop()!;
+  return new RegExp(`^${parts.join(".+")}.+(?:${last}|-[0-9a-f]{16})$`);
 }
 
 /**
