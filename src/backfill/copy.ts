@@ -49,8 +49,7 @@ export async function readWindows(
   progress: (offsets: number, records: number) => void,
   concurrency: number,
 ): Promise<void> {
-  const reading = new Map<string, Reading>(windows.map((w) => [`${w.topic}/${w.partition}`, { ...w, next: w.start }]));
-  if (reading.size === 0) return;
+  if (windows.length === 0) return;
   const consumer = kafka.consumer({
     groupId: `${clientId}.replay.${randomBytes(4).toString("hex")}`,
     readUncommitted: false,
@@ -61,42 +60,13 @@ export async function readWindows(
     sessionTimeout: 30_000,
     heartbeatInterval: 3_000,
   });
-  const pending = new Set(reading.keys());
-  let finish: (e?: Error) => void = () => undefined;
-  const finished = new Promise<void>((resolve, reject) => {
-    finish = (e) => (e ? reject(e) : resolve());
-  });
-
-  /** Moves a partition on past `last`; true when it reached its end. */
-  const advance = (r: Reading, last: bigint): boolean => {
-    const before = r.next;
-    if (last + 1n > r.next) r.next = last + 1n > r.end ? r.end : last + 1n;
-    progress(Number(r.next - before), 0);
-    return r.next >= r.end;
-  };
-  const done = (topic: string, partition: number) => {
-    consumer.pause([{ topic, partitions: [partition] }]);
-    pending.delete(`${topic}/${partition}`);
-    if (pending.size === 0) finish();
-  };
-  /** The batch starts past `next`: records in between were deleted (retention) while the replay ran. */
-  const check = (r: Reading, first: string | null) => {
-    if (first !== null && BigInt(first) > r.next)
-      throw new UserActionError(
-        `records ${r.next}..${BigInt(first) - 1n} of ${r.topic} partition ${r.partition} were deleted by retention while they were being replayed: the replay is incomplete. Replay again from a later position.`,
-      );
-  };
-
+  const copy = new WindowCopy(windows, keep, sink, progress, (topic, partition) => consumer.pause([{ topic, partitions: [partition] }]));
   consumer.on(consumer.events.CRASH, (e) => {
     if (!e.payload.restart)
-      finish(new TransientError(`reading the event topics failed (${e.payload.error.message})`, { cause: e.payload.error }));
+      copy.fail(new TransientError(`reading the event topics failed (${e.payload.error.message})`, { cause: e.payload.error }));
   });
   consumer.on(consumer.events.END_BATCH_PROCESS, (e) => {
-    const b = e.payload;
-    const r = reading.get(`${b.topic}/${b.partition}`);
-    if (b.batchSize !== 0 || r === undefined || !pending.has(`${b.topic}/${b.partition}`) || b.firstOffset === null) return;
-    if (BigInt(b.firstOffset) > r.next) return;
-    if (advance(r, BigInt(b.lastOffset))) done(b.topic, b.partition);
+    if (e.payload.batchSize === 0) copy.filteredBatch(e.payload);
   });
   await consumer.connect();
   try {
@@ -105,38 +75,96 @@ export async function readWindows(
       autoCommit: false,
       // kafkajs hands one partition's batches over one at a time, in order, whatever this number.
       partitionsConsumedConcurrently: concurrency,
-      eachBatch: async ({ batch }) => {
-        const r = reading.get(`${batch.topic}/${batch.partition}`);
-        if (r === undefined || !pending.has(`${batch.topic}/${batch.partition}`)) {
-          consumer.pause([{ topic: batch.topic, partitions: [batch.partition] }]);
-          return;
-        }
-        try {
-          check(r, batch.firstOffset());
-        } catch (e: unknown) {
-          finish(e as Error);
-          return;
-        }
-        const out: SourceRecord[] = [];
-        for (const message of batch.messages) {
-          const o = BigInt(message.offset);
-          if (o >= r.next && o < r.end && keep(message)) out.push({ topic: batch.topic, partition: batch.partition, message });
-        }
-        try {
-          if (out.length > 0) await sink.write(out);
-        } catch (e: unknown) {
-          finish(e as Error);
-          consumer.pause([{ topic: batch.topic, partitions: [batch.partition] }]);
-          return;
-        }
-        progress(0, out.length);
-        if (advance(r, BigInt(batch.lastOffset()))) done(batch.topic, batch.partition);
-      },
+      eachBatch: ({ batch }) => copy.batch(batch),
     });
-    for (const r of reading.values())
-      if (r.start > 0n) consumer.seek({ topic: r.topic, partition: r.partition, offset: r.start.toString() });
-    await finished;
+    for (const w of windows) if (w.start > 0n) consumer.seek({ topic: w.topic, partition: w.partition, offset: w.start.toString() });
+    await copy.finished;
   } finally {
     await consumer.disconnect().catch(() => undefined);
+  }
+}
+
+/** Where each partition's copy is, and what a fetched batch moves (see readWindows). */
+class WindowCopy {
+  readonly finished: Promise<void>;
+  private readonly reading: Map<string, Reading>;
+  private readonly pending: Set<string>;
+  private settle: (e?: Error) => void = () => undefined;
+
+  constructor(
+    windows: PartitionWindow[],
+    private readonly keep: (m: KafkaMessage) => boolean,
+    private readonly sink: RecordSink,
+    private readonly progress: (offsets: number, records: number) => void,
+    private readonly pause: (topic: string, partition: number) => void,
+  ) {
+    this.reading = new Map(windows.map((w) => [`${w.topic}/${w.partition}`, { ...w, next: w.start }]));
+    this.pending = new Set(this.reading.keys());
+    this.finished = new Promise<void>((resolve, reject) => {
+      this.settle = (e) => (e ? reject(e) : resolve());
+    });
+    // Rejected before anyone awaits it (a crash during the join): not an unhandled rejection.
+    this.finished.catch(() => undefined);
+  }
+
+  fail(e: Error): void {
+    this.settle(e);
+  }
+
+  async batch(b: {
+    topic: string;
+    partition: number;
+    messages: KafkaMessage[];
+    firstOffset(): string | null;
+    lastOffset(): string;
+  }): Promise<void> {
+    const r = this.active(b.topic, b.partition);
+    if (r === undefined) return this.pause(b.topic, b.partition);
+    const first = b.firstOffset();
+    if (first !== null && BigInt(first) > r.next) {
+      // Offsets below the end are contiguous: a batch starting past `next` means records were deleted (retention) during the replay.
+      this.settle(
+        new UserActionError(
+          `records ${r.next}..${BigInt(first) - 1n} of ${r.topic} partition ${r.partition} were deleted by retention while they were being replayed: the replay is incomplete. Replay again from a later position.`,
+        ),
+      );
+      return this.pause(b.topic, b.partition);
+    }
+    const out: SourceRecord[] = [];
+    for (const message of b.messages) {
+      const o = BigInt(message.offset);
+      if (o >= r.next && o < r.end && this.keep(message)) out.push({ topic: b.topic, partition: b.partition, message });
+    }
+    try {
+      if (out.length > 0) await this.sink.write(out);
+    } catch (e: unknown) {
+      this.settle(e as Error);
+      return this.pause(b.topic, b.partition);
+    }
+    this.progress(0, out.length);
+    this.advance(r, BigInt(b.lastOffset()));
+  }
+
+  /** A batch read_committed left empty (markers, aborted records): kafkajs reports it without calling eachBatch. */
+  filteredBatch(b: { topic: string; partition: number; firstOffset: string | null; lastOffset: string }): void {
+    const r = this.active(b.topic, b.partition);
+    if (r === undefined || b.firstOffset === null || BigInt(b.firstOffset) > r.next) return;
+    this.advance(r, BigInt(b.lastOffset));
+  }
+
+  private active(topic: string, partition: number): Reading | undefined {
+    const id = `${topic}/${partition}`;
+    return this.pending.has(id) ? this.reading.get(id) : undefined;
+  }
+
+  /** Moves a partition on past `last`; at its end, pauses it, and settles once every partition is done. */
+  private advance(r: Reading, last: bigint): void {
+    const before = r.next;
+    if (last + 1n > r.next) r.next = last + 1n > r.end ? r.end : last + 1n;
+    this.progress(Number(r.next - before), 0);
+    if (r.next < r.end) return;
+    this.pause(r.topic, r.partition);
+    this.pending.delete(`${r.topic}/${r.partition}`);
+    if (this.pending.size === 0) this.settle();
   }
 }
