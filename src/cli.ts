@@ -1,11 +1,11 @@
 #!/usr/bin/env node
 import v8 from "node:v8";
-import { checkHeapLimit, loadConfig, loadDotEnv } from "./config.js";
+import { checkHeapLimit, loadConfig, loadDotEnv, type Config } from "./config.js";
 import { Daemon } from "./main.js";
-import { createLogger } from "./log.js";
+import { createLogger, type Logger } from "./log.js";
 import { UserActionError, describeError } from "./errors.js";
 import { resetCheckpoint } from "./reset.js";
-import { REPLAY_USAGE, parseReplayArgs, replay } from "./backfill/replay.js";
+import { REPLAY_USAGE, parseReplayArgs, replay, type ReplayArgs } from "./backfill/replay.js";
 
 const USAGE = `airflow-eventstream: Airflow task-state changes from PostgreSQL's WAL to Kafka.
 
@@ -41,14 +41,7 @@ async function main(argv: string[]): Promise<number> {
     checkHeapLimit(cfg, v8.getHeapStatistics().heap_size_limit);
     log = createLogger(cfg.logLevel, fd);
     routeProcessWarnings(log);
-    if (replayArgs !== null) {
-      const done = await replay(cfg, replayArgs, log, { out: process.stdout, err: process.stderr });
-      const to = replayArgs.output.kind === "topic" ? replayArgs.output.topic : "stdout";
-      process.stderr.write(
-        `airflow-eventstream: replayed ${done.records} records from ${done.topics.join(", ")} to ${to} in ${done.ms} ms (replay ${done.replayId}).\n`,
-      );
-      return 0;
-    }
+    if (replayArgs !== null) return await runReplay(cfg, replayArgs, log);
     if (cmd === "reset-checkpoint") {
       const out = await resetCheckpoint(cfg, log);
       const done = [
@@ -106,6 +99,16 @@ async function main(argv: string[]): Promise<number> {
     log.fatal({ err: describeError(e) }, "fatal error");
     return 1;
   }
+}
+
+/** `airflow-eventstream replay`: records to stdout or a topic, what was done to stderr. */
+async function runReplay(cfg: Config, args: ReplayArgs, log: Logger): Promise<number> {
+  const done = await replay(cfg, args, log, { out: process.stdout, err: process.stderr });
+  const to = args.output.kind === "topic" ? args.output.topic : "stdout";
+  process.stderr.write(
+    `airflow-eventstream: replayed ${done.records} records from ${done.topics.join(", ")} to ${to} in ${done.ms} ms (replay ${done.replayId}).\n`,
+  );
+  return 0;
 }
 
 /**
