@@ -14,3 +14,13 @@ export {
 export { loadConfig, type Config } from "./config.js";
 export { Daemon } from "./main.js";
 export * from "./errors.js";
+export { readCurrentState, type CurrentState, type ReadStateOptions } from "./sink/state-reader.js";
+export {
+  applyStateRecord,
+  emptyState,
+  stateKey,
+  truncateStateKey,
+  type FoldedState,
+  type StateEntry,
+  type StateRecord,
+} from "./sink/state-topic.js";
