@@ -1,0 +1,270 @@
+import { Kafka, Partitioners, logLevel, type Admin, type Consumer, type EachMessagePayload, type PartitionMetadata } from "kafkajs";
+import { StreamEvent } from "../airflow/events.js";
+import { ConfigError, coerceError, describeError } from "../errors.js";
+import { createLogger, type Logger } from "../log.js";
+import { TopicRouter } from "../sink/routing.js";
+import { bootstrapFromState } from "./bootstrap.js";
+import { DagSequencer } from "./sequencer.js";
+import { startOffset, type StartDeps } from "./start.js";
+import { readState, type CurrentStateView } from "./state.js";
+import type { BootstrapInfo, ConsumerOptions, EventContext, RunOptions } from "./types.js";
+
+/** How often the group's offsets (a hint only) are committed at most. */
+const COMMIT_EVERY_MS = 1_000;
+
+/** The store key of events about no single DAG, per partition: they are in order with that partition only. */
+export function partitionScope(topic: string, partition: number): string {
+  // ":" is not legal in a topic name, nor "*" in a dag_id: no DAG ever has this key.
+  return `*${topic}:${partition}`;
+}
+
+/**
+ * Reads the daemon's event topic(s) for a set of DAGs, in a consumer group, and hands each event to
+ * the user's handler: per DAG in position order, one at a time, dropping re-deliveries (positions
+ * not above the last one the user's store holds for the DAG), and saving the position once the
+ * handler resolved. See docs/backfill.md#consumer-helper.
+ */
+export class EventConsumer {
+  private readonly kafka: Kafka;
+  private readonly router: TopicRouter;
+  private readonly topic: string;
+  private readonly log: Logger;
+  private readonly dags: Set<string> | null;
+  private readonly partitionCounts = new Map<string, number>();
+  private readonly partitioner = Partitioners.DefaultPartitioner();
+  private stopping: (() => void) | undefined;
+
+  constructor(private readonly o: ConsumerOptions) {
+    if (o.topicTemplate !== undefined && (o.dags === undefined || o.dags.length === 0))
+      throw new ConfigError("eventConsumer: with topicTemplate (one topic per DAG), list the DAGs to read in `dags`");
+    this.topic = o.topic ?? "airflow.events";
+    this.router = new TopicRouter(this.topic, o.topicTemplate ?? null);
+    this.dags = o.dags === undefined ? null : new Set(o.dags);
+    this.log = (o.logger ?? createLogger("info")).child({ component: "event-consumer", group: o.groupId });
+    this.kafka = new Kafka({
+      brokers: o.brokers,
+      clientId: o.clientId ?? "airflow-eventstream-consumer",
+      ...(o.ssl !== undefined ? { ssl: o.ssl } : {}),
+      ...(o.sasl !== undefined ? { sasl: o.sasl } : {}),
+      logLevel: logLevel.NOTHING,
+    });
+  }
+
+  /** The topics read: the one topic, or each listed DAG's topic and the shared one (table_truncated). */
+  topics(): string[] {
+    if (this.o.topicTemplate === undefined) return [this.topic];
+    return [...new Set([this.topic, ...[...this.dags!].map((d) => this.router.topicFor(d))])];
+  }
+
+  /** Consumes until stop(); rejects when the handler, the store or Kafka fails (the position stays where it was saved). */
+  async run(r: RunOptions): Promise<void> {
+    const admin = this.kafka.admin();
+    const consumer = this.kafka.consumer({
+      groupId: this.o.groupId,
+      sessionTimeout: this.o.sessionTimeoutMs ?? 30_000,
+      heartbeatInterval: Math.min(3_000, Math.floor((this.o.sessionTimeoutMs ?? 30_000) / 10)),
+      allowAutoTopicCreation: false,
+      readUncommitted: false,
+      maxWaitTimeInMs: 200,
+    });
+    const session = new Session(this, admin, consumer, r, this.log);
+    try {
+      await admin.connect();
+      await consumer.connect();
+      await consumer.subscribe({ topics: this.topics(), fromBeginning: true });
+      await session.consume((stop) => (this.stopping = stop));
+    } finally {
+      this.stopping = undefined;
+      await session.flushHint();
+      await consumer.disconnect().catch(() => undefined);
+      await admin.disconnect().catch(() => undefined);
+    }
+  }
+
+  /** Ends run() after the events in hand are handled; run() then resolves. */
+  stop(): Promise<void> {
+    this.stopping?.();
+    return Promise.resolve();
+  }
+
+  /** @internal */
+  wants(dagId: string | null): boolean {
+    return dagId === null || this.dags === null || this.dags.has(dagId);
+  }
+
+  /** @internal The listed DAGs whose events the daemon routes to this topic and partition; null when none are listed. */
+  async dagsIn(admin: Admin, topic: string, partition: number): Promise<string[] | null> {
+    if (this.dags === null) return null;
+    const routes = await this.routing(admin, topic, partition);
+    return [...this.dags].filter(routes);
+  }
+
+  /** @internal Whether the daemon routes a DAG's events to this topic and partition. */
+  async routing(admin: Admin, topic: string, partition: number): Promise<(dagId: string) => boolean> {
+    let n = this.partitionCounts.get(topic);
+    if (n === undefined) {
+      const meta = await admin.fetchTopicMetadata({ topics: [topic] });
+      n = meta.topics[0]?.partitions.length ?? 0;
+      this.partitionCounts.set(topic, n);
+    }
+    const partitionMetadata = Array.from({ length: n }, (_, i) => ({ partitionId: i, leader: 0 }) as PartitionMetadata);
+    // The daemon's producer places a DAG's events by kafkajs's default partitioner of its key.
+    return (d) =>
+      this.router.topicFor(d) === topic && this.partitioner({ topic, partitionMetadata, message: { key: d, value: null } }) === partition;
+  }
+
+  /** @internal */
+  get stateTopic(): string {
+    return this.o.stateTopic ?? "airflow.state";
+  }
+
+  /** @internal */
+  get kafkaClient(): Kafka {
+    return this.kafka;
+  }
+
+  /** @internal */
+  get groupId(): string {
+    return this.o.groupId;
+  }
+
+  /** @internal */
+  get concurrency(): number {
+    return this.o.concurrency ?? 4;
+  }
+}
+
+/** One run(): the per-partition starts of the current group generation, and the offsets to hint. */
+class Session {
+  private readonly sequencer: DagSequencer;
+  private readonly started = new Set<string>();
+  private readonly hint = new Map<string, { topic: string; partition: number; offset: string }>();
+  private lastCommit = 0;
+  private failure: Error | undefined;
+  /** The state topic as read for this generation's bootstraps (read once, shared by its partitions). */
+  private state: Promise<CurrentStateView> | undefined;
+
+  constructor(
+    private readonly c: EventConsumer,
+    private readonly admin: Admin,
+    private readonly consumer: Consumer,
+    private readonly r: RunOptions,
+    private readonly log: Logger,
+  ) {
+    this.sequencer = new DagSequencer(r.positions);
+  }
+
+  consume(onStop: (stop: () => void) => void): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      const end = (e?: Error) => {
+        void this.consumer.stop().then(() => (e ? reject(e) : resolve()), reject);
+      };
+      onStop(() => end());
+      this.fail = (e) => {
+        if (this.failure) return;
+        this.failure = e;
+        end(e);
+      };
+      // A new generation: partitions may have been elsewhere meanwhile, so their starts are
+      // decided again and the DAGs' positions read again from the store.
+      this.consumer.on(this.consumer.events.GROUP_JOIN, () => {
+        this.started.clear();
+        this.sequencer.forget();
+        this.state = undefined;
+      });
+      this.consumer.on(this.consumer.events.CRASH, (e) => {
+        if (!e.payload.restart) this.fail(coerceError(e.payload.error));
+      });
+      this.consumer
+        .run({ autoCommit: false, partitionsConsumedConcurrently: this.c.concurrency, eachMessage: (p) => this.each(p) })
+        .catch((e: unknown) => this.fail(coerceError(e)));
+    });
+  }
+
+  private fail: (e: Error) => void = () => undefined;
+
+  private async each({ topic, partition, message, heartbeat }: EachMessagePayload): Promise<void> {
+    if (this.failure) return;
+    try {
+      const tp = `${topic}:${partition}`;
+      if (!this.started.has(tp)) {
+        const start = await startOffset(this.startDeps(topic, partition, heartbeat), topic, partition);
+        this.started.add(tp);
+        this.log.info({ topic, partition, offset: start.toString() }, "partition assigned: reading from this offset");
+        if (BigInt(message.offset) !== start) {
+          this.consumer.seek({ topic, partition, offset: start.toString() });
+          return;
+        }
+      }
+      await this.handle(topic, partition, message.offset, message.value);
+      this.hint.set(tp, { topic, partition, offset: (BigInt(message.offset) + 1n).toString() });
+      if (Date.now() - this.lastCommit >= COMMIT_EVERY_MS) await this.flushHint();
+    } catch (e: unknown) {
+      this.fail(coerceError(e));
+    }
+  }
+
+  private async handle(topic: string, partition: number, offset: string, value: Buffer | null): Promise<void> {
+    if (value === null) return;
+    const parsed = StreamEvent.safeParse(JSON.parse(value.toString("utf8")));
+    if (!parsed.success)
+      throw new Error(`${topic}[${partition}]@${offset} is not an airflow-eventstream event: ${parsed.error.message.slice(0, 500)}`);
+    const event = parsed.data;
+    const dagId = "dag_id" in event ? event.dag_id : null;
+    if (!this.c.wants(dagId)) return;
+    const position = event.source.position;
+    const ctx: EventContext = { dagId, position, bootstrap: false, topic, partition, offset };
+    await this.sequencer.offer(dagId ?? partitionScope(topic, partition), position, () => this.r.handler(event, ctx));
+  }
+
+  /** Commits the offsets after the handled events, as a hint for tools that watch the group's lag; failures are only logged. */
+  async flushHint(): Promise<void> {
+    if (this.hint.size === 0) return;
+    const offsets = [...this.hint.values()];
+    this.hint.clear();
+    this.lastCommit = Date.now();
+    await this.consumer.commitOffsets(offsets).catch((e: unknown) => this.log.debug({ err: describeError(e) }, "group offsets not committed"));
+  }
+
+  private startDeps(topic: string, partition: number, heartbeat: () => Promise<void>): StartDeps {
+    return {
+      kafka: this.c.kafkaClient,
+      admin: this.admin,
+      groupId: this.c.groupId,
+      from: this.r.from,
+      sequencer: this.sequencer,
+      dagsIn: (topic, partition) => this.c.dagsIn(this.admin, topic, partition),
+      bootstrap: (dags, reason, detail) => this.bootstrap(topic, partition, dags, reason, detail, heartbeat),
+    };
+  }
+
+  /** The current rows of `dags` (null: of every wanted DAG of this partition), then their positions moved to the state's. */
+  private async bootstrap(
+    topic: string,
+    partition: number,
+    dags: string[] | null,
+    reason: BootstrapInfo["reason"],
+    detail: string | undefined,
+    heartbeat: () => Promise<void>,
+  ): Promise<string | null> {
+    const routes = await this.c.routing(this.admin, topic, partition);
+    const set = dags === null ? null : new Set(dags);
+    return bootstrapFromState({
+      state: () => (this.state ??= readState(this.c.kafkaClient, this.c.stateTopic)),
+      stateTopic: this.c.stateTopic,
+      dags,
+      which: (dag) => (set === null ? routes(dag) && this.c.wants(dag) : set.has(dag)),
+      reason,
+      detail,
+      sequencer: this.sequencer,
+      run: this.r,
+      log: this.log,
+      heartbeat,
+    });
+  }
+}
+
+/** A consumer of the daemon's events for a set of DAGs: see EventConsumer. */
+export function eventConsumer(options: ConsumerOptions): EventConsumer {
+  return new EventConsumer(options);
+}
