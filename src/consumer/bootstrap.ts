@@ -41,7 +41,13 @@ export async function bootstrapFromState(d: BootstrapDeps): Promise<string | nul
   }
   rows.sort((a, b) => comparePositions(parsePosition(a.position), parsePosition(b.position)));
   const dags = d.dags ?? [...new Set(rows.map((r) => r.dagId))].sort();
-  const info: BootstrapInfo = { reason: d.reason, dags, position: state.position, rows: rows.length, ...(d.detail ? { detail: d.detail } : {}) };
+  const info: BootstrapInfo = {
+    reason: d.reason,
+    dags,
+    position: state.position,
+    rows: rows.length,
+    ...(d.detail ? { detail: d.detail } : {}),
+  };
   d.log.warn(
     { ...info, dags: dags.length <= 20 ? dags : `${dags.length} DAGs`, state_topic: d.stateTopic },
     d.reason === "requested"
@@ -52,7 +58,14 @@ export async function bootstrapFromState(d: BootstrapDeps): Promise<string | nul
   let n = 0;
   for (const row of rows) {
     await d.sequencer.offer(row.dagId, row.position, () =>
-      d.run.handler(row.event, { dagId: row.dagId, position: row.position, bootstrap: true, topic: d.stateTopic, partition: null, offset: null }),
+      d.run.handler(row.event, {
+        dagId: row.dagId,
+        position: row.position,
+        bootstrap: true,
+        topic: d.stateTopic,
+        partition: null,
+        offset: null,
+      }),
     );
     // A rebalance the heartbeat reports is joined after this start; the rows go on meanwhile.
     if (++n % HEARTBEAT_EVERY === 0) await d.heartbeat().catch(() => undefined);

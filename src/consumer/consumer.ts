@@ -223,7 +223,9 @@ class Session {
     const offsets = [...this.hint.values()];
     this.hint.clear();
     this.lastCommit = Date.now();
-    await this.consumer.commitOffsets(offsets).catch((e: unknown) => this.log.debug({ err: describeError(e) }, "group offsets not committed"));
+    await this.consumer
+      .commitOffsets(offsets)
+      .catch((e: unknown) => this.log.debug({ err: describeError(e) }, "group offsets not committed"));
   }
 
   private startDeps(topic: string, partition: number, heartbeat: () => Promise<void>): StartDeps {

@@ -21,5 +21,7 @@ export function parseSearchTarget(text: string | Date): SearchTarget {
 
 /** Per partition of `topic`, the first offset whose event is at or after `target`. */
 export function firstOffsetsAt(_kafka: Kafka, topic: string, _target: SearchTarget): Promise<Map<number, bigint>> {
-  return Promise.reject(new Error(`the position -> offset search (src/backfill/offsets.ts, branch i10-replay) is not merged yet (topic ${topic})`));
+  return Promise.reject(
+    new Error(`the position -> offset search (src/backfill/offsets.ts, branch i10-replay) is not merged yet (topic ${topic})`),
+  );
 }
