@@ -113,6 +113,10 @@ function checkTogether(e: Env, refused: (key: string) => string, problems: strin
   ) {
     problems.push(`  ${refused("EVENTSTREAM_CHECKPOINT_TOPIC")}: must be a topic of its own, not the events' or the dead-letter topic`);
   }
+  const others = [e.EVENTSTREAM_TOPIC, e.EVENTSTREAM_CHECKPOINT_TOPIC, e.EVENTSTREAM_DEAD_LETTER_TOPIC];
+  if (e.EVENTSTREAM_STATE_TOPIC_ENABLED && others.includes(e.EVENTSTREAM_STATE_TOPIC)) {
+    problems.push(`  ${refused("EVENTSTREAM_STATE_TOPIC")}: must be a topic of its own, not the events', the checkpoint or the dead-letter topic`);
+  }
   return { kafkaCa, pgRootCert };
 }
 
@@ -165,6 +169,8 @@ function configFrom(e: Env, { kafkaCa, pgRootCert }: CaFiles) {
     maxMessageBytes: e.EVENTSTREAM_MAX_MESSAGE_BYTES,
     /** null: an oversized event stops the daemon. */
     deadLetterTopic: e.EVENTSTREAM_DEAD_LETTER_TOPIC ?? null,
+    /** The compacted current-state topic (src/sink/state-topic.ts); null: not kept. */
+    stateTopic: e.EVENTSTREAM_STATE_TOPIC_ENABLED ? e.EVENTSTREAM_STATE_TOPIC : null,
     maxInflightEvents: e.EVENTSTREAM_MAX_INFLIGHT_EVENTS,
     maxInflightBytes: e.EVENTSTREAM_MAX_INFLIGHT_BYTES,
     stateCacheSize: e.EVENTSTREAM_STATE_CACHE_SIZE,

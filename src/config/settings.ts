@@ -199,6 +199,18 @@ export const SETTINGS = {
     about:
       "Where an event over `EVENTSTREAM_MAX_MESSAGE_BYTES` goes, as a summary with its position. Unset: the daemon stops, naming the row.",
   },
+  EVENTSTREAM_STATE_TOPIC_ENABLED: {
+    group: "topics",
+    schema: bool.default(true),
+    about:
+      "Keep the current-state topic: the latest event of every task instance and DAG run under its identity, written with the events (docs/backfill.md). `false`: events only.",
+  },
+  EVENTSTREAM_STATE_TOPIC: {
+    group: "topics",
+    schema: topicName.default("airflow.state"),
+    about:
+      "The current-state topic: compacted, created with `EVENTSTREAM_TOPIC_PARTITIONS` partitions, `cleanup.policy=compact` and `delete.retention.ms` of 24 hours; an existing one that is not compacted is refused at start. Must be a topic of its own.",
+  },
   EVENTSTREAM_BATCH_MAX_BYTES: {
     group: "topics",
     schema: int(1024, 100 * 1024 * 1024).default(900_000),

@@ -17,8 +17,18 @@ export const RECORD_OVERHEAD_BYTES = 36;
 export const RECORD_BATCH_OVERHEAD_BYTES = 61;
 
 /** What one record adds to a produce request: UTF-8 bytes of its value and key, and its overhead. */
-export function recordBytes(value: string, key: string | null): number {
-  return Buffer.byteLength(value, "utf8") + (key === null ? 0 : Buffer.byteLength(key, "utf8")) + RECORD_OVERHEAD_BYTES;
+export function recordBytes(value: string | null, key: string | null): number {
+  return (value === null ? 0 : Buffer.byteLength(value, "utf8")) + (key === null ? 0 : Buffer.byteLength(key, "utf8")) + RECORD_OVERHEAD_BYTES;
+}
+
+/**
+ * What an event's records on the current-state topic add to the request. They go to other
+ * partitions than the event, so each may open a record batch of its own: its header counts too.
+ */
+export function stateBytes(state: readonly { key: string; value: string | null }[] | undefined): number {
+  let bytes = 0;
+  for (const st of state ?? []) bytes += recordBytes(st.value, st.key) + RECORD_BATCH_OVERHEAD_BYTES;
+  return bytes;
 }
 
 /**

@@ -4,7 +4,8 @@ import type { Lsn } from "../lsn.js";
 import type { SinkAck } from "../checkpoint/ack.js";
 import type { Position } from "../lsn.js";
 import { TransientError } from "../errors.js";
-import { batchEnd, recordBytes } from "./batch.js";
+import { batchEnd, recordBytes, stateBytes } from "./batch.js";
+import { stateMessages, type StateRecord } from "./state-topic.js";
 import { inTransaction } from "./client.js";
 import { explain } from "./kafka-errors.js";
 
@@ -14,7 +15,13 @@ export interface SinkRecord {
   key: string | null;
   /** One copy to each partition of the topic, all acknowledged together under this one seq. */
   allPartitions?: boolean;
-  value: string;
+  /** The event's JSON; null only for a tombstone re-sent to the state topic in a replay (see MessageLoop). */
+  value: string | null;
+  /**
+   * The event's records on the current-state topic (cfg.stateTopic; state-topic.ts), sent in the
+   * same produce request (exactly-once: the same transaction) and acknowledged with it.
+   */
+  state?: readonly StateRecord[];
   seq: number;
   /** Position of the row change it comes from: the checkpoint of exactly-once delivery. */
   commitLsn: Lsn;
@@ -103,7 +110,7 @@ export class Publisher {
 
   /** Queues a record. Never blocks: the ack rule pauses PostgreSQL when `inflightBytes` is too high (AckRule.pauseIfFull). */
   push(rec: SinkRecord): void {
-    const size = recordBytes(rec.value, rec.key);
+    const size = recordBytes(rec.value, rec.key) + stateBytes(rec.state);
     this.queue.push(rec);
     this.sizes.push(size);
     this.queuedBytes += size;
@@ -235,6 +242,10 @@ export class Publisher {
       let msgs = byTopic.get(r.topic);
       if (!msgs) byTopic.set(r.topic, (msgs = []));
       msgs.push({ key: r.key, value: r.value });
+    }
+    if (this.cfg.stateTopic !== null) {
+      const state = stateMessages(batch, this.cfg.stateTopic);
+      if (state.length > 0) byTopic.set(this.cfg.stateTopic, state);
     }
     await this.topics.ensureKnown([...byTopic.keys()]);
     if (batch.some((r) => r.allPartitions)) await this.spreadToPartitions(batch, byTopic);

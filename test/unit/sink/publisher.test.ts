@@ -278,3 +278,40 @@ describe("a failed request", () => {
     await expect(publisher.checkpointNow()).resolves.toBeNull();
   });
 });
+
+describe("the publisher's current-state records", () => {
+  const STATE = "airflow.state";
+  const withState = (seq: number, bytes = 100): SinkRecord => ({ ...record(seq, bytes), state: [{ key: `k${seq}`, value: `s${seq}` }] });
+
+  for (const delivery of ["at-least-once", "exactly-once"] as const) {
+    it(`sends them in the same request as their events (${delivery}), in push order`, async () => {
+      const { publisher, requests } = setup({ EVENTSTREAM_DELIVERY: delivery });
+      for (let i = 1; i <= 6; i++) publisher.push(i % 3 === 0 ? record(i) : withState(i));
+      await publisher.idle();
+      for (const req of requests) {
+        const evs = req.topicMessages.find((t) => t.topic === TOPIC)?.messages.map(seqOf) ?? [];
+        const states = req.topicMessages.find((t) => t.topic === STATE)?.messages.map((m) => m.key) ?? [];
+        expect(states).toEqual(evs.filter((s) => s % 3 !== 0).map((s) => `k${s}`));
+        expect(req.transactional).toBe(delivery === "exactly-once");
+      }
+      expect(requests.flatMap((r) => r.topicMessages.find((t) => t.topic === STATE)?.messages ?? []).map((m) => m.value)).toEqual(
+        ["s1", "s2", "s4", "s5"],
+      );
+    });
+  }
+
+  it("counts their bytes against the request's cap", async () => {
+    const { publisher, requests } = setup();
+    // Each event alone is under half the cap; with its state record it is over.
+    const big = (seq: number): SinkRecord => ({ ...record(seq, 700), state: [{ key: `k${seq}`, value: "v".repeat(700) }] });
+    for (let i = 1; i <= 4; i++) publisher.push(big(i));
+    expect(publisher.inflightBytes).toBeGreaterThan(4 * 1_400);
+    await publisher.idle();
+    expect(requests.map((req) => events(req).filter((m) => m.key !== null && String(m.key).startsWith("dag_")).map(seqOf))).toEqual([
+      [1],
+      [2],
+      [3],
+      [4],
+    ]);
+  });
+});
