@@ -2,14 +2,14 @@ import { StreamEvent } from "../airflow/events.js";
 import { comparePositions, parsePosition } from "../lsn.js";
 import type { Logger } from "../log.js";
 import type { DagSequencer } from "./sequencer.js";
-import type { CurrentStateView } from "./state.js";
+import type { FoldedState } from "../sink/state-topic.js";
 import type { BootstrapInfo, RunOptions } from "./types.js";
 
 /** How many rows between two heartbeats to the group while a bootstrap hands rows over. */
 const HEARTBEAT_EVERY = 200;
 
 export interface BootstrapDeps {
-  state: () => Promise<CurrentStateView>;
+  state: () => Promise<FoldedState>;
   stateTopic: string;
   /** The DAGs asked for; null: every DAG `which` accepts that the state holds. */
   dags: string[] | null;

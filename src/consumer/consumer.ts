@@ -6,7 +6,7 @@ import { TopicRouter } from "../sink/routing.js";
 import { bootstrapFromState } from "./bootstrap.js";
 import { DagSequencer } from "./sequencer.js";
 import { startOffset, type StartDeps } from "./start.js";
-import { readState, type CurrentStateView } from "./state.js";
+import { readCurrentState, type CurrentState } from "../sink/state-reader.js";
 import type { BootstrapInfo, ConsumerOptions, EventContext, RunOptions } from "./types.js";
 
 /** How often the group's offsets (a hint only) are committed at most. */
@@ -142,7 +142,7 @@ class Session {
   private lastCommit = 0;
   private failure: Error | undefined;
   /** The state topic as read for this generation's bootstraps (read once, shared by its partitions). */
-  private state: Promise<CurrentStateView> | undefined;
+  private state: Promise<CurrentState> | undefined;
 
   constructor(
     private readonly c: EventConsumer,
@@ -252,7 +252,7 @@ class Session {
     const routes = await this.c.routing(this.admin, topic, partition);
     const set = dags === null ? null : new Set(dags);
     return bootstrapFromState({
-      state: () => (this.state ??= readState(this.c.kafkaClient, this.c.stateTopic)),
+      state: () => (this.state ??= readCurrentState(this.c.kafkaClient, this.c.stateTopic, { clientId: "airflow-eventstream-consumer" })),
       stateTopic: this.c.stateTopic,
       dags,
       which: (dag) => (set === null ? routes(dag) && this.c.wants(dag) : set.has(dag)),
