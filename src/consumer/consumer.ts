@@ -33,6 +33,8 @@ export class EventConsumer {
   private readonly partitionCounts = new Map<string, number>();
   private readonly partitioner = Partitioners.DefaultPartitioner();
   private stopping: (() => void) | undefined;
+  /** Since construction, over every run(): events handed to the handler, re-deliveries dropped, bootstrap rows handed. */
+  readonly stats = { delivered: 0, duplicates: 0, bootstrapRows: 0 };
 
   constructor(private readonly o: ConsumerOptions) {
     if (o.topicTemplate !== undefined && (o.dags === undefined || o.dags.length === 0))
@@ -214,7 +216,9 @@ class Session {
     if (!this.c.wants(dagId)) return;
     const position = event.source.position;
     const ctx: EventContext = { dagId, position, bootstrap: false, topic, partition, offset };
-    await this.sequencer.offer(dagId ?? partitionScope(topic, partition), position, () => this.r.handler(event, ctx));
+    const outcome = await this.sequencer.offer(dagId ?? partitionScope(topic, partition), position, () => this.r.handler(event, ctx));
+    if (outcome === "delivered") this.c.stats.delivered++;
+    else this.c.stats.duplicates++;
   }
 
   /** Commits the offsets after the handled events, as a hint for tools that watch the group's lag; failures are only logged. */
@@ -259,7 +263,13 @@ class Session {
       reason,
       detail,
       sequencer: this.sequencer,
-      run: this.r,
+      run: {
+        ...this.r,
+        handler: async (e, ctx) => {
+          await this.r.handler(e, ctx);
+          this.c.stats.bootstrapRows++;
+        },
+      },
       log: this.log,
       heartbeat,
     });
