@@ -95,6 +95,20 @@ export class SlotGapError extends UserActionError {
   override name = "SlotGapError";
 }
 
+/** A --from/--until argument of a backfill is neither a position, an LSN nor a time (src/backfill/target.ts). */
+export class TargetError extends UserActionError {
+  override name = "TargetError";
+}
+
+/**
+ * A backfill asked for events from before what a topic still holds: Kafka's retention deleted
+ * records at or after the target, so they cannot be had from the topic (src/backfill/offsets.ts
+ * builds the message: the oldest position still available per partition, and what to do).
+ */
+export class RetentionError extends UserActionError {
+  override name = "RetentionError";
+}
+
 /**
  * A condition expected to clear by itself (slot held by another daemon, Kafka or PostgreSQL
  * unreachable): the supervisor waits and retries, logging what it waits for.
