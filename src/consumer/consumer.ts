@@ -5,7 +5,7 @@ import { createLogger, type Logger } from "../log.js";
 import { TopicRouter } from "../sink/routing.js";
 import { bootstrapFromState } from "./bootstrap.js";
 import { DagSequencer } from "./sequencer.js";
-import { startOffset, type StartDeps } from "./start.js";
+import { startOffset, startTarget, type StartDeps } from "./start.js";
 import { readCurrentState, type CurrentState } from "../sink/state-reader.js";
 import type { BootstrapInfo, ConsumerOptions, EventContext, RunOptions } from "./types.js";
 
@@ -60,6 +60,7 @@ export class EventConsumer {
 
   /** Consumes until stop(); rejects when the handler, the store or Kafka fails (the position stays where it was saved). */
   async run(r: RunOptions): Promise<void> {
+    if (typeof r.from !== "string" || !["state", "earliest", "latest"].includes(r.from)) startTarget(r.from);
     const admin = this.kafka.admin();
     const consumer = this.kafka.consumer({
       groupId: this.o.groupId,

@@ -1,7 +1,9 @@
 import type { Admin, Kafka } from "kafkajs";
-import { formatPosition } from "../lsn.js";
+import { parseTarget, searchTopic, type Target } from "../backfill/offsets.js";
+import { kafkaRecordSource } from "../backfill/probe.js";
+import { RetentionError } from "../errors.js";
+import { comparePositions, formatPosition, type Position } from "../lsn.js";
 import type { DagSequencer } from "./sequencer.js";
-import { firstOffsetsAt, parseSearchTarget, TargetTooOldError } from "./search.js";
 import type { BootstrapInfo, StartFrom } from "./types.js";
 
 /** What the start of a partition needs from the consumer around it. */
@@ -18,76 +20,104 @@ export interface StartDeps {
 }
 
 /**
- * The offset a partition is read from after an assignment. The user's store decides: for each
- * listed DAG of the partition, the first offset after its stored position; for a DAG without one,
- * `from`. The partition starts at the lowest of these, and the DAGs further on drop what they had
- * (DagSequencer). A stored position older than the topic holds, or `from: "state"`, bootstraps
- * those DAGs from the current-state topic, and they continue after the state's position. Without a
- * list of DAGs, the group's committed offset is the start when there is one, else `from`.
+ * The offset a partition is read from after an assignment. The user's store decides: for the
+ * listed DAGs of the partition, the first offset at or after the lowest stored position (the event
+ * at it is dropped as seen, and so is what the DAGs further on had); for a DAG without one, `from`.
+ * A stored position older than the partition holds, or `from: "state"` for a DAG without one,
+ * bootstraps those DAGs from the current-state topic, and they continue from the state's position.
+ * Without a list of DAGs, the group's committed offset is the start when there is one, else `from`.
  */
 export async function startOffset(d: StartDeps, topic: string, partition: number): Promise<bigint> {
   const dags = await d.dagsIn(topic, partition);
-  const candidates: bigint[] = [];
-  const needState: string[] = [];
-  let detail: string | undefined;
   if (dags === null || dags.length === 0) {
     const committed = await committedOffset(d, topic, partition);
     if (committed !== null) return committed;
-    if (d.from !== "state") return fromOffset(d, topic, partition);
+    if (d.from !== "state") return fromOffset(d, topic, partition, d.from);
     // A partition without any listed DAG (the shared topic beside per-DAG topics) needs no rows.
-    const position = await d.bootstrap(dags, "requested");
-    return position === null ? fromOffsetOf(d, topic, partition, "earliest") : afterPosition(d, topic, partition, position);
+    return afterState(d, topic, partition, await d.bootstrap(dags, "requested"));
   }
+  const candidates: bigint[] = [];
+  const stored: { dag: string; position: Position }[] = [];
+  const needState: string[] = [];
   for (const dag of dags) {
-    const stored = await d.sequencer.lastPosition(dag);
-    if (stored === null) {
-      if (d.from === "state") needState.push(dag);
-      else candidates.push(await fromOffset(d, topic, partition));
-      continue;
-    }
-    try {
-      candidates.push(await afterPosition(d, topic, partition, formatPosition(stored)));
-    } catch (e: unknown) {
-      if (!(e instanceof TargetTooOldError)) throw e;
-      needState.push(dag);
-      detail = e.message;
+    const p = await d.sequencer.lastPosition(dag);
+    if (p !== null) stored.push({ dag, position: p });
+    else if (d.from === "state") needState.push(dag);
+  }
+  if (stored.length + needState.length < dags.length) candidates.push(await fromOffset(d, topic, partition, d.from));
+  let detail: string | undefined;
+  if (stored.length > 0) {
+    const lowest = stored.reduce((a, b) => (comparePositions(b.position, a.position) < 0 ? b : a));
+    const found = await search(d, topic, partition, parseTarget(formatPosition(lowest.position)));
+    if (found.lost === null) candidates.push(found.offset);
+    else {
+      // Some DAGs' positions are gone: find which, one search each (this only happens after a long absence).
+      for (const s of stored) {
+        const each = s === lowest ? found : await search(d, topic, partition, parseTarget(formatPosition(s.position)));
+        if (each.lost === null) candidates.push(each.offset);
+        else {
+          needState.push(s.dag);
+          detail = each.lost;
+        }
+      }
     }
   }
   if (needState.length > 0) {
-    const reason = detail === undefined ? "requested" : "position-not-in-kafka";
-    const position = await d.bootstrap(needState, reason, detail);
-    candidates.push(
-      position === null ? await fromOffsetOf(d, topic, partition, "earliest") : await afterPosition(d, topic, partition, position),
-    );
+    const position = await d.bootstrap(needState, detail === undefined ? "requested" : "position-not-in-kafka", detail);
+    candidates.push(await afterState(d, topic, partition, position));
   }
   return candidates.reduce((a, b) => (b < a ? b : a));
 }
 
-async function fromOffset(d: StartDeps, topic: string, partition: number): Promise<bigint> {
-  return fromOffsetOf(d, topic, partition, d.from);
+/** The first offset at or after the state's position; the topic's start when the state is empty. */
+async function afterState(d: StartDeps, topic: string, partition: number, position: string | null): Promise<bigint> {
+  if (position === null) return fromOffset(d, topic, partition, "earliest");
+  const found = await search(d, topic, partition, parseTarget(position));
+  if (found.lost !== null)
+    throw new RetentionError(
+      `the current-state topic is older than topic ${topic} still holds (${found.lost}): it is not being written with the events`,
+    );
+  return found.offset;
 }
 
-async function fromOffsetOf(d: StartDeps, topic: string, partition: number, from: StartFrom): Promise<bigint> {
+async function fromOffset(d: StartDeps, topic: string, partition: number, from: StartFrom): Promise<bigint> {
   if (from === "earliest" || from === "latest") {
-    const o = (await d.admin.fetchTopicOffsets(topic)).find((p) => p.partition === partition);
-    if (!o) throw new Error(`topic ${topic} has no partition ${partition}`);
-    return BigInt(from === "earliest" ? o.low : o.high);
+    const o = await bounds(d, topic, partition);
+    return from === "earliest" ? o.low : o.high;
   }
-  return atOrAfter(d, topic, partition, from);
+  const found = await search(d, topic, partition, startTarget(from));
+  if (found.lost !== null)
+    throw new RetentionError(`from: ${found.lost}. Start from "state" (the current-state topic), "earliest" or a later point.`);
+  return found.offset;
 }
 
-/** The first offset whose event is at or after `position`: the event at it is dropped as seen. */
-function afterPosition(d: StartDeps, topic: string, partition: number, position: string): Promise<bigint> {
-  return atOrAfter(d, topic, partition, position);
+/**
+ * The search of src/backfill/offsets.ts over this one partition (a topic-wide search would call a
+ * position lost for a partition whose own records are all still there). `lost` says why the target
+ * is not in Kafka: deleted by retention, or the partition emptied by it (nothing shows whether
+ * events after the target were among the deleted, so it counts as lost; a bootstrap then hands over
+ * only rows after the stored position, so nothing comes twice).
+ */
+async function search(d: StartDeps, topic: string, partition: number, target: Target): Promise<{ offset: bigint; lost: string | null }> {
+  const { low, high } = await bounds(d, topic, partition);
+  const source = await kafkaRecordSource(d.kafka, [topic], "airflow-eventstream-consumer");
+  try {
+    const [s] = await searchTopic(source, topic, [{ partition, earliest: low, end: high }], target);
+    if (s!.emptied && target.kind === "position")
+      return { offset: s!.offset, lost: `${topic}[${partition}] was emptied by retention (records up to offset ${low} deleted)` };
+    return { offset: s!.offset, lost: null };
+  } catch (e: unknown) {
+    if (e instanceof RetentionError) return { offset: -1n, lost: e.message };
+    throw e;
+  } finally {
+    await source.close();
+  }
 }
 
-async function atOrAfter(d: StartDeps, topic: string, partition: number, target: string | Date): Promise<bigint> {
-  const offsets = await firstOffsetsAt(d.kafka, topic, parseSearchTarget(target));
-  const o = offsets.get(partition);
-  if (o !== undefined) return o;
-  // Nothing at or after the target yet: the partition's end.
-  const end = (await d.admin.fetchTopicOffsets(topic)).find((p) => p.partition === partition);
-  return BigInt(end?.high ?? "0");
+async function bounds(d: StartDeps, topic: string, partition: number): Promise<{ low: bigint; high: bigint }> {
+  const o = (await d.admin.fetchTopicOffsets(topic)).find((p) => p.partition === partition);
+  if (!o) throw new Error(`topic ${topic} has no partition ${partition}`);
+  return { low: BigInt(o.low), high: BigInt(o.high) };
 }
 
 async function committedOffset(d: StartDeps, topic: string, partition: number): Promise<bigint | null> {
@@ -95,4 +125,12 @@ async function committedOffset(d: StartDeps, topic: string, partition: number): 
   const p = t?.partitions.find((x) => x.partition === partition);
   if (!p || BigInt(p.offset) < 0n) return null;
   return BigInt(p.offset);
+}
+
+/**
+ * A `from` that names a point (not "state", "earliest" or "latest") as the search takes it; a
+ * TargetError (a user error) says which forms are accepted. A Date keeps its milliseconds only.
+ */
+export function startTarget(from: string | Date): Target {
+  return parseTarget(from instanceof Date ? from.toISOString() : from);
 }

@@ -158,7 +158,7 @@ async function republish(topic: string, n: number): Promise<number> {
 describe("consumer helper", () => {
   // "listed": the seed's model, the DAGs named, each partition's start decided by the store; "not
   // listed": every DAG, starts from the group's committed offsets (a hint) and the drop of what was seen.
-  it.each(["not listed"])(
+  it.each(["listed", "not listed"])(
     "DAGs %s: through a rebalance, a consumer restart and a daemon SIGKILL under load: per DAG each position once, increasing, none missed",
     async (listing) => {
       const db = uniqueName("consumer");
