@@ -5,9 +5,6 @@ import type { DagSequencer } from "./sequencer.js";
 import type { FoldedState } from "../sink/state-topic.js";
 import type { BootstrapInfo, RunOptions } from "./types.js";
 
-/** How many rows between two heartbeats to the group while a bootstrap hands rows over. */
-const HEARTBEAT_EVERY = 200;
-
 export interface BootstrapDeps {
   state: () => Promise<FoldedState>;
   stateTopic: string;
@@ -19,7 +16,6 @@ export interface BootstrapDeps {
   sequencer: DagSequencer;
   run: RunOptions;
   log: Logger;
-  heartbeat: () => Promise<void>;
 }
 
 /**
@@ -36,7 +32,10 @@ export async function bootstrapFromState(d: BootstrapDeps): Promise<string | nul
     const dagId = entry.event.dag_id;
     if (typeof dagId !== "string" || !d.which(dagId)) continue;
     const parsed = StreamEvent.safeParse(entry.event);
-    if (!parsed.success) throw new Error(`the state topic ${d.stateTopic} holds a value that is not an event (at ${entry.position})`);
+    if (!parsed.success)
+      throw new Error(
+        `the state topic ${d.stateTopic} holds a value that is not an event (at ${entry.position}): ${parsed.error.message.slice(0, 300)}`,
+      );
     rows.push({ dagId, position: entry.position, event: parsed.data });
   }
   rows.sort((a, b) => comparePositions(parsePosition(a.position), parsePosition(b.position)));
@@ -55,7 +54,6 @@ export async function bootstrapFromState(d: BootstrapDeps): Promise<string | nul
       : "the stored position is older than the event topic holds: bootstrapping from the current-state topic, then the event topic after its position",
   );
   await d.run.onBootstrap?.(info);
-  let n = 0;
   for (const row of rows) {
     await d.sequencer.offer(row.dagId, row.position, () =>
       d.run.handler(row.event, {
@@ -67,8 +65,6 @@ export async function bootstrapFromState(d: BootstrapDeps): Promise<string | nul
         offset: null,
       }),
     );
-    // A rebalance the heartbeat reports is joined after this start; the rows go on meanwhile.
-    if (++n % HEARTBEAT_EVERY === 0) await d.heartbeat().catch(() => undefined);
   }
   if (state.position !== null) for (const dag of dags) await d.sequencer.offer(dag, state.position, () => Promise.resolve());
   return state.position;

@@ -1,4 +1,13 @@
-import { Kafka, Partitioners, logLevel, type Admin, type Consumer, type EachMessagePayload, type PartitionMetadata } from "kafkajs";
+import {
+  Kafka,
+  Partitioners,
+  logLevel,
+  type Admin,
+  type Consumer,
+  type EachMessagePayload,
+  type LogEntry,
+  type PartitionMetadata,
+} from "kafkajs";
 import { StreamEvent } from "../airflow/events.js";
 import { ConfigError, coerceError, describeError } from "../errors.js";
 import { createLogger, type Logger } from "../log.js";
@@ -48,7 +57,12 @@ export class EventConsumer {
       clientId: o.clientId ?? "airflow-eventstream-consumer",
       ...(o.ssl !== undefined ? { ssl: o.ssl } : {}),
       ...(o.sasl !== undefined ? { sasl: o.sasl } : {}),
-      logLevel: logLevel.NOTHING,
+      logLevel: logLevel.WARN,
+      logCreator: () => (entry: LogEntry) => {
+        const { message, ...fields } = entry.log;
+        if (entry.level <= logLevel.ERROR) this.log.error({ namespace: entry.namespace, ...fields }, message);
+        else this.log.warn({ namespace: entry.namespace, ...fields }, message);
+      },
     });
   }
 
@@ -140,7 +154,9 @@ export class EventConsumer {
 /** One run(): the per-partition starts of the current group generation, and the offsets to hint. */
 class Session {
   private readonly sequencer: DagSequencer;
-  private readonly started = new Set<string>();
+  /** Per assigned partition of this generation, its start offset once decided (the partition is paused until then). */
+  private readonly starts = new Map<string, Promise<bigint>>();
+  private generation = 0;
   private readonly hint = new Map<string, { topic: string; partition: number; offset: string }>();
   private lastCommit = 0;
   private failure: Error | undefined;
@@ -170,10 +186,16 @@ class Session {
       };
       // A new generation: partitions may have been elsewhere meanwhile, so their starts are
       // decided again and the DAGs' positions read again from the store.
-      this.consumer.on(this.consumer.events.GROUP_JOIN, () => {
-        this.started.clear();
+      this.consumer.on(this.consumer.events.GROUP_JOIN, (e) => {
+        this.generation++;
+        this.starts.clear();
         this.sequencer.forget();
         this.state = undefined;
+        const assigned = Object.entries(e.payload.memberAssignment).map(([topic, partitions]) => ({ topic, partitions }));
+        // Paused before the generation's first fetch (kafkajs emits this before it fetches), so no
+        // record is handed over from the group's committed offset before the store's start is known.
+        this.consumer.pause(assigned);
+        for (const { topic, partitions } of assigned) for (const p of partitions) this.startPartition(topic, p);
       });
       this.consumer.on(this.consumer.events.CRASH, (e) => {
         if (!e.payload.restart) this.fail(coerceError(e.payload.error));
@@ -186,19 +208,36 @@ class Session {
 
   private fail: (e: Error) => void = () => undefined;
 
-  private async each({ topic, partition, message, heartbeat }: EachMessagePayload): Promise<void> {
+  /** Decides where the partition starts (maybe bootstrapping its DAGs), seeks there and resumes it. */
+  private startPartition(topic: string, partition: number): void {
+    const generation = this.generation;
+    const start = startOffset(this.startDeps(topic, partition), topic, partition);
+    this.starts.set(`${topic}:${partition}`, start);
+    start.then(
+      (offset) => {
+        if (generation !== this.generation || this.failure) return;
+        this.log.info({ topic, partition, offset: offset.toString() }, "partition assigned: reading from this offset");
+        this.consumer.seek({ topic, partition, offset: offset.toString() });
+        this.consumer.resume([{ topic, partitions: [partition] }]);
+      },
+      (e: unknown) => this.fail(coerceError(e)),
+    );
+  }
+
+  private async each({ topic, partition, message }: EachMessagePayload): Promise<void> {
     if (this.failure) return;
     try {
       const tp = `${topic}:${partition}`;
-      if (!this.started.has(tp)) {
-        const start = await startOffset(this.startDeps(topic, partition, heartbeat), topic, partition);
-        this.started.add(tp);
-        this.log.info({ topic, partition, offset: start.toString() }, "partition assigned: reading from this offset");
-        if (BigInt(message.offset) !== start) {
-          this.consumer.seek({ topic, partition, offset: start.toString() });
-          return;
-        }
+      const start = this.starts.get(tp);
+      if (start === undefined) {
+        // Not expected: a partition whose assignment was not seen. Decided now, like the others.
+        this.consumer.pause([{ topic, partitions: [partition] }]);
+        this.startPartition(topic, partition);
+        return;
       }
+      // The partition was paused until its seek, so only records at or after the start come; this
+      // skips what a seek before them (a start past the committed offset) would have skipped.
+      if (BigInt(message.offset) < (await start)) return;
       await this.handle(topic, partition, message.offset, message.value);
       this.hint.set(tp, { topic, partition, offset: (BigInt(message.offset) + 1n).toString() });
       if (Date.now() - this.lastCommit >= COMMIT_EVERY_MS) await this.flushHint();
@@ -233,7 +272,7 @@ class Session {
       .catch((e: unknown) => this.log.debug({ err: describeError(e) }, "group offsets not committed"));
   }
 
-  private startDeps(topic: string, partition: number, heartbeat: () => Promise<void>): StartDeps {
+  private startDeps(topic: string, partition: number): StartDeps {
     return {
       kafka: this.c.kafkaClient,
       admin: this.admin,
@@ -241,7 +280,7 @@ class Session {
       from: this.r.from,
       sequencer: this.sequencer,
       dagsIn: (topic, partition) => this.c.dagsIn(this.admin, topic, partition),
-      bootstrap: (dags, reason, detail) => this.bootstrap(topic, partition, dags, reason, detail, heartbeat),
+      bootstrap: (dags, reason, detail) => this.bootstrap(topic, partition, dags, reason, detail),
     };
   }
 
@@ -252,7 +291,6 @@ class Session {
     dags: string[] | null,
     reason: BootstrapInfo["reason"],
     detail: string | undefined,
-    heartbeat: () => Promise<void>,
   ): Promise<string | null> {
     const routes = await this.c.routing(this.admin, topic, partition);
     const set = dags === null ? null : new Set(dags);
@@ -272,7 +310,6 @@ class Session {
         },
       },
       log: this.log,
-      heartbeat,
     });
   }
 }

@@ -31,7 +31,12 @@ export async function startOffset(d: StartDeps, topic: string, partition: number
   const dags = await d.dagsIn(topic, partition);
   if (dags === null || dags.length === 0) {
     const committed = await committedOffset(d, topic, partition);
-    if (committed !== null) return committed;
+    if (committed !== null) {
+      const { low } = await bounds(d, topic, partition);
+      if (committed >= low) return committed;
+      const lost = `the group's committed offset ${committed} of ${topic}[${partition}] is below the oldest one it holds (${low}): retention deleted records not handled`;
+      return afterState(d, topic, partition, await d.bootstrap(dags, "position-not-in-kafka", lost));
+    }
     if (d.from !== "state") return fromOffset(d, topic, partition, d.from);
     // A partition without any listed DAG (the shared topic beside per-DAG topics) needs no rows.
     return afterState(d, topic, partition, await d.bootstrap(dags, "requested"));

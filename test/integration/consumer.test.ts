@@ -2,9 +2,17 @@ import { describe, expect, it } from "vitest";
 import { pino } from "pino";
 import { Kafka, logLevel } from "kafkajs";
 import type { StreamEvent } from "../../src/airflow/events.js";
-import { eventConsumer, type EventConsumer, type EventContext, type PositionStore, type StartFrom } from "../../src/index.js";
+import {
+  eventConsumer,
+  type BootstrapInfo,
+  type EventConsumer,
+  type EventContext,
+  type PositionStore,
+  type StartFrom,
+} from "../../src/index.js";
 import { comparePositions, parsePosition } from "../../src/lsn.js";
 import {
+  confirmedFlush,
   consume,
   createDatabase,
   daemonEnv,
@@ -13,11 +21,13 @@ import {
   spawnDaemon,
   uniqueName,
   waitFor,
+  withPg,
   type DaemonProcess,
 } from "../support/harness.js";
 import { checkAgainstLedger, endOffsets, LoadGenerator, loadSeed, SENTINEL_RUN, summary, untilSentinels } from "../support/load.js";
 import { registerCleanup } from "../support/cleanup.js";
 import { CutProxy } from "../faults/proxy.js";
+import { insertDagRun, insertTi } from "../support/airflow-rows.js";
 
 /**
  * The consumer helper (src/consumer) against the real daemon and Kafka: what it promises its user
@@ -95,30 +105,50 @@ class Recorder {
 
 interface Member {
   name: string;
+  /** Why run() ended, if it failed. */
+  readonly error: Error | undefined;
   consumer: EventConsumer;
   done: Promise<void>;
   log: string[];
   stop(): Promise<void>;
 }
 
-function member(
-  name: string,
-  o: { topic: string; groupId: string; dags?: string[]; from: StartFrom; store: PositionStore; rec: Recorder },
-): Member {
+interface MemberOptions {
+  topic: string;
+  groupId: string;
+  dags?: string[];
+  from: StartFrom;
+  store: PositionStore;
+  rec: Recorder;
+  stateTopic?: string;
+  onBootstrap?: (info: BootstrapInfo) => void;
+}
+
+function member(name: string, o: MemberOptions): Member {
   const log: string[] = [];
   const consumer = eventConsumer({
     brokers: services().kafkaBrokers,
     topic: o.topic,
     groupId: o.groupId,
     ...(o.dags ? { dags: o.dags } : {}),
+    ...(o.stateTopic ? { stateTopic: o.stateTopic } : {}),
     sessionTimeoutMs: 6_000,
     logger: pino({ level: "info" }, { write: (l: string) => void log.push(l) }),
   });
-  const done = consumer.run({ from: o.from, positions: o.store, handler: o.rec.handler(name) });
-  done.catch(() => undefined);
+  const done = consumer.run({
+    from: o.from,
+    positions: o.store,
+    handler: o.rec.handler(name),
+    ...(o.onBootstrap ? { onBootstrap: o.onBootstrap } : {}),
+  });
+  const m = { error: undefined as Error | undefined };
+  done.catch((e: unknown) => (m.error = e as Error));
   const unregister = registerCleanup("process", `event consumer ${name}`, () => consumer.stop().then(() => done.catch(() => undefined)));
   return {
     name,
+    get error() {
+      return m.error;
+    },
     consumer,
     done,
     log,
@@ -128,6 +158,46 @@ function member(
       unregister();
     },
   };
+}
+
+/** Per DAG, the highest position the topic holds. */
+async function lastPositions(topic: string, dags: string[]): Promise<Map<string, string>> {
+  let total = 0;
+  for (const high of (await endOffsets(topic)).values()) total += Number(high);
+  const all = await consume([topic], (got) => got.length >= total, 60_000);
+  const last = new Map<string, string>();
+  for (const m of all) {
+    const d = m.event.dag_id;
+    if (d !== null && dags.includes(d) && (last.get(d) ?? "") < m.event.source.position) last.set(d, m.event.source.position);
+  }
+  return last;
+}
+
+/**
+ * Whether the rows a consumer built from what it handled (each event, bootstrap row or not,
+ * replacing the row it names; a delete removing it) are the database's rows of these DAGs: state
+ * and try number of every task instance, state of every run.
+ */
+async function equalsDatabase(db: string, dags: string[], handled: Handled[]): Promise<boolean> {
+  const view = new Map<string, string>();
+  for (const { event: e } of handled) {
+    if (e.type !== "task_instance" && e.type !== "dag_run") continue;
+    const key = e.type === "task_instance" ? `ti ${e.dag_id}/${e.task_id}/${e.run_id}/${e.map_index}` : `run ${e.dag_id}/${e.run_id}`;
+    if (e.op === "delete") view.delete(key);
+    else view.set(key, e.type === "task_instance" ? `${e.state} ${e.try_number}` : `${e.state}`);
+  }
+  const rows = await withPg(db, async (c) => {
+    const tis = await c.query<{ k: string; v: string }>(
+      "SELECT 'ti ' || dag_id || '/' || task_id || '/' || run_id || '/' || map_index AS k, coalesce(state, 'null') || ' ' || try_number AS v FROM task_instance WHERE dag_id = ANY($1)",
+      [dags],
+    );
+    const runs = await c.query<{ k: string; v: string }>(
+      "SELECT 'run ' || dag_id || '/' || run_id AS k, coalesce(state, 'null') AS v FROM dag_run WHERE dag_id = ANY($1)",
+      [dags],
+    );
+    return [...tis.rows, ...runs.rows];
+  });
+  return rows.length === view.size && rows.every((r) => view.get(r.k) === r.v);
 }
 
 /** Writes each partition's last `n` records (as they are now) again, to the same partition: what a producer's re-publish looks like. */
@@ -268,4 +338,131 @@ describe("consumer helper", () => {
       }
     },
   );
+
+  it("bootstraps from the current-state topic when the stored positions are no longer in the event topic, and on from: state; the rows then equal the database", async () => {
+    const db = uniqueName("consumer_boot");
+    const dags = ["s0", "s1", "s2"];
+    const mine = ["s0", "s1"];
+    await createDatabase(db, "3");
+    const topic = `${db}.events`;
+    const stateTopic = `state.${db}`;
+    const env = daemonEnv(db, { EVENTSTREAM_STATE_TOPIC: stateTopic });
+    const daemon = spawnDaemon(env);
+    const members: Member[] = [];
+    const admin = new Kafka({ brokers: services().kafkaBrokers, logLevel: logLevel.NOTHING }).admin();
+    await admin.connect();
+    try {
+      await daemon.waitForLog(STREAMING, 60_000);
+      // A phase: per DAG a new run whose tasks go through their states, and the previous phase's
+      // runs finishing; then waits until its events are in Kafka (the slot confirmed past them).
+      const phase = async (n: number) => {
+        const lsn = await withPg(db, async (c) => {
+          for (const dag of dags) {
+            await insertDagRun(c, "3", dag, `p${n}`, "running");
+            for (const t of ["a", "b", "c"]) await insertTi(c, "3", { dag_id: dag, task_id: t, run_id: `p${n}` });
+          }
+          for (const [state, tryNumber] of [
+            ["scheduled", 1],
+            ["queued", 1],
+            ["running", 1],
+            ["success", 1],
+          ] as const)
+            for (const dag of dags)
+              await c.query("UPDATE task_instance SET state = $1, try_number = $2 WHERE dag_id = $3 AND run_id = $4", [
+                state,
+                tryNumber,
+                dag,
+                `p${n}`,
+              ]);
+          await c.query("UPDATE dag_run SET state = 'success' WHERE run_id <> $1 AND state = 'running'", [`p${n}`]);
+          return (await c.query<{ l: string }>("SELECT pg_current_wal_lsn()::text AS l")).rows[0]!.l;
+        });
+        const [hi, lo] = lsn.split("/");
+        const want = (BigInt(`0x${hi}`) << 32n) | BigInt(`0x${lo}`);
+        await waitFor("the slot past the phase (its events in Kafka)", async () => ((await confirmedFlush(db, db)) ?? 0n) >= want, 60_000);
+      };
+
+      // Phase 1, handled by a consumer that then goes away.
+      const store = new SharedStore();
+      const rec = new Recorder();
+      const opts = { topic, groupId: uniqueName("group"), dags: mine, from: "earliest", store, rec, stateTopic };
+      await phase(1);
+      const lastInTopic = await lastPositions(topic, mine);
+      const first = member("first", opts);
+      members.push(first);
+      await waitFor(
+        "the first consumer to handle its DAGs' events",
+        () => Promise.resolve(mine.every((d) => store.map.get(d) === lastInTopic.get(d))),
+        60_000,
+      );
+      await first.stop();
+      const storedAtStop = new Map(store.map);
+
+      // Phase 2 while it is away; then retention takes all but the last records of every partition,
+      // the stored positions with them.
+      await phase(2);
+      const kept = 2;
+      const offsets = await admin.fetchTopicOffsets(topic);
+      await admin.deleteTopicRecords({
+        topic,
+        partitions: offsets.map((o) => ({ partition: o.partition, offset: String(Math.max(0, Number(o.high) - kept)) })),
+      });
+
+      const bootstraps: BootstrapInfo[] = [];
+      const back = member("back", { ...opts, onBootstrap: (i) => void bootstraps.push(i) });
+      members.push(back);
+      // Phase 3 after it is back: ordinary events after the bootstrap.
+      await waitFor("the bootstrap", () => Promise.resolve(bootstraps.length > 0), 30_000).catch((e: unknown) => {
+        throw new Error(
+          `${(e as Error).message}; run(): ${back.error?.stack ?? "running"}; the consumer's log:\n${back.log.slice(-20).join("")}`,
+        );
+      });
+      await phase(3);
+      await waitFor("the returning consumer to catch up with the database", async () => equalsDatabase(db, mine, rec.handled), 60_000, 500);
+      await back.stop();
+
+      expect(new Set(bootstraps.map((b) => b.reason))).toEqual(new Set(["position-not-in-kafka"]));
+      expect(bootstraps.flatMap((b) => b.dags).sort()).toEqual(mine);
+      expect(bootstraps[0]!.detail).toMatch(/older than what topic/);
+      expect(back.log.some((l) => l.includes("bootstrapping from the current-state topic"))).toBe(true);
+      const rows = rec.handled.filter((h) => h.member === "back" && h.bootstrap);
+      expect(rows.length).toBeGreaterThan(0);
+      // Only rows newer than what the consumer had: the rest it holds already.
+      for (const r of rows)
+        expect(comparePositions(parsePosition(r.position), parsePosition(storedAtStop.get(r.dagId!)!))).toBeGreaterThan(0);
+      expect(rec.handled.filter((h) => h.member === "back" && !h.bootstrap).length, "events after the bootstrap").toBeGreaterThan(0);
+      expect(
+        rec.handled.some((h) => h.dagId === "s2"),
+        "a DAG not listed",
+      ).toBe(false);
+      expect(rec.orderProblems()).toEqual([]);
+      expect(rec.problems).toEqual([]);
+
+      // A new consumer with an empty store, from: "state": the current rows, then the events after them.
+      const fresh = new SharedStore();
+      const rec2 = new Recorder();
+      const freshBoots: BootstrapInfo[] = [];
+      const c = member("fresh", {
+        ...opts,
+        groupId: uniqueName("group"),
+        store: fresh,
+        rec: rec2,
+        from: "state",
+        onBootstrap: (i) => void freshBoots.push(i),
+      });
+      members.push(c);
+      await waitFor("the fresh consumer to hold the database's rows", async () => equalsDatabase(db, mine, rec2.handled), 60_000, 500);
+      await c.stop();
+      expect(freshBoots.map((b) => b.reason)).toContain("requested");
+      console.log(
+        `bootstrap: ${rows.length} rows handed after retention, ${rec.handled.filter((h) => h.member === "back" && !h.bootstrap).length} events after them; from state: ${rec2.handled.filter((h) => h.bootstrap).length} rows`,
+      );
+    } finally {
+      for (const m of members) await m.stop().catch(() => undefined);
+      await admin.disconnect();
+      daemon.proc.kill("SIGKILL");
+      await daemon.exited;
+      await dropDatabase(db);
+    }
+  });
 });
