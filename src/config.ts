@@ -115,7 +115,9 @@ function checkTogether(e: Env, refused: (key: string) => string, problems: strin
   }
   const others = [e.EVENTSTREAM_TOPIC, e.EVENTSTREAM_CHECKPOINT_TOPIC, e.EVENTSTREAM_DEAD_LETTER_TOPIC];
   if (e.EVENTSTREAM_STATE_TOPIC_ENABLED && others.includes(e.EVENTSTREAM_STATE_TOPIC)) {
-    problems.push(`  ${refused("EVENTSTREAM_STATE_TOPIC")}: must be a topic of its own, not the events', the checkpoint or the dead-letter topic`);
+    problems.push(
+      `  ${refused("EVENTSTREAM_STATE_TOPIC")}: must be a topic of its own, not the events', the checkpoint or the dead-letter topic`,
+    );
   }
   return { kafkaCa, pgRootCert };
 }

@@ -18,7 +18,9 @@ export const RECORD_BATCH_OVERHEAD_BYTES = 61;
 
 /** What one record adds to a produce request: UTF-8 bytes of its value and key, and its overhead. */
 export function recordBytes(value: string | null, key: string | null): number {
-  return (value === null ? 0 : Buffer.byteLength(value, "utf8")) + (key === null ? 0 : Buffer.byteLength(key, "utf8")) + RECORD_OVERHEAD_BYTES;
+  return (
+    (value === null ? 0 : Buffer.byteLength(value, "utf8")) + (key === null ? 0 : Buffer.byteLength(key, "utf8")) + RECORD_OVERHEAD_BYTES
+  );
 }
 
 /**

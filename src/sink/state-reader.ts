@@ -39,11 +39,17 @@ export async function readCurrentState(kafka: Kafka, topic: string, opts: ReadSt
     await consumer.subscribe({ topics: [topic], fromBeginning: true });
     await new Promise<void>((resolve, reject) => {
       timer = setTimeout(
-        () => reject(new TransientError(`the state topic ${topic} was not read to its end within ${timeoutMs} ms (partitions ${[...ends.keys()].join(", ")} behind)`)),
+        () =>
+          reject(
+            new TransientError(
+              `the state topic ${topic} was not read to its end within ${timeoutMs} ms (partitions ${[...ends.keys()].join(", ")} behind)`,
+            ),
+          ),
         timeoutMs,
       );
       consumer.on(consumer.events.CRASH, (e) => {
-        if (!e.payload.restart) reject(new TransientError(`reading the state topic ${topic} failed (${e.payload.error.message})`, { cause: e.payload.error }));
+        if (!e.payload.restart)
+          reject(new TransientError(`reading the state topic ${topic} failed (${e.payload.error.message})`, { cause: e.payload.error }));
       });
       consumer.on(consumer.events.END_BATCH_PROCESS, (e) => {
         const end = ends.get(e.payload.partition);

@@ -35,7 +35,13 @@ export function stateKey(event: TaskInstanceEvent | DagRunEvent): string | null 
   if (!event.dag_id || !event.run_id) return null;
   if (event.type === "dag_run") return JSON.stringify({ type: "dag_run", dag_id: event.dag_id, run_id: event.run_id });
   if (!event.task_id || event.map_index === null) return null;
-  return JSON.stringify({ type: "task_instance", dag_id: event.dag_id, run_id: event.run_id, task_id: event.task_id, map_index: event.map_index });
+  return JSON.stringify({
+    type: "task_instance",
+    dag_id: event.dag_id,
+    run_id: event.run_id,
+    task_id: event.task_id,
+    map_index: event.map_index,
+  });
 }
 
 /** The key under which a TRUNCATE of `table` is written. */
@@ -124,7 +130,7 @@ const StateKey = z.discriminatedUnion("type", [
 ]);
 
 /** What a reader needs of a record's value; the rest is the event as published (src/airflow/events.ts). */
-const StateValue = z.object({ source: z.object({ position: z.string().regex(/^[0-9A-F]{16}-[0-9A-F]{8}$/) }) }).passthrough();
+const StateValue = z.object({ source: z.object({ position: z.string().regex(/^[0-9A-F]{16}-[0-9A-F]{8}$/) }).passthrough() }).passthrough();
 
 /** One entry of the folded state: the latest event of a task instance or DAG run. */
 export interface StateEntry {

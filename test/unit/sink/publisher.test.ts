@@ -294,9 +294,12 @@ describe("the publisher's current-state records", () => {
         expect(states).toEqual(evs.filter((s) => s % 3 !== 0).map((s) => `k${s}`));
         expect(req.transactional).toBe(delivery === "exactly-once");
       }
-      expect(requests.flatMap((r) => r.topicMessages.find((t) => t.topic === STATE)?.messages ?? []).map((m) => m.value)).toEqual(
-        ["s1", "s2", "s4", "s5"],
-      );
+      expect(requests.flatMap((r) => r.topicMessages.find((t) => t.topic === STATE)?.messages ?? []).map((m) => m.value)).toEqual([
+        "s1",
+        "s2",
+        "s4",
+        "s5",
+      ]);
     });
   }
 
@@ -307,11 +310,12 @@ describe("the publisher's current-state records", () => {
     for (let i = 1; i <= 4; i++) publisher.push(big(i));
     expect(publisher.inflightBytes).toBeGreaterThan(4 * 1_400);
     await publisher.idle();
-    expect(requests.map((req) => events(req).filter((m) => m.key !== null && String(m.key).startsWith("dag_")).map(seqOf))).toEqual([
-      [1],
-      [2],
-      [3],
-      [4],
-    ]);
+    expect(
+      requests.map((req) =>
+        events(req)
+          .filter((m) => m.key !== null && String(m.key).startsWith("dag_"))
+          .map(seqOf),
+      ),
+    ).toEqual([[1], [2], [3], [4]]);
   });
 });

@@ -163,7 +163,12 @@ describe("applyStateRecord (the fold readers use)", () => {
 
   it("an at-least-once replay's re-sent older records are followed by the newer ones: the fold ends at the latest", () => {
     // First session: 1..4 written; crash; the replay from 2 re-sends 2..4, then goes on with 5.
-    const history = [ti(1, { state: "queued" }), ti(2, { state: "running" }), ti(3, { op: "delete" }), ti(4, { op: "insert", state: null })];
+    const history = [
+      ti(1, { state: "queued" }),
+      ti(2, { state: "running" }),
+      ti(3, { op: "delete" }),
+      ti(4, { op: "insert", state: null }),
+    ];
     const s = fold([...history, ...history.slice(1), ti(5, { state: "scheduled" })]);
     expect([...s.entries.values()].map((e) => [e.event.state, e.position])).toEqual([["scheduled", pos(5)]]);
   });
@@ -184,7 +189,15 @@ describe("stateMessages", () => {
       { topic: "ev", key: "d", value: "e1", state: [{ key: "k1", value: "s1" }] },
       { topic: "st", key: "k2", value: null },
       { topic: "ev", key: "d", value: "e3" },
-      { topic: "ev", key: null, value: "e4", state: [{ key: "t1", value: "s4" }, { key: "t2", value: "s4" }] },
+      {
+        topic: "ev",
+        key: null,
+        value: "e4",
+        state: [
+          { key: "t1", value: "s4" },
+          { key: "t2", value: "s4" },
+        ],
+      },
     ];
     expect(stateMessages(batch, "st")).toEqual([
       { key: "k1", value: "s1" },
