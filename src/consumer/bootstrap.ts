@@ -27,6 +27,8 @@ export interface BootstrapDeps {
  */
 export async function bootstrapFromState(d: BootstrapDeps): Promise<string | null> {
   const state = await d.state();
+  // A partition without any of the listed DAGs only needs the state's position.
+  if (d.dags !== null && d.dags.length === 0) return state.position;
   const rows: { dagId: string; position: string; event: StreamEvent }[] = [];
   for (const entry of state.entries.values()) {
     const dagId = entry.event.dag_id;

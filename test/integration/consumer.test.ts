@@ -1,3 +1,7 @@
+import { spawn } from "node:child_process";
+import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { pino } from "pino";
 import { Kafka, logLevel } from "kafkajs";
@@ -454,6 +458,47 @@ describe("consumer helper", () => {
       await waitFor("the fresh consumer to hold the database's rows", async () => equalsDatabase(db, mine, rec2.handled), 60_000, 500);
       await c.stop();
       expect(freshBoots.map((b) => b.reason)).toContain("requested");
+
+      // The example, as a user runs it (node on examples/consumer.ts, the package by its name).
+      const dir = mkdtempSync(join(tmpdir(), "consumer-example-"));
+      const example = spawn(process.execPath, ["examples/consumer.ts"], {
+        env: {
+          PATH: process.env.PATH ?? "",
+          KAFKA_BROKERS: services().kafkaBrokers.join(","),
+          DAGS: mine.join(","),
+          GROUP_ID: uniqueName("example"),
+          EVENTSTREAM_TOPIC: topic,
+          EVENTSTREAM_STATE_TOPIC: stateTopic,
+          POSITIONS_FILE: join(dir, "positions.json"),
+        },
+        stdio: ["ignore", "pipe", "pipe"],
+      });
+      const out: string[] = [];
+      example.stdout.on("data", (b: Buffer) => out.push(b.toString("utf8")));
+      example.stderr.on("data", (b: Buffer) => out.push(b.toString("utf8")));
+      const exited = new Promise<number | null>((r) => example.on("exit", (code) => r(code)));
+      try {
+        await waitFor(
+          "the example to hand over every DAG's rows",
+          async () => {
+            const saved = existsSync(join(dir, "positions.json"))
+              ? (JSON.parse(readFileSync(join(dir, "positions.json"), "utf8")) as Record<string, string>)
+              : {};
+            return mine.every((d) => saved[d] === fresh.map.get(d));
+          },
+          60_000,
+          250,
+        ).catch((e: unknown) => {
+          throw new Error(`${(e as Error).message}; the example's output:\n${out.join("").slice(-3000)}`);
+        });
+      } finally {
+        example.kill("SIGTERM");
+      }
+      expect(await exited, out.join("").slice(-2000)).toBe(0);
+      for (const d of mine)
+        expect(out.join("")).toMatch(new RegExp(`bootstrap \\(requested\\) of [^:\\n]*\\b${d}\\b[^:\\n]*: \\d+ current rows`));
+      expect(out.join(""), "no bootstrap of no DAG").not.toMatch(/bootstrap \(requested\) of : /);
+      rmSync(dir, { recursive: true, force: true });
       console.log(
         `bootstrap: ${rows.length} rows handed after retention, ${rec.handled.filter((h) => h.member === "back" && !h.bootstrap).length} events after them; from state: ${rec2.handled.filter((h) => h.bootstrap).length} rows`,
       );
