@@ -18,6 +18,11 @@ export function partitionScope(topic: string, partition: number): string {
   return `*${topic}:${partition}`;
 }
 
+/** A partition's start given up because the group generation it began in is over. */
+class Superseded extends Error {
+  override name = "Superseded";
+}
+
 /** One run(): the per-partition starts of the current group generation, and the offsets to hint. */
 export class Session {
   private readonly sequencer: DagSequencer;
@@ -78,7 +83,11 @@ export class Session {
   /** Decides where the partition starts (maybe bootstrapping its DAGs), seeks there and resumes it. */
   private startPartition(topic: string, partition: number): void {
     const generation = this.generation;
-    const start = startOffset(this.startDeps(topic, partition), topic, partition);
+    const start = startOffset(
+      this.startDeps(topic, partition, () => generation === this.generation),
+      topic,
+      partition,
+    );
     this.starts.set(`${topic}:${partition}`, start);
     start.then(
       (offset) => {
@@ -87,7 +96,9 @@ export class Session {
         this.consumer.seek({ topic, partition, offset: offset.toString() });
         this.consumer.resume([{ topic, partitions: [partition] }]);
       },
-      (e: unknown) => this.fail(coerceError(e)),
+      (e: unknown) => {
+        if (!(e instanceof Superseded)) this.fail(coerceError(e));
+      },
     );
   }
 
@@ -139,7 +150,7 @@ export class Session {
       .catch((e: unknown) => this.log.debug({ err: describeError(e) }, "group offsets not committed"));
   }
 
-  private startDeps(topic: string, partition: number): StartDeps {
+  private startDeps(topic: string, partition: number, current: () => boolean): StartDeps {
     return {
       kafka: this.c.kafkaClient,
       admin: this.admin,
@@ -147,7 +158,7 @@ export class Session {
       from: this.r.from,
       sequencer: this.sequencer,
       dagsIn: (topic, partition) => this.c.dagsIn(this.admin, topic, partition),
-      bootstrap: (dags, reason, detail) => this.bootstrap(topic, partition, dags, reason, detail),
+      bootstrap: (dags, reason, detail) => this.bootstrap(topic, partition, dags, reason, detail, current),
     };
   }
 
@@ -158,6 +169,7 @@ export class Session {
     dags: string[] | null,
     reason: BootstrapInfo["reason"],
     detail: string | undefined,
+    current: () => boolean,
   ): Promise<string | null> {
     const routes = await this.c.routing(this.admin, topic, partition);
     const set = dags === null ? null : new Set(dags);
@@ -172,6 +184,9 @@ export class Session {
       run: {
         ...this.r,
         handler: async (e, ctx) => {
+          // The group moved on (a rebalance) while the rows were handed over: the partition may be
+          // another member's now, which starts it afresh from the store; this member stops here.
+          if (!current()) throw new Superseded();
           await this.r.handler(e, ctx);
           this.c.stats.bootstrapRows++;
         },
