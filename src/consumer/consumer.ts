@@ -8,6 +8,9 @@ import type { ConsumerOptions, RunOptions } from "./types.js";
 
 export { partitionScope } from "./session.js";
 
+/** How often topics that do not exist yet are looked for. */
+const TOPIC_WATCH_MS = 5_000;
+
 /**
  * Reads the daemon's event topic(s) for a set of DAGs, in a consumer group, and hands each event to
  * the user's handler: per DAG in position order, one at a time, dropping re-deliveries (positions
@@ -69,6 +72,27 @@ export class EventConsumer {
   private async consumeUntilStopped(r: RunOptions): Promise<void> {
     if (typeof r.from !== "string" || !["state", "earliest", "latest"].includes(r.from)) startTarget(r.from);
     const admin = this.kafka.admin();
+    await admin.connect();
+    try {
+      // The daemon makes a DAG's topic with its first event, and the shared topic of a layout with
+      // a topic per DAG with its first table_truncated: the topics that exist are read, and when a
+      // missing one appears the group is joined again with it (the store says where to go on).
+      while (!this.stopRequested) {
+        const existing = new Set(await admin.listTopics());
+        const topics = this.topics().filter((t) => existing.has(t));
+        const missing = this.topics().filter((t) => !existing.has(t));
+        if (missing.length > 0) this.log.info({ missing }, "topics that do not exist yet are read once they appear");
+        const appeared = async () => (await admin.listTopics()).some((t) => missing.includes(t));
+        if (!(await this.session(r, admin, topics, appeared))) return;
+      }
+    } finally {
+      await admin.disconnect().catch(() => undefined);
+    }
+  }
+
+  /** One group membership over `topics`; resolves true when a topic waited for appeared (join again), false when stopped. */
+  private async session(r: RunOptions, admin: Admin, topics: string[], appeared: () => Promise<boolean>): Promise<boolean> {
+    let rejoin = false;
     const consumer = this.kafka.consumer({
       groupId: this.o.groupId,
       sessionTimeout: this.o.sessionTimeoutMs ?? 30_000,
@@ -78,20 +102,34 @@ export class EventConsumer {
       maxWaitTimeInMs: 200,
     });
     const session = new Session(this, admin, consumer, r, this.log);
+    let stopSession: () => void = () => undefined;
+    const watch = setInterval(() => {
+      void appeared().then(
+        (yes) => {
+          if (!yes) return;
+          rejoin = true;
+          stopSession();
+        },
+        () => undefined,
+      );
+    }, TOPIC_WATCH_MS);
     try {
-      await admin.connect();
-      await consumer.connect();
-      await consumer.subscribe({ topics: this.topics(), fromBeginning: true });
-      await session.consume((stop) => {
+      if (topics.length > 0) {
+        await consumer.connect();
+        await consumer.subscribe({ topics, fromBeginning: true });
+      }
+      await session.consume(topics.length > 0, (stop) => {
+        stopSession = stop;
         this.stopping = stop;
         if (this.stopRequested) stop();
       });
     } finally {
+      clearInterval(watch);
       this.stopping = undefined;
       await session.flushHint();
       await consumer.disconnect().catch(() => undefined);
-      await admin.disconnect().catch(() => undefined);
     }
+    return rejoin && !this.stopRequested;
   }
 
   /** Ends run() once the handler calls in progress are done; resolves when run() has ended (whether it failed or not). */

@@ -45,9 +45,11 @@ export class Session {
     this.sequencer = new DagSequencer(r.positions);
   }
 
-  consume(onStop: (stop: () => void) => void): Promise<void> {
+  /** Runs the group member until stopped (`onStop` gets the way to stop it); `subscribed` false: nothing to read, only waits. */
+  consume(subscribed: boolean, onStop: (stop: () => void) => void): Promise<void> {
     return new Promise<void>((resolve, reject) => {
       const end = (e?: Error) => {
+        if (!subscribed) return e ? reject(e) : resolve();
         void this.consumer.stop().then(() => (e ? reject(e) : resolve()), reject);
       };
       onStop(() => end());
@@ -56,6 +58,7 @@ export class Session {
         this.failure = e;
         end(e);
       };
+      if (!subscribed) return;
       // A new generation: partitions may have been elsewhere meanwhile, so their starts are
       // decided again and the DAGs' positions read again from the store.
       this.consumer.on(this.consumer.events.GROUP_JOIN, (e) => {

@@ -8,6 +8,7 @@ import { Kafka, logLevel } from "kafkajs";
 import type { StreamEvent } from "../../src/airflow/events.js";
 import {
   eventConsumer,
+  partitionScope,
   type BootstrapInfo,
   type EventConsumer,
   type EventContext,
@@ -72,7 +73,8 @@ class Recorder {
 
   handler(member: string): (event: StreamEvent, ctx: EventContext) => Promise<void> {
     return async (event, ctx) => {
-      const dag = ctx.dagId ?? "(none)";
+      // Events of no DAG are in order per partition only (partitionScope), so checked per partition.
+      const dag = ctx.dagId ?? `(none) ${ctx.topic}:${ctx.partition}`;
       const other = this.inFlight.get(dag);
       if (other !== undefined) this.problems.push(`${member}: DAG ${dag} handled at ${ctx.position} while ${other} still ran`);
       this.inFlight.set(dag, `${member} ${ctx.position}`);
@@ -505,6 +507,77 @@ describe("consumer helper", () => {
     } finally {
       for (const m of members) await m.stop().catch(() => undefined);
       await admin.disconnect();
+      daemon.proc.kill("SIGKILL");
+      await daemon.exited;
+      await dropDatabase(db);
+    }
+  });
+
+  it("topic per DAG: reads the listed DAGs' topics and the shared one; a table_truncated once per partition, with no DAG", async () => {
+    const db = uniqueName("consumer_tpd");
+    const dags = ["t0", "t1", "t2"];
+    const mine = ["t0", "t1"];
+    await createDatabase(db, "3");
+    const env = daemonEnv(db, { EVENTSTREAM_TOPIC_TEMPLATE: `${db}.{dag_id}`, EVENTSTREAM_STATE_TOPIC: `state.${db}` });
+    const daemon = spawnDaemon(env);
+    const members: Member[] = [];
+    try {
+      await daemon.waitForLog(STREAMING, 60_000);
+      await withPg(db, async (c) => {
+        for (const dag of dags) {
+          await insertDagRun(c, "3", dag, "r1", "running");
+          await insertTi(c, "3", { dag_id: dag, task_id: "a", run_id: "r1" });
+          await c.query("UPDATE task_instance SET state = 'running', try_number = 1 WHERE dag_id = $1", [dag]);
+        }
+      });
+      // The shared topic does not exist yet (the daemon makes it with the first table_truncated),
+      // nor perhaps the DAGs' topics: the consumer reads what exists and joins again as topics appear.
+      const store = new SharedStore();
+      const rec = new Recorder();
+      const log: string[] = [];
+      const consumer = eventConsumer({
+        brokers: services().kafkaBrokers,
+        topic: `${db}.events`,
+        topicTemplate: `${db}.{dag_id}`,
+        groupId: uniqueName("group"),
+        dags: mine,
+        sessionTimeoutMs: 6_000,
+        logger: pino({ level: "info" }, { write: (l: string) => void log.push(l) }),
+      });
+      const done = consumer.run({ from: "earliest", positions: store, handler: rec.handler("tpd") });
+      members.push({ name: "tpd", error: undefined, consumer, done, log, stop: () => consumer.stop() });
+      await waitFor(
+        "the listed DAGs' events",
+        () => Promise.resolve(rec.handled.filter((h) => h.dagId !== null).length >= mine.length * 3),
+        60_000,
+      );
+      await withPg(db, (c) => c.query("TRUNCATE task_instance CASCADE"));
+      await waitFor(
+        "the truncate, from every partition of the shared topic",
+        () => Promise.resolve(rec.handled.filter((h) => h.dagId === null).length >= 3),
+        60_000,
+      );
+      await withPg(db, (c) => c.query("UPDATE dag_run SET state = 'success'"));
+      await waitFor(
+        "the runs finishing",
+        () => Promise.resolve(rec.handled.filter((h) => h.event.type === "dag_run" && h.event.state === "success").length >= mine.length),
+        60_000,
+      );
+      await consumer.stop();
+      await done;
+
+      const byDag = (d: string) =>
+        rec.handled.filter((h) => h.dagId === d).map((h) => `${h.event.type} ${"state" in h.event ? h.event.state : ""}`);
+      for (const d of mine)
+        expect(byDag(d), d).toEqual(["dag_run running", "task_instance null", "task_instance running", "dag_run success"]);
+      expect(byDag("t2")).toEqual([]);
+      const truncates = rec.handled.filter((h) => h.dagId === null);
+      expect(truncates.map((h) => h.event.type)).toEqual(["table_truncated", "table_truncated", "table_truncated"]);
+      expect(new Set(truncates.map((h) => h.position)).size).toBe(1);
+      expect([...store.map.keys()].sort()).toEqual([...mine, ...[0, 1, 2].map((p) => partitionScope(`${db}.events`, p))].sort());
+      expect(rec.problems).toEqual([]);
+    } finally {
+      for (const m of members) await m.stop().catch(() => undefined);
       daemon.proc.kill("SIGKILL");
       await daemon.exited;
       await dropDatabase(db);
