@@ -513,7 +513,7 @@ describe("consumer helper", () => {
     }
   });
 
-  it("topic per DAG: reads the listed DAGs' topics and the shared one; a table_truncated once per partition, with no DAG", async () => {
+  it("topic per DAG: reads the listed DAGs' topics and the shared one; a table_truncated once per partition, with no DAG; a failing handler ends run()", async () => {
     const db = uniqueName("consumer_tpd");
     const dags = ["t0", "t1", "t2"];
     const mine = ["t0", "t1"];
@@ -576,6 +576,31 @@ describe("consumer helper", () => {
       expect(new Set(truncates.map((h) => h.position)).size).toBe(1);
       expect([...store.map.keys()].sort()).toEqual([...mine, ...[0, 1, 2].map((p) => partitionScope(`${db}.events`, p))].sort());
       expect(rec.problems).toEqual([]);
+
+      // A handler that fails ends run() with its error, and its event's position is not saved.
+      const failing = new SharedStore();
+      const broken = eventConsumer({
+        brokers: services().kafkaBrokers,
+        topic: `${db}.events`,
+        topicTemplate: `${db}.{dag_id}`,
+        groupId: uniqueName("group"),
+        dags: ["t0"],
+        logger: pino({ level: "silent" }),
+      });
+      const outcome = await broken
+        .run({
+          from: "earliest",
+          positions: failing,
+          handler: async () => {
+            throw new Error("the handler's own failure");
+          },
+        })
+        .then(
+          () => "resolved",
+          (e: unknown) => (e as Error).message,
+        );
+      expect(outcome).toBe("the handler's own failure");
+      expect(failing.saves).toBe(0);
     } finally {
       for (const m of members) await m.stop().catch(() => undefined);
       daemon.proc.kill("SIGKILL");
