@@ -63,16 +63,77 @@ export async function kafkaRecordSource(kafka: Kafka, topics: string[], clientId
     sessionTimeout: 10_000,
     heartbeatInterval: 1_000,
   });
-  const pending = new Map<string, Pending>();
-  let crashed: Error | null = null;
-  const pause = (topic: string, partition: number) => consumer.pause([{ topic, partitions: [partition] }]);
+  const probes = new Probes({
+    pause: (topic, partition) => consumer.pause([{ topic, partitions: [partition] }]),
+    fetchFrom: (topic, partition, offset) => {
+      consumer.seek({ topic, partition, offset: offset.toString() });
+      consumer.resume([{ topic, partitions: [partition] }]);
+    },
+    disconnect: () => consumer.disconnect(),
+  });
+  consumer.on(consumer.events.CRASH, (e) => probes.crashed(e.payload.error));
+  consumer.on(consumer.events.END_BATCH_PROCESS, (e) => {
+    const b = e.payload;
+    if (b.batchSize === 0) probes.batch(b.topic, b.partition, b.firstOffset, b.lastOffset, []);
+  });
+  await consumer.connect();
+  try {
+    await consumer.subscribe({ topics, fromBeginning: true });
+    await consumer.run({
+      autoCommit: false,
+      partitionsConsumedConcurrently: 4,
+      eachBatch: async ({ batch }) => probes.batch(batch.topic, batch.partition, batch.firstOffset(), batch.lastOffset(), batch.messages),
+    });
+  } catch (e: unknown) {
+    await consumer.disconnect().catch(() => undefined);
+    throw e;
+  }
+  return probes;
+}
 
-  /** Records of a batch (or its length in offsets, when read_committed filtered all of them out). */
-  const onBatch = (topic: string, partition: number, first: string | null, last: string, messages: KafkaMessage[]): void => {
-    const p = pending.get(`${topic}/${partition}`);
+/** The probes under way, one per partition at most, fed by the consumer's batches. */
+class Probes implements RecordSource {
+  private readonly pending = new Map<string, Pending>();
+  private crash: Error | null = null;
+
+  constructor(
+    private readonly consumer: {
+      pause(topic: string, partition: number): void;
+      fetchFrom(topic: string, partition: number, offset: bigint): void;
+      disconnect(): Promise<void>;
+    },
+  ) {}
+
+  first(topic: string, partition: number, from: bigint, before: bigint, accept: (key: RecordKey) => boolean): Promise<ProbeHit | null> {
+    if (from >= before) return Promise.resolve(null);
+    if (this.crash !== null) return Promise.reject(new TransientError(`reading Kafka failed (${this.crash.message})`));
+    const id = `${topic}/${partition}`;
+    if (this.pending.has(id)) return Promise.reject(new Error(`a probe of ${id} is already running`));
+    return new Promise<ProbeHit | null>((resolve, reject) => {
+      const timer = setTimeout(
+        () => settle(null, new TransientError(`reading ${id} from offset ${from} took over ${PROBE_TIMEOUT_MS} ms`)),
+        PROBE_TIMEOUT_MS,
+      );
+      const settle = (hit: ProbeHit | null, error?: Error) => {
+        clearTimeout(timer);
+        if (this.pending.get(id) !== entry) return;
+        this.pending.delete(id);
+        this.consumer.pause(topic, partition);
+        if (error) reject(error);
+        else resolve(hit);
+      };
+      const entry: Pending = { topic, partition, next: from, before, accept, settle };
+      this.pending.set(id, entry);
+      this.consumer.fetchFrom(topic, partition, from);
+    });
+  }
+
+  /** A fetched batch: its records, or none with the offsets it spans when read_committed filtered them all out. */
+  batch(topic: string, partition: number, first: string | null, last: string, messages: KafkaMessage[]): void {
+    const p = this.pending.get(`${topic}/${partition}`);
     if (p === undefined) {
       // Fetched while no probe wanted this partition: the first fetch after the join, or a stale one.
-      pause(topic, partition);
+      this.consumer.pause(topic, partition);
       return;
     }
     if (first === null || BigInt(first) !== p.next) return;
@@ -85,57 +146,15 @@ export async function kafkaRecordSource(kafka: Kafka, topics: string[], clientId
     }
     p.next = BigInt(last) + 1n;
     if (p.next >= p.before) p.settle(null);
-  };
-
-  consumer.on(consumer.events.CRASH, (e) => {
-    crashed = e.payload.error;
-    for (const p of pending.values()) p.settle(null, new TransientError(`reading Kafka failed (${e.payload.error.message})`));
-  });
-  consumer.on(consumer.events.END_BATCH_PROCESS, (e) => {
-    const b = e.payload;
-    if (b.batchSize === 0) onBatch(b.topic, b.partition, b.firstOffset, b.lastOffset, []);
-  });
-  await consumer.connect();
-  try {
-    await consumer.subscribe({ topics, fromBeginning: true });
-    await consumer.run({
-      autoCommit: false,
-      partitionsConsumedConcurrently: 4,
-      eachBatch: async ({ batch }) => onBatch(batch.topic, batch.partition, batch.firstOffset(), batch.lastOffset(), batch.messages),
-    });
-  } catch (e: unknown) {
-    await consumer.disconnect().catch(() => undefined);
-    throw e;
   }
 
-  return {
-    first(topic, partition, from, before, accept) {
-      if (from >= before) return Promise.resolve(null);
-      if (crashed !== null) return Promise.reject(new TransientError(`reading Kafka failed (${crashed.message})`));
-      const id = `${topic}/${partition}`;
-      if (pending.has(id)) return Promise.reject(new Error(`a probe of ${id} is already running`));
-      return new Promise<ProbeHit | null>((resolve, reject) => {
-        const timer = setTimeout(
-          () => settle(null, new TransientError(`reading ${id} from offset ${from} took over ${PROBE_TIMEOUT_MS} ms`)),
-          PROBE_TIMEOUT_MS,
-        );
-        const settle = (hit: ProbeHit | null, error?: Error) => {
-          clearTimeout(timer);
-          if (pending.get(id) !== entry) return;
-          pending.delete(id);
-          pause(topic, partition);
-          if (error) reject(error);
-          else resolve(hit);
-        };
-        const entry: Pending = { topic, partition, next: from, before, accept, settle };
-        pending.set(id, entry);
-        consumer.seek({ topic, partition, offset: from.toString() });
-        consumer.resume([{ topic, partitions: [partition] }]);
-      });
-    },
-    async close() {
-      for (const p of pending.values()) p.settle(null, new Error("the record source was closed"));
-      await consumer.disconnect().catch(() => undefined);
-    },
-  };
+  crashed(error: Error): void {
+    this.crash = error;
+    for (const p of this.pending.values()) p.settle(null, new TransientError(`reading Kafka failed (${error.message})`));
+  }
+
+  async close(): Promise<void> {
+    for (const p of this.pending.values()) p.settle(null, new Error("the record source was closed"));
+    await this.consumer.disconnect().catch(() => undefined);
+  }
 }
