@@ -23,13 +23,10 @@ export function recordBytes(value: string | null, key: string | null): number {
   );
 }
 
-/**
- * What an event's records on the current-state topic add to the request. They go to other
- * partitions than the event, so each may open a record batch of its own: its header counts too.
- */
+/** What an event's records on the current-state topic add to the request (see batchEnd for their cap). */
 export function stateBytes(state: readonly { key: string; value: string | null }[] | undefined): number {
   let bytes = 0;
-  for (const st of state ?? []) bytes += recordBytes(st.value, st.key) + RECORD_BATCH_OVERHEAD_BYTES;
+  for (const st of state ?? []) bytes += recordBytes(st.value, st.key);
   return bytes;
 }
 
@@ -38,17 +35,31 @@ export function stateBytes(state: readonly { key: string; value: string | null }
  * (with one batch header) at most `maxBytes`; `bytes` is the records' sum, without the header.
  * Always at least one record, so one that is alone over the cap (the message loop,
  * src/session-loop.ts, keeps each under EVENTSTREAM_MAX_MESSAGE_BYTES) still goes.
+ *
+ * `stateSizes`: per record, its bytes on the current-state topic, capped on their own: those
+ * records never share a partition with the events, and the cap is there for one partition's
+ * batch. Counted together they halved the events per request and, measured with `npm run bench`,
+ * cut the drain rate by more than half.
  */
-export function batchEnd(sizes: readonly number[], head: number, maxEvents: number, maxBytes: number): { end: number; bytes: number } {
+export function batchEnd(
+  sizes: readonly number[],
+  head: number,
+  maxEvents: number,
+  maxBytes: number,
+  stateSizes: readonly number[] = [],
+): { end: number; bytes: number } {
   const limit = Math.min(sizes.length, head + maxEvents);
   let end = head;
   /** The records' bytes; the cap also counts the batch header. */
   let bytes = 0;
+  let state = 0;
   while (end < limit) {
     const size = sizes[end]!;
-    if (end > head && RECORD_BATCH_OVERHEAD_BYTES + bytes + size > maxBytes) break;
+    const st = stateSizes[end] ?? 0;
+    if (end > head && (RECORD_BATCH_OVERHEAD_BYTES + bytes + size > maxBytes || RECORD_BATCH_OVERHEAD_BYTES + state + st > maxBytes)) break;
     bytes += size;
+    state += st;
     end++;
   }
-  return { end, bytes };
+  return { end, bytes: bytes + state };
 }

@@ -88,6 +88,8 @@ export class Publisher {
   private readonly queue: SinkRecord[] = [];
   /** recordBytes() of each queued record, same index. */
   private readonly sizes: number[] = [];
+  /** Bytes on the current-state topic of each queued record, same index. */
+  private readonly stateSizes: number[] = [];
   private head = 0;
   private sending = false;
   /** stop() was called: nothing more is sent. */
@@ -110,10 +112,14 @@ export class Publisher {
 
   /** Queues a record. Never blocks: the ack rule pauses PostgreSQL when `inflightBytes` is too high (AckRule.pauseIfFull). */
   push(rec: SinkRecord): void {
-    const size = recordBytes(rec.value, rec.key) + stateBytes(rec.state);
+    // A replay's record of the state topic itself counts with the state records (batchEnd).
+    const own = recordBytes(rec.value, rec.key);
+    const onState = rec.topic === this.cfg.stateTopic;
+    const state = (onState ? own : 0) + stateBytes(rec.state);
     this.queue.push(rec);
-    this.sizes.push(size);
-    this.queuedBytes += size;
+    this.sizes.push(onState ? 0 : own);
+    this.stateSizes.push(state);
+    this.queuedBytes += (onState ? 0 : own) + state;
     if (!this.sending) this.pump();
   }
 
@@ -225,12 +231,13 @@ export class Publisher {
    * Counted in bytes (see batch.ts).
    */
   private takeBatch(): { batch: SinkRecord[]; bytes: number } {
-    const next = batchEnd(this.sizes, this.head, this.cfg.batchMaxEvents, this.cfg.batchMaxBytes);
+    const next = batchEnd(this.sizes, this.head, this.cfg.batchMaxEvents, this.cfg.batchMaxBytes, this.stateSizes);
     const batch = this.queue.slice(this.head, next.end);
     this.head = next.end;
     if (this.head > 4096 && this.head * 2 > this.queue.length) {
       this.queue.splice(0, this.head);
       this.sizes.splice(0, this.head);
+      this.stateSizes.splice(0, this.head);
       this.head = 0;
     }
     return { batch, bytes: next.bytes };

@@ -303,19 +303,19 @@ describe("the publisher's current-state records", () => {
     });
   }
 
-  it("counts their bytes against the request's cap", async () => {
+  it("caps their bytes on their own: a request holds up to the cap of events and up to the cap of state records", async () => {
     const { publisher, requests } = setup();
-    // Each event alone is under half the cap; with its state record it is over.
-    const big = (seq: number): SinkRecord => ({ ...record(seq, 700), state: [{ key: `k${seq}`, value: "v".repeat(700) }] });
-    for (let i = 1; i <= 4; i++) publisher.push(big(i));
-    expect(publisher.inflightBytes).toBeGreaterThan(4 * 1_400);
+    // Events of 100 bytes (many fit), state records of ~1,000 (one fits): the state cap binds.
+    const bigState = (seq: number): SinkRecord => ({ ...record(seq, 100), state: [{ key: `k${seq}`, value: "v".repeat(1_000) }] });
+    for (let i = 1; i <= 4; i++) publisher.push(bigState(i));
+    expect(publisher.inflightBytes).toBe(4 * (recordBytes(record(1, 100).value, "dag_1") + recordBytes("v".repeat(1_000), "k1")));
     await publisher.idle();
-    expect(
-      requests.map((req) =>
-        events(req)
-          .filter((m) => m.key !== null && String(m.key).startsWith("dag_"))
-          .map(seqOf),
-      ),
-    ).toEqual([[1], [2], [3], [4]]);
+    const evs = (req: Request) => req.topicMessages.find((t) => t.topic === TOPIC)?.messages.map(seqOf) ?? [];
+    expect(requests.map(evs)).toEqual([[1], [2], [3], [4]]);
+    // Events of ~700 bytes with small state records: two per request, as without a state topic.
+    const { publisher: p2, requests: r2 } = setup();
+    for (let i = 1; i <= 4; i++) p2.push(withState(i, 700));
+    await p2.idle();
+    expect(r2.map(evs)).toEqual([[1], [2, 3], [4]]);
   });
 });
