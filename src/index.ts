@@ -14,6 +14,9 @@ export {
 export { loadConfig, type Config } from "./config.js";
 export { Daemon } from "./main.js";
 export * from "./errors.js";
+export { eventConsumer, EventConsumer, partitionScope } from "./consumer/consumer.js";
+export type { PositionStore } from "./consumer/sequencer.js";
+export type { ConsumerOptions, RunOptions, EventContext, BootstrapInfo, StartFrom } from "./consumer/types.js";
 export { readCurrentState, type CurrentState, type ReadStateOptions } from "./sink/state-reader.js";
 export {
   applyStateRecord,
