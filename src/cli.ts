@@ -1,11 +1,12 @@
 #!/usr/bin/env node
 import v8 from "node:v8";
-import { checkHeapLimit, loadConfig, loadDotEnv } from "./config.js";
+import { checkHeapLimit, loadConfig, loadDotEnv, type Config } from "./config.js";
 import { Daemon } from "./main.js";
-import { createLogger } from "./log.js";
+import { createLogger, type Logger } from "./log.js";
 import { UserActionError, describeError } from "./errors.js";
 import { resetCheckpoint } from "./reset.js";
 import { SNAPSHOT_USAGE, snapshotCommand } from "./snapshot/command.js";
+import { REPLAY_USAGE, parseReplayArgs, replay, type ReplayArgs } from "./backfill/replay.js";
 
 const USAGE = `airflow-eventstream: Airflow task-state changes from PostgreSQL's WAL to Kafka.
 
@@ -15,6 +16,7 @@ Usage:
                                         consumers: delete this slot's checkpoint and drop the slot if
                                         PostgreSQL invalidated it, so the next run starts from the
                                         slot as it is (or a new one). Stop the daemon first.
+  ${REPLAY_USAGE}
 ${SNAPSHOT_USAGE}
   airflow-eventstream help              this text
 
@@ -27,21 +29,25 @@ async function main(argv: string[]): Promise<number> {
     process.stdout.write(`${USAGE}\n`);
     return 0;
   }
-  if (cmd !== "run" && cmd !== "reset-checkpoint" && cmd !== "snapshot") {
+  if (cmd !== "run" && cmd !== "reset-checkpoint" && cmd !== "replay" && cmd !== "snapshot") {
     process.stderr.write(`unknown command "${cmd}"\n\n${USAGE}\n`);
     return 2;
   }
-  let log = createLogger("info");
+  // A replay's records may go to stdout: its logs go to stderr.
+  const fd = cmd === "replay" ? 2 : 1;
+  let log = createLogger("info", fd);
   try {
     loadDotEnv();
+    const replayArgs = cmd === "replay" ? parseReplayArgs(argv.slice(1)) : null;
     const cfg = loadConfig();
     checkHeapLimit(cfg, v8.getHeapStatistics().heap_size_limit);
-    log = createLogger(cfg.logLevel);
+    log = createLogger(cfg.logLevel, fd);
     routeProcessWarnings(log);
     if (cmd === "snapshot") {
       await snapshotCommand(cfg, log, argv.slice(1));
       return 0;
     }
+    if (replayArgs !== null) return await runReplay(cfg, replayArgs, log);
     if (cmd === "reset-checkpoint") {
       const out = await resetCheckpoint(cfg, log);
       const done = [
@@ -99,6 +105,16 @@ async function main(argv: string[]): Promise<number> {
     log.fatal({ err: describeError(e) }, "fatal error");
     return 1;
   }
+}
+
+/** `airflow-eventstream replay`: records to stdout or a topic, what was done to stderr. */
+async function runReplay(cfg: Config, args: ReplayArgs, log: Logger): Promise<number> {
+  const done = await replay(cfg, args, log, { out: process.stdout, err: process.stderr });
+  const to = args.output.kind === "topic" ? args.output.topic : "stdout";
+  process.stderr.write(
+    `airflow-eventstream: replayed ${done.records} records from ${done.topics.join(", ")} to ${to} in ${done.ms} ms (replay ${done.replayId}).\n`,
+  );
+  return 0;
 }
 
 /**

@@ -102,6 +102,9 @@ function checkTogether(e: Env, refused: (key: string) => string, problems: strin
   if (template !== "" && !template.includes("{dag_id}")) {
     problems.push(`  ${refused("EVENTSTREAM_TOPIC_TEMPLATE")}: must contain {dag_id}, e.g. "airflow.{dag_id}", or be empty for one topic`);
   }
+  if (e.EVENTSTREAM_ON_GAP === "snapshot" && !e.EVENTSTREAM_GAP_DETECTION) {
+    problems.push(`  ${refused("EVENTSTREAM_ON_GAP")}: recovering from a gap needs gap detection; remove EVENTSTREAM_GAP_DETECTION=false`);
+  }
   if (e.EVENTSTREAM_DELIVERY === "exactly-once" && !e.EVENTSTREAM_GAP_DETECTION) {
     problems.push(
       `  ${refused("EVENTSTREAM_GAP_DETECTION")}: exactly-once keeps and checks a checkpoint in any case; remove the setting (false is for at-least-once only)`,
@@ -112,6 +115,12 @@ function checkTogether(e: Env, refused: (key: string) => string, problems: strin
     (e.EVENTSTREAM_CHECKPOINT_TOPIC === e.EVENTSTREAM_TOPIC || e.EVENTSTREAM_CHECKPOINT_TOPIC === e.EVENTSTREAM_DEAD_LETTER_TOPIC)
   ) {
     problems.push(`  ${refused("EVENTSTREAM_CHECKPOINT_TOPIC")}: must be a topic of its own, not the events' or the dead-letter topic`);
+  }
+  const others = [e.EVENTSTREAM_TOPIC, e.EVENTSTREAM_CHECKPOINT_TOPIC, e.EVENTSTREAM_DEAD_LETTER_TOPIC];
+  if (e.EVENTSTREAM_STATE_TOPIC_ENABLED && others.includes(e.EVENTSTREAM_STATE_TOPIC)) {
+    problems.push(
+      `  ${refused("EVENTSTREAM_STATE_TOPIC")}: must be a topic of its own, not the events', the checkpoint or the dead-letter topic`,
+    );
   }
   return { kafkaCa, pgRootCert };
 }
@@ -162,9 +171,14 @@ function configFrom(e: Env, { kafkaCa, pgRootCert }: CaFiles) {
     checkpointTopic: e.EVENTSTREAM_CHECKPOINT_TOPIC,
     /** A checkpoint with acked_lsn is kept, gates what is acknowledged to PostgreSQL, and is checked against the slot at start. */
     gapDetection: e.EVENTSTREAM_GAP_DETECTION,
+    onGap: e.EVENTSTREAM_ON_GAP,
+    /** null: no initial snapshot; days null: active runs only. */
+    initialSnapshot: initialSnapshot(e.EVENTSTREAM_INITIAL_SNAPSHOT),
     maxMessageBytes: e.EVENTSTREAM_MAX_MESSAGE_BYTES,
     /** null: an oversized event stops the daemon. */
     deadLetterTopic: e.EVENTSTREAM_DEAD_LETTER_TOPIC ?? null,
+    /** The compacted current-state topic (src/sink/state-topic.ts); null: not kept. */
+    stateTopic: e.EVENTSTREAM_STATE_TOPIC_ENABLED ? e.EVENTSTREAM_STATE_TOPIC : null,
     maxInflightEvents: e.EVENTSTREAM_MAX_INFLIGHT_EVENTS,
     maxInflightBytes: e.EVENTSTREAM_MAX_INFLIGHT_BYTES,
     stateCacheSize: e.EVENTSTREAM_STATE_CACHE_SIZE,
@@ -300,4 +314,11 @@ export function checkHeapLimit(cfg: Config, heapLimitBytes: number): void {
   throw new ConfigError(
     `EVENTSTREAM_STATE_CACHE_SIZE=${cfg.stateCacheSize}, EVENTSTREAM_MAX_INFLIGHT_EVENTS=${cfg.maxInflightEvents} and EVENTSTREAM_MAX_INFLIGHT_BYTES=${cfg.maxInflightBytes} need up to ~${need} MB of JavaScript heap plus room to collect it, but this Node allows ${limit} MB. Start it with more (NODE_OPTIONS=--max-old-space-size=${suggest}; bin/airflow-eventstream passes your NODE_OPTIONS after its own) or lower those settings`,
   );
+}
+
+/** EVENTSTREAM_INITIAL_SNAPSHOT: "none" | "active" | "<N>d". */
+function initialSnapshot(v: string): { days: number | null } | null {
+  if (v === "none") return null;
+  if (v === "active") return { days: null };
+  return { days: Number.parseInt(v, 10) };
 }

@@ -93,6 +93,39 @@ export class CheckpointError extends UserActionError {
  */
 export class SlotGapError extends UserActionError {
   override name = "SlotGapError";
+
+  constructor(
+    message: string,
+    /** What was lost, for EVENTSTREAM_ON_GAP=snapshot (src/recover-gap.ts). */
+    readonly gap: GapFacts,
+  ) {
+    super(message);
+  }
+}
+
+/** The gap a SlotGapError reports: why, between which LSNs, and when the last checkpoint was written. */
+export interface GapFacts {
+  reason: "slot_lost" | "slot_missing" | "slot_ahead";
+  /** Changes after this LSN are missing (null: the checkpoint does not say). */
+  from: bigint | null;
+  /** ... up to this one. */
+  to: bigint;
+  /** The checkpoint's written_at: runs changed since then may have transitions in the gap (null: unknown). */
+  checkpointWrittenAt: string | null;
+}
+
+/** A --from/--until argument of a backfill is neither a position, an LSN nor a time (src/backfill/target.ts). */
+export class TargetError extends UserActionError {
+  override name = "TargetError";
+}
+
+/**
+ * A backfill asked for events from before what a topic still holds: Kafka's retention deleted
+ * records at or after the target, so they cannot be had from the topic (src/backfill/offsets.ts
+ * builds the message: the oldest position still available per partition, and what to do).
+ */
+export class RetentionError extends UserActionError {
+  override name = "RetentionError";
 }
 
 /**

@@ -10,6 +10,7 @@ import type { AirflowMapper, TxContext } from "./airflow/mapper.js";
 import type { StreamEvent } from "./airflow/events.js";
 import { RECORD_OVERHEAD_BYTES, recordBytes } from "./sink/batch.js";
 import type { SinkRecord } from "./sink/kafka.js";
+import { StateRecords, type StateRecord } from "./sink/state-topic.js";
 import type { Route, TopicRouter } from "./sink/routing.js";
 import type { SnapshotTap } from "./snapshot/tap.js";
 import type { StreamHandlers } from "./source/replication.js";
@@ -45,12 +46,16 @@ export class MessageLoop implements StreamHandlers {
   private deadLettered = 0;
   /** The seq of the last record handed to the sink; 0: none yet. */
   private lastSeq = 0;
+  /** The current-state topic's records of each event (null: no state topic). */
+  private readonly states: StateRecords | null;
 
   constructor(
     private readonly cfg: Config,
     private readonly log: Logger,
     private readonly parts: LoopParts,
-  ) {}
+  ) {
+    this.states = cfg.stateTopic === null ? null : new StateRecords(log);
+  }
 
   /** At start: skip the replayed changes `replay` covers (null: publish everything). */
   skipCovered(replay: ReplayFilter | null): void {
@@ -96,6 +101,7 @@ export class MessageLoop implements StreamHandlers {
       const topic = oversized && cfg.deadLetterTopic !== null ? cfg.deadLetterTopic : route.topic;
       if (this.replay.covers(topic, key, pos)) {
         this.skipped++;
+        if (cfg.delivery === "at-least-once") this.resendState(event, value, oversized, ev.commitLsn, ev.index);
         return;
       }
       // Positions only grow along the stream: past the highest one Kafka holds, nothing is covered.
@@ -116,9 +122,11 @@ export class MessageLoop implements StreamHandlers {
   private publish(event: StreamEvent, value: string, route: Route, oversized: boolean, commitLsn: Lsn, index: number): void {
     if (oversized) {
       this.oversized(event, value, route.key, commitLsn, index);
+      this.stateOf(event, value, true);
     } else {
+      const state = this.stateOf(event, value, false);
       this.lastSeq = this.parts.ack.next();
-      this.parts.sink.push({ ...route, value, seq: this.lastSeq, commitLsn, index });
+      this.parts.sink.push({ ...route, value, ...(state && { state }), seq: this.lastSeq, commitLsn, index });
     }
     this.parts.ack.pauseIfFull();
   }
@@ -158,6 +166,47 @@ export class MessageLoop implements StreamHandlers {
     // Kafka's limit is on the record's bytes. A UTF-16 unit is at most 3 bytes of UTF-8, so
     // most events skip the exact count.
     return (value.length + (key?.length ?? 0)) * 3 + RECORD_OVERHEAD_BYTES > max && recordBytes(value, key) > max;
+  }
+
+  /**
+   * The event's records on the current-state topic; undefined when none. Left out (counted, with
+   * a warning) when over the size limit: the state topic takes no larger records than the event
+   * topic, and a stand-in value (a summary, a tombstone) would claim a state the row is not in.
+   */
+  private stateOf(event: StreamEvent, value: string, eventOversized: boolean): StateRecord[] | undefined {
+    const records = this.states?.of(event, value);
+    if (records === undefined) return undefined;
+    const fit = records.filter((r) => !eventOversized && recordBytes(r.value, r.key) <= this.cfg.maxMessageBytes);
+    if (fit.length < records.length) this.states!.leftOut(event, Math.max(...records.map((r) => recordBytes(r.value, r.key))));
+    return fit.length > 0 ? fit : undefined;
+  }
+
+  /**
+   * At-least-once replay: the event of a covered change is in Kafka, but its state records may not
+   * be. A produce request is not atomic across partitions, and the state records go to other
+   * partitions than their event; the request lost with a crash may have written the event's
+   * partition and not theirs. So they are sent again, alone on the state topic. Why the state
+   * topic then ends right, for every key K:
+   * - every change before the slot's confirmed position had its event and state records in
+   *   requests Kafka acknowledged whole (PostgreSQL is told only then), and is not replayed;
+   * - every change from that position on is replayed, and each one's state records pushed again:
+   *   covered ones here, the others with their event. Pushes follow WAL order, K's records all go
+   *   to one partition (the key is K), and the publisher sends one request at a time, idempotent,
+   *   in push order. So, once the replay passes K's latest change, K's last record in the
+   *   partition is that change's, whatever an earlier session had written: last-write-wins, as
+   *   compaction and applyStateRecord fold it, gives K's latest state. A crash during the replay
+   *   starts the same argument over from the (possibly further) confirmed position.
+   * Until the replay passes it, K's last record may be an older one re-sent (the state goes back
+   * by at most the unacknowledged tail, then forward). Exactly-once needs none of this: a covered
+   * event's state records were committed in its transaction.
+   */
+  private resendState(event: StreamEvent, value: string, oversized: boolean, commitLsn: Lsn, index: number): void {
+    const topic = this.cfg.stateTopic;
+    const state = this.stateOf(event, value, oversized);
+    if (topic === null || state === undefined) return;
+    this.txPublished = true;
+    for (const st of state) this.parts.sink.push({ topic, key: st.key, value: st.value, seq: this.parts.ack.next(), commitLsn, index });
+    this.parts.ack.pauseIfFull();
   }
 
   /**

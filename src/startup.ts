@@ -194,7 +194,7 @@ export function refuseGap(cfg: Config, log: Logger, cp: Checkpoint | null, slot:
     { slot: cfg.slot, reason: v.reason, gapFrom: v.from === null ? null : formatLsn(v.from), gapTo: formatLsn(v.to) },
     "gap in the event stream: events were lost; stopping",
   );
-  throw new SlotGapError(message);
+  throw new SlotGapError(message, { reason: v.reason, from: v.from, to: v.to, checkpointWrittenAt: cp?.writtenAt ?? null });
 }
 
 /** The slot facts for assessGap. */

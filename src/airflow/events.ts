@@ -208,10 +208,35 @@ export const TableTruncatedEvent = z
   );
 export type TableTruncatedEvent = z.infer<typeof TableTruncatedEvent>;
 
+export const StreamGapEvent = z
+  .object({
+    type: z.literal("stream_gap"),
+    reason: z
+      .enum(["slot_lost", "slot_missing", "slot_ahead"])
+      .describe(
+        "slot_lost: PostgreSQL invalidated the replication slot (max_slot_wal_keep_size); slot_missing: it was dropped; slot_ahead: it was recreated or advanced by something else",
+      ),
+    from_lsn: z.string().nullable().describe("Changes committed after this LSN were never published (null: not known)"),
+    to_lsn: z.string().describe("... up to this one"),
+    checkpoint_written_at: timestamp.nullable().describe("When the daemon last recorded what Kafka held, before the gap"),
+    detected_at: timestamp.describe("When the daemon found the gap"),
+    snapshot: z
+      .string()
+      .nullable()
+      .describe(
+        "The id of the snapshot requested with it (EVENTSTREAM_ON_GAP=snapshot): `op: snapshot` events of the DAG runs changed since checkpoint_written_at, and of all runs under way, follow",
+      ),
+    source: SourcePosition,
+  })
+  .describe(
+    "Events were lost between from_lsn and to_lsn: transitions in that range will never arrive. Sent with a null key to every partition of EVENTSTREAM_TOPIC, like table_truncated. A consumer's state of any DAG may be stale until the snapshot that follows reaches it",
+  );
+export type StreamGapEvent = z.infer<typeof StreamGapEvent>;
+
 /** State events: a task instance or a DAG run changed. */
 export const AirflowEvent = z.union([TaskInstanceEvent, DagRunEvent]);
 export type AirflowEvent = z.infer<typeof AirflowEvent>;
 
 /** Everything the daemon publishes. */
-export const StreamEvent = z.union([TaskInstanceEvent, DagRunEvent, NotificationEvent, TableTruncatedEvent]);
+export const StreamEvent = z.union([TaskInstanceEvent, DagRunEvent, NotificationEvent, TableTruncatedEvent, StreamGapEvent]);
 export type StreamEvent = z.infer<typeof StreamEvent>;

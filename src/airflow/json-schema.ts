@@ -2,7 +2,7 @@ import { writeFileSync, mkdirSync } from "node:fs";
 import { join } from "node:path";
 import { pathToFileURL } from "node:url";
 import { z } from "zod";
-import { DagRunEvent, NotificationEvent, NotificationValue, TableTruncatedEvent, TaskInstanceEvent } from "./events.js";
+import { DagRunEvent, NotificationEvent, NotificationValue, StreamGapEvent, TableTruncatedEvent, TaskInstanceEvent } from "./events.js";
 
 /**
  * The event contract as JSON Schema files, for consumers in other languages. Generated from the zod
@@ -19,6 +19,7 @@ export function jsonSchemas(): Record<string, unknown> {
     "notification-event.schema.json": doc(NotificationEvent, "Notification event (a task pushed the notification XCom)"),
     "notification-value.schema.json": doc(NotificationValue, "Notification XCom value (what a task pushes)"),
     "table-truncated-event.schema.json": doc(TableTruncatedEvent, "A captured Airflow table was truncated: all its state is void"),
+    "stream-gap-event.schema.json": doc(StreamGapEvent, "Events were lost: the replication slot could not serve a range of the WAL"),
   };
 }
 

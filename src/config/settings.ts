@@ -199,6 +199,18 @@ export const SETTINGS = {
     about:
       "Where an event over `EVENTSTREAM_MAX_MESSAGE_BYTES` goes, as a summary with its position. Unset: the daemon stops, naming the row.",
   },
+  EVENTSTREAM_STATE_TOPIC_ENABLED: {
+    group: "topics",
+    schema: bool.default(true),
+    about:
+      "Keep the current-state topic: the latest event of every task instance and DAG run under its identity, written with the events (docs/backfill.md). `false`: events only.",
+  },
+  EVENTSTREAM_STATE_TOPIC: {
+    group: "topics",
+    schema: topicName.default("airflow.state"),
+    about:
+      "The current-state topic: compacted, created with `EVENTSTREAM_TOPIC_PARTITIONS` partitions, `cleanup.policy=compact` and `delete.retention.ms` of 24 hours; an existing one that is not compacted is refused at start. Must be a topic of its own.",
+  },
   EVENTSTREAM_BATCH_MAX_BYTES: {
     group: "topics",
     schema: int(1024, 100 * 1024 * 1024).default(900_000),
@@ -226,6 +238,22 @@ export const SETTINGS = {
     schema: bool.default(true),
     about:
       "Stop (exit code 2) when the slot was invalidated, dropped, recreated or advanced behind the daemon's back: events were lost. Needs the checkpoint topic. `false` (at-least-once only): no checkpoint topic, and a dropped, recreated or advanced slot goes unnoticed, so events are lost silently; an invalidated slot (`wal_status` lost) is still refused.",
+  },
+
+  EVENTSTREAM_ON_GAP: {
+    group: "delivery",
+    schema: z.enum(["stop", "snapshot"]).default("stop"),
+    about:
+      "What a detected gap does (`EVENTSTREAM_GAP_DETECTION`). `stop`: exit with code 2 and a message saying how to recover. `snapshot`: recover without an operator: the daemon publishes a `stream_gap` event (both LSNs) to every partition, accepts the gap (deletes the checkpoint; drops an invalidated slot and creates a new one), and snapshots the DAG runs that may have changed in the gap (those changed since the last checkpoint was written, and all runs under way), so consumers converge to the database's state. Needs `EVENTSTREAM_CREATE_SLOT` for a missing or invalidated slot.",
+  },
+  EVENTSTREAM_INITIAL_SNAPSHOT: {
+    group: "delivery",
+    schema: z
+      .string()
+      .regex(/^(none|active|[1-9][0-9]{0,4}d)$/, { message: 'expected none, active, or a number of days such as "7d"' })
+      .default("none"),
+    about:
+      "On the first start of a slot (the daemon creates it and finds no checkpoint), snapshot what already exists, so runs under way appear: `none`; `active` (task instances and runs of DAG runs queued or running); `Nd` (runs started in the last N days, and all runs under way).",
   },
 
   EVENTSTREAM_MAX_INFLIGHT_EVENTS: {

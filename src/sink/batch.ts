@@ -17,8 +17,17 @@ export const RECORD_OVERHEAD_BYTES = 36;
 export const RECORD_BATCH_OVERHEAD_BYTES = 61;
 
 /** What one record adds to a produce request: UTF-8 bytes of its value and key, and its overhead. */
-export function recordBytes(value: string, key: string | null): number {
-  return Buffer.byteLength(value, "utf8") + (key === null ? 0 : Buffer.byteLength(key, "utf8")) + RECORD_OVERHEAD_BYTES;
+export function recordBytes(value: string | null, key: string | null): number {
+  return (
+    (value === null ? 0 : Buffer.byteLength(value, "utf8")) + (key === null ? 0 : Buffer.byteLength(key, "utf8")) + RECORD_OVERHEAD_BYTES
+  );
+}
+
+/** What an event's records on the current-state topic add to the request (see batchEnd for their cap). */
+export function stateBytes(state: readonly { key: string; value: string | null }[] | undefined): number {
+  let bytes = 0;
+  for (const st of state ?? []) bytes += recordBytes(st.value, st.key);
+  return bytes;
 }
 
 /**
@@ -26,17 +35,31 @@ export function recordBytes(value: string, key: string | null): number {
  * (with one batch header) at most `maxBytes`; `bytes` is the records' sum, without the header.
  * Always at least one record, so one that is alone over the cap (the message loop,
  * src/session-loop.ts, keeps each under EVENTSTREAM_MAX_MESSAGE_BYTES) still goes.
+ *
+ * `stateSizes`: per record, its bytes on the current-state topic, capped on their own: those
+ * records never share a partition with the events, and the cap is there for one partition's
+ * batch. Counted together they halved the events per request and, measured with `npm run bench`,
+ * cut the drain rate by more than half.
  */
-export function batchEnd(sizes: readonly number[], head: number, maxEvents: number, maxBytes: number): { end: number; bytes: number } {
+export function batchEnd(
+  sizes: readonly number[],
+  head: number,
+  maxEvents: number,
+  maxBytes: number,
+  stateSizes: readonly number[] = [],
+): { end: number; bytes: number } {
   const limit = Math.min(sizes.length, head + maxEvents);
   let end = head;
   /** The records' bytes; the cap also counts the batch header. */
   let bytes = 0;
+  let state = 0;
   while (end < limit) {
     const size = sizes[end]!;
-    if (end > head && RECORD_BATCH_OVERHEAD_BYTES + bytes + size > maxBytes) break;
+    const st = stateSizes[end] ?? 0;
+    if (end > head && (RECORD_BATCH_OVERHEAD_BYTES + bytes + size > maxBytes || RECORD_BATCH_OVERHEAD_BYTES + state + st > maxBytes)) break;
     bytes += size;
+    state += st;
     end++;
   }
-  return { end, bytes };
+  return { end, bytes: bytes + state };
 }

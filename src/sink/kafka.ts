@@ -48,13 +48,14 @@ export class KafkaSink {
   }
 
   /**
-   * Connects, and makes sure the single topic and the checkpoint topic exist (per-DAG topics are
-   * ensured on first use).
+   * Connects, and makes sure the single topic, the checkpoint topic and the current-state topic
+   * exist (per-DAG topics are ensured on first use).
    */
   async connect(fixedTopic: string | null): Promise<void> {
     await connectClients(this.cfg, this.clients);
     if (fixedTopic !== null) await this.topics.ensureTopics([fixedTopic]);
     if (this.store) await this.topics.ensureCheckpointTopic(this.store.topic);
+    if (this.cfg.stateTopic !== null) await this.topics.ensureStateTopic(this.cfg.stateTopic);
   }
 
   /** See CheckpointStore.read. Must precede every send. */

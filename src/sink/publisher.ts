@@ -4,7 +4,8 @@ import type { Lsn } from "../lsn.js";
 import type { SinkAck } from "../checkpoint/ack.js";
 import type { Position } from "../lsn.js";
 import { TransientError } from "../errors.js";
-import { batchEnd, recordBytes } from "./batch.js";
+import { batchEnd, recordBytes, stateBytes } from "./batch.js";
+import { stateMessages, type StateRecord } from "./state-topic.js";
 import { inTransaction } from "./client.js";
 import { explain } from "./kafka-errors.js";
 
@@ -14,7 +15,13 @@ export interface SinkRecord {
   key: string | null;
   /** One copy to each partition of the topic, all acknowledged together under this one seq. */
   allPartitions?: boolean;
-  value: string;
+  /** The event's JSON; null only for a tombstone re-sent to the state topic in a replay (see MessageLoop). */
+  value: string | null;
+  /**
+   * The event's records on the current-state topic (cfg.stateTopic; state-topic.ts), sent in the
+   * same produce request (exactly-once: the same transaction) and acknowledged with it.
+   */
+  state?: readonly StateRecord[];
   seq: number;
   /** Position of the row change it comes from: the checkpoint of exactly-once delivery. */
   commitLsn: Lsn;
@@ -81,6 +88,8 @@ export class Publisher {
   private readonly queue: SinkRecord[] = [];
   /** recordBytes() of each queued record, same index. */
   private readonly sizes: number[] = [];
+  /** Bytes on the current-state topic of each queued record, same index. */
+  private readonly stateSizes: number[] = [];
   private head = 0;
   private sending = false;
   /** stop() was called: nothing more is sent. */
@@ -103,10 +112,14 @@ export class Publisher {
 
   /** Queues a record. Never blocks: the ack rule pauses PostgreSQL when `inflightBytes` is too high (AckRule.pauseIfFull). */
   push(rec: SinkRecord): void {
-    const size = recordBytes(rec.value, rec.key);
+    // A replay's record of the state topic itself counts with the state records (batchEnd).
+    const own = recordBytes(rec.value, rec.key);
+    const onState = rec.topic === this.cfg.stateTopic;
+    const state = (onState ? own : 0) + stateBytes(rec.state);
     this.queue.push(rec);
-    this.sizes.push(size);
-    this.queuedBytes += size;
+    this.sizes.push(onState ? 0 : own);
+    this.stateSizes.push(state);
+    this.queuedBytes += (onState ? 0 : own) + state;
     if (!this.sending) this.pump();
   }
 
@@ -218,12 +231,13 @@ export class Publisher {
    * Counted in bytes (see batch.ts).
    */
   private takeBatch(): { batch: SinkRecord[]; bytes: number } {
-    const next = batchEnd(this.sizes, this.head, this.cfg.batchMaxEvents, this.cfg.batchMaxBytes);
+    const next = batchEnd(this.sizes, this.head, this.cfg.batchMaxEvents, this.cfg.batchMaxBytes, this.stateSizes);
     const batch = this.queue.slice(this.head, next.end);
     this.head = next.end;
     if (this.head > 4096 && this.head * 2 > this.queue.length) {
       this.queue.splice(0, this.head);
       this.sizes.splice(0, this.head);
+      this.stateSizes.splice(0, this.head);
       this.head = 0;
     }
     return { batch, bytes: next.bytes };
@@ -235,6 +249,10 @@ export class Publisher {
       let msgs = byTopic.get(r.topic);
       if (!msgs) byTopic.set(r.topic, (msgs = []));
       msgs.push({ key: r.key, value: r.value });
+    }
+    if (this.cfg.stateTopic !== null) {
+      const state = stateMessages(batch, this.cfg.stateTopic);
+      if (state.length > 0) byTopic.set(this.cfg.stateTopic, state);
     }
     await this.topics.ensureKnown([...byTopic.keys()]);
     if (batch.some((r) => r.allPartitions)) await this.spreadToPartitions(batch, byTopic);

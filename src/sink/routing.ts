@@ -43,6 +43,7 @@ export class TopicRouter {
       case "notification":
         return { topic: this.topicFor(event.dag_id), key: event.dag_id, allPartitions: false };
       case "table_truncated":
+      case "stream_gap":
         // Concerns every DAG: no per-DAG topic or key fits, so the single topic, every partition.
         return { topic: this.topic, key: null, allPartitions: true };
       default:

@@ -20,6 +20,40 @@ const CHECKPOINT_TOPIC_CONFIG = [
 ];
 
 /**
+ * The current-state topic (state-topic.ts): compacted, so it holds the latest record per key.
+ * delete.retention.ms (Kafka's default, stated so docs/backfill.md can rely on it) is how long a
+ * tombstone outlives compaction: a reader that takes longer than that to read the topic from its
+ * beginning may miss a delete. segment.ms: compaction never touches the active segment, and
+ * Kafka's 7-day default would leave a week of history for every bootstrapping reader to read.
+ */
+export const STATE_TOPIC_CONFIG = [
+  { name: "cleanup.policy", value: "compact" },
+  { name: "delete.retention.ms", value: String(24 * 60 * 60 * 1000) },
+  { name: "segment.ms", value: String(60 * 60 * 1000) },
+];
+
+/**
+ * Refuses a current-state topic that is not compacted: with delete (time) retention its old keys
+ * vanish and a reader's state silently lacks rows. The check a `check` command can call too.
+ */
+export async function checkStateTopic(admin: Admin, topic: string): Promise<void> {
+  const policy = await cleanupPolicy(admin, topic);
+  if (!policy.split(",").includes("compact")) {
+    throw new TopicError(
+      `the current-state topic ${topic} exists with cleanup.policy=${policy || "(unset)"}, so its old entries expire and readers lose rows: make it compacted (kafka-configs.sh --bootstrap-server <broker> --alter --entity-type topics --entity-name ${topic} --add-config cleanup.policy=compact), or set EVENTSTREAM_STATE_TOPIC to another topic, or EVENTSTREAM_STATE_TOPIC_ENABLED=false`,
+    );
+  }
+}
+
+async function cleanupPolicy(admin: Admin, topic: string): Promise<string> {
+  const described = await admin.describeConfigs({
+    resources: [{ type: TOPIC_RESOURCE, name: topic, configNames: ["cleanup.policy"] }],
+    includeSynonyms: false,
+  });
+  return described.resources[0]?.configEntries.find((c) => c.configName === "cleanup.policy")?.configValue ?? "";
+}
+
+/**
  * The topics of a session: made sure of once each (created if missing and allowed), listed, and
  * their partitions read, through one admin client.
  */
@@ -90,6 +124,36 @@ export class TopicAdmin {
     this.knownTopics.add(topic);
   }
 
+  /** The current-state topic: created with STATE_TOPIC_CONFIG when missing, refused when it exists uncompacted (checkStateTopic). */
+  async ensureStateTopic(topic: string): Promise<void> {
+    if (!(await this.admin.listTopics()).includes(topic)) {
+      if (!this.cfg.createTopics) {
+        throw new TopicError(
+          `the current-state topic ${topic} does not exist and EVENTSTREAM_CREATE_TOPICS is false: create it (e.g. kafka-topics.sh --create --topic ${topic} --partitions ${this.cfg.topicPartitions} ${STATE_TOPIC_CONFIG.map((c) => `--config ${c.name}=${c.value}`).join(" ")}), set EVENTSTREAM_CREATE_TOPICS=true, or EVENTSTREAM_STATE_TOPIC_ENABLED=false`,
+        );
+      }
+      try {
+        await this.admin.createTopics({
+          waitForLeaders: true,
+          topics: [
+            {
+              topic,
+              numPartitions: this.cfg.topicPartitions,
+              replicationFactor: this.cfg.topicReplicationFactor,
+              configEntries: STATE_TOPIC_CONFIG,
+            },
+          ],
+        });
+        this.log.info({ topic, partitions: this.cfg.topicPartitions, cleanupPolicy: "compact" }, "created the current-state topic");
+      } catch (e: unknown) {
+        // Another daemon may have created it at the same moment; then it is checked below.
+        if (!(await this.admin.listTopics()).includes(topic)) throw e;
+      }
+    }
+    await checkStateTopic(this.admin, topic);
+    this.knownTopics.add(topic);
+  }
+
   private async createCheckpointTopic(topic: string): Promise<void> {
     const create = `kafka-topics.sh --create --topic ${topic} --partitions 1 ${CHECKPOINT_TOPIC_CONFIG.map((c) => `--config ${c.name}=${c.value}`).join(" ")}`;
     // At-least-once needs the topic only for gap detection, which can be switched off: say so.
@@ -123,11 +187,7 @@ export class TopicAdmin {
   }
 
   private async warnIfNotCompacted(topic: string): Promise<void> {
-    const described = await this.admin.describeConfigs({
-      resources: [{ type: TOPIC_RESOURCE, name: topic, configNames: ["cleanup.policy"] }],
-      includeSynonyms: false,
-    });
-    const policy = described.resources[0]?.configEntries.find((c) => c.configName === "cleanup.policy")?.configValue ?? "";
+    const policy = await cleanupPolicy(this.admin, topic);
     if (!policy.split(",").includes("compact")) {
       this.log.warn(
         { topic, cleanupPolicy: policy },

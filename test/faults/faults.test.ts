@@ -17,6 +17,7 @@ import {
   type DaemonProcess,
 } from "../support/harness.js";
 import { checkAgainstLedger, kafka, loadSeed, prng, summary, untilSentinels } from "../support/load.js";
+import { waitForStateEqual } from "../support/state.js";
 import { CutProxy } from "./proxy.js";
 import { TolerantLoad } from "./tolerant-load.js";
 
@@ -32,7 +33,8 @@ import { TolerantLoad } from "./tolerant-load.js";
  *                ambiguous COMMITs through a ledger table);
  * - pg-cut:      the daemon reaches PostgreSQL through a loopback proxy (PGPORT); while cut, the proxy
  *                resets existing connections and refuses new ones. The load connects directly.
- * Then an independent read_committed consumer checks everything against the ledger.
+ * Then an independent read_committed consumer checks everything against the ledger, and the
+ * current-state topic, folded as a reader folds it, is compared with every row of the database.
  * FAULTS_PROFILE=short (default, CI) | soak | kill (SIGKILLs only, FAULTS_ROUNDS of them, default 5:
  * what a kill re-delivers, in the table's "dup/kill"). FAULTS_SEED / LOAD_SEED replay the choices;
  * FAULTS_KINDS (a comma list) plans only those kinds, FAULTS_ROUNDS times each.
@@ -70,6 +72,8 @@ interface Row {
   reordered: number;
   other: number;
   recovery: string[];
+  /** Rows of the database the folded current-state topic does not equal (missing, extra, other state). */
+  stateDiffers: number;
   seed: number;
   ambiguous: string;
 }
@@ -221,6 +225,11 @@ async function runMode(mode: "at-least-once" | "exactly-once"): Promise<void> {
     const problems = result.problems.filter(
       (p) => !p.includes("previous_state_known=false without a restart") && !/^\d+ duplicate events, expected none$/.test(p),
     );
+    // The current-state topic, folded as a reader folds it, against every row of the database.
+    const state = await waitForStateEqual(db, 60_000);
+    console.log(
+      `faults ${mode}: current-state topic: ${state.rows} rows in the database, ${state.state.entries.size} keys folded from ${state.state.records} records in ${state.readMs} ms, ${state.problems.length} differ\n${summary(state.problems, 10).join("\n")}`,
+    );
     const lost = problems.filter((p) => p.includes(": missing #")).length;
     const reordered = problems.filter((p) => p.includes("not commit order")).length;
     const row: Row = {
@@ -233,6 +242,7 @@ async function runMode(mode: "at-least-once" | "exactly-once"): Promise<void> {
       reordered,
       other: problems.length - lost - reordered,
       recovery,
+      stateDiffers: state.problems.length,
       seed,
       ambiguous: `${load.ambiguous.committed}/${load.ambiguous.notCommitted}`,
     };
@@ -241,6 +251,7 @@ async function runMode(mode: "at-least-once" | "exactly-once"): Promise<void> {
       `faults ${mode}: ${load.ledger.count} changes in ${load.ledger.transactions} tx, ${load.retries} retried tx; ${JSON.stringify(row)}\n${summary(problems, 15).join("\n")}`,
     );
     expect(summary(problems)).toEqual([]);
+    expect(summary(state.problems)).toEqual([]);
     expect(result.unique).toBe(load.ledger.count);
     if (mode === "exactly-once") expect(result.duplicates).toBe(0);
     d.proc.kill("SIGTERM");
@@ -279,6 +290,7 @@ describe(`faults under load (${PROFILE})`, () => {
       "dup/kill",
       "reord",
       "other",
+      "state differs",
       "ambiguous c/n",
       "seed",
       "recovery (ms, per fault)",
@@ -293,6 +305,7 @@ describe(`faults under load (${PROFILE})`, () => {
       PROFILE === "kill" && r.faults.kill > 0 ? (r.duplicated / r.faults.kill).toFixed(1) : "-",
       String(r.reordered),
       String(r.other),
+      String(r.stateDiffers),
       r.ambiguous,
       String(r.seed),
       r.recovery.join(", "),

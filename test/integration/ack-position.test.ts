@@ -122,6 +122,7 @@ describe("acknowledging adjacent commits", () => {
         EVENTSTREAM_TOPIC_TEMPLATE: "{dag_id}",
         EVENTSTREAM_CREATE_TOPICS: "false",
         EVENTSTREAM_CHECKPOINT_TOPIC: `${adb}.checkpoints`,
+        EVENTSTREAM_STATE_TOPIC_ENABLED: "false",
       });
       await createTopics([dagA, `${adb}.checkpoints`]);
       await withPg(adb, async (c) => {

@@ -124,6 +124,8 @@ export function daemonEnv(database: string, extra: Record<string, string> = {}):
     // start reads it whole (its key is not among the last records). Not under "<database>.": tests
     // read every topic with that prefix as event topics.
     EVENTSTREAM_CHECKPOINT_TOPIC: `checkpoints.${database}`,
+    // Its own current-state topic, for the same reasons.
+    EVENTSTREAM_STATE_TOPIC: `state.${database}`,
     EVENTSTREAM_TOPIC_PARTITIONS: "3",
     EVENTSTREAM_STATUS_INTERVAL_SECONDS: "1",
     LOG_LEVEL: "info",

@@ -293,3 +293,23 @@ describe("checkHeapLimit: configured bounds against the heap Node was started wi
     );
   });
 });
+
+describe("the current-state topic's settings", () => {
+  it("is on by default as airflow.state; off gives null", () => {
+    expect(loadConfig({}).stateTopic).toBe("airflow.state");
+    expect(loadConfig({ EVENTSTREAM_STATE_TOPIC: "ops.state" }).stateTopic).toBe("ops.state");
+    expect(loadConfig({ EVENTSTREAM_STATE_TOPIC_ENABLED: "false" }).stateTopic).toBeNull();
+  });
+
+  it("must be a topic of its own", () => {
+    for (const other of [{ EVENTSTREAM_TOPIC: "x" }, { EVENTSTREAM_CHECKPOINT_TOPIC: "x" }, { EVENTSTREAM_DEAD_LETTER_TOPIC: "x" }]) {
+      expect(() => loadConfig({ ...other, EVENTSTREAM_STATE_TOPIC: "x" })).toThrow(
+        /EVENTSTREAM_STATE_TOPIC="x".*must be a topic of its own/,
+      );
+    }
+    // Off, the name does not matter.
+    expect(
+      loadConfig({ EVENTSTREAM_TOPIC: "x", EVENTSTREAM_STATE_TOPIC: "x", EVENTSTREAM_STATE_TOPIC_ENABLED: "false" }).stateTopic,
+    ).toBeNull();
+  });
+});

@@ -2,7 +2,7 @@ import { afterEach, describe, expect, it } from "vitest";
 import { pino } from "pino";
 import { loadConfig } from "../../src/config.js";
 import type { Checkpoint } from "../../src/checkpoint/position.js";
-import type { Lsn } from "../../src/lsn.js";
+import type { Lsn, Position } from "../../src/lsn.js";
 import { Session } from "../../src/pipeline.js";
 import type { SinkCallbacks, SinkRecord } from "../../src/sink/kafka.js";
 import type { ReadBackResult } from "../../src/sink/read-back.js";
@@ -96,6 +96,8 @@ interface Holds {
   prepare?: Gate<void>;
   connect?: Gate<void>;
   readBack?: Gate<void>;
+  /** What the read-back finds: topic -> per partition, the highest position Kafka holds. */
+  heads?: Map<string, (Position | null)[]>;
 }
 
 class FakeSink implements Sink {
@@ -118,7 +120,7 @@ class FakeSink implements Sink {
   async readBack(): Promise<ReadBackResult> {
     this.events.push("sink.readBack");
     await this.holds.readBack?.promise;
-    return { heads: new Map(), records: 0, ms: 0 };
+    return { heads: this.holds.heads ?? new Map(), records: 0, ms: 0 };
   }
 
   async readCheckpoint(): Promise<Checkpoint | null> {
@@ -393,6 +395,40 @@ describe("Session: the checkpoint found at start", () => {
     void start(h);
     await until(() => h.session.streamingSince > 0);
     expect(h.sink.callbacks.ack.ackedLsnFor(null)).toBe(SLOT_AT);
+    await h.session.stop(1_000);
+  });
+});
+
+describe("Session: the current-state topic in an at-least-once replay", () => {
+  // Kafka's event topic holds the first transaction's event in every partition (read back at start).
+  const heads = (upTo: Lsn) => new Map([["airflow.events", Array.from({ length: 6 }, (): Position => ({ commitLsn: upTo, index: 0 }))]]);
+  const KEY = '{"type":"task_instance","dag_id":"etl","run_id":"manual__1","task_id":"a","map_index":-1}';
+
+  it("sends a covered event's state record again, alone on the state topic; an uncovered event goes with its own", async () => {
+    const h = harness({}, { heads: heads(0x2000n - 0x10n) });
+    void start(h);
+    await until(() => h.session.streamingSince > 0);
+    feed(h.stream, [relationMessage(), ...insertTransaction("a", 0x2000n), ...insertTransaction("b", 0x3000n)]);
+    await until(() => h.sink.pushed.length === 2);
+    const [resent, published] = h.sink.pushed;
+    expect(resent).toMatchObject({ topic: "airflow.state", key: KEY, commitLsn: 0x2000n - 0x10n });
+    expect(JSON.parse(resent!.value!)).toMatchObject({ type: "task_instance", task_id: "a", state: "scheduled" });
+    expect(resent!.state).toBeUndefined();
+    expect(published).toMatchObject({ topic: "airflow.events", key: "etl" });
+    expect(published!.state).toEqual([{ key: KEY.replace('"a"', '"b"'), value: published!.value }]);
+    // The state record holds the transaction's acknowledgement back like an event.
+    expect(resent!.seq).toBeLessThan(published!.seq);
+    await h.session.stop(1_000);
+  });
+
+  it("sends nothing for a covered event without a state topic", async () => {
+    const h = harness({ EVENTSTREAM_STATE_TOPIC_ENABLED: "false" }, { heads: heads(0x2000n - 0x10n) });
+    void start(h);
+    await until(() => h.session.streamingSince > 0);
+    feed(h.stream, [relationMessage(), ...insertTransaction("a", 0x2000n), ...insertTransaction("b", 0x3000n)]);
+    await until(() => h.sink.pushed.length === 1);
+    expect(h.sink.pushed[0]).toMatchObject({ topic: "airflow.events" });
+    expect(h.sink.pushed[0]!.state).toBeUndefined();
     await h.session.stop(1_000);
   });
 });

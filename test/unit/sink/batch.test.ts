@@ -49,3 +49,17 @@ describe("the batch byte cap", () => {
     expect(r.bytes).toBe(sizes.slice(head, end).reduce((a, b) => a + b, 0));
   });
 });
+
+describe("batchEnd with state records", () => {
+  it("caps the state records' bytes apart from the events': whichever fills first ends the batch", () => {
+    const cap = 1_000;
+    // Events fill first.
+    expect(batchEnd([400, 400, 400], 0, 100, cap, [10, 10, 10])).toEqual({ end: 2, bytes: 820 });
+    // State records fill first.
+    expect(batchEnd([10, 10, 10], 0, 100, cap, [400, 400, 400])).toEqual({ end: 2, bytes: 820 });
+    // Together over the cap, each under it: one batch.
+    expect(batchEnd([450, 450], 0, 100, cap, [450, 450])).toEqual({ end: 2, bytes: 1_800 });
+    // The first record always goes.
+    expect(batchEnd([10], 0, 100, cap, [5_000])).toEqual({ end: 1, bytes: 5_010 });
+  });
+});

@@ -278,3 +278,44 @@ describe("a failed request", () => {
     await expect(publisher.checkpointNow()).resolves.toBeNull();
   });
 });
+
+describe("the publisher's current-state records", () => {
+  const STATE = "airflow.state";
+  const withState = (seq: number, bytes = 100): SinkRecord => ({ ...record(seq, bytes), state: [{ key: `k${seq}`, value: `s${seq}` }] });
+
+  for (const delivery of ["at-least-once", "exactly-once"] as const) {
+    it(`sends them in the same request as their events (${delivery}), in push order`, async () => {
+      const { publisher, requests } = setup({ EVENTSTREAM_DELIVERY: delivery });
+      for (let i = 1; i <= 6; i++) publisher.push(i % 3 === 0 ? record(i) : withState(i));
+      await publisher.idle();
+      for (const req of requests) {
+        const evs = req.topicMessages.find((t) => t.topic === TOPIC)?.messages.map(seqOf) ?? [];
+        const states = req.topicMessages.find((t) => t.topic === STATE)?.messages.map((m) => m.key) ?? [];
+        expect(states).toEqual(evs.filter((s) => s % 3 !== 0).map((s) => `k${s}`));
+        expect(req.transactional).toBe(delivery === "exactly-once");
+      }
+      expect(requests.flatMap((r) => r.topicMessages.find((t) => t.topic === STATE)?.messages ?? []).map((m) => m.value)).toEqual([
+        "s1",
+        "s2",
+        "s4",
+        "s5",
+      ]);
+    });
+  }
+
+  it("caps their bytes on their own: a request holds up to the cap of events and up to the cap of state records", async () => {
+    const { publisher, requests } = setup();
+    // Events of 100 bytes (many fit), state records of ~1,000 (one fits): the state cap binds.
+    const bigState = (seq: number): SinkRecord => ({ ...record(seq, 100), state: [{ key: `k${seq}`, value: "v".repeat(1_000) }] });
+    for (let i = 1; i <= 4; i++) publisher.push(bigState(i));
+    expect(publisher.inflightBytes).toBe(4 * (recordBytes(record(1, 100).value, "dag_1") + recordBytes("v".repeat(1_000), "k1")));
+    await publisher.idle();
+    const evs = (req: Request) => req.topicMessages.find((t) => t.topic === TOPIC)?.messages.map(seqOf) ?? [];
+    expect(requests.map(evs)).toEqual([[1], [2], [3], [4]]);
+    // Events of ~700 bytes with small state records: two per request, as without a state topic.
+    const { publisher: p2, requests: r2 } = setup();
+    for (let i = 1; i <= 4; i++) p2.push(withState(i, 700));
+    await p2.idle();
+    expect(r2.map(evs)).toEqual([[1], [2, 3], [4]]);
+  });
+});

@@ -86,7 +86,7 @@ describe("a snapshot chunk in the message loop", () => {
     loop.onData(messageBytes(0x2000n, WATERMARK_PREFIX, w("low")));
     loop.onData(messageBytes(0x3000n, WATERMARK_PREFIX, w("high")));
 
-    expect(pushed.map((r) => [r.commitLsn, r.index, JSON.parse(r.value).op, JSON.parse(r.value).source.position])).toEqual([
+    expect(pushed.map((r) => [r.commitLsn, r.index, JSON.parse(r.value!).op, JSON.parse(r.value!).source.position])).toEqual([
       [0x2fffn, 0, "snapshot", "0000000000002FFF-00000000"],
       [0x2fffn, 1, "snapshot", "0000000000002FFF-00000001"],
     ]);
