@@ -173,7 +173,7 @@ describe("snapshot", () => {
     }
   }, 180_000);
 
-  it("the CLI: `snapshot --dag sa --table task_instance --wait` prints the id, follows the job to done; only that DAG's task instances", async () => {
+  it("the CLI: `snapshot --dag sa --table task_instance --wait` prints the id, follows the job to done; only that DAG's task instances, on the event and the current-state topic", async () => {
     const { db, pre } = await world("snapcli", "2", 2, 10);
     const env = daemonEnv(db, { EVENTSTREAM_SNAPSHOT_CHUNK_ROWS: "8" });
     const daemon = spawnDaemon(env);
@@ -188,6 +188,10 @@ describe("snapshot", () => {
       const snap = events.filter((m) => m.event.op === "snapshot");
       expect(new Set(snap.map((m) => `${m.event.type}/${m.event.dag_id}`))).toEqual(new Set(["task_instance/sa"]));
       expect(snap.length).toBe(pre.tis.filter((t) => t.dag_id === "sa").length);
+      // The current-state topic holds them too: a snapshot's rows are each row's latest state.
+      const stateTopic = loadConfig(env).stateTopic!;
+      const states = await consume([stateTopic], (all) => all.filter((m) => m.event.op === "snapshot").length >= snap.length, 30_000);
+      expect(states.filter((m) => m.event.op === "snapshot").map((m) => m.event.dag_id)).toEqual(snap.map(() => "sa"));
     } finally {
       daemon.proc.kill("SIGKILL");
       await daemon.exited;
