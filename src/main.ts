@@ -1,6 +1,7 @@
 import type { Config } from "./config.js";
 import { Session } from "./pipeline.js";
-import { SlotBusyError, UserActionError, coerceError, describeError } from "./errors.js";
+import { SlotBusyError, SlotGapError, UserActionError, coerceError, describeError } from "./errors.js";
+import { recoverFromGap } from "./recover-gap.js";
 import type { Logger } from "./log.js";
 
 /**
@@ -43,6 +44,8 @@ export class Daemon {
     private readonly log: Logger,
     /** How a session is made: the real one, or a fake in the supervisor's unit tests. */
     private readonly newSession: (cfg: Config, log: Logger) => SupervisedSession = (c, l) => new Session(c, l),
+    /** EVENTSTREAM_ON_GAP=snapshot's recovery: the real one, or a fake in the unit tests. */
+    private readonly recover: (gap: SlotGapError) => Promise<void> = (gap) => recoverFromGap(cfg, log, gap),
   ) {}
 
   async run(): Promise<void> {
@@ -54,32 +57,60 @@ export class Daemon {
         if (this.stopped) return;
         this.log.warn("replication stream ended; reconnecting");
       } catch (e: unknown) {
-        if (e instanceof UserActionError) throw e;
-        if (this.stopped) return;
-        const err = coerceError(e);
-        if (err instanceof SlotBusyError) {
-          // Standby: poll the slot every second, so takeover is quick; say so once, not every second.
-          if (!this.waitingForSlot)
-            this.log.warn(
-              { err: describeError(err), slot: this.cfg.slot },
-              "replication slot in use by another connection; waiting for it",
-            );
-          this.waitingForSlot = true;
-          await this.sleep(1_000);
+        const next = await this.afterFailure(e, session, backoffMs);
+        if (next === "stop") return;
+        if (next === "standby") continue;
+        if (next === "recovered") {
+          backoffMs = 500;
           continue;
         }
-        this.waitingForSlot = false;
-        // A session that streamed for a while earns a fresh backoff: the failure is a new one, and
-        // carrying the last outage's long waits into it delayed recovery by up to the cap (the
-        // fault suite measured 25-35 s after faults a few seconds apart). A session failing again
-        // within seconds of streaming keeps growing it, so a failure that follows every start
-        // cannot spin.
-        if (session.streamingSince > 0 && Date.now() - session.streamingSince > 5_000) backoffMs = 500;
-        this.log.warn({ err: describeError(err), retryInMs: backoffMs }, "session ended; restarting from the last acknowledged position");
+        if (next === "fresh") backoffMs = 500;
       }
       await this.sleep(backoffMs);
       backoffMs = Math.min(backoffMs * 2, MAX_BACKOFF_MS);
     }
+  }
+
+  /**
+   * What a failed session leads to: the error thrown on (a UserActionError ends the process), a
+   * gap recovered (EVENTSTREAM_ON_GAP=snapshot), a standby's wait for the slot, or a restart after
+   * the backoff ("fresh": after a fresh, short one).
+   */
+  private async afterFailure(e: unknown, session: SupervisedSession, backoffMs: number): Promise<"stop" | "standby" | "recovered" | "fresh" | "backoff"> {
+    if (e instanceof SlotGapError && this.cfg.onGap === "snapshot" && !this.stopped) {
+      // Recorded in the stream, accepted, and a snapshot requested (src/recover-gap.ts); the next
+      // session streams on. A recovery that fails for a passing reason is retried after the backoff.
+      try {
+        await this.recover(e);
+        return "recovered";
+      } catch (err: unknown) {
+        if (err instanceof UserActionError) throw err;
+        this.log.warn({ err: describeError(err), retryInMs: backoffMs }, "gap recovery failed; retrying");
+        return "backoff";
+      }
+    }
+    if (e instanceof UserActionError) throw e;
+    if (this.stopped) return "stop";
+    const err = coerceError(e);
+    if (err instanceof SlotBusyError) {
+      // Standby: poll the slot every second, so takeover is quick; say so once, not every second.
+      if (!this.waitingForSlot)
+        this.log.warn({ err: describeError(err), slot: this.cfg.slot }, "replication slot in use by another connection; waiting for it");
+      this.waitingForSlot = true;
+      await this.sleep(1_000);
+      return "standby";
+    }
+    this.waitingForSlot = false;
+    // A session that streamed for a while earns a fresh backoff: the failure is a new one, and
+    // carrying the last outage's long waits into it delayed recovery by up to the cap (the fault
+    // suite measured 25-35 s after faults a few seconds apart). A session failing again within
+    // seconds of streaming keeps growing it, so a failure that follows every start cannot spin.
+    const fresh = session.streamingSince > 0 && Date.now() - session.streamingSince > 5_000;
+    this.log.warn(
+      { err: describeError(err), retryInMs: fresh ? 500 : backoffMs },
+      "session ended; restarting from the last acknowledged position",
+    );
+    return fresh ? "fresh" : "backoff";
   }
 
   /** The session's run, or until stop() has flushed (see `halt`). */

@@ -1,6 +1,6 @@
 import type { Config } from "./config.js";
 import type { AckRule } from "./checkpoint/ack.js";
-import { comparePositions, formatPosition, type Position } from "./lsn.js";
+import { comparePositions, formatLsn, formatPosition, type Position } from "./lsn.js";
 import type { ReplayFilter } from "./checkpoint/replay.js";
 import { decodePgoutput } from "./decode/pgoutput.js";
 import type { TransactionDecoder } from "./decode/transactions.js";
@@ -16,6 +16,7 @@ import type { SnapshotTap } from "./snapshot/tap.js";
 import type { StreamHandlers } from "./source/replication.js";
 import { MessageTooLargeError } from "./errors.js";
 import type { Lifecycle } from "./lifecycle.js";
+import { GAP_MESSAGE_PREFIX, gapEvent } from "./checkpoint/gap-event.js";
 import type { Logger } from "./log.js";
 
 /** What the loop hands each message through. */
@@ -96,27 +97,56 @@ export class MessageLoop implements StreamHandlers {
     const route = parts.router.route(event);
     const key = route.key;
     const oversized = this.isOversized(value, key);
-    if (this.replay !== null) {
-      const pos = { commitLsn: ev.commitLsn, index: ev.index };
-      const topic = oversized && cfg.deadLetterTopic !== null ? cfg.deadLetterTopic : route.topic;
-      if (this.replay.covers(topic, key, pos)) {
-        this.skipped++;
-        if (cfg.delivery === "at-least-once") this.resendState(event, value, oversized, ev.commitLsn, ev.index);
-        return;
-      }
-      // Positions only grow along the stream: past the highest one Kafka holds, nothing is covered.
-      if (this.replayEnd === null || comparePositions(pos, this.replayEnd) > 0) {
-        this.log.info(
-          { skipped: this.skipped, inKafkaUpTo: this.replayEnd && formatPosition(this.replayEnd), first: event.source.position },
-          cfg.delivery === "exactly-once"
-            ? "exactly-once: past the checkpoint; publishing"
-            : "replay: past what Kafka holds; publishing everything from here",
-        );
-        this.replay = null;
-      }
+    const topic = oversized && cfg.deadLetterTopic !== null ? cfg.deadLetterTopic : route.topic;
+    if (this.covered(topic, key, { commitLsn: ev.commitLsn, index: ev.index }, event)) {
+      if (cfg.delivery === "at-least-once") this.resendState(event, value, oversized, ev.commitLsn, ev.index);
+      return;
     }
     this.txPublished = true;
     this.publish(event, value, route, oversized, ev.commitLsn, ev.index);
+  }
+
+  /** True when the replay finds the event at `pos` in Kafka already (see ReplayFilter): it is not published again. */
+  private covered(topic: string, key: string | null, pos: Position, event: StreamEvent): boolean {
+    if (this.replay === null) return false;
+    if (this.replay.covers(topic, key, pos)) {
+      this.skipped++;
+      return true;
+    }
+    // Positions only grow along the stream: past the highest one Kafka holds, nothing is covered.
+    if (this.replayEnd === null || comparePositions(pos, this.replayEnd) > 0) {
+      this.log.info(
+        { skipped: this.skipped, inKafkaUpTo: this.replayEnd && formatPosition(this.replayEnd), first: event.source.position },
+        this.cfg.delivery === "exactly-once"
+          ? "exactly-once: past the checkpoint; publishing"
+          : "replay: past what Kafka holds; publishing everything from here",
+      );
+      this.replay = null;
+    }
+    return false;
+  }
+
+  /**
+   * A gap recorded by EVENTSTREAM_ON_GAP=snapshot (src/recover-gap.ts): published as `stream_gap`
+   * at the message's place in its transaction, in order with everything else.
+   */
+  private gap(ev: Extract<TxEvent, { kind: "message" }>): void {
+    if (ev.at === undefined || this.tx === null) return;
+    const event = gapEvent(ev.content, ev.at, this.tx);
+    if (event === null) {
+      this.log.warn({ lsn: formatLsn(ev.lsn) }, "a gap message of another version or format was ignored");
+      return;
+    }
+    this.parts.mapper.forgetStates();
+    const value = JSON.stringify(event);
+    const route = this.parts.router.route(event);
+    if (this.covered(route.topic, route.key, ev.at, event)) return;
+    this.log.warn(
+      { reason: event.reason, gapFrom: event.from_lsn, gapTo: event.to_lsn, snapshot: event.snapshot, position: event.source.position },
+      "publishing stream_gap: events between these LSNs were lost; the snapshot requested with it follows",
+    );
+    this.txPublished = true;
+    this.publish(event, value, route, this.isOversized(value, route.key), ev.at.commitLsn, ev.at.index);
   }
 
   private publish(event: StreamEvent, value: string, route: Route, oversized: boolean, commitLsn: Lsn, index: number): void {
@@ -138,6 +168,7 @@ export class MessageLoop implements StreamHandlers {
    * every row (keepalives after it are queued behind these events).
    */
   private message(ev: Extract<TxEvent, { kind: "message" }>): void {
+    if (ev.prefix === GAP_MESSAGE_PREFIX) return this.gap(ev);
     const at = this.parts.snapshots?.message(ev) ?? null;
     if (at === null) return;
     const { parts } = this;

@@ -1,3 +1,4 @@
+import { requestSnapshot, type SnapshotRequest } from "./snapshot/request.js";
 import type { Config } from "./config.js";
 import type { AckSink, AckStream } from "./checkpoint/ack.js";
 import type { Checkpoint, SourceIdentity } from "./checkpoint/position.js";
@@ -37,6 +38,8 @@ export interface ReplicationSource {
   runsUnderWay(limit: number): Promise<DagRunRow[]>;
   /** Every dag_id with a run: with a topic template, the topics an event can have gone to. */
   dagIdsWithRuns(): Promise<string[]>;
+  /** Writes a snapshot request into the WAL (src/snapshot/request.ts); resolves with its id. */
+  requestSnapshot(req: SnapshotRequest): Promise<string>;
   /** A failure the source can say more about (a dropped publication), or null. */
   explainFailure(e: unknown): Promise<Error | null>;
   /** A replication stream, not connected yet. */
@@ -90,6 +93,7 @@ export function realStages(cfg: Config, log: Logger): Stages {
       readSlotNow: () => withSourceClient(cfg, (c) => readSlotNow(c, cfg)),
       runsUnderWay: (limit) => withSourceClient(cfg, (c) => readRunsUnderWay(c, cfg.airflowSchema, limit)),
       dagIdsWithRuns: () => withSourceClient(cfg, (c) => dagIdsWithRuns(c, cfg.airflowSchema)),
+      requestSnapshot: (req) => withSourceClient(cfg, async (c) => (await requestSnapshot(c, req)).id),
       explainFailure: (e) => explainPublicationDropped(e, cfg),
       openStream: () => new ReplicationStream(cfg, log.child({ module: "replication" })),
     },

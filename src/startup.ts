@@ -104,6 +104,7 @@ export class Startup {
     reading.catch(() => undefined);
     if (!(await this.until(reading))) return false;
     const cp = await reading;
+    if (cp === null && this.p.created && this.cfg.initialSnapshot !== null) await this.requestInitialSnapshot(this.cfg.initialSnapshot);
     // Read after the checkpoint, and while the slot is this session's, so nothing else can
     // move it; every legitimate checkpoint is behind the WAL by then.
     const now = await this.p.source.readSlotNow();
@@ -114,6 +115,20 @@ export class Startup {
     hold.release();
     ack.maybeResume();
     return true;
+  }
+
+  /**
+   * EVENTSTREAM_INITIAL_SNAPSHOT on the first start of a slot (created by this start, no checkpoint):
+   * requested through the WAL like `airflow-eventstream snapshot`, after the slot exists, so this
+   * session reads the request and runs it. Before the first checkpoint is written: a crash in
+   * between finds no checkpoint again, but not a created slot, so a daemon killed there needs the
+   * snapshot requested by hand (the log line below is then missing).
+   */
+  private async requestInitialSnapshot(what: { days: number | null }): Promise<void> {
+    const req =
+      what.days === null ? { activeOnly: true } : { runsSince: new Date(Date.now() - what.days * 86_400_000).toISOString() };
+    const id = await this.p.source.requestSnapshot(req);
+    this.log.info({ snapshot: id, ...req }, "first start of the slot: requested the initial snapshot (EVENTSTREAM_INITIAL_SNAPSHOT)");
   }
 
   /** Waits for `p`, the end of the stream or a failure; false when stop() came meanwhile. */

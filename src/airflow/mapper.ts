@@ -124,6 +124,16 @@ export class AirflowMapper {
    * new (an insert, or an update whose previous state is unknown), never a transition from a
    * state that no longer exists.
    */
+  /**
+   * After a gap (stream_gap): what the daemon remembers of rows may predate transitions that were
+   * lost, so a previous_state from it could be false. Forgotten: each row's next change says
+   * previous_state_known false, until it changes or the snapshot reaches it.
+   */
+  forgetStates(): void {
+    this.taskInstances.clear();
+    this.dagRuns.clear();
+  }
+
   private truncate(change: Extract<RowChange, { kind: "truncate" }>, ev: ChangeEvent, tx: TxContext): TableTruncatedEvent | null {
     const tables: TableTruncatedEvent["tables"] = [];
     for (const r of change.relations) {

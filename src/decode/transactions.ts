@@ -116,8 +116,16 @@ export class TransactionDecoder {
       case "message":
         // Ours only (snapshot requests and watermarks, src/snapshot/); any other tool's are not ours to read.
         if (!msg.prefix.startsWith(MESSAGE_PREFIX)) return null;
-        if (msg.transactional) this.requireTx("a transactional MESSAGE");
-        return { kind: "message", transactional: msg.transactional, lsn: msg.lsn, prefix: msg.prefix, content: msg.content };
+        if (!msg.transactional) return { kind: "message", transactional: false, lsn: msg.lsn, prefix: msg.prefix, content: msg.content };
+        this.requireTx("a transactional MESSAGE");
+        return {
+          kind: "message",
+          transactional: true,
+          lsn: msg.lsn,
+          prefix: msg.prefix,
+          content: msg.content,
+          at: { xid: this.xid, commitLsn: this.commitLsn, index: this.index++ },
+        };
 
       case "type":
       case "origin":

@@ -87,9 +87,18 @@ export type TxEvent =
   /**
    * A logical decoding message (pg_logical_emit_message) whose prefix starts with MESSAGE_PREFIX:
    * a transactional one inside its (committed) transaction, a non-transactional one between
-   * transactions. `lsn` is the message record's own LSN.
+   * transactions. `lsn` is the message record's own LSN. A transactional one takes a place in its
+   * transaction like a change (`at`: the commit LSN and the next index), so an event made from it
+   * has a position of its own; a non-transactional one has none (`at` undefined).
    */
-  | { kind: "message"; transactional: boolean; lsn: Lsn; prefix: string; content: Buffer };
+  | {
+      kind: "message";
+      transactional: boolean;
+      lsn: Lsn;
+      prefix: string;
+      content: Buffer;
+      at?: { xid: number; commitLsn: Lsn; index: number };
+    };
 
 /** The prefix of the logical decoding messages the decoder passes on; others are dropped. */
 export const MESSAGE_PREFIX = "airflow-eventstream.";

@@ -164,6 +164,10 @@ function harness(env: Record<string, string> = {}, holds: Holds = {}, checkpoint
     readSlotNow: async () => READY,
     runsUnderWay: async () => [],
     dagIdsWithRuns: async () => [],
+    requestSnapshot: async (req) => {
+      events.push(`source.requestSnapshot ${JSON.stringify(req)}`);
+      return "s-1";
+    },
     explainFailure: async () => null,
     openStream: () => {
       const s = new FakeStream(events);

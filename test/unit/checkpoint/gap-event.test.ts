@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
-import { StreamGapEvent } from "../../src/airflow/events.js";
-import { gapEvent } from "../../src/recover-gap.js";
+import { StreamGapEvent } from "../../../src/airflow/events.js";
+import { gapEvent } from "../../../src/checkpoint/gap-event.js";
 
 const AT = { commitLsn: 0x16b3748n, index: 2, xid: 901 };
 const TX = { xid: 901, commitTime: "2026-12-03T04:00:00.000000Z" };
