@@ -76,7 +76,11 @@ export class Daemon {
    * gap recovered (EVENTSTREAM_ON_GAP=snapshot), a standby's wait for the slot, or a restart after
    * the backoff ("fresh": after a fresh, short one).
    */
-  private async afterFailure(e: unknown, session: SupervisedSession, backoffMs: number): Promise<"stop" | "standby" | "recovered" | "fresh" | "backoff"> {
+  private async afterFailure(
+    e: unknown,
+    session: SupervisedSession,
+    backoffMs: number,
+  ): Promise<"stop" | "standby" | "recovered" | "fresh" | "backoff"> {
     if (e instanceof SlotGapError && this.cfg.onGap === "snapshot" && !this.stopped) {
       // Recorded in the stream, accepted, and a snapshot requested (src/recover-gap.ts); the next
       // session streams on. A recovery that fails for a passing reason is retried after the backoff.

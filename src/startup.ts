@@ -125,8 +125,7 @@ export class Startup {
    * snapshot requested by hand (the log line below is then missing).
    */
   private async requestInitialSnapshot(what: { days: number | null }): Promise<void> {
-    const req =
-      what.days === null ? { activeOnly: true } : { runsSince: new Date(Date.now() - what.days * 86_400_000).toISOString() };
+    const req = what.days === null ? { activeOnly: true } : { runsSince: new Date(Date.now() - what.days * 86_400_000).toISOString() };
     const id = await this.p.source.requestSnapshot(req);
     this.log.info({ snapshot: id, ...req }, "first start of the slot: requested the initial snapshot (EVENTSTREAM_INITIAL_SNAPSHOT)");
   }

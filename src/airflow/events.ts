@@ -224,12 +224,12 @@ export const StreamGapEvent = z
       .string()
       .nullable()
       .describe(
-        "The id of the snapshot requested with it (EVENTSTREAM_ON_GAP=snapshot): `op: snapshot` events of the DAG runs changed since checkpoint_written_at, and of all runs under way, follow",
+        "The id of the snapshot requested with it (EVENTSTREAM_ON_GAP=snapshot): `op: snapshot` events of every task instance and DAG run follow",
       ),
     source: SourcePosition,
   })
   .describe(
-    "Events were lost between from_lsn and to_lsn: transitions in that range will never arrive. Sent with a null key to every partition of EVENTSTREAM_TOPIC, like table_truncated. A consumer's state of any DAG may be stale until the snapshot that follows reaches it",
+    "Events were lost between from_lsn and to_lsn: transitions in that range will never arrive. Sent with a null key to every partition of EVENTSTREAM_TOPIC, like table_truncated. Every row a consumer holds may be stale until the snapshot that follows names it; a row that neither the snapshot nor a later event names was deleted in the gap",
   );
 export type StreamGapEvent = z.infer<typeof StreamGapEvent>;
 

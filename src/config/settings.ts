@@ -244,7 +244,7 @@ export const SETTINGS = {
     group: "delivery",
     schema: z.enum(["stop", "snapshot"]).default("stop"),
     about:
-      "What a detected gap does (`EVENTSTREAM_GAP_DETECTION`). `stop`: exit with code 2 and a message saying how to recover. `snapshot`: recover without an operator: the daemon publishes a `stream_gap` event (both LSNs) to every partition, accepts the gap (deletes the checkpoint; drops an invalidated slot and creates a new one), and snapshots the DAG runs that may have changed in the gap (those changed since the last checkpoint was written, and all runs under way), so consumers converge to the database's state. Needs `EVENTSTREAM_CREATE_SLOT` for a missing or invalidated slot.",
+      "What a detected gap does (`EVENTSTREAM_GAP_DETECTION`). `stop`: exit with code 2 and a message saying how to recover. `snapshot`: recover without an operator: a `stream_gap` event (both LSNs) goes to every partition, the gap is accepted (the checkpoint deleted; an invalidated slot dropped, a missing one created) and every row of `dag_run` and `task_instance` is snapshotted, so consumers converge to the database's state (docs/backfill.md). Creating a slot needs `EVENTSTREAM_CREATE_SLOT`.",
   },
   EVENTSTREAM_INITIAL_SNAPSHOT: {
     group: "delivery",
@@ -253,7 +253,7 @@ export const SETTINGS = {
       .regex(/^(none|active|[1-9][0-9]{0,4}d)$/, { message: 'expected none, active, or a number of days such as "7d"' })
       .default("none"),
     about:
-      "On the first start of a slot (the daemon creates it and finds no checkpoint), snapshot what already exists, so runs under way appear: `none`; `active` (task instances and runs of DAG runs queued or running); `Nd` (runs started in the last N days, and all runs under way).",
+      "On the first start of a slot (the daemon creates it and finds no checkpoint), snapshot what already exists, so runs under way appear: `none`; `active` (runs queued or running, and their task instances); `Nd` (runs started or queued in the last N days, or not yet either, and their task instances).",
   },
 
   EVENTSTREAM_MAX_INFLIGHT_EVENTS: {
