@@ -67,8 +67,8 @@ export class StateRecords {
   /** The records to write with `event`, whose JSON (as published) is `value`; undefined when none. */
   of(event: StreamEvent, value: string): StateRecord[] | undefined {
     switch (event.type) {
+      // A gap voids no row by itself: the snapshot requested with it writes every row again.
       case "notification":
-      // A gap voids no row by itself: the snapshot requested with it writes the rows it may have changed.
       case "stream_gap":
         return undefined;
       case "table_truncated": {
