@@ -76,6 +76,13 @@ export class RecentChanges {
   private keyCount = 0;
   /** xid -> commit LSN of evicted transactions. */
   private readonly forgotten = new Map<number, Lsn>();
+  /**
+   * The same xids in eviction order, oldest at `forgottenHead`. The oldest is found here, not with
+   * `forgotten.keys().next()`: a Map keeps deleted entries as holes until it rehashes, and that
+   * iterator walks over every one of them, once per eviction.
+   */
+  private readonly forgottenOrder: number[] = [];
+  private forgottenHead = 0;
   /** The highest xid evicted from `forgotten` itself; null: none. */
   private forgottenBeyond: number | null = null;
 
@@ -111,10 +118,15 @@ export class RecentChanges {
     this.head++;
     this.keyCount -= tx.keys.length;
     this.forgotten.set(tx.xid, tx.commitLsn);
+    this.forgottenOrder.push(tx.xid);
     if (this.forgotten.size > FORGOTTEN_XIDS) {
-      const oldest = this.forgotten.keys().next().value!;
+      const oldest = this.forgottenOrder[this.forgottenHead++]!;
       this.forgotten.delete(oldest);
       if (this.forgottenBeyond === null || xidBefore(this.forgottenBeyond, oldest)) this.forgottenBeyond = oldest;
+      if (this.forgottenHead > 4096 && this.forgottenHead * 2 > this.forgottenOrder.length) {
+        this.forgottenOrder.splice(0, this.forgottenHead);
+        this.forgottenHead = 0;
+      }
     }
     if (this.head > 1024 && this.head * 2 > this.txs.length) {
       this.txs.splice(0, this.head);
