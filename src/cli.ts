@@ -6,6 +6,7 @@ import { createLogger, type Logger } from "./log.js";
 import { UserActionError, describeError } from "./errors.js";
 import { resetCheckpoint } from "./reset.js";
 import { SNAPSHOT_USAGE, snapshotCommand } from "./snapshot/command.js";
+import { daemonMetrics, startOperate } from "./operate/serve.js";
 import { REPLAY_USAGE, parseReplayArgs, replay, type ReplayArgs } from "./backfill/replay.js";
 
 const USAGE = `airflow-eventstream: Airflow task-state changes from PostgreSQL's WAL to Kafka.
@@ -71,7 +72,9 @@ async function main(argv: string[]): Promise<number> {
       process.stdout.write(`airflow-eventstream: ${done.join("; ")}. The gap is accepted: the next \`airflow-eventstream run\` ${next}.\n`);
       return 0;
     }
-    const daemon = new Daemon(cfg, log);
+    const metrics = daemonMetrics(cfg);
+    const operate = await startOperate(cfg, log, metrics);
+    const daemon = new Daemon(cfg, log, undefined, undefined, metrics);
     let signals = 0;
     const onSignal = (signal: NodeJS.Signals) => {
       signals++;
@@ -93,7 +96,11 @@ async function main(argv: string[]): Promise<number> {
       { slot: cfg.slot, publication: cfg.publication, brokers: cfg.kafka.brokers, database: cfg.pg.database, host: cfg.pg.host },
       "starting",
     );
-    await daemon.run();
+    try {
+      await daemon.run();
+    } finally {
+      await operate.close();
+    }
     log.info("stopped");
     return 0;
   } catch (e: unknown) {

@@ -190,6 +190,8 @@ function configFrom(e: Env, { kafkaCa, pgRootCert }: CaFiles) {
     notificationRawMaxBytes: e.EVENTSTREAM_NOTIFICATION_RAW_MAX_BYTES,
     shutdownTimeoutMs: e.EVENTSTREAM_SHUTDOWN_TIMEOUT_SECONDS * 1000,
     logLevel: e.LOG_LEVEL,
+    /** The metrics and health endpoint (src/operate/); port 0: off. */
+    http: { port: e.EVENTSTREAM_HTTP_PORT, host: e.EVENTSTREAM_HTTP_HOST, stallMs: e.EVENTSTREAM_READY_STALL_SECONDS * 1000 },
   };
 }
 

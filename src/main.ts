@@ -1,5 +1,7 @@
 import type { Config } from "./config.js";
 import { Session } from "./pipeline.js";
+import { realStages } from "./stages.js";
+import { Metrics } from "./operate/metrics.js";
 import { SlotBusyError, SlotGapError, UserActionError, coerceError, describeError } from "./errors.js";
 import { recoverFromGap } from "./recover-gap.js";
 import type { Logger } from "./log.js";
@@ -38,15 +40,20 @@ export class Daemon {
    * after a few Kafka outages (each session's queue, 10,000 events, still alive).
    */
   private halt: (() => void) | null = null;
+  private readonly newSession: (cfg: Config, log: Logger) => SupervisedSession;
 
   constructor(
     private readonly cfg: Config,
     private readonly log: Logger,
     /** How a session is made: the real one, or a fake in the supervisor's unit tests. */
-    private readonly newSession: (cfg: Config, log: Logger) => SupervisedSession = (c, l) => new Session(c, l),
+    newSession?: (cfg: Config, log: Logger) => SupervisedSession,
     /** EVENTSTREAM_ON_GAP=snapshot's recovery: the real one, or a fake in the unit tests. */
     private readonly recover: (gap: SlotGapError) => Promise<void> = (gap) => recoverFromGap(cfg, log, gap),
-  ) {}
+    /** What /metrics and /readyz report (src/operate/); a private, unserved set when not given. */
+    private readonly metrics = new Metrics({ version: "", airflowSchema: cfg.airflowSchema, delivery: cfg.delivery, stallMs: 0 }, false),
+  ) {
+    this.newSession = newSession ?? ((c, l) => new Session(c, l, realStages(c, l), this.metrics));
+  }
 
   async run(): Promise<void> {
     let backoffMs = 500;
@@ -55,6 +62,7 @@ export class Daemon {
       try {
         await this.runUntilHalted(session);
         if (this.stopped) return;
+        this.metrics.sessionRestarts.inc({ reason: "stream_ended" });
         this.log.warn("replication stream ended; reconnecting");
       } catch (e: unknown) {
         const next = await this.afterFailure(e, session, backoffMs);
@@ -86,6 +94,7 @@ export class Daemon {
       // session streams on. A recovery that fails for a passing reason is retried after the backoff.
       try {
         await this.recover(e);
+        this.metrics.sessionRestarts.inc({ reason: "gap_recovered" });
         return "recovered";
       } catch (err: unknown) {
         if (err instanceof UserActionError) throw err;
@@ -101,10 +110,13 @@ export class Daemon {
       if (!this.waitingForSlot)
         this.log.warn({ err: describeError(err), slot: this.cfg.slot }, "replication slot in use by another connection; waiting for it");
       this.waitingForSlot = true;
+      this.metrics.setRole("standby");
       await this.sleep(1_000);
       return "standby";
     }
     this.waitingForSlot = false;
+    this.metrics.setRole("starting");
+    this.metrics.sessionRestarts.inc({ reason: err.name });
     // A session that streamed for a while earns a fresh backoff: the failure is a new one, and
     // carrying the last outage's long waits into it delayed recovery by up to the cap (the fault
     // suite measured 25-35 s after faults a few seconds apart). A session failing again within
@@ -129,6 +141,7 @@ export class Daemon {
 
   async stop(): Promise<void> {
     this.stopped = true;
+    this.metrics.setRole("stopping");
     this.wake?.();
     try {
       await this.session?.stop(this.cfg.shutdownTimeoutMs);

@@ -14,6 +14,8 @@ import { deliveryMode } from "./sink/delivery.js";
 import { SnapshotCoordinator } from "./snapshot/coordinator.js";
 import { Startup, facts, openSlot, refuseGap, type OpenSlot } from "./startup.js";
 import type { Logger } from "./log.js";
+import type { AckStream } from "./checkpoint/ack.js";
+import { Metrics } from "./operate/metrics.js";
 
 /**
  * One streaming session: source → decode → airflow model → sink → checkpoint, wired in that order.
@@ -41,6 +43,11 @@ export class Session {
     private readonly cfg: Config,
     private readonly log: Logger,
     private readonly stages: Stages = realStages(cfg, log),
+    /** The daemon's metrics (src/operate/); a private set, unserved, when none is given. */
+    private readonly metrics: Metrics = new Metrics(
+      { version: "", airflowSchema: cfg.airflowSchema, delivery: cfg.delivery, stallMs: 0 },
+      false,
+    ),
   ) {}
 
   async run(): Promise<void> {
@@ -52,8 +59,8 @@ export class Session {
     // Kafka is even asked, with or without a checkpoint.
     refuseGap(cfg, log, null, facts(cfg.slot, ready, false));
     const router = new TopicRouter(cfg.topic, cfg.topicTemplate);
-    const relay = new AckRelay();
-    const sink = stages.sink({ failed: (e) => life.fail(e), ack: relay });
+    const relay = new AckRelay(this.metrics);
+    const sink = stages.sink({ failed: (e) => life.fail(e), ack: relay, metrics: this.metrics });
     this.built = { kind: "sink", sink };
     try {
       const opened = await openSlot(cfg, log, { source, sink, life }, ready);
@@ -73,7 +80,7 @@ export class Session {
       for (const r of runs) mapper.seedRunContext(r.dagId, r.runId, r.ctx);
       log.debug({ runs: runs.length }, "read the context of runs under way");
       const stream = source.openStream();
-      const ack = new AckRule(opened.slot.confirmedFlushLsn, opened.identity !== null, cfg, stream, sink, life);
+      const ack = new AckRule(opened.slot.confirmedFlushLsn, opened.identity !== null, cfg, reported(stream, this.metrics), sink, life);
       relay.bind(ack);
       const snapshots = new SnapshotCoordinator(cfg, log.child({ module: "snapshot" }), {
         saveProgress: (p) => {
@@ -88,7 +95,13 @@ export class Session {
       });
       const parts: Streaming = { kind: "streaming", sink, stream, ack, snapshots };
       this.built = parts;
-      const loop = new MessageLoop(cfg, log, { decoder, mapper, router, sink, ack, life, snapshots: snapshots.tap });
+      const loop = new MessageLoop(cfg, log, { decoder, mapper, router, sink, ack, life, snapshots: snapshots.tap, metrics: this.metrics });
+      this.metrics.bindSession({
+        inflightEvents: () => ack.inflight,
+        inflightBytes: () => sink.inflightBytes,
+        paused: () => stream.isPaused,
+        cache: () => mapper.cacheStats(),
+      });
       await this.stream(parts, opened, new Startup(cfg, log, { ...opened, source, sink, stream, ack, loop, mapper, life }));
     } finally {
       await this.teardown();
@@ -132,6 +145,7 @@ export class Session {
       if (!(await startup.run())) return;
       parts.snapshots.start(parts.sink.snapshotProgress ?? null);
       this.streamingSince = Date.now();
+      this.metrics.setRole("active");
       log.info({ slot: cfg.slot, resumeFrom: formatLsn(opened.slot.confirmedFlushLsn) }, "streaming");
       await Promise.race([parts.stream.done, life.failed]);
     } catch (e: unknown) {
@@ -155,6 +169,8 @@ export class Session {
   }
 
   private async teardown(): Promise<void> {
+    this.metrics.bindSession(null);
+    if (this.metrics.role === "active") this.metrics.setRole(this.life.stopping ? "stopping" : "starting");
     const built = this.built;
     if (built.kind === "streaming") {
       await built.snapshots.stop();
@@ -180,6 +196,8 @@ class AckRelay implements SinkAck {
   /** Snapshot chunks wait here for Kafka's acknowledgement of their events. */
   readonly watch = new AckWatch();
 
+  constructor(private readonly metrics: Metrics) {}
+
   bind(rule: SinkAck): void {
     this.rule = rule;
   }
@@ -187,10 +205,12 @@ class AckRelay implements SinkAck {
   acked(seq: number): void {
     this.rule.acked(seq);
     this.watch.ackedUpTo(seq);
+    this.metrics.acked(seq);
   }
 
   checkpointed(ackedLsn: Lsn): void {
     this.rule.checkpointed(ackedLsn);
+    this.metrics.checkpointed(ackedLsn);
   }
 
   ackedLsnFor(lastSeq: number | null): Lsn {
@@ -202,6 +222,21 @@ const beforeRule = (): never => {
   throw new Error("the sink reported to the ack rule before the session built it");
 };
 const BEFORE_RULE: SinkAck = { acked: beforeRule, checkpointed: beforeRule, ackedLsnFor: beforeRule };
+
+/** The stream as the ack rule drives it, with every flush position it sends recorded in the metrics. */
+function reported(stream: SourceStream, metrics: Metrics): AckStream {
+  return {
+    sendStatus(lsn: Lsn) {
+      stream.sendStatus(lsn);
+      metrics.flushed(lsn);
+    },
+    pause: () => stream.pause(),
+    resume: () => stream.resume(),
+    get isPaused() {
+      return stream.isPaused;
+    },
+  };
+}
 
 /** Awaits `p` until the deadline; true when the deadline passed first. */
 async function withDeadline(p: Promise<unknown>, deadline: number): Promise<boolean> {

@@ -18,6 +18,7 @@ import { MessageTooLargeError } from "./errors.js";
 import type { Lifecycle } from "./lifecycle.js";
 import { GAP_MESSAGE_PREFIX, gapEvent } from "./checkpoint/gap-event.js";
 import type { Logger } from "./log.js";
+import type { Metrics } from "./operate/metrics.js";
 
 /** What the loop hands each message through. */
 export interface LoopParts {
@@ -29,6 +30,7 @@ export interface LoopParts {
   life: Lifecycle;
   /** Snapshots (src/snapshot/): told of every change, handed our logical decoding messages; absent: none. */
   snapshots?: SnapshotTap;
+  metrics: Metrics;
 }
 
 /**
@@ -40,6 +42,8 @@ export class MessageLoop implements StreamHandlers {
   /** The transaction being read; null between transactions. */
   private tx: TxContext | null = null;
   private txPublished = false;
+  /** The commit time of the transaction being read, in ms, for the commit → ack histogram. */
+  private commitMs = 0;
   /** Changes whose events are in Kafka already (see ReplayFilter): mapped (the mapper's state must stay exact) but not published. null: none. */
   private replay: ReplayFilter | null = null;
   private replayEnd: Position | null = null;
@@ -71,6 +75,7 @@ export class MessageLoop implements StreamHandlers {
     switch (ev.kind) {
       case "begin":
         this.tx = { xid: ev.xid, commitTime: ev.commitTime };
+        this.commitMs = this.parts.metrics.began(ev.commitTime);
         this.txPublished = false;
         return;
       case "change":
@@ -90,6 +95,7 @@ export class MessageLoop implements StreamHandlers {
 
   private change(ev: Extract<TxEvent, { kind: "change" }>): void {
     const { cfg, parts } = this;
+    parts.metrics.changesDecoded.inc();
     const event = parts.mapper.map(ev, this.tx!);
     parts.snapshots?.changed(ev, event !== null);
     if (event === null) return;
@@ -157,6 +163,7 @@ export class MessageLoop implements StreamHandlers {
       const state = this.stateOf(event, value, false);
       this.lastSeq = this.parts.ack.next();
       this.parts.sink.push({ ...route, value, ...(state && { state }), seq: this.lastSeq, commitLsn, index });
+      this.parts.metrics.pushed(event.type, "state" in event ? event.state : null, this.lastSeq, this.commitMs);
     }
     this.parts.ack.pauseIfFull();
   }
@@ -174,6 +181,7 @@ export class MessageLoop implements StreamHandlers {
     const { parts } = this;
     const before = this.lastSeq;
     const tx = { xid: 0, commitTime: at.read.readAt };
+    this.commitMs = Date.parse(at.read.readAt);
     // The message's LSN is where its record ends, which is where the next record starts: maybe the
     // commit record of the next transaction, whose events would then share these positions. One
     // byte before lies inside the watermark's own record: after every commit before it, before
@@ -255,6 +263,7 @@ export class MessageLoop implements StreamHandlers {
       position: event.source.position,
     };
     const dlq = this.cfg.deadLetterTopic;
+    this.parts.metrics.oversized.inc();
     if (dlq === null) {
       this.parts.life.halted = true;
       throw new MessageTooLargeError(

@@ -69,6 +69,11 @@ export class AirflowMapper {
     this.notifications = new NotificationMapper(opts, log, this.taskInstances, this.contexts);
   }
 
+  /** The state cache's size, hits and misses, and the churn dropped, for the metrics. */
+  cacheStats(): { size: number; hits: number; misses: number; churn: number } {
+    return { size: this.taskInstances.remembered, ...this.taskInstances.counts };
+  }
+
   /**
    * The last state of a row as published before this start (read back from the event topics at
    * start), as if the change behind `event` had just been mapped: a later change of that row is

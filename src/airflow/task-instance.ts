@@ -48,6 +48,8 @@ export class TaskInstanceMapper {
    */
   private readonly seededByName: LruCache<TiState>;
   private readonly keys = new RowKeys();
+  /** For the metrics: updates whose previous state the cache had, or not, and churn dropped. */
+  readonly counts = { hits: 0, misses: 0, churn: 0 };
 
   constructor(
     private readonly opts: TaskInstanceOptions,
@@ -56,6 +58,11 @@ export class TaskInstanceMapper {
     this.tis = new LruCache(opts.cacheSize);
     this.tries = new LruCache(opts.cacheSize);
     this.seededByName = new LruCache(opts.cacheSize);
+  }
+
+  /** Task instances whose last state is remembered. */
+  get remembered(): number {
+    return this.tis.size;
   }
 
   /** A task_instance event read back from Kafka (see AirflowMapper.seed). */
@@ -164,6 +171,7 @@ export class TaskInstanceMapper {
     if (prev && prev.state === next.state && prev.tryNumber === next.tryNumber && prev.mapIndex === next.mapIndex) {
       // Churn: heartbeat, executor id, pid, ... and, on 3.x, the new id a retry or clear gives the
       // row, which Airflow writes as a second UPDATE after the state change in the same transaction.
+      this.counts.churn++;
       return null;
     }
     // An insert has no previous state, and that is known.
@@ -213,6 +221,8 @@ export class TaskInstanceMapper {
       prev = this.tis.get(oldKey);
       if (prev === undefined && !natural) prev = this.seededByName.get(name);
       if (oldKey !== newKey) this.tis.delete(oldKey);
+      if (prev === undefined) this.counts.misses++;
+      else this.counts.hits++;
       if (change.oldKind === "full" && change.old) prev = tiState(change.old);
     }
     this.tis.set(newKey, next);

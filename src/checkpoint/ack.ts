@@ -96,6 +96,11 @@ export class AckRule implements SinkAck {
     this.persisted = gated ? start : null;
   }
 
+  /** Events handed to the sink and not yet acknowledged by Kafka. */
+  get inflight(): number {
+    return this.tracker.inflight;
+  }
+
   /** Sequence number for the next event handed to the sink. */
   next(): number {
     return this.tracker.next();

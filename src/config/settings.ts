@@ -311,6 +311,22 @@ export const SETTINGS = {
     schema: int(1, 3600).default(20),
     about: "Seconds SIGTERM or SIGINT may take to flush Kafka and acknowledge before the process exits.",
   },
+  EVENTSTREAM_HTTP_PORT: {
+    group: "process",
+    schema: int(0, 65535).default(9464),
+    about: "Port of the HTTP endpoint: `/metrics` (Prometheus), `/healthz`, `/readyz` and `/status` (docs/operations.md). 0 turns it off.",
+  },
+  EVENTSTREAM_HTTP_HOST: {
+    group: "process",
+    schema: z.string().min(1).default("0.0.0.0"),
+    about: "Address the HTTP endpoint listens on (`127.0.0.1`: this host only).",
+  },
+  EVENTSTREAM_READY_STALL_SECONDS: {
+    group: "process",
+    schema: int(1, 86_400).default(60),
+    about:
+      "`/readyz` answers 503 when the slot's lag grew and no acknowledgement reached PostgreSQL for this many seconds: connected but not progressing (Kafka down, a stuck produce).",
+  },
   LOG_LEVEL: {
     group: "process",
     schema: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),

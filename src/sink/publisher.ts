@@ -8,6 +8,7 @@ import { batchEnd, recordBytes, stateBytes } from "./batch.js";
 import { stateMessages, type StateRecord } from "./state-topic.js";
 import { inTransaction } from "./client.js";
 import { explain } from "./kafka-errors.js";
+import type { Metrics } from "../operate/metrics.js";
 
 /** One event ready for Kafka, with the sequence number the checkpoint tracker gave it. */
 export interface SinkRecord {
@@ -33,6 +34,8 @@ export interface SinkCallbacks {
   failed(e: Error): void;
   /** The acknowledgement rule (src/checkpoint/ack.ts): told what Kafka acknowledged and made durable, asked what a checkpoint records. */
   ack: SinkAck;
+  /** Produce requests, bytes and errors are counted here (src/operate/metrics.ts); absent: not counted. */
+  metrics?: Pick<Metrics, "produced" | "kafkaErrors">;
 }
 
 /** What the publisher needs of the topic admin (topics.ts). */
@@ -199,6 +202,7 @@ export class Publisher {
       () => {
         this.queuedBytes -= bytes;
         this.sending = false;
+        this.callbacks.metrics?.produced(batch.length, bytes);
         this.checkpointInFlight = false;
         if (last !== null) {
           this.checkpoints?.acknowledged({ commitLsn: last.commitLsn, index: last.index });
@@ -214,6 +218,7 @@ export class Publisher {
         this.sending = false;
         this.checkpointInFlight = false;
         this.broken = true;
+        this.callbacks.metrics?.kafkaErrors.inc({ kind: e instanceof Error ? e.name : "unknown" });
         this.wakeIdle();
         settle(waiters, null);
         if (batch.length > 0) this.callbacks.failed(explain(this.cfg, e, `publishing ${batch.length} events`));

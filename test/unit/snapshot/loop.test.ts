@@ -6,6 +6,7 @@ import { AirflowMapper } from "../../../src/airflow/mapper.js";
 import { TransactionDecoder } from "../../../src/decode/transactions.js";
 import { Lifecycle } from "../../../src/lifecycle.js";
 import { MessageLoop } from "../../../src/session-loop.js";
+import { Metrics } from "../../../src/operate/metrics.js";
 import type { SinkRecord } from "../../../src/sink/kafka.js";
 import { TopicRouter } from "../../../src/sink/routing.js";
 import type { ChunkRead } from "../../../src/snapshot/chunk-reader.js";
@@ -50,6 +51,7 @@ describe("a snapshot chunk in the message loop", () => {
       decoder: new TransactionDecoder(),
       mapper,
       router: new TopicRouter(cfg.topic, cfg.topicTemplate),
+      metrics: new Metrics({ version: "", airflowSchema: cfg.airflowSchema, delivery: cfg.delivery, stallMs: 0 }, false),
       sink: { push: (r) => void pushed.push(r) },
       ack,
       life,
