@@ -37,7 +37,7 @@ interface Pending {
 export class Metrics {
   readonly registry = new Registry();
   readonly changesDecoded: Counter;
-  readonly churnDropped: Counter;
+  private readonly churnDropped: Counter;
   readonly bytesProduced: Counter;
   readonly produceRequests: Counter;
   readonly produceRequestEvents: Histogram;
@@ -56,6 +56,8 @@ export class Metrics {
   private readonly ended = { hits: 0, misses: 0, churn: 0 };
   private counted = { hits: 0, misses: 0, churn: 0 };
 
+  /** Stands in for "never" in the ages below: a daemon that never acknowledged has waited since it started. */
+  private readonly startedAt = Date.now();
   role: Role = "starting";
   roleSince = Date.now();
   lastCommitMs = 0;
@@ -76,18 +78,10 @@ export class Metrics {
     if (defaults) collectDefaultMetrics({ register: this.registry });
     const counter = <L extends string = never>(name: string, help: string, labelNames: readonly L[] = []) =>
       new Counter<L>({ name: P + name, help, labelNames, registers: r });
-    const gauge = (name: string, help: string, collect: (g: Gauge) => void, labelNames: string[] = []) =>
-      new Gauge({
-        name: P + name,
-        help,
-        labelNames,
-        registers: r,
-        collect: function (this: Gauge) {
-          collect(this);
-        },
-      });
+    // Read from the session's mapper when scraped (see foldCache), not counted per change.
+    const folded = (name: string, help: string) => new Counter({ name: P + name, help, registers: r, collect: () => this.foldCache() });
     this.changesDecoded = counter("changes_decoded_total", "Row changes of the captured tables decoded from the WAL.");
-    this.churnDropped = counter("churn_dropped_total", "Task-instance updates that changed no state (heartbeats, pids): no event.");
+    this.churnDropped = folded("churn_dropped_total", "Task-instance updates that changed no state (heartbeats, pids): no event.");
     this.bytesProduced = counter("bytes_produced_total", "Bytes of event records sent to Kafka (keys and values).");
     this.produceRequests = counter("produce_requests_total", "Produce requests Kafka acknowledged.");
     this.produceRequestEvents = new Histogram({
@@ -103,20 +97,35 @@ export class Metrics {
     );
     this.sessionRestarts = counter("session_restarts_total", "Sessions ended and restarted, by reason.", ["reason"]);
     this.eventsPublished = counter("events_published_total", "Events handed to Kafka, by type and state.", ["type", "state"]);
-    this.cacheHits = counter("state_cache_hits_total", "Task-instance changes whose previous state was in the state cache.");
-    this.cacheMisses = counter("state_cache_misses_total", "Task-instance changes whose previous state was not in the state cache.");
+    this.cacheHits = folded("state_cache_hits_total", "Task-instance changes whose previous state was in the state cache.");
+    this.cacheMisses = folded("state_cache_misses_total", "Task-instance changes whose previous state was not in the state cache.");
     this.commitToAck = new Histogram({
       name: P + "commit_to_ack_seconds",
       help: "Per event: from its commit in PostgreSQL to Kafka's acknowledgement.",
       buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300],
       registers: r,
     });
-    const sec = (ms: number) => (ms === 0 ? 0 : (Date.now() - ms) / 1000);
-    gauge("slot_lag_bytes", "pg_current_wal_lsn() - the slot's confirmed_flush_lsn.", (g) => this.slot && g.set(this.slot.lagBytes));
-    gauge(
-      "slot_retained_wal_bytes",
-      "pg_current_wal_lsn() - the slot's restart_lsn: WAL the slot keeps.",
-      (g) => this.slot && g.set(this.slot.retainedBytes),
+    this.gauges();
+  }
+
+  /** The gauges, each computed when scraped from what the daemon knows then. */
+  private gauges(): void {
+    const gauge = (name: string, help: string, collect: (g: Gauge) => void, labelNames: string[] = []) =>
+      new Gauge({
+        name: P + name,
+        help,
+        labelNames,
+        registers: [this.registry],
+        collect: function (this: Gauge) {
+          collect(this);
+        },
+      });
+    // The slot's gauges are NaN while unknown (no probe yet, the slot missing, PostgreSQL away): 0
+    // would read as "caught up" to an alert.
+    const sec = (ms: number) => (Date.now() - (ms === 0 ? this.startedAt : ms)) / 1000;
+    gauge("slot_lag_bytes", "pg_current_wal_lsn() - the slot's confirmed_flush_lsn.", (g) => g.set(this.slot?.lagBytes ?? NaN));
+    gauge("slot_retained_wal_bytes", "pg_current_wal_lsn() - the slot's restart_lsn: WAL the slot keeps.", (g) =>
+      g.set(this.slot?.retainedBytes ?? NaN),
     );
     gauge("source_lag_seconds", "Now - the commit time of the newest transaction received.", (g) => g.set(sec(this.lastCommitMs)));
     gauge("seconds_since_ack", "Seconds since PostgreSQL was last told a higher flush position.", (g) => g.set(sec(this.lastAckAt)));
@@ -125,10 +134,7 @@ export class Metrics {
     gauge("inflight_events", "Events handed to Kafka and not yet acknowledged.", (g) => g.set(this.session?.inflightEvents() ?? 0));
     gauge("inflight_bytes", "Bytes handed to Kafka and not yet acknowledged.", (g) => g.set(this.session?.inflightBytes() ?? 0));
     gauge("paused", "1 while reading PostgreSQL is paused for backpressure.", (g) => g.set(this.session?.paused() ? 1 : 0));
-    gauge("state_cache_size", "Task instances whose last state is remembered.", (g) => {
-      this.foldCache();
-      g.set(this.session?.cache().size ?? 0);
-    });
+    gauge("state_cache_size", "Task instances whose last state is remembered.", (g) => g.set(this.session?.cache().size ?? 0));
     gauge(
       "role",
       "1 on the daemon's current role: active (holds the slot, streaming) or standby (waiting for it).",

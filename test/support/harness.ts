@@ -129,6 +129,9 @@ export function daemonEnv(database: string, extra: Record<string, string> = {}):
     EVENTSTREAM_TOPIC_PARTITIONS: "3",
     EVENTSTREAM_STATUS_INTERVAL_SECONDS: "1",
     LOG_LEVEL: "info",
+    // Off unless a test asks for it: test files run in parallel, and daemons sharing the default
+    // port would refuse to start.
+    EVENTSTREAM_HTTP_PORT: "0",
     ...extra,
   };
 }

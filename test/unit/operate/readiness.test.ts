@@ -75,7 +75,7 @@ describe("Metrics", () => {
     const counts = { size: 3, hits: 5, misses: 2, churn: 7 };
     const view = { inflightEvents: () => 0, inflightBytes: () => 0, paused: () => false, cache: () => counts };
     m.bindSession(view);
-    await m.registry.metrics();
+    expect(await m.registry.metrics()).toMatch(/airflow_eventstream_state_cache_hits_total 5\n/);
     m.bindSession(null);
     m.bindSession({ ...view, cache: () => ({ size: 1, hits: 1, misses: 0, churn: 1 }) });
     const text = await m.registry.metrics();
