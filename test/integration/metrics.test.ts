@@ -230,6 +230,24 @@ describe("metrics and health endpoint", () => {
     }
   }, 240_000);
 
+  it("refuses to start on a port in use, saying what to set", async () => {
+    const db = uniqueName("metrics_port");
+    dbs.push(db);
+    await createDatabase(db, "2");
+    const taken = createServer();
+    await new Promise<void>((resolve) => taken.listen(0, "127.0.0.1", resolve));
+    const port = (taken.address() as { port: number }).port;
+    try {
+      const d = spawnDaemon(daemonEnv(db, { EVENTSTREAM_HTTP_PORT: String(port), EVENTSTREAM_HTTP_HOST: "127.0.0.1" }));
+      expect(await d.exited).toBe(2);
+      expect(d.output.join("\n")).toContain(
+        `cannot listen on 127.0.0.1:${port} for metrics and health (EADDRINUSE): set EVENTSTREAM_HTTP_PORT to a free port (0 turns the endpoint off)`,
+      );
+    } finally {
+      taken.close();
+    }
+  });
+
   it("a standby is not ready while the active one streams, and ready after a takeover", async () => {
     const db = uniqueName("metrics_sb");
     dbs.push(db);
