@@ -311,6 +311,21 @@ export const SETTINGS = {
     schema: int(1, 3600).default(20),
     about: "Seconds SIGTERM or SIGINT may take to flush Kafka and acknowledge before the process exits.",
   },
+  EVENTSTREAM_HTTP_PORT: {
+    group: "process",
+    schema: int(0, 65535).default(9464),
+    about: "Port of the HTTP endpoint: `/metrics` (Prometheus), `/healthz`, `/readyz`, `/status`. `0`: no endpoint.",
+  },
+  EVENTSTREAM_HTTP_HOST: {
+    group: "process",
+    schema: z.string().min(1).default("0.0.0.0"),
+    about: "Address the HTTP endpoint listens on.",
+  },
+  EVENTSTREAM_READY_STALL_SECONDS: {
+    group: "process",
+    schema: int(1, 86_400).default(60),
+    about: "`/readyz` says not ready when the slot's lag has grown and no acknowledgement has advanced for this many seconds.",
+  },
   LOG_LEVEL: {
     group: "process",
     schema: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
