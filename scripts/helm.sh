@@ -9,7 +9,7 @@
 # serves helm.sh/helm/v4), not get.helm.sh. The build is cached per version under
 # <state>/bin/helm-<version> (<state> is $EVENTSTREAM_SERVICES_DIR or <repo>/.services, as for
 # scripts/services.sh), so only the first call pays for it: measured 4 min 17 s on 2 shared cores
-# (with the module download, empty Go caches), 0.01 s once built. $EVENTSTREAM_HELM names a Helm to use instead.
+# (with the module download, empty Go caches), 0.01 s once built. $HELM_BIN names a Helm to use instead.
 # Log lines go to stderr; only the path goes to stdout.
 set -euo pipefail
 
@@ -19,14 +19,14 @@ SVC=$(realpath -m "${EVENTSTREAM_SERVICES_DIR:-$REPO/.services}")
 BIN="$SVC/bin"
 HELM="$BIN/helm-$HELM_VERSION"
 
-if [ -n "${EVENTSTREAM_HELM:-}" ]; then
-  echo "$EVENTSTREAM_HELM"
+if [ -n "${HELM_BIN:-}" ]; then
+  echo "$HELM_BIN"
   exit 0
 fi
 
 if [ ! -x "$HELM" ]; then
   if ! command -v go >/dev/null 2>&1; then
-    echo "helm.sh: Go is needed to build Helm $HELM_VERSION (apt-get install -y golang-go, or https://go.dev/dl), or set EVENTSTREAM_HELM to a Helm binary" >&2
+    echo "helm.sh: Go is needed to build Helm $HELM_VERSION (apt-get install -y golang-go, or https://go.dev/dl), or set HELM_BIN to a Helm binary" >&2
     exit 2
   fi
   mkdir -p "$BIN"
