@@ -29,6 +29,14 @@ if [ ! -x "$HELM" ]; then
     echo "helm.sh: Go is needed to build Helm $HELM_VERSION (apt-get install -y golang-go, or https://go.dev/dl), or set HELM_BIN to a Helm binary" >&2
     exit 2
   fi
+  # Helm v4.3.2's go.mod says `go 1.26.0`; Debian bookworm's golang-go (1.19) is too old to build it
+  # or to fetch a newer toolchain itself (GOTOOLCHAIN needs Go 1.21).
+  have=$(go env GOVERSION | sed -n 's/^go\([0-9]*\)\.\([0-9]*\).*/\1 \2/p')
+  read -r major minor <<<"${have:-0 0}"
+  if ((major < 1 || (major == 1 && minor < 26))); then
+    echo "helm.sh: Helm $HELM_VERSION needs Go 1.26 or later to build, but $(command -v go) is $(go env GOVERSION); install Go 1.26 (https://go.dev/dl) or set HELM_BIN to a Helm binary" >&2
+    exit 2
+  fi
   mkdir -p "$BIN"
   echo "helm.sh: building Helm $HELM_VERSION from helm.sh/helm/v4 (first time only; a few minutes)" >&2
   started=$(date +%s)
