@@ -240,7 +240,10 @@ describe("Helm chart deploy/helm/airflow-eventstream", () => {
     const cases: [string[], string][] = [
       [["--set", "postgres.existingSecret="], "postgres.existingSecret: name the Secret"],
       [["--set", "kafka.sasl.mechanism=plain"], "kafka.sasl.existingSecret: name the Secret"],
-      [["--set", "http.port=0"], "http.port: 0 turns the HTTP endpoint off"],
+      // values.schema.json: the probes need the endpoint; libpq's modes; a misspelt key.
+      [["--set", "http.port=0"], "at '/http/port': minimum: got 0, want 1"],
+      [["--set", "postgres.sslmode=verify"], "at '/postgres/sslmode': value must be one of"],
+      [["--set", "replica=3"], "additional properties 'replica' not allowed"],
     ];
     for (const [args, message] of cases) {
       const r = run(["template", "es", chart, ...args]);
