@@ -4,6 +4,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { parseAllDocuments } from "yaml";
+import { loadConfig } from "../../src/config.js";
 import { SETTINGS } from "../../src/config/settings.js";
 
 /**
@@ -234,6 +235,21 @@ describe("Helm chart deploy/helm/airflow-eventstream", () => {
     expect(monitor.spec.endpoints).toEqual([{ port: "metrics", path: "/metrics", interval: "30s", scrapeTimeout: "10s" }]);
     expect(monitor.spec.selector.matchLabels).toEqual(one(docs, "Service").spec.selector);
     expect(monitor.spec.namespaceSelector).toEqual({ matchNames: ["airflow"] });
+  });
+
+  it("renders an environment the daemon's own configuration loader accepts, Secrets and mounted CA files standing in", () => {
+    // The loader checks that a CA file reads as PEM; TLS itself is the security tests' subject.
+    const caFile = values("ca.pem", "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n");
+    for (const files of [[], [tlsValues]]) {
+      const env: Record<string, string> = {};
+      for (const e of envOf(render(...files)).values()) {
+        if (e.name === "NODE_OPTIONS") continue; // read by the launcher, not a setting
+        const value = e.valueFrom?.secretKeyRef ? `from-secret-${e.valueFrom.secretKeyRef.key}` : e.value!;
+        env[e.name] = value.startsWith("/etc/airflow-eventstream/") ? caFile : value;
+      }
+      // The real loader, as at start: every problem (a value refused, a CA file without KAFKA_SSL) throws.
+      expect(() => loadConfig(env, new Map()), files.join(" ") || "default values").not.toThrow();
+    }
   });
 
   it("refuses values that cannot work, saying which key to set", () => {
