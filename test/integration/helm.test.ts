@@ -270,7 +270,11 @@ describe("Helm chart deploy/helm/airflow-eventstream", () => {
 });
 
 describe("alert rules and dashboard", () => {
-  const promtool = (...args: string[]) => spawnSync("promtool", args, { encoding: "utf8" });
+  const promtool = (...args: string[]) => {
+    const r = spawnSync("promtool", args, { encoding: "utf8" });
+    if (r.error) throw new Error(`promtool: ${r.error.message}; it comes with Debian's prometheus package: apt-get install -y prometheus`);
+    return r;
+  };
 
   it("alerts.yaml passes promtool check rules, and its unit tests pass (the lag and not-ready alerts fire)", () => {
     const check = promtool("check", "rules", join(repo, "deploy/prometheus/alerts.yaml"));
