@@ -21,8 +21,11 @@ export interface KafkaClients {
   producer: Producer;
 }
 
-/** Builds the clients; nothing is connected before connectClients(). */
-export function createClients(cfg: Config, log: Logger): KafkaClients {
+/**
+ * Builds the clients; nothing is connected before connectClients(). `quick`: one attempt, for the
+ * operator's commands (status, check, tail), which should answer in seconds, not retry for a minute.
+ */
+export function createClients(cfg: Config, log: Logger, quick = false): KafkaClients {
   const { ssl, sasl } = cfg.kafka;
   const kafka = new Kafka({
     clientId: cfg.kafka.clientId,
@@ -32,9 +35,10 @@ export function createClients(cfg: Config, log: Logger): KafkaClients {
     ...(sasl ? { sasl: sasl as SASLOptions } : {}),
     connectionTimeout: 5_000,
     requestTimeout: 30_000,
-    logLevel: logLevel.WARN,
+    // Its lines go out at debug (kafkaLogCreator): at other levels they are not even made.
+    logLevel: log.isLevelEnabled("debug") ? logLevel.WARN : logLevel.NOTHING,
     logCreator: kafkaLogCreator(log.child({ component: "kafkajs" })),
-    retry: BOUNDED_RETRY,
+    retry: quick ? { retries: 0 } : BOUNDED_RETRY,
   });
   const admin = kafka.admin();
   const { eos } = deliveryMode(cfg);
@@ -55,7 +59,12 @@ export function createClients(cfg: Config, log: Logger): KafkaClients {
   return { kafka, admin, producer };
 }
 
-/** kafkajs's own messages, as structured pino fields; its log objects carry no credentials. */
+/**
+ * kafkajs's own messages, as structured pino fields at debug; its log objects carry no credentials.
+ * At debug because they are the library's detail: a broker down made kafkajs log ~40 s of errors
+ * with stack traces before the daemon's own line said the same once. What an operator must act on
+ * the daemon says itself (the supervisor's line, src/main.ts), with kafkajs's cause in it.
+ */
 function kafkaLogCreator(klog: Logger): () => (entry: LogEntry) => void {
   return () => (entry: LogEntry) => {
     const { message, ...rest } = entry.log;
@@ -68,9 +77,7 @@ function kafkaLogCreator(klog: Logger): () => (entry: LogEntry) => void {
       klog.debug({ namespace: entry.namespace }, "CONCURRENT_TRANSACTIONS (retried)");
       return;
     }
-    const fields = { namespace: entry.namespace, ...rest };
-    if (entry.level <= logLevel.ERROR) klog.error(fields, message);
-    else klog.warn(fields, message);
+    klog.debug({ namespace: entry.namespace, kafkajsLevel: logLevel[entry.level], ...rest }, message);
   };
 }
 

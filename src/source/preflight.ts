@@ -51,9 +51,9 @@ export async function prepareSource(cfg: Config, log: Logger): Promise<SourceRea
     await checkRole(client, cfg);
     const tables = await checkTables(client, cfg);
     await checkSnapshotPrivileges(client, cfg);
-    await ensurePublication(client, cfg, tables, log);
+    await ensurePublication(client, cfg, tables, log, "apply");
     // Before the slot: a slot created now decodes every change with the old rows.
-    await ensureReplicaIdentity(client, cfg, log);
+    await ensureReplicaIdentity(client, cfg, log, "apply");
     const row = await readSlot(client, cfg);
     if (row && row.active_pid !== null) throw slotBusy(cfg, row.active_pid);
     if (row?.wal_status === "unreserved") {
@@ -66,7 +66,8 @@ export async function prepareSource(cfg: Config, log: Logger): Promise<SourceRea
   });
 }
 
-async function checkWalLevel(client: pg.Client): Promise<void> {
+/** The start-time checks are exported for `airflow-eventstream check` (src/operate/check.ts): one implementation. */
+export async function checkWalLevel(client: pg.Client): Promise<void> {
   const { rows } = await client.query<{ wal_level: string }>("SHOW wal_level");
   const level = rows[0]?.wal_level;
   if (level !== "logical") {
@@ -76,7 +77,7 @@ async function checkWalLevel(client: pg.Client): Promise<void> {
   }
 }
 
-async function checkRole(client: pg.Client, cfg: Config): Promise<void> {
+export async function checkRole(client: pg.Client, cfg: Config): Promise<void> {
   const { rows } = await client.query<{ rolsuper: boolean; rolreplication: boolean }>(
     "SELECT rolsuper, rolreplication FROM pg_roles WHERE rolname = current_user",
   );
@@ -88,7 +89,7 @@ async function checkRole(client: pg.Client, cfg: Config): Promise<void> {
   }
 }
 
-async function checkTables(client: pg.Client, cfg: Config): Promise<string[]> {
+export async function checkTables(client: pg.Client, cfg: Config): Promise<string[]> {
   const tables = capturedTables(cfg);
   const qualified = tables.map((t) => `${ident(cfg.airflowSchema)}.${ident(t)}`);
   const { rows } = await client.query<{ name: string; present: boolean; can_select: boolean | null }>(
@@ -114,7 +115,17 @@ async function checkTables(client: pg.Client, cfg: Config): Promise<string[]> {
   return qualified;
 }
 
-async function ensurePublication(client: pg.Client, cfg: Config, qualified: string[], log: Logger): Promise<void> {
+/**
+ * "apply" (a start): creates or completes the publication where allowed. "inspect" (`check`):
+ * changes nothing, and returns what a start would do (null: nothing to do).
+ */
+export async function ensurePublication(
+  client: pg.Client,
+  cfg: Config,
+  qualified: string[],
+  log: Logger,
+  mode: "apply" | "inspect",
+): Promise<string | null> {
   const pub = await client.query<{
     pubinsert: boolean;
     pubupdate: boolean;
@@ -134,9 +145,10 @@ async function ensurePublication(client: pg.Client, cfg: Config, qualified: stri
         `publication "${cfg.publication}" does not exist and EVENTSTREAM_CREATE_PUBLICATION is false. As the owner of Airflow's tables run: ${createSql}`,
       );
     }
+    if (mode === "inspect") return `publication "${cfg.publication}" does not exist: a start creates it (${createSql})`;
     await runOwnerDdl(client, createSql, cfg);
     log.info({ publication: cfg.publication, tables: qualified }, "created publication");
-    return;
+    return null;
   }
   // Without truncates a TRUNCATE would pass unseen, and consumers keep state that no longer exists.
   if (!existing.pubinsert || !existing.pubupdate || !existing.pubdelete || !existing.pubtruncate) {
@@ -144,7 +156,7 @@ async function ensurePublication(client: pg.Client, cfg: Config, qualified: stri
       `publication "${cfg.publication}" does not publish inserts, updates, deletes and truncates, so transitions (or a table's reset) would be missed. Run: ALTER PUBLICATION ${ident(cfg.publication)} SET (publish = 'insert, update, delete, truncate');`,
     );
   }
-  if (existing.puballtables) return;
+  if (existing.puballtables) return null;
   const { rows } = await client.query<{ tablename: string }>(
     "SELECT tablename FROM pg_publication_tables WHERE pubname = $1 AND schemaname = $2",
     [cfg.publication, cfg.airflowSchema],
@@ -153,15 +165,17 @@ async function ensurePublication(client: pg.Client, cfg: Config, qualified: stri
   const lacking = capturedTables(cfg)
     .filter((t) => !have.has(t))
     .map((t) => `${ident(cfg.airflowSchema)}.${ident(t)}`);
-  if (lacking.length === 0) return;
+  if (lacking.length === 0) return null;
   const alterSql = `ALTER PUBLICATION ${ident(cfg.publication)} ADD TABLE ${lacking.join(", ")};`;
   if (!cfg.createPublication) {
     throw new PublicationError(
       `publication "${cfg.publication}" lacks ${lacking.join(", ")} and EVENTSTREAM_CREATE_PUBLICATION is false. As the owner of those tables run: ${alterSql}`,
     );
   }
+  if (mode === "inspect") return `publication "${cfg.publication}" lacks ${lacking.join(", ")}: a start adds them (${alterSql})`;
   await runOwnerDdl(client, alterSql, cfg);
   log.info({ publication: cfg.publication, added: lacking }, "added tables to publication");
+  return null;
 }
 
 /**
@@ -237,8 +251,13 @@ const IDENTITY_NAMES: Record<string, string> = { d: "DEFAULT", n: "NOTHING", f: 
  * allows and the role owns the tables; otherwise an error with the SQL for the owner. (In
  * `default` mode nothing is checked: the mapper uses old rows whenever the WAL has them.)
  */
-async function ensureReplicaIdentity(client: pg.Client, cfg: Config, log: Logger): Promise<void> {
-  if (cfg.replicaIdentity !== "full") return;
+export async function ensureReplicaIdentity(
+  client: pg.Client,
+  cfg: Config,
+  log: Logger,
+  mode: "apply" | "inspect",
+): Promise<string | null> {
+  if (cfg.replicaIdentity !== "full") return null;
   const names = [...FULL_IDENTITY_TABLES];
   const qualified = names.map((t) => `${ident(cfg.airflowSchema)}.${ident(t)}`);
   const { rows } = await client.query<{ name: string; qualified: string; relreplident: string; owner: string; may_alter: boolean }>(
@@ -249,7 +268,7 @@ async function ensureReplicaIdentity(client: pg.Client, cfg: Config, log: Logger
     [names, qualified],
   );
   const lacking = rows.filter((r) => r.relreplident !== "f");
-  if (lacking.length === 0) return;
+  if (lacking.length === 0) return null;
   const sql = lacking.map((r) => `ALTER TABLE ${r.qualified} REPLICA IDENTITY FULL;`).join(" ");
   const current = lacking.map((r) => `${r.name} is REPLICA IDENTITY ${IDENTITY_NAMES[r.relreplident] ?? r.relreplident}`).join(", ");
   const alternative = "(or set EVENTSTREAM_REPLICA_IDENTITY=default: previous_state then comes from the daemon's memory)";
@@ -265,6 +284,7 @@ async function ensureReplicaIdentity(client: pg.Client, cfg: Config, log: Logger
       `EVENTSTREAM_REPLICA_IDENTITY is full but ${current}, and role "${cfg.pg.user}" may not change that: only the owner (${owners}) may. As ${owners} run: ${sql} ${alternative}`,
     );
   }
+  if (mode === "inspect") return `${current}: a start runs ${sql}`;
   try {
     await client.query("BEGIN");
     await client.query(`SET LOCAL lock_timeout = '${ALTER_LOCK_TIMEOUT}'`);
@@ -291,6 +311,7 @@ async function ensureReplicaIdentity(client: pg.Client, cfg: Config, log: Logger
     { tables: lacking.map((r) => r.qualified), was: lacking.map((r) => IDENTITY_NAMES[r.relreplident] ?? r.relreplident) },
     "set REPLICA IDENTITY FULL: the WAL carries the old row of every update and delete from here on",
   );
+  return null;
 }
 
 async function runOwnerDdl(client: pg.Client, sql: string, cfg: Config): Promise<void> {
