@@ -5,6 +5,7 @@ import type { Config } from "../config.js";
 import { TlsError, TransientError, tlsFailure, type TlsFailure } from "../errors.js";
 import type { Logger } from "../log.js";
 import { deliveryMode } from "./delivery.js";
+import { problemKey, problems } from "../problems.js";
 import { explainTls, userAction } from "./kafka-errors.js";
 
 /**
@@ -35,9 +36,8 @@ export function createClients(cfg: Config, log: Logger, quick = false): KafkaCli
     ...(sasl ? { sasl: sasl as SASLOptions } : {}),
     connectionTimeout: 5_000,
     requestTimeout: 30_000,
-    // Its lines go out at debug (kafkaLogCreator): at other levels they are not even made.
-    logLevel: log.isLevelEnabled("debug") ? logLevel.WARN : logLevel.NOTHING,
-    logCreator: kafkaLogCreator(log.child({ component: "kafkajs" })),
+    logLevel: logLevel.WARN,
+    logCreator: kafkaLogCreator(log, cfg.kafka.brokers.join(",")),
     retry: quick ? { retries: 0 } : BOUNDED_RETRY,
   });
   const admin = kafka.admin();
@@ -65,9 +65,22 @@ export function createClients(cfg: Config, log: Logger, quick = false): KafkaCli
  * with stack traces before the daemon's own line said the same once. What an operator must act on
  * the daemon says itself (the supervisor's line, src/main.ts), with kafkajs's cause in it.
  */
-function kafkaLogCreator(klog: Logger): () => (entry: LogEntry) => void {
+function kafkaLogCreator(log: Logger, brokers: string): () => (entry: LogEntry) => void {
+  const klog = log.child({ component: "kafkajs" });
   return () => (entry: LogEntry) => {
     const { message, ...rest } = entry.log;
+    // The first failed connection is the moment to say Kafka is unreachable; kafkajs goes on
+    // retrying for ~1 min before the session gives up and the supervisor would say it.
+    const refused = /^Connection (error|timeout)|^Failed to connect to seed broker/.exec(message);
+    if (refused !== null) {
+      const cause = message.replace(/^Failed to connect to seed broker, trying another broker from the list: /, "");
+      problems.report(
+        log,
+        problemKey(`Kafka at ${brokers} is unreachable`),
+        { err: cause },
+        `Kafka at ${brokers} is unreachable (${cause}); retrying`,
+      );
+    }
     // Retries are bounded on purpose (BOUNDED_RETRY); kafkajs warns about that on every start.
     if (message.startsWith("Limiting retries for the idempotent producer")) return;
     // A transaction begun while the coordinator still completes the previous one (or a fenced
