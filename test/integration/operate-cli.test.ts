@@ -1,4 +1,5 @@
 import { spawn } from "node:child_process";
+import { readFileSync } from "node:fs";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
@@ -45,6 +46,24 @@ function cli(args: string[], env: Record<string, string>, timeoutMs = 45_000): P
 /** The line of a text report about `check` (e.g. "wal_level"). */
 const lineOf = (r: Run, check: string) =>
   r.out.split("\n").find((l) => l.slice(9).startsWith(`${check}:`)) ?? `(no ${check} line in:\n${r.out}${r.err})`;
+
+describe("the command line", () => {
+  it("--version prints the package's version and Node's; --help on every command; an unknown command exits 2", async () => {
+    const pkg = JSON.parse(readFileSync("package.json", "utf8")) as { version: string };
+    const v = await cli(["--version"], {});
+    expect(v.code).toBe(0);
+    expect(v.out.trim()).toBe(`${pkg.version} (Node ${process.versions.node})`);
+    for (const cmd of ["run", "reset-checkpoint", "replay", "snapshot", "status", "check", "tail"]) {
+      const h = await cli([cmd, "--help"], {});
+      expect(h.code, cmd).toBe(0);
+      expect(h.out, cmd).toContain(`Usage: airflow-eventstream ${cmd}`);
+    }
+    const bad = await cli(["stauts"], {});
+    expect(bad.code).toBe(2);
+    expect(bad.err).toContain("unknown command 'stauts'");
+    expect(bad.err).toContain("(Did you mean status?)");
+  });
+});
 
 describe("a healthy daemon", () => {
   const db = uniqueName("op_ok");
