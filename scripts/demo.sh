@@ -10,6 +10,4 @@ if [[ -z "${PGHOST:-}" || -z "${KAFKA_BROKERS:-}" ]]; then
   eval "$(bash scripts/services.sh env)"
 fi
 npm run -s build
-# The demo's own kafkajs clients (its admin and consumer) trip Node 24's TimeoutNegativeWarning, as the
-# daemon's do (bin/airflow-eventstream explains it); without this it lands in the demo's output.
-exec node --disable-warning=TimeoutNegativeWarning scripts/demo.ts "$@"
+exec node scripts/demo.ts "$@"
