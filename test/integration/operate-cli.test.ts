@@ -255,6 +255,32 @@ describe("what needs action", () => {
     }
   });
 
+  it("the daemon with PostgreSQL unreachable: one line in its words at once, the retries at debug, no 'session ended'", async () => {
+    const port = await freePort();
+    const d = spawnDaemon(daemonEnv(dbs.noslot!, { PGPORT: String(port), LOG_LEVEL: "debug" }));
+    try {
+      const lines = () =>
+        d.output.flatMap((l) => {
+          try {
+            return [JSON.parse(l) as { level: number; msg: string; problem?: string }];
+          } catch {
+            return [];
+          }
+        });
+      const problem = (level: number) => lines().filter((l) => l.level === level && l.problem === "postgresql unreachable");
+      // Retried after 0.5, 1 and 2 s: three more attempts within 5 s.
+      await waitFor("three retries", async () => problem(20).length >= 3, 20_000, 100);
+      expect(problem(40).map((l) => l.msg)).toEqual([
+        expect.stringMatching(new RegExp(`^PostgreSQL at 127\\.0\\.0\\.1:${port} is unreachable \\(.*\\); retrying$`)),
+      ]);
+      expect(lines().filter((l) => l.level >= 40)).toHaveLength(1);
+      expect(d.output.filter((l) => l.includes("session ended"))).toEqual([]);
+    } finally {
+      d.proc.kill("SIGTERM");
+      await d.exited;
+    }
+  });
+
   it("a configuration error: exit 2", async () => {
     const r = await cli(["check"], daemonEnv(dbs.noslot!, { EVENTSTREAM_TOPIC_PARTITIONS: "many" }));
     expect(r.code).toBe(2);
