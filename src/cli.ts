@@ -1,5 +1,7 @@
 #!/usr/bin/env node
+import { readFileSync } from "node:fs";
 import v8 from "node:v8";
+import { Command, CommanderError, Option } from "commander";
 import { checkHeapLimit, loadConfig, loadDotEnv, type Config } from "./config.js";
 import { Daemon } from "./main.js";
 import { createLogger, type Logger } from "./log.js";
@@ -8,101 +10,37 @@ import { resetCheckpoint } from "./reset.js";
 import { SNAPSHOT_USAGE, snapshotCommand } from "./snapshot/command.js";
 import { daemonMetrics, startOperate } from "./operate/serve.js";
 import { REPLAY_USAGE, parseReplayArgs, replay, type ReplayArgs } from "./backfill/replay.js";
+import { statusCommand } from "./operate/status.js";
+import { checkCommand } from "./operate/check.js";
+import { tailCommand, type TailOptions } from "./operate/tail.js";
 
-const USAGE = `airflow-eventstream: Airflow task-state changes from PostgreSQL's WAL to Kafka.
-
-Usage:
-  airflow-eventstream run               stream until SIGTERM/SIGINT (default)
-  airflow-eventstream reset-checkpoint  after a reported gap (SlotGapError) and a re-snapshot of the
-                                        consumers: delete this slot's checkpoint and drop the slot if
-                                        PostgreSQL invalidated it, so the next run starts from the
-                                        slot as it is (or a new one). Stop the daemon first.
-  ${REPLAY_USAGE}
-${SNAPSHOT_USAGE}
-  airflow-eventstream help              this text
-
+const FOOTER = `
 Configuration comes from environment variables (and ./.env); see .env.example.
-Exit codes: 0 stopped cleanly, 2 configuration or server set-up needs changing, 1 anything else.`;
+Exit codes: 0 done (or stopped cleanly), 1 something needs action (status, check) or failed,
+2 configuration or server set-up needs changing (or a command line that cannot be parsed).`;
 
-async function main(argv: string[]): Promise<number> {
-  const cmd = argv[0] ?? "run";
-  if (cmd === "help" || cmd === "--help" || cmd === "-h") {
-    process.stdout.write(`${USAGE}\n`);
-    return 0;
-  }
-  if (cmd !== "run" && cmd !== "reset-checkpoint" && cmd !== "replay" && cmd !== "snapshot") {
-    process.stderr.write(`unknown command "${cmd}"\n\n${USAGE}\n`);
-    return 2;
-  }
-  // A replay's records may go to stdout: its logs go to stderr.
-  const fd = cmd === "replay" ? 2 : 1;
+const packageVersion = (JSON.parse(readFileSync(new URL("../package.json", import.meta.url), "utf8")) as { version: string }).version;
+
+/** What an action is handed: the configuration and a logger at its level, set up as every command needs. */
+interface Env {
+  cfg: Config;
+  log: Logger;
+}
+
+/**
+ * Loads the configuration and runs `fn`; the one error path of every command: a UserActionError
+ * exits 2 with its message, anything else 1. `fd`: where logs go (2 when stdout carries data).
+ */
+async function withEnv(fd: 1 | 2, fn: (env: Env) => Promise<number>, before?: () => void): Promise<number> {
   let log = createLogger("info", fd);
   try {
     loadDotEnv();
-    const replayArgs = cmd === "replay" ? parseReplayArgs(argv.slice(1)) : null;
+    before?.();
     const cfg = loadConfig();
     checkHeapLimit(cfg, v8.getHeapStatistics().heap_size_limit);
     log = createLogger(cfg.logLevel, fd);
     routeProcessWarnings(log);
-    if (cmd === "snapshot") {
-      await snapshotCommand(cfg, log, argv.slice(1));
-      return 0;
-    }
-    if (replayArgs !== null) return await runReplay(cfg, replayArgs, log);
-    if (cmd === "reset-checkpoint") {
-      const out = await resetCheckpoint(cfg, log);
-      const done = [
-        out.checkpoint === "deleted"
-          ? `deleted the checkpoint of slot "${cfg.slot}" in ${cfg.checkpointTopic}`
-          : out.checkpoint === "no checkpoint topic"
-            ? `no checkpoint topic ${cfg.checkpointTopic}: nothing to delete`
-            : "no checkpoint in use (EVENTSTREAM_GAP_DETECTION=false)",
-        out.slot === "dropped"
-          ? `dropped the invalidated slot "${cfg.slot}"`
-          : out.slot === "missing"
-            ? `slot "${cfg.slot}" does not exist`
-            : `kept slot "${cfg.slot}"`,
-      ];
-      const next =
-        out.slot === "kept"
-          ? "streams from the slot's current position"
-          : cfg.createSlot
-            ? "creates a new slot and streams from there"
-            : "streams once you have created the slot (EVENTSTREAM_CREATE_SLOT is false)";
-      process.stdout.write(`airflow-eventstream: ${done.join("; ")}. The gap is accepted: the next \`airflow-eventstream run\` ${next}.\n`);
-      return 0;
-    }
-    const metrics = daemonMetrics(cfg);
-    const operate = await startOperate(cfg, log, metrics);
-    const daemon = new Daemon(cfg, log, undefined, undefined, metrics);
-    let signals = 0;
-    const onSignal = (signal: NodeJS.Signals) => {
-      signals++;
-      if (signals > 1) {
-        log.warn({ signal }, "second signal: exiting now; unacknowledged events are re-delivered on the next start");
-        process.exit(1);
-      }
-      log.info({ signal, timeoutMs: cfg.shutdownTimeoutMs }, "stopping: flushing Kafka, then acknowledging");
-      // A hard deadline: the process exits within the timeout even if a connection hangs.
-      setTimeout(() => {
-        log.error("shutdown timed out; exiting");
-        process.exit(1);
-      }, cfg.shutdownTimeoutMs + 5_000).unref();
-      daemon.stop().catch((e: unknown) => log.error({ err: describeError(e) }, "error while stopping"));
-    };
-    process.on("SIGTERM", onSignal);
-    process.on("SIGINT", onSignal);
-    log.info(
-      { slot: cfg.slot, publication: cfg.publication, brokers: cfg.kafka.brokers, database: cfg.pg.database, host: cfg.pg.host },
-      "starting",
-    );
-    try {
-      await daemon.run();
-    } finally {
-      await operate.close();
-    }
-    log.info("stopped");
-    return 0;
+    return await fn({ cfg, log });
   } catch (e: unknown) {
     if (e instanceof UserActionError) {
       log.fatal({ error: e.name }, e.message);
@@ -112,6 +50,134 @@ async function main(argv: string[]): Promise<number> {
     log.fatal({ err: describeError(e) }, "fatal error");
     return 1;
   }
+}
+
+function program(setExit: (code: number) => void): Command {
+  const cli = new Command("airflow-eventstream")
+    .description("Airflow task-state changes from PostgreSQL's WAL to Kafka.")
+    .version(`${packageVersion} (Node ${process.versions.node})`, "-V, --version", "print the version (and Node's)")
+    .addHelpText("after", FOOTER)
+    .showSuggestionAfterError()
+    .exitOverride();
+  const exit = (p: Promise<number>) => p.then(setExit);
+  cli
+    .command("run")
+    .description("stream until SIGTERM/SIGINT (the default command)")
+    .action(() => exit(withEnv(1, runDaemon)));
+  cli
+    .command("reset-checkpoint")
+    .description(
+      "after a reported gap (SlotGapError) and a re-snapshot of the consumers: delete this slot's checkpoint and drop the slot if PostgreSQL invalidated it, so the next run starts from the slot as it is (or a new one). Stop the daemon first.",
+    )
+    .action(() => exit(withEnv(1, runReset)));
+  // replay and snapshot keep their own argument parsers (and their messages, exit code 2).
+  cli
+    .command("replay")
+    .description("copy the events of a range of positions, per DAG in order, to a topic or stdout")
+    .helpOption("-h, --help", "this text")
+    .addHelpText("after", `\n  ${REPLAY_USAGE}`)
+    .allowUnknownOption()
+    .allowExcessArguments()
+    .argument("[args...]")
+    .action((args: string[]) => {
+      let parsed: ReplayArgs | undefined;
+      // A replay's records may go to stdout: its logs go to stderr.
+      return exit(
+        withEnv(
+          2,
+          ({ cfg, log }) => runReplay(cfg, parsed!, log),
+          () => (parsed = parseReplayArgs(args)),
+        ),
+      );
+    });
+  cli
+    .command("snapshot")
+    .description("ask the daemon streaming from this database to publish the current rows as snapshot events")
+    .addHelpText("after", `\n${SNAPSHOT_USAGE}`)
+    .allowUnknownOption()
+    .allowExcessArguments()
+    .argument("[args...]")
+    .action((args: string[]) => exit(withEnv(1, ({ cfg, log }) => snapshotCommand(cfg, log, args).then(() => 0))));
+  cli
+    .command("status")
+    .description("the slot, the checkpoint, the topics and a running daemon's /status; exit 1 when something needs action (saying what)")
+    .option("--json", "one JSON document instead of text")
+    .action((o: { json?: boolean }) => exit(withEnv(2, ({ cfg, log }) => statusCommand(cfg, log, { json: o.json === true }))));
+  cli
+    .command("check")
+    .description("every start-time check, without streaming or creating anything: ok / problem and the fix; exit 1 on any problem")
+    .option("--json", "one JSON document instead of text")
+    .action((o: { json?: boolean }) => exit(withEnv(2, ({ cfg, log }) => checkCommand(cfg, log, { json: o.json === true }))));
+  cli
+    .command("tail")
+    .description("events from Kafka as readable lines (or JSON lines)")
+    .option("--dag <id...>", "only these DAGs")
+    .addOption(new Option("--from <where>", "beginning, end, an event's position, an LSN or an ISO time").default("end"))
+    .option("--follow", "keep printing new events (until Ctrl-C)")
+    .option("--json", "the events as JSON lines")
+    .action((o: { dag?: string[]; from: string; follow?: boolean; json?: boolean }) => {
+      const opts: TailOptions = { dags: o.dag ?? null, from: o.from, follow: o.follow === true, json: o.json === true };
+      return exit(withEnv(2, ({ cfg, log }) => tailCommand(cfg, log, opts)));
+    });
+  return cli;
+}
+
+async function runDaemon({ cfg, log }: Env): Promise<number> {
+  const metrics = daemonMetrics(cfg);
+  const operate = await startOperate(cfg, log, metrics);
+  const daemon = new Daemon(cfg, log, undefined, undefined, metrics);
+  let signals = 0;
+  const onSignal = (signal: NodeJS.Signals) => {
+    signals++;
+    if (signals > 1) {
+      log.warn({ signal }, "second signal: exiting now; unacknowledged events are re-delivered on the next start");
+      process.exit(1);
+    }
+    log.info({ signal, timeoutMs: cfg.shutdownTimeoutMs }, "stopping: flushing Kafka, then acknowledging");
+    // A hard deadline: the process exits within the timeout even if a connection hangs.
+    setTimeout(() => {
+      log.error("shutdown timed out; exiting");
+      process.exit(1);
+    }, cfg.shutdownTimeoutMs + 5_000).unref();
+    daemon.stop().catch((e: unknown) => log.error({ err: describeError(e) }, "error while stopping"));
+  };
+  process.on("SIGTERM", onSignal);
+  process.on("SIGINT", onSignal);
+  log.info(
+    { slot: cfg.slot, publication: cfg.publication, brokers: cfg.kafka.brokers, database: cfg.pg.database, host: cfg.pg.host },
+    "starting",
+  );
+  try {
+    await daemon.run();
+  } finally {
+    await operate.close();
+  }
+  log.info("stopped");
+  return 0;
+}
+
+async function runReset({ cfg, log }: Env): Promise<number> {
+  const out = await resetCheckpoint(cfg, log);
+  const done = [
+    out.checkpoint === "deleted"
+      ? `deleted the checkpoint of slot "${cfg.slot}" in ${cfg.checkpointTopic}`
+      : out.checkpoint === "no checkpoint topic"
+        ? `no checkpoint topic ${cfg.checkpointTopic}: nothing to delete`
+        : "no checkpoint in use (EVENTSTREAM_GAP_DETECTION=false)",
+    out.slot === "dropped"
+      ? `dropped the invalidated slot "${cfg.slot}"`
+      : out.slot === "missing"
+        ? `slot "${cfg.slot}" does not exist`
+        : `kept slot "${cfg.slot}"`,
+  ];
+  const next =
+    out.slot === "kept"
+      ? "streams from the slot's current position"
+      : cfg.createSlot
+        ? "creates a new slot and streams from there"
+        : "streams once you have created the slot (EVENTSTREAM_CREATE_SLOT is false)";
+  process.stdout.write(`airflow-eventstream: ${done.join("; ")}. The gap is accepted: the next \`airflow-eventstream run\` ${next}.\n`);
+  return 0;
 }
 
 /** `airflow-eventstream replay`: records to stdout or a topic, what was done to stderr. */
@@ -135,6 +201,20 @@ function routeProcessWarnings(log: ReturnType<typeof createLogger>): void {
     if (w.name === "TimeoutNegativeWarning") return;
     log.warn({ warning: w.name }, w.message);
   });
+}
+
+async function main(argv: string[]): Promise<number> {
+  let code = 0;
+  const cli = program((c) => (code = c));
+  try {
+    // No command: run, as before commands existed.
+    await cli.parseAsync(argv.length === 0 ? ["run"] : argv, { from: "user" });
+    return code;
+  } catch (e: unknown) {
+    // --help and --version end parsing with exit code 0; a command line commander refuses is a usage error (2).
+    if (e instanceof CommanderError) return e.exitCode === 0 ? 0 : 2;
+    throw e;
+  }
 }
 
 main(process.argv.slice(2)).then(

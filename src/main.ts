@@ -5,6 +5,7 @@ import { Metrics } from "./operate/metrics.js";
 import { SlotBusyError, SlotGapError, UserActionError, coerceError, describeError } from "./errors.js";
 import { recoverFromGap } from "./recover-gap.js";
 import type { Logger } from "./log.js";
+import { problemKey, problems } from "./problems.js";
 
 /**
  * The supervisor: runs sessions until stopped. A session that fails for a reason expected to clear
@@ -122,10 +123,16 @@ export class Daemon {
     // suite measured 25-35 s after faults a few seconds apart). A session failing again within
     // seconds of streaming keeps growing it, so a failure that follows every start cannot spin.
     const fresh = session.streamingSince > 0 && Date.now() - session.streamingSince > 5_000;
-    this.log.warn(
-      { err: describeError(err), retryInMs: fresh ? 500 : backoffMs },
-      "session ended; restarting from the last acknowledged position",
-    );
+    const retryInMs = fresh ? 500 : backoffMs;
+    this.log.debug({ err: describeError(err), stack: err.stack }, "session failure, in detail");
+    if (session.streamingSince > 0) {
+      this.log.warn({ err: describeError(err), retryInMs }, "session ended; restarting from the last acknowledged position");
+    } else {
+      // Nothing streamed, so nothing restarts "from" anywhere: the problem, in the daemon's words,
+      // once and then every 30 s while it lasts (src/problems.ts), not once per retry.
+      const said = err.message.endsWith("; retrying") ? err.message : `could not start streaming (${err.message}); retrying`;
+      problems.report(this.log, problemKey(err.message), { err: err.message, retryInMs }, said);
+    }
     return fresh ? "fresh" : "backoff";
   }
 

@@ -1,4 +1,5 @@
 import type { Config } from "./config.js";
+import { problems } from "./problems.js";
 import { AckRule, type SinkAck } from "./checkpoint/ack.js";
 import { formatLsn } from "./lsn.js";
 import { TransactionDecoder } from "./decode/transactions.js";
@@ -146,6 +147,8 @@ export class Session {
       parts.snapshots.start(parts.sink.snapshotProgress ?? null);
       this.streamingSince = Date.now();
       this.metrics.setRole("active");
+      // Whatever kept it from streaming is over: the next problem is said at once.
+      problems.clear();
       log.info({ slot: cfg.slot, resumeFrom: formatLsn(opened.slot.confirmedFlushLsn) }, "streaming");
       await Promise.race([parts.stream.done, life.failed]);
     } catch (e: unknown) {

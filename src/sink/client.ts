@@ -5,6 +5,7 @@ import type { Config } from "../config.js";
 import { TlsError, TransientError, tlsFailure, type TlsFailure } from "../errors.js";
 import type { Logger } from "../log.js";
 import { deliveryMode } from "./delivery.js";
+import { problemKey, problems } from "../problems.js";
 import { explainTls, userAction } from "./kafka-errors.js";
 
 /**
@@ -21,8 +22,11 @@ export interface KafkaClients {
   producer: Producer;
 }
 
-/** Builds the clients; nothing is connected before connectClients(). */
-export function createClients(cfg: Config, log: Logger): KafkaClients {
+/**
+ * Builds the clients; nothing is connected before connectClients(). `quick`: one attempt, for the
+ * operator's commands (status, check, tail), which should answer in seconds, not retry for a minute.
+ */
+export function createClients(cfg: Config, log: Logger, quick = false): KafkaClients {
   const { ssl, sasl } = cfg.kafka;
   const kafka = new Kafka({
     clientId: cfg.kafka.clientId,
@@ -33,8 +37,8 @@ export function createClients(cfg: Config, log: Logger): KafkaClients {
     connectionTimeout: 5_000,
     requestTimeout: 30_000,
     logLevel: logLevel.WARN,
-    logCreator: kafkaLogCreator(log.child({ component: "kafkajs" })),
-    retry: BOUNDED_RETRY,
+    logCreator: kafkaLogCreator(log, cfg.kafka.brokers.join(",")),
+    retry: quick ? { retries: 0 } : BOUNDED_RETRY,
   });
   const admin = kafka.admin();
   const { eos } = deliveryMode(cfg);
@@ -55,10 +59,28 @@ export function createClients(cfg: Config, log: Logger): KafkaClients {
   return { kafka, admin, producer };
 }
 
-/** kafkajs's own messages, as structured pino fields; its log objects carry no credentials. */
-function kafkaLogCreator(klog: Logger): () => (entry: LogEntry) => void {
+/**
+ * kafkajs's own messages, as structured pino fields at debug; its log objects carry no credentials.
+ * At debug because they are the library's detail: a broker down made kafkajs log ~40 s of errors
+ * with stack traces before the daemon's own line said the same once. What an operator must act on
+ * the daemon says itself (the supervisor's line, src/main.ts), with kafkajs's cause in it.
+ */
+function kafkaLogCreator(log: Logger, brokers: string): () => (entry: LogEntry) => void {
+  const klog = log.child({ component: "kafkajs" });
   return () => (entry: LogEntry) => {
     const { message, ...rest } = entry.log;
+    // The first failed connection is the moment to say Kafka is unreachable; kafkajs goes on
+    // retrying for ~1 min before the session gives up and the supervisor would say it.
+    const refused = /^Connection (error|timeout)|^Failed to connect to seed broker/.exec(message);
+    if (refused !== null) {
+      const cause = message.replace(/^Failed to connect to seed broker, trying another broker from the list: /, "");
+      problems.report(
+        log,
+        problemKey(`Kafka at ${brokers} is unreachable`),
+        { err: cause },
+        `Kafka at ${brokers} is unreachable (${cause}); retrying`,
+      );
+    }
     // Retries are bounded on purpose (BOUNDED_RETRY); kafkajs warns about that on every start.
     if (message.startsWith("Limiting retries for the idempotent producer")) return;
     // A transaction begun while the coordinator still completes the previous one (or a fenced
@@ -68,9 +90,7 @@ function kafkaLogCreator(klog: Logger): () => (entry: LogEntry) => void {
       klog.debug({ namespace: entry.namespace }, "CONCURRENT_TRANSACTIONS (retried)");
       return;
     }
-    const fields = { namespace: entry.namespace, ...rest };
-    if (entry.level <= logLevel.ERROR) klog.error(fields, message);
-    else klog.warn(fields, message);
+    klog.debug({ namespace: entry.namespace, kafkajsLevel: logLevel[entry.level], ...rest }, message);
   };
 }
 

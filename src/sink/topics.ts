@@ -45,7 +45,7 @@ export async function checkStateTopic(admin: Admin, topic: string): Promise<void
   }
 }
 
-async function cleanupPolicy(admin: Admin, topic: string): Promise<string> {
+export async function cleanupPolicy(admin: Admin, topic: string): Promise<string> {
   const described = await admin.describeConfigs({
     resources: [{ type: TOPIC_RESOURCE, name: topic, configNames: ["cleanup.policy"] }],
     includeSynonyms: false,

@@ -4,9 +4,7 @@ import {
   PrivilegeError,
   PublicationDroppedError,
   PublicationError,
-  ReplicaIdentityError,
   SchemaError,
-  TransientError,
   UserActionError,
   WalLevelError,
   causeChain,
@@ -18,26 +16,14 @@ import { withSourceClient } from "./connection.js";
 import { readSlot, serverWal, slotBusy, slotState, type SourceReady } from "./slot.js";
 import { checkSnapshotPrivileges } from "../snapshot/privileges.js";
 import { ident, literal } from "./sql.js";
+import { ensureReplicaIdentity, FULL_IDENTITY_TABLES } from "./replica-identity.js";
+
+export { ensureReplicaIdentity, FULL_IDENTITY_TABLES };
 
 /** Airflow tables the daemon captures: xcom only when notifications are on. */
 export function capturedTables(cfg: Config): string[] {
   return cfg.xcomKey === null ? ["task_instance", "dag_run"] : ["task_instance", "dag_run", "xcom"];
 }
-
-/**
- * Tables EVENTSTREAM_REPLICA_IDENTITY=full makes FULL: the ones whose previous state events carry.
- * Not xcom: its old values are never used, and Airflow sets an XCom as DELETE + INSERT, so FULL
- * would log every replaced value (up to megabytes of JSON) a second time.
- */
-export const FULL_IDENTITY_TABLES = ["task_instance", "dag_run"] as const;
-
-/**
- * How long `ALTER TABLE ... REPLICA IDENTITY FULL` may wait for its ACCESS EXCLUSIVE lock. While
- * it waits, every new query of Airflow's on the table queues behind it, so the scheduler would
- * stall for as long as the longest open transaction; past this the attempt is given up and the
- * session retried with backoff (a TransientError), each time stalling Airflow at most this long.
- */
-const ALTER_LOCK_TIMEOUT = "2s";
 
 /**
  * Checks the server before streaming and brings the publication into being where the
@@ -51,9 +37,9 @@ export async function prepareSource(cfg: Config, log: Logger): Promise<SourceRea
     await checkRole(client, cfg);
     const tables = await checkTables(client, cfg);
     await checkSnapshotPrivileges(client, cfg);
-    await ensurePublication(client, cfg, tables, log);
+    await ensurePublication(client, cfg, tables, log, "apply");
     // Before the slot: a slot created now decodes every change with the old rows.
-    await ensureReplicaIdentity(client, cfg, log);
+    await ensureReplicaIdentity(client, cfg, log, "apply");
     const row = await readSlot(client, cfg);
     if (row && row.active_pid !== null) throw slotBusy(cfg, row.active_pid);
     if (row?.wal_status === "unreserved") {
@@ -66,7 +52,8 @@ export async function prepareSource(cfg: Config, log: Logger): Promise<SourceRea
   });
 }
 
-async function checkWalLevel(client: pg.Client): Promise<void> {
+/** The start-time checks are exported for `airflow-eventstream check` (src/operate/check.ts): one implementation. */
+export async function checkWalLevel(client: pg.Client): Promise<void> {
   const { rows } = await client.query<{ wal_level: string }>("SHOW wal_level");
   const level = rows[0]?.wal_level;
   if (level !== "logical") {
@@ -76,7 +63,7 @@ async function checkWalLevel(client: pg.Client): Promise<void> {
   }
 }
 
-async function checkRole(client: pg.Client, cfg: Config): Promise<void> {
+export async function checkRole(client: pg.Client, cfg: Config): Promise<void> {
   const { rows } = await client.query<{ rolsuper: boolean; rolreplication: boolean }>(
     "SELECT rolsuper, rolreplication FROM pg_roles WHERE rolname = current_user",
   );
@@ -88,7 +75,7 @@ async function checkRole(client: pg.Client, cfg: Config): Promise<void> {
   }
 }
 
-async function checkTables(client: pg.Client, cfg: Config): Promise<string[]> {
+export async function checkTables(client: pg.Client, cfg: Config): Promise<string[]> {
   const tables = capturedTables(cfg);
   const qualified = tables.map((t) => `${ident(cfg.airflowSchema)}.${ident(t)}`);
   const { rows } = await client.query<{ name: string; present: boolean; can_select: boolean | null }>(
@@ -114,7 +101,17 @@ async function checkTables(client: pg.Client, cfg: Config): Promise<string[]> {
   return qualified;
 }
 
-async function ensurePublication(client: pg.Client, cfg: Config, qualified: string[], log: Logger): Promise<void> {
+/**
+ * "apply" (a start): creates or completes the publication where allowed. "inspect" (`check`):
+ * changes nothing, and returns what a start would do (null: nothing to do).
+ */
+export async function ensurePublication(
+  client: pg.Client,
+  cfg: Config,
+  qualified: string[],
+  log: Logger,
+  mode: "apply" | "inspect",
+): Promise<string | null> {
   const pub = await client.query<{
     pubinsert: boolean;
     pubupdate: boolean;
@@ -134,9 +131,10 @@ async function ensurePublication(client: pg.Client, cfg: Config, qualified: stri
         `publication "${cfg.publication}" does not exist and EVENTSTREAM_CREATE_PUBLICATION is false. As the owner of Airflow's tables run: ${createSql}`,
       );
     }
+    if (mode === "inspect") return `publication "${cfg.publication}" does not exist: a start creates it (${createSql})`;
     await runOwnerDdl(client, createSql, cfg);
     log.info({ publication: cfg.publication, tables: qualified }, "created publication");
-    return;
+    return null;
   }
   // Without truncates a TRUNCATE would pass unseen, and consumers keep state that no longer exists.
   if (!existing.pubinsert || !existing.pubupdate || !existing.pubdelete || !existing.pubtruncate) {
@@ -144,7 +142,7 @@ async function ensurePublication(client: pg.Client, cfg: Config, qualified: stri
       `publication "${cfg.publication}" does not publish inserts, updates, deletes and truncates, so transitions (or a table's reset) would be missed. Run: ALTER PUBLICATION ${ident(cfg.publication)} SET (publish = 'insert, update, delete, truncate');`,
     );
   }
-  if (existing.puballtables) return;
+  if (existing.puballtables) return null;
   const { rows } = await client.query<{ tablename: string }>(
     "SELECT tablename FROM pg_publication_tables WHERE pubname = $1 AND schemaname = $2",
     [cfg.publication, cfg.airflowSchema],
@@ -153,15 +151,17 @@ async function ensurePublication(client: pg.Client, cfg: Config, qualified: stri
   const lacking = capturedTables(cfg)
     .filter((t) => !have.has(t))
     .map((t) => `${ident(cfg.airflowSchema)}.${ident(t)}`);
-  if (lacking.length === 0) return;
+  if (lacking.length === 0) return null;
   const alterSql = `ALTER PUBLICATION ${ident(cfg.publication)} ADD TABLE ${lacking.join(", ")};`;
   if (!cfg.createPublication) {
     throw new PublicationError(
       `publication "${cfg.publication}" lacks ${lacking.join(", ")} and EVENTSTREAM_CREATE_PUBLICATION is false. As the owner of those tables run: ${alterSql}`,
     );
   }
+  if (mode === "inspect") return `publication "${cfg.publication}" lacks ${lacking.join(", ")}: a start adds them (${alterSql})`;
   await runOwnerDdl(client, alterSql, cfg);
   log.info({ publication: cfg.publication, added: lacking }, "added tables to publication");
+  return null;
 }
 
 /**
@@ -226,70 +226,6 @@ function publicationDropped(
   return new PublicationDroppedError(
     `${pub} was dropped while replication slot "${cfg.slot}" still had WAL to decode with it${now}. PostgreSQL decodes each change with the publication as it was when the change was written, so the changes committed after the DROP PUBLICATION${at.existsNow === true ? " and before its re-creation" : ""} can never be decoded from this slot${at.failedAt === null ? "" : ` (the first such change at LSN ${at.failedAt})`}; the daemon stops rather than retry forever or create the publication over the slot. Not delivered: the changes of ${tables.join(", ")} committed ${since} (everything before it is in Kafka; changes after it and before the DROP may be too). To resume: ${steps.map((step, i) => `(${i + 1}) ${step}`).join("; ")}. To keep this from happening, do not drop the publication while its slot exists (drop the slot first when retiring the daemon)`,
     cause === undefined ? undefined : { cause },
-  );
-}
-
-const IDENTITY_NAMES: Record<string, string> = { d: "DEFAULT", n: "NOTHING", f: "FULL", i: "USING INDEX" };
-
-/**
- * EVENTSTREAM_REPLICA_IDENTITY=full: task_instance and dag_run must be REPLICA IDENTITY FULL, or
- * the WAL carries no old rows and previous_state is memory again. Made so when the configuration
- * allows and the role owns the tables; otherwise an error with the SQL for the owner. (In
- * `default` mode nothing is checked: the mapper uses old rows whenever the WAL has them.)
- */
-async function ensureReplicaIdentity(client: pg.Client, cfg: Config, log: Logger): Promise<void> {
-  if (cfg.replicaIdentity !== "full") return;
-  const names = [...FULL_IDENTITY_TABLES];
-  const qualified = names.map((t) => `${ident(cfg.airflowSchema)}.${ident(t)}`);
-  const { rows } = await client.query<{ name: string; qualified: string; relreplident: string; owner: string; may_alter: boolean }>(
-    `SELECT t.name, t.qualified, c.relreplident::text AS relreplident, pg_get_userbyid(c.relowner) AS owner,
-            pg_has_role(c.relowner, 'USAGE') AS may_alter
-       FROM unnest($1::text[], $2::text[]) AS t(name, qualified)
-       JOIN pg_class c ON c.oid = to_regclass(t.qualified)`,
-    [names, qualified],
-  );
-  const lacking = rows.filter((r) => r.relreplident !== "f");
-  if (lacking.length === 0) return;
-  const sql = lacking.map((r) => `ALTER TABLE ${r.qualified} REPLICA IDENTITY FULL;`).join(" ");
-  const current = lacking.map((r) => `${r.name} is REPLICA IDENTITY ${IDENTITY_NAMES[r.relreplident] ?? r.relreplident}`).join(", ");
-  const alternative = "(or set EVENTSTREAM_REPLICA_IDENTITY=default: previous_state then comes from the daemon's memory)";
-  if (!cfg.alterReplicaIdentity) {
-    throw new ReplicaIdentityError(
-      `EVENTSTREAM_REPLICA_IDENTITY is full but ${current}, and EVENTSTREAM_ALTER_REPLICA_IDENTITY is false. As the owner of Airflow's tables run: ${sql} ${alternative}`,
-    );
-  }
-  const foreign = lacking.filter((r) => !r.may_alter);
-  if (foreign.length > 0) {
-    const owners = [...new Set(foreign.map((r) => r.owner))].map((o) => `"${o}"`).join(", ");
-    throw new ReplicaIdentityError(
-      `EVENTSTREAM_REPLICA_IDENTITY is full but ${current}, and role "${cfg.pg.user}" may not change that: only the owner (${owners}) may. As ${owners} run: ${sql} ${alternative}`,
-    );
-  }
-  try {
-    await client.query("BEGIN");
-    await client.query(`SET LOCAL lock_timeout = '${ALTER_LOCK_TIMEOUT}'`);
-    for (const r of lacking) await client.query(`ALTER TABLE ${r.qualified} REPLICA IDENTITY FULL`);
-    await client.query("COMMIT");
-  } catch (e: unknown) {
-    await client.query("ROLLBACK").catch(() => undefined);
-    if (sqlState(e) === "55P03") {
-      const tables = lacking.map((r) => r.qualified).join(", ");
-      throw new TransientError(
-        `ALTER TABLE ... REPLICA IDENTITY FULL waited ${ALTER_LOCK_TIMEOUT} for the lock on ${tables}, held by open transactions (Airflow's?), and gave up so as not to stall Airflow; retrying`,
-        { cause: e },
-      );
-    }
-    if (sqlState(e) === "42501") {
-      throw new ReplicaIdentityError(
-        `role "${cfg.pg.user}" may not change the replica identity (PostgreSQL: ${(e as Error).message}). As the owner of Airflow's tables run: ${sql} ${alternative}`,
-        { cause: e },
-      );
-    }
-    throw new UserActionError(`running "${sql}" failed: ${(e as Error).message}`, { cause: e });
-  }
-  log.info(
-    { tables: lacking.map((r) => r.qualified), was: lacking.map((r) => IDENTITY_NAMES[r.relreplident] ?? r.relreplident) },
-    "set REPLICA IDENTITY FULL: the WAL carries the old row of every update and delete from here on",
   );
 }
 

@@ -68,6 +68,9 @@ describe("npm run demo", () => {
       expect(transitions).toBeGreaterThan(0);
       expect(heartbeats).toBeGreaterThan(0);
       expect(fromHeartbeats).toBe(0);
+      // A healthy run prints no Node warning and no daemon warning (the daemon's lines are "daemon | <msg>").
+      expect(r.output).not.toMatch(/TimeoutNegativeWarning|\(node:\d+\)/);
+      expect(r.output).not.toContain("session ended");
     }
     // Then README's command for the daemon on the demo's database, as written, resumes its slot.
     const r = await readmeDaemonOnDemo();

@@ -288,7 +288,7 @@ describe("preflight with EVENTSTREAM_REPLICA_IDENTITY=full", () => {
       d = startDaemon(loadConfig(daemonEnv(db, { EVENTSTREAM_REPLICA_IDENTITY: "full" })), logs);
       await waitFor(
         "a session that gave up waiting for the lock",
-        async () => logs.some((l) => l.includes("session ended; restarting") && l.includes("gave up")),
+        async () => logs.some((l) => l.includes('"level":40') && l.includes("gave up") && l.includes("retrying")),
         30_000,
       );
       expect(await relreplident(db)).toMatchObject({ task_instance: "d" });
