@@ -1,6 +1,7 @@
 import { spawn } from "node:child_process";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
+import { readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
@@ -8,6 +9,8 @@ import { createDatabase, daemonEnv, dropDatabase, pgClient, spawnDaemon, uniqueN
 import { insertDagRun, insertTi, updateTi } from "../support/airflow-rows.js";
 import { registerCleanup } from "../support/cleanup.js";
 import { kafka } from "../support/load.js";
+import { freePort } from "../support/scratch-postgres.js";
+import { runCli } from "../support/cli.js";
 
 /**
  * The metrics and health endpoint of the real daemon (a child process, as operators run it), against
@@ -15,17 +18,6 @@ import { kafka } from "../support/load.js";
  */
 
 const STALL_SECONDS = 5;
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once("error", reject);
-    s.listen(0, "127.0.0.1", () => {
-      const port = (s.address() as { port: number }).port;
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 async function get(port: number, path: string): Promise<{ status: number; body: string }> {
   try {
@@ -85,12 +77,39 @@ function steadyLoad(db: string): { stop: () => Promise<number> } {
   };
 }
 
-function startPrometheus(target: number): { query: (q: string) => Promise<number | null>; stop: () => Promise<void> } {
+/**
+ * The shipped alert rules (deploy/prometheus/alerts.yaml) with test-sized times and thresholds:
+ * every `for:` 2 s, every range 30 s, the lag threshold 150 kB (the Kafka stop below raises the
+ * lag past it within seconds, under steady load it stays far below) and "no acknowledgement for"
+ * the readiness stall time. Each replacement must apply: a changed rule fails here, not silently.
+ */
+function testSizedRules(): string {
+  let rules = readFileSync("deploy/prometheus/alerts.yaml", "utf8");
+  const replace = (from: RegExp, to: string) => {
+    expect(rules, `alerts.yaml no longer has ${String(from)}`).toMatch(from);
+    rules = rules.replace(from, to);
+  };
+  replace(/for: \d+m/g, "for: 2s");
+  replace(/\[\d+m\]/g, "[30s]");
+  replace(/airflow_eventstream_slot_lag_bytes > 64 \* 1024 \* 1024/, "airflow_eventstream_slot_lag_bytes > 150000");
+  replace(/airflow_eventstream_seconds_since_ack > 120/, `airflow_eventstream_seconds_since_ack > ${STALL_SECONDS}`);
+  return rules;
+}
+
+interface Prometheus {
+  query: (q: string) => Promise<number | null>;
+  /** Names of the alerts firing now. */
+  firing: () => Promise<string[]>;
+  stop: () => Promise<void>;
+}
+
+function startPrometheus(target: number): Prometheus {
   const dir = mkdtempSync(join(tmpdir(), "es-prom-"));
   const config = join(dir, "prometheus.yml");
+  writeFileSync(join(dir, "alerts.yaml"), testSizedRules());
   writeFileSync(
     config,
-    `global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - job_name: eventstream\n    static_configs:\n      - targets: ["127.0.0.1:${target}"]\n`,
+    `global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files: ["alerts.yaml"]\nscrape_configs:\n  - job_name: eventstream\n    static_configs:\n      - targets: ["127.0.0.1:${target}"]\n`,
   );
   const port = freePort();
   const proc = port.then((p) =>
@@ -125,6 +144,18 @@ function startPrometheus(target: number): { query: (q: string) => Promise<number
         return r === undefined ? null : Number(r.value[1]);
       } catch {
         return null;
+      }
+    },
+    firing: async () => {
+      try {
+        const res = (await (
+          await fetch(`http://127.0.0.1:${await port}/api/v1/alerts`, { signal: AbortSignal.timeout(2_000) })
+        ).json()) as {
+          data?: { alerts?: { labels: { alertname: string }; state: string }[] };
+        };
+        return (res.data?.alerts ?? []).filter((a) => a.state === "firing").map((a) => a.labels.alertname);
+      } catch {
+        return [];
       }
     },
   };
@@ -194,6 +225,12 @@ describe("metrics and health endpoint", () => {
         return v !== null && v > 0 ? v : null;
       });
       console.log(`prometheus saw ${scraped.value} task_instance events published, ${latency.value} commit -> ack observations`);
+      // The rules are loaded and, once Prometheus has scraped a few times (before its first scrape
+      // nothing is "active", so AirflowEventstreamNotStreaming may fire), quiet while the daemon streams.
+      await until("Prometheus to have loaded the rules and no alert to fire", 20_000, async () => {
+        const rules = await prom.query('count(ALERTS{alertname=~"AirflowEventstream.*"}) or vector(0)');
+        return rules !== null && (await prom.firing()).length === 0 ? true : null;
+      });
 
       const lagBefore = value((await get(port, "/metrics")).body, "airflow_eventstream_slot_lag_bytes")!;
       await kafka("kafka-stop");
@@ -214,6 +251,12 @@ describe("metrics and health endpoint", () => {
         return v !== null && v > lagBefore + 10_000 ? v : null;
       });
       expect(promLag.value).toBeGreaterThan(lagBefore);
+      // The shipped rules (test-sized) see it: the lag alert and the not-ready alert fire.
+      const fired = await until("the lag and not-ready alerts to fire", 60_000, async () => {
+        const f = await prom.firing();
+        return f.includes("AirflowEventstreamLagGrowing") && f.includes("AirflowEventstreamNotReady") ? f : null;
+      });
+      console.log(`alerts firing ${fired.ms} ms after the lag rose: ${fired.value.join(", ")}`);
 
       await kafka("kafka-start");
       kafkaStopped = false;
@@ -266,6 +309,12 @@ describe("metrics and health endpoint", () => {
       expect(value(sm, "airflow_eventstream_role", 'role="standby"')).toBe(1);
       expect(value(sm, "airflow_eventstream_role", 'role="active"')).toBe(0);
       await until("the active daemon ready", 15_000, async () => ((await readyz(pa)).status === 200 ? true : null));
+      // `status` reads the daemon's /status at the port its settings name.
+      const statusOf = (port: number) => runCli(["status"], daemonEnv(db, { ...extra, EVENTSTREAM_HTTP_PORT: String(port) }));
+      const [sa, ss] = [await statusOf(pa), await statusOf(ps)];
+      expect(sa.out).toContain(`daemon: http://127.0.0.1:${pa}/status: active, ready`);
+      expect(ss.out).toContain(`daemon: http://127.0.0.1:${ps}/status: standby, waiting for the slot`);
+      expect([sa.code, ss.code], sa.out + ss.out).toEqual([0, 0]);
 
       active.proc.kill("SIGKILL");
       const took = await until("the standby ready after the SIGKILL", 30_000, async () =>

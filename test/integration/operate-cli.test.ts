@@ -15,6 +15,7 @@ import {
   type DaemonProcess,
 } from "../support/harness.js";
 import { insertDagRun, updateDagRun } from "../support/airflow-rows.js";
+import { runCli, type CliRun } from "../support/cli.js";
 import { freePort, startScratchPostgres, type ScratchPostgres } from "../support/scratch-postgres.js";
 
 /**
@@ -22,26 +23,8 @@ import { freePort, startScratchPostgres, type ScratchPostgres } from "../support
  * services: a healthy daemon, then each thing that needs action, with its exit code and the line
  * that says what to do. Also the first start's log: no warning, no kafkajs line above debug.
  */
-interface Run {
-  code: number | null;
-  out: string;
-  err: string;
-}
-
-function cli(args: string[], env: Record<string, string>, timeoutMs = 45_000): Promise<Run> {
-  return new Promise((resolve) => {
-    const p = spawn("bin/airflow-eventstream", args, { env: { PATH: process.env.PATH ?? "", NODE: process.execPath, ...env } });
-    let out = "";
-    let err = "";
-    p.stdout.on("data", (d: Buffer) => (out += d.toString()));
-    p.stderr.on("data", (d: Buffer) => (err += d.toString()));
-    const t = setTimeout(() => p.kill("SIGKILL"), timeoutMs);
-    p.on("exit", (code) => {
-      clearTimeout(t);
-      resolve({ code, out, err });
-    });
-  });
-}
+type Run = CliRun;
+const cli = runCli;
 
 /** The line of a text report about `check` (e.g. "wal_level"). */
 const lineOf = (r: Run, check: string) =>

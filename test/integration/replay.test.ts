@@ -1,4 +1,4 @@
-import { spawn } from "node:child_process";
+import { runCli } from "../support/cli.js";
 import { Writable } from "node:stream";
 import { Kafka, logLevel, type IHeaders } from "kafkajs";
 import { pino } from "pino";
@@ -297,9 +297,9 @@ describe("replay", () => {
   it("--stdout: JSON lines of the window, through the CLI", async () => {
     const evs = events(isSingle);
     const from = [...evs].map((r) => r.position!).sort()[Math.floor(evs.length / 2)]!;
-    const run = await cli(daemonEnv(db, { EVENTSTREAM_DELIVERY: "exactly-once" }), ["replay", "--from", from, "--stdout"]);
-    expect(run.code, run.stderr).toBe(0);
-    const lines = run.stdout
+    const run = await runCli(["replay", "--from", from, "--stdout"], daemonEnv(db, { EVENTSTREAM_DELIVERY: "exactly-once" }));
+    expect(run.code, run.err).toBe(0);
+    const lines = run.out
       .split("\n")
       .filter((l) => l !== "")
       .map(
@@ -325,7 +325,7 @@ describe("replay", () => {
       if (l.value === null) expect(l.value_base64).toBe(src.value!.toString("base64"));
       else expect(JSON.stringify(l.value)).toBe(src.value!.toString());
     }
-    expect(run.stderr).toContain(`replayed ${lines.length} records`);
+    expect(run.err).toContain(`replayed ${lines.length} records`);
   });
 
   it("a position older than retention: exit code 2 naming the oldest event left", async () => {
@@ -336,30 +336,19 @@ describe("replay", () => {
     // The admin finds the partition's leader in its metadata, which predates the topic.
     await admin.fetchTopicMetadata({ topics: [single.topic] });
     await admin.deleteTopicRecords({ topic: single.topic, partitions: [{ partition: cut.partition, offset: cut.offset.toString() }] });
-    const run = await cli(daemonEnv(db), ["replay", "--from", first[0]!.position!, "--stdout"]);
-    expect(run.code, run.stderr).toBe(2);
-    expect(run.stdout).toBe("");
-    expect(run.stderr).toContain(`partition ${cut.partition}: ${cut.position} (committed ${cut.commitTime})`);
-    expect(run.stderr).toContain("is older than what topic");
+    const run = await runCli(["replay", "--from", first[0]!.position!, "--stdout"], daemonEnv(db));
+    expect(run.code, run.err).toBe(2);
+    expect(run.out).toBe("");
+    expect(run.err).toContain(`partition ${cut.partition}: ${cut.position} (committed ${cut.commitTime})`);
+    expect(run.err).toContain("is older than what topic");
     // From the oldest event left: no error.
-    const ok = await cli(daemonEnv(db), ["replay", "--from", cut.position!, "--stdout"]);
-    expect(ok.code, ok.stderr).toBe(0);
+    const ok = await runCli(["replay", "--from", cut.position!, "--stdout"], daemonEnv(db));
+    expect(ok.code, ok.err).toBe(0);
   });
 
   it("refuses a bad --from with exit code 2", async () => {
-    const run = await cli(daemonEnv(db), ["replay", "--from", "yesterday", "--stdout"]);
+    const run = await runCli(["replay", "--from", "yesterday", "--stdout"], daemonEnv(db));
     expect(run.code).toBe(2);
-    expect(run.stderr).toContain("is not a position, an LSN or a time");
+    expect(run.err).toContain("is not a position, an LSN or a time");
   });
 });
-
-/** The CLI as operators run it, its stdout whole (JSON lines span pipe chunks). */
-async function cli(env: Record<string, string>, args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  const proc = spawn("bin/airflow-eventstream", args, { env: { PATH: process.env.PATH ?? "", NODE: process.execPath, ...env } });
-  const out: Buffer[] = [];
-  const err: Buffer[] = [];
-  proc.stdout.on("data", (b: Buffer) => out.push(b));
-  proc.stderr.on("data", (b: Buffer) => err.push(b));
-  const code = await new Promise<number | null>((resolve) => proc.on("close", resolve));
-  return { code, stdout: Buffer.concat(out).toString("utf8"), stderr: Buffer.concat(err).toString("utf8") };
-}
