@@ -42,6 +42,7 @@ import { Kafka, logLevel } from "kafkajs";
 import type { ConsumerMessage, ConsumerInit } from "./consumer.js";
 import { Workload, sqlFor, type Run, type Sql, type Tx } from "./workload.ts";
 import { servicesEnv } from "../scripts/services-env.ts";
+import { freePort } from "../scripts/free-port.ts";
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
 const RESULTS_DIR = path.join(ROOT, "bench", "results");
@@ -65,6 +66,8 @@ interface Options {
   asyncCommit: boolean;
   strict: boolean;
   seed: number;
+  /** Seconds between scrapes of the daemon's /metrics; 0: the endpoint off (EVENTSTREAM_HTTP_PORT=0). */
+  scrapeSeconds: number;
 }
 
 const USAGE = `npm run bench -- [options]      (or: node bench/bench.ts [options] after npm run build)
@@ -85,6 +88,8 @@ const USAGE = `npm run bench -- [options]      (or: node bench/bench.ts [options
   --mem-probe             preload bench/mem-probe.ts into the daemon: heap/external breakdown at peak RSS
   --strict                exit 1 when a bar is missed (a correctness failure always exits 1)
   --seed N                workload random seed                           [BENCH_SEED, 1]
+  --scrape S              scrape the daemon's /metrics every S s as Prometheus would;
+                          0 turns the endpoint off (EVENTSTREAM_HTTP_PORT=0)  [BENCH_SCRAPE_SECONDS, 15]
 
 PostgreSQL and Kafka: PGHOST PGPORT PGUSER PGPASSWORD KAFKA_BROKERS, else \`bash scripts/services.sh env\`.
 EVENTSTREAM_* and MALLOC_* (glibc) variables in the environment are passed to the daemon (slot, publication
@@ -122,6 +127,7 @@ function parseOptions(argv: string[], env: NodeJS.ProcessEnv): Options {
     "wide-rows",
     "phases",
     "seed",
+    "scrape",
   ];
   for (const k of flags.keys()) if (!known.includes(k)) throw new Error(`unknown option --${k}\n\n${USAGE}`);
   const quick = bools.has("quick") || env.BENCH_QUICK === "1" || env.BENCH_QUICK === "true";
@@ -158,6 +164,7 @@ function parseOptions(argv: string[], env: NodeJS.ProcessEnv): Options {
     asyncCommit: bools.has("async-commit") || env.BENCH_ASYNC_COMMIT === "1",
     strict: bools.has("strict") || env.BENCH_STRICT === "1",
     seed: Math.round(get("seed", "BENCH_SEED", 1)),
+    scrapeSeconds: get("scrape", "BENCH_SCRAPE_SECONDS", 15),
   };
 }
 
@@ -325,6 +332,10 @@ class DaemonProcess {
   memAtPeak: Record<string, unknown> | null = null;
   private readonly timer: NodeJS.Timeout;
   private windowPeakKb = 0;
+  /** Duration of each successful /metrics scrape, ms; failed scrapes counted apart. */
+  readonly scrapeMs: number[] = [];
+  scrapeFailures = 0;
+  private scraper: NodeJS.Timeout | null = null;
 
   constructor(env: Record<string, string>, nodeArgs: string[], logFile: string) {
     // The launcher operators use, so its memory defaults are what is measured; node flags of
@@ -382,6 +393,27 @@ class DaemonProcess {
       this.hwmKb = Math.max(this.hwmKb, s.hwmKb);
     }
     return s;
+  }
+
+  /**
+   * Fetches /metrics every `seconds`, as a Prometheus would, so the endpoint's cost (the scrape's
+   * serialisation on the daemon's thread) is part of what the phases measure.
+   */
+  scrape(port: number, seconds: number): void {
+    const once = async () => {
+      const t0 = performance.now();
+      try {
+        const res = await fetch(`http://127.0.0.1:${port}/metrics`, { signal: AbortSignal.timeout(5_000) });
+        await res.text();
+        if (res.ok) this.scrapeMs.push(performance.now() - t0);
+        else this.scrapeFailures++;
+      } catch {
+        this.scrapeFailures++;
+      }
+    };
+    this.scraper = setInterval(() => void once(), seconds * 1000);
+    this.scraper.unref();
+    void this.exited.then(() => clearInterval(this.scraper!));
   }
 
   /** Peak RSS since the last call (for per-phase figures). */
@@ -550,6 +582,7 @@ class Bench {
       EVENTSTREAM_PUBLICATION: this.name,
       EVENTSTREAM_TOPIC: this.topic,
       LOG_LEVEL: "warn",
+      ...(opts.scrapeSeconds === 0 ? { EVENTSTREAM_HTTP_PORT: "0" } : {}),
       ...this.passthrough,
     };
   }
@@ -592,7 +625,14 @@ class Bench {
       args.push("--cpu-prof", `--cpu-prof-dir=${dir}`, `--cpu-prof-name=daemon-${this.name}-${this.daemons.length + 1}.cpuprofile`);
     }
     mkdirSync(RESULTS_DIR, { recursive: true });
-    const d = new DaemonProcess(this.daemonEnv, args, path.join(RESULTS_DIR, `daemon-${this.daemons.length + 1}.log`));
+    // A port of its own for the endpoint unless one is set (EVENTSTREAM_HTTP_PORT passed through).
+    const env = { ...this.daemonEnv };
+    if (this.opts.scrapeSeconds > 0 && this.passthrough.EVENTSTREAM_HTTP_PORT === undefined) {
+      env.EVENTSTREAM_HTTP_PORT = String(await freePort());
+      env.EVENTSTREAM_HTTP_HOST = "127.0.0.1";
+    }
+    const d = new DaemonProcess(env, args, path.join(RESULTS_DIR, `daemon-${this.daemons.length + 1}.log`));
+    if (this.opts.scrapeSeconds > 0) d.scrape(Number(env.EVENTSTREAM_HTTP_PORT), this.opts.scrapeSeconds);
     this.daemons.push(d);
     this.daemon = d;
     // Ready once the slot is active: the daemon connects Kafka (and creates the topic) before it starts replication.
@@ -1056,6 +1096,10 @@ async function main(): Promise<number> {
       peak_rss_file_mb: (d.atPeak?.fileKb ?? 0) / 1024,
       vm_hwm_mb: d.hwmKb / 1024,
       memory_at_peak: d.memAtPeak,
+      scrapes: d.scrapeMs.length,
+      scrape_failures: d.scrapeFailures,
+      scrape_ms_p50: d.scrapeMs.length > 0 ? [...d.scrapeMs].sort((a, b) => a - b)[Math.floor(d.scrapeMs.length / 2)]! : null,
+      scrape_ms_max: d.scrapeMs.length > 0 ? Math.max(...d.scrapeMs) : null,
     };
   });
   await bench.cleanup();
@@ -1182,6 +1226,16 @@ async function main(): Promise<number> {
   out.push("RSS: daemon process alone (/proc/<pid>/status every 100 ms), peak within the phase. CPU: % of one core.");
   out.push(
     `daemon peak RSS over the run: ${daemons.map((d) => `pid ${d.pid} VmRSS peak ${fmt(d.peak_rss_mb, 1)} MB (anon ${fmt(d.peak_rss_anon_mb, 1)} + file ${fmt(d.peak_rss_file_mb, 1)}), VmHWM ${fmt(d.vm_hwm_mb, 1)} MB`).join("; ")}`,
+  );
+  out.push(
+    opts.scrapeSeconds === 0
+      ? "metrics endpoint: off (--scrape 0: EVENTSTREAM_HTTP_PORT=0)"
+      : `metrics endpoint: on, /metrics scraped every ${opts.scrapeSeconds} s: ${daemons
+          .map(
+            (d) =>
+              `pid ${d.pid} ${d.scrapes} scrapes (p50 ${fmt(d.scrape_ms_p50, 1)} ms, max ${fmt(d.scrape_ms_max, 1)} ms, ${d.scrape_failures} failed)`,
+          )
+          .join("; ")}`,
   );
   for (const d of daemons) if (d.memory_at_peak) out.push(`  pid ${d.pid} at peak RSS (mem-probe): ${JSON.stringify(d.memory_at_peak)}`);
   out.push("");

@@ -1,5 +1,4 @@
 #!/usr/bin/env node
-import { readFileSync } from "node:fs";
 import v8 from "node:v8";
 import { Command, CommanderError, Option } from "commander";
 import { checkHeapLimit, loadConfig, loadDotEnv, type Config } from "./config.js";
@@ -8,7 +7,7 @@ import { createLogger, type Logger } from "./log.js";
 import { UserActionError, describeError } from "./errors.js";
 import { resetCheckpoint } from "./reset.js";
 import { SNAPSHOT_USAGE, snapshotCommand } from "./snapshot/command.js";
-import { daemonMetrics, startOperate } from "./operate/serve.js";
+import { daemonMetrics, packageVersion, startOperate } from "./operate/serve.js";
 import { REPLAY_USAGE, parseReplayArgs, replay, type ReplayArgs } from "./backfill/replay.js";
 import { statusCommand } from "./operate/status.js";
 import { checkCommand } from "./operate/check.js";
@@ -18,8 +17,6 @@ const FOOTER = `
 Configuration comes from environment variables (and ./.env); see .env.example.
 Exit codes: 0 done (or stopped cleanly), 1 something needs action (status, check) or failed,
 2 configuration or server set-up needs changing (or a command line that cannot be parsed).`;
-
-const packageVersion = (JSON.parse(readFileSync(new URL("../package.json", import.meta.url), "utf8")) as { version: string }).version;
 
 /** What an action is handed: the configuration and a logger at its level, set up as every command needs. */
 interface Env {
@@ -55,7 +52,7 @@ async function withEnv(fd: 1 | 2, fn: (env: Env) => Promise<number>, before?: ()
 function program(setExit: (code: number) => void): Command {
   const cli = new Command("airflow-eventstream")
     .description("Airflow task-state changes from PostgreSQL's WAL to Kafka.")
-    .version(`${packageVersion} (Node ${process.versions.node})`, "-V, --version", "print the version (and Node's)")
+    .version(`${packageVersion()} (Node ${process.versions.node})`, "-V, --version", "print the version (and Node's)")
     .addHelpText("after", FOOTER)
     .showSuggestionAfterError()
     .exitOverride();

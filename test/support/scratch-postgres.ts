@@ -1,4 +1,7 @@
 import { execFileSync } from "node:child_process";
+import { freePort } from "../../scripts/free-port.js";
+
+export { freePort };
 import { appendFileSync, chmodSync, chownSync, existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { join } from "node:path";
@@ -50,19 +53,6 @@ function asPostgres(program: string, args: string[]): string {
     const err = e as { stdout?: string; stderr?: string; message: string };
     throw new Error(`${program} ${args.join(" ")} failed: ${err.message}\n${err.stdout ?? ""}${err.stderr ?? ""}`, { cause: e });
   }
-}
-
-/** A port nothing listens on right now: the kernel picks it for a socket bound to port 0. */
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.once("error", reject);
-    srv.listen(0, "127.0.0.1", () => {
-      const addr = srv.address();
-      const port = typeof addr === "object" && addr !== null ? addr.port : 0;
-      srv.close(() => (port > 0 ? resolve(port) : reject(new Error("could not get a free port"))));
-    });
-  });
 }
 
 /**
