@@ -124,7 +124,7 @@ describe("a healthy daemon", () => {
     expect(events.partitions.reduce((n, p) => n + Number(p.high), 0)).toBeGreaterThanOrEqual(4);
     const text = await cli(["status"], env);
     expect(lineOf(text, "replication slot")).toMatch(/^ok .*active, streaming to backend \d+ \(confirmed_flush_lsn /);
-    expect(lineOf(text, "daemon endpoint")).toContain("no daemon endpoint");
+    expect(lineOf(text, "daemon")).toContain("no daemon endpoint");
   });
 
   it("tail: readable lines, --json, --dag, --from a position", async () => {
