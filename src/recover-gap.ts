@@ -24,16 +24,16 @@ import type { Logger } from "./log.js";
  */
 export async function recoverFromGap(cfg: Config, log: Logger, gap: SlotGapError): Promise<void> {
   const facts = gap.gap;
-  await withSourceClient(cfg, async (client) => {
+  const present = await withSourceClient(cfg, async (client) => {
     const row = await readSlot(client, cfg);
-    if (row !== null && row.active_pid !== null) throw slotBusy(cfg, row.active_pid);
-    if (row !== null && row.wal_status === "lost") {
-      await client.query("SELECT pg_drop_replication_slot($1)", [cfg.slot]);
-      log.warn({ slot: cfg.slot }, "gap recovery: dropped the invalidated replication slot");
-    }
+    if (row === null) return false;
+    if (row.active_pid !== null) throw slotBusy(cfg, row.active_pid);
+    if (row.wal_status !== "lost") return true;
+    await client.query("SELECT pg_drop_replication_slot($1)", [cfg.slot]);
+    log.warn({ slot: cfg.slot }, "gap recovery: dropped the invalidated replication slot");
+    return false;
   });
-  const present = await withSourceClient(cfg, (client) => readSlot(client, cfg));
-  if (present === null) {
+  if (!present) {
     if (!cfg.createSlot)
       throw new SlotGapError(
         `${gap.message} (EVENTSTREAM_ON_GAP=snapshot cannot create the slot: EVENTSTREAM_CREATE_SLOT is false)`,

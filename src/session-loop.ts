@@ -215,7 +215,8 @@ export class MessageLoop implements StreamHandlers {
   private stateOf(event: StreamEvent, value: string, eventOversized: boolean): StateRecord[] | undefined {
     const records = this.states?.of(event, value);
     if (records === undefined) return undefined;
-    const fit = records.filter((r) => !eventOversized && recordBytes(r.value, r.key) <= this.cfg.maxMessageBytes);
+    // The same bound as the event's own (isOversized): most records skip the exact byte count.
+    const fit = eventOversized ? [] : records.filter((r) => !this.isOversized(r.value ?? "", r.key));
     if (fit.length < records.length) this.states!.leftOut(event, Math.max(...records.map((r) => recordBytes(r.value, r.key))));
     return fit.length > 0 ? fit : undefined;
   }
