@@ -90,6 +90,8 @@ const FINISHED = new Set(["success", "failed"]);
  * Returns true when the run was cleared.
  */
 export function applyRunEvent(run: RunRecord, e: DagRunEvent, ctx: ApplyContext, intern: Interner, historyCap: number): boolean {
+  if (run.runPosition !== null && run.runPosition >= ctx.position) return false;
+  run.runPosition = ctx.position;
   const before = run.runSeen ? run.state : e.previous_state_known ? e.previous_state : null;
   const beforeClear = run.runSeen ? run.clearNumber : null;
   const state = intern.of(e.state);

@@ -37,6 +37,8 @@ export interface RunRecord {
   lastCommitTime: string;
   /** A dag_run event (not only task instances) was seen. */
   runSeen: boolean;
+  /** Position of the last dag_run event applied: an event not after it is a re-delivery. */
+  runPosition: string | null;
   /** Key `${task_id}\u0000${map_index}`. */
   tasks: Map<string, TaskRecord>;
   history: HistoryEntry[];
@@ -94,6 +96,7 @@ export function emptyRun(dagId: string, runId: string, position: string, commitT
     position,
     lastCommitTime: commitTime,
     runSeen: false,
+    runPosition: null,
     tasks: new Map(),
     history: [],
     historyDropped: 0,

@@ -168,7 +168,7 @@ export class RunStore {
     for (const map of [this.active, this.recent])
       for (const [key, run] of map) {
         if (tasks) for (const [tk, t] of run.tasks) if (t.position < position) run.tasks.delete(tk);
-        if (runs && run.runSeen && run.position < position) run.runSeen = false;
+        if (runs && run.runSeen && (run.runPosition ?? "") < position) run.runSeen = false;
         if (!run.runSeen && run.tasks.size === 0) this.remove(key, run);
       }
   }
