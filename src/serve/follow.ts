@@ -30,9 +30,10 @@ const TOPIC_RESCAN_MS = 30_000;
  * (findOffsets) onward. Events at the position itself are read again; the view skips what it holds.
  *
  * Topic per DAG (EVENTSTREAM_TOPIC_TEMPLATE): the topics are listed with the admin and matched with
- * the template's pattern, at start and every 30 s; kafkajs resolves a regex subscription only once
- * (at subscribe), so a new DAG's topic means a new consumer, started from the offsets the old one
- * reached and from the beginning of the new topics.
+ * the template's pattern, at start and every 30 s (also with one topic, for a service started before
+ * the daemon created it); kafkajs resolves a regex subscription only once (at subscribe), so a new
+ * topic means a new consumer, started from the offsets the old one reached and from the beginning of
+ * the new topics.
  */
 export class Follower {
   phase: FollowPhase = "starting";
