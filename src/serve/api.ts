@@ -77,6 +77,31 @@ export function buildApi(deps: ApiDeps): Api {
   });
   app.openapi(routes.stuck, (c) => send(c, StuckItem.array(), store.stuck(now(), c.req.valid("query").dag)) as never);
 
+  readyRoutes(app, store, waiters, deps.maxWaiters);
+  app.get("/events", (c) => eventStream(c, deps.recent, deps.sse));
+  app.get("/healthz", (c) => c.text("ok\n"));
+  app.get("/readyz", (c) => {
+    const phase = deps.follower.phase;
+    if (phase === "following") return c.text("following the event topics\n");
+    return c.text(
+      phase === "failed" ? `reading Kafka failed: ${deps.follower.failure ?? "unknown"}\n` : `${phase.replace("_", " ")}\n`,
+      503,
+    );
+  });
+  app.doc31("/openapi.json", {
+    openapi: "3.1.0",
+    info: {
+      title: "airflow-eventstream serve",
+      version: "1",
+      description: "The four questions about Airflow DAG runs, answered from the event stream (docs/serve.md)",
+    },
+  });
+  servePage(app);
+  return { app, close: () => waiters.close() };
+}
+
+/** The long polls: ready by run id and by logical date. */
+function readyRoutes(app: OpenAPIHono, store: RunStore, waiters: Waiters, maxWaiters: number): void {
   const answerReady = async (c: Context, dagId: string, runId: string, find: () => ReadyView | null, waitSeconds: number | undefined) => {
     const started = performance.now();
     const ms = Math.min(waitSeconds ?? 0, MAX_WAIT_SECONDS) * 1000;
@@ -84,8 +109,7 @@ export function buildApi(deps: ApiDeps): Api {
       const v = find();
       return { done: v?.ready === true, value: v };
     });
-    if (pending === null)
-      return c.json({ error: `too many waiting requests (${deps.maxWaiters}): try again later` } satisfies ApiError, 429);
+    if (pending === null) return c.json({ error: `too many waiting requests (${maxWaiters}): try again later` } satisfies ApiError, 429);
     const answer = await pending;
     if (answer === null)
       return notFound(c, runId === "*" ? `no run of DAG "${dagId}" with that logical date is known` : unknownRun(dagId, runId));
@@ -108,27 +132,6 @@ export function buildApi(deps: ApiDeps): Api {
     };
     return (await answerReady(c, dag_id, "*", find, q.wait)) as never;
   });
-
-  app.get("/events", (c) => eventStream(c, deps.recent, deps.sse));
-  app.get("/healthz", (c) => c.text("ok\n"));
-  app.get("/readyz", (c) => {
-    const phase = deps.follower.phase;
-    if (phase === "following") return c.text("following the event topics\n");
-    return c.text(
-      phase === "failed" ? `reading Kafka failed: ${deps.follower.failure ?? "unknown"}\n` : `${phase.replace("_", " ")}\n`,
-      503,
-    );
-  });
-  app.doc31("/openapi.json", {
-    openapi: "3.1.0",
-    info: {
-      title: "airflow-eventstream serve",
-      version: "1",
-      description: "The four questions about Airflow DAG runs, answered from the event stream (docs/serve.md)",
-    },
-  });
-  servePage(app);
-  return { app, close: () => waiters.close() };
 }
 
 function unknownRun(dagId: string, runId: string): string {

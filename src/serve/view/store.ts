@@ -1,10 +1,10 @@
 import type { StreamEvent } from "../../airflow/events.js";
-import type { DagListItem, HistoryEntry, RunView, StuckItem, TaskView } from "../schemas.js";
+import type { DagListItem, HistoryEntry, RunView, StuckItem } from "../schemas.js";
 import { type ApplyContext, applyRunEvent, applyTaskEvent, secondsBetween } from "./fold.js";
 import { type ReadyView, readyOf } from "./ready.js";
 import { Interner, type RunRecord, emptyRun, runKey } from "./records.js";
 import { DEFAULT_THRESHOLDS, DurationHistory, type StuckConfig, isWaiting, thresholdFor } from "./stuck.js";
-import { summarize } from "./summary.js";
+import { toView } from "./to-view.js";
 
 export type { ApplyContext } from "./fold.js";
 
@@ -303,35 +303,4 @@ function maxPos(a: string | null, b: string): string {
 
 function sortKey(r: RunRecord): string {
   return r.logicalDate ?? r.startDate ?? r.stateSince;
-}
-
-export function toView(r: RunRecord): RunView {
-  const tasks: TaskView[] = [...r.tasks.values()]
-    .sort((a, b) => (a.taskId < b.taskId ? -1 : a.taskId > b.taskId ? 1 : a.mapIndex - b.mapIndex))
-    .map((t) => ({
-      task_id: t.taskId,
-      map_index: t.mapIndex,
-      state: t.state,
-      try_number: t.tryNumber,
-      max_tries: t.maxTries,
-      start_date: t.startDate,
-      end_date: t.endDate,
-      duration: t.duration,
-      state_since: t.stateSince,
-      position: t.position,
-    }));
-  const view = {
-    dag_id: r.dagId,
-    run_id: r.runId,
-    logical_date: r.logicalDate,
-    run_type: r.runType,
-    state: r.runSeen ? r.state : null,
-    start_date: r.startDate,
-    end_date: r.endDate,
-    clear_number: r.clearNumber,
-    complete: r.runSeen && FINISHED.has(r.state ?? ""),
-    tasks,
-    position: r.position,
-  };
-  return { ...view, summary: view.complete ? summarize(view, [...r.rerun]) : null };
 }
