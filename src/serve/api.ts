@@ -50,7 +50,7 @@ export function buildApi(deps: ApiDeps): Api {
       if (result.success) return;
       const issue = result.error.issues[0];
       const parameter = String(issue?.path[0] ?? result.target);
-      return c.json({ error: `${parameter}: ${issue?.message ?? "invalid"}`, parameter } satisfies ApiError, 400);
+      return c.json({ error: `${parameter}: ${issue === undefined ? "invalid" : issueMessage(issue)}`, parameter } satisfies ApiError, 400);
     },
   });
   app.onError((e, c) => {
@@ -132,6 +132,13 @@ function readyRoutes(app: OpenAPIHono, store: RunStore, waiters: Waiters, maxWai
     };
     return (await answerReady(c, dag_id, "*", find, q.wait)) as never;
   });
+}
+
+/** A union's issue says only "Invalid input": the message of the branch that got furthest says what is wrong. */
+function issueMessage(issue: z.core.$ZodIssue): string {
+  if (issue.code !== "invalid_union") return issue.message;
+  const inner = issue.errors.flat().find((i) => i.code !== "invalid_type");
+  return inner?.message ?? "expected one value or a list of values";
 }
 
 function unknownRun(dagId: string, runId: string): string {

@@ -133,6 +133,11 @@ describe("serve", () => {
     expect((await get(`/dags/${DAG}/runs/nope/history`)).status).toBe(404);
     expect(await get(`/dags/${DAG}/runs?limit=abc`)).toMatchObject({ status: 400, body: { parameter: "limit" } });
     expect(await get(`/dags/${DAG}/runs/r1/ready?wait=301`)).toMatchObject({ status: 400, body: { parameter: "wait" } });
+    const many = Array.from({ length: 101 }, (_, i) => `task=t${i}`).join("&");
+    expect(await get(`/dags/${DAG}/runs/r1/ready?${many}`)).toMatchObject({
+      status: 400,
+      body: { parameter: "task", error: "task: at most 100 tasks" },
+    });
     expect(await get(`/dags/${DAG}/ready?logical_date=yesterday`)).toMatchObject({ status: 400, body: { parameter: "logical_date" } });
     expect(await get(`/dags/${"x".repeat(300)}/runs`)).toMatchObject({ status: 400, body: { parameter: "dag_id" } });
     expect(await get(`/events`, { "last-event-id": "garbage" })).toMatchObject({ status: 400, body: { parameter: "Last-Event-ID" } });
