@@ -3,7 +3,7 @@ import type { DagListItem, HistoryEntry, RunView, StuckItem } from "../schemas.j
 import { type ApplyContext, applyRunEvent, applyTaskEvent, secondsBetween } from "./fold.js";
 import { type ReadyView, readyOf } from "./ready.js";
 import { Interner, type RunRecord, emptyRun, runKey } from "./records.js";
-import { DEFAULT_THRESHOLDS, DurationHistory, type StuckConfig, isWaiting, thresholdFor } from "./stuck.js";
+import { DEFAULT_THRESHOLDS, DurationHistory, type StuckConfig, findStuck } from "./stuck.js";
 import { toView } from "./to-view.js";
 
 export type { ApplyContext } from "./fold.js";
@@ -57,6 +57,7 @@ export class RunStore {
   /** Position of the latest truncate (per table) or gap: earlier events arriving later are void. */
   private voidTask: string | null = null;
   private voidRun: string | null = null;
+  private stuckCache: { at: number; applied: number; counts: Map<string, number> } | undefined;
   readonly counters: StoreCounters = { applied: 0, droppedActive: 0, droppedRecent: 0, voided: 0 };
   readonly opts: RunStoreOptions;
 
@@ -229,8 +230,7 @@ export class RunStore {
   }
 
   dags(now = Date.now()): DagListItem[] {
-    const stuck = new Map<string, number>();
-    for (const s of this.stuck(now)) stuck.set(s.dag_id, (stuck.get(s.dag_id) ?? 0) + 1);
+    const stuck = this.stuckCounts(now);
     return [...this.byDag.entries()]
       .map(([dagId, keys]) => {
         let active = 0;
@@ -246,55 +246,28 @@ export class RunStore {
       .sort((a, b) => (a.dag_id < b.dag_id ? -1 : a.dag_id > b.dag_id ? 1 : 0));
   }
 
-  /** Task instances waiting past their state's threshold, and runs running past their DAG's p95 duration. */
+  /**
+   * Stuck items per DAG for /dags, the page's list: counting them walks every task instance held
+   * (half a million at the bound), so the count is reused for a second while nothing changed.
+   */
+  private stuckCounts(now: number): Map<string, number> {
+    const c = this.stuckCache;
+    if (c !== undefined && c.applied === this.counters.applied && now >= c.at && now - c.at < 1_000) return c.counts;
+    const counts = new Map<string, number>();
+    for (const s of this.stuck(now)) counts.set(s.dag_id, (counts.get(s.dag_id) ?? 0) + 1);
+    this.stuckCache = { at: now, applied: this.counters.applied, counts };
+    return counts;
+  }
+
+  /** Task instances waiting past their state's threshold, and runs running past their DAG's p95 duration; longest first. */
   stuck(now: number, dagId?: string): StuckItem[] {
-    const out: StuckItem[] = [];
-    for (const run of this.active.values()) {
-      if (dagId !== undefined && run.dagId !== dagId) continue;
-      for (const t of run.tasks.values()) {
-        if (!isWaiting(t.state)) continue;
-        const threshold = thresholdFor(this.opts.stuck, run.dagId, t.state);
-        const forSeconds = (now - Date.parse(t.stateSince)) / 1000;
-        if (forSeconds <= threshold) continue;
-        const item = { kind: "task" as const, task_id: t.taskId, map_index: t.mapIndex, state: t.state, since: t.stateSince };
-        out.push({
-          ...item,
-          dag_id: run.dagId,
-          run_id: run.runId,
-          for_seconds: forSeconds,
-          threshold_seconds: threshold,
-          reason: reason(t.state, forSeconds, threshold),
-        });
-      }
-      const p95 = run.state === "running" ? (this.durations.get(run.dagId)?.p95() ?? null) : null;
-      if (p95 === null) continue;
-      const since = run.startDate ?? run.stateSince;
-      const forSeconds = (now - Date.parse(since)) / 1000;
-      if (forSeconds > p95)
-        out.push({
-          kind: "run",
-          dag_id: run.dagId,
-          run_id: run.runId,
-          task_id: null,
-          map_index: null,
-          state: "running",
-          since,
-          for_seconds: forSeconds,
-          threshold_seconds: p95,
-          reason: `running for ${Math.round(forSeconds)} s, longer than the DAG's p95 run duration (${Math.round(p95)} s)`,
-        });
-    }
-    return out.sort((a, b) => b.for_seconds - a.for_seconds);
+    return findStuck(this.active.values(), now, this.opts.stuck, (d) => this.durations.get(d)?.p95() ?? null, dagId);
   }
 
   /** Runs held: not complete, complete. */
   size(): { active: number; recent: number } {
     return { active: this.active.size, recent: this.recent.size };
   }
-}
-
-function reason(state: string, forSeconds: number, threshold: number): string {
-  return `${state} for ${Math.round(forSeconds)} s (threshold ${threshold} s)`;
 }
 
 function maxPos(a: string | null, b: string): string {

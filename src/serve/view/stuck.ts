@@ -1,4 +1,5 @@
-import { WAITING_STATES } from "../schemas.js";
+import { WAITING_STATES, type StuckItem } from "../schemas.js";
+import type { RunRecord } from "./records.js";
 
 export type WaitingState = (typeof WAITING_STATES)[number];
 export type StateThresholds = Record<WaitingState, number>;
@@ -56,4 +57,55 @@ export class DurationHistory {
     const sorted = [...this.values].sort((a, b) => a - b);
     return sorted[Math.ceil(0.95 * sorted.length) - 1]!;
   }
+}
+
+/** Where are we stuck: over the runs not complete, `p95Of` giving a DAG's p95 run duration (null: too few known). */
+export function findStuck(
+  runs: Iterable<RunRecord>,
+  now: number,
+  cfg: StuckConfig,
+  p95Of: (dagId: string) => number | null,
+  dagId?: string,
+): StuckItem[] {
+  const out: StuckItem[] = [];
+  for (const run of runs) {
+    if (dagId !== undefined && run.dagId !== dagId) continue;
+    for (const t of run.tasks.values()) {
+      if (!isWaiting(t.state)) continue;
+      const threshold = thresholdFor(cfg, run.dagId, t.state);
+      const forSeconds = (now - Date.parse(t.stateSince)) / 1000;
+      if (forSeconds <= threshold) continue;
+      const item = { kind: "task" as const, task_id: t.taskId, map_index: t.mapIndex, state: t.state, since: t.stateSince };
+      out.push({
+        ...item,
+        dag_id: run.dagId,
+        run_id: run.runId,
+        for_seconds: forSeconds,
+        threshold_seconds: threshold,
+        reason: reason(t.state, forSeconds, threshold),
+      });
+    }
+    const p95 = run.state === "running" ? p95Of(run.dagId) : null;
+    if (p95 === null) continue;
+    const since = run.startDate ?? run.stateSince;
+    const forSeconds = (now - Date.parse(since)) / 1000;
+    if (forSeconds > p95)
+      out.push({
+        kind: "run",
+        dag_id: run.dagId,
+        run_id: run.runId,
+        task_id: null,
+        map_index: null,
+        state: "running",
+        since,
+        for_seconds: forSeconds,
+        threshold_seconds: p95,
+        reason: `running for ${Math.round(forSeconds)} s, longer than the DAG's p95 run duration (${Math.round(p95)} s)`,
+      });
+  }
+  return out.sort((a, b) => b.for_seconds - a.for_seconds);
+}
+
+function reason(state: string, forSeconds: number, threshold: number): string {
+  return `${state} for ${Math.round(forSeconds)} s (threshold ${threshold} s)`;
 }

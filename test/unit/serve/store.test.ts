@@ -214,6 +214,10 @@ describe("RunStore: stuck (where are we stuck?)", () => {
     s.ti("fast", "r", "q", "queued");
     const since = s.clock;
     expect(store.stuck(since + 31_000).map((i) => `${i.dag_id}:${i.task_id}`)).toEqual(["fast:q"]);
+    expect(store.dags(since + 31_000).map((d) => [d.dag_id, d.stuck])).toEqual([
+      ["d", 0],
+      ["fast", 1],
+    ]);
     const late = store.stuck(since + 601_000 + 5_000);
     expect(late.map((i) => `${i.dag_id}:${i.task_id}:${i.threshold_seconds}`).sort()).toEqual(["d:q:600", "fast:q:30"]);
     expect(late.find((i) => i.dag_id === "d")!.reason).toMatch(/^queued for 60\d s \(threshold 600 s\)$/);
