@@ -2,7 +2,7 @@ import { readFileSync } from "node:fs";
 import { parseEnv } from "node:util";
 import { z } from "zod";
 import { ConfigError } from "./errors.js";
-import { SETTINGS, TOOLING_NAMES, TOOLING_PREFIXES } from "./config/settings.js";
+import { SETTINGS, TOOLING_NAMES, TOOLING_PREFIXES, parseStuckSeconds } from "./config/settings.js";
 
 export { TOOLING_NAMES, TOOLING_PREFIXES } from "./config/settings.js";
 
@@ -191,6 +191,14 @@ function configFrom(e: Env, { kafkaCa, pgRootCert }: CaFiles) {
     shutdownTimeoutMs: e.EVENTSTREAM_SHUTDOWN_TIMEOUT_SECONDS * 1000,
     logLevel: e.LOG_LEVEL,
     /** The metrics and health endpoint (src/operate/); port 0: off. */
+    /** `serve`'s insights writer (src/serve/insights/). */
+    insights: {
+      enabled: e.EVENTSTREAM_SERVE_INSIGHTS,
+      topic: e.EVENTSTREAM_SERVE_INSIGHTS_TOPIC,
+      groupId: e.EVENTSTREAM_SERVE_INSIGHTS_GROUP,
+      sessionTimeoutMs: e.EVENTSTREAM_SERVE_INSIGHTS_SESSION_TIMEOUT_SECONDS * 1000,
+      stuckSeconds: parseStuckSeconds(e.EVENTSTREAM_SERVE_STUCK_SECONDS),
+    },
     http: { port: e.EVENTSTREAM_HTTP_PORT, host: e.EVENTSTREAM_HTTP_HOST, stallMs: e.EVENTSTREAM_READY_STALL_SECONDS * 1000 },
   };
 }

@@ -41,6 +41,11 @@ export const GROUPS = {
   },
   notifications: { title: "Notifications (XCom)", about: "" },
   process: { title: "Process", about: "" },
+  insights: {
+    title: "Insights (serve)",
+    about:
+      "`airflow-eventstream serve` derives insights (run_completed, task_stuck, task_unstuck, task_failed_final, run_cleared) from the events topic onto an insights topic, exactly once across its replicas (docs/insights.md).",
+  },
 } as const;
 
 export type GroupId = keyof typeof GROUPS;
@@ -62,6 +67,29 @@ export const identifier = z.string().regex(/^[a-z_][a-z0-9_]{0,62}$/, {
 
 export const topicName = z.string().regex(/^[a-zA-Z0-9._-]{1,249}$/, {
   message: "must be a Kafka topic name: letters, digits, '.', '_' and '-', at most 249 characters",
+});
+
+const STUCK_ENTRY = /^(?:([^/=]+)\/)?([a-z_]+)=(\d+(?:\.\d+)?)$/;
+
+export interface StuckSeconds {
+  general: Record<string, number>;
+  perDag: Record<string, Record<string, number>>;
+}
+
+/** Stuck thresholds as written: "state=seconds" or "dag_id/state=seconds", comma-separated (validated by `stuckSeconds`). */
+export function parseStuckSeconds(text: string): StuckSeconds {
+  const out: StuckSeconds = { general: {}, perDag: {} };
+  for (const part of text.split(",").map((p) => p.trim())) {
+    const m = STUCK_ENTRY.exec(part);
+    if (m === null) continue;
+    if (m[1] === undefined) out.general[m[2]!] = Number(m[3]);
+    else (out.perDag[m[1]] ??= {})[m[2]!] = Number(m[3]);
+  }
+  return out;
+}
+
+const stuckSeconds = z.string().refine((text) => text.split(",").every((p) => p.trim() === "" || STUCK_ENTRY.test(p.trim())), {
+  message: "expected state=seconds or dag_id/state=seconds entries, comma-separated, e.g. queued=600,etl/running=7200",
 });
 
 export interface Setting {
@@ -331,6 +359,33 @@ export const SETTINGS = {
     group: "process",
     schema: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
     about: "pino level; logs are JSON lines on stdout.",
+  },
+  EVENTSTREAM_SERVE_INSIGHTS: {
+    group: "insights",
+    schema: bool.default(true),
+    about: "Derive insights onto `EVENTSTREAM_SERVE_INSIGHTS_TOPIC`. Needs the single-topic layout (`EVENTSTREAM_TOPIC_TEMPLATE` empty) and the current-state topic.",
+  },
+  EVENTSTREAM_SERVE_INSIGHTS_TOPIC: {
+    group: "insights",
+    schema: topicName.default("airflow.insights"),
+    about: "The insights topic (key: `dag_id`). Created with the events topic's partition count when missing; an existing one must have that count.",
+  },
+  EVENTSTREAM_SERVE_INSIGHTS_GROUP: {
+    group: "insights",
+    schema: z.string().min(1).default("airflow-eventstream-insights"),
+    about:
+      "Consumer group of the insights writers: the replicas share the events topic's partitions through it, and its committed offsets say where each partition's insights stop.",
+  },
+  EVENTSTREAM_SERVE_INSIGHTS_SESSION_TIMEOUT_SECONDS: {
+    group: "insights",
+    schema: int(6, 300).default(30),
+    about: "How long a replica that stopped answering keeps its partitions before another takes them (Kafka's group session timeout).",
+  },
+  EVENTSTREAM_SERVE_STUCK_SECONDS: {
+    group: "insights",
+    schema: stuckSeconds.default("scheduled=600,queued=600,running=3600,deferred=3600,up_for_retry=3600,up_for_reschedule=3600"),
+    about:
+      "How long a task instance may stay in a waiting state before it is stuck: `state=seconds` entries, comma-separated; `dag_id/state=seconds` for one DAG (wins over the general one). A state not named is never stuck.",
   },
 } satisfies Record<string, Setting>;
 
