@@ -18,7 +18,7 @@ import { createDatabase, daemonEnv, dropDatabase, services, sleep, spawnDaemon, 
  */
 
 const STREAMING = /"msg":"streaming"/;
-const ASSIGNED = /insights: partitions assigned/;
+const TAKEN = /insights: partitions taken/;
 const STUCK_SECONDS = 4;
 
 interface Worker {
@@ -50,9 +50,9 @@ function spawnWorker(env: Record<string, string>): Worker {
   };
 }
 
-/** The partitions a worker owns, by its last assignment line. */
+/** The partitions a worker owns and has taken (fenced, offsets and view read), by its last such line. */
 function owned(w: Worker): number[] {
-  const line = [...w.output].reverse().find((l) => ASSIGNED.test(l));
+  const line = [...w.output].reverse().find((l) => TAKEN.test(l));
   return line === undefined ? [] : (JSON.parse(line) as { partitions: number[] }).partitions;
 }
 

@@ -111,10 +111,13 @@ export class InsightsWriter {
       const partitionOf = dagPartitioner((await this.admin.fetchTopicMetadata({ topics: [this.o.eventsTopic] })).topics[0]!.partitions.length);
       for (const p of partitions) {
         const entries = [...state.entries.values()].filter((e) => typeof e.event.dag_id === "string" && partitionOf(e.event.dag_id) === p);
-        const { start, end } = offsets.get(p)!;
+        const { start, end, committed } = offsets.get(p)!;
         const part = new OwnedPartition(p, this.o.eventsTopic, this.o.stateTopic, entries, start, end);
         for (const i of emitted.get(p) ?? []) part.noteEmitted([i]);
-        result.set(p, { part, producer: producers.get(p)! });
+        const owned = { part, producer: producers.get(p)! };
+        // A new group's start, made durable: the next owner goes on from it, not from its own "now".
+        if (!committed && !(await this.commit(owned, [], start))) throw new Error(`the start offset of partition ${p} could not be committed`);
+        result.set(p, owned);
         this.consumer.seek({ topic: this.o.eventsTopic, partition: p, offset: String(start) });
       }
       this.log.info({ partitions, state_rows: state.entries.size }, "insights: partitions taken (previous writers fenced, view rebuilt)");
@@ -142,11 +145,11 @@ export class InsightsWriter {
   }
 
   /** Per partition: where to start (the committed offset; none yet: the end, committed now) and the end now. */
-  private async startOffsets(partitions: number[]): Promise<Map<number, { start: bigint; end: bigint }>> {
+  private async startOffsets(partitions: number[]): Promise<Map<number, { start: bigint; end: bigint; committed: boolean }>> {
     const ends = new Map((await this.admin.fetchTopicOffsets(this.o.eventsTopic)).map((o) => [o.partition, o] as const));
     const [committed] = await this.admin.fetchOffsets({ groupId: this.o.groupId, topics: [this.o.eventsTopic] });
     const byPartition = new Map((committed?.partitions ?? []).map((c) => [c.partition, BigInt(c.offset)] as const));
-    const out = new Map<number, { start: bigint; end: bigint }>();
+    const out = new Map<number, { start: bigint; end: bigint; committed: boolean }>();
     for (const p of partitions) {
       const end = BigInt(ends.get(p)?.high ?? "0");
       const low = BigInt(ends.get(p)?.low ?? "0");
@@ -154,7 +157,7 @@ export class InsightsWriter {
       // No committed offset: a new group starts with what happens next (its view comes from the
       // state topic); below what the topic holds: retention removed events no insight was derived from.
       const start = c < 0n ? end : c < low ? low : c;
-      out.set(p, { start, end });
+      out.set(p, { start, end, committed: c >= 0n });
     }
     return out;
   }
@@ -181,12 +184,18 @@ export class InsightsWriter {
     const pending = this.owned.get(p);
     if (pending === undefined) return null;
     const owned = await pending.catch(() => null);
-    if (owned === null || !owned.part.broken) return owned;
+    if (owned !== null && !owned.part.broken) return owned;
     if (this.owned.get(p) === pending) {
-      void owned.producer.disconnect().catch(() => undefined);
-      this.owned.set(p, this.take([p]).then((m) => m.get(p) ?? null));
+      if (owned !== null) void owned.producer.disconnect().catch(() => undefined);
+      // A taking that failed (Kafka unreachable a moment) is tried again, a second later.
+      this.owned.set(
+        p,
+        sleep(owned === null ? 1_000 : 0)
+          .then(() => this.take([p]))
+          .then((m) => m.get(p) ?? null),
+      );
     }
-    return (await this.owned.get(p)?.catch(() => null)) ?? null;
+    return null;
   }
 
   private async onBatch(batch: Batch, resolveOffset: (offset: string) => void, heartbeat: () => Promise<void>): Promise<void> {
@@ -250,6 +259,10 @@ export class InsightsWriter {
       return false;
     }
   }
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
 async function waitBeating<T>(p: Promise<T>, heartbeat: () => Promise<void>): Promise<T> {
