@@ -363,12 +363,14 @@ export const SETTINGS = {
   EVENTSTREAM_SERVE_INSIGHTS: {
     group: "insights",
     schema: bool.default(true),
-    about: "Derive insights onto `EVENTSTREAM_SERVE_INSIGHTS_TOPIC`. Needs the single-topic layout (`EVENTSTREAM_TOPIC_TEMPLATE` empty) and the current-state topic.",
+    about:
+      "Derive insights onto `EVENTSTREAM_SERVE_INSIGHTS_TOPIC`. Needs the single-topic layout (`EVENTSTREAM_TOPIC_TEMPLATE` empty) and the current-state topic.",
   },
   EVENTSTREAM_SERVE_INSIGHTS_TOPIC: {
     group: "insights",
     schema: topicName.default("airflow.insights"),
-    about: "The insights topic (key: `dag_id`). Created with the events topic's partition count when missing; an existing one must have that count.",
+    about:
+      "The insights topic (key: `dag_id`). Created with the events topic's partition count when missing; an existing one must have that count.",
   },
   EVENTSTREAM_SERVE_INSIGHTS_GROUP: {
     group: "insights",

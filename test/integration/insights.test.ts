@@ -7,7 +7,18 @@ import { dagPartitioner, readPartitionsToEnd } from "../../src/serve/insights/re
 import { InsightEvent } from "../../src/serve/schemas.js";
 import { insertDagRun, insertTi, updateDagRun, updateTi } from "../support/airflow-rows.js";
 import { registerCleanup } from "../support/cleanup.js";
-import { createDatabase, daemonEnv, dropDatabase, services, sleep, spawnDaemon, uniqueName, waitFor, withPg, withTimeout } from "../support/harness.js";
+import {
+  createDatabase,
+  daemonEnv,
+  dropDatabase,
+  services,
+  sleep,
+  spawnDaemon,
+  uniqueName,
+  waitFor,
+  withPg,
+  withTimeout,
+} from "../support/harness.js";
 
 /**
  * The insights writer with the real daemon, PostgreSQL and Kafka: two replicas as child processes
@@ -32,7 +43,13 @@ function spawnWorker(env: Record<string, string>): Worker {
     stdio: ["ignore", "pipe", "pipe"],
   });
   const output: string[] = [];
-  const onData = (chunk: Buffer) => output.push(...chunk.toString("utf8").split("\n").filter((l) => l !== ""));
+  const onData = (chunk: Buffer) =>
+    output.push(
+      ...chunk
+        .toString("utf8")
+        .split("\n")
+        .filter((l) => l !== ""),
+    );
   proc.stdout.on("data", onData);
   proc.stderr.on("data", onData);
   const exited = new Promise<void>((resolve) => proc.on("exit", () => resolve()));
@@ -152,15 +169,11 @@ describe("insights: two replicas, exactly once", () => {
         expected.push(`task_failed_final ${failDag} fail_run flaky try 2`, `run_completed ${failDag} fail_run failed`);
       });
       expected.push(`task_stuck ${slowDag} stuck_run slow try 1`);
-      await waitFor(
-        "the task_stuck",
-        async () => (await readInsights(topic)).some((i) => i.type === "task_stuck"),
-        30_000,
-        500,
-      );
+      await waitFor("the task_stuck", async () => (await readInsights(topic)).some((i) => i.type === "task_stuck"), 30_000, 500);
       // Kill the replica owning the stuck task's partition while rows are written; its survivor must
       // neither repeat the task_stuck nor miss the task_unstuck, nor repeat or miss anything else.
       const victim = owned(a).includes(partitionOf(slowDag)) ? a : b;
+      const survivor = victim === a ? b : a;
       const clearDag = perPartition[2]![0]!;
       await withPg(db, async (c) => {
         const writing = (async () => {
@@ -170,6 +183,10 @@ describe("insights: two replicas, exactly once", () => {
         await victim.kill();
         await writing;
         for (const d of perPartition.flat()) expected.push(`run_completed ${d} r2 success`);
+        // The task is still queued when the survivor takes its partition over: its timer must know
+        // from the insights topic that the task_stuck is out already.
+        await waitFor("the survivor to take every partition", async () => owned(survivor).length === 3, 60_000, 250);
+        await sleep(2_000);
         await updateTi(c, slow, { state: "running" });
         await updateTi(c, slow, { state: "success" });
         expected.push(`task_unstuck ${slowDag} stuck_run slow try 1`);
@@ -191,7 +208,6 @@ describe("insights: two replicas, exactly once", () => {
       });
       // Started again: the partitions move once more.
       const restarted = spawnWorker(workerEnv);
-      const survivor = victim === a ? b : a;
       await waitFor("the restarted replica to own partitions", async () => owned(restarted).length > 0, 60_000, 500);
       expect(owned(restarted).length + owned(survivor).length).toBe(3);
       let insights: InsightEvent[] = [];
@@ -205,7 +221,8 @@ describe("insights: two replicas, exactly once", () => {
         60_000,
         1_000,
       ).catch(() => undefined);
-      if (process.env.INSIGHTS_TEST_LOG) writeFileSync(process.env.INSIGHTS_TEST_LOG, [...a.output, "----", ...b.output, "----", ...restarted.output].join("\n"));
+      if (process.env.INSIGHTS_TEST_LOG)
+        writeFileSync(process.env.INSIGHTS_TEST_LOG, [...a.output, "----", ...b.output, "----", ...restarted.output].join("\n"));
       // Longer than a timer tick and a batch: anything extra or repeated would be there by now.
       await sleep(3_000);
       insights = await readInsights(topic);
@@ -215,7 +232,11 @@ describe("insights: two replicas, exactly once", () => {
       // Each insight in its cause's partition number, keyed by DAG (checked through the partitioner).
       for (const i of insights) expect(i.caused_by.partition).toBe(partitionOf(i.dag_id));
       const completed = insights.find((i) => i.type === "run_completed" && i.run_id === "fail_run");
-      expect(completed?.type === "run_completed" && completed.summary).toMatchObject({ failed_tasks: ["flaky"], retries: 1, counts: { failed: 1 } });
+      expect(completed?.type === "run_completed" && completed.summary).toMatchObject({
+        failed_tasks: ["flaky"],
+        retries: 1,
+        counts: { failed: 1 },
+      });
       const again = insights.find((i) => i.type === "run_completed" && i.dag_id === clearDag && i.summary.cleared.times === 1);
       expect(again?.type === "run_completed" && again.summary.cleared.rerun_tasks).toEqual(["extract", "load"]);
       await restarted.kill();

@@ -105,7 +105,7 @@ function deriveRun(e: DagRunEvent, ctx: DeriveContext, view: PartitionView): Ins
       summary: summarizeRun(before?.tasks.values() ?? [], e.state, e.start_date, e.end_date, e.clear_number),
     });
   }
-  const clearRose = before?.clear_number != null && e.clear_number !== null && e.clear_number > before.clear_number;
+  const clearRose = before !== undefined && before.clear_number !== null && e.clear_number !== null && e.clear_number > before.clear_number;
   const restarted = prior !== undefined && isFinishedRun(prior) && RESTARTED_RUN_STATES.includes(e.state);
   if (clearRose || restarted) {
     out.push({

@@ -5,7 +5,13 @@ import { privateReader } from "../../sink/reader.js";
 /** The events partition of a DAG, as the daemon's producer chose it (kafkajs's default partitioner of the key dag_id). */
 export function dagPartitioner(count: number): (dagId: string) => number {
   const partitioner = Partitioners.DefaultPartitioner();
-  const partitionMetadata = Array.from({ length: count }, (_, i) => ({ partitionId: i, leader: 0, partitionErrorCode: 0, replicas: [0], isr: [0] }));
+  const partitionMetadata = Array.from({ length: count }, (_, i) => ({
+    partitionId: i,
+    leader: 0,
+    partitionErrorCode: 0,
+    replicas: [0],
+    isr: [0],
+  }));
   return (dagId) => partitioner({ topic: "", partitionMetadata, message: { key: dagId, value: null } });
 }
 

@@ -75,7 +75,9 @@ async function ensureInsightsTopic(cfg: Config, admin: Admin): Promise<void> {
     (await admin.fetchTopicMetadata({ topics: [topic] }).catch(() => ({ topics: [] }))).topics.find((t) => t.name === topic);
   const events = await meta(cfg.topic);
   if (events === undefined)
-    throw new TopicError(`the events topic ${cfg.topic} does not exist: start the daemon (airflow-eventstream run) first, or set EVENTSTREAM_TOPIC to its topic`);
+    throw new TopicError(
+      `the events topic ${cfg.topic} does not exist: start the daemon (airflow-eventstream run) first, or set EVENTSTREAM_TOPIC to its topic`,
+    );
   const count = events.partitions.length;
   const insights = await meta(cfg.insights.topic);
   if (insights !== undefined) {
@@ -90,7 +92,10 @@ async function ensureInsightsTopic(cfg: Config, admin: Admin): Promise<void> {
       `the insights topic ${cfg.insights.topic} does not exist and EVENTSTREAM_CREATE_TOPICS=false: create it with ${count} partitions (the events topic's count)`,
     );
   await admin
-    .createTopics({ waitForLeaders: true, topics: [{ topic: cfg.insights.topic, numPartitions: count, replicationFactor: cfg.topicReplicationFactor }] })
+    .createTopics({
+      waitForLeaders: true,
+      topics: [{ topic: cfg.insights.topic, numPartitions: count, replicationFactor: cfg.topicReplicationFactor }],
+    })
     .catch((e: unknown) => {
       // Another replica created it first: fine when the count matches, checked on its next start.
       if (!/already exists/i.test(coerceError(e).message)) throw e;

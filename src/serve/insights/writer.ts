@@ -88,7 +88,11 @@ export class InsightsWriter {
     // rebalance, and the view must be the one of that offset.
     void this.release(mine.filter((p) => this.owned.has(p)));
     const taking = this.take(mine);
-    for (const p of mine) this.owned.set(p, taking.then((m) => m.get(p) ?? null));
+    for (const p of mine)
+      this.owned.set(
+        p,
+        taking.then((m) => m.get(p) ?? null),
+      );
     this.log.info({ partitions: mine, topic: this.o.eventsTopic }, "insights: partitions assigned");
   }
 
@@ -108,7 +112,9 @@ export class InsightsWriter {
       const offsets = await this.startOffsets(partitions);
       const emitted = await this.readEmitted(partitions);
       const state = await readCurrentState(this.kafka, this.o.stateTopic, { clientId: `${this.o.groupId}.insights` });
-      const partitionOf = dagPartitioner((await this.admin.fetchTopicMetadata({ topics: [this.o.eventsTopic] })).topics[0]!.partitions.length);
+      const partitionOf = dagPartitioner(
+        (await this.admin.fetchTopicMetadata({ topics: [this.o.eventsTopic] })).topics[0]!.partitions.length,
+      );
       for (const p of partitions) {
         const entries = [...state.entries.values()].filter((e) => typeof e.event.dag_id === "string" && partitionOf(e.event.dag_id) === p);
         const { start, end, committed } = offsets.get(p)!;
@@ -116,7 +122,8 @@ export class InsightsWriter {
         for (const i of emitted.get(p) ?? []) part.noteEmitted([i]);
         const owned = { part, producer: producers.get(p)! };
         // A new group's start, made durable: the next owner goes on from it, not from its own "now".
-        if (!committed && !(await this.commit(owned, [], start))) throw new Error(`the start offset of partition ${p} could not be committed`);
+        if (!committed && !(await this.commit(owned, [], start)))
+          throw new Error(`the start offset of partition ${p} could not be committed`);
         result.set(p, owned);
         this.consumer.seek({ topic: this.o.eventsTopic, partition: p, offset: String(start) });
       }
@@ -165,13 +172,20 @@ export class InsightsWriter {
   /** The insights partitions read to their ends (read_committed): what the previous owners published. */
   private async readEmitted(partitions: number[]): Promise<Map<number, InsightEvent[]>> {
     const out = new Map<number, InsightEvent[]>();
-    await readPartitionsToEnd(this.kafka, this.admin, this.o.insightsTopic, new Set(partitions), `${this.o.groupId}.insights-read`, (p, value) => {
-      const r = InsightEvent.safeParse(value);
-      if (!r.success || (r.data.type !== "task_stuck" && r.data.type !== "task_unstuck")) return;
-      const list = out.get(p) ?? [];
-      list.push(r.data);
-      out.set(p, list);
-    });
+    await readPartitionsToEnd(
+      this.kafka,
+      this.admin,
+      this.o.insightsTopic,
+      new Set(partitions),
+      `${this.o.groupId}.insights-read`,
+      (p, value) => {
+        const r = InsightEvent.safeParse(value);
+        if (!r.success || (r.data.type !== "task_stuck" && r.data.type !== "task_unstuck")) return;
+        const list = out.get(p) ?? [];
+        list.push(r.data);
+        out.set(p, list);
+      },
+    );
     return out;
   }
 

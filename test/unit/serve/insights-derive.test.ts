@@ -145,7 +145,10 @@ describe("insight derivation", () => {
   it("task_stuck once past the threshold, not again, and task_unstuck when the task moves; ids derive from the causing event", () => {
     const view = new PartitionView();
     const emitted: EmittedStuck = new Map();
-    const e = ti({ op: "insert", state: "queued" }, "2026-12-01T10:00:00.000000Z") as TaskInstanceEvent & { task_id: string; map_index: number };
+    const e = ti({ op: "insert", state: "queued" }, "2026-12-01T10:00:00.000000Z") as TaskInstanceEvent & {
+      task_id: string;
+      map_index: number;
+    };
     const cause: CauseRef = { position: e.source.position, topic: "events", partition: 0, offset: "7" };
     view.applyTask(e as Parameters<PartitionView["applyTask"]>[0], cause, e.source.commit_time);
     const threshold = (_d: string, s: string) => (s === "queued" ? 60 : null);
@@ -157,7 +160,12 @@ describe("insight derivation", () => {
     for (const i of stuck) noteEmitted(emitted, InsightEvent.parse(i));
     expect(timerStep(new Date("2026-12-01T10:05:00Z"), view, emitted, threshold)).toEqual([]);
     const moved = ti({ state: "running" }, "2026-12-01T10:02:00.000000Z");
-    const unstuck = deriveFromEvent(moved, { cause: { ...cause, position: moved.source.position, offset: "8" }, now: new Date() }, view, emitted);
+    const unstuck = deriveFromEvent(
+      moved,
+      { cause: { ...cause, position: moved.source.position, offset: "8" }, now: new Date() },
+      view,
+      emitted,
+    );
     expect(unstuck).toHaveLength(1);
     expect(unstuck[0]).toMatchObject({ type: "task_unstuck", state: "running", stuck_seconds: 120 });
     expect(unstuck[0]!.insight_id).toBe(`task_unstuck:etl:r1:load:-1:1:queued:${cause.position}`);
@@ -187,7 +195,11 @@ describe("insight derivation", () => {
     const failed = ti({ state: "failed", previous_state_known: false });
     // The state topic already holds the failure; the committed offset is before it: the view must
     // not take the failure as the state before the failure.
-    const entry = { table: "task_instance" as const, position: failed.source.position, event: failed as unknown as Record<string, unknown> };
+    const entry = {
+      table: "task_instance" as const,
+      position: failed.source.position,
+      event: failed as unknown as Record<string, unknown>,
+    };
     const part = new OwnedPartition(0, "events", "state", [entry], 0n, 1n);
     const insights = part.handle(Buffer.from(JSON.stringify(failed)), "0", new Date());
     expect(insights.map((i) => i.type)).toEqual(["task_failed_final"]);
