@@ -2,7 +2,7 @@ import { readFileSync } from "node:fs";
 import { parseEnv } from "node:util";
 import { z } from "zod";
 import { ConfigError } from "./errors.js";
-import { SETTINGS, TOOLING_NAMES, TOOLING_PREFIXES, parseStuckSeconds } from "./config/settings.js";
+import { SETTINGS, TOOLING_NAMES, TOOLING_PREFIXES } from "./config/settings.js";
 
 export { TOOLING_NAMES, TOOLING_PREFIXES } from "./config/settings.js";
 
@@ -197,9 +197,21 @@ function configFrom(e: Env, { kafkaCa, pgRootCert }: CaFiles) {
       topic: e.EVENTSTREAM_SERVE_INSIGHTS_TOPIC,
       groupId: e.EVENTSTREAM_SERVE_INSIGHTS_GROUP,
       sessionTimeoutMs: e.EVENTSTREAM_SERVE_INSIGHTS_SESSION_TIMEOUT_SECONDS * 1000,
-      stuckSeconds: parseStuckSeconds(e.EVENTSTREAM_SERVE_STUCK_SECONDS),
     },
     http: { port: e.EVENTSTREAM_HTTP_PORT, host: e.EVENTSTREAM_HTTP_HOST, stallMs: e.EVENTSTREAM_READY_STALL_SECONDS * 1000 },
+    /** `airflow-eventstream serve` (src/serve/); the thresholds are parsed by src/serve/thresholds.ts. */
+    serve: {
+      port: e.EVENTSTREAM_SERVE_PORT,
+      host: e.EVENTSTREAM_SERVE_HOST,
+      maxRuns: e.EVENTSTREAM_SERVE_MAX_RUNS,
+      recentRuns: e.EVENTSTREAM_SERVE_RECENT_RUNS,
+      historyPerRun: e.EVENTSTREAM_SERVE_HISTORY_PER_RUN,
+      stuckSeconds: e.EVENTSTREAM_SERVE_STUCK_SECONDS,
+      stuckDags: e.EVENTSTREAM_SERVE_STUCK_DAGS,
+      maxWaiters: e.EVENTSTREAM_SERVE_MAX_WAITERS,
+      maxStreams: e.EVENTSTREAM_SERVE_MAX_STREAMS,
+      eventBuffer: e.EVENTSTREAM_SERVE_EVENT_BUFFER,
+    },
   };
 }
 

@@ -1,4 +1,3 @@
-import { spawn } from "node:child_process";
 import { writeFileSync } from "node:fs";
 import { Kafka, logLevel } from "kafkajs";
 import type pg from "pg";
@@ -6,7 +5,6 @@ import { describe, expect, it } from "vitest";
 import { dagPartitioner, readPartitionsToEnd } from "../../src/serve/insights/read.js";
 import { InsightEvent } from "../../src/serve/schemas.js";
 import { insertDagRun, insertTi, updateDagRun, updateTi } from "../support/airflow-rows.js";
-import { registerCleanup } from "../support/cleanup.js";
 import {
   createDatabase,
   daemonEnv,
@@ -37,32 +35,14 @@ interface Worker {
   kill(): Promise<void>;
 }
 
+/** A replica: `airflow-eventstream serve` (its REST API on any free port), whose insights writer is under test. */
 function spawnWorker(env: Record<string, string>): Worker {
-  const proc = spawn(process.execPath, ["dist/serve/insights/start.js"], {
-    env: { PATH: process.env.PATH ?? "", ...env },
-    stdio: ["ignore", "pipe", "pipe"],
-  });
-  const output: string[] = [];
-  const onData = (chunk: Buffer) =>
-    output.push(
-      ...chunk
-        .toString("utf8")
-        .split("\n")
-        .filter((l) => l !== ""),
-    );
-  proc.stdout.on("data", onData);
-  proc.stderr.on("data", onData);
-  const exited = new Promise<void>((resolve) => proc.on("exit", () => resolve()));
-  const unregister = registerCleanup("process", `insights worker (pid ${proc.pid})`, async () => {
-    proc.kill("SIGKILL");
-    await withTimeout(exited, 10_000);
-  });
-  void exited.then(unregister);
+  const d = spawnDaemon({ ...env, EVENTSTREAM_SERVE_PORT: "0", EVENTSTREAM_SERVE_HOST: "127.0.0.1" }, ["serve"]);
   return {
-    output,
+    output: d.output,
     kill: async () => {
-      proc.kill("SIGKILL");
-      await exited;
+      d.proc.kill("SIGKILL");
+      await d.exited;
     },
   };
 }

@@ -102,7 +102,12 @@ function deriveRun(e: DagRunEvent, ctx: DeriveContext, view: PartitionView): Ins
       insight_id: `run_completed:${e.dag_id}:${e.run_id}:${e.source.position}`,
       ...common(e, ctx),
       logical_date: e.logical_date,
-      summary: summarizeRun(before?.tasks.values() ?? [], e.state, e.start_date, e.end_date, e.clear_number),
+      summary: summarizeRun(before?.tasks.values() ?? [], {
+        state: e.state,
+        start_date: e.start_date,
+        end_date: e.end_date,
+        clear_number: e.clear_number,
+      }),
     });
   }
   const clearRose = before !== undefined && before.clear_number !== null && e.clear_number !== null && e.clear_number > before.clear_number;

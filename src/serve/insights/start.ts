@@ -4,6 +4,8 @@ import { loadConfig, type Config } from "../../config.js";
 import { TopicError, UserActionError, coerceError } from "../../errors.js";
 import { createLogger, type Logger } from "../../log.js";
 import { createClients } from "../../sink/client.js";
+import { parseStuckConfig } from "../thresholds.js";
+import type { StuckConfig, WaitingState } from "../view/stuck.js";
 import type { StuckThreshold } from "./derive.js";
 import { InsightsWriter } from "./writer.js";
 
@@ -34,7 +36,8 @@ export async function startInsights(cfg: Config, log: Logger): Promise<InsightsH
     await admin.disconnect().catch(() => undefined);
     throw e;
   }
-  const { stuckSeconds } = cfg.insights;
+  // The query service's thresholds (EVENTSTREAM_SERVE_STUCK_SECONDS, _DAGS): /stuck and task_stuck agree.
+  const stuck = parseStuckConfig(cfg.serve.stuckSeconds, cfg.serve.stuckDags);
   const writer = new InsightsWriter(
     kafka,
     admin,
@@ -43,8 +46,8 @@ export async function startInsights(cfg: Config, log: Logger): Promise<InsightsH
       stateTopic: cfg.stateTopic,
       insightsTopic: cfg.insights.topic,
       groupId: cfg.insights.groupId,
-      threshold: stuckThreshold(stuckSeconds),
-      tickMs: tickMs(stuckSeconds),
+      threshold: stuckThreshold(stuck),
+      tickMs: tickMs(stuck),
       sessionTimeoutMs: cfg.insights.sessionTimeoutMs,
     },
     log.child({ component: "insights" }),
@@ -59,15 +62,14 @@ export async function startInsights(cfg: Config, log: Logger): Promise<InsightsH
   };
 }
 
-export function stuckThreshold(s: Config["insights"]["stuckSeconds"]): StuckThreshold {
-  return (dagId, state) => s.perDag[dagId]?.[state] ?? s.general[state] ?? null;
+export function stuckThreshold(s: StuckConfig): StuckThreshold {
+  return (dagId, state) => s.perDag[dagId]?.[state as WaitingState] ?? s.defaults[state as WaitingState] ?? null;
 }
 
 /** A fifth of the shortest threshold, between 0.5 s and 10 s: a stuck task is reported within 20% of its threshold. */
-function tickMs(s: Config["insights"]["stuckSeconds"]): number {
-  const all = [...Object.values(s.general), ...Object.values(s.perDag).flatMap((d) => Object.values(d))];
-  const shortest = all.length === 0 ? 60 : Math.min(...all);
-  return Math.min(10_000, Math.max(500, (shortest * 1000) / 5));
+function tickMs(s: StuckConfig): number {
+  const all = [...Object.values(s.defaults), ...Object.values(s.perDag).flatMap((d) => Object.values(d))];
+  return Math.min(10_000, Math.max(500, (Math.min(...all) * 1000) / 5));
 }
 
 async function ensureInsightsTopic(cfg: Config, admin: Admin): Promise<void> {

@@ -1,5 +1,7 @@
 import type { DagRunEvent, TaskInstanceEvent } from "../../airflow/events.js";
 import { FINISHED_RUN_STATES, type RunSummary } from "../schemas.js";
+import { taskLabel } from "../view/records.js";
+import { summarize } from "../view/summary.js";
 
 /**
  * What the insights writer remembers of one events partition's DAG runs: the little the derivation
@@ -150,39 +152,27 @@ export function isFinishedRun(state: string | null): boolean {
   return (FINISHED_RUN_STATES as readonly (string | null)[]).includes(state);
 }
 
-function label(t: TaskMemo): string {
-  return t.map_index < 0 ? t.task_id : `${t.task_id}[${t.map_index}]`;
-}
-
-function seconds(from: string | null, to: string | null): number | null {
-  if (from === null || to === null) return null;
-  const ms = Date.parse(to) - Date.parse(from);
-  return Number.isFinite(ms) ? Math.round(ms) / 1000 : null;
-}
-
-/** A finished run in numbers (RunSummary), from the run's task instances as the view holds them. */
+/**
+ * A finished run in numbers, by the query service's summarize (the same numbers as its REST view),
+ * from the run's task instances as the view holds them and the run's event.
+ */
 export function summarizeRun(
   taskMemos: Iterable<TaskMemo>,
-  state: "success" | "failed",
-  startDate: string | null,
-  endDate: string | null,
-  clears: number | null,
+  run: { state: "success" | "failed"; start_date: string | null; end_date: string | null; clear_number: number | null },
 ): RunSummary {
-  const tasks = [...taskMemos].sort((a, b) => a.task_id.localeCompare(b.task_id) || a.map_index - b.map_index);
-  const counts: Record<string, number> = {};
-  let retries = 0;
-  for (const t of tasks) {
-    const s = t.state ?? "none";
-    counts[s] = (counts[s] ?? 0) + 1;
-    if (t.try_number !== null && t.try_number > 1) retries += t.try_number - 1;
-  }
-  return {
-    state,
-    counts,
-    duration_seconds: seconds(startDate, endDate),
-    retries,
-    failed_tasks: tasks.filter((t) => t.state === "failed").map(label),
-    upstream_failed_tasks: tasks.filter((t) => t.state === "upstream_failed").map(label),
-    cleared: { times: clears ?? 0, rerun_tasks: tasks.filter((t) => t.rerun).map(label) },
-  };
+  const memos = [...taskMemos];
+  const tasks = memos.map((t) => ({
+    task_id: t.task_id,
+    map_index: t.map_index,
+    state: t.state,
+    try_number: t.try_number,
+    max_tries: t.max_tries,
+    start_date: null,
+    end_date: null,
+    duration: null,
+    state_since: t.since,
+    position: t.cause.position,
+  }));
+  const rerun = memos.filter((t) => t.rerun).map((t) => taskLabel(t.task_id, t.map_index));
+  return summarize({ ...run, tasks }, rerun)!;
 }

@@ -143,6 +143,11 @@ export class InsightsWriter {
       idempotent: true,
       maxInFlightRequests: 1,
       allowAutoTopicCreation: false,
+      // As the daemon's transactional producer (src/sink/client.ts): a transaction begun while the
+      // coordinator still writes the previous one's markers is refused with CONCURRENT_TRANSACTIONS
+      // for a few milliseconds; with kafkajs's default first retry of 300 ms and 5 retries, a
+      // partition's back-to-back batches ran out of retries (seen in the integration test).
+      retry: { initialRetryTime: 5, maxRetryTime: 10_000, retries: 17 },
     });
     await producer.connect();
     // kafkajs runs InitProducerId at the first transaction: an empty one, begun and aborted, is it.
