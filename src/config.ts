@@ -191,6 +191,13 @@ function configFrom(e: Env, { kafkaCa, pgRootCert }: CaFiles) {
     shutdownTimeoutMs: e.EVENTSTREAM_SHUTDOWN_TIMEOUT_SECONDS * 1000,
     logLevel: e.LOG_LEVEL,
     /** The metrics and health endpoint (src/operate/); port 0: off. */
+    /** `serve`'s insights writer (src/serve/insights/). */
+    insights: {
+      enabled: e.EVENTSTREAM_SERVE_INSIGHTS,
+      topic: e.EVENTSTREAM_SERVE_INSIGHTS_TOPIC,
+      groupId: e.EVENTSTREAM_SERVE_INSIGHTS_GROUP,
+      sessionTimeoutMs: e.EVENTSTREAM_SERVE_INSIGHTS_SESSION_TIMEOUT_SECONDS * 1000,
+    },
     http: { port: e.EVENTSTREAM_HTTP_PORT, host: e.EVENTSTREAM_HTTP_HOST, stallMs: e.EVENTSTREAM_READY_STALL_SECONDS * 1000 },
     /** `airflow-eventstream serve` (src/serve/); the thresholds are parsed by src/serve/thresholds.ts. */
     serve: {

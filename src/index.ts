@@ -11,6 +11,8 @@ export {
   SourcePosition,
   TaskState,
 } from "./airflow/events.js";
+/** The insights `serve` publishes (docs/insights.md), for consumers of the insights topic. */
+export { InsightEvent } from "./serve/schemas.js";
 export { loadConfig, type Config } from "./config.js";
 export { Daemon } from "./main.js";
 export * from "./errors.js";

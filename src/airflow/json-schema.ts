@@ -2,6 +2,7 @@ import { writeFileSync, mkdirSync } from "node:fs";
 import { join } from "node:path";
 import { pathToFileURL } from "node:url";
 import { z } from "zod";
+import { InsightEvent } from "../serve/schemas.js";
 import { DagRunEvent, NotificationEvent, NotificationValue, StreamGapEvent, TableTruncatedEvent, TaskInstanceEvent } from "./events.js";
 
 /**
@@ -20,6 +21,7 @@ export function jsonSchemas(): Record<string, unknown> {
     "notification-value.schema.json": doc(NotificationValue, "Notification XCom value (what a task pushes)"),
     "table-truncated-event.schema.json": doc(TableTruncatedEvent, "A captured Airflow table was truncated: all its state is void"),
     "stream-gap-event.schema.json": doc(StreamGapEvent, "Events were lost: the replication slot could not serve a range of the WAL"),
+    "insight-event.schema.json": doc(InsightEvent, "An insight `airflow-eventstream serve` derived, on the insights topic"),
   };
 }
 

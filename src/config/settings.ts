@@ -46,6 +46,11 @@ export const GROUPS = {
     about:
       "Read only by `airflow-eventstream serve` (docs/serve.md): it reads the topics the daemon writes, with the Kafka and topic settings above.",
   },
+  insights: {
+    title: "Insights (serve)",
+    about:
+      "`airflow-eventstream serve` derives insights (run_completed, task_stuck, task_unstuck, task_failed_final, run_cleared) from the events topic onto an insights topic, exactly once across its replicas (docs/insights.md).",
+  },
 } as const;
 
 export type GroupId = keyof typeof GROUPS;
@@ -388,6 +393,29 @@ export const SETTINGS = {
     group: "process",
     schema: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
     about: "pino level; logs are JSON lines on stdout.",
+  },
+  EVENTSTREAM_SERVE_INSIGHTS: {
+    group: "insights",
+    schema: bool.default(true),
+    about:
+      "Derive insights onto `EVENTSTREAM_SERVE_INSIGHTS_TOPIC`. Needs the single-topic layout (`EVENTSTREAM_TOPIC_TEMPLATE` empty) and the current-state topic.",
+  },
+  EVENTSTREAM_SERVE_INSIGHTS_TOPIC: {
+    group: "insights",
+    schema: topicName.default("airflow.insights"),
+    about:
+      "The insights topic (key: `dag_id`). Created with the events topic's partition count when missing; an existing one must have that count.",
+  },
+  EVENTSTREAM_SERVE_INSIGHTS_GROUP: {
+    group: "insights",
+    schema: z.string().min(1).default("airflow-eventstream-insights"),
+    about:
+      "Consumer group of the insights writers: the replicas share the events topic's partitions through it, and its committed offsets say where each partition's insights stop.",
+  },
+  EVENTSTREAM_SERVE_INSIGHTS_SESSION_TIMEOUT_SECONDS: {
+    group: "insights",
+    schema: int(6, 300).default(30),
+    about: "How long a replica that stopped answering keeps its partitions before another takes them (Kafka's group session timeout).",
   },
 } satisfies Record<string, Setting>;
 

@@ -8,6 +8,7 @@ import { withKafka } from "../operate/kafka-facts.js";
 import { buildApi } from "./api.js";
 import { Follower } from "./follow.js";
 import { RecentEvents } from "./recent.js";
+import { startInsights } from "./insights/start.js";
 import { parseStuckConfig } from "./thresholds.js";
 import { RunStore } from "./view/store.js";
 
@@ -41,7 +42,12 @@ export async function serveCommand(cfg: Config, log: Logger): Promise<number> {
       maxWaiters: cfg.serve.maxWaiters,
       sse: { maxClients: cfg.serve.maxStreams, maxQueued: 10_000, keepAliveMs: 15_000 },
     });
-    const server = await listen(api.app.fetch, cfg.serve.host, cfg.serve.port);
+    // Its own group, clients and view (docs/insights.md): the replicas share the insights, while each serves every read.
+    const insights = cfg.insights.enabled ? await startInsights(cfg, log) : null;
+    const server = await listen(api.app.fetch, cfg.serve.host, cfg.serve.port).catch(async (e: unknown) => {
+      await insights?.close();
+      throw e;
+    });
     log.info({ host: cfg.serve.host, port: (server.address() as AddressInfo).port }, "serving the query API (docs/serve.md)");
     const stopped = new Promise<void>((resolve) => {
       process.once("SIGTERM", () => resolve());
@@ -53,6 +59,7 @@ export async function serveCommand(cfg: Config, log: Logger): Promise<number> {
       log.info("stopping");
     } finally {
       api.close();
+      await insights?.close().catch((e: unknown) => log.warn({ err: describeError(e) }, "closing the insights writer failed"));
       await follower.stop().catch((e: unknown) => log.warn({ err: describeError(e) }, "closing the Kafka reader failed"));
       server.closeAllConnections?.();
       await new Promise<void>((resolve) => server.close(() => resolve()));

@@ -138,7 +138,10 @@ const cause = z
     position: position,
     topic: z.string(),
     partition: z.number().int(),
-    offset: z.string(),
+    offset: z
+      .string()
+      .nullable()
+      .describe("null when the writer knew the event from the current-state topic (read at start), not from the events topic"),
   })
   .describe("The event that caused this insight (for task_stuck: the event that put the task in its state)");
 

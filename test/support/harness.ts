@@ -126,6 +126,10 @@ export function daemonEnv(database: string, extra: Record<string, string> = {}):
     EVENTSTREAM_CHECKPOINT_TOPIC: `checkpoints.${database}`,
     // Its own current-state topic, for the same reasons.
     EVENTSTREAM_STATE_TOPIC: `state.${database}`,
+    // serve's insights writer: its own topic and group too (a shared one would hold another test's
+    // partition count and members).
+    EVENTSTREAM_SERVE_INSIGHTS_TOPIC: `insights.${database}`,
+    EVENTSTREAM_SERVE_INSIGHTS_GROUP: `insights-${database}`,
     EVENTSTREAM_TOPIC_PARTITIONS: "3",
     EVENTSTREAM_STATUS_INTERVAL_SECONDS: "1",
     LOG_LEVEL: "info",
