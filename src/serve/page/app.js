@@ -7,7 +7,7 @@ import { buildGrid, renderDagList, renderLegend, renderStuck, renderSummaries, u
 
 const params = new URLSearchParams(location.search);
 // 50 runs as Airflow's grid shows by default; ?runs=N for more or fewer.
-const MAX_RUNS = Number(params.get("runs") ?? 50);
+const MAX_RUNS = Math.min(1000, Math.max(1, Number(params.get("runs") ?? 50) || 50));
 // Stuck depends on time passing, not only on events: asked again on this interval and after events.
 const STUCK_POLL_MS = Number(params.get("stuck_poll_ms") ?? 5000);
 const DAGS_POLL_MS = 10_000;
@@ -39,8 +39,10 @@ const page = {
   selectedRun: null,
 };
 
-async function getJson(path) {
+async function getJson(path, { missing } = {}) {
   const res = await fetch(path, { headers: { accept: "application/json" } });
+  // A DAG the service has not seen a run of yet is a 404: for the page, no runs so far.
+  if (res.status === 404 && missing !== undefined) return missing;
   if (!res.ok) throw new Error(`${path}: HTTP ${res.status}`);
   return res.json();
 }
@@ -90,7 +92,7 @@ async function openDag(dagId) {
   openStream(dagId);
   const model = page.model;
   try {
-    const runs = list(await getJson(`/dags/${encodeURIComponent(dagId)}/runs`), "runs");
+    const runs = list(await getJson(`/dags/${encodeURIComponent(dagId)}/runs?limit=${MAX_RUNS}`, { missing: [] }), "runs");
     if (page.model !== model) return;
     for (const r of runs) applyRunView(model, r, page.changes);
   } catch (e) {
@@ -191,7 +193,7 @@ async function refreshStuck() {
   if (!model) return;
   let items;
   try {
-    items = list(await getJson("/stuck"), "stuck").filter((i) => i.dag_id === model.dagId);
+    items = list(await getJson(`/stuck?dag=${encodeURIComponent(model.dagId)}`), "stuck").filter((i) => i.dag_id === model.dagId);
   } catch {
     return;
   }
