@@ -12,6 +12,7 @@ import { REPLAY_USAGE, parseReplayArgs, replay, type ReplayArgs } from "./backfi
 import { statusCommand } from "./operate/status.js";
 import { checkCommand } from "./operate/check.js";
 import { tailCommand, type TailOptions } from "./operate/tail.js";
+import { serveCommand } from "./serve/command.js";
 
 const FOOTER = `
 Configuration comes from environment variables (and ./.env); see .env.example.
@@ -116,6 +117,10 @@ function program(setExit: (code: number) => void): Command {
       const opts: TailOptions = { dags: o.dag ?? null, from: o.from, follow: o.follow === true, json: o.json === true };
       return exit(withEnv(2, ({ cfg, log }) => tailCommand(cfg, log, opts)));
     });
+  cli
+    .command("serve")
+    .description("the query service: runs, readiness, stuck tasks and history over REST and SSE, from the topics (docs/serve.md)")
+    .action(() => exit(withEnv(1, ({ cfg, log }) => serveCommand(cfg, log))));
   return cli;
 }
 

@@ -192,6 +192,19 @@ function configFrom(e: Env, { kafkaCa, pgRootCert }: CaFiles) {
     logLevel: e.LOG_LEVEL,
     /** The metrics and health endpoint (src/operate/); port 0: off. */
     http: { port: e.EVENTSTREAM_HTTP_PORT, host: e.EVENTSTREAM_HTTP_HOST, stallMs: e.EVENTSTREAM_READY_STALL_SECONDS * 1000 },
+    /** `airflow-eventstream serve` (src/serve/); the thresholds are parsed by src/serve/thresholds.ts. */
+    serve: {
+      port: e.EVENTSTREAM_SERVE_PORT,
+      host: e.EVENTSTREAM_SERVE_HOST,
+      maxRuns: e.EVENTSTREAM_SERVE_MAX_RUNS,
+      recentRuns: e.EVENTSTREAM_SERVE_RECENT_RUNS,
+      historyPerRun: e.EVENTSTREAM_SERVE_HISTORY_PER_RUN,
+      stuckSeconds: e.EVENTSTREAM_SERVE_STUCK_SECONDS,
+      stuckDags: e.EVENTSTREAM_SERVE_STUCK_DAGS,
+      maxWaiters: e.EVENTSTREAM_SERVE_MAX_WAITERS,
+      maxStreams: e.EVENTSTREAM_SERVE_MAX_STREAMS,
+      eventBuffer: e.EVENTSTREAM_SERVE_EVENT_BUFFER,
+    },
   };
 }
 

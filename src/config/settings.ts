@@ -41,6 +41,11 @@ export const GROUPS = {
   },
   notifications: { title: "Notifications (XCom)", about: "" },
   process: { title: "Process", about: "" },
+  serve: {
+    title: "Query service (`airflow-eventstream serve`)",
+    about:
+      "Read only by `airflow-eventstream serve` (docs/serve.md): it reads the topics the daemon writes, with the Kafka and topic settings above.",
+  },
 } as const;
 
 export type GroupId = keyof typeof GROUPS;
@@ -326,6 +331,58 @@ export const SETTINGS = {
     schema: int(1, 86_400).default(60),
     about:
       "`/readyz` answers 503 when the slot's lag grew and no acknowledgement reached PostgreSQL for this many seconds: connected but not progressing (Kafka down, a stuck produce).",
+  },
+  EVENTSTREAM_SERVE_PORT: {
+    group: "serve",
+    schema: int(0, 65535).default(9465),
+    about: "Port of the query service's HTTP API (0: any free port, logged).",
+  },
+  EVENTSTREAM_SERVE_HOST: {
+    group: "serve",
+    schema: z.string().min(1).default("0.0.0.0"),
+    about: "Address the query service listens on (`127.0.0.1`: this host only).",
+  },
+  EVENTSTREAM_SERVE_MAX_RUNS: {
+    group: "serve",
+    schema: int(1, 10_000_000).default(20_000),
+    about:
+      "Runs not yet complete held at most; past it the least recently updated are dropped (and counted). About 0.9 KB of heap per task instance (docs/serve.md).",
+  },
+  EVENTSTREAM_SERVE_RECENT_RUNS: {
+    group: "serve",
+    schema: int(0, 10_000_000).default(2_000),
+    about: "Complete runs held, least recently used dropped first.",
+  },
+  EVENTSTREAM_SERVE_HISTORY_PER_RUN: {
+    group: "serve",
+    schema: int(10, 1_000_000).default(1_000),
+    about: "History entries (state changes, tries, clears) held per run; the oldest go first.",
+  },
+  EVENTSTREAM_SERVE_STUCK_SECONDS: {
+    group: "serve",
+    schema: z.string().default(""),
+    about:
+      "Stuck thresholds per task state, changing the defaults (scheduled=600, queued=600, running=3600, deferred=3600, up_for_retry=1800, up_for_reschedule=3600), e.g. `queued=300,running=7200`.",
+  },
+  EVENTSTREAM_SERVE_STUCK_DAGS: {
+    group: "serve",
+    schema: z.string().default(""),
+    about: "Per-DAG stuck thresholds, `;` between DAGs: `etl_daily:running=14400;fast_dag:queued=60,running=120`.",
+  },
+  EVENTSTREAM_SERVE_MAX_WAITERS: {
+    group: "serve",
+    schema: int(1, 1_000_000).default(1_000),
+    about: "`ready?wait=` requests waiting at once; more are answered 429.",
+  },
+  EVENTSTREAM_SERVE_MAX_STREAMS: {
+    group: "serve",
+    schema: int(1, 100_000).default(200),
+    about: "`/events` streams open at once; more are answered 429.",
+  },
+  EVENTSTREAM_SERVE_EVENT_BUFFER: {
+    group: "serve",
+    schema: int(1, 10_000_000).default(10_000),
+    about: "Recent events held for `/events` clients resuming with `Last-Event-ID` (~1 KB each).",
   },
   LOG_LEVEL: {
     group: "process",
