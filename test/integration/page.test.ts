@@ -52,11 +52,12 @@ beforeAll(async () => {
     {
       ...env,
       EVENTSTREAM_SERVE_PORT: String(port),
-      EVENTSTREAM_SERVE_STUCK_THRESHOLDS: JSON.stringify({ queued: QUEUED_THRESHOLD_S }),
+      EVENTSTREAM_SERVE_HOST: "127.0.0.1",
+      EVENTSTREAM_SERVE_STUCK_SECONDS: `queued=${QUEUED_THRESHOLD_S}`,
     },
     ["serve"],
   );
-  await waitFor(`serve answering on ${base}`, async () => (await fetch(`${base}/dags`)).ok, 60_000, 250);
+  await waitFor(`serve ready on ${base}`, async () => (await fetch(`${base}/readyz`)).ok, 60_000, 250);
   browser = await launchChromium();
 });
 
@@ -98,10 +99,17 @@ async function expectCellState(page: Page, runId: string, taskId: string, state:
   expect(await c.getAttribute("aria-label")).toContain(state);
 }
 
-async function screenshot(page: Page, name: string): Promise<void> {
+/** The page from the top down to the bottom of `until` (default: all of it). */
+async function screenshot(page: Page, name: string, until?: string): Promise<void> {
   if (!SCREENSHOTS) return;
   mkdirSync("docs/img", { recursive: true });
-  await page.screenshot({ path: `docs/img/${name}`, fullPage: true });
+  const box = until ? await page.locator(until).boundingBox() : null;
+  const width = page.viewportSize()!.width;
+  await page.screenshot({
+    path: `docs/img/${name}`,
+    fullPage: true,
+    ...(box ? { clip: { x: 0, y: 0, width, height: box.y + box.height + 16 } } : {}),
+  });
 }
 
 describe("the live page", () => {
@@ -120,6 +128,8 @@ describe("the live page", () => {
     );
 
     const page = await browser.context.newPage();
+    // Small enough that the screenshots show the grid and not mostly white space.
+    await page.setViewportSize({ width: 900, height: 480 });
     const errors: string[] = [];
     page.on("pageerror", (e) => errors.push(e.message));
     let navigations = 0;
@@ -184,13 +194,50 @@ describe("the live page", () => {
       { length: 50 },
       (_, i) => `scheduled__2026-10-${String(1 + (i % 28)).padStart(2, "0")}T${String(Math.floor(i / 28)).padStart(2, "0")}:00:00`,
     );
-    for (const r of runs) await triggerRun(WIDE, r, tasks);
+    const ids: number[] = [];
+    for (const r of runs) ids.push(await triggerRun(WIDE, r, tasks));
     await waitFor(
       `${WIDE}'s 50 runs in GET /dags`,
       async () =>
         ((await (await fetch(`${base}/dags`)).json()) as { dag_id: string; active_runs: number }[]).some(
           (d) => d.dag_id === WIDE && d.active_runs === 50,
         ),
+      60_000,
+      250,
+    );
+    // A history as a grid shows one: 48 finished runs with a few failures, retries and skips, one in
+    // progress, and the newest not started; the page then opens on every state colour at once.
+    const done = runs.slice(0, 48);
+    await db.query(
+      `UPDATE task_instance SET state = CASE
+         WHEN abs(hashtext(run_id || task_id)) % 331 = 0 THEN 'failed'
+         WHEN abs(hashtext(run_id || task_id)) % 317 = 0 THEN 'upstream_failed'
+         WHEN abs(hashtext(run_id || task_id)) % 23 = 0 THEN 'skipped'
+         ELSE 'success' END
+       WHERE dag_id = $1 AND run_id = ANY($2)`,
+      [WIDE, done],
+    );
+    await db.query(
+      `UPDATE dag_run d SET state = CASE WHEN EXISTS (SELECT 1 FROM task_instance t WHERE t.dag_id = d.dag_id AND t.run_id = d.run_id
+         AND t.state IN ('failed', 'upstream_failed')) THEN 'failed' ELSE 'success' END,
+         start_date = now() - interval '2 hours', end_date = now() - interval '1 hour' + (abs(hashtext(run_id)) % 900) * interval '1 second'
+       WHERE dag_id = $1 AND run_id = ANY($2)`,
+      [WIDE, done],
+    );
+    await db.query(
+      `UPDATE task_instance SET state = CASE WHEN task_id < 'task_30' THEN 'success' WHEN task_id < 'task_34' THEN 'running'
+         WHEN task_id < 'task_36' THEN 'up_for_retry' WHEN task_id < 'task_40' THEN 'queued' WHEN task_id < 'task_45' THEN 'scheduled' END
+       WHERE dag_id = $1 AND run_id = $2`,
+      [WIDE, runs[48]],
+    );
+    await updateDagRun(db, ids[48]!, { state: "running", start_date: new Date() });
+    await waitFor(
+      `${WIDE}'s run ${runs[48]} in progress in serve`,
+      async () => {
+        const res = await fetch(`${base}/dags/${WIDE}/runs/${encodeURIComponent(runs[48]!)}`);
+        const run = res.ok ? ((await res.json()) as { state: string; tasks: { state: string | null }[] }) : null;
+        return run?.state === "running" && run.tasks.filter((t) => t.state === "queued").length === 4;
+      },
       60_000,
       250,
     );
@@ -204,6 +251,7 @@ describe("the live page", () => {
     const frames = await page.evaluate<{ ms: number; events: number; rebuilt: boolean }[]>(
       `performance.getEntriesByName("eventstream:frame").map((e) => ({ ms: e.duration, ...e.detail }))`,
     );
+    await screenshot(page, "serve-grid-50x50.png", "#stuck-list");
     const rebuild = frames.filter((f) => f.rebuilt).map((f) => f.ms);
     const batches = frames.filter((f) => !f.rebuilt && f.events > 0);
     console.log(

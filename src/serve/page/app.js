@@ -116,7 +116,12 @@ function openStream(dagId) {
     }
     schedule();
   };
-  for (const name of ["message", "task_instance", "dag_run", "table_truncated"]) stream.addEventListener(name, onEvent);
+  // The service names each SSE event by the event's type (src/serve/sse.ts).
+  for (const name of ["task_instance", "dag_run", "table_truncated", "stream_gap"]) stream.addEventListener(name, onEvent);
+  // Resumed from before what the service still holds: events were missed, so the runs are read again.
+  stream.addEventListener("reset", () => {
+    if (page.stream === stream) void openDag(dagId);
+  });
   stream.onopen = () => setConnection("live", "live");
   // EventSource reconnects by itself and sends Last-Event-ID (the last position): the service resumes there.
   stream.onerror = () => setConnection("reconnecting", "reconnecting…");
@@ -144,7 +149,7 @@ function flush() {
   render(changes);
   // A measure per frame, so a test (and anyone in the browser's performance panel) sees what a batch costs.
   performance.measure("eventstream:frame", { start: started, detail: { events: events.length, rebuilt: changes.structural } });
-  if (changes.cells.size > 0 || changes.runs.size > 0) throttledStuck();
+  if (changes.cells.size > 0 || changes.runs.size > 0) throttledRefresh();
 }
 
 function render(changes) {
@@ -212,9 +217,15 @@ async function refreshStuck() {
   schedule();
 }
 
-let stuckTimer = 0;
-function throttledStuck() {
-  if (stuckTimer === 0) stuckTimer = setTimeout(() => ((stuckTimer = 0), void refreshStuck()), 1000);
+let refreshTimer = 0;
+/** After events: /stuck and the DAG list's counts again, at most once a second however many events come. */
+function throttledRefresh() {
+  if (refreshTimer !== 0) return;
+  refreshTimer = setTimeout(() => {
+    refreshTimer = 0;
+    void refreshStuck();
+    void refreshDags();
+  }, 1000);
 }
 
 function dagFromHash() {

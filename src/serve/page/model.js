@@ -80,7 +80,8 @@ function sameTaskIds(a, b) {
  * re-delivery, or one the REST answer already held.
  */
 export function applyEvent(model, ev, changes = emptyChanges()) {
-  if (ev.type === "table_truncated") {
+  // Rows went without events for each (TRUNCATE), or events were lost (a gap in the stream): read the runs again.
+  if (ev.type === "table_truncated" || ev.type === "stream_gap") {
     changes.reload = true;
     return changes;
   }
