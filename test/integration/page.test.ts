@@ -188,7 +188,7 @@ describe("the live page", () => {
     await page.close();
   });
 
-  it("renders 50 runs x 50 tasks and applies a batch of changes in one frame", async () => {
+  it("renders 50 runs x 50 tasks and applies a transaction of 50 changes in a few frames, not one per event", async () => {
     const tasks = Array.from({ length: 50 }, (_, i) => `task_${String(i).padStart(2, "0")}`);
     const runs = Array.from(
       { length: 50 },
