@@ -15,4 +15,7 @@ fi
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq >/dev/null
 apt-get install -y -qq --no-install-recommends chromium >/dev/null
-/usr/bin/chromium --version
+if [[ ! -x /usr/bin/chromium ]]; then
+  echo "scripts/chromium.sh: apt-get installed chromium but /usr/bin/chromium is not there" >&2
+  exit 1
+fi
