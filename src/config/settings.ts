@@ -346,7 +346,7 @@ export const SETTINGS = {
     group: "serve",
     schema: int(1, 10_000_000).default(20_000),
     about:
-      "Runs not yet complete held at most; past it the least recently updated are dropped (and counted). About 0.9 KB of heap per task instance (docs/serve.md).",
+      "Runs not yet complete held at most; past it the least recently updated are dropped (and counted). About 370 bytes of heap per task instance (docs/serve.md).",
   },
   EVENTSTREAM_SERVE_RECENT_RUNS: {
     group: "serve",

@@ -12,7 +12,7 @@ import { parseStuckConfig } from "./thresholds.js";
 import { RunStore } from "./view/store.js";
 
 /** Measured by bench/serve-memory.ts: heap per task instance held (three history entries each). */
-const BYTES_PER_TASK = 920;
+const BYTES_PER_TASK = 370;
 const TASKS_PER_RUN = 50;
 
 /**

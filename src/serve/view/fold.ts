@@ -15,14 +15,8 @@ export interface ApplyContext {
 /** States in which a task instance is doing (or has done) work: reaching one after a clear makes it a rerun. */
 const RAN_STATES = new Set(["running", "success", "failed", "up_for_retry", "up_for_reschedule", "deferred", "skipped", "upstream_failed"]);
 
-function pushHistory(run: RunRecord, entry: HistoryEntry, cap: number): void {
-  run.history.push(entry);
-  if (run.history.length > cap) {
-    // Drop the oldest tenth at once: shifting one element per event would be O(cap) each time.
-    const drop = Math.max(1, Math.floor(cap / 10));
-    run.history.splice(0, drop);
-    run.historyDropped += drop;
-  }
+function pushHistory(run: RunRecord, entry: HistoryEntry, task: TaskRecord | null): void {
+  run.history.push(entry, task);
 }
 
 /**
@@ -36,7 +30,6 @@ export function applyTaskEvent(
   e: TaskInstanceEvent & { task_id: string; map_index: number },
   ctx: ApplyContext,
   intern: Interner,
-  historyCap: number,
 ): void {
   const key = taskKey(e.task_id, e.map_index);
   const had = run.tasks.get(key);
@@ -75,10 +68,10 @@ export function applyTaskEvent(
   if (ctx.bootstrap) return;
   const base = { position: ctx.position, commit_time: ctx.commitTime, task_id: rec.taskId, map_index: rec.mapIndex, clear_number: null };
   if (beforeTry !== null && e.try_number !== null && e.try_number > beforeTry)
-    pushHistory(run, { ...base, kind: "task_try", from: before ?? null, to: state, try_number: e.try_number }, historyCap);
+    pushHistory(run, { ...base, kind: "task_try", from: before ?? null, to: state, try_number: e.try_number }, rec);
   if (before !== state && (had !== undefined || state !== null)) {
     const kind = state === null && before !== null ? "task_cleared" : "task_state";
-    pushHistory(run, { ...base, kind, from: before ?? null, to: state, try_number: e.try_number }, historyCap);
+    pushHistory(run, { ...base, kind, from: before ?? null, to: state, try_number: e.try_number }, rec);
   }
 }
 
@@ -89,7 +82,7 @@ const FINISHED = new Set(["success", "failed"]);
  * 2.8, which has no clear_number) a finished run going back to queued or running.
  * Returns true when the run was cleared.
  */
-export function applyRunEvent(run: RunRecord, e: DagRunEvent, ctx: ApplyContext, intern: Interner, historyCap: number): boolean {
+export function applyRunEvent(run: RunRecord, e: DagRunEvent, ctx: ApplyContext, intern: Interner): boolean {
   if (run.runPosition !== null && run.runPosition >= ctx.position) return false;
   run.runPosition = ctx.position;
   const before = run.runSeen ? run.state : e.previous_state_known ? e.previous_state : null;
@@ -110,9 +103,8 @@ export function applyRunEvent(run: RunRecord, e: DagRunEvent, ctx: ApplyContext,
   if (cleared) run.durationCounted = false;
   if (ctx.bootstrap) return false;
   const base = { position: ctx.position, commit_time: ctx.commitTime, task_id: null, map_index: null, try_number: null };
-  if (cleared) pushHistory(run, { ...base, kind: "run_cleared", from: before, to: state, clear_number: e.clear_number }, historyCap);
-  else if (before !== state)
-    pushHistory(run, { ...base, kind: "run_state", from: before, to: state, clear_number: e.clear_number }, historyCap);
+  if (cleared) pushHistory(run, { ...base, kind: "run_cleared", from: before, to: state, clear_number: e.clear_number }, null);
+  else if (before !== state) pushHistory(run, { ...base, kind: "run_state", from: before, to: state, clear_number: e.clear_number }, null);
   return cleared;
 }
 

@@ -1,10 +1,10 @@
-import type { HistoryEntry } from "../schemas.js";
+import { HistoryLog } from "./history.js";
 
 /**
  * What the view holds per task instance and per run. Kept to the fields the answers need (no copy of
  * an event): 10,000 active runs x 50 tasks is half a million of these (docs/serve.md has the
  * measured heap). Strings that repeat across runs (dag_id, task_id, states) are interned, and a
- * task's `position`/`stateSince` share the event's strings with its history entries.
+ * run's history is columnar (history.ts).
  */
 export interface TaskRecord {
   taskId: string;
@@ -41,8 +41,7 @@ export interface RunRecord {
   runPosition: string | null;
   /** Key `${task_id}\u0000${map_index}`. */
   tasks: Map<string, TaskRecord>;
-  history: HistoryEntry[];
-  historyDropped: number;
+  history: HistoryLog;
   /** task_id[map_index] of task instances that went back to None and ran again. */
   rerun: Set<string>;
   /** This run's duration went into its DAG's duration history (once per run). */
@@ -82,7 +81,7 @@ export class Interner {
   }
 }
 
-export function emptyRun(dagId: string, runId: string, position: string, commitTime: string): RunRecord {
+export function emptyRun(dagId: string, runId: string, position: string, commitTime: string, historyCap: number): RunRecord {
   return {
     dagId,
     runId,
@@ -98,8 +97,7 @@ export function emptyRun(dagId: string, runId: string, position: string, commitT
     runSeen: false,
     runPosition: null,
     tasks: new Map(),
-    history: [],
-    historyDropped: 0,
+    history: new HistoryLog(historyCap),
     rerun: new Set(),
     durationCounted: false,
   };

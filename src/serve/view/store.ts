@@ -107,14 +107,14 @@ export class RunStore {
       return;
     }
     if (run === undefined) {
-      run = emptyRun(this.intern.of(dagId), runId, ctx.position, ctx.commitTime);
+      run = emptyRun(this.intern.of(dagId), runId, ctx.position, ctx.commitTime, this.opts.historyPerRun);
       let keys = this.byDag.get(run.dagId);
       if (keys === undefined) this.byDag.set(run.dagId, (keys = new Set()));
       keys.add(key);
     }
     if (event.type === "task_instance")
-      applyTaskEvent(run, event as typeof event & { task_id: string; map_index: number }, ctx, this.intern, this.opts.historyPerRun);
-    else applyRunEvent(run, event, ctx, this.intern, this.opts.historyPerRun);
+      applyTaskEvent(run, event as typeof event & { task_id: string; map_index: number }, ctx, this.intern);
+    else applyRunEvent(run, event, ctx, this.intern);
     if (FINISHED.has(run.state ?? "") && !run.durationCounted) this.countDuration(run);
     this.place(key, run);
     this.changed(run, ctx);
@@ -197,7 +197,7 @@ export class RunStore {
 
   history(dagId: string, runId: string): { entries: HistoryEntry[]; dropped: number } | null {
     const r = this.find(dagId, runId);
-    return r === undefined ? null : { entries: [...r.history], dropped: r.historyDropped };
+    return r === undefined ? null : { entries: r.history.entries(), dropped: r.history.dropped };
   }
 
   ready(dagId: string, runId: string, tasks: readonly string[]): ReadyView | null {

@@ -4,6 +4,7 @@ import { ConfigError } from "../../../src/errors.js";
 import { RecentEvents } from "../../../src/serve/recent.js";
 import { parseStuckConfig } from "../../../src/serve/thresholds.js";
 import { Waiters } from "../../../src/serve/waiters.js";
+import { HistoryLog } from "../../../src/serve/view/history.js";
 import { RunStore } from "../../../src/serve/view/store.js";
 import { DEFAULT_THRESHOLDS } from "../../../src/serve/view/stuck.js";
 import { Stream } from "./events.js";
@@ -90,5 +91,33 @@ describe("RecentEvents", () => {
     r.push(ev(pos(5), null), "{}");
     r.push(ev(pos(6), "d"), "{}");
     expect(seen).toEqual([`${pos(5)}:null`, `${pos(6)}:d`]);
+  });
+});
+
+describe("HistoryLog", () => {
+  const entry = (position: string, commitTime: string, to: string | null) => ({
+    position,
+    commit_time: commitTime,
+    kind: "task_state" as const,
+    from: null,
+    to,
+    try_number: 2,
+    clear_number: null,
+  });
+
+  it("gives back exactly what was pushed, also strings that do not fit its columns, and drops the oldest past its cap", () => {
+    const log = new HistoryLog(10);
+    const task = { taskId: "t", mapIndex: 3 };
+    log.push(entry("00000000016B3748-0000000A", "2026-11-25T08:17:27.123456Z", "running"), task);
+    log.push(entry("not-a-position", "2026-11-25T08:17:27Z", "a_state_from_the_future"), null);
+    expect(log.entries()).toEqual([
+      { ...entry("00000000016B3748-0000000A", "2026-11-25T08:17:27.123456Z", "running"), task_id: "t", map_index: 3 },
+      { ...entry("not-a-position", "2026-11-25T08:17:27Z", "a_state_from_the_future"), task_id: null, map_index: null },
+    ]);
+    for (let i = 0; i < 20; i++)
+      log.push(entry(`${"0".repeat(15)}1-${i.toString(16).toUpperCase().padStart(8, "0")}`, "2026-11-25T08:17:27.000001Z", null), task);
+    expect(log.length).toBeLessThanOrEqual(10);
+    expect(log.dropped + log.length).toBe(22);
+    expect(log.entries().at(-1)!.position).toBe("0000000000000001-00000013");
   });
 });
