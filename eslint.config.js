@@ -15,6 +15,27 @@ export default tseslint.config(
     },
   },
   {
+    // The live page (docs/serve-page.md) runs in the browser as written: the browser globals it uses.
+    files: ["src/serve/page/**/*.js"],
+    languageOptions: {
+      globals: Object.fromEntries(
+        [
+          "document",
+          "window",
+          "location",
+          "fetch",
+          "EventSource",
+          "requestAnimationFrame",
+          "performance",
+          "setTimeout",
+          "setInterval",
+          "CSS",
+          "URLSearchParams",
+        ].map((g) => [g, "readonly"]),
+      ),
+    },
+  },
+  {
     files: ["test/**", "bench/**", "scripts/**", "examples/**"],
     rules: { "no-console": "off" },
   },

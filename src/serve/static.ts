@@ -14,8 +14,8 @@ const TYPES: Record<string, string> = {
 
 /**
  * The live page's hook: the files of src/serve/page/ (the page helper's) at GET / (index.html) and
- * GET /page/*. Read relative to this module, from dist/serve/page/ when built (the build copies the
- * directory) or src/serve/page/ when run from source; nothing is served when the directory does not
+ * GET /page/*. Read relative to this module, from src/serve/page/ in a checkout, else from
+ * dist/serve/page/ (`npm run build` copies the directory there); nothing is served when the directory does not
  * exist. Paths are resolved and must stay inside the directory (no ../ escape).
  */
 export function servePage(app: OpenAPIHono, dir = pageDir()): void {
@@ -44,6 +44,8 @@ export function servePage(app: OpenAPIHono, dir = pageDir()): void {
 
 function pageDir(): string | null {
   const here = path.dirname(fileURLToPath(import.meta.url));
-  for (const candidate of [path.join(here, "page"), path.join(here, "../../src/serve/page")]) if (existsSync(candidate)) return candidate;
+  // The sources first: in a checkout dist/serve/page/ is a copy from the last `npm run build` and may
+  // be stale; an installed package or the image has no src/ and serves the copy.
+  for (const candidate of [path.join(here, "../../src/serve/page"), path.join(here, "page")]) if (existsSync(candidate)) return candidate;
   return null;
 }
