@@ -7,7 +7,12 @@
  * Events are built in the loop and dropped after apply, as the Kafka reader does: what stays is
  * what the view keeps.
  */
-import { RunStore } from "../dist/serve/view/store.js";
+import type * as StoreModule from "../src/serve/view/store.js";
+
+// The built module (src's imports name .js files that only dist/ has); typed from the source, so
+// `npm run typecheck` does not need a build first.
+const storeModule = "../dist/serve/view/store.js";
+const { RunStore } = (await import(storeModule)) as typeof StoreModule;
 
 const RUNS = Number(process.env.SERVE_MEM_RUNS ?? 10_000);
 const TASKS = Number(process.env.SERVE_MEM_TASKS ?? 50);
