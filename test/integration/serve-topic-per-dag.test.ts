@@ -37,6 +37,8 @@ it("follows the per-DAG topics, those there at start and one created later", asy
     EVENTSTREAM_TOPIC_TEMPLATE: `${db}.{dag_id}`,
     EVENTSTREAM_SERVE_PORT: String(port),
     EVENTSTREAM_SERVE_HOST: "127.0.0.1",
+    // Insights need the single-topic layout (docs/insights.md): off here, refused below when on.
+    EVENTSTREAM_SERVE_INSIGHTS: "false",
   });
   const daemon = spawnDaemon(env);
   procs.push(daemon);
@@ -54,6 +56,10 @@ it("follows the per-DAG topics, those there at start and one created later", asy
   } finally {
     await admin.disconnect();
   }
+  const refused = spawnDaemon({ ...env, EVENTSTREAM_SERVE_INSIGHTS: "true" }, ["serve"]);
+  procs.push(refused);
+  expect(await refused.exited).toBe(2);
+  expect(refused.output.join("\n")).toContain("insights need the single-topic layout");
   const serve = spawnDaemon(env, ["serve"]);
   procs.push(serve);
   const run = (dag: string) =>
