@@ -3,28 +3,11 @@ import { pino } from "pino";
 import { bootstrapFromState, type BootstrapDeps } from "../../../src/consumer/bootstrap.js";
 import { DagSequencer } from "../../../src/consumer/sequencer.js";
 import { emptyState, type FoldedState } from "../../../src/sink/state-topic.js";
+import { dagRunEvent, position as pos, sourceAt } from "../../support/events.js";
 
-const pos = (lsn: number, index = 0) => `${lsn.toString(16).toUpperCase().padStart(16, "0")}-${index.toString(16).padStart(8, "0")}`;
 
 function runEvent(dagId: string, runId: string, state: string, position: string): Record<string, unknown> {
-  return {
-    type: "dag_run",
-    op: "update",
-    dag_id: dagId,
-    run_id: runId,
-    dag_run_id: 1,
-    state,
-    previous_state: null,
-    previous_state_known: false,
-    run_type: "manual",
-    logical_date: null,
-    data_interval_start: null,
-    data_interval_end: null,
-    start_date: null,
-    end_date: null,
-    clear_number: 0,
-    source: { commit_lsn: "0/1", xid: 1, index: 0, position, commit_time: "2026-12-01T00:00:00.000000Z" },
-  };
+  return dagRunEvent({ dag_id: dagId, run_id: runId, state, source: sourceAt(position) });
 }
 
 function state(rows: [string, string, string, string][], position: string): FoldedState {

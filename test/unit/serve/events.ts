@@ -1,4 +1,5 @@
 import type { DagRunEvent, StreamEvent, StreamGapEvent, TableTruncatedEvent, TaskInstanceEvent } from "../../../src/airflow/events.js";
+import { dagRunEvent, taskInstanceEvent } from "../../support/events.js";
 import type { ApplyContext, RunStore } from "../../../src/serve/view/store.js";
 
 /** Builders of events for the view's unit tests: positions increase with each call. */
@@ -28,35 +29,7 @@ export class Stream {
     more: Partial<Omit<TaskInstanceEvent, "op">> & { op?: "insert" | "update" | "snapshot" | "delete"; bootstrap?: boolean } = {},
   ): string {
     const { ctx, source } = this.ctx(more.bootstrap ?? false);
-    const e = {
-      type: "task_instance",
-      op: "update",
-      dag_id: dag,
-      task_id: task,
-      run_id: run,
-      map_index: -1,
-      try_number: 1,
-      max_tries: 1,
-      state,
-      previous_state: null,
-      previous_state_known: false,
-      previous_try_number: null,
-      ti_id: null,
-      start_date: null,
-      end_date: null,
-      duration: null,
-      hostname: null,
-      operator: null,
-      queue: null,
-      pool: null,
-      logical_date: null,
-      run_type: null,
-      data_interval_start: null,
-      data_interval_end: null,
-      clear_number: null,
-      ...more,
-      source,
-    } as TaskInstanceEvent;
+    const e = taskInstanceEvent({ dag_id: dag, task_id: task, run_id: run, max_tries: 1, state, ...more, source });
     this.store.apply(e, ctx);
     return ctx.position;
   }
@@ -68,25 +41,7 @@ export class Stream {
     more: Partial<Omit<DagRunEvent, "op">> & { op?: "insert" | "update" | "delete"; bootstrap?: boolean } = {},
   ): string {
     const { ctx, source } = this.ctx(more.bootstrap ?? false);
-    const e = {
-      type: "dag_run",
-      op: "update",
-      dag_id: dag,
-      run_id: run,
-      dag_run_id: 1,
-      state,
-      previous_state: null,
-      previous_state_known: false,
-      run_type: "manual",
-      logical_date: null,
-      data_interval_start: null,
-      data_interval_end: null,
-      start_date: null,
-      end_date: null,
-      clear_number: 0,
-      ...more,
-      source,
-    } as DagRunEvent;
+    const e = dagRunEvent({ dag_id: dag, run_id: run, state, ...more, source });
     this.store.apply(e, ctx);
     return ctx.position;
   }

@@ -4,6 +4,7 @@ import { deriveFromEvent, noteEmitted, timerStep, type EmittedStuck } from "../.
 import { OwnedPartition } from "../../../src/serve/insights/partition.js";
 import { PartitionView, type CauseRef } from "../../../src/serve/insights/view.js";
 import { InsightEvent } from "../../../src/serve/schemas.js";
+import { dagRunEvent, sourceAt, taskInstanceEvent } from "../../support/events.js";
 
 let seq = 0;
 function pos(): string {
@@ -11,61 +12,19 @@ function pos(): string {
   return `${seq.toString(16).toUpperCase().padStart(16, "0")}-00000000`;
 }
 
-function source(commitTime: string) {
-  const position = pos();
-  return { commit_lsn: "0/1", xid: 1, index: 0, position, commit_time: commitTime };
-}
-
 function ti(over: Partial<TaskInstanceEvent> & { state: string | null }, t = "2026-12-01T10:00:00.000000Z"): TaskInstanceEvent {
-  return {
-    type: "task_instance",
-    op: "update",
-    dag_id: "etl",
-    task_id: "load",
-    run_id: "r1",
-    map_index: -1,
-    try_number: 1,
-    max_tries: 1,
-    previous_state: null,
-    previous_state_known: false,
-    previous_try_number: null,
-    ti_id: null,
-    start_date: null,
-    end_date: null,
-    duration: null,
-    hostname: null,
-    operator: null,
-    queue: null,
-    pool: null,
-    logical_date: null,
-    run_type: null,
-    data_interval_start: null,
-    data_interval_end: null,
-    clear_number: 0,
-    source: source(t),
-    ...over,
-  } as TaskInstanceEvent;
+  return taskInstanceEvent({ dag_id: "etl", task_id: "load", run_id: "r1", max_tries: 1, clear_number: 0, source: sourceAt(pos(), t), ...over });
 }
 
 function run(over: Partial<DagRunEvent> & { state: string | null }, t = "2026-12-01T10:00:00.000000Z"): DagRunEvent {
-  return {
-    type: "dag_run",
-    op: "update",
+  return dagRunEvent({
     dag_id: "etl",
     run_id: "r1",
-    dag_run_id: 1,
-    previous_state: null,
-    previous_state_known: false,
-    run_type: "manual",
     logical_date: "2026-12-01T00:00:00.000000Z",
-    data_interval_start: null,
-    data_interval_end: null,
     start_date: "2026-12-01T10:00:00.000000Z",
-    end_date: null,
-    clear_number: 0,
-    source: source(t),
+    source: sourceAt(pos(), t),
     ...over,
-  } as DagRunEvent;
+  });
 }
 
 /** Derives and applies events in order, as the writer does; returns every insight, each checked against the schema. */

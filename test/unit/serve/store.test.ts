@@ -1,6 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { RunStore } from "../../../src/serve/view/store.js";
 import { DEFAULT_THRESHOLDS } from "../../../src/serve/view/stuck.js";
+import { sourceAt, taskInstanceEvent } from "../../support/events.js";
 import { Stream } from "./events.js";
 
 const at = (iso: string) => iso;
@@ -39,10 +40,7 @@ describe("RunStore: is it complete?", () => {
     s.ti("d", "r", "a", "running");
     const ctx = { position: "0000000000000001-00000000", commitTime: "2026-12-01T00:00:00Z", partition: 0, offset: "0", bootstrap: false };
     s.store.apply(
-      {
-        ...baseTi("d", "r", "a", "queued"),
-        source: { commit_lsn: "0/1", xid: 1, index: 0, position: ctx.position, commit_time: ctx.commitTime },
-      },
+      taskInstanceEvent({ dag_id: "d", run_id: "r", task_id: "a", max_tries: 1, state: "queued", source: sourceAt(ctx.position, ctx.commitTime) }),
       ctx,
     );
     expect(s.store.run("d", "r")!.tasks[0]!.state).toBe("running");
@@ -77,10 +75,7 @@ describe("RunStore: is it complete?", () => {
     expect(s.store.run("d", "r")!.state).toBe("running");
     // A record of an earlier position read after the truncate (another partition): void.
     s.store.apply(
-      {
-        ...baseTi("d", "r", "late", "queued"),
-        source: { commit_lsn: "0/1", xid: 1, index: 0, position: before, commit_time: "2026-12-01T00:00:00Z" },
-      },
+      taskInstanceEvent({ dag_id: "d", run_id: "r", task_id: "late", max_tries: 1, state: "queued", source: sourceAt(before, "2026-12-01T00:00:00Z") }),
       { position: before, commitTime: "2026-12-01T00:00:00Z", partition: 1, offset: "0", bootstrap: false },
     );
     expect(s.store.run("d", "r")!.tasks).toEqual([]);
@@ -264,33 +259,3 @@ describe("RunStore: bounds", () => {
     expect(s.store.counters.droppedRecent).toBe(1);
   });
 });
-
-function baseTi(dag: string, run: string, task: string, state: string) {
-  return {
-    type: "task_instance" as const,
-    op: "update" as const,
-    dag_id: dag,
-    task_id: task,
-    run_id: run,
-    map_index: -1,
-    try_number: 1,
-    max_tries: 1,
-    state,
-    previous_state: null,
-    previous_state_known: false,
-    previous_try_number: null,
-    ti_id: null,
-    start_date: null,
-    end_date: null,
-    duration: null,
-    hostname: null,
-    operator: null,
-    queue: null,
-    pool: null,
-    logical_date: null,
-    run_type: null,
-    data_interval_start: null,
-    data_interval_end: null,
-    clear_number: null,
-  };
-}

@@ -2,6 +2,7 @@ import { createHash } from "node:crypto";
 import { describe, expect, it } from "vitest";
 import type { StreamEvent } from "../../../src/airflow/events.js";
 import { TopicRouter, sanitizeTopic } from "../../../src/sink/routing.js";
+import { dagRunEvent, taskInstanceEvent } from "../../support/events.js";
 
 const source = {
   commit_lsn: "0/16B3748",
@@ -10,54 +11,21 @@ const source = {
   position: "00000000016B3748-00000000",
   commit_time: "2026-11-25T08:17:27.123456Z",
 };
-const run = { logical_date: null, run_type: null, data_interval_start: null, data_interval_end: null, clear_number: null };
-
 function taskInstance(dagId: string): StreamEvent {
-  return {
-    type: "task_instance",
-    op: "update",
+  return taskInstanceEvent({
     dag_id: dagId,
     task_id: "t",
     run_id: "r",
-    map_index: -1,
-    try_number: 1,
-    max_tries: 0,
     state: "running",
     previous_state: "queued",
     previous_state_known: true,
     previous_try_number: 1,
-    ti_id: null,
-    start_date: null,
-    end_date: null,
-    duration: null,
-    hostname: null,
-    operator: null,
-    queue: null,
-    pool: null,
-    ...run,
     source,
-  };
+  });
 }
 
 function dagRun(dagId: string): StreamEvent {
-  return {
-    type: "dag_run",
-    op: "insert",
-    dag_id: dagId,
-    run_id: "r",
-    dag_run_id: 1,
-    state: "queued",
-    previous_state: null,
-    previous_state_known: true,
-    run_type: "manual",
-    logical_date: null,
-    data_interval_start: null,
-    data_interval_end: null,
-    start_date: null,
-    end_date: null,
-    clear_number: 0,
-    source,
-  };
+  return dagRunEvent({ op: "insert", dag_id: dagId, run_id: "r", state: "queued", previous_state_known: true, source });
 }
 
 function notification(dagId: string): StreamEvent {

@@ -10,62 +10,16 @@ import {
   truncateStateKey,
   type FoldedState,
 } from "../../../src/sink/state-topic.js";
+import { dagRunEvent, position, sourceAt, taskInstanceEvent } from "../../support/events.js";
 
-const pos = (n: number): string => `${n.toString(16).toUpperCase().padStart(16, "0")}-00000000`;
-const source = (n: number) => ({ commit_lsn: "0/1", xid: 1, index: 0, position: pos(n), commit_time: "2026-01-01T00:00:00.000000Z" });
+const source = (n: number) => sourceAt(position(n), "2026-01-01T00:00:00.000000Z");
 
 function ti(n: number, over: Partial<TaskInstanceEvent> = {}): TaskInstanceEvent {
-  return {
-    type: "task_instance",
-    op: "update",
-    dag_id: "d",
-    task_id: "t",
-    run_id: "r",
-    map_index: -1,
-    try_number: 1,
-    max_tries: 0,
-    state: "running",
-    previous_state: null,
-    previous_state_known: true,
-    previous_try_number: null,
-    ti_id: null,
-    start_date: null,
-    end_date: null,
-    duration: null,
-    hostname: null,
-    operator: null,
-    queue: null,
-    pool: null,
-    logical_date: null,
-    run_type: null,
-    data_interval_start: null,
-    data_interval_end: null,
-    clear_number: null,
-    source: source(n),
-    ...over,
-  } as TaskInstanceEvent;
+  return taskInstanceEvent({ dag_id: "d", task_id: "t", run_id: "r", state: "running", previous_state_known: true, source: source(n), ...over });
 }
 
 function run(n: number, over: Partial<DagRunEvent> = {}): DagRunEvent {
-  return {
-    type: "dag_run",
-    op: "insert",
-    dag_id: "d",
-    run_id: "r",
-    dag_run_id: 1,
-    state: "running",
-    previous_state: null,
-    previous_state_known: true,
-    run_type: "manual",
-    logical_date: null,
-    data_interval_start: null,
-    data_interval_end: null,
-    start_date: null,
-    end_date: null,
-    clear_number: 0,
-    source: source(n),
-    ...over,
-  } as DagRunEvent;
+  return dagRunEvent({ op: "insert", dag_id: "d", run_id: "r", state: "running", previous_state_known: true, source: source(n), ...over });
 }
 
 function truncate(n: number, tables: ("task_instance" | "dag_run" | "xcom")[]): StreamEvent {
@@ -134,15 +88,15 @@ describe("applyStateRecord (the fold readers use)", () => {
   it("keeps the last write per key; a tombstone removes the key", () => {
     const s = fold([ti(1, { state: "queued" }), ti(2, { state: "running" }), run(3), ti(4, { task_id: "u", state: "success" })]);
     expect([...s.entries.values()].map((e) => [e.table, e.event.state, e.position])).toEqual([
-      ["task_instance", "running", pos(2)],
-      ["dag_run", "running", pos(3)],
-      ["task_instance", "success", pos(4)],
+      ["task_instance", "running", position(2)],
+      ["dag_run", "running", position(3)],
+      ["task_instance", "success", position(4)],
     ]);
     fold([ti(5, { op: "delete" })], s);
     expect(s.entries.has(stateKey(ti(0))!)).toBe(false);
     expect(s.entries.size).toBe(2);
     // A tombstone has no value, so no position: the highest seen is the last value's.
-    expect(s.position).toBe(pos(4));
+    expect(s.position).toBe(position(4));
   });
 
   it("a truncate removes its table's entries with lower positions, and only those", () => {
@@ -170,7 +124,7 @@ describe("applyStateRecord (the fold readers use)", () => {
       ti(4, { op: "insert", state: null }),
     ];
     const s = fold([...history, ...history.slice(1), ti(5, { state: "scheduled" })]);
-    expect([...s.entries.values()].map((e) => [e.event.state, e.position])).toEqual([["scheduled", pos(5)]]);
+    expect([...s.entries.values()].map((e) => [e.event.state, e.position])).toEqual([["scheduled", position(5)]]);
   });
 
   it("skips records that are not the state topic's format", () => {
