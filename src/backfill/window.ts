@@ -1,7 +1,7 @@
-import { Partitioners, type Admin, type Kafka } from "kafkajs";
+import type { Admin, Kafka } from "kafkajs";
 import type { Config } from "../config.js";
 import { TopicError } from "../errors.js";
-import { TopicRouter } from "../sink/routing.js";
+import { TopicRouter, dagPartitioner } from "../sink/routing.js";
 import { findOffsets } from "./offsets.js";
 import type { Target } from "./target.js";
 
@@ -101,13 +101,5 @@ export async function replayWindow(
 
 /** The partitions the daemon's producer puts these keys in, for a topic of `count` partitions. */
 export function partitionsOf(keys: string[], count: number): Set<number> {
-  const partitioner = Partitioners.DefaultPartitioner();
-  const partitionMetadata = Array.from({ length: count }, (_, i) => ({
-    partitionId: i,
-    leader: 0,
-    partitionErrorCode: 0,
-    replicas: [0],
-    isr: [0],
-  }));
-  return new Set(keys.map((key) => partitioner({ topic: "", partitionMetadata, message: { key, value: null } })));
+  return new Set(keys.map(dagPartitioner(count)));
 }

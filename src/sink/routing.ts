@@ -1,4 +1,5 @@
 import { createHash } from "node:crypto";
+import { Partitioners } from "kafkajs";
 import type { StreamEvent } from "../airflow/events.js";
 import { assertNever } from "../errors.js";
 
@@ -72,4 +73,20 @@ export function sanitizeTopic(name: string): string {
   if (t === name && t.length <= MAX_TOPIC && t !== "." && t !== "..") return t;
   const hash = createHash("sha256").update(name, "utf8").digest("hex").slice(0, HASH_CHARS);
   return `${t.slice(0, MAX_TOPIC - HASH_CHARS - 1)}-${hash}`;
+}
+
+/**
+ * The partition the daemon's producer puts a key in, for a topic of `count` partitions: kafkajs's
+ * default partitioner, asked with metadata of that many partitions (it only looks at the count).
+ */
+export function dagPartitioner(count: number): (key: string) => number {
+  const partitioner = Partitioners.DefaultPartitioner();
+  const partitionMetadata = Array.from({ length: count }, (_, i) => ({
+    partitionId: i,
+    leader: 0,
+    partitionErrorCode: 0,
+    replicas: [0],
+    isr: [0],
+  }));
+  return (key) => partitioner({ topic: "", partitionMetadata, message: { key, value: null } });
 }

@@ -2,8 +2,9 @@ import { writeFileSync } from "node:fs";
 import { Kafka, logLevel } from "kafkajs";
 import type pg from "pg";
 import { describe, expect, it } from "vitest";
-import { dagPartitioner, readPartitionsToEnd } from "../../src/serve/insights/read.js";
 import { InsightEvent } from "../../src/serve/schemas.js";
+import { readToEnd } from "../../src/sink/read-to-end.js";
+import { dagPartitioner } from "../../src/sink/routing.js";
 import { insertDagRun, insertTi, updateDagRun, updateTi } from "../support/airflow-rows.js";
 import {
   createDatabase,
@@ -59,8 +60,9 @@ async function readInsights(topic: string): Promise<InsightEvent[]> {
   await admin.connect();
   const out: InsightEvent[] = [];
   try {
-    const all = new Set((await admin.fetchTopicOffsets(topic)).map((o) => o.partition));
-    await readPartitionsToEnd(kafka, admin, topic, all, "test-insights-read", (_p, v) => out.push(InsightEvent.parse(v)));
+    await readToEnd(kafka, topic, { group: "test-insights-read", admin }, (_p, m) =>
+      out.push(InsightEvent.parse(JSON.parse(m.value!.toString("utf8")))),
+    );
   } finally {
     await admin.disconnect();
   }

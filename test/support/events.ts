@@ -16,9 +16,12 @@ export function sourceAt(at: string = position(1), commitTime = "2026-12-01T00:0
   return { commit_lsn: "0/1", xid: 1, index: 0, position: at, commit_time: commitTime };
 }
 
-type Fields<E> = Partial<E> & { op?: E extends { op: infer O } ? O : never };
+// Not Partial<TaskInstanceEvent>: that distributes over the union of ops, so fields of one op's
+// shape could not be given together with another op.
+type TaskInstanceFields = { [K in keyof TaskInstanceEvent]?: TaskInstanceEvent[K] };
+type DagRunFields = { [K in keyof DagRunEvent]?: DagRunEvent[K] };
 
-export function taskInstanceEvent(fields: Fields<TaskInstanceEvent> = {}): TaskInstanceEvent {
+export function taskInstanceEvent(fields: TaskInstanceFields = {}): TaskInstanceEvent {
   return {
     type: "task_instance",
     op: "update",
@@ -50,7 +53,7 @@ export function taskInstanceEvent(fields: Fields<TaskInstanceEvent> = {}): TaskI
   } as TaskInstanceEvent;
 }
 
-export function dagRunEvent(fields: Fields<DagRunEvent> = {}): DagRunEvent {
+export function dagRunEvent(fields: DagRunFields = {}): DagRunEvent {
   return {
     type: "dag_run",
     op: "update",

@@ -98,7 +98,9 @@ export class OwnedPartition {
   }
 }
 
-function parseJson(value: Buffer): unknown {
+/** A record's JSON value; null for a tombstone or what is not JSON (no schema accepts null). */
+export function parseJson(value: Buffer | null): unknown {
+  if (value === null) return null;
   try {
     return JSON.parse(value.toString("utf8"));
   } catch {

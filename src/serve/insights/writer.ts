@@ -1,11 +1,12 @@
 import type { Admin, Batch, Consumer, Kafka, Producer } from "kafkajs";
 import { coerceError } from "../../errors.js";
 import type { Logger } from "../../log.js";
+import { readToEnd } from "../../sink/read-to-end.js";
+import { dagPartitioner } from "../../sink/routing.js";
 import { readCurrentState } from "../../sink/state-reader.js";
 import { InsightEvent } from "../schemas.js";
 import type { StuckThreshold } from "./derive.js";
-import { OwnedPartition } from "./partition.js";
-import { dagPartitioner, readPartitionsToEnd } from "./read.js";
+import { OwnedPartition, parseJson } from "./partition.js";
 
 export interface WriterOptions {
   eventsTopic: string;
@@ -177,20 +178,19 @@ export class InsightsWriter {
   /** The insights partitions read to their ends (read_committed): what the previous owners published. */
   private async readEmitted(partitions: number[]): Promise<Map<number, InsightEvent[]>> {
     const out = new Map<number, InsightEvent[]>();
-    await readPartitionsToEnd(
-      this.kafka,
-      this.admin,
-      this.o.insightsTopic,
-      new Set(partitions),
-      `${this.o.groupId}.insights-read`,
-      (p, value) => {
-        const r = InsightEvent.safeParse(value);
-        if (!r.success || (r.data.type !== "task_stuck" && r.data.type !== "task_unstuck")) return;
-        const list = out.get(p) ?? [];
-        list.push(r.data);
-        out.set(p, list);
-      },
-    );
+    const opts = {
+      group: `${this.o.groupId}.insights-read`,
+      what: "the insights topic",
+      partitions: new Set(partitions),
+      admin: this.admin,
+    };
+    await readToEnd(this.kafka, this.o.insightsTopic, opts, (p, message) => {
+      const r = InsightEvent.safeParse(parseJson(message.value));
+      if (!r.success || (r.data.type !== "task_stuck" && r.data.type !== "task_unstuck")) return;
+      const list = out.get(p) ?? [];
+      list.push(r.data);
+      out.set(p, list);
+    });
     return out;
   }
 

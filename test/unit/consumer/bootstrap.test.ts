@@ -5,7 +5,6 @@ import { DagSequencer } from "../../../src/consumer/sequencer.js";
 import { emptyState, type FoldedState } from "../../../src/sink/state-topic.js";
 import { dagRunEvent, position as pos, sourceAt } from "../../support/events.js";
 
-
 function runEvent(dagId: string, runId: string, state: string, position: string): Record<string, unknown> {
   return dagRunEvent({ dag_id: dagId, run_id: runId, state, source: sourceAt(position) });
 }

@@ -13,7 +13,15 @@ function pos(): string {
 }
 
 function ti(over: Partial<TaskInstanceEvent> & { state: string | null }, t = "2026-12-01T10:00:00.000000Z"): TaskInstanceEvent {
-  return taskInstanceEvent({ dag_id: "etl", task_id: "load", run_id: "r1", max_tries: 1, clear_number: 0, source: sourceAt(pos(), t), ...over });
+  return taskInstanceEvent({
+    dag_id: "etl",
+    task_id: "load",
+    run_id: "r1",
+    max_tries: 1,
+    clear_number: 0,
+    source: sourceAt(pos(), t),
+    ...over,
+  });
 }
 
 function run(over: Partial<DagRunEvent> & { state: string | null }, t = "2026-12-01T10:00:00.000000Z"): DagRunEvent {

@@ -15,7 +15,6 @@ import { dagRunEvent, position, sourceAt, taskInstanceEvent } from "../../suppor
 
 /** The live page's view of a DAG (src/serve/page/model.js): what the grid shows after REST answers and SSE events. */
 
-
 function ti(runId: string, taskId: string, state: string | null, p: string, extra: Partial<TaskInstanceEvent> = {}): AirflowEvent {
   const run = { logical_date: "2026-12-01T00:00:00.000000Z", run_type: "manual", clear_number: 0 };
   return taskInstanceEvent({ dag_id: "etl", task_id: taskId, run_id: runId, state, ...run, source: sourceAt(p), ...extra });

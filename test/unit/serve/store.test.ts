@@ -40,7 +40,14 @@ describe("RunStore: is it complete?", () => {
     s.ti("d", "r", "a", "running");
     const ctx = { position: "0000000000000001-00000000", commitTime: "2026-12-01T00:00:00Z", partition: 0, offset: "0", bootstrap: false };
     s.store.apply(
-      taskInstanceEvent({ dag_id: "d", run_id: "r", task_id: "a", max_tries: 1, state: "queued", source: sourceAt(ctx.position, ctx.commitTime) }),
+      taskInstanceEvent({
+        dag_id: "d",
+        run_id: "r",
+        task_id: "a",
+        max_tries: 1,
+        state: "queued",
+        source: sourceAt(ctx.position, ctx.commitTime),
+      }),
       ctx,
     );
     expect(s.store.run("d", "r")!.tasks[0]!.state).toBe("running");
@@ -75,7 +82,14 @@ describe("RunStore: is it complete?", () => {
     expect(s.store.run("d", "r")!.state).toBe("running");
     // A record of an earlier position read after the truncate (another partition): void.
     s.store.apply(
-      taskInstanceEvent({ dag_id: "d", run_id: "r", task_id: "late", max_tries: 1, state: "queued", source: sourceAt(before, "2026-12-01T00:00:00Z") }),
+      taskInstanceEvent({
+        dag_id: "d",
+        run_id: "r",
+        task_id: "late",
+        max_tries: 1,
+        state: "queued",
+        source: sourceAt(before, "2026-12-01T00:00:00Z"),
+      }),
       { position: before, commitTime: "2026-12-01T00:00:00Z", partition: 1, offset: "0", bootstrap: false },
     );
     expect(s.store.run("d", "r")!.tasks).toEqual([]);

@@ -15,7 +15,15 @@ import { dagRunEvent, position, sourceAt, taskInstanceEvent } from "../../suppor
 const source = (n: number) => sourceAt(position(n), "2026-01-01T00:00:00.000000Z");
 
 function ti(n: number, over: Partial<TaskInstanceEvent> = {}): TaskInstanceEvent {
-  return taskInstanceEvent({ dag_id: "d", task_id: "t", run_id: "r", state: "running", previous_state_known: true, source: source(n), ...over });
+  return taskInstanceEvent({
+    dag_id: "d",
+    task_id: "t",
+    run_id: "r",
+    state: "running",
+    previous_state_known: true,
+    source: source(n),
+    ...over,
+  });
 }
 
 function run(n: number, over: Partial<DagRunEvent> = {}): DagRunEvent {
