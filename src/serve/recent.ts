@@ -64,6 +64,18 @@ export class RecentEvents {
    */
   after(position: string): { events: RecentEvent[]; complete: boolean } {
     const all = this.all();
+    // The partitions' events arrive interleaved, not in position order across DAGs: a later
+    // arrival can carry a lower position. When the client's last event is held (a reconnect to this
+    // replica), what came after it in arrival order is exactly what it missed, whatever the
+    // positions. Otherwise (another replica, or it left the buffer) positions decide, which is
+    // exact per DAG and may skip a later-arriving lower position of another DAG.
+    let at = -1;
+    for (let i = all.length - 1; i >= 0; i--)
+      if (all[i]!.position === position) {
+        at = i;
+        break;
+      }
+    if (at >= 0) return { events: all.slice(at + 1), complete: true };
     const oldest = all[0];
     const covered =
       (oldest !== undefined && oldest.position <= position) || (!this.wrapped && this.since !== null && position >= this.since);

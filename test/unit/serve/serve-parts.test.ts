@@ -83,6 +83,18 @@ describe("RecentEvents", () => {
     expect(r.after(pos(2)).complete).toBe(true);
   });
 
+  it("resumes after the client's last event in arrival order when it holds it: another DAG's lower position that came later is not skipped", () => {
+    const r = new RecentEvents(10);
+    r.since = pos(0);
+    // Two partitions interleave: DAG b's event at position 3 arrives after DAG a's at 5.
+    r.push(ev(pos(5), "a"), "{}");
+    r.push(ev(pos(3), "b"), "{}");
+    r.push(ev(pos(6), "a"), "{}");
+    expect(r.after(pos(5)).events.map((e) => `${e.dagId}@${e.position}`)).toEqual([`b@${pos(3)}`, `a@${pos(6)}`]);
+    // A position not held (a client of another replica): positions decide.
+    expect(r.after(pos(4)).events.map((e) => e.position)).toEqual([pos(5), pos(6)]);
+  });
+
   it("keeps one copy of an event about every DAG (it comes once per partition)", () => {
     const r = new RecentEvents(10);
     const seen: string[] = [];
