@@ -50,7 +50,7 @@ import {
  *   answers ready=true once it succeeds: the latency from its success commit is measured and printed.
  * - Can I undo and rerun? `airflow tasks clear` of es_serve_clear shows in its history and yields run_cleared.
  * - Is it complete? Every run_completed's counts equal the database's task_instance states of the run.
- * The insights topic is read read_committed. ~2.5 min with a cached venv.
+ * The insights topic is read read_committed. ~3.5-4 min with a cached venv.
  */
 
 const AF3 = airflowVersions().find((v) => v.major === "3")!;
@@ -127,7 +127,7 @@ describe(`Airflow ${AF3.version}: serve answers the four questions on a real sch
   async function scenario(instance: AirflowInstance, base: string): Promise<Observed> {
     const { list, died } = await startAirflow(instance);
     const alive = <T>(p: Promise<T>) => Promise.race([p, died]);
-    let stuck: StuckItem[] = [];
+    let stuck: StuckItem[];
     let ready: ReadyResult;
     let clearedRunId: string;
     try {
