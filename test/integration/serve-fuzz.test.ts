@@ -1,5 +1,5 @@
 import { execFileSync, spawn } from "node:child_process";
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -25,7 +25,7 @@ import { insertDagRun, insertTi, updateDagRun, updateTi } from "../support/airfl
 const db = uniqueName("serve_fuzz");
 const DAG = "fuzz_dag";
 /** Per operation: enough for the coverage phase's boundary cases plus some random ones, within ~30 s on a busy machine. */
-const MAX_EXAMPLES = 40;
+const MAX_EXAMPLES = 30;
 const SEED = 20261203;
 let daemon: DaemonProcess;
 let serve: DaemonProcess;
@@ -82,7 +82,6 @@ describe("serve under schemathesis", () => {
       path.join(work, "schemathesis.toml"),
       ['[[operations]]', 'include-path-regex = "/ready$"', 'parameters = { "query.wait" = 0 }', ""].join("\n"),
     );
-    const report = path.join(work, "report.json");
     const started = performance.now();
     const { code, output } = await runSchemathesis(st, [
       "--config-file",
@@ -95,7 +94,8 @@ describe("serve under schemathesis", () => {
       String(MAX_EXAMPLES),
       "--seed",
       String(SEED),
-      "--generation-deterministic",
+      "--generation-database",
+      "none",
       "--exclude-path",
       "/events",
       "--request-timeout",
@@ -103,10 +103,6 @@ describe("serve under schemathesis", () => {
       "--workers",
       "2",
       "--no-color",
-      "--report",
-      "json",
-      "--report-json-path",
-      report,
     ]);
     const seconds = (performance.now() - started) / 1000;
     // A failing case's curl line can be 100 KB of percent-encoding: lines are cut for the message.
@@ -116,8 +112,9 @@ describe("serve under schemathesis", () => {
       .join("\n");
     process.stdout.write(`serve-fuzz: schemathesis ran ${seconds.toFixed(1)} s\n${shown.split("\n").slice(-22).join("\n")}\n`);
     expect(code, shown).toBe(0);
-    const summary = JSON.parse(readFileSync(report, "utf8")) as Record<string, unknown>;
-    expect(JSON.stringify(summary).length).toBeGreaterThan(0);
+    // It did test: every operation, and cases in the hundreds (a schema it could not load would test none).
+    expect(output).toMatch(/Tested: 7\b/);
+    expect(Number(/(\d+) generated/.exec(output)?.[1] ?? 0)).toBeGreaterThan(300);
 
     const serverErrors = serve.output.filter((l) => /"msg":"request failed"/.test(l));
     expect(serverErrors, serverErrors.join("\n")).toEqual([]);
