@@ -38,7 +38,15 @@ beforeAll(async () => {
   base = `http://127.0.0.1:${port}`;
   const env = daemonEnv(db, { EVENTSTREAM_SERVE_PORT: String(port), EVENTSTREAM_SERVE_HOST: "127.0.0.1", LOG_LEVEL: "warn" });
   daemon = spawnDaemon(env);
-  await waitFor("the daemon's slot", async () => (await withPg(db, async (c) => (await c.query("SELECT 1 FROM pg_replication_slots WHERE slot_name = $1 AND active", [db])).rowCount)) === 1 || null, 60_000);
+  await waitFor(
+    "the daemon's slot",
+    async () =>
+      (await withPg(
+        db,
+        async (c) => (await c.query("SELECT 1 FROM pg_replication_slots WHERE slot_name = $1 AND active", [db])).rowCount,
+      )) === 1 || null,
+    60_000,
+  );
   await withPg(db, async (c) => {
     const done = await insertDagRun(c, "3", DAG, "done", "running");
     const key = { dag_id: DAG, task_id: "extract", run_id: "done" };
@@ -50,7 +58,11 @@ beforeAll(async () => {
   });
   serve = spawnDaemon(env, ["serve"]);
   await waitFor("serve's /readyz", async () => ((await fetch(`${base}/readyz`).catch(() => null))?.status === 200 ? true : null), 60_000);
-  await waitFor("both runs in the view", async () => ((await (await fetch(`${base}/dags/${DAG}/runs`)).json()) as unknown[]).length === 2 || null, 20_000);
+  await waitFor(
+    "both runs in the view",
+    async () => ((await (await fetch(`${base}/dags/${DAG}/runs`)).json()) as unknown[]).length === 2 || null,
+    20_000,
+  );
   work = mkdtempSync(path.join(os.tmpdir(), "serve-fuzz-"));
 }, 120_000);
 
@@ -65,7 +77,11 @@ afterAll(async () => {
 /** Runs `st` to its end; its output is kept for the failure message. */
 function runSchemathesis(st: string, args: string[]): Promise<{ code: number | null; output: string }> {
   return new Promise((resolve) => {
-    const proc = spawn(st, args, { cwd: work, env: { ...process.env, NO_COLOR: "1", SCHEMATHESIS_HOOKS: "" }, stdio: ["ignore", "pipe", "pipe"] });
+    const proc = spawn(st, args, {
+      cwd: work,
+      env: { ...process.env, NO_COLOR: "1", SCHEMATHESIS_HOOKS: "" },
+      stdio: ["ignore", "pipe", "pipe"],
+    });
     let output = "";
     proc.stdout.on("data", (b: Buffer) => (output += b.toString("utf8")));
     proc.stderr.on("data", (b: Buffer) => (output += b.toString("utf8")));
@@ -80,7 +96,7 @@ describe("serve under schemathesis", () => {
     // case answers at once (long polls are tested in serve.test.ts). /events is a stream that never ends.
     writeFileSync(
       path.join(work, "schemathesis.toml"),
-      ['[[operations]]', 'include-path-regex = "/ready$"', 'parameters = { "query.wait" = 0 }', ""].join("\n"),
+      ["[[operations]]", 'include-path-regex = "/ready$"', 'parameters = { "query.wait" = 0 }', ""].join("\n"),
     );
     const started = performance.now();
     const { code, output } = await runSchemathesis(st, [
@@ -121,7 +137,10 @@ describe("serve under schemathesis", () => {
     expect(serve.proc.exitCode).toBeNull();
     expect((await fetch(`${base}/healthz`)).status).toBe(200);
     expect((await fetch(`${base}/readyz`)).status).toBe(200);
-    const run = (await (await fetch(`${base}/dags/${DAG}/runs/done`)).json()) as { complete: boolean; summary: { counts: Record<string, number> } };
+    const run = (await (await fetch(`${base}/dags/${DAG}/runs/done`)).json()) as {
+      complete: boolean;
+      summary: { counts: Record<string, number> };
+    };
     expect(run).toMatchObject({ complete: true, summary: { counts: { failed: 1 } } });
   }, 150_000);
 });
