@@ -5,7 +5,7 @@ import { describeError } from "../errors.js";
 import type { Logger } from "../log.js";
 import type { Follower } from "./follow.js";
 import { ReadyAnswer, type ApiError } from "./schemas.js";
-import { MAX_WAIT_SECONDS, routes, taskList } from "./routes.js";
+import { eventsDoc, MAX_WAIT_SECONDS, routes, taskList } from "./routes.js";
 import { eventStream, type SseLimits } from "./sse.js";
 import type { RecentEvents } from "./recent.js";
 import { servePage } from "./static.js";
@@ -79,6 +79,7 @@ export function buildApi(deps: ApiDeps): Api {
 
   readyRoutes(app, store, waiters, deps.maxWaiters);
   app.get("/events", (c) => eventStream(c, deps.recent, deps.sse));
+  app.openAPIRegistry.registerPath(eventsDoc);
   app.get("/healthz", (c) => c.text("ok\n"));
   app.get("/readyz", (c) => {
     const phase = deps.follower.phase;

@@ -1,12 +1,12 @@
 import v8 from "node:v8";
 import type { AddressInfo } from "node:net";
-import { serve, type ServerType } from "@hono/node-server";
 import type { Config } from "../config.js";
-import { UserActionError, describeError } from "../errors.js";
+import { describeError } from "../errors.js";
 import type { Logger } from "../log.js";
 import { withKafka } from "../operate/kafka-facts.js";
 import { buildApi } from "./api.js";
 import { Follower } from "./follow.js";
+import { listen } from "./listen.js";
 import { RecentEvents } from "./recent.js";
 import { startInsights } from "./insights/start.js";
 import { parseStuckConfig } from "./thresholds.js";
@@ -65,25 +65,6 @@ export async function serveCommand(cfg: Config, log: Logger): Promise<number> {
       await new Promise<void>((resolve) => server.close(() => resolve()));
     }
     return 0;
-  });
-}
-
-function listen(
-  fetch: (req: Request) => Response | Promise<Response>,
-  host: string,
-  port: number,
-): Promise<ServerType & { closeAllConnections?: () => void }> {
-  return new Promise((resolve, reject) => {
-    const server = serve({ fetch, hostname: host, port }, () => resolve(server));
-    server.once("error", (e: NodeJS.ErrnoException) =>
-      reject(
-        e.code === "EADDRINUSE" || e.code === "EACCES" || e.code === "EADDRNOTAVAIL"
-          ? new UserActionError(
-              `cannot listen on ${host}:${port} (${e.code}): set EVENTSTREAM_SERVE_PORT to a free port or EVENTSTREAM_SERVE_HOST to an address of this host`,
-            )
-          : e,
-      ),
-    );
   });
 }
 

@@ -42,6 +42,8 @@ const apiError = named(ApiError, "ApiError");
 const notFound = { 404: json(apiError, "Unknown DAG or run") };
 const badRequest = { 400: json(apiError, "A malformed parameter (named in `parameter`)") };
 const busy = { 429: json(apiError, "Too many waiting requests or event streams: try again later") };
+/** Reachable with valid parameters: 100 task ids of 250 characters, percent-encoded, pass Node's 16 KB limit (src/serve/listen.ts). */
+const tooLarge = { 431: json(apiError, "Request line and headers over 16 KB: name fewer or shorter tasks") };
 
 export const routes = {
   dags: createRoute({
@@ -92,6 +94,7 @@ export const routes = {
       ...badRequest,
       ...notFound,
       ...busy,
+      ...tooLarge,
     },
   }),
   readyByDate: createRoute({
@@ -110,7 +113,7 @@ export const routes = {
         wait: waitQuery,
       }),
     },
-    responses: { 200: json(named(ReadyAnswer, "ReadyAnswer"), "The answer"), ...badRequest, ...notFound, ...busy },
+    responses: { 200: json(named(ReadyAnswer, "ReadyAnswer"), "The answer"), ...badRequest, ...notFound, ...busy, ...tooLarge },
   }),
   stuck: createRoute({
     method: "get",
@@ -120,6 +123,40 @@ export const routes = {
     responses: { 200: json(z.array(named(StuckItem, "StuckItem")), "Longest first"), ...badRequest },
   }),
 };
+
+/**
+ * GET /events in the document, so a client finds the stream beside the questions. Documented only:
+ * sse.ts answers it with its own checks (a bad Last-Event-ID names the header as the client sent
+ * it), and fuzzers leave it out (a stream never ends).
+ */
+export const eventsDoc = createRoute({
+  method: "get",
+  path: "/events",
+  summary: "The events as Server-Sent Events (id: position, event: type, data: the event's JSON); resumable with Last-Event-ID",
+  request: {
+    query: z.object({
+      dag: z
+        .union([id("A dag_id"), z.array(id("A dag_id")).max(100)])
+        .optional()
+        .describe("Only these DAGs (repeat: dag=a&dag=b); none: every DAG"),
+      last_event_id: z.string().optional().describe("As the Last-Event-ID header, for clients that cannot set it"),
+    }),
+    headers: z.object({
+      "Last-Event-ID": z
+        .string()
+        .optional()
+        .describe("Resume after this event position (16 hex digits, '-', 8 hex digits); older than the buffer: an `event: reset` first"),
+    }),
+  },
+  responses: {
+    200: {
+      content: { "text/event-stream": { schema: z.string().describe("A stream of SSE messages; `: keep-alive` comments between") } },
+      description: "The stream, until the client closes it (or falls 10,000 events behind: reconnect with Last-Event-ID)",
+    },
+    ...badRequest,
+    ...busy,
+  },
+});
 
 /** The task query as a list (one value or several). */
 export function taskList(task: string | string[] | undefined): string[] {

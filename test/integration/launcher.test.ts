@@ -77,3 +77,42 @@ describe("bin/airflow-eventstream: which Node runs the daemon", () => {
     expect(r.status).toBe(0);
   });
 });
+
+describe("bin/airflow-eventstream: the heap it gives each command", () => {
+  const dir = join(scratch, "heap");
+  const launcher = makePackage(dir, true);
+  // The old space Node was started with, as --max-old-space-size set it (the heap limit less the young generation).
+  writeFileSync(
+    join(dir, "dist/cli.js"),
+    "import v8 from 'node:v8';\nprocess.stdout.write(String(v8.getHeapStatistics().heap_size_limit / 2 ** 20));\n",
+  );
+  const heapMb = (args: string[], extra: Record<string, string> = {}, cwd = dir) => {
+    const r = spawnSync(launcher, args, { env: { ...env, ...extra }, encoding: "utf8", cwd });
+    expect(r.stderr).toBe("");
+    return Number(r.stdout);
+  };
+  // --max-semi-space-size=8: three semi-spaces of 8 MB on top of the old space.
+  const YOUNG = 24;
+
+  it("keeps the daemon's 80 MB, and sizes serve's for its caps (defaults: 22,000 runs -> 512 MB)", () => {
+    expect(heapMb(["run"]) - YOUNG).toBe(80);
+    expect(heapMb(["run"], { EVENTSTREAM_SERVE_MAX_RUNS: "100000" }) - YOUNG).toBe(80);
+    expect(heapMb(["serve"]) - YOUNG).toBe(512);
+    expect(heapMb(["serve", "--help"]) - YOUNG).toBe(512);
+    // 102,000 runs x 50 tasks x 370 B x 1.25 = 2,249 MB -> 2,304.
+    expect(heapMb(["serve"], { EVENTSTREAM_SERVE_MAX_RUNS: "100000" }) - YOUNG).toBe(2304);
+    expect(heapMb(["serve"], { EVENTSTREAM_SERVE_MAX_RUNS: "10", EVENTSTREAM_SERVE_RECENT_RUNS: "0" }) - YOUNG).toBe(256);
+  });
+
+  it("reads the caps from .env as the configuration does, and leaves the last word to NODE_OPTIONS", () => {
+    const cwd = join(scratch, "heap-dotenv");
+    mkdirSync(cwd);
+    writeFileSync(join(cwd, ".env"), 'EVENTSTREAM_SERVE_RECENT_RUNS="78000"\n');
+    // 98,000 runs -> 2,162 MB -> 2,176.
+    expect(heapMb(["serve"], {}, cwd) - YOUNG).toBe(2176);
+    expect(heapMb(["serve"], { EVENTSTREAM_SERVE_RECENT_RUNS: "2000" }, cwd) - YOUNG).toBe(512);
+    expect(heapMb(["serve"], { NODE_OPTIONS: "--max-old-space-size=300" }) - YOUNG).toBe(300);
+    // Not a number: the defaults (serve's configuration then refuses the value itself).
+    expect(heapMb(["serve"], { EVENTSTREAM_SERVE_MAX_RUNS: "lots" }) - YOUNG).toBe(512);
+  });
+});
