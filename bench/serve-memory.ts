@@ -121,3 +121,16 @@ process.stdout.write(
   `${held.active} active runs x ${TASKS} task instances (${events} events applied in ${Math.round(ms)} ms, ${Math.round(events / (ms / 1000))} events/s): ` +
     `heap used after GC ${used.toFixed(0)} MB (${((used * 1024 * 1024) / (RUNS * TASKS)).toFixed(0)} bytes per task instance)\n`,
 );
+
+// What /stuck costs at this size: a walk of every task instance held (none past its threshold a
+// minute in), the worst case (every one past it), and one DAG's question.
+const time = (f: () => number): string => {
+  const t0 = performance.now();
+  const n = f();
+  return `${Math.round(performance.now() - t0)} ms (${n} items)`;
+};
+const justAfter = base + lsn + 60_000;
+process.stdout.write(
+  `/stuck walk: none stuck ${time(() => store.stuck(justAfter).length)}; all stuck ${time(() => store.stuck(Date.now()).length)}; ` +
+    `one DAG ${time(() => store.stuck(Date.now(), "dag_7").length)}\n`,
+);

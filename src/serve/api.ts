@@ -75,7 +75,10 @@ export function buildApi(deps: ApiDeps): Api {
     const h = store.history(dag_id, run_id);
     return (h === null ? notFound(c, unknownRun(dag_id, run_id)) : send(c, HistoryEntry.array(), h.entries)) as never;
   });
-  app.openapi(routes.stuck, (c) => send(c, StuckItem.array(), store.stuck(now(), c.req.valid("query").dag)) as never);
+  app.openapi(
+    routes.stuck,
+    (c) => send(c, StuckItem.array(), store.stuck(now(), c.req.valid("query").dag).slice(0, c.req.valid("query").limit)) as never,
+  );
 
   readyRoutes(app, store, waiters, deps.maxWaiters);
   app.get("/events", (c) => eventStream(c, deps.recent, deps.sse));

@@ -42,6 +42,17 @@ const apiError = named(ApiError, "ApiError");
 const notFound = { 404: json(apiError, "Unknown DAG or run") };
 const badRequest = { 400: json(apiError, "A malformed parameter (named in `parameter`)") };
 const busy = { 429: json(apiError, "Too many waiting requests or event streams: try again later") };
+/** `limit=`: a whole number from 1 to `max`. */
+function limitQuery(max: number, dflt: number) {
+  return z.coerce
+    .number({ message: "expected a whole number" })
+    .int({ message: "expected a whole number" })
+    .min(1, { message: "must be at least 1" })
+    .max(max, { message: `must be at most ${max}` })
+    .default(dflt)
+    .describe(`At most this many (1..${max}, default ${dflt})`);
+}
+
 /** Reachable with valid parameters: 100 task ids of 250 characters, percent-encoded, pass Node's 16 KB limit (src/serve/listen.ts). */
 const tooLarge = { 431: json(apiError, "Request line and headers over 16 KB: name fewer or shorter tasks") };
 
@@ -59,13 +70,7 @@ export const routes = {
     request: {
       params: dagParam,
       query: z.object({
-        limit: z.coerce
-          .number({ message: "expected a whole number" })
-          .int({ message: "expected a whole number" })
-          .min(1, { message: "must be at least 1" })
-          .max(1000, { message: "must be at most 1000" })
-          .default(50)
-          .describe("At most this many (1..1000, default 50)"),
+        limit: limitQuery(1000, 50),
       }),
     },
     responses: { 200: json(z.array(named(RunView, "RunView")), "Runs, newest logical date first"), ...badRequest, ...notFound },
@@ -119,8 +124,8 @@ export const routes = {
     method: "get",
     path: "/stuck",
     summary: "Where are we stuck? Task instances waiting past their threshold, runs running past their DAG's p95",
-    request: { query: z.object({ dag: id("Only this DAG").optional() }) },
-    responses: { 200: json(z.array(named(StuckItem, "StuckItem")), "Longest first"), ...badRequest },
+    request: { query: z.object({ dag: id("Only this DAG").optional(), limit: limitQuery(10_000, 1000) }) },
+    responses: { 200: json(z.array(named(StuckItem, "StuckItem")), "Longest first, the first `limit`"), ...badRequest },
   }),
 };
 

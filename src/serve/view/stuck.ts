@@ -40,11 +40,14 @@ export function isWaiting(state: string | null): state is WaitingState {
 /** Past run durations of one DAG: the last `keep`, for the p95 a running run is compared with. */
 export class DurationHistory {
   private readonly values: number[] = [];
+  /** The last p95 worked out, until the next add: /stuck asks it for every running run of the DAG. */
+  private cached: { min: number; p95: number | null } | undefined;
   constructor(private readonly keep = 100) {}
 
   add(seconds: number): void {
     this.values.push(seconds);
     if (this.values.length > this.keep) this.values.shift();
+    this.cached = undefined;
   }
 
   get size(): number {
@@ -53,9 +56,14 @@ export class DurationHistory {
 
   /** Nearest-rank p95; null with fewer than `min` durations (too few to say what is usual). */
   p95(min = 5): number | null {
-    if (this.values.length < min) return null;
-    const sorted = [...this.values].sort((a, b) => a - b);
-    return sorted[Math.ceil(0.95 * sorted.length) - 1]!;
+    if (this.cached?.min === min) return this.cached.p95;
+    let p95: number | null = null;
+    if (this.values.length >= min) {
+      const sorted = [...this.values].sort((a, b) => a - b);
+      p95 = sorted[Math.ceil(0.95 * sorted.length) - 1]!;
+    }
+    this.cached = { min, p95 };
+    return p95;
   }
 }
 

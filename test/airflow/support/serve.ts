@@ -1,7 +1,7 @@
 import { join } from "node:path";
 import { Kafka, logLevel } from "kafkajs";
 import { StreamEvent } from "../../../src/airflow/events.js";
-import { readPartitionsToEnd } from "../../../src/serve/insights/read.js";
+import { readToEnd } from "../../../src/sink/read-to-end.js";
 import { InsightEvent } from "../../../src/serve/schemas.js";
 import { consume, services, waitFor, withPg, type Consumed } from "../../support/harness.js";
 import { logTail, REPO, startService, waitForApiServer, waitForSerialized, type AirflowInstance, type Service } from "./airflow.js";
@@ -75,15 +75,10 @@ export async function waitForRunsFinished(
 /** The insights topic read to its end, read_committed (the writer's aborted transactions are not seen). */
 export async function readInsights(topic: string): Promise<InsightEvent[]> {
   const kafka = new Kafka({ brokers: services().kafkaBrokers, logLevel: logLevel.NOTHING, clientId: "e2e-serve-insights" });
-  const admin = kafka.admin();
-  await admin.connect();
   const out: InsightEvent[] = [];
-  try {
-    const all = new Set((await admin.fetchTopicOffsets(topic)).map((o) => o.partition));
-    await readPartitionsToEnd(kafka, admin, topic, all, "e2e-serve-insights-read", (_p, v) => out.push(InsightEvent.parse(v)));
-  } finally {
-    await admin.disconnect();
-  }
+  await readToEnd(kafka, topic, { group: "e2e-serve-insights-read", what: "the insights topic" }, (_p, m) => {
+    if (m.value !== null) out.push(InsightEvent.parse(JSON.parse(m.value.toString("utf8"))));
+  });
   return out;
 }
 
