@@ -30,11 +30,11 @@ VITEST_ARGS=()
 log() { printf '\n==> [matrix] %s\n' "$*" >&2; }
 
 port_of() {
-  local base=${EVENTSTREAM_PG_PORT_BASE:-25432}
+  local base=${PG_PORT_BASE:-25432}
   printf '%s' $((base + ($1 - 15) * 10))
 }
 # Captured once: each version's run exports its own EVENTSTREAM_PG_PORT.
-EVENTSTREAM_PG_PORT_BASE=${EVENTSTREAM_PG_PORT:-25432}
+PG_PORT_BASE=${EVENTSTREAM_PG_PORT:-25432}
 
 # run_version MAJOR AIRFLOW_MAJORS PROJECT...: one version's tests in a subshell (its environment
 # stays its own), the vitest JSON report giving the counts.
