@@ -17,8 +17,8 @@
 #
 # Why not Docker/testcontainers: the machines this runs on (developers' and CI) have no
 # container engine, and only package registries are reachable. So:
-#   * PostgreSQL comes from Debian's packages, as a private cluster (initdb) owned by the
-#     `postgres` OS user -- never the Debian system cluster.
+#   * PostgreSQL comes from Debian's packages (15; 16-18 from Maven Central, see below), as a
+#     private cluster (initdb) owned by the `postgres` OS user -- never the Debian system cluster.
 #   * Kafka is the plain Java broker resolved from Maven Central (services/kafka/pom.xml),
 #     run in KRaft mode (broker+controller in one JVM).
 # A fresh machine has neither: `up` installs what is missing (apt-get, needs root).
