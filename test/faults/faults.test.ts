@@ -167,6 +167,7 @@ async function runMode(mode: "at-least-once" | "exactly-once"): Promise<void> {
       await sleep(2_000 + rand() * 3_000);
       const cutMs = CUT_MS[0]! + rand() * (CUT_MS[1]! - CUT_MS[0]!);
       const before = load.ledger.count;
+      let slotBack = 0n;
       switch (kind) {
         case "kill":
           d.proc.kill("SIGKILL");
@@ -190,11 +191,17 @@ async function runMode(mode: "at-least-once" | "exactly-once"): Promise<void> {
           frozenPid = null;
           break;
         }
-        case "pg-restart":
+        case "pg-restart": {
+          // How far the restart puts the slot back, i.e. what the daemon decodes again: before 17 a
+          // slot's confirmed position reaches disk only with a change of its restart_lsn/xmin, from 17
+          // also at shutdown. Read right after the start, before the daemon's reconnection acknowledges.
+          const acked = (await confirmedFlush(db, db)) ?? 0n;
           await services_("pg-stop", "fast");
           await sleep(Math.min(cutMs, 5_000));
           await services_("pg-start");
+          slotBack = acked - ((await confirmedFlush(db, db)) ?? acked);
           break;
+        }
         case "pg-cut":
           proxy.setCut(true);
           await sleep(cutMs);
@@ -208,7 +215,7 @@ async function runMode(mode: "at-least-once" | "exactly-once"): Promise<void> {
       const base = await waitFor("slot position", async () => (await confirmedFlush(db, db)) ?? false, 60_000, 200);
       await waitFor(`daemon streaming again after ${kind}`, async () => ((await confirmedFlush(db, db)) ?? 0n) > base, 120_000, 100);
       const ms = Date.now() - end;
-      recovery.push(`${kind} ${ms}ms`);
+      recovery.push(kind === "pg-restart" ? `${kind} ${ms}ms (slot back ${slotBack} B)` : `${kind} ${ms}ms`);
       console.log(
         `  ${mode}: ${kind} (${(cutMs / 1000).toFixed(1)} s) after ${before} changes; streaming again ${ms} ms after the fault ended`,
       );

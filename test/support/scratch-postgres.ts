@@ -30,8 +30,13 @@ export interface ScratchOptions {
 
 const isRoot = process.getuid?.() === 0;
 
-/** Highest installed /usr/lib/postgresql/<major>/bin that has initdb. */
+/**
+ * The server programs of the services' version (EVENTSTREAM_TEST_PG_BIN, from `scripts/services.sh env`),
+ * so a throwaway cluster behaves like the shared one; else the highest installed /usr/lib/postgresql/<major>/bin.
+ */
 export function postgresBinDir(): string {
+  const configured = process.env.EVENTSTREAM_TEST_PG_BIN;
+  if (configured) return configured;
   const root = "/usr/lib/postgresql";
   const majors = existsSync(root)
     ? readdirSync(root)

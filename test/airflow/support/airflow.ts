@@ -7,6 +7,7 @@ import { fileURLToPath } from "node:url";
 import { randomBytes } from "node:crypto";
 import { promisify } from "node:util";
 import { services, sleep, waitFor, withPg, type AirflowMajor } from "../../support/harness.js";
+import { selectedAirflowMajors } from "./selection.js";
 
 /**
  * Real Airflow for the end-to-end tests: the cached virtualenv (scripts/airflow-venv.sh), the
@@ -19,10 +20,13 @@ import { services, sleep, waitFor, withPg, type AirflowMajor } from "../../suppo
 export const REPO = fileURLToPath(new URL("../../..", import.meta.url)).replace(/\/$/, "");
 export const DAGS_FOLDER = join(REPO, "test/dags");
 
-/** The versions the project supports, from the schema fixtures (scripts/airflow-schemas.sh writes them). */
+/**
+ * The versions the project supports, from the schema fixtures (scripts/airflow-schemas.sh writes them),
+ * limited to the majors EVENTSTREAM_TEST_AIRFLOW selects (selection.ts).
+ */
 export function airflowVersions(): { major: AirflowMajor; version: string }[] {
   const v = JSON.parse(readFileSync(join(REPO, "test/fixtures/airflow/versions.json"), "utf8")) as Record<string, unknown>;
-  return (["2", "3"] as const).map((major) => {
+  return selectedAirflowMajors().map((major) => {
     const version = v[major];
     if (typeof version !== "string") throw new Error(`test/fixtures/airflow/versions.json has no "${major}" entry`);
     return { major, version };

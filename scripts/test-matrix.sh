@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# The tests against several PostgreSQL majors, one after the other, with a summary per version.
+#
+#   bash scripts/test-matrix.sh [15 16 17 18]   # npm test (unit, integration, airflow) per version; default all four
+#   bash scripts/test-matrix.sh --ci            # CI's split (.ci/run, `npm run test:ci`), see below
+#   bash scripts/test-matrix.sh 16 17 -- test/integration/slot-gaps.test.ts   # vitest arguments after --
+#
+# `npm run test:matrix` runs the first form. For each version: `scripts/services.sh up` with
+# EVENTSTREAM_PG_VERSION (that version's cluster beside the one Kafka), its `env` evaluated, the
+# tests run, and the cluster stopped again if this script started it. Ports: each version's
+# default (25432 + (major-15)*10); with EVENTSTREAM_PG_PORT set, that port is 15's and the others
+# keep the same offsets from it (35432 -> 18 on 35462), so a second set of services keeps to its range.
+#
+# --ci runs what CI needs without running anything twice: on PostgreSQL 15 the unit, integration
+# and real-Airflow 2.x tiers; on 18 the integration and real-Airflow 3.x tiers (the unit tier does
+# not touch PostgreSQL; each Airflow major is judged once, 3.x on the newest server it supports).
+#
+# Ends with one line per version (passed/failed, tests, seconds); exits non-zero if any failed.
+# Every version runs even after a failure, so one run shows the whole matrix.
+set -euo pipefail
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
+cd "$REPO"
+RESULTS=$(mktemp -d /tmp/eventstream-matrix-XXXXXX)
+trap 'rm -rf "$RESULTS"' EXIT
+SUMMARY=()
+FAILED=0
+VITEST_ARGS=()
+
+log() { printf '\n==> [matrix] %s\n' "$*" >&2; }
+
+port_of() {
+  local base=${PG_PORT_BASE:-25432}
+  printf '%s' $((base + ($1 - 15) * 10))
+}
+# Captured once: each version's run exports its own EVENTSTREAM_PG_PORT.
+PG_PORT_BASE=${EVENTSTREAM_PG_PORT:-25432}
+
+# run_version MAJOR AIRFLOW_MAJORS PROJECT...: one version's tests in a subshell (its environment
+# stays its own), the vitest JSON report giving the counts.
+run_version() {
+  local major=$1 airflow=$2
+  shift 2
+  local port report="$RESULTS/$major.json" rc=0 t0=$SECONDS was_running=0 projects=()
+  port=$(port_of "$major")
+  for p in "$@"; do projects+=(--project "$p"); done
+  if EVENTSTREAM_PG_VERSION=$major EVENTSTREAM_PG_PORT=$port bash scripts/services.sh status 2>/dev/null | grep -q '^postgres  running'; then
+    was_running=1
+  fi
+  log "PostgreSQL $major (127.0.0.1:$port): ${*} (Airflow ${airflow:-2,3})"
+  (
+    export EVENTSTREAM_PG_VERSION=$major EVENTSTREAM_PG_PORT=$port EVENTSTREAM_TEST_AIRFLOW=$airflow
+    bash scripts/services.sh up
+    eval "$(bash scripts/services.sh env)"
+    npx vitest run "${projects[@]}" "${VITEST_ARGS[@]}" --reporter=default --reporter=json --outputFile.json="$report"
+  ) || rc=$?
+  if (( ! was_running )); then
+    EVENTSTREAM_PG_VERSION=$major EVENTSTREAM_PG_PORT=$port bash scripts/services.sh pg-stop || true
+  fi
+  local counts
+  counts=$(node -e '
+    const fs = require("node:fs");
+    try {
+      const r = JSON.parse(fs.readFileSync(process.argv[1], "utf8"));
+      console.log(`${r.numPassedTests}/${r.numTotalTests} tests passed, ${r.numFailedTests} failed`);
+    } catch { console.log("no test report (the run did not get to its tests)"); }' "$report")
+  local verdict=passed
+  if (( rc != 0 )); then verdict=FAILED; FAILED=1; fi
+  SUMMARY+=("$(printf 'PostgreSQL %-3s %-7s %-45s %5d s  (%s)' "$major" "$verdict" "$counts" $((SECONDS - t0)) "$*")")
+}
+
+if [[ ${1:-} == --ci ]]; then
+  shift
+  [[ $# -eq 0 ]] || { echo "[matrix] --ci takes no other arguments" >&2; exit 2; }
+  run_version 15 2 unit integration airflow
+  run_version 18 3 integration airflow
+else
+  versions=()
+  while [[ $# -gt 0 && $1 != -- ]]; do versions+=("$1"); shift; done
+  if [[ ${1:-} == -- ]]; then shift; VITEST_ARGS=("$@"); fi
+  (( ${#versions[@]} > 0 )) || versions=(15 16 17 18)
+  for v in "${versions[@]}"; do
+    [[ $v =~ ^(15|16|17|18)$ ]] || { echo "[matrix] unknown PostgreSQL version '$v' (15, 16, 17, 18)" >&2; exit 2; }
+  done
+  for v in "${versions[@]}"; do run_version "$v" "" unit integration airflow; done
+fi
+
+printf '\n==> [matrix] summary\n'
+printf '%s\n' "${SUMMARY[@]}"
+exit "$FAILED"
