@@ -11,7 +11,7 @@ import { deliveryMode } from "../sink/delivery.js";
 import { checkStateTopic, cleanupPolicy } from "../sink/topics.js";
 import { peekCheckpoint, withKafka } from "./kafka-facts.js";
 import { exitCode, finding, formatFindings, toJson, type Finding } from "./report.js";
-import { gapFinding, readSlotReport, slotFinding, type SlotReport } from "./source-facts.js";
+import { gapFinding, idleTimeoutFinding, readSlotReport, slotFinding, type SlotReport } from "./source-facts.js";
 
 /**
  * `airflow-eventstream check`: the checks a start makes (src/source/preflight.ts, the slot, the gap
@@ -94,6 +94,7 @@ async function sourceChecks(cfg: Config, log: Logger): Promise<{ findings: Findi
         return null;
       });
       if (s !== null) findings.push(slotFinding(cfg, s));
+      findings.push(await idleTimeoutFinding(client));
       slot = s;
       return `${cfg.pg.host}:${cfg.pg.port}, database "${cfg.pg.database}", role "${cfg.pg.user}"`;
     }),

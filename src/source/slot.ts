@@ -20,9 +20,10 @@ export interface SlotState {
 export interface SourceReady {
   /** null: the slot does not exist. It is created only once the gap check allows (createSlot). */
   slot: SlotState | null;
-  /** The server's WAL position and max_slot_wal_keep_size, for the gap check and its message. */
+  /** The server's WAL position, max_slot_wal_keep_size and idle_replication_slot_timeout, for the gap check and its message. */
   walLsn: Lsn;
   maxSlotWalKeepSize: string | null;
+  idleReplicationSlotTimeout: string | null;
 }
 
 /** The slot now, with the WAL position: after START_REPLICATION, when the slot is this session's. */
@@ -46,9 +47,11 @@ export interface SlotRow {
 export async function readSlot(client: pg.Client, cfg: Config): Promise<SlotRow | null> {
   const { rows } = await client.query<SlotRow>(
     // invalidation_reason exists from PostgreSQL 17 on: read through to_jsonb, which has no
-    // such key (NULL) on earlier versions instead of failing.
+    // such key (NULL) on earlier versions instead of failing. PostgreSQL 16 says only that a slot on
+    // a standby was invalidated by a conflict with recovery (conflicting): "conflicting" then.
     `SELECT plugin, slot_type, database, active_pid, confirmed_flush_lsn::text, wal_status,
-            to_jsonb(s) ->> 'invalidation_reason' AS invalidation_reason
+            COALESCE(to_jsonb(s) ->> 'invalidation_reason',
+                     CASE WHEN to_jsonb(s) ->> 'conflicting' = 'true' THEN 'conflicting' END) AS invalidation_reason
        FROM pg_replication_slots s WHERE slot_name = $1`,
     [cfg.slot],
   );
@@ -82,10 +85,13 @@ export function slotBusy(cfg: Config, pid: number): SlotBusyError {
   );
 }
 
-export async function serverWal(client: pg.Client): Promise<{ walLsn: Lsn; maxSlotWalKeepSize: string | null }> {
+export async function serverWal(client: pg.Client): Promise<Omit<SourceReady, "slot">> {
   const walLsn = await readWalLsn(client);
-  const { rows } = await client.query<{ v: string | null }>("SELECT current_setting('max_slot_wal_keep_size', true) AS v");
-  return { walLsn, maxSlotWalKeepSize: rows[0]?.v ?? null };
+  // idle_replication_slot_timeout exists from PostgreSQL 18 on: current_setting(..., true) is NULL before.
+  const { rows } = await client.query<{ keep: string | null; idle: string | null }>(
+    "SELECT current_setting('max_slot_wal_keep_size', true) AS keep, current_setting('idle_replication_slot_timeout', true) AS idle",
+  );
+  return { walLsn, maxSlotWalKeepSize: rows[0]?.keep ?? null, idleReplicationSlotTimeout: rows[0]?.idle ?? null };
 }
 
 /**
