@@ -6,6 +6,7 @@ import type { Logger } from "../log.js";
 import type { SourceIdentity } from "../checkpoint/position.js";
 import { withSourceClient } from "./connection.js";
 import { literal } from "./sql.js";
+import { primaryWalLevelError } from "./standby.js";
 
 /** The slot's state, as pg_replication_slots shows it. */
 export interface SlotState {
@@ -106,6 +107,12 @@ export async function createSlot(cfg: Config, log: Logger): Promise<SlotState> {
     );
   }
   return withSourceClient(cfg, async (client) => {
+    // On a standby the creation waits for the primary's next running-transactions record.
+    if ((await client.query<{ r: boolean }>("SELECT pg_is_in_recovery() AS r")).rows[0]?.r)
+      log.info(
+        { slot: cfg.slot },
+        "creating the slot on a standby: PostgreSQL waits for the primary's next running-transactions record (about 15 s on a busy primary; on an idle one, run SELECT pg_log_standby_snapshot(); there)",
+      );
     try {
       const created = await client.query<{ lsn: string }>("SELECT lsn::text FROM pg_create_logical_replication_slot($1, 'pgoutput')", [
         cfg.slot,
@@ -113,7 +120,7 @@ export async function createSlot(cfg: Config, log: Logger): Promise<SlotState> {
       log.info({ slot: cfg.slot, lsn: created.rows[0]!.lsn }, "created replication slot; events start from here");
       return { confirmedFlushLsn: parseLsn(created.rows[0]!.lsn), walStatus: "reserved", invalidationReason: null };
     } catch (e: unknown) {
-      if (sqlState(e) !== "42710") throw e;
+      if (sqlState(e) !== "42710") throw primaryWalLevelError(e, cfg) ?? e;
       // Created concurrently by a peer.
       const row = await readSlot(client, cfg);
       if (!row) throw e;
