@@ -3,6 +3,9 @@ import pg from "pg";
 import { airflowFixture, consume, daemonEnv, spawnDaemon, uniqueName, type DaemonProcess } from "../support/harness.js";
 import { insertDagRun } from "../support/airflow-rows.js";
 import { startPgPair, type PgPair } from "../support/pg-pair.js";
+import { appendFileSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { asPostgres, scratchPort, startScratchPostgres } from "../support/scratch-postgres.js";
 
 /**
  * The daemon pointed at a real hot standby of PostgreSQL 16 (test/support/pg-pair.ts): what a start
@@ -118,6 +121,51 @@ describe("decoding from a PostgreSQL 16 standby: the start's prerequisites", () 
       expect(check.text).toContain("without a physical replication slot (primary_slot_name is empty)");
     } finally {
       await pair.destroy();
+    }
+  });
+});
+
+describe("a PostgreSQL 15 standby", () => {
+  it("is refused at start: decoding from a standby needs PostgreSQL 16", async () => {
+    // Debian's 15 (the default scratch binaries) and its pg_basebackup, which takes a 15 server;
+    // "-c fast": the default spread checkpoint before the copy took over 60 s on an idle server.
+    const primary = await startScratchPostgres({ settings: { wal_level: "logical" } });
+    const bin = "/usr/lib/postgresql/15/bin";
+    const data = join(primary.dir, "standby");
+    let started = false;
+    try {
+      const db = uniqueName("standby_15");
+      const c = new pg.Client({ host: primary.host, port: primary.port, user: primary.user, database: "postgres" });
+      await c.connect();
+      await c.query(`CREATE DATABASE ${db}`).finally(() => c.end());
+      asPostgres(join(bin, "pg_basebackup"), [
+        "-h",
+        primary.host,
+        "-p",
+        String(primary.port),
+        "-U",
+        "postgres",
+        "-D",
+        data,
+        "-R",
+        "-X",
+        "stream",
+        "-c",
+        "fast",
+      ]);
+      const port = await scratchPort();
+      appendFileSync(join(data, "postgresql.conf"), `\n# standby\nport = ${port}\nhot_standby_feedback = on\n`);
+      writeFileSync(join(data, "standby.signal"), "");
+      asPostgres(join(bin, "pg_ctl"), ["-D", data, "-l", join(primary.dir, "standby.log"), "-w", "-t", "60", "-s", "start"]);
+      started = true;
+      const env = daemonEnv(db, { PGHOST: "127.0.0.1", PGPORT: String(port), PGUSER: "postgres", PGPASSWORD: "" });
+      await expectRefused(env, [
+        "this server is a standby (in recovery) running PostgreSQL 15: logical decoding from a standby needs PostgreSQL 16 or later",
+        "Point PGHOST at the primary",
+      ]);
+    } finally {
+      if (started) asPostgres(join(bin, "pg_ctl"), ["-D", data, "-m", "immediate", "-w", "-s", "stop"]);
+      await primary.stop();
     }
   });
 });
