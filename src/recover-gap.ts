@@ -5,6 +5,7 @@ import { SlotGapError } from "./errors.js";
 import { withCheckpointStore } from "./sink/checkpoint-store.js";
 import { requestSnapshot } from "./snapshot/request.js";
 import { withSourceClient } from "./source/connection.js";
+import { standbyWriteError } from "./source/standby.js";
 import { createSlot, readSlot, slotBusy } from "./source/slot.js";
 import type { Logger } from "./log.js";
 
@@ -51,7 +52,7 @@ export async function recoverFromGap(cfg: Config, log: Logger, gap: SlotGapError
       return spec.id;
     } catch (e: unknown) {
       await client.query("ROLLBACK").catch(() => undefined);
-      throw e;
+      throw standbyWriteError(e, "EVENTSTREAM_ON_GAP=snapshot's gap record and snapshot request") ?? e;
     }
   });
   await withCheckpointStore(cfg, log.child({ module: "sink" }), (store) => store.delete());

@@ -213,7 +213,8 @@ export function refuseGap(cfg: Config, log: Logger, cp: Checkpoint | null, slot:
 
 /** The slot facts for assessGap. */
 export function facts(slot: string, ready: SourceReady, createdNow: boolean): SlotFacts {
-  return { slot, state: ready.slot && { ...ready.slot, createdNow }, walLsn: ready.walLsn, maxSlotWalKeepSize: ready.maxSlotWalKeepSize };
+  const { walLsn, maxSlotWalKeepSize, idleReplicationSlotTimeout } = ready;
+  return { slot, state: ready.slot && { ...ready.slot, createdNow }, walLsn, maxSlotWalKeepSize, idleReplicationSlotTimeout };
 }
 
 /**

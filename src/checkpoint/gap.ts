@@ -33,7 +33,10 @@ export interface SlotFacts {
     confirmedFlushLsn: Lsn;
     /** pg_replication_slots.wal_status: reserved, extended, unreserved, lost (null before PostgreSQL 13). */
     walStatus: string | null;
-    /** PostgreSQL 17+: why it was invalidated (wal_removed, rows_removed, wal_level_insufficient, idle_timeout); null otherwise. */
+    /**
+     * PostgreSQL 17+: why it was invalidated (wal_removed, rows_removed, wal_level_insufficient, idle_timeout); on 16 "conflicting"
+     * for a standby's slot invalidated by a conflict with recovery; null otherwise.
+     */
     invalidationReason: string | null;
     /** This session created it (after finding no checkpoint): a checkpoint found later means a race with a dropped slot. */
     createdNow: boolean;
@@ -42,6 +45,8 @@ export interface SlotFacts {
   walLsn: Lsn;
   /** SHOW max_slot_wal_keep_size, for the message; null when unknown. */
   maxSlotWalKeepSize: string | null;
+  /** SHOW idle_replication_slot_timeout (PostgreSQL 18+), for the message; null before 18 or when unknown. */
+  idleReplicationSlotTimeout: string | null;
 }
 
 export type GapReason = "slot_lost" | "slot_missing" | "slot_ahead";
@@ -98,18 +103,11 @@ export function gapMessage(v: Extract<GapVerdict, { kind: "gap" }>, cp: Checkpoi
       : ` (checkpoint of slot "${ctx.slot}" in topic ${ctx.checkpointTopic}${cp ? describeCheckpoint(cp) : ""})`;
   let what: string;
   switch (v.reason) {
-    case "slot_lost": {
-      // Before PostgreSQL 17 a primary invalidates a slot for one reason only: WAL removed.
-      const reason = facts.state?.invalidationReason ?? null;
-      const why =
-        reason === null || reason === "wal_removed"
-          ? `it fell more than max_slot_wal_keep_size${facts.maxSlotWalKeepSize ? ` (${facts.maxSlotWalKeepSize})` : ""} behind and the WAL it still needed was removed`
-          : `invalidation_reason "${reason}"`;
+    case "slot_lost":
       what =
-        `replication slot "${ctx.slot}" was invalidated by PostgreSQL (wal_status "lost": ${why}). ` +
+        `replication slot "${ctx.slot}" was invalidated by PostgreSQL (wal_status "lost": ${invalidationWhy(facts.state?.invalidationReason ?? null, facts)}). ` +
         `Changes committed after ${from}${where} up to the current WAL position ${to} can no longer be read`;
       break;
-    }
     case "slot_missing":
       what =
         `replication slot "${ctx.slot}" does not exist${facts.state?.createdNow ? " (it was created just now, after this daemon had streamed from an earlier one)" : ""}, ` +
@@ -132,6 +130,52 @@ export function gapMessage(v: Extract<GapVerdict, { kind: "gap" }>, cp: Checkpoi
     `${v.reason === "slot_ahead" ? "the slot's current position" : ctx.createSlot ? "a new slot, created at the WAL's end then" : "a slot you create (EVENTSTREAM_CREATE_SLOT is false)"}. ` +
     `See docs/delivery.md, "Gaps: an invalidated, dropped or recreated slot"`
   );
+}
+
+/**
+ * Why the server invalidated the slot, in words an operator can act on. Before PostgreSQL 17 there
+ * is no invalidation_reason; a primary then invalidates a slot for one reason only, WAL removed.
+ */
+export function invalidationWhy(
+  reason: string | null,
+  facts: Pick<SlotFacts, "maxSlotWalKeepSize" | "idleReplicationSlotTimeout">,
+): string {
+  switch (reason) {
+    case null:
+    case "wal_removed":
+      return (
+        `${reason === null ? "" : 'invalidation_reason "wal_removed": '}it fell more than max_slot_wal_keep_size` +
+        `${facts.maxSlotWalKeepSize ? ` (${facts.maxSlotWalKeepSize})` : ""} behind and the WAL it still needed was removed; ` +
+        `raise max_slot_wal_keep_size (-1: no limit, at the cost of disk) or keep the daemon's downtime and lag below it`
+      );
+    case "rows_removed":
+      return (
+        `invalidation_reason "rows_removed": this server is a standby and the primary removed rows of its system catalogs that the slot still needed to decode. ` +
+        `Set hot_standby_feedback = on on the standby and have it stream through a physical replication slot on the primary (primary_slot_name): ` +
+        `the primary then keeps those rows until the standby no longer needs them`
+      );
+    case "wal_level_insufficient":
+      return (
+        `invalidation_reason "wal_level_insufficient": the primary's wal_level went below logical, so its WAL no longer carries what decoding needs. ` +
+        `Set wal_level = logical on the primary again (ALTER SYSTEM SET wal_level = logical; then restart it)`
+      );
+    case "idle_timeout": {
+      const t = facts.idleReplicationSlotTimeout;
+      return (
+        `invalidation_reason "idle_timeout": no one streamed from it for longer than idle_replication_slot_timeout${t ? ` (${t})` : ""}, ` +
+        `so a daemon stopped (or unable to connect) for that long loses its slot. Raise idle_replication_slot_timeout (0 turns it off) ` +
+        `or keep the daemon's downtime below it`
+      );
+    }
+    case "conflicting":
+      return (
+        `conflicting with recovery on this standby: PostgreSQL 16 does not say whether the primary removed catalog rows the slot needed (rows_removed) ` +
+        `or its wal_level went below logical (wal_level_insufficient). Keep wal_level = logical on the primary, and hot_standby_feedback = on on the standby ` +
+        `with a physical replication slot on the primary (primary_slot_name)`
+      );
+    default:
+      return `invalidation_reason "${reason}", as PostgreSQL gave it (see pg_replication_slots in the documentation of your PostgreSQL version)`;
+  }
 }
 
 function describeCheckpoint(cp: Checkpoint): string {

@@ -1,4 +1,5 @@
 import type { Admin } from "kafkajs";
+import type pg from "pg";
 import type { Config } from "../config.js";
 import type { Logger } from "../log.js";
 import type { Checkpoint } from "../checkpoint/position.js";
@@ -7,11 +8,12 @@ import { withSourceClient } from "../source/connection.js";
 import { capturedTables, checkRole, checkTables, checkWalLevel, ensurePublication, ensureReplicaIdentity } from "../source/preflight.js";
 import { checkSnapshotPrivileges } from "../snapshot/privileges.js";
 import { ident } from "../source/sql.js";
+import { readStandbyFacts, standbyVerdict } from "../source/standby.js";
 import { deliveryMode } from "../sink/delivery.js";
 import { checkStateTopic, cleanupPolicy } from "../sink/topics.js";
 import { peekCheckpoint, withKafka } from "./kafka-facts.js";
 import { exitCode, finding, formatFindings, toJson, type Finding } from "./report.js";
-import { gapFinding, readSlotReport, slotFinding, type SlotReport } from "./source-facts.js";
+import { gapFinding, idleTimeoutFinding, readSlotReport, slotFinding, type SlotReport } from "./source-facts.js";
 
 /**
  * `airflow-eventstream check`: the checks a start makes (src/source/preflight.ts, the slot, the gap
@@ -53,6 +55,19 @@ export async function runChecks(cfg: Config, log: Logger): Promise<Finding[]> {
   return findings;
 }
 
+/** Decoding from a standby (src/source/standby.ts): the same verdict a start acts on. */
+async function standbyFinding(client: pg.Client): Promise<Finding> {
+  const check = "standby";
+  const f = await readStandbyFacts(client);
+  if (!f.inRecovery) return { check, verdict: "ok", detail: "not in recovery: a primary" };
+  const v = standbyVerdict(f);
+  if (v.problem !== null) return { check, verdict: "problem", detail: v.problem };
+  const what = `a standby (PostgreSQL ${Math.floor(f.serverVersionNum / 10000)}, hot_standby_feedback on, primary_slot_name "${f.primarySlotName ?? ""}"); snapshots and EVENTSTREAM_ON_GAP=snapshot need the primary`;
+  return v.warnings.length > 0
+    ? { check, verdict: "warning", detail: `${what}: ${v.warnings.join("; ")}` }
+    : { check, verdict: "ok", detail: what };
+}
+
 function tlsFinding(cfg: Config): Finding {
   const pg = `PostgreSQL sslmode=${cfg.pg.sslmode}${cfg.pg.sslRootCert ? " with PGSSLROOTCERT" : ""}`;
   const kafka = cfg.kafka.ssl ? `Kafka TLS on${cfg.kafka.ssl.ca ? " with KAFKA_SSL_CA_FILE" : " (Node's CA list)"}` : "Kafka TLS off";
@@ -65,6 +80,7 @@ async function sourceChecks(cfg: Config, log: Logger): Promise<{ findings: Findi
   const pg = await finding("PostgreSQL", () =>
     withSourceClient(cfg, async (client) => {
       findings.push(await finding("wal_level", async () => (await checkWalLevel(client), "logical")));
+      findings.push(await standbyFinding(client));
       findings.push(await finding("REPLICATION privilege", async () => (await checkRole(client, cfg), `role "${cfg.pg.user}" may stream`)));
       findings.push(
         await finding(
@@ -94,6 +110,7 @@ async function sourceChecks(cfg: Config, log: Logger): Promise<{ findings: Findi
         return null;
       });
       if (s !== null) findings.push(slotFinding(cfg, s));
+      findings.push(await idleTimeoutFinding(client));
       slot = s;
       return `${cfg.pg.host}:${cfg.pg.port}, database "${cfg.pg.database}", role "${cfg.pg.user}"`;
     }),

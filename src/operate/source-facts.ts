@@ -1,6 +1,6 @@
 import type pg from "pg";
 import type { Config } from "../config.js";
-import { assessGap, gapMessage } from "../checkpoint/gap.js";
+import { assessGap, gapMessage, invalidationWhy } from "../checkpoint/gap.js";
 import type { Checkpoint } from "../checkpoint/position.js";
 import { formatLsn, type Lsn } from "../lsn.js";
 import { readSlot, serverWal, slotState, type SlotRow } from "../source/slot.js";
@@ -19,6 +19,7 @@ export interface SlotReport {
   safeWalSize: bigint | null;
   walLsn: Lsn;
   maxSlotWalKeepSize: string | null;
+  idleReplicationSlotTimeout: string | null;
 }
 
 export async function readSlotReport(client: pg.Client, cfg: Config): Promise<SlotReport> {
@@ -58,7 +59,7 @@ export function slotFinding(cfg: Config, s: SlotReport): Finding {
     return {
       check,
       verdict: "problem",
-      detail: `slot "${cfg.slot}" was invalidated by PostgreSQL (wal_status lost${row.invalidation_reason ? `, ${row.invalidation_reason}` : ""}): it can never stream again; see the gap verdict for what to do`,
+      detail: `slot "${cfg.slot}" was invalidated by PostgreSQL (wal_status lost: ${invalidationWhy(row.invalidation_reason, s)}): it can never stream again; see the gap verdict for what to do`,
     };
   }
   const where = `at ${row.confirmed_flush_lsn ?? "?"}, ${lagText(s)}`;
@@ -94,6 +95,7 @@ export function gapFinding(cfg: Config, cp: Checkpoint | null, s: SlotReport): F
     state: s.row === null ? null : { ...slotState(s.row), createdNow: false },
     walLsn: s.walLsn,
     maxSlotWalKeepSize: s.maxSlotWalKeepSize,
+    idleReplicationSlotTimeout: s.idleReplicationSlotTimeout,
   };
   const v = assessGap(cp, facts);
   if (v.kind === "ok") {
@@ -104,5 +106,31 @@ export function gapFinding(cfg: Config, cp: Checkpoint | null, s: SlotReport): F
     check,
     verdict: "problem",
     detail: gapMessage(v, cp, facts, { slot: cfg.slot, checkpointTopic: cfg.checkpointTopic, createSlot: cfg.createSlot }),
+  };
+}
+
+/**
+ * PostgreSQL 18's idle_replication_slot_timeout invalidates a slot no one has streamed from for
+ * that long, at the next checkpoint: a daemon stopped (an outage, a long maintenance window) longer
+ * than that loses its slot, and its next start reports a gap. A warning, not a problem: the
+ * setting is legitimate, the operator has to know the bound.
+ */
+export async function idleTimeoutFinding(client: pg.Client): Promise<Finding> {
+  const check = "idle_replication_slot_timeout";
+  const { rows } = await client.query<{ shown: string; setting: string }>(
+    "SELECT current_setting(name) AS shown, setting FROM pg_settings WHERE name = 'idle_replication_slot_timeout'",
+  );
+  const row = rows[0];
+  if (!row)
+    return {
+      check,
+      verdict: "ok",
+      detail: "not on this server (PostgreSQL 17 or earlier): an idle slot is never invalidated for idleness",
+    };
+  if (Number(row.setting) <= 0) return { check, verdict: "ok", detail: "0 (off): an idle slot is not invalidated for idleness" };
+  return {
+    check,
+    verdict: "warning",
+    detail: `${row.shown}: if the daemon is down (or cannot connect) longer than ${row.shown}, PostgreSQL invalidates its slot at the next checkpoint (invalidation_reason idle_timeout) and the next start reports a gap; raise it above the longest outage you plan for, or set it to 0`,
   };
 }

@@ -2,6 +2,7 @@ import type { Config } from "../config.js";
 import type { Logger } from "../log.js";
 import type { Checkpoint } from "../checkpoint/position.js";
 import { formatLsn, formatPosition } from "../lsn.js";
+import { invalidationWhy } from "../checkpoint/gap.js";
 import { UserActionError } from "../errors.js";
 import { withSourceClient } from "../source/connection.js";
 import { deliveryMode } from "../sink/delivery.js";
@@ -104,7 +105,7 @@ function describeSlot(cfg: Config, s: SlotReport): string | { warning: string } 
     );
   if (row.wal_status === "lost")
     throw new StatusProblem(
-      `slot "${cfg.slot}" was invalidated by PostgreSQL (wal_status lost${row.invalidation_reason ? `, ${row.invalidation_reason}` : ""}; max_slot_wal_keep_size ${s.maxSlotWalKeepSize ?? "?"}): events were lost. Follow the gap verdict below (re-snapshot the consumers, airflow-eventstream reset-checkpoint, start again)`,
+      `slot "${cfg.slot}" was invalidated by PostgreSQL (wal_status lost: ${invalidationWhy(row.invalidation_reason, s)}): events were lost. Follow the gap verdict below (re-snapshot the consumers, airflow-eventstream reset-checkpoint, start again)`,
     );
   const where = `confirmed_flush_lsn ${row.confirmed_flush_lsn ?? "?"}, ${lagText(s)}, wal_status ${row.wal_status ?? "unknown"}`;
   if (row.active_pid === null)

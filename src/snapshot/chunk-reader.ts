@@ -3,6 +3,7 @@ import { decodeValue } from "../decode/values.js";
 import type { Relation, Row } from "../decode/types.js";
 import { parseLsn, type Lsn } from "../lsn.js";
 import { ident } from "../source/sql.js";
+import { standbyWriteError } from "../source/standby.js";
 import { WATERMARK_PREFIX, type SnapshotSpec, type SnapshotTable, type Watermark } from "./spec.js";
 import { parseSnapshot, type PgSnapshot } from "./window.js";
 
@@ -62,10 +63,11 @@ export class ChunkReader {
 
   /** Writes a watermark into the WAL; returns its LSN. */
   async emit(w: Watermark): Promise<Lsn> {
-    const r = await this.client.query<{ lsn: string }>("SELECT pg_logical_emit_message(false, $1, $2)::text AS lsn", [
-      WATERMARK_PREFIX,
-      JSON.stringify(w),
-    ]);
+    const r = await this.client
+      .query<{ lsn: string }>("SELECT pg_logical_emit_message(false, $1, $2)::text AS lsn", [WATERMARK_PREFIX, JSON.stringify(w)])
+      .catch((e: unknown) => {
+        throw standbyWriteError(e, "a snapshot's watermark") ?? e;
+      });
     if (this.flushAfterEmit && w.kind === "high") {
       // A transactional message commits, and a commit flushes the WAL before it, the watermark included.
       await this.client.query("SELECT pg_logical_emit_message(true, $1, '')", [`${WATERMARK_PREFIX}.flush`]);

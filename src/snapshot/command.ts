@@ -1,6 +1,7 @@
 import type { Config } from "../config.js";
 import { ConfigError, PrivilegeError, sqlState } from "../errors.js";
 import { withSourceClient } from "../source/connection.js";
+import { standbyWriteError } from "../source/standby.js";
 import type { Logger } from "../log.js";
 import { requestSnapshot, type SnapshotRequest } from "./request.js";
 import { waitForJob, type JobState } from "./wait.js";
@@ -73,7 +74,7 @@ async function request(cfg: Config, req: SnapshotRequest): Promise<SnapshotSpec>
           `role "${cfg.pg.user}" may not execute pg_logical_emit_message, which carries the snapshot request through the WAL. Run the command as a role with REPLICATION, or GRANT EXECUTE ON FUNCTION pg_logical_emit_message(boolean, text, text) TO ${cfg.pg.user} (on PostgreSQL 17 and later the function is pg_logical_emit_message(boolean, text, text, boolean); docs/backfill.md)`,
           { cause: e },
         );
-      throw e;
+      throw standbyWriteError(e, "the snapshot request") ?? e;
     }
   });
 }

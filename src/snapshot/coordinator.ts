@@ -1,7 +1,7 @@
 import { randomBytes } from "node:crypto";
 import pg from "pg";
 import type { Config } from "../config.js";
-import { coerceError, sqlState } from "../errors.js";
+import { UserActionError, coerceError, sqlState } from "../errors.js";
 import type { Logger } from "../log.js";
 import { connectOrExplain, pgClientConfig } from "../source/connection.js";
 import type { AckWatch } from "./ack-watch.js";
@@ -121,7 +121,8 @@ export class SnapshotCoordinator {
           if (this.stopped) return 0;
           const err = coerceError(e);
           const job = this.progress.active;
-          if (job !== null && /^(22|42)/.test(sqlState(e) ?? "")) {
+          // A UserActionError (a standby refusing the watermarks) cannot get better by retrying either.
+          if (job !== null && (/^(22|42)/.test(sqlState(e) ?? "") || e instanceof UserActionError)) {
             this.log.error({ job: job.spec.id, err: err.message }, "snapshot failed: PostgreSQL refused its query; the job is dropped");
             this.finish(job, err.message);
             return 0;

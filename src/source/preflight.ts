@@ -17,6 +17,7 @@ import { readSlot, serverWal, slotBusy, slotState, type SourceReady } from "./sl
 import { checkSnapshotPrivileges } from "../snapshot/privileges.js";
 import { ident, literal } from "./sql.js";
 import { ensureReplicaIdentity, FULL_IDENTITY_TABLES } from "./replica-identity.js";
+import { checkStandby } from "./standby.js";
 
 export { ensureReplicaIdentity, FULL_IDENTITY_TABLES };
 
@@ -34,12 +35,21 @@ export function capturedTables(cfg: Config): string[] {
 export async function prepareSource(cfg: Config, log: Logger): Promise<SourceReady> {
   return withSourceClient(cfg, async (client) => {
     await checkWalLevel(client);
+    const standby = await checkStandby(client, log);
     await checkRole(client, cfg);
     const tables = await checkTables(client, cfg);
     await checkSnapshotPrivileges(client, cfg);
-    await ensurePublication(client, cfg, tables, log, "apply");
+    // A standby is read-only: what a start would create or alter there is to be done on the primary.
+    const mode = standby ? "inspect" : "apply";
+    const todo = [await ensurePublication(client, cfg, tables, log, mode)];
     // Before the slot: a slot created now decodes every change with the old rows.
-    await ensureReplicaIdentity(client, cfg, log, "apply");
+    todo.push(await ensureReplicaIdentity(client, cfg, log, mode));
+    const onPrimary = todo.filter((t) => t !== null);
+    if (onPrimary.length > 0) {
+      throw new UserActionError(
+        `this server is a standby, where nothing can be created or altered: ${onPrimary.join("; ")}. Run that SQL on the primary: it reaches this standby through the WAL`,
+      );
+    }
     const row = await readSlot(client, cfg);
     if (row && row.active_pid !== null) throw slotBusy(cfg, row.active_pid);
     if (row?.wal_status === "unreserved") {

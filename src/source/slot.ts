@@ -6,6 +6,7 @@ import type { Logger } from "../log.js";
 import type { SourceIdentity } from "../checkpoint/position.js";
 import { withSourceClient } from "./connection.js";
 import { literal } from "./sql.js";
+import { primaryWalLevelError } from "./standby.js";
 
 /** The slot's state, as pg_replication_slots shows it. */
 export interface SlotState {
@@ -20,9 +21,10 @@ export interface SlotState {
 export interface SourceReady {
   /** null: the slot does not exist. It is created only once the gap check allows (createSlot). */
   slot: SlotState | null;
-  /** The server's WAL position and max_slot_wal_keep_size, for the gap check and its message. */
+  /** The server's WAL position, max_slot_wal_keep_size and idle_replication_slot_timeout, for the gap check and its message. */
   walLsn: Lsn;
   maxSlotWalKeepSize: string | null;
+  idleReplicationSlotTimeout: string | null;
 }
 
 /** The slot now, with the WAL position: after START_REPLICATION, when the slot is this session's. */
@@ -46,9 +48,11 @@ export interface SlotRow {
 export async function readSlot(client: pg.Client, cfg: Config): Promise<SlotRow | null> {
   const { rows } = await client.query<SlotRow>(
     // invalidation_reason exists from PostgreSQL 17 on: read through to_jsonb, which has no
-    // such key (NULL) on earlier versions instead of failing.
+    // such key (NULL) on earlier versions instead of failing. PostgreSQL 16 says only that a slot on
+    // a standby was invalidated by a conflict with recovery (conflicting): "conflicting" then.
     `SELECT plugin, slot_type, database, active_pid, confirmed_flush_lsn::text, wal_status,
-            to_jsonb(s) ->> 'invalidation_reason' AS invalidation_reason
+            COALESCE(to_jsonb(s) ->> 'invalidation_reason',
+                     CASE WHEN to_jsonb(s) ->> 'conflicting' = 'true' THEN 'conflicting' END) AS invalidation_reason
        FROM pg_replication_slots s WHERE slot_name = $1`,
     [cfg.slot],
   );
@@ -82,10 +86,13 @@ export function slotBusy(cfg: Config, pid: number): SlotBusyError {
   );
 }
 
-export async function serverWal(client: pg.Client): Promise<{ walLsn: Lsn; maxSlotWalKeepSize: string | null }> {
+export async function serverWal(client: pg.Client): Promise<Omit<SourceReady, "slot">> {
   const walLsn = await readWalLsn(client);
-  const { rows } = await client.query<{ v: string | null }>("SELECT current_setting('max_slot_wal_keep_size', true) AS v");
-  return { walLsn, maxSlotWalKeepSize: rows[0]?.v ?? null };
+  // idle_replication_slot_timeout exists from PostgreSQL 18 on: current_setting(..., true) is NULL before.
+  const { rows } = await client.query<{ keep: string | null; idle: string | null }>(
+    "SELECT current_setting('max_slot_wal_keep_size', true) AS keep, current_setting('idle_replication_slot_timeout', true) AS idle",
+  );
+  return { walLsn, maxSlotWalKeepSize: rows[0]?.keep ?? null, idleReplicationSlotTimeout: rows[0]?.idle ?? null };
 }
 
 /**
@@ -100,6 +107,12 @@ export async function createSlot(cfg: Config, log: Logger): Promise<SlotState> {
     );
   }
   return withSourceClient(cfg, async (client) => {
+    // On a standby the creation waits for the primary's next running-transactions record.
+    if ((await client.query<{ r: boolean }>("SELECT pg_is_in_recovery() AS r")).rows[0]?.r)
+      log.info(
+        { slot: cfg.slot },
+        "creating the slot on a standby: PostgreSQL waits for the primary's next running-transactions record (about 15 s on a busy primary; on an idle one, run SELECT pg_log_standby_snapshot(); there)",
+      );
     try {
       const created = await client.query<{ lsn: string }>("SELECT lsn::text FROM pg_create_logical_replication_slot($1, 'pgoutput')", [
         cfg.slot,
@@ -107,7 +120,7 @@ export async function createSlot(cfg: Config, log: Logger): Promise<SlotState> {
       log.info({ slot: cfg.slot, lsn: created.rows[0]!.lsn }, "created replication slot; events start from here");
       return { confirmedFlushLsn: parseLsn(created.rows[0]!.lsn), walStatus: "reserved", invalidationReason: null };
     } catch (e: unknown) {
-      if (sqlState(e) !== "42710") throw e;
+      if (sqlState(e) !== "42710") throw primaryWalLevelError(e, cfg) ?? e;
       // Created concurrently by a peer.
       const row = await readSlot(client, cfg);
       if (!row) throw e;

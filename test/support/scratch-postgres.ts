@@ -26,6 +26,8 @@ export interface ScratchPostgres {
 export interface ScratchOptions {
   /** Extra `-c name=value` server settings, e.g. { wal_level: "replica" }. */
   settings?: Record<string, string>;
+  /** The server programs' directory (initdb, pg_ctl, postgres), e.g. `bash scripts/pg-binaries.sh 17`'s; default postgresBinDir(). */
+  bin?: string;
 }
 
 const isRoot = process.getuid?.() === 0;
@@ -83,7 +85,7 @@ function portFree(port: number): Promise<boolean> {
 }
 
 export async function startScratchPostgres(opts: ScratchOptions = {}): Promise<ScratchPostgres> {
-  const bin = postgresBinDir();
+  const bin = opts.bin ?? postgresBinDir();
   const dir = mkdtempSync("/tmp/eventstream-scratch-pg-");
   const data = join(dir, "data");
   const logFile = join(dir, "postgres.log");

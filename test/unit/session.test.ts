@@ -22,6 +22,7 @@ const READY: SourceReady = {
   slot: { confirmedFlushLsn: SLOT_AT, walStatus: "reserved", invalidationReason: null },
   walLsn: 0x9000n,
   maxSlotWalKeepSize: null,
+  idleReplicationSlotTimeout: null,
 };
 
 interface Gate<T> {

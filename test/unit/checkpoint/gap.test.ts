@@ -25,6 +25,7 @@ function slot(confirmed: string | null, walStatus: string | null = "reserved", c
         : { confirmedFlushLsn: L(confirmed), walStatus, invalidationReason: walStatus === "lost" ? "wal_removed" : null, createdNow },
     walLsn: L("0/9000"),
     maxSlotWalKeepSize: "1MB",
+    idleReplicationSlotTimeout: "0",
   };
 }
 
@@ -159,12 +160,53 @@ describe("gap message", () => {
     );
   });
 
-  it("names PostgreSQL's own reason when it is not WAL removal (PostgreSQL 17+)", () => {
-    const facts = slot("0/1800", "lost");
-    facts.state!.invalidationReason = "idle_timeout";
-    const m = gap(null, facts);
+  const lostBecause = (reason: string | null, more: Partial<SlotFacts> = {}) => {
+    const facts = { ...slot("0/1800", "lost"), ...more };
+    facts.state!.invalidationReason = reason;
+    return gap(checkpoint("0/2000"), facts);
+  };
+
+  it.each<[string | null, string[], string[]]>([
+    // Before PostgreSQL 17 the server gives no reason: a primary invalidates for WAL removal only.
+    [null, ["max_slot_wal_keep_size (1MB) behind", "raise max_slot_wal_keep_size"], ["invalidation_reason"]],
+    ["wal_removed", ['invalidation_reason "wal_removed"', "max_slot_wal_keep_size (1MB) behind", "raise max_slot_wal_keep_size"], []],
+    [
+      "rows_removed",
+      ['invalidation_reason "rows_removed"', "standby", "primary removed rows", "hot_standby_feedback = on", "physical replication slot"],
+      ["max_slot_wal_keep_size"],
+    ],
+    [
+      "wal_level_insufficient",
+      ['invalidation_reason "wal_level_insufficient"', "primary's wal_level went below logical", "wal_level = logical"],
+      ["max_slot_wal_keep_size", "hot_standby_feedback"],
+    ],
+    [
+      "conflicting",
+      ["conflicting with recovery", "PostgreSQL 16", "rows_removed", "wal_level_insufficient", "hot_standby_feedback = on"],
+      ["max_slot_wal_keep_size"],
+    ],
+    [
+      "some_future_reason",
+      ['invalidation_reason "some_future_reason", as PostgreSQL gave it'],
+      ["max_slot_wal_keep_size", "hot_standby_feedback"],
+    ],
+  ])("invalidation_reason %s: named and explained", (reason, needles, absent) => {
+    const m = lostBecause(reason);
+    for (const n of needles) expect(m).toContain(n);
+    for (const n of absent) expect(m).not.toContain(n);
+    expect(m).toContain("EVENTS WERE LOST");
+    expect(m).toContain("drops the invalidated slot");
+  });
+
+  it("idle_timeout (PostgreSQL 18): shows the server's idle_replication_slot_timeout and what it means for a stopped daemon", () => {
+    const m = lostBecause("idle_timeout", { idleReplicationSlotTimeout: "1min" });
     expect(m).toContain('invalidation_reason "idle_timeout"');
+    expect(m).toContain("longer than idle_replication_slot_timeout (1min)");
+    expect(m).toContain("a daemon stopped (or unable to connect) for that long loses its slot");
+    expect(m).toContain("0 turns it off");
     expect(m).not.toContain("max_slot_wal_keep_size");
+    // The setting unknown: the reason is still named, without a made-up value.
+    expect(lostBecause("idle_timeout", { idleReplicationSlotTimeout: null })).toContain("longer than idle_replication_slot_timeout, so");
   });
 
   it("without a checkpoint topic (gap detection off) it still explains an invalidated slot", () => {

@@ -1,0 +1,180 @@
+import { afterAll, describe, expect, it } from "vitest";
+import { execFileSync } from "node:child_process";
+import pg from "pg";
+import { airflowFixture, consume, daemonEnv, spawnDaemon, uniqueName, type DaemonProcess } from "../support/harness.js";
+import { insertDagRun } from "../support/airflow-rows.js";
+import { startScratchPostgres, type ScratchPostgres } from "../support/scratch-postgres.js";
+
+/**
+ * The server's own invalidation reasons, for real: a throwaway cluster of the major that has the
+ * reason, the daemon streams a little and is stopped, the server invalidates the slot, and the
+ * next start refuses with the gap message naming that reason and what to do about it.
+ *
+ * - PostgreSQL 17: invalidation_reason wal_removed (max_slot_wal_keep_size 1MB, WAL written and
+ *   checkpointed while the daemon is stopped).
+ * - PostgreSQL 18: idle_timeout (idle_replication_slot_timeout at its smallest, the slot left
+ *   inactive past it; the check runs at a checkpoint).
+ */
+
+const STREAMING = /"msg":"streaming"/;
+const DAG = "invalidation_dag";
+const spawned: DaemonProcess[] = [];
+
+afterAll(async () => {
+  for (const p of spawned) if (p.proc.exitCode === null && p.proc.signalCode === null) p.proc.kill("SIGKILL");
+});
+
+/** The server programs of a major, fetched and unpacked once by the repo's script. */
+function binOf(major: "17" | "18"): string {
+  return execFileSync("bash", ["scripts/pg-binaries.sh", major], { encoding: "utf8", timeout: 300_000 }).trim();
+}
+
+/** Runs `fn` on a new cluster of `major`, stopped (and its files removed) afterwards whatever happened. */
+async function withCluster(major: "17" | "18", settings: Record<string, string>, fn: (c: ScratchPostgres) => Promise<void>): Promise<void> {
+  const c = await startScratchPostgres({ bin: binOf(major), settings: { wal_level: "logical", ...settings } });
+  try {
+    await fn(c);
+  } finally {
+    await c.stop();
+  }
+}
+
+async function on<T>(c: ScratchPostgres, database: string, fn: (client: pg.Client) => Promise<T>): Promise<T> {
+  const client = new pg.Client({ host: c.host, port: c.port, user: c.user, database });
+  await client.connect();
+  try {
+    return await fn(client);
+  } finally {
+    await client.end();
+  }
+}
+
+async function airflowDatabase(c: ScratchPostgres, prefix: string): Promise<string> {
+  const db = uniqueName(prefix);
+  await on(c, "postgres", (client) => client.query(`CREATE DATABASE ${db}`));
+  await on(c, db, (client) => client.query(airflowFixture("3").sql));
+  return db;
+}
+
+function envOn(c: ScratchPostgres, db: string): Record<string, string> {
+  return daemonEnv(db, { PGHOST: c.host, PGPORT: String(c.port), PGUSER: c.user, PGPASSWORD: "" });
+}
+
+function start(env: Record<string, string>): DaemonProcess {
+  const p = spawnDaemon(env);
+  spawned.push(p);
+  return p;
+}
+
+async function exitCode(p: DaemonProcess, timeoutMs = 60_000): Promise<number | null> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<"timeout">((r) => (timer = setTimeout(() => r("timeout"), timeoutMs)));
+  const code = await Promise.race([p.exited, timeout]).finally(() => clearTimeout(timer));
+  if (code === "timeout") throw new Error(`the daemon did not exit within ${timeoutMs} ms; output:\n${p.output.slice(-20).join("\n")}`);
+  return code;
+}
+
+/** Starts the daemon, commits a DAG run, waits for its event in Kafka, stops the daemon (exit 0). */
+async function streamOnce(c: ScratchPostgres, db: string, env: Record<string, string>): Promise<void> {
+  const d = start(env);
+  await d.waitForLog(STREAMING, 60_000);
+  await on(c, db, (client) => insertDagRun(client, "3", DAG, "before"));
+  await consume([env.EVENTSTREAM_TOPIC!], (all) => all.some((m) => m.event.run_id === "before"), {
+    timeoutMs: 30_000,
+    waitingFor: "the event of run before",
+  });
+  d.proc.kill("SIGTERM");
+  expect(await exitCode(d)).toBe(0);
+}
+
+interface SlotNow {
+  wal_status: string | null;
+  invalidation_reason: string | null;
+  active: boolean;
+}
+
+async function slotNow(c: ScratchPostgres, db: string): Promise<SlotNow | undefined> {
+  return on(c, db, async (client) => {
+    const { rows } = await client.query<SlotNow>(
+      "SELECT wal_status, invalidation_reason, active FROM pg_replication_slots WHERE slot_name = $1",
+      [db],
+    );
+    return rows[0];
+  });
+}
+
+/** The next start: exit 2, SlotGapError, the gap message with every needle. */
+async function expectRefused(env: Record<string, string>, needles: string[]): Promise<string> {
+  const d = start(env);
+  const code = await exitCode(d);
+  const text = d.output.join("\n");
+  expect(code, text).toBe(2);
+  expect(text).toContain('"error":"SlotGapError"');
+  for (const n of ["GAP IN THE EVENT STREAM", 'wal_status "lost"', "EVENTS WERE LOST", ...needles]) expect(text).toContain(n);
+  expect(text).not.toMatch(STREAMING);
+  return text;
+}
+
+describe("PostgreSQL 17: invalidation_reason wal_removed", () => {
+  it("the daemon stopped, WAL past max_slot_wal_keep_size and a CHECKPOINT: the next start names wal_removed and the limit", async () => {
+    await withCluster("17", { max_slot_wal_keep_size: "1MB" }, async (c) => {
+      const db = await airflowDatabase(c, "inval_wal");
+      const env = envOn(c, db);
+      await streamOnce(c, db, env);
+      await on(c, db, async (client) => {
+        await client.query("CREATE TABLE filler (id serial PRIMARY KEY, payload text)");
+        for (let i = 0; i < 20; i++) {
+          if ((await slotNow(c, db))?.wal_status === "lost") return;
+          await client.query("INSERT INTO filler (payload) SELECT repeat('x', 1000) FROM generate_series(1, 2000)");
+          await client.query("SELECT pg_switch_wal()");
+          await client.query("CHECKPOINT");
+        }
+      });
+      expect(await slotNow(c, db)).toMatchObject({ wal_status: "lost", invalidation_reason: "wal_removed" });
+      await expectRefused(env, [
+        'invalidation_reason "wal_removed"',
+        "fell more than max_slot_wal_keep_size (1MB) behind",
+        "raise max_slot_wal_keep_size",
+      ]);
+    });
+  });
+});
+
+describe("PostgreSQL 18: invalidation_reason idle_timeout", () => {
+  it("the daemon stopped longer than idle_replication_slot_timeout, then a CHECKPOINT: the next start names idle_timeout and the server's value", async () => {
+    await withCluster("18", {}, async (c) => {
+      // Its unit, as this server has it (seconds on 18.1; the name alone does not say): the smallest value is 1 of it.
+      const unit = await on(c, "postgres", async (client) => {
+        const { rows } = await client.query<{ unit: string | null }>(
+          "SELECT unit FROM pg_settings WHERE name = 'idle_replication_slot_timeout'",
+        );
+        const u = rows[0]?.unit ?? null;
+        await client.query(`ALTER SYSTEM SET idle_replication_slot_timeout = '1${u ?? ""}'`);
+        await client.query("SELECT pg_reload_conf()");
+        return u;
+      });
+      expect(unit, "a timeout in minutes would make this test take minutes").toBe("s");
+      const shown = await on(
+        c,
+        "postgres",
+        async (client) => (await client.query<{ v: string }>("SELECT current_setting('idle_replication_slot_timeout') AS v")).rows[0]!.v,
+      );
+      expect(shown).toBe("1s");
+
+      const db = await airflowDatabase(c, "inval_idle");
+      const env = envOn(c, db);
+      await streamOnce(c, db, env);
+      // The slot is checked at checkpoints only: a CHECKPOINT a little past the timeout invalidates it.
+      for (let i = 0; i < 20 && (await slotNow(c, db))?.wal_status !== "lost"; i++) {
+        await new Promise((r) => setTimeout(r, 1_000));
+        await on(c, db, (client) => client.query("CHECKPOINT"));
+      }
+      expect(await slotNow(c, db)).toMatchObject({ wal_status: "lost", invalidation_reason: "idle_timeout", active: false });
+      await expectRefused(env, [
+        'invalidation_reason "idle_timeout"',
+        "longer than idle_replication_slot_timeout (1s)",
+        "a daemon stopped (or unable to connect) for that long loses its slot",
+      ]);
+    });
+  });
+});
