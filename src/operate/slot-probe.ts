@@ -1,4 +1,4 @@
-import pg from "pg";
+import type pg from "pg";
 import { z } from "zod";
 import type { Config } from "../config.js";
 import { connectSource } from "../source/connection.js";

@@ -1,4 +1,4 @@
-import pg from "pg";
+import type pg from "pg";
 import type { Config } from "../config.js";
 import { PG_EPOCH_OFFSET_US } from "../decode/types.js";
 import { formatLsn, type Lsn } from "../lsn.js";
