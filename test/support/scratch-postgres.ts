@@ -45,7 +45,7 @@ export function postgresBinDir(): string {
 }
 
 /** Runs a server program, as `postgres` when we are root; cwd / because ours may be unreadable to it. */
-function asPostgres(program: string, args: string[]): string {
+export function asPostgres(program: string, args: string[]): string {
   const [file, argv] = isRoot ? ["runuser", ["-u", "postgres", "--", program, ...args]] : [program, args];
   try {
     return execFileSync(file, argv, { cwd: "/", encoding: "utf8", stdio: ["ignore", "pipe", "pipe"], timeout: 60_000 });
@@ -60,7 +60,7 @@ function asPostgres(program: string, args: string[]): string {
  * (when several sets of services share a machine and each keeps to its own ports), the first one
  * in that range nothing listens on.
  */
-async function scratchPort(): Promise<number> {
+export async function scratchPort(): Promise<number> {
   const range = /^(\d+)-(\d+)$/.exec(process.env.EVENTSTREAM_SCRATCH_PG_PORTS ?? "");
   if (!range) return freePort();
   for (let port = Number(range[1]); port <= Number(range[2]); port++) {
