@@ -206,9 +206,18 @@ async function rowsOf(node: PgNode, db: string): Promise<Map<string, string>> {
 describe.each([17, 18] as const)("PostgreSQL %i primary + standby, failover slot", (major) => {
   it("promotion under load: the daemon continues from the standby's synchronised slot, no gap, 0 lost", { timeout: 120_000 }, async () => {
     const { pair, db } = await pairWithAirflow(major, { synchronized_standby_slots: `'${PHYSICAL_SLOT}'` });
-    // A slot that exists without the flag is given it at start (EVENTSTREAM_FAILOVER_SLOT=auto).
-    await pair.primary.query("SELECT pg_create_logical_replication_slot($1, 'pgoutput', false, false, false)", [db], db);
+    // A first start with EVENTSTREAM_FAILOVER_SLOT=false makes the slot without the flag; the next
+    // one (auto) gives it the flag, as for a slot made before 17 or by hand.
     const env = envFor(pair, db);
+    const first = start({ ...env, EVENTSTREAM_FAILOVER_SLOT: "false" });
+    await first.waitForLog(STREAMING, 60_000);
+    first.proc.kill("SIGTERM");
+    expect(await exitOf(first, 30_000)).toBe(0);
+    const [flag] = await pair.primary.query<{ f: string }>(
+      "SELECT to_jsonb(s) ->> 'failover' AS f FROM pg_replication_slots s WHERE slot_name = $1",
+      [db],
+    );
+    expect(flag?.f).toBe("false");
     const d = start(env);
     await d.waitForLog(STREAMING, 60_000);
     expect(d.output.join("\n")).toMatch(/gave the replication slot the failover flag/);
