@@ -1,5 +1,6 @@
 import pg from "pg";
-import { afterAll, describe, expect, it } from "vitest";
+import { afterEach, describe, expect, it } from "vitest";
+import { parseLsn } from "../../src/lsn.js";
 import type { AirflowEvent } from "../../src/airflow/events.js";
 import { airflowFixture, consume, daemonEnv, sleep, spawnDaemon, uniqueName, waitFor, type DaemonProcess } from "../support/harness.js";
 import { insertDagRun, insertTi } from "../support/airflow-rows.js";
@@ -24,9 +25,9 @@ const STREAMING = /"msg":"streaming"/;
 
 const pairs: PgPair[] = [];
 const spawned: DaemonProcess[] = [];
-afterAll(async () => {
-  for (const p of spawned) if (p.proc.exitCode === null && p.proc.signalCode === null) p.proc.kill("SIGKILL");
-  for (const p of pairs) await p.destroy();
+afterEach(async () => {
+  for (const p of spawned.splice(0)) if (p.proc.exitCode === null && p.proc.signalCode === null) p.proc.kill("SIGKILL");
+  for (const p of pairs.splice(0)) await p.destroy();
 });
 
 function start(env: Record<string, string>, args?: string[]): DaemonProcess {
@@ -225,7 +226,7 @@ describe.each([17, 18] as const)("PostgreSQL %i primary + standby, failover slot
     const writer = new Writer([pair.primary, pair.standby], db, keys);
     writer.start();
 
-    const synced = await waitFor(
+    await waitFor(
       "the standby's copy of the slot synchronised (synced, not temporary)",
       async () => {
         const s = await slotCopy(pair.standby, db);
@@ -242,6 +243,10 @@ describe.each([17, 18] as const)("PostgreSQL %i primary + standby, failover slot
     expect(checkText).toMatch(new RegExp(`ok +standby 127\\.0\\.0\\.1:${pair.standby.port}: its copy of slot "${db}" is synced, at `));
 
     const commitsBefore = writer.commits;
+    const [acked] = await pair.primary.query<{ lsn: string }>(
+      "SELECT confirmed_flush_lsn::text AS lsn FROM pg_replication_slots WHERE slot_name = $1",
+      [db],
+    );
     pair.primary.stop("immediate");
     await pair.standby.promote();
     await waitFor("writes on the new primary", async () => writer.commits > commitsBefore + 200, 60_000);
@@ -255,8 +260,19 @@ describe.each([17, 18] as const)("PostgreSQL %i primary + standby, failover slot
     });
     const { mismatches, duplicates } = compare(tiEvents(consumed.map((m) => m.event)), rows);
     const text = d.output.join("\n");
+    // Where the new primary's slot resumed, against what the old primary's slot had confirmed
+    // just before the crash: the events between were decoded again on the new primary.
+    const resumed = [...text.matchAll(/"resumeFrom":"([0-9A-F]+\/[0-9A-F]+)"[^\n]*"msg":"streaming"/g)].at(-1)![1]!;
+    const from = parseLsn(resumed);
+    const to = parseLsn(acked!.lsn);
+    const replayed = tiEvents(consumed.map((m) => m.event)).filter((e) => {
+      const lsn = parseLsn(e.source.commit_lsn);
+      return lsn > from && lsn <= to;
+    }).length;
     console.log(
-      `PostgreSQL ${major} failover: ${writer.commits} commits (${writer.failures} failed in the failover), ${consumed.length} events, ${duplicates} duplicates; standby's slot copy was synced at ${synced.lsn}`,
+      `PostgreSQL ${major} failover: ${writer.commits} commits (${writer.failures} failed in the failover), ${consumed.length} events, ${duplicates} duplicates; ` +
+        `the old primary's slot had confirmed ${acked!.lsn}, the new primary's copy resumed from ${resumed} (${to - from} bytes of WAL decoded again, ` +
+        `${replayed} task-instance events in that range; ${duplicates === 0 ? "none published twice: the daemon's read-back of each partition's tail held them" : `${duplicates} published twice`})`,
     );
     expect(text).not.toContain("SlotGapError");
     expect(mismatches, mismatches.slice(0, 10).join("\n")).toEqual([]);
