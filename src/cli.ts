@@ -146,7 +146,13 @@ async function runDaemon({ cfg, log }: Env): Promise<number> {
   process.on("SIGTERM", onSignal);
   process.on("SIGINT", onSignal);
   log.info(
-    { slot: cfg.slot, publication: cfg.publication, brokers: cfg.kafka.brokers, database: cfg.pg.database, host: cfg.pg.host },
+    {
+      slot: cfg.slot,
+      publication: cfg.publication,
+      brokers: cfg.kafka.brokers,
+      database: cfg.pg.database,
+      hosts: cfg.pg.hosts.map((h) => `${h.host}:${h.port}`).join(","),
+    },
     "starting",
   );
   try {

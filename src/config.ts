@@ -3,6 +3,7 @@ import { parseEnv } from "node:util";
 import { z } from "zod";
 import { ConfigError } from "./errors.js";
 import { SETTINGS, TOOLING_NAMES, TOOLING_PREFIXES } from "./config/settings.js";
+import { defaultTargetAttrs, parseHostList, type PgHost } from "./source/target.js";
 
 export { TOOLING_NAMES, TOOLING_PREFIXES } from "./config/settings.js";
 
@@ -81,6 +82,7 @@ export function loadConfig(source: NodeJS.ProcessEnv = process.env, dotEnv: Read
 interface CaFiles {
   kafkaCa: PemFile | null;
   pgRootCert: PemFile | null;
+  pgHosts: PgHost[];
 }
 
 /**
@@ -98,6 +100,8 @@ function checkTogether(e: Env, refused: (key: string) => string, problems: strin
   // As libpq: with sslmode=disable the root certificate is never used, so it is not read either.
   const pgRootCert =
     e.PGSSLMODE !== "disable" && e.PGSSLROOTCERT ? readCaFile("PGSSLROOTCERT", e.PGSSLROOTCERT, "PostgreSQL's", problems) : null;
+  const hostList = parseHostList(e.PGHOST, e.PGPORT);
+  if ("problem" in hostList) problems.push(`  ${hostList.problem} (${refused("PGHOST")}, ${refused("PGPORT")})`);
   const template = e.EVENTSTREAM_TOPIC_TEMPLATE.trim();
   if (template !== "" && !template.includes("{dag_id}")) {
     problems.push(`  ${refused("EVENTSTREAM_TOPIC_TEMPLATE")}: must contain {dag_id}, e.g. "airflow.{dag_id}", or be empty for one topic`);
@@ -122,16 +126,20 @@ function checkTogether(e: Env, refused: (key: string) => string, problems: strin
       `  ${refused("EVENTSTREAM_STATE_TOPIC")}: must be a topic of its own, not the events', the checkpoint or the dead-letter topic`,
     );
   }
-  return { kafkaCa, pgRootCert };
+  return { kafkaCa, pgRootCert, pgHosts: "hosts" in hostList ? hostList.hosts : [] };
 }
 
 /** The validated settings shaped as the code uses them; its return type is Config. */
-function configFrom(e: Env, { kafkaCa, pgRootCert }: CaFiles) {
+function configFrom(e: Env, { kafkaCa, pgRootCert, pgHosts }: CaFiles) {
   const template = e.EVENTSTREAM_TOPIC_TEMPLATE.trim();
   return {
     pg: {
-      host: e.PGHOST,
-      port: e.PGPORT,
+      /** PGHOST/PGPORT, in order; `host` and `port` are the first, for messages that name one. */
+      hosts: pgHosts,
+      host: pgHosts[0]!.host,
+      port: pgHosts[0]!.port,
+      /** Which host to use (src/source/target.ts). */
+      targetSessionAttrs: defaultTargetAttrs(pgHosts, e.PGTARGETSESSIONATTRS),
       user: e.PGUSER,
       password: e.PGPASSWORD,
       database: e.PGDATABASE,
@@ -141,6 +149,8 @@ function configFrom(e: Env, { kafkaCa, pgRootCert }: CaFiles) {
     },
     airflowSchema: e.EVENTSTREAM_AIRFLOW_SCHEMA,
     slot: e.EVENTSTREAM_SLOT,
+    /** auto: on where the server is 17+ (src/source/failover-slot.ts). */
+    failoverSlot: e.EVENTSTREAM_FAILOVER_SLOT,
     publication: e.EVENTSTREAM_PUBLICATION,
     createSlot: e.EVENTSTREAM_CREATE_SLOT,
     createPublication: e.EVENTSTREAM_CREATE_PUBLICATION,

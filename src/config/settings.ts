@@ -86,8 +86,28 @@ export interface Setting {
  * configuration error; the generated files list them by group.
  */
 export const SETTINGS = {
-  PGHOST: { group: "postgres", schema: z.string().min(1).default("127.0.0.1"), about: "Host of Airflow's metadata database." },
-  PGPORT: { group: "postgres", schema: int(1, 65535).default(5432), about: "Port of Airflow's metadata database." },
+  PGHOST: {
+    group: "postgres",
+    schema: z.string().min(1).default("127.0.0.1"),
+    about:
+      "Host of Airflow's metadata database, or several separated by commas (as libpq: a primary and its standbys), tried in order until one matches `PGTARGETSESSIONATTRS` (docs/failover.md).",
+  },
+  PGPORT: {
+    group: "postgres",
+    schema: z
+      .string()
+      .regex(/^\s*\d{1,5}\s*(,\s*\d{1,5}\s*)*$/, {
+        message: "expected a whole number (a port, 1-65535), or one per host in PGHOST separated by commas",
+      })
+      .default("5432"),
+    about: "Port of Airflow's metadata database: one for every host in `PGHOST`, or one per host, separated by commas (as libpq).",
+  },
+  PGTARGETSESSIONATTRS: {
+    group: "postgres",
+    schema: z.enum(["any", "read-write", "read-only", "primary", "standby", "prefer-standby"]).optional(),
+    about:
+      "Which of the `PGHOST` hosts to use, with libpq's values: `any`, `read-write`, `read-only`, `primary`, `standby`, `prefer-standby`. Unset: `any` with one host (no extra query), `read-write` with several, the server Airflow writes to (after a failover the old primary may come back as a standby, first in the list).",
+  },
   PGUSER: {
     group: "postgres",
     schema: z.string().min(1).default("postgres"),
@@ -113,6 +133,12 @@ export const SETTINGS = {
     group: "capture",
     schema: identifier.default("airflow_eventstream"),
     about: "Logical replication slot (pgoutput) the daemon reads and acknowledges.",
+  },
+  EVENTSTREAM_FAILOVER_SLOT: {
+    group: "capture",
+    schema: z.enum(["auto", "true", "false"], { message: "expected auto, true or false" }).default("auto"),
+    about:
+      "Create the slot as a failover slot (PostgreSQL 17+), which standbys with `sync_replication_slots=on` keep a copy of, so that the daemon continues from a promoted standby without a gap (docs/failover.md). `auto`: on where the server is 17 or later: the flag costs nothing until a standby syncs the slot, and a standby added later can then take over. `true`: required (an error before 17). `false`: off. An existing slot whose flag differs is altered at start when no one streams from it.",
   },
   EVENTSTREAM_PUBLICATION: {
     group: "capture",

@@ -13,6 +13,7 @@ import { deliveryMode } from "../sink/delivery.js";
 import { checkStateTopic, cleanupPolicy } from "../sink/topics.js";
 import { peekCheckpoint, withKafka } from "./kafka-facts.js";
 import { exitCode, finding, formatFindings, toJson, type Finding } from "./report.js";
+import { failoverFindings } from "./failover-facts.js";
 import { gapFinding, idleTimeoutFinding, readSlotReport, slotFinding, type SlotReport } from "./source-facts.js";
 
 /**
@@ -112,7 +113,12 @@ async function sourceChecks(cfg: Config, log: Logger): Promise<{ findings: Findi
       if (s !== null) findings.push(slotFinding(cfg, s));
       findings.push(await idleTimeoutFinding(client));
       slot = s;
-      return `${cfg.pg.host}:${cfg.pg.port}, database "${cfg.pg.database}", role "${cfg.pg.user}"`;
+      findings.push(
+        ...(await failoverFindings(cfg, client).catch((e: unknown) => [
+          { check: "failover", verdict: "problem" as const, detail: (e as Error).message },
+        ])),
+      );
+      return `${client.host}:${client.port}, database "${cfg.pg.database}", role "${cfg.pg.user}"`;
     }),
   );
   return { findings: [pg, ...findings], slot };

@@ -1,7 +1,7 @@
-import pg from "pg";
+import type pg from "pg";
 import { z } from "zod";
 import type { Config } from "../config.js";
-import { pgClientConfig } from "../source/connection.js";
+import { connectSource } from "../source/connection.js";
 import { describeError } from "../errors.js";
 import type { Logger } from "../log.js";
 import type { Metrics } from "./metrics.js";
@@ -72,15 +72,16 @@ export class SlotProbe {
 
   private async connected(): Promise<pg.Client> {
     if (this.client !== null) return this.client;
-    const client = new pg.Client({
-      ...pgClientConfig(this.cfg.pg, { replication: false, applicationName: "airflow-eventstream-metrics" }),
-      statement_timeout: STATEMENT_TIMEOUT_MS,
-      query_timeout: STATEMENT_TIMEOUT_MS + 1_000,
-      connectionTimeoutMillis: STATEMENT_TIMEOUT_MS * 2,
-    });
     // An error after connecting (the server went away) surfaces on the next query.
-    client.on("error", () => undefined);
-    await client.connect();
+    const { client } = await connectSource(this.cfg, {
+      replication: false,
+      applicationName: "airflow-eventstream-metrics",
+      extra: () => ({
+        statement_timeout: STATEMENT_TIMEOUT_MS,
+        query_timeout: STATEMENT_TIMEOUT_MS + 1_000,
+        connectionTimeoutMillis: STATEMENT_TIMEOUT_MS * 2,
+      }),
+    });
     this.client = client;
     const v = await client.query("SHOW server_version");
     this.metrics.postgres = String(v.rows[0]?.server_version ?? "unknown").split(" ")[0]!;

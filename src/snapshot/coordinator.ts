@@ -1,9 +1,8 @@
 import { randomBytes } from "node:crypto";
-import pg from "pg";
 import type { Config } from "../config.js";
 import { UserActionError, coerceError, sqlState } from "../errors.js";
 import type { Logger } from "../log.js";
-import { connectOrExplain, pgClientConfig } from "../source/connection.js";
+import { connectSource } from "../source/connection.js";
 import type { AckWatch } from "./ack-watch.js";
 import { ChunkReader } from "./chunk-reader.js";
 import { DONE_KEPT, DONE_KEPT_MS, EMPTY_PROGRESS, SnapshotProgress, parseJson, type JobProgress, type SnapshotSpec } from "./spec.js";
@@ -138,12 +137,13 @@ export class SnapshotCoordinator {
   }
 
   private async work(): Promise<void> {
-    const base = pgClientConfig(this.cfg.pg, { replication: false, applicationName: "airflow-eventstream-snapshot" });
     // Its only commits flush the WAL to the walsender (ChunkReader.emit): a synchronous standby has
     // nothing to wait for there, and waiting would stall the snapshot on every chunk.
-    const client = new pg.Client({ ...base, options: `${base.options ?? ""} -c synchronous_commit=local` });
-    client.on("error", () => undefined);
-    await connectOrExplain(client, this.cfg);
+    const { client } = await connectSource(this.cfg, {
+      replication: false,
+      applicationName: "airflow-eventstream-snapshot",
+      extra: (base) => ({ options: `${base.options ?? ""} -c synchronous_commit=local` }),
+    });
     try {
       const version = await client.query<{ v: string }>("SELECT current_setting('server_version_num') AS v");
       const reader = new ChunkReader(client, this.cfg.airflowSchema, Number(version.rows[0]!.v));

@@ -13,6 +13,7 @@ import {
 } from "../errors.js";
 import type { Logger } from "../log.js";
 import { withSourceClient } from "./connection.js";
+import { alignFailoverFlag, readServerKind } from "./failover-slot.js";
 import { readSlot, serverWal, slotBusy, slotState, type SourceReady } from "./slot.js";
 import { checkSnapshotPrivileges } from "../snapshot/privileges.js";
 import { ident, literal } from "./sql.js";
@@ -52,6 +53,9 @@ export async function prepareSource(cfg: Config, log: Logger): Promise<SourceRea
     }
     const row = await readSlot(client, cfg);
     if (row && row.active_pid !== null) throw slotBusy(cfg, row.active_pid);
+    // An invalidated slot cannot be altered, and cannot stream again either: the gap check reports it.
+    if (row && row.wal_status !== "lost" && row.invalidation_reason === null)
+      await alignFailoverFlag(cfg, log, await readServerKind(client), row.failover === null ? null : row.failover === "true");
     if (row?.wal_status === "unreserved") {
       log.warn(
         { slot: cfg.slot, confirmedFlushLsn: row.confirmed_flush_lsn },

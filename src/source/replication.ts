@@ -1,10 +1,10 @@
-import pg from "pg";
+import type pg from "pg";
 import type { Config } from "../config.js";
 import { PG_EPOCH_OFFSET_US } from "../decode/types.js";
 import { formatLsn, type Lsn } from "../lsn.js";
 import { SlotBusyError, TransientError, sqlState } from "../errors.js";
 import type { Logger } from "../log.js";
-import { connectOrExplain, pgClientConfig } from "./connection.js";
+import { connectSource } from "./connection.js";
 import { ident, literal } from "./sql.js";
 
 /**
@@ -26,7 +26,7 @@ export interface StreamHandlers {
 }
 
 export class ReplicationStream {
-  private readonly client: pg.Client;
+  private client: pg.Client | null = null;
   private paused = false;
   private ended = false;
   /** Settles when the stream ends: resolves on stop(), rejects on any error. */
@@ -38,7 +38,6 @@ export class ReplicationStream {
     private readonly cfg: Config,
     private readonly log: Logger,
   ) {
-    this.client = new pg.Client(pgClientConfig(cfg.pg, { replication: true, applicationName: "airflow-eventstream" }));
     this.done = new Promise<void>((resolve, reject) => {
       this.settle = { resolve, reject };
     });
@@ -51,12 +50,19 @@ export class ReplicationStream {
    * start position for logical slots). Resolves once the server has entered CopyBoth mode.
    */
   async start(handlers: StreamHandlers): Promise<void> {
-    const { client } = this;
+    // Listeners go on only once the host is chosen: the clients of hosts that did not match end
+    // without failing the stream.
+    const { client, host } = await connectSource(this.cfg, { replication: true, applicationName: "airflow-eventstream" });
+    this.client = client;
+    const where = `${host.host}:${host.port}`;
     client.on("error", (e: Error) =>
-      this.fail(new TransientError(`replication connection to PostgreSQL failed: ${e.message}`, { cause: e })),
+      this.fail(new TransientError(`replication connection to PostgreSQL at ${where} failed: ${e.message}`, { cause: e })),
     );
-    client.on("end", () => this.fail(new TransientError("replication connection to PostgreSQL closed")));
-    await connectOrExplain(client, this.cfg);
+    client.on("end", () => this.fail(new TransientError(`replication connection to PostgreSQL at ${where} closed`)));
+    if (this.ended) {
+      await client.end().catch(() => undefined);
+      return;
+    }
 
     // The `connection` object is node-postgres' protocol layer: the only place CopyBoth data shows up.
     const connection = (client as unknown as { connection: PgConnection }).connection;
@@ -102,7 +108,7 @@ export class ReplicationStream {
         },
       );
     });
-    this.log.info({ slot: this.cfg.slot, publication: this.cfg.publication }, "replication started");
+    this.log.info({ slot: this.cfg.slot, publication: this.cfg.publication, host: where }, "replication started");
   }
 
   private explainStartError(e: unknown): Error {
@@ -131,6 +137,7 @@ export class ReplicationStream {
     b.writeBigUInt64BE(lsn, 17);
     b.writeBigInt64BE(BigInt(Date.now()) * 1000n - PG_EPOCH_OFFSET_US, 25);
     b[33] = replyRequested ? 1 : 0;
+    if (this.client === null) return;
     const connection = (this.client as unknown as { connection: PgConnection }).connection;
     // sendCopyFromChunk copies into its own frame, so reusing `status` is safe.
     connection.sendCopyFromChunk(b);
@@ -161,11 +168,11 @@ export class ReplicationStream {
   /** Ends the connection; `done` resolves. */
   async stop(): Promise<void> {
     this.end();
-    await this.client.end().catch(() => undefined);
+    await this.client?.end().catch(() => undefined);
   }
 
   private socket(): { pause(): void; resume(): void } | undefined {
-    return (this.client as unknown as { connection: PgConnection }).connection.stream;
+    return (this.client as unknown as { connection?: PgConnection } | null)?.connection?.stream;
   }
 
   private end(): void {
@@ -178,7 +185,7 @@ export class ReplicationStream {
     if (this.ended) return;
     this.ended = true;
     this.settle.reject(e);
-    this.client.end().catch(() => undefined);
+    this.client?.end().catch(() => undefined);
   }
 }
 

@@ -5,6 +5,7 @@ import { SlotError, SlotBusyError, sqlState } from "../errors.js";
 import type { Logger } from "../log.js";
 import type { SourceIdentity } from "../checkpoint/position.js";
 import { withSourceClient } from "./connection.js";
+import { createSlotSql, readServerKind, wantFailover } from "./failover-slot.js";
 import { literal } from "./sql.js";
 import { primaryWalLevelError } from "./standby.js";
 
@@ -42,6 +43,8 @@ export interface SlotRow {
   confirmed_flush_lsn: string | null;
   wal_status: string | null;
   invalidation_reason: string | null;
+  /** "true" or "false" from PostgreSQL 17 on; null before. */
+  failover: string | null;
 }
 
 /** The slot's row, or null; a slot this daemon cannot use (another plugin or database) is an error. */
@@ -52,7 +55,8 @@ export async function readSlot(client: pg.Client, cfg: Config): Promise<SlotRow 
     // a standby was invalidated by a conflict with recovery (conflicting): "conflicting" then.
     `SELECT plugin, slot_type, database, active_pid, confirmed_flush_lsn::text, wal_status,
             COALESCE(to_jsonb(s) ->> 'invalidation_reason',
-                     CASE WHEN to_jsonb(s) ->> 'conflicting' = 'true' THEN 'conflicting' END) AS invalidation_reason
+                     CASE WHEN to_jsonb(s) ->> 'conflicting' = 'true' THEN 'conflicting' END) AS invalidation_reason,
+            to_jsonb(s) ->> 'failover' AS failover
        FROM pg_replication_slots s WHERE slot_name = $1`,
     [cfg.slot],
   );
@@ -100,24 +104,27 @@ export async function serverWal(client: pg.Client): Promise<Omit<SourceReady, "s
  * gap detection is off). A peer that created it at the same moment is not an error: its slot is used.
  */
 export async function createSlot(cfg: Config, log: Logger): Promise<SlotState> {
-  const createSql = `SELECT pg_create_logical_replication_slot(${literal(cfg.slot)}, 'pgoutput');`;
-  if (!cfg.createSlot) {
-    throw new SlotError(
-      `replication slot "${cfg.slot}" does not exist and EVENTSTREAM_CREATE_SLOT is false. Run: ${createSql} (the stream starts at the slot's creation: changes before it are not delivered)`,
-    );
-  }
   return withSourceClient(cfg, async (client) => {
+    const server = await readServerKind(client);
+    const failover = wantFailover(cfg, server);
+    const createSql = createSlotSql(cfg.slot, server, failover);
+    if (!cfg.createSlot) {
+      throw new SlotError(
+        `replication slot "${cfg.slot}" does not exist and EVENTSTREAM_CREATE_SLOT is false. Run: ${createSql} (the stream starts at the slot's creation: changes before it are not delivered)`,
+      );
+    }
     // On a standby the creation waits for the primary's next running-transactions record.
-    if ((await client.query<{ r: boolean }>("SELECT pg_is_in_recovery() AS r")).rows[0]?.r)
+    if (server.inRecovery)
       log.info(
         { slot: cfg.slot },
         "creating the slot on a standby: PostgreSQL waits for the primary's next running-transactions record (about 15 s on a busy primary; on an idle one, run SELECT pg_log_standby_snapshot(); there)",
       );
     try {
-      const created = await client.query<{ lsn: string }>("SELECT lsn::text FROM pg_create_logical_replication_slot($1, 'pgoutput')", [
-        cfg.slot,
-      ]);
-      log.info({ slot: cfg.slot, lsn: created.rows[0]!.lsn }, "created replication slot; events start from here");
+      const created = await client.query<{ lsn: string }>(createSql.replace(/^SELECT /, "SELECT lsn::text FROM ").replace(/;$/, ""));
+      log.info(
+        { slot: cfg.slot, lsn: created.rows[0]!.lsn, failover, host: `${client.host}:${client.port}` },
+        "created replication slot; events start from here",
+      );
       return { confirmedFlushLsn: parseLsn(created.rows[0]!.lsn), walStatus: "reserved", invalidationReason: null };
     } catch (e: unknown) {
       if (sqlState(e) !== "42710") throw primaryWalLevelError(e, cfg) ?? e;

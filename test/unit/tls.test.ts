@@ -8,7 +8,17 @@ import { explainTlsFailure, type TlsService } from "../../src/tls.js";
 const CA = { path: "/etc/ca.pem", pem: "-----BEGIN CERTIFICATE-----\n...\n-----END CERTIFICATE-----\n" };
 
 function pgSsl(sslmode: Config["pg"]["sslmode"], sslRootCert: Config["pg"]["sslRootCert"]): ConnectionOptions | boolean | undefined {
-  const pg: Config["pg"] = { host: "db", port: 5432, user: "u", password: undefined, database: "airflow", sslmode, sslRootCert };
+  const pg: Config["pg"] = {
+    hosts: [{ host: "db", port: 5432 }],
+    targetSessionAttrs: "any",
+    host: "db",
+    port: 5432,
+    user: "u",
+    password: undefined,
+    database: "airflow",
+    sslmode,
+    sslRootCert,
+  };
   return pgClientConfig(pg, { replication: false, applicationName: "t" }).ssl as ConnectionOptions | boolean | undefined;
 }
 
@@ -84,6 +94,8 @@ describe("explainTlsFailure", () => {
     certificateNames,
   });
   const pg = (sslRootCert: Config["pg"]["sslRootCert"]): Config["pg"] => ({
+    hosts: [{ host: "db", port: 5432 }],
+    targetSessionAttrs: "any",
     host: "db",
     port: 5432,
     user: "u",
