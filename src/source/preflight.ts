@@ -17,6 +17,7 @@ import { readSlot, serverWal, slotBusy, slotState, type SourceReady } from "./sl
 import { checkSnapshotPrivileges } from "../snapshot/privileges.js";
 import { ident, literal } from "./sql.js";
 import { ensureReplicaIdentity, FULL_IDENTITY_TABLES } from "./replica-identity.js";
+import { setupMode, onPrimaryOnly, type SetupMode } from "./standby.js";
 
 export { ensureReplicaIdentity, FULL_IDENTITY_TABLES };
 
@@ -37,9 +38,11 @@ export async function prepareSource(cfg: Config, log: Logger): Promise<SourceRea
     await checkRole(client, cfg);
     const tables = await checkTables(client, cfg);
     await checkSnapshotPrivileges(client, cfg);
-    await ensurePublication(client, cfg, tables, log, "apply");
+    // A standby (read-only) only checks: what is missing is created on the primary (src/source/standby.ts).
+    const mode = await setupMode(client, cfg, log);
+    await ensurePublication(client, cfg, tables, log, mode);
     // Before the slot: a slot created now decodes every change with the old rows.
-    await ensureReplicaIdentity(client, cfg, log, "apply");
+    await ensureReplicaIdentity(client, cfg, log, mode);
     const row = await readSlot(client, cfg);
     if (row && row.active_pid !== null) throw slotBusy(cfg, row.active_pid);
     if (row?.wal_status === "unreserved") {
@@ -103,14 +106,15 @@ export async function checkTables(client: pg.Client, cfg: Config): Promise<strin
 
 /**
  * "apply" (a start): creates or completes the publication where allowed. "inspect" (`check`):
- * changes nothing, and returns what a start would do (null: nothing to do).
+ * changes nothing, and returns what a start would do (null: nothing to do). "standby" (a start on
+ * a server in recovery): changes nothing, and what is missing is an error with the primary's SQL.
  */
 export async function ensurePublication(
   client: pg.Client,
   cfg: Config,
   qualified: string[],
   log: Logger,
-  mode: "apply" | "inspect",
+  mode: SetupMode,
 ): Promise<string | null> {
   const pub = await client.query<{
     pubinsert: boolean;
@@ -126,6 +130,7 @@ export async function ensurePublication(
     // before it): WAL after the DROP cannot be decoded with a publication created now.
     const slot = await readSlot(client, cfg);
     if (slot) throw publicationDropped(cfg, { confirmedFlushLsn: slot.confirmed_flush_lsn, failedAt: null, existsNow: false });
+    if (mode === "standby") throw new PublicationError(onPrimaryOnly(cfg, `publication "${cfg.publication}" does not exist`, createSql));
     if (!cfg.createPublication) {
       throw new PublicationError(
         `publication "${cfg.publication}" does not exist and EVENTSTREAM_CREATE_PUBLICATION is false. As the owner of Airflow's tables run: ${createSql}`,
@@ -139,7 +144,7 @@ export async function ensurePublication(
   // Without truncates a TRUNCATE would pass unseen, and consumers keep state that no longer exists.
   if (!existing.pubinsert || !existing.pubupdate || !existing.pubdelete || !existing.pubtruncate) {
     throw new PublicationError(
-      `publication "${cfg.publication}" does not publish inserts, updates, deletes and truncates, so transitions (or a table's reset) would be missed. Run: ALTER PUBLICATION ${ident(cfg.publication)} SET (publish = 'insert, update, delete, truncate');`,
+      `publication "${cfg.publication}" does not publish inserts, updates, deletes and truncates, so transitions (or a table's reset) would be missed. ${mode === "standby" ? "On the primary (this server is a standby) run" : "Run"}: ALTER PUBLICATION ${ident(cfg.publication)} SET (publish = 'insert, update, delete, truncate');`,
     );
   }
   if (existing.puballtables) return null;
@@ -153,6 +158,7 @@ export async function ensurePublication(
     .map((t) => `${ident(cfg.airflowSchema)}.${ident(t)}`);
   if (lacking.length === 0) return null;
   const alterSql = `ALTER PUBLICATION ${ident(cfg.publication)} ADD TABLE ${lacking.join(", ")};`;
+  if (mode === "standby") throw new PublicationError(onPrimaryOnly(cfg, `publication "${cfg.publication}" lacks ${lacking.join(", ")}`, alterSql));
   if (!cfg.createPublication) {
     throw new PublicationError(
       `publication "${cfg.publication}" lacks ${lacking.join(", ")} and EVENTSTREAM_CREATE_PUBLICATION is false. As the owner of those tables run: ${alterSql}`,

@@ -6,6 +6,7 @@ import type { Logger } from "../log.js";
 import type { SourceIdentity } from "../checkpoint/position.js";
 import { withSourceClient } from "./connection.js";
 import { literal } from "./sql.js";
+import { explainStandbySlotWait, inRecovery } from "./standby.js";
 
 /** The slot's state, as pg_replication_slots shows it. */
 export interface SlotState {
@@ -100,6 +101,7 @@ export async function createSlot(cfg: Config, log: Logger): Promise<SlotState> {
     );
   }
   return withSourceClient(cfg, async (client) => {
+    const stopExplaining = (await inRecovery(client)) ? explainStandbySlotWait(cfg, log) : () => undefined;
     try {
       const created = await client.query<{ lsn: string }>("SELECT lsn::text FROM pg_create_logical_replication_slot($1, 'pgoutput')", [
         cfg.slot,
@@ -113,6 +115,8 @@ export async function createSlot(cfg: Config, log: Logger): Promise<SlotState> {
       if (!row) throw e;
       if (row.active_pid !== null) throw slotBusy(cfg, row.active_pid);
       return slotState(row);
+    } finally {
+      stopExplaining();
     }
   });
 }
