@@ -11,12 +11,18 @@ import { ident } from "../source/sql.js";
  * first snapshot.
  */
 export async function checkSnapshotPrivileges(client: pg.Client, cfg: Config): Promise<void> {
-  const { rows } = await client.query<{ ok: boolean }>(
-    "SELECT has_function_privilege('pg_catalog.pg_logical_emit_message(boolean, text, text)', 'EXECUTE') AS ok",
+  // PostgreSQL 17 added a fourth argument (flush boolean DEFAULT false): the three-argument
+  // signature no longer names a function there, and has_function_privilege fails on it.
+  const four = "pg_catalog.pg_logical_emit_message(boolean, text, text, boolean)";
+  const three = "pg_catalog.pg_logical_emit_message(boolean, text, text)";
+  const { rows } = await client.query<{ ok: boolean; four: boolean }>(
+    `SELECT has_function_privilege(COALESCE(to_regprocedure($1), to_regprocedure($2))::oid, 'EXECUTE') AS ok,
+            to_regprocedure($1) IS NOT NULL AS four`,
+    [four, three],
   );
   if (rows[0]?.ok !== true) {
     throw new PrivilegeError(
-      `role "${cfg.pg.user}" may not execute pg_logical_emit_message, which snapshots write their watermarks with (docs/backfill.md). As a superuser run: GRANT EXECUTE ON FUNCTION pg_catalog.pg_logical_emit_message(boolean, text, text) TO ${ident(cfg.pg.user)};`,
+      `role "${cfg.pg.user}" may not execute pg_logical_emit_message, which snapshots write their watermarks with (docs/backfill.md). As a superuser run: GRANT EXECUTE ON FUNCTION ${rows[0]?.four ? four : three} TO ${ident(cfg.pg.user)};`,
     );
   }
 }

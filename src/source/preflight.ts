@@ -17,7 +17,7 @@ import { readSlot, serverWal, slotBusy, slotState, type SourceReady } from "./sl
 import { checkSnapshotPrivileges } from "../snapshot/privileges.js";
 import { ident, literal } from "./sql.js";
 import { ensureReplicaIdentity, FULL_IDENTITY_TABLES } from "./replica-identity.js";
-import { setupMode, onPrimaryOnly, type SetupMode } from "./standby.js";
+import { setupMode, onPrimaryOnly, type SetupMode } from "./standby-setup.js";
 
 export { ensureReplicaIdentity, FULL_IDENTITY_TABLES };
 

@@ -3,7 +3,7 @@ import type { Config } from "../config.js";
 import { ReplicaIdentityError, TransientError, UserActionError, sqlState } from "../errors.js";
 import type { Logger } from "../log.js";
 import { ident } from "./sql.js";
-import { onPrimaryOnly, type SetupMode } from "./standby.js";
+import { onPrimaryOnly, type SetupMode } from "./standby-setup.js";
 
 /**
  * Tables EVENTSTREAM_REPLICA_IDENTITY=full makes FULL: the ones whose previous state events carry.

@@ -6,7 +6,7 @@ import type { Logger } from "../log.js";
 import type { SourceIdentity } from "../checkpoint/position.js";
 import { withSourceClient } from "./connection.js";
 import { literal } from "./sql.js";
-import { explainStandbySlotWait, inRecovery } from "./standby.js";
+import { explainStandbySlotWait, inRecovery } from "./standby-setup.js";
 
 /** The slot's state, as pg_replication_slots shows it. */
 export interface SlotState {
