@@ -93,7 +93,7 @@ describe.each(MAJORS)("decoding from a standby of PostgreSQL %i", (major) => {
   it("streams the primary's transitions under load, and carries on from its own slot when the standby is promoted", async () => {
     const d = spawnDaemon(env);
     daemons.push(d);
-    await d.waitForLog(/creating the replication slot on a standby: PostgreSQL waits for a running-transactions record/);
+    await d.waitForLog(/creating the (replication )?slot on a standby: PostgreSQL waits for .*running-transactions record/);
     if (major === 16) {
       // An idle primary logs no running-transactions record: the daemon says it still waits, and why.
       await d.waitForLog(/still creating the replication slot on the standby/, 25_000);
@@ -193,3 +193,57 @@ async function walsenderCpu(node: PgNode, slot: string): Promise<number> {
   // utime and stime are fields 14 and 15 of /proc/<pid>/stat (11 and 12 after "pid (comm) "), in clock ticks of 10 ms.
   return (Number(fields[11]) + Number(fields[12])) * 10;
 }
+
+describe("a rebuilt standby (PostgreSQL 16)", () => {
+  let pair: PgPair;
+  const daemons: DaemonProcess[] = [];
+
+  beforeAll(async () => {
+    pair = await startPgPair({ major: 16 });
+  });
+
+  afterAll(async () => {
+    for (const d of daemons) d.proc.kill("SIGKILL");
+    await Promise.all(daemons.map((d) => d.exited));
+    await pair?.destroy();
+  });
+
+  it("has no slot: the gap check stops the daemon, and reset-checkpoint lets it start a new slot there", async () => {
+    const db = uniqueName("rebuilt");
+    await pair.primary.query(`CREATE DATABASE ${db}`);
+    await pair.primary.query(airflowFixture("3").sql, [], db);
+    await pair.primary.query(`CREATE PUBLICATION ${db} FOR TABLE task_instance, dag_run, xcom`, [], db);
+    await pair.waitCaughtUp();
+    const env = daemonEnv(db, { PGHOST: pair.standby.host, PGPORT: String(pair.standby.port), PGUSER: "postgres", PGPASSWORD: "" });
+    const first = spawnDaemon(env);
+    daemons.push(first);
+    await first.waitForLog(/creating the (replication )?slot on a standby/);
+    await pair.primary.query("SELECT pg_log_standby_snapshot()");
+    await first.waitForLog(/no gap between the checkpoint and the slot/, 60_000);
+    first.proc.kill("SIGTERM");
+    expect(await first.exited).toBe(0);
+
+    // A standby rebuilt from the primary (a new base backup) comes without the slot: the same
+    // cluster (system identifier) and the daemon's checkpoint, but no slot.
+    await pair.standby.query("SELECT pg_drop_replication_slot($1)", [db]);
+    const after = spawnDaemon(env);
+    daemons.push(after);
+    expect(await after.exited).toBe(2);
+    const out = after.output.join("\n");
+    expect(out).toMatch(/gap in the event stream/);
+    expect(out).toContain(`replication slot "${db}" does not exist`);
+    expect(out).toContain("reset-checkpoint");
+    expect(await pair.standby.query("SELECT 1 FROM pg_replication_slots WHERE slot_name = $1", [db])).toHaveLength(0);
+
+    const reset = spawnDaemon(env, ["reset-checkpoint"]);
+    daemons.push(reset);
+    expect(await reset.exited).toBe(0);
+    const again = spawnDaemon(env);
+    daemons.push(again);
+    await again.waitForLog(/creating the (replication )?slot on a standby/);
+    await pair.primary.query("SELECT pg_log_standby_snapshot()");
+    await again.waitForLog(/created replication slot/, 30_000);
+    again.proc.kill("SIGTERM");
+    expect(await again.exited).toBe(0);
+  }, 120_000);
+});
