@@ -158,7 +158,8 @@ export async function ensurePublication(
     .map((t) => `${ident(cfg.airflowSchema)}.${ident(t)}`);
   if (lacking.length === 0) return null;
   const alterSql = `ALTER PUBLICATION ${ident(cfg.publication)} ADD TABLE ${lacking.join(", ")};`;
-  if (mode === "standby") throw new PublicationError(onPrimaryOnly(cfg, `publication "${cfg.publication}" lacks ${lacking.join(", ")}`, alterSql));
+  if (mode === "standby")
+    throw new PublicationError(onPrimaryOnly(cfg, `publication "${cfg.publication}" lacks ${lacking.join(", ")}`, alterSql));
   if (!cfg.createPublication) {
     throw new PublicationError(
       `publication "${cfg.publication}" lacks ${lacking.join(", ")} and EVENTSTREAM_CREATE_PUBLICATION is false. As the owner of those tables run: ${alterSql}`,

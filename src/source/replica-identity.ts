@@ -28,12 +28,7 @@ const IDENTITY_NAMES: Record<string, string> = { d: "DEFAULT", n: "NOTHING", f: 
  * allows and the role owns the tables; otherwise an error with the SQL for the owner. (In
  * `default` mode nothing is checked: the mapper uses old rows whenever the WAL has them.)
  */
-export async function ensureReplicaIdentity(
-  client: pg.Client,
-  cfg: Config,
-  log: Logger,
-  mode: SetupMode,
-): Promise<string | null> {
+export async function ensureReplicaIdentity(client: pg.Client, cfg: Config, log: Logger, mode: SetupMode): Promise<string | null> {
   if (cfg.replicaIdentity !== "full") return null;
   const names = [...FULL_IDENTITY_TABLES];
   const qualified = names.map((t) => `${ident(cfg.airflowSchema)}.${ident(t)}`);

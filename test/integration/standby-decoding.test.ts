@@ -1,7 +1,17 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { readFileSync } from "node:fs";
 import pg from "pg";
-import { airflowFixture, consume, daemonEnv, sleep, spawnDaemon, uniqueName, waitFor, type Consumed, type DaemonProcess } from "../support/harness.js";
+import {
+  airflowFixture,
+  consume,
+  daemonEnv,
+  sleep,
+  spawnDaemon,
+  uniqueName,
+  waitFor,
+  type Consumed,
+  type DaemonProcess,
+} from "../support/harness.js";
 import { checkAgainstLedger, LoadGenerator, loadSeed, summary, untilSentinels, type LoadOptions } from "../support/load.js";
 import { startPgPair, type PgNode, type PgPair } from "../support/pg-pair.js";
 
@@ -88,6 +98,17 @@ describe.each(MAJORS)("decoding from a standby of PostgreSQL %i", (major) => {
     expect(again.output.join("\n")).toContain(`run: ALTER PUBLICATION "${db}" ADD TABLE "public"."xcom";`);
     await pair.primary.query(`ALTER PUBLICATION ${db} ADD TABLE xcom`, [], db);
     await pair.waitCaughtUp();
+
+    // REPLICA IDENTITY FULL asked for, and not set: no ALTER TABLE on the standby either.
+    const full = spawnDaemon({ ...env, EVENTSTREAM_REPLICA_IDENTITY: "full" });
+    daemons.push(full);
+    expect(await full.exited).toBe(2);
+    const fullOut = full.output.join("\n");
+    expect(fullOut).toContain("is a standby (in recovery)");
+    expect(fullOut).toContain(
+      'run: ALTER TABLE "public"."task_instance" REPLICA IDENTITY FULL; ALTER TABLE "public"."dag_run" REPLICA IDENTITY FULL;',
+    );
+    expect(fullOut).not.toContain("read-only transaction");
   });
 
   it("streams the primary's transitions under load, and carries on from its own slot when the standby is promoted", async () => {
@@ -127,7 +148,9 @@ describe.each(MAJORS)("decoding from a standby of PostgreSQL %i", (major) => {
     });
     const cpuMs = (await walsenderCpu(pair.standby, db)) - cpuBefore;
     const walMb = Number((await replayed(pair.standby)) - walBefore) / 1048576;
-    const primarySenders = await pair.primary.query<{ n: string }>("SELECT count(*)::text AS n FROM pg_stat_replication WHERE application_name <> 'standby'");
+    const primarySenders = await pair.primary.query<{ n: string }>(
+      "SELECT count(*)::text AS n FROM pg_stat_replication WHERE application_name <> 'standby'",
+    );
 
     // The failover: the standby promoted, the old primary gone without a clean shutdown.
     const [, promoteMs] = await timed(pair.standby.promote());
