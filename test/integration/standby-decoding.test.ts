@@ -87,6 +87,15 @@ describe.each(MAJORS)("decoding from a standby of PostgreSQL %i", (major) => {
     expect(out).not.toContain("read-only transaction");
     const slots = await pair.standby.query("SELECT 1 FROM pg_replication_slots WHERE slot_name = $1", [db]);
     expect(slots).toHaveLength(0);
+    // `check` says the same, as a problem (a start on this server would refuse), not "a start creates it".
+    const check = spawnDaemon(env, ["check"]);
+    daemons.push(check);
+    expect(await check.exited).toBe(1);
+    const checkOut = check.output.join("\n");
+    expect(checkOut).toMatch(
+      /PROBLEM +publication: .*is a standby \(in recovery\).*On the primary, as the owner of Airflow's tables, run: CREATE PUBLICATION/,
+    );
+    expect(checkOut).not.toContain("a start creates it");
 
     // The operator's fix (docs/standby.md), run on the primary; but without xcom, which the daemon
     // also captures: the next start must ask for that too, again on the primary.
