@@ -9,6 +9,7 @@ import { capturedTables, checkRole, checkTables, checkWalLevel, ensurePublicatio
 import { checkSnapshotPrivileges } from "../snapshot/privileges.js";
 import { ident } from "../source/sql.js";
 import { readStandbyFacts, standbyVerdict } from "../source/standby.js";
+import { inRecovery } from "../source/standby-setup.js";
 import { deliveryMode } from "../sink/delivery.js";
 import { checkStateTopic, cleanupPolicy } from "../sink/topics.js";
 import { peekCheckpoint, withKafka } from "./kafka-facts.js";
@@ -91,15 +92,17 @@ async function sourceChecks(cfg: Config, log: Logger): Promise<{ findings: Findi
       );
       findings.push(await finding("tables", async () => `${(await checkTables(client, cfg)).join(", ")} present and readable`));
       const qualified = capturedTables(cfg).map((t) => `${ident(cfg.airflowSchema)}.${ident(t)}`);
+      // On a standby a start creates nothing: what is missing is a problem, with the primary's SQL.
+      const mode = (await inRecovery(client)) ? "standby" : "inspect";
       findings.push(
         await finding("publication", async () => {
-          const todo = await ensurePublication(client, cfg, qualified, log, "inspect");
+          const todo = await ensurePublication(client, cfg, qualified, log, mode);
           return todo === null ? `"${cfg.publication}" publishes ${qualified.join(", ")}` : { warning: todo };
         }),
       );
       findings.push(
         await finding("replica identity", async () => {
-          const todo = await ensureReplicaIdentity(client, cfg, log, "inspect");
+          const todo = await ensureReplicaIdentity(client, cfg, log, mode);
           if (todo !== null) return { warning: todo };
           return cfg.replicaIdentity === "full"
             ? "task_instance and dag_run are REPLICA IDENTITY FULL"

@@ -19,6 +19,7 @@ import { checkSnapshotPrivileges } from "../snapshot/privileges.js";
 import { ident, literal } from "./sql.js";
 import { ensureReplicaIdentity, FULL_IDENTITY_TABLES } from "./replica-identity.js";
 import { checkStandby } from "./standby.js";
+import { setupMode, onPrimaryOnly, type SetupMode } from "./standby-setup.js";
 
 export { ensureReplicaIdentity, FULL_IDENTITY_TABLES };
 
@@ -36,21 +37,15 @@ export function capturedTables(cfg: Config): string[] {
 export async function prepareSource(cfg: Config, log: Logger): Promise<SourceReady> {
   return withSourceClient(cfg, async (client) => {
     await checkWalLevel(client);
-    const standby = await checkStandby(client, log);
+    await checkStandby(client, log);
     await checkRole(client, cfg);
     const tables = await checkTables(client, cfg);
     await checkSnapshotPrivileges(client, cfg);
-    // A standby is read-only: what a start would create or alter there is to be done on the primary.
-    const mode = standby ? "inspect" : "apply";
-    const todo = [await ensurePublication(client, cfg, tables, log, mode)];
+    // A standby (read-only) only checks: what is missing is created on the primary (src/source/standby.ts).
+    const mode = await setupMode(client, cfg, log);
+    await ensurePublication(client, cfg, tables, log, mode);
     // Before the slot: a slot created now decodes every change with the old rows.
-    todo.push(await ensureReplicaIdentity(client, cfg, log, mode));
-    const onPrimary = todo.filter((t) => t !== null);
-    if (onPrimary.length > 0) {
-      throw new UserActionError(
-        `this server is a standby, where nothing can be created or altered: ${onPrimary.join("; ")}. Run that SQL on the primary: it reaches this standby through the WAL`,
-      );
-    }
+    await ensureReplicaIdentity(client, cfg, log, mode);
     const row = await readSlot(client, cfg);
     if (row && row.active_pid !== null) throw slotBusy(cfg, row.active_pid);
     // An invalidated slot cannot be altered, and cannot stream again either: the gap check reports it.
@@ -117,14 +112,15 @@ export async function checkTables(client: pg.Client, cfg: Config): Promise<strin
 
 /**
  * "apply" (a start): creates or completes the publication where allowed. "inspect" (`check`):
- * changes nothing, and returns what a start would do (null: nothing to do).
+ * changes nothing, and returns what a start would do (null: nothing to do). "standby" (a start on
+ * a server in recovery): changes nothing, and what is missing is an error with the primary's SQL.
  */
 export async function ensurePublication(
   client: pg.Client,
   cfg: Config,
   qualified: string[],
   log: Logger,
-  mode: "apply" | "inspect",
+  mode: SetupMode,
 ): Promise<string | null> {
   const pub = await client.query<{
     pubinsert: boolean;
@@ -140,6 +136,7 @@ export async function ensurePublication(
     // before it): WAL after the DROP cannot be decoded with a publication created now.
     const slot = await readSlot(client, cfg);
     if (slot) throw publicationDropped(cfg, { confirmedFlushLsn: slot.confirmed_flush_lsn, failedAt: null, existsNow: false });
+    if (mode === "standby") throw new PublicationError(onPrimaryOnly(cfg, `publication "${cfg.publication}" does not exist`, createSql));
     if (!cfg.createPublication) {
       throw new PublicationError(
         `publication "${cfg.publication}" does not exist and EVENTSTREAM_CREATE_PUBLICATION is false. As the owner of Airflow's tables run: ${createSql}`,
@@ -153,7 +150,7 @@ export async function ensurePublication(
   // Without truncates a TRUNCATE would pass unseen, and consumers keep state that no longer exists.
   if (!existing.pubinsert || !existing.pubupdate || !existing.pubdelete || !existing.pubtruncate) {
     throw new PublicationError(
-      `publication "${cfg.publication}" does not publish inserts, updates, deletes and truncates, so transitions (or a table's reset) would be missed. Run: ALTER PUBLICATION ${ident(cfg.publication)} SET (publish = 'insert, update, delete, truncate');`,
+      `publication "${cfg.publication}" does not publish inserts, updates, deletes and truncates, so transitions (or a table's reset) would be missed. ${mode === "standby" ? "On the primary (this server is a standby) run" : "Run"}: ALTER PUBLICATION ${ident(cfg.publication)} SET (publish = 'insert, update, delete, truncate');`,
     );
   }
   if (existing.puballtables) return null;
@@ -167,6 +164,8 @@ export async function ensurePublication(
     .map((t) => `${ident(cfg.airflowSchema)}.${ident(t)}`);
   if (lacking.length === 0) return null;
   const alterSql = `ALTER PUBLICATION ${ident(cfg.publication)} ADD TABLE ${lacking.join(", ")};`;
+  if (mode === "standby")
+    throw new PublicationError(onPrimaryOnly(cfg, `publication "${cfg.publication}" lacks ${lacking.join(", ")}`, alterSql));
   if (!cfg.createPublication) {
     throw new PublicationError(
       `publication "${cfg.publication}" lacks ${lacking.join(", ")} and EVENTSTREAM_CREATE_PUBLICATION is false. As the owner of those tables run: ${alterSql}`,

@@ -3,6 +3,7 @@ import type { Config } from "../config.js";
 import { ReplicaIdentityError, TransientError, UserActionError, sqlState } from "../errors.js";
 import type { Logger } from "../log.js";
 import { ident } from "./sql.js";
+import { onPrimaryOnly, type SetupMode } from "./standby-setup.js";
 
 /**
  * Tables EVENTSTREAM_REPLICA_IDENTITY=full makes FULL: the ones whose previous state events carry.
@@ -27,12 +28,7 @@ const IDENTITY_NAMES: Record<string, string> = { d: "DEFAULT", n: "NOTHING", f: 
  * allows and the role owns the tables; otherwise an error with the SQL for the owner. (In
  * `default` mode nothing is checked: the mapper uses old rows whenever the WAL has them.)
  */
-export async function ensureReplicaIdentity(
-  client: pg.Client,
-  cfg: Config,
-  log: Logger,
-  mode: "apply" | "inspect",
-): Promise<string | null> {
+export async function ensureReplicaIdentity(client: pg.Client, cfg: Config, log: Logger, mode: SetupMode): Promise<string | null> {
   if (cfg.replicaIdentity !== "full") return null;
   const names = [...FULL_IDENTITY_TABLES];
   const qualified = names.map((t) => `${ident(cfg.airflowSchema)}.${ident(t)}`);
@@ -48,6 +44,7 @@ export async function ensureReplicaIdentity(
   const sql = lacking.map((r) => `ALTER TABLE ${r.qualified} REPLICA IDENTITY FULL;`).join(" ");
   const current = lacking.map((r) => `${r.name} is REPLICA IDENTITY ${IDENTITY_NAMES[r.relreplident] ?? r.relreplident}`).join(", ");
   const alternative = "(or set EVENTSTREAM_REPLICA_IDENTITY=default: previous_state then comes from the daemon's memory)";
+  if (mode === "standby") throw new ReplicaIdentityError(`${onPrimaryOnly(cfg, current, sql)} ${alternative}`);
   if (!cfg.alterReplicaIdentity) {
     throw new ReplicaIdentityError(
       `EVENTSTREAM_REPLICA_IDENTITY is full but ${current}, and EVENTSTREAM_ALTER_REPLICA_IDENTITY is false. As the owner of Airflow's tables run: ${sql} ${alternative}`,

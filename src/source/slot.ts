@@ -8,6 +8,7 @@ import { withSourceClient } from "./connection.js";
 import { createSlotSql, readServerKind, wantFailover } from "./failover-slot.js";
 import { literal } from "./sql.js";
 import { primaryWalLevelError } from "./standby.js";
+import { explainStandbySlotWait } from "./standby-setup.js";
 
 /** The slot's state, as pg_replication_slots shows it. */
 export interface SlotState {
@@ -113,12 +114,7 @@ export async function createSlot(cfg: Config, log: Logger): Promise<SlotState> {
         `replication slot "${cfg.slot}" does not exist and EVENTSTREAM_CREATE_SLOT is false. Run: ${createSql} (the stream starts at the slot's creation: changes before it are not delivered)`,
       );
     }
-    // On a standby the creation waits for the primary's next running-transactions record.
-    if (server.inRecovery)
-      log.info(
-        { slot: cfg.slot },
-        "creating the slot on a standby: PostgreSQL waits for the primary's next running-transactions record (about 15 s on a busy primary; on an idle one, run SELECT pg_log_standby_snapshot(); there)",
-      );
+    const stopExplaining = server.inRecovery ? explainStandbySlotWait(cfg, log) : () => undefined;
     try {
       const created = await client.query<{ lsn: string }>(createSql.replace(/^SELECT /, "SELECT lsn::text FROM ").replace(/;$/, ""));
       log.info(
@@ -133,6 +129,8 @@ export async function createSlot(cfg: Config, log: Logger): Promise<SlotState> {
       if (!row) throw e;
       if (row.active_pid !== null) throw slotBusy(cfg, row.active_pid);
       return slotState(row);
+    } finally {
+      stopExplaining();
     }
   });
 }

@@ -130,6 +130,8 @@ export interface LoadOptions {
   /** Share of transactions written as one multi-row UPDATE (the rest: one UPDATE per row). */
   multiRowShare?: number;
   seed: number;
+  /** Where the load goes (a scratch cluster's primary); default the shared services' PostgreSQL. */
+  connect?: (database: string) => pg.Client;
 }
 
 /**
@@ -193,7 +195,7 @@ export class LoadGenerator {
    * read all of them, it has read everything committed before (each DAG's events share a partition).
    */
   async commitSentinels(): Promise<void> {
-    const c = pgClient(this.o.db);
+    const c = this.client();
     await c.connect();
     try {
       await c.query("BEGIN");
@@ -212,7 +214,7 @@ export class LoadGenerator {
 
   private async worker(index: number): Promise<void> {
     const o = this.o;
-    const c = pgClient(o.db);
+    const c = this.client();
     await c.connect();
     try {
       const active: TiPlan[] = [];
@@ -236,6 +238,10 @@ export class LoadGenerator {
     } finally {
       await c.end().catch(() => undefined);
     }
+  }
+
+  private client(): pg.Client {
+    return this.o.connect ? this.o.connect(this.o.db) : pgClient(this.o.db);
   }
 
   /** One transaction: a DAG run and its task instances, state NULL / try 0 (as the scheduler creates them). */
