@@ -172,6 +172,13 @@ describe("PostgreSQL 18: invalidation_reason idle_timeout", () => {
 
       const db = await airflowDatabase(c, "inval_idle");
       const env = envOn(c, db);
+      // `check` tells the operator the bound before anything is lost.
+      const check = spawnDaemon(env, ["check"]);
+      spawned.push(check);
+      await exitCode(check);
+      expect(check.output.join("\n")).toMatch(
+        /warning\s+idle_replication_slot_timeout: 1s: if the daemon is down \(or cannot connect\) longer than 1s, PostgreSQL invalidates its slot/,
+      );
       await streamOnce(c, db, env);
       // The slot is checked at checkpoints only: a CHECKPOINT a little past the timeout invalidates it.
       for (let i = 0; i < 20 && (await slotNow(c, db))?.wal_status !== "lost"; i++) {
