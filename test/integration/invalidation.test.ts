@@ -4,6 +4,7 @@ import pg from "pg";
 import { airflowFixture, consume, daemonEnv, spawnDaemon, uniqueName, type DaemonProcess } from "../support/harness.js";
 import { insertDagRun } from "../support/airflow-rows.js";
 import { startScratchPostgres, type ScratchPostgres } from "../support/scratch-postgres.js";
+import { startPgPair, type PgNode } from "../support/pg-pair.js";
 
 /**
  * The server's own invalidation reasons, for real: a throwaway cluster of the major that has the
@@ -14,6 +15,9 @@ import { startScratchPostgres, type ScratchPostgres } from "../support/scratch-p
  *   checkpointed while the daemon is stopped).
  * - PostgreSQL 18: idle_timeout (idle_replication_slot_timeout at its smallest, the slot left
  *   inactive past it; the check runs at a checkpoint).
+ * - A PostgreSQL 17 standby: rows_removed (hot_standby_feedback off for a while, catalog rows
+ *   removed by a VACUUM on the primary) and wal_level_insufficient (the primary restarted with
+ *   wal_level replica).
  */
 
 const STREAMING = /"msg":"streaming"/;
@@ -76,9 +80,14 @@ async function exitCode(p: DaemonProcess, timeoutMs = 60_000): Promise<number | 
 
 /** Starts the daemon, commits a DAG run, waits for its event in Kafka, stops the daemon (exit 0). */
 async function streamOnce(c: ScratchPostgres, db: string, env: Record<string, string>): Promise<void> {
+  await streamOnceVia(c, c, db, env);
+}
+
+/** streamOnce with the daemon on `reader` (a standby) and the run committed on `writer`. */
+async function streamOnceVia(writer: ScratchPostgres, reader: ScratchPostgres, db: string, env = envOn(reader, db)): Promise<void> {
   const d = start(env);
   await d.waitForLog(STREAMING, 60_000);
-  await on(c, db, (client) => insertDagRun(client, "3", DAG, "before"));
+  await on(writer, db, (client) => insertDagRun(client, "3", DAG, "before"));
   await consume([env.EVENTSTREAM_TOPIC!], (all) => all.some((m) => m.event.run_id === "before"), {
     timeoutMs: 30_000,
     waitingFor: "the event of run before",
@@ -163,6 +172,13 @@ describe("PostgreSQL 18: invalidation_reason idle_timeout", () => {
 
       const db = await airflowDatabase(c, "inval_idle");
       const env = envOn(c, db);
+      // `check` tells the operator the bound before anything is lost.
+      const check = spawnDaemon(env, ["check"]);
+      spawned.push(check);
+      await exitCode(check);
+      expect(check.output.join("\n")).toMatch(
+        /warning\s+idle_replication_slot_timeout: 1s: if the daemon is down \(or cannot connect\) longer than 1s, PostgreSQL invalidates its slot/,
+      );
       await streamOnce(c, db, env);
       // The slot is checked at checkpoints only: a CHECKPOINT a little past the timeout invalidates it.
       for (let i = 0; i < 20 && (await slotNow(c, db))?.wal_status !== "lost"; i++) {
@@ -176,5 +192,80 @@ describe("PostgreSQL 18: invalidation_reason idle_timeout", () => {
         "a daemon stopped (or unable to connect) for that long loses its slot",
       ]);
     });
+  });
+});
+
+/** A node as a ScratchPostgres, for the helpers above (only host, port and user are used). */
+function asScratch(n: PgNode): ScratchPostgres {
+  return { host: n.host, port: n.port, user: "postgres", dir: n.data, stop: async () => undefined };
+}
+
+describe("a PostgreSQL 17 standby: rows_removed and wal_level_insufficient", () => {
+  it("each reason the standby gives is named in the next start's gap message, with what prevents it", async () => {
+    const pair = await startPgPair({ major: 17, syncSlots: false });
+    try {
+      const standby = asScratch(pair.standby);
+      const primary = asScratch(pair.primary);
+      const dbs = [uniqueName("inval_rows"), uniqueName("inval_level")];
+      for (const db of dbs) {
+        await pair.primary.query(`CREATE DATABASE ${db}`);
+        await pair.primary.query(airflowFixture("3").sql, [], db);
+        await pair.primary.query(`CREATE PUBLICATION ${db} FOR TABLE task_instance, dag_run, xcom`, [], db);
+        await pair.primary.query("ALTER TABLE task_instance REPLICA IDENTITY FULL", [], db);
+        await pair.primary.query("ALTER TABLE dag_run REPLICA IDENTITY FULL", [], db);
+      }
+      await pair.waitCaughtUp();
+      // The slot's creation on a standby waits for the primary's next running-transactions record.
+      const nudge = setInterval(() => void pair.primary.query("SELECT pg_log_standby_snapshot()").catch(() => undefined), 500);
+      try {
+        for (const db of dbs) await streamOnceVia(primary, standby, db);
+      } finally {
+        clearInterval(nudge);
+      }
+
+      // rows_removed: without feedback the primary's VACUUM removes catalog rows the slot needs.
+      const [rowsDb, levelDb] = dbs as [string, string];
+      await pair.standby.query("ALTER SYSTEM SET hot_standby_feedback = off");
+      await pair.standby.query("SELECT pg_reload_conf()");
+      // The standby's physical slot on the primary holds the catalog rows until its feedback says otherwise.
+      const held = async () =>
+        (
+          await pair.primary.query<{ held: boolean }>(
+            "SELECT xmin IS NOT NULL OR catalog_xmin IS NOT NULL AS held FROM pg_replication_slots WHERE slot_name = $1",
+            [pair.physicalSlot],
+          )
+        )[0]?.held;
+      for (let i = 0; i < 100 && (await held()); i++) await new Promise((r) => setTimeout(r, 100));
+      expect(await held(), "the physical slot still holds an xmin with hot_standby_feedback off").toBe(false);
+      for (let i = 0; i < 30 && (await slotNow(standby, rowsDb))?.invalidation_reason !== "rows_removed"; i++) {
+        // Two transactions: a row inserted and deleted by one transaction conflicts with no one.
+        await pair.primary.query("CREATE TABLE churn (id int)", [], rowsDb);
+        await pair.primary.query("DROP TABLE churn", [], rowsDb);
+        await pair.primary.query("VACUUM pg_class", [], rowsDb);
+        await pair.waitCaughtUp();
+        await new Promise((r) => setTimeout(r, 300));
+      }
+      expect(await slotNow(standby, rowsDb)).toMatchObject({ wal_status: "lost", invalidation_reason: "rows_removed" });
+      await pair.standby.query("ALTER SYSTEM SET hot_standby_feedback = on");
+      await pair.standby.query("SELECT pg_reload_conf()");
+      await expectRefused(envOn(standby, rowsDb), [
+        'invalidation_reason "rows_removed"',
+        "the primary removed rows of its system catalogs that the slot still needed",
+        "hot_standby_feedback = on",
+      ]);
+
+      // wal_level_insufficient: the standby replays the primary's restart with wal_level replica.
+      await pair.primary.query("ALTER SYSTEM SET wal_level = replica");
+      pair.primary.stop("fast");
+      pair.primary.start();
+      for (let i = 0; i < 50 && (await slotNow(standby, levelDb))?.wal_status !== "lost"; i++) await new Promise((r) => setTimeout(r, 200));
+      expect(await slotNow(standby, levelDb)).toMatchObject({ wal_status: "lost", invalidation_reason: "wal_level_insufficient" });
+      await expectRefused(envOn(standby, levelDb), [
+        'invalidation_reason "wal_level_insufficient"',
+        "the primary's wal_level went below logical",
+      ]);
+    } finally {
+      await pair.destroy();
+    }
   });
 });
