@@ -41,7 +41,7 @@ export async function prepareSource(cfg: Config, log: Logger): Promise<SourceRea
     await checkRole(client, cfg);
     const tables = await checkTables(client, cfg);
     await checkSnapshotPrivileges(client, cfg);
-    // A standby (read-only) only checks: what is missing is created on the primary (src/source/standby.ts).
+    // A standby (read-only) only checks: what is missing is created on the primary (src/source/standby-setup.ts).
     const mode = await setupMode(client, cfg, log);
     await ensurePublication(client, cfg, tables, log, mode);
     // Before the slot: a slot created now decodes every change with the old rows.
