@@ -184,9 +184,14 @@ export async function ensurePublication(
  * PublicationDroppedError).
  */
 export async function explainPublicationDropped(e: unknown, cfg: Config): Promise<PublicationDroppedError | null> {
-  const found = causeChain(e).findLast(
-    (c) => sqlState(c) === "42704" && coerceError(c).message === `publication "${cfg.publication}" does not exist`,
-  ) as { where?: unknown } | undefined;
+  // 15-17 fail with an error; 18 warns and skips (src/source/replication.ts turns that warning into a failure).
+  const found = causeChain(e).findLast((c) => {
+    const message = coerceError(c).message;
+    return (
+      (sqlState(c) === "42704" && message === `publication "${cfg.publication}" does not exist`) ||
+      message === `skipped loading publication "${cfg.publication}"`
+    );
+  }) as { where?: unknown } | undefined;
   if (found === undefined) return null;
   // The server's CONTEXT names the change that could not be decoded: "..., associated LSN 0/1A2B3C8".
   const failedAt = typeof found.where === "string" ? (/associated LSN ([0-9A-F]+\/[0-9A-F]+)/.exec(found.where)?.[1] ?? null) : null;

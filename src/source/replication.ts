@@ -59,6 +59,16 @@ export class ReplicationStream {
       this.fail(new TransientError(`replication connection to PostgreSQL at ${where} failed: ${e.message}`, { cause: e })),
     );
     client.on("end", () => this.fail(new TransientError(`replication connection to PostgreSQL at ${where} closed`)));
+    // Up to PostgreSQL 17 a dropped publication fails the stream (ERROR "publication ... does not
+    // exist"). From 18 on pgoutput only warns ("skipped loading publication") and decodes on without
+    // it: every later change of the captured tables would pass unseen, and be acknowledged with the
+    // keepalives. That warning, sent to this connection as a notice, is the only sign: it ends the
+    // stream as the error did, before any later message is handled (explainPublicationDropped).
+    client.on("notice", (n: { code?: string; message?: string; where?: string }) => {
+      // Matched on the text: 18.1 sends it with SQLSTATE 55000, not the 42704 of the earlier error.
+      if (n.message === `skipped loading publication "${this.cfg.publication}"`)
+        this.fail(Object.assign(new Error(n.message), { code: n.code, where: n.where }));
+    });
     if (this.ended) {
       await client.end().catch(() => undefined);
       return;

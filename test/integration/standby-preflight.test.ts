@@ -72,10 +72,9 @@ describe("decoding from a PostgreSQL 16 standby: the start's prerequisites", () 
 
       await setOnStandby(pair, "hot_standby_feedback", "on");
       await expectRefused(env, [
-        "this server is a standby, where nothing can be created or altered",
-        `publication "${db}" does not exist`,
+        `publication "${db}" does not exist, and ${pair.standby.host}:${pair.standby.port} is a standby (in recovery), where nothing can be created or changed`,
         `CREATE PUBLICATION "${db}"`,
-        "Run that SQL on the primary",
+        "On the primary, as the owner of Airflow's tables, run",
       ]);
       expect((await pair.standby.query("SELECT 1 FROM pg_replication_slots WHERE slot_name = $1", [db])).length).toBe(0);
 
