@@ -126,10 +126,10 @@ describe("decoding from a PostgreSQL 16 standby: the start's prerequisites", () 
 
 describe("a PostgreSQL 15 standby", () => {
   it("is refused at start: decoding from a standby needs PostgreSQL 16", async () => {
-    // Debian's 15 (the default scratch binaries) and its pg_basebackup, which takes a 15 server;
+    // Debian's 15 and its pg_basebackup, which takes a 15 server, whatever version the services run;
     // "-c fast": the default spread checkpoint before the copy took over 60 s on an idle server.
-    const primary = await startScratchPostgres({ settings: { wal_level: "logical" } });
     const bin = "/usr/lib/postgresql/15/bin";
+    const primary = await startScratchPostgres({ bin, settings: { wal_level: "logical" } });
     const data = join(primary.dir, "standby");
     let started = false;
     try {
