@@ -1,7 +1,7 @@
 import { afterAll, describe, expect, it } from "vitest";
 import { execFileSync } from "node:child_process";
 import pg from "pg";
-import { airflowFixture, consume, daemonEnv, spawnDaemon, uniqueName, type DaemonProcess } from "../support/harness.js";
+import { airflowFixture, consume, daemonEnv, exitCode, spawnDaemon, uniqueName, type DaemonProcess } from "../support/harness.js";
 import { insertDagRun } from "../support/airflow-rows.js";
 import { startScratchPostgres, type ScratchPostgres } from "../support/scratch-postgres.js";
 import { startPgPair, type PgNode } from "../support/pg-pair.js";
@@ -68,14 +68,6 @@ function start(env: Record<string, string>): DaemonProcess {
   const p = spawnDaemon(env);
   spawned.push(p);
   return p;
-}
-
-async function exitCode(p: DaemonProcess, timeoutMs = 60_000): Promise<number | null> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<"timeout">((r) => (timer = setTimeout(() => r("timeout"), timeoutMs)));
-  const code = await Promise.race([p.exited, timeout]).finally(() => clearTimeout(timer));
-  if (code === "timeout") throw new Error(`the daemon did not exit within ${timeoutMs} ms; output:\n${p.output.slice(-20).join("\n")}`);
-  return code;
 }
 
 /** Starts the daemon, commits a DAG run, waits for its event in Kafka, stops the daemon (exit 0). */

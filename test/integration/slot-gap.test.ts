@@ -14,6 +14,7 @@ import {
   daemonConfig,
   daemonEnv,
   dropDatabase,
+  exitCode,
   services,
   spawnDaemon,
   uniqueName,
@@ -53,14 +54,6 @@ function start(env: Record<string, string>, args?: string[]): DaemonProcess {
   const p = spawnDaemon(env, args);
   spawned.push(p);
   return p;
-}
-
-async function exitCode(p: DaemonProcess, timeoutMs = 60_000): Promise<number | null> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<"timeout">((r) => (timer = setTimeout(() => r("timeout"), timeoutMs)));
-  const code = await Promise.race([p.exited, timeout]).finally(() => clearTimeout(timer));
-  if (code === "timeout") throw new Error(`the process did not exit within ${timeoutMs} ms; output:\n${p.output.slice(-20).join("\n")}`);
-  return code;
 }
 
 /** Starts the daemon, commits a DAG run, waits until Kafka has its event, stops it with SIGTERM (exit 0). */

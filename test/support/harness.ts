@@ -244,6 +244,15 @@ export function spawnDaemon(env: Record<string, string>, args: string[] = ["run"
   };
 }
 
+/** The process's exit code, or a failure with the end of its output when it has not exited in time. */
+export async function exitCode(p: DaemonProcess, timeoutMs = 60_000): Promise<number | null> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<"timeout">((r) => (timer = setTimeout(() => r("timeout"), timeoutMs)));
+  const code = await Promise.race([p.exited, timeout]).finally(() => clearTimeout(timer));
+  if (code === "timeout") throw new Error(`the process did not exit within ${timeoutMs} ms; output:\n${p.output.slice(-20).join("\n")}`);
+  return code;
+}
+
 export interface Consumed<E = AirflowEvent> {
   topic: string;
   partition: number;

@@ -2,7 +2,6 @@ import { execFileSync } from "node:child_process";
 import {
   appendFileSync,
   chmodSync,
-  chownSync,
   cpSync,
   existsSync,
   mkdirSync,
@@ -15,7 +14,7 @@ import {
 import { join } from "node:path";
 import pg from "pg";
 import { registerCleanup } from "./cleanup.js";
-import { asPostgres, scratchPort } from "./scratch-postgres.js";
+import { asPostgres, ownedByPostgres, scratchPort } from "./scratch-postgres.js";
 
 /**
  * A primary and a physical standby streaming from it, on one major version, for the failover and
@@ -155,12 +154,7 @@ export async function startPgPair(opts: PairOptions): Promise<PgPair> {
   };
   const unregister = registerCleanup("scratch-postgres", dir, cleanup, cleanup);
   try {
-    if (isRoot) {
-      const uid = Number(execFileSync("id", ["-u", "postgres"], { encoding: "utf8" }).trim());
-      const gid = Number(execFileSync("id", ["-g", "postgres"], { encoding: "utf8" }).trim());
-      chownSync(dir, uid, gid);
-    }
-    chmodSync(dir, 0o700);
+    ownedByPostgres(dir);
     const primary = node("primary", bin, dir, await scratchPort());
     nodes = [primary];
     asPostgres(join(bin, "initdb"), ["-D", primary.data, "-U", "postgres", "--auth=trust", "-E", "UTF8", "--locale=C", "--no-sync"]);

@@ -84,6 +84,16 @@ function portFree(port: number): Promise<boolean> {
   });
 }
 
+/** Gives a fresh directory to the user the server programs run as (asPostgres), mode 0700. */
+export function ownedByPostgres(dir: string): void {
+  if (isRoot) {
+    const uid = Number(execFileSync("id", ["-u", "postgres"], { encoding: "utf8" }).trim());
+    const gid = Number(execFileSync("id", ["-g", "postgres"], { encoding: "utf8" }).trim());
+    chownSync(dir, uid, gid);
+  }
+  chmodSync(dir, 0o700);
+}
+
 export async function startScratchPostgres(opts: ScratchOptions = {}): Promise<ScratchPostgres> {
   const bin = opts.bin ?? postgresBinDir();
   const dir = mkdtempSync("/tmp/eventstream-scratch-pg-");
@@ -104,12 +114,7 @@ export async function startScratchPostgres(opts: ScratchOptions = {}): Promise<S
   // If the test never calls stop() (a timeout), the cleanup hooks do; if the worker exits first, its exit hook.
   const unregister = registerCleanup("scratch-postgres", dir, cleanup, cleanup);
   try {
-    if (isRoot) {
-      const uid = Number(execFileSync("id", ["-u", "postgres"], { encoding: "utf8" }).trim());
-      const gid = Number(execFileSync("id", ["-g", "postgres"], { encoding: "utf8" }).trim());
-      chownSync(dir, uid, gid);
-    }
-    chmodSync(dir, 0o700);
+    ownedByPostgres(dir);
     asPostgres(join(bin, "initdb"), [
       "-D",
       data,
