@@ -86,7 +86,7 @@ describe("decoding from a PostgreSQL 16 standby: the start's prerequisites", () 
       // The slot's creation on the standby waits for a running-transactions record from the
       // primary: written here at once instead of the bgwriter's next (about 15 s).
       const d = run(env);
-      await d.waitForLog(/creating the slot on a standby/, 60_000);
+      await d.waitForLog(/creating the replication slot on a standby/, 60_000);
       const nudge = setInterval(() => void pair.primary.query("SELECT pg_log_standby_snapshot()").catch(() => undefined), 500);
       try {
         await d.waitForLog(STREAMING, 60_000);

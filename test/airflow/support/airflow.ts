@@ -26,7 +26,7 @@ export const DAGS_FOLDER = join(REPO, "test/dags");
  */
 export function airflowVersions(): { major: AirflowMajor; version: string }[] {
   const v = JSON.parse(readFileSync(join(REPO, "test/fixtures/airflow/versions.json"), "utf8")) as Record<string, unknown>;
-  return selectedAirflowMajors().map((major) => {
+  return selectedAirflowMajors(process.env.EVENTSTREAM_TEST_AIRFLOW).map((major) => {
     const version = v[major];
     if (typeof version !== "string") throw new Error(`test/fixtures/airflow/versions.json has no "${major}" entry`);
     return { major, version };

@@ -7,7 +7,7 @@
  */
 export const ALL_AIRFLOW_MAJORS = ["2", "3"] as const;
 
-export function selectedAirflowMajors(value: string | undefined = process.env.EVENTSTREAM_TEST_AIRFLOW): ("2" | "3")[] {
+export function selectedAirflowMajors(value: string | undefined): ("2" | "3")[] {
   if (value === undefined || value.trim() === "") return [...ALL_AIRFLOW_MAJORS];
   const picked = value.split(",").map((s) => s.trim());
   const unknown = picked.filter((m) => !(ALL_AIRFLOW_MAJORS as readonly string[]).includes(m));
