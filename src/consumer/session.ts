@@ -24,6 +24,14 @@ class Superseded extends Error {
 }
 
 /** One run(): the per-partition starts of the current group generation, and the offsets to hint. */
+/** Tries of a partition's start (its offsets, a bootstrap) on a retriable Kafka error, 0.5 s apart. */
+const START_ATTEMPTS = 20;
+const START_RETRY_MS = 500;
+
+function isRetriable(e: unknown): boolean {
+  return typeof e === "object" && e !== null && (e as { retriable?: unknown }).retriable === true;
+}
+
 export class Session {
   private readonly sequencer: DagSequencer;
   /** Per assigned partition of this generation, its start offset once decided (the partition is paused until then). */
@@ -84,7 +92,7 @@ export class Session {
   private fail: (e: Error) => void = () => undefined;
 
   /** Decides where the partition starts (maybe bootstrapping its DAGs), seeks there and resumes it. */
-  private startPartition(topic: string, partition: number): void {
+  private startPartition(topic: string, partition: number, attempt = 1): void {
     const generation = this.generation;
     const start = startOffset(
       this.startDeps(topic, partition, () => generation === this.generation),
@@ -100,7 +108,18 @@ export class Session {
         this.consumer.resume([{ topic, partitions: [partition] }]);
       },
       (e: unknown) => {
-        if (!(e instanceof Superseded)) this.fail(coerceError(e));
+        if (e instanceof Superseded) return;
+        // A topic created a moment ago (a DAG's first event, with topics per DAG) may have no leader
+        // yet: "not the leader" is retriable, and failing the whole run over it would stop a
+        // consumer that only started too early. Tried again for a while, as kafkajs does its own.
+        if (isRetriable(e) && attempt < START_ATTEMPTS && generation === this.generation && !this.failure) {
+          this.log.info({ topic, partition, attempt, error: coerceError(e).message }, "partition start failed; trying again");
+          setTimeout(() => {
+            if (generation === this.generation && !this.failure) this.startPartition(topic, partition, attempt + 1);
+          }, START_RETRY_MS).unref();
+          return;
+        }
+        this.fail(coerceError(e));
       },
     );
   }
