@@ -53,10 +53,13 @@ export async function readSlot(client: pg.Client, cfg: Config): Promise<SlotRow 
   const { rows } = await client.query<SlotRow>(
     // invalidation_reason exists from PostgreSQL 17 on: read through to_jsonb, which has no
     // such key (NULL) on earlier versions instead of failing. PostgreSQL 16 says only that a slot on
-    // a standby was invalidated by a conflict with recovery (conflicting): "conflicting" then.
+    // a standby was invalidated by a conflict with recovery (conflicting): "conflicting" then. Only
+    // on a standby: 16.10 also shows conflicting = true for a primary's slot invalidated because its
+    // WAL was removed (seen in slot-gap.test.ts), and a primary has no recovery to conflict with.
     `SELECT plugin, slot_type, database, active_pid, confirmed_flush_lsn::text, wal_status,
             COALESCE(to_jsonb(s) ->> 'invalidation_reason',
-                     CASE WHEN to_jsonb(s) ->> 'conflicting' = 'true' THEN 'conflicting' END) AS invalidation_reason,
+                     CASE WHEN to_jsonb(s) ->> 'conflicting' = 'true' AND pg_is_in_recovery() THEN 'conflicting' END)
+              AS invalidation_reason,
             to_jsonb(s) ->> 'failover' AS failover
        FROM pg_replication_slots s WHERE slot_name = $1`,
     [cfg.slot],
