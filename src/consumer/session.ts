@@ -103,8 +103,20 @@ export class Session {
     start.then(
       (offset) => {
         if (generation !== this.generation || this.failure) return;
+        try {
+          this.consumer.seek({ topic, partition, offset: offset.toString() });
+        } catch (e: unknown) {
+          // kafkajs drops its group while it restarts after a crash (or stops): a seek then throws
+          // "consumer#run must be called first". The partition stays paused; the rejoin that
+          // follows assigns it again and decides its start anew. Thrown here it would be an
+          // unhandled rejection, ending the process (seen with examples/consumer.ts).
+          this.log.info(
+            { topic, partition, error: coerceError(e).message },
+            "partition start dropped: the consumer is rejoining its group",
+          );
+          return;
+        }
         this.log.info({ topic, partition, offset: offset.toString() }, "partition assigned: reading from this offset");
-        this.consumer.seek({ topic, partition, offset: offset.toString() });
         this.consumer.resume([{ topic, partitions: [partition] }]);
       },
       (e: unknown) => {
