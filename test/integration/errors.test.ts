@@ -261,7 +261,14 @@ describe("errors an operator must act on", () => {
     expect(await slotsOf(db)).toEqual([]);
     await withPg(db, (c) => c.query(createPub)); // as the owner, as the message says
 
-    const createSlot = `SELECT pg_create_logical_replication_slot('${db}', 'pgoutput');`;
+    // On 17+ the slot is a failover slot (EVENTSTREAM_FAILOVER_SLOT=auto): the SQL names the flag.
+    const versionNum = await withPg(db, async (c) =>
+      Number((await c.query<{ v: string }>("SELECT current_setting('server_version_num') AS v")).rows[0]!.v),
+    );
+    const createSlot =
+      versionNum >= 170000
+        ? `SELECT pg_create_logical_replication_slot('${db}', 'pgoutput', false, false, true);`
+        : `SELECT pg_create_logical_replication_slot('${db}', 'pgoutput');`;
     await expectUserAction("slot missing", env, SlotError, [createSlot, "EVENTSTREAM_CREATE_SLOT"]);
     await withPg(db, (c) => c.query(createSlot));
 
