@@ -51,7 +51,12 @@ run_version() {
   local port report="$RESULTS/$major.json" rc=0 t0=$SECONDS was_running=0 projects=()
   port=$(port_of "$major")
   for p in "$@"; do projects+=(--project "$p"); done
-  if EVENTSTREAM_PG_VERSION=$major EVENTSTREAM_PG_PORT=$port bash scripts/services.sh status 2>/dev/null | grep -q '^postgres  running'; then
+  # Not `status | grep -q`: under pipefail that pipeline fails whenever status exits non-zero (it
+  # does if anything else is unhealthy) or is cut off by grep's early exit, and a cluster that was
+  # running before would then be stopped after its pass (CI's fault step found 15 gone so).
+  local status
+  status=$(EVENTSTREAM_PG_VERSION=$major EVENTSTREAM_PG_PORT=$port bash scripts/services.sh status 2>/dev/null || true)
+  if grep -q '^postgres  running' <<<"$status"; then
     was_running=1
   fi
   log "PostgreSQL $major (127.0.0.1:$port): ${*} (Airflow ${airflow:-2,3})"
@@ -71,6 +76,16 @@ run_version() {
       const r = JSON.parse(fs.readFileSync(process.argv[1], "utf8"));
       console.log(`${r.numPassedTests}/${r.numTotalTests} tests passed, ${r.numFailedTests} failed`);
     } catch { console.log("no test report (the run did not get to its tests)"); }' "$report")
+  # Where the pass spent its time: the slowest files, so CI's length can be judged from its log.
+  node -e '
+    const fs = require("node:fs");
+    try {
+      const r = JSON.parse(fs.readFileSync(process.argv[1], "utf8"));
+      const files = r.testResults.map((f) => [f.endTime - f.startTime, f.name.replace(process.cwd() + "/", "")]);
+      files.sort((a, b) => b[0] - a[0]);
+      console.error(`[matrix] PostgreSQL ${process.argv[2]}: slowest files`);
+      for (const [ms, name] of files.slice(0, 12)) console.error(`  ${(ms / 1000).toFixed(0).padStart(5)} s  ${name}`);
+    } catch {}' "$report" "$major" || true
   local verdict=passed
   if (( rc != 0 )); then verdict=FAILED; FAILED=1; fi
   SUMMARY+=("$(printf 'PostgreSQL %-3s %-7s %-45s %5d s  (%s)' "$major" "$verdict" "$counts" $((SECONDS - t0)) "$*")")
