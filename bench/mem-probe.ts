@@ -26,7 +26,10 @@ const timer = setInterval(() => {
   const gc = (globalThis as { gc?: () => void }).gc;
   if (process.env.MEMPROBE_GC === "1" && gc) {
     gc();
-    (line as Record<string, unknown>).live_after_gc_mb = Math.round((process.memoryUsage().heapUsed / MB) * 10) / 10;
+    const after = process.memoryUsage();
+    (line as Record<string, unknown>).live_after_gc_mb = Math.round((after.heapUsed / MB) * 10) / 10;
+    // Buffers still referenced after the collection: what is live, not garbage awaiting a GC.
+    (line as Record<string, unknown>).array_buffers_after_gc_mb = Math.round((after.arrayBuffers / MB) * 10) / 10;
   }
   process.stderr.write(`MEMPROBE ${JSON.stringify(line)}\n`);
 }, 100);

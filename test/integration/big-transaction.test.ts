@@ -7,7 +7,7 @@ import { memoryOf } from "../support/load.js";
  * caps 5,000 events / 8 MB) delivers every event, once per TI, with bounded memory.
  *
  * RSS bound: the daemon runs as shipped (bin/airflow-eventstream: V8 old space capped at 80 MB, young
- * generation 3 x 8 MB, glibc malloc tuned) and idles at ~80 MB RSS. The in-flight caps bound what it
+ * generation 3 x 2 MB, glibc malloc tuned) and idles at ~80 MB RSS. The in-flight caps bound what it
  * holds of the transaction (8 MB of serialized events plus their objects); the state cache (50k rows by
  * default, ~305 B each) is full after the first 50k rows. Measured peak 174 MB; before the launcher's
  * limits and the compact cache it was 494 MB. The bound is the product's memory bar, 200 MB.

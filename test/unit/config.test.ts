@@ -254,12 +254,12 @@ describe("loadConfig: Kafka security and notifications", () => {
 describe("checkHeapLimit: configured bounds against the heap Node was started with", () => {
   const base = { PGDATABASE: "airflow", KAFKA_BROKERS: "localhost:9092" };
   const MB = 2 ** 20;
-  // bin/airflow-eventstream: --max-old-space-size=80 --max-semi-space-size=8 -> heap_size_limit 104 MB.
-  const launcherLimit = 104 * MB;
+  // bin/airflow-eventstream: --max-old-space-size=80 --max-semi-space-size=2 -> heap_size_limit 86 MB.
+  const launcherLimit = 86 * MB;
 
   it("the defaults fit the launcher's limit with room to collect", () => {
     const cfg = loadConfig(base);
-    expect(heapNeededMb(cfg) * 1.5).toBeLessThanOrEqual(104);
+    expect(heapNeededMb(cfg) * 1.5).toBeLessThanOrEqual(86);
     expect(() => checkHeapLimit(cfg, launcherLimit)).not.toThrow();
   });
 
