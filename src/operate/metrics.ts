@@ -190,9 +190,8 @@ export class Metrics {
     this.counted = now;
   }
 
-  /** A transaction began; `commitTime` is PostgreSQL's ISO timestamp of its commit. */
-  began(commitTime: string): number {
-    const ms = Date.parse(commitTime);
+  /** A transaction began; `ms` is PostgreSQL's timestamp of its commit, in ms since the Unix epoch (no Date.parse per transaction). */
+  began(ms: number): number {
     if (ms > this.lastCommitMs) this.lastCommitMs = ms;
     return ms;
   }
