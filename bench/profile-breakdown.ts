@@ -7,7 +7,10 @@
  *
  *   node bench/profile-breakdown.ts bench/results/profiles/daemon-X-2.cpuprofile [--events N] [--top 25]
  *
- * --events N divides each category's time by N (µs per event). --top lists the heaviest functions.
+ * --events N divides each category's time by N (µs per event). --cpu-seconds S: the process's CPU seconds
+ * as /proc counted them (bench/results/latest.json: daemon CPU s per 100k x events / 100k); the profiler
+ * samples wall time, which on a loaded machine includes time the thread waited for a core, so the
+ * shares are applied to S instead. --top lists the heaviest functions.
  */
 import { readFileSync } from "node:fs";
 
@@ -34,6 +37,8 @@ const RULES: [string, RegExp, RegExp?][] = [
   ["airflow model (mapper, state cache, events)", /\/airflow\//],
   ["current-state topic records", /\/sink\/state-topic\.js$/],
   ["publisher (batching, sizes)", /\/sink\/(publisher|batch|routing|checkpoint-store|checkpoint-topic|topics|client)\.js$/],
+  ["kafkajs partitioner (murmur2, long.js)", /kafkajs\/src\/(producer\/partitioners|utils\/long)/],
+  ["our partitioner (sink/partitioner)", /\/sink\/partitioner\.js$/],
   ["kafkajs encoding (protocol/, crc32c, varint)", /kafkajs\/src\/protocol\//],
   ["kafkajs request/response machinery", /kafkajs\//],
   ["per-message loop (session-loop, snapshot tap)", /\/(session-loop|snapshot\/[^/]+)\.js$/],
@@ -102,10 +107,12 @@ function main(argv: string[]): void {
   const files: string[] = [];
   let events = 0;
   let top = 0;
+  let cpuSeconds = 0;
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
     if (a === "--events") events = Number(argv[++i]);
     else if (a === "--top") top = Number(argv[++i]);
+    else if (a === "--cpu-seconds") cpuSeconds = Number(argv[++i]);
     else files.push(a);
   }
   if (files.length === 0) {
@@ -124,17 +131,20 @@ function main(argv: string[]): void {
   const idle = byCat.get("(idle)") ?? 0;
   const busy = totalUs - idle;
   console.log(`profiled ${(totalUs / 1e6).toFixed(2)} s, busy ${(busy / 1e6).toFixed(2)} s (idle excluded below)`);
+  // Each category's share of the samples, applied to the CPU time /proc measured (see --cpu-seconds).
+  const scale = cpuSeconds > 0 ? (cpuSeconds * 1e6) / busy : 1;
+  if (cpuSeconds > 0) console.log(`shares applied to ${cpuSeconds.toFixed(2)} CPU s measured`);
   const head = events > 0 ? "| category | CPU s | share | µs per event |" : "| category | CPU s | share |";
   console.log(head);
   console.log(events > 0 ? "|---|---|---|---|" : "|---|---|---|");
   const rows = [...byCat].filter(([k]) => k !== "(idle)").sort((a, b) => b[1] - a[1]);
   for (const [k, v] of rows) {
-    const cells = [k, (v / 1e6).toFixed(2), `${((v / busy) * 100).toFixed(1)}%`];
-    if (events > 0) cells.push((v / events).toFixed(1));
+    const cells = [k, ((v * scale) / 1e6).toFixed(2), `${((v / busy) * 100).toFixed(1)}%`];
+    if (events > 0) cells.push(((v * scale) / events).toFixed(1));
     console.log(`| ${cells.join(" | ")} |`);
   }
-  const total = ["**total (busy)**", (busy / 1e6).toFixed(2), "100%"];
-  if (events > 0) total.push((busy / events).toFixed(1));
+  const total = ["**total (busy)**", ((busy * scale) / 1e6).toFixed(2), "100%"];
+  if (events > 0) total.push(((busy * scale) / events).toFixed(1));
   console.log(`| ${total.join(" | ")} |`);
   if (top > 0) {
     console.log(`\nheaviest functions (self time):`);
