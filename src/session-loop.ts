@@ -95,7 +95,7 @@ export class MessageLoop implements StreamHandlers {
 
   private change(ev: Extract<TxEvent, { kind: "change" }>): void {
     const { cfg, parts } = this;
-    parts.metrics.changesDecoded.inc();
+    parts.metrics.decoded();
     const event = parts.mapper.map(ev, this.tx!);
     parts.snapshots?.changed(ev, event !== null);
     if (event === null) return;
