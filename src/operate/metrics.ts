@@ -37,7 +37,6 @@ interface Pending {
 export class Metrics {
   readonly registry = new Registry();
   private readonly changesDecoded: Counter;
-  /** Changes decoded since the last scrape: added to changesDecoded when scraped, not per change. */
   private decodedPending = 0;
   private readonly churnDropped: Counter;
   readonly bytesProduced: Counter;
@@ -47,11 +46,7 @@ export class Metrics {
   readonly oversized: Counter;
   readonly sessionRestarts: Counter<"reason">;
   private readonly eventsPublished: Counter<"type" | "state">;
-  /**
-   * Per type and state, the counter's child and the events pushed since the last scrape: prom-client's
-   * inc() per event (label lookup, value object) was ~2% of a drain's CPU, so the counts are added
-   * when scraped (the counters' collect), which reads the same totals.
-   */
+  /** Per type and state, the child and the events pushed since the last scrape; see foldCounts. */
   private readonly published = new Map<string, { child: Counter.Internal; pending: number }>();
   private readonly commitToAck: Histogram;
   private readonly cacheHits: Counter;
@@ -208,12 +203,11 @@ export class Metrics {
     this.counted = now;
   }
 
-  /** A row change of a captured table was decoded. */
   decoded(): void {
     this.decodedPending++;
   }
 
-  /** Adds the counts gathered since the last scrape to their counters. */
+  /** At a scrape (collect), adds the counts gathered since the last: prom-client's inc() per event was ~2% of a drain's CPU. */
   private foldCounts(): void {
     if (this.decodedPending > 0) this.changesDecoded.inc(this.decodedPending);
     this.decodedPending = 0;
