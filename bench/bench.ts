@@ -948,6 +948,8 @@ interface PhaseReport {
   latency_ms: { p50: number; p95: number; p99: number; max: number } | null;
   daemon_peak_rss_mb: number;
   daemon_cpu_pct: number;
+  /** Daemon CPU seconds (user + system, from /proc) per 100,000 events consumed: the figure that holds under load. */
+  daemon_cpu_s_per_100k: number | null;
   machine_cpu_busy_pct: number;
   by_state: Record<string, number>;
   daemon_session_restarts: number;
@@ -1018,6 +1020,7 @@ function report(p: PhaseStats): PhaseReport {
     latency_ms: lat ? { p50: lat.p50, p95: lat.p95, p99: lat.p99, max: lat.max } : null,
     daemon_peak_rss_mb: p.daemonPeakRssKb / 1024,
     daemon_cpu_pct: (p.daemonCpuSeconds / Math.max(0.001, p.wallSeconds)) * 100,
+    daemon_cpu_s_per_100k: p.consumed > 0 ? (p.daemonCpuSeconds / p.consumed) * 100_000 : null,
     machine_cpu_busy_pct: p.machineBusyPct,
     by_state: p.byState,
     daemon_session_restarts: p.restarts,
@@ -1127,6 +1130,7 @@ async function main(): Promise<number> {
       "max ms",
       "RSS MB",
       "daemon CPU",
+      "CPU s/100k",
       "machine CPU",
       "check",
     ],
@@ -1146,6 +1150,7 @@ async function main(): Promise<number> {
       fmt(p.latency_ms?.max, 1),
       fmt(p.daemon_peak_rss_mb, 1),
       `${fmt(p.daemon_cpu_pct)}%`,
+      fmt(p.daemon_cpu_s_per_100k, 2),
       `${fmt(p.machine_cpu_busy_pct)}%`,
       p.correct ? "ok" : "MISMATCH",
     ]);

@@ -75,7 +75,7 @@ export class MessageLoop implements StreamHandlers {
     switch (ev.kind) {
       case "begin":
         this.tx = { xid: ev.xid, commitTime: ev.commitTime };
-        this.commitMs = this.parts.metrics.began(ev.commitTime);
+        this.commitMs = this.parts.metrics.began(ev.commitMs);
         this.txPublished = false;
         return;
       case "change":
@@ -95,7 +95,7 @@ export class MessageLoop implements StreamHandlers {
 
   private change(ev: Extract<TxEvent, { kind: "change" }>): void {
     const { cfg, parts } = this;
-    parts.metrics.changesDecoded.inc();
+    parts.metrics.decoded();
     const event = parts.mapper.map(ev, this.tx!);
     parts.snapshots?.changed(ev, event !== null);
     if (event === null) return;
@@ -162,7 +162,18 @@ export class MessageLoop implements StreamHandlers {
     } else {
       const state = this.stateOf(event, value, false);
       this.lastSeq = this.parts.ack.next();
-      this.parts.sink.push({ ...route, value, ...(state && { state }), seq: this.lastSeq, commitLsn, index });
+      // One object shape for every record (no spreads): this runs once per event.
+      const rec: SinkRecord = {
+        topic: route.topic,
+        key: route.key,
+        allPartitions: route.allPartitions,
+        value,
+        seq: this.lastSeq,
+        commitLsn,
+        index,
+      };
+      if (state !== undefined) rec.state = state;
+      this.parts.sink.push(rec);
       this.parts.metrics.pushed(event.type, "state" in event ? event.state : null, this.lastSeq, this.commitMs);
     }
     this.parts.ack.pauseIfFull();
@@ -216,6 +227,9 @@ export class MessageLoop implements StreamHandlers {
     const records = this.states?.of(event, value);
     if (records === undefined) return undefined;
     // The same bound as the event's own (isOversized): most records skip the exact byte count.
+    let allFit = !eventOversized;
+    for (let i = 0; allFit && i < records.length; i++) allFit = !this.isOversized(records[i]!.value ?? "", records[i]!.key);
+    if (allFit) return records;
     const fit = eventOversized ? [] : records.filter((r) => !this.isOversized(r.value ?? "", r.key));
     if (fit.length < records.length) this.states!.leftOut(event, Math.max(...records.map((r) => recordBytes(r.value, r.key))));
     return fit.length > 0 ? fit : undefined;

@@ -1,6 +1,7 @@
 import type { Writable } from "node:stream";
-import { Partitioners, type IHeaders, type Kafka, type Message, type Producer } from "kafkajs";
+import { type IHeaders, type Kafka, type Message, type Producer } from "kafkajs";
 import type { RecordSink, SourceRecord } from "./copy.js";
+import { FastDefaultPartitioner } from "../sink/partitioner.js";
 
 /** The header naming the replay a copied record came from (its id), and the one naming the record it copies. */
 export const REPLAY_HEADER = "eventstream-replay";
@@ -79,7 +80,7 @@ export function replayProducer(kafka: Kafka, transactionalId: string | null): Pr
     idempotent: true,
     maxInFlightRequests: 1,
     allowAutoTopicCreation: false,
-    createPartitioner: Partitioners.DefaultPartitioner,
+    createPartitioner: FastDefaultPartitioner,
     ...(transactionalId === null ? {} : { transactionalId }),
   });
 }

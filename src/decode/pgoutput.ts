@@ -15,7 +15,9 @@
 import { DecodeError } from "./errors.js";
 import type { Lsn } from "../lsn.js";
 import type { PgoutputMessage, RawColumn, RawTuple, Relation, RelationColumn } from "./types.js";
-import { PG_EPOCH_OFFSET_US, UNCHANGED } from "./types.js";
+import { UNCHANGED } from "./types.js";
+
+export { pgTimestampToIso, pgTimestampToMs } from "./timestamps.js";
 
 /**
  * A read position in one message. Decoding is synchronous, so one module-level cursor is reused:
@@ -261,23 +263,4 @@ export function decodePgoutput(input: Buffer): PgoutputMessage {
     // Don't keep the last message alive through the module-level cursor.
     buf = EMPTY;
   }
-}
-
-/**
- * PostgreSQL TimestampTz (microseconds since 2000-01-01 UTC) -> ISO-8601 UTC with exactly six
- * fractional digits, e.g. "2024-05-01T12:00:00.123456Z". Years outside 0000-9999 come out in the
- * expanded form Date uses ("+010000-01-01T..."); the ±infinity sentinels as "infinity"/"-infinity".
- */
-export function pgTimestampToIso(micros: bigint): string {
-  if (micros === 0x7fffffffffffffffn) return "infinity";
-  if (micros === -0x8000000000000000n) return "-infinity";
-  const unix = micros + PG_EPOCH_OFFSET_US;
-  let secs = unix / 1_000_000n;
-  let frac = unix % 1_000_000n;
-  if (frac < 0n) {
-    frac += 1_000_000n;
-    secs -= 1n;
-  }
-  const iso = new Date(Number(secs) * 1000).toISOString(); // "....T..:..:...000Z"
-  return `${iso.slice(0, -4)}${frac.toString().padStart(6, "0")}Z`;
 }

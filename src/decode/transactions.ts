@@ -5,7 +5,7 @@
 
 import { assertNever } from "../errors.js";
 import { FramingError } from "./errors.js";
-import { pgTimestampToIso } from "./pgoutput.js";
+import { pgTimestampToIso, pgTimestampToMs } from "./pgoutput.js";
 import type { Lsn } from "../lsn.js";
 import type { PgoutputMessage, RawColumn, RawTuple, Relation, Row, RowChange, TxEvent } from "./types.js";
 import { MESSAGE_PREFIX, UNCHANGED } from "./types.js";
@@ -147,7 +147,13 @@ export class TransactionDecoder {
     this.xid = msg.xid;
     this.commitLsn = msg.finalLsn;
     this.index = 0;
-    return { kind: "begin", xid: msg.xid, commitLsn: msg.finalLsn, commitTime: pgTimestampToIso(msg.commitTime) };
+    return {
+      kind: "begin",
+      xid: msg.xid,
+      commitLsn: msg.finalLsn,
+      commitTime: pgTimestampToIso(msg.commitTime),
+      commitMs: pgTimestampToMs(msg.commitTime),
+    };
   }
 
   private commit(msg: Extract<PgoutputMessage, { tag: "commit" }>): TxEvent {

@@ -81,7 +81,7 @@ export type RawTuple = RawColumn[];
  * position to acknowledge once every event of the transaction is in Kafka.
  */
 export type TxEvent =
-  | { kind: "begin"; xid: number; commitLsn: Lsn; commitTime: string }
+  | { kind: "begin"; xid: number; commitLsn: Lsn; commitTime: string; /** The same instant in ms since the Unix epoch. */ commitMs: number }
   | { kind: "change"; xid: number; commitLsn: Lsn; index: number; change: RowChange }
   | { kind: "commit"; xid: number; commitLsn: Lsn; endLsn: Lsn; commitTime: string }
   /**

@@ -36,7 +36,8 @@ interface Pending {
  */
 export class Metrics {
   readonly registry = new Registry();
-  readonly changesDecoded: Counter;
+  private readonly changesDecoded: Counter;
+  private decodedPending = 0;
   private readonly churnDropped: Counter;
   readonly bytesProduced: Counter;
   readonly produceRequests: Counter;
@@ -45,7 +46,8 @@ export class Metrics {
   readonly oversized: Counter;
   readonly sessionRestarts: Counter<"reason">;
   private readonly eventsPublished: Counter<"type" | "state">;
-  private readonly published = new Map<string, Counter.Internal>();
+  /** Per type and state, the child and the events pushed since the last scrape; see foldCounts. */
+  private readonly published = new Map<string, { child: Counter.Internal; pending: number }>();
   private readonly commitToAck: Histogram;
   private readonly cacheHits: Counter;
   private readonly cacheMisses: Counter;
@@ -80,7 +82,12 @@ export class Metrics {
       new Counter<L>({ name: P + name, help, labelNames, registers: r });
     // Read from the session's mapper when scraped (see foldCache), not counted per change.
     const folded = (name: string, help: string) => new Counter({ name: P + name, help, registers: r, collect: () => this.foldCache() });
-    this.changesDecoded = counter("changes_decoded_total", "Row changes of the captured tables decoded from the WAL.");
+    this.changesDecoded = new Counter({
+      name: P + "changes_decoded_total",
+      help: "Row changes of the captured tables decoded from the WAL.",
+      registers: r,
+      collect: () => this.foldCounts(),
+    });
     this.churnDropped = folded("churn_dropped_total", "Task-instance updates that changed no state (heartbeats, pids): no event.");
     this.bytesProduced = counter("bytes_produced_total", "Bytes of event records sent to Kafka (keys and values).");
     this.produceRequests = counter("produce_requests_total", "Produce requests Kafka acknowledged.");
@@ -96,7 +103,13 @@ export class Metrics {
       "Events over EVENTSTREAM_MAX_MESSAGE_BYTES (sent to the dead-letter topic, or stopping the stream).",
     );
     this.sessionRestarts = counter("session_restarts_total", "Sessions ended and restarted, by reason.", ["reason"]);
-    this.eventsPublished = counter("events_published_total", "Events handed to Kafka, by type and state.", ["type", "state"]);
+    this.eventsPublished = new Counter({
+      name: P + "events_published_total",
+      help: "Events handed to Kafka, by type and state.",
+      labelNames: ["type", "state"] as const,
+      registers: r,
+      collect: () => this.foldCounts(),
+    });
     this.cacheHits = folded("state_cache_hits_total", "Task-instance changes whose previous state was in the state cache.");
     this.cacheMisses = folded("state_cache_misses_total", "Task-instance changes whose previous state was not in the state cache.");
     this.commitToAck = new Histogram({
@@ -190,9 +203,22 @@ export class Metrics {
     this.counted = now;
   }
 
-  /** A transaction began; `commitTime` is PostgreSQL's ISO timestamp of its commit. */
-  began(commitTime: string): number {
-    const ms = Date.parse(commitTime);
+  decoded(): void {
+    this.decodedPending++;
+  }
+
+  /** At a scrape (collect), adds the counts gathered since the last: prom-client's inc() per event was ~2% of a drain's CPU. */
+  private foldCounts(): void {
+    if (this.decodedPending > 0) this.changesDecoded.inc(this.decodedPending);
+    this.decodedPending = 0;
+    for (const c of this.published.values()) {
+      if (c.pending > 0) c.child.inc(c.pending);
+      c.pending = 0;
+    }
+  }
+
+  /** A transaction began; `ms` is PostgreSQL's timestamp of its commit, in ms since the Unix epoch (no Date.parse per transaction). */
+  began(ms: number): number {
     if (ms > this.lastCommitMs) this.lastCommitMs = ms;
     return ms;
   }
@@ -201,8 +227,8 @@ export class Metrics {
   pushed(type: string, state: string | null, seq: number, commitMs: number): void {
     const k = `${type}\u0000${state ?? ""}`;
     let c = this.published.get(k);
-    if (c === undefined) this.published.set(k, (c = this.eventsPublished.labels(type, state ?? "none")));
-    c.inc();
+    if (c === undefined) this.published.set(k, (c = { child: this.eventsPublished.labels(type, state ?? "none"), pending: 0 }));
+    c.pending++;
     const last = this.pending.length > this.pendingHead ? this.pending[this.pending.length - 1]! : null;
     if (last !== null && last.commitMs === commitMs && last.lastSeq === seq - 1) last.lastSeq = seq;
     else this.pending.push({ firstSeq: seq, lastSeq: seq, commitMs });

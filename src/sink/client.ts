@@ -1,12 +1,13 @@
 import { isIP } from "node:net";
 import { connect as tlsConnect, type ConnectionOptions } from "node:tls";
-import { Kafka, Partitioners, logLevel, type Admin, type Producer, type TopicMessages, type LogEntry, type SASLOptions } from "kafkajs";
+import { Kafka, logLevel, type Admin, type Producer, type TopicMessages, type LogEntry, type SASLOptions } from "kafkajs";
 import type { Config } from "../config.js";
 import { TlsError, TransientError, tlsFailure, type TlsFailure } from "../errors.js";
 import type { Logger } from "../log.js";
 import { deliveryMode } from "./delivery.js";
 import { problemKey, problems } from "../problems.js";
 import { explainTls, userAction } from "./kafka-errors.js";
+import { FastDefaultPartitioner } from "./partitioner.js";
 
 /**
  * kafkajs's retries for the client and the producer. Bounded, unlike kafkajs's idempotent default
@@ -45,7 +46,8 @@ export function createClients(cfg: Config, log: Logger, quick = false): KafkaCli
   const producer = kafka.producer({
     idempotent: true,
     maxInFlightRequests: 1,
-    createPartitioner: Partitioners.DefaultPartitioner,
+    // kafkajs's default placement, hashed without its per-message Long arithmetic (partitioner.ts).
+    createPartitioner: FastDefaultPartitioner,
     allowAutoTopicCreation: false,
     retry: BOUNDED_RETRY,
     // Exactly-once: kafkajs runs InitProducerId with this id at the first transaction() (not

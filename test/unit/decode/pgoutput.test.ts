@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { DecodeError } from "../../../src/decode/errors.js";
-import { decodePgoutput, pgTimestampToIso } from "../../../src/decode/pgoutput.js";
+import { decodePgoutput, pgTimestampToIso, pgTimestampToMs } from "../../../src/decode/pgoutput.js";
 import type { PgoutputMessage, RawTuple } from "../../../src/decode/types.js";
 import { UNCHANGED } from "../../../src/decode/types.js";
 import { fixture } from "./fixture.js";
@@ -40,6 +40,30 @@ describe("pgTimestampToIso", () => {
     ["-infinity", -0x8000000000000000n, "-infinity"],
   ])("%s", (_name, micros, iso) => {
     expect(pgTimestampToIso(micros)).toBe(iso);
+  });
+
+  it("answers the same for any order of calls (it remembers the last value and second)", () => {
+    const base = pgMicros("2024-05-01T12:00:00Z", 0);
+    const cases: bigint[] = [
+      base,
+      base + 1n,
+      base + 999_999n,
+      base + 1_000_000n,
+      base - 1n,
+      base,
+      -1n,
+      0n,
+      pgMicros("2300-01-01T00:00:00Z", 7),
+    ];
+    cases.push(pgMicros("9999-12-31T23:59:59Z", 999_999), -211_813_488_000_000_000n, base + 1n);
+    for (const micros of cases) {
+      const unix = micros + 946_684_800_000_000n;
+      const secs = unix / 1_000_000n - (unix % 1_000_000n < 0n ? 1n : 0n);
+      const frac = unix - secs * 1_000_000n;
+      const expected = `${new Date(Number(secs) * 1000).toISOString().slice(0, -4)}${frac.toString().padStart(6, "0")}Z`;
+      expect(pgTimestampToIso(micros)).toBe(expected);
+      expect(pgTimestampToMs(micros)).toBe(Math.floor(Number(unix) / 1000));
+    }
   });
 });
 

@@ -359,6 +359,7 @@ describe("TransactionDecoder framing errors", () => {
       xid: 7,
       commitLsn: 1000n,
       commitTime: "2000-01-01T00:00:00.000000Z",
+      commitMs: 946_684_800_000,
     });
     expect(d.push(insert(["1"]))).toMatchObject({ kind: "change", xid: 7, commitLsn: 1000n, index: 0, change: { row: { a: 1 } } });
     // Same relation id, column retyped (ALTER COLUMN TYPE) and renamed: the new description wins.
