@@ -93,14 +93,20 @@ async function stopProc(s: Started, timeoutMs = 60_000): Promise<void> {
   clearTimeout(t);
 }
 
-/** Follows the slot's walsender once it exists, so its CPU is sampled with the client's. */
+/**
+ * Follows the slot's walsender, so its CPU is sampled with the client's: polled every 250 ms, as a
+ * client may open the slot more than once (a daemon's start-up reads before it streams).
+ */
 function followWalsender(ctx: Ctx, slot: string, walsender: TreeSampler[]): () => void {
   let stopped = false;
   void (async () => {
-    while (!stopped && walsender.length === 0) {
+    while (!stopped) {
       const pid = await ctx.walsenderPid(slot).catch(() => null);
-      if (pid !== null) walsender.push(new TreeSampler(pid));
-      else await sleep(50);
+      if (pid !== null && !stopped) {
+        if (walsender.length === 0) walsender.push(new TreeSampler(pid));
+        else if (!walsender[0]!.extraPids.includes(pid)) walsender[0]!.extraPids.push(pid);
+      }
+      await sleep(250);
     }
   })();
   return () => {
@@ -146,7 +152,8 @@ async function waitForRecords(ctx: Ctx, s: Started, topics: string[], expected: 
   let last = -1;
   let lastChange = Date.now();
   for (;;) {
-    const n = await topicCount(ctx.kafka, topics);
+    // A fresh topic's leaders may still be moving: a failed look is only a look to repeat.
+    const n = await topicCount(ctx.kafka, topics).catch(() => last);
     if (n >= expected) return n;
     if (n !== last) {
       last = n;
@@ -160,11 +167,24 @@ async function waitForRecords(ctx: Ctx, s: Started, topics: string[], expected: 
 
 // ---------------------------------------------------------------------------- pg_recvlogical
 
-export async function runRecvlogical(ctx: Ctx, bin: string, slot: string, publication: string, endLsn: string, changes: number): Promise<SystemResult> {
+export async function runRecvlogical(
+  ctx: Ctx,
+  bin: string,
+  slot: string,
+  publication: string,
+  endLsn: string,
+  changes: number,
+): Promise<SystemResult> {
   const { pg } = ctx;
   const args = ["-h", pg.host, "-p", String(pg.port), "-U", pg.user, "-d", pg.database, "-S", slot, "--start", "--no-loop"];
   args.push(`--endpos=${endLsn}`, "-o", "proto_version=1", "-o", `publication_names=${publication}`, "-f", "-");
-  const s = start(ctx, path.join(bin, "pg_recvlogical"), args, { ...process.env, PGPASSWORD: pg.password }, path.join(ctx.resultsDir, "compare-pg_recvlogical.log"));
+  const s = start(
+    ctx,
+    path.join(bin, "pg_recvlogical"),
+    args,
+    { ...process.env, PGPASSWORD: pg.password },
+    path.join(ctx.resultsDir, "compare-pg_recvlogical.log"),
+  );
   const walsender: TreeSampler[] = [];
   const stopWal = followWalsender(ctx, slot, walsender);
   // Its output is discarded here, as /dev/null would; reading it is how the first byte is seen.
@@ -178,10 +198,20 @@ export async function runRecvlogical(ctx: Ctx, bin: string, slot: string, public
   const end = Date.now();
   s.sampler.stop();
   stopWal();
-  if (code !== 0 || first === null) throw new Error(`pg_recvlogical exited with ${code} (${bytes} bytes read): see bench/results/compare-pg_recvlogical.log`);
-  return result("pg_recvlogical", "pg_recvlogical, pgoutput proto 1, to /dev/null (PostgreSQL's decode limit)", s, walsender, first, end, changes, {
-    settings: { endpos: endLsn, bytes: String(bytes) },
-  });
+  if (code !== 0 || first === null)
+    throw new Error(`pg_recvlogical exited with ${code} (${bytes} bytes read): see bench/results/compare-pg_recvlogical.log`);
+  return result(
+    "pg_recvlogical",
+    "pg_recvlogical, pgoutput proto 1, to /dev/null (PostgreSQL's decode limit)",
+    s,
+    walsender,
+    first,
+    end,
+    changes,
+    {
+      settings: { endpos: endLsn, bytes: String(bytes) },
+    },
+  );
 }
 
 // ---------------------------------------------------------------------------- the daemon
@@ -195,7 +225,13 @@ export interface DaemonNames {
   httpPort: number;
 }
 
-export async function runDaemon(ctx: Ctx, root: string, n: DaemonNames, expectedEvents: number, passthrough: Record<string, string>): Promise<SystemResult> {
+export async function runDaemon(
+  ctx: Ctx,
+  root: string,
+  n: DaemonNames,
+  expectedEvents: number,
+  passthrough: Record<string, string>,
+): Promise<SystemResult> {
   const { pg } = ctx;
   const env: Record<string, string> = {
     PATH: process.env.PATH ?? "",
@@ -230,6 +266,7 @@ export async function runDaemon(ctx: Ctx, root: string, n: DaemonNames, expected
     stopWal();
   }
   const events = await readTopics(ctx.kafka, [n.topic], `${n.topic}_read`);
+  if (events.records !== expectedEvents) throw new Error(`${events.records} events in ${n.topic}, expected ${expectedEvents}`);
   const all = await readTopics(ctx.kafka, [n.topic, n.stateTopic], `${n.topic}_read_all`);
   return fromTopics("daemon", "airflow-eventstream, defaults", s, walsender, all, events.records, {
     meanRecordBytes: events.records > 0 ? events.bytes / events.records : null,
@@ -237,14 +274,29 @@ export async function runDaemon(ctx: Ctx, root: string, n: DaemonNames, expected
   });
 }
 
-function fromTopics(system: string, label: string, s: Started, walsender: TreeSampler[], read: TopicRead, changes: number, extra: Partial<SystemResult>): SystemResult {
+function fromTopics(
+  system: string,
+  label: string,
+  s: Started,
+  walsender: TreeSampler[],
+  read: TopicRead,
+  changes: number,
+  extra: Partial<SystemResult>,
+): SystemResult {
   if (read.firstMs === null || read.lastMs === null) throw new Error(`${system}: its topics are empty`);
   return result(system, label, s, walsender, read.firstMs, read.lastMs, changes, { topics: read.perTopic, ...extra });
 }
 
 // ---------------------------------------------------------------------------- Kafka's producer
 
-export async function runProducerPerf(ctx: Ctx, java: string, kafkaLibs: string, topic: string, records: number, recordBytes: number): Promise<SystemResult> {
+export async function runProducerPerf(
+  ctx: Ctx,
+  java: string,
+  kafkaLibs: string,
+  topic: string,
+  records: number,
+  recordBytes: number,
+): Promise<SystemResult> {
   const props = [`bootstrap.servers=${ctx.brokers.join(",")}`, "acks=all", "enable.idempotence=true"];
   // -Xmx512M: what kafka-producer-perf-test.sh gives it when KAFKA_HEAP_OPTS is unset.
   const args = ["-Xmx512M", "-cp", `${kafkaLibs}/*`, "org.apache.kafka.tools.ProducerPerformance", "--topic", topic];
@@ -256,10 +308,18 @@ export async function runProducerPerf(ctx: Ctx, java: string, kafkaLibs: string,
   s.sampler.stop();
   if (code !== 0) throw new Error(`ProducerPerformance exited with ${code}: see ${logFile}`);
   const read = await readTopics(ctx.kafka, [topic], `${topic}_read`);
-  return fromTopics("kafka-perf", `kafka-producer-perf-test, ${recordBytes} B records, acks=all, idempotent (Kafka's limit)`, s, [], read, read.records, {
-    meanRecordBytes: read.records > 0 ? read.bytes / read.records : null,
-    settings: { "num-records": String(records), "record-size": String(recordBytes), "producer-props": props.join(" ") },
-  });
+  return fromTopics(
+    "kafka-perf",
+    `kafka-producer-perf-test, ${recordBytes} B records, acks=all, idempotent (Kafka's limit)`,
+    s,
+    [],
+    read,
+    read.records,
+    {
+      meanRecordBytes: read.records > 0 ? read.bytes / read.records : null,
+      settings: { "num-records": String(records), "record-size": String(recordBytes), "producer-props": props.join(" ") },
+    },
+  );
 }
 
 // ---------------------------------------------------------------------------- Debezium Server
@@ -273,6 +333,9 @@ export interface DebeziumRun {
   prefix: string;
   tables: string[];
   httpPort: number;
+  /** Row changes in the backlog. */
+  changes: number;
+  /** Records its topics must hold: a primary-key UPDATE is a delete, a tombstone and a create. */
   expected: number;
 }
 
@@ -344,8 +407,11 @@ export async function runDebezium(ctx: Ctx, r: DebeziumRun): Promise<SystemResul
   }
   const read = await readTopics(ctx.kafka, topics, `${r.prefix}_read`);
   const label =
-    r.variant === "tuned" ? "Debezium Server, tuned (batch 8192, queue 32768, linger 10 ms, no schemas)" : "Debezium Server, defaults (JSON with schemas)";
-  return fromTopics(`debezium-${r.variant}`, label, s, walsender, read, read.records, {
+    r.variant === "tuned"
+      ? "Debezium Server, tuned (batch 8192, queue 32768, linger 10 ms, no schemas)"
+      : "Debezium Server, defaults (JSON with schemas)";
+  if (read.records !== r.expected) throw new Error(`${read.records} records in its topics, expected ${r.expected}`);
+  return fromTopics(`debezium-${r.variant}`, label, s, walsender, read, r.changes, {
     meanRecordBytes: read.records > 0 ? read.bytes / read.records : null,
     settings: Object.fromEntries(Object.entries(props).map(([k, v]) => [k, k.endsWith("password") ? "***" : v])),
   });

@@ -65,7 +65,8 @@ function parseOptions(argv: string[]): Options {
     if (!m || value === undefined) throw new Error(`bad argument "${a}"\n\n${USAGE}`);
     if (m[1] === "systems") {
       o.systems = value.split(",").filter((s) => s !== "");
-      for (const s of o.systems) if (!(SYSTEMS as readonly string[]).includes(s)) throw new Error(`--systems: unknown "${s}" (${SYSTEMS.join(", ")})`);
+      for (const s of o.systems)
+        if (!(SYSTEMS as readonly string[]).includes(s)) throw new Error(`--systems: unknown "${s}" (${SYSTEMS.join(", ")})`);
       o.systems = SYSTEMS.filter((s) => o.systems.includes(s));
       continue;
     }
@@ -104,7 +105,8 @@ class Compare {
   constructor(opts: Options) {
     this.opts = opts;
     const e = env();
-    if (!e.PGHOST || !e.KAFKA_BROKERS) throw new Error('PGHOST and KAFKA_BROKERS are required: npm run services:up && eval "$(bash scripts/services.sh env)"');
+    if (!e.PGHOST || !e.KAFKA_BROKERS)
+      throw new Error('PGHOST and KAFKA_BROKERS are required: npm run services:up && eval "$(bash scripts/services.sh env)"');
     this.svc = { host: e.PGHOST, port: Number(e.PGPORT ?? 5432), user: e.PGUSER ?? "postgres", password: e.PGPASSWORD ?? "" };
     this.brokers = e.KAFKA_BROKERS.split(",").map((b) => b.trim());
     this.kafka = kafkaClient(this.brokers);
@@ -132,16 +134,26 @@ class Compare {
     const c = this.client(this.name);
     await c.connect();
     await c.query(schema);
-    await c.query(`CREATE PUBLICATION ${this.name} FOR TABLE ${TABLES.join(", ")}`);
-    await c.query(`CREATE PUBLICATION ${this.name}_dbz FOR TABLE ${TABLES.join(", ")}`);
+    await c.query(`CREATE PUBLICATION ${this.name} FOR TABLE ${TABLES.map((t) => `public.${t}`).join(", ")}`);
+    await c.query(`CREATE PUBLICATION ${this.name}_dbz FOR TABLE ${TABLES.map((t) => `public.${t}`).join(", ")}`);
     for (const s of this.opts.systems.filter((s) => s !== "kafka-perf"))
       await c.query("SELECT pg_create_logical_replication_slot($1, 'pgoutput')", [this.slot(s)]);
     await c.end();
-    log(`database ${this.name}: Airflow ${versions["3"]} schema (PostgreSQL ${this.pgVersion}); publications ${this.name}, ${this.name}_dbz on ${TABLES.join(", ")}`);
+    log(
+      `database ${this.name}: Airflow ${versions["3"]} schema (PostgreSQL ${this.pgVersion}); publications ${this.name}, ${this.name}_dbz on ${TABLES.join(", ")}`,
+    );
   }
 
   /** Runs until the backlog holds at least --changes row changes (seed INSERTs + lifecycle). */
-  async backlog(): Promise<{ changes: number; events: number; txs: number; seconds: number; endLsn: string; walBytes: number }> {
+  async backlog(): Promise<{
+    changes: number;
+    events: number;
+    pkChanges: number;
+    txs: number;
+    seconds: number;
+    endLsn: string;
+    walBytes: number;
+  }> {
     const w = new Workload(200, this.opts.seed, 0.02, 0);
     const sql = sqlFor("3");
     const runs: Run[] = [];
@@ -151,8 +163,9 @@ class Compare {
       runs.push(r);
       planned += 1 + r.tis.length + r.events;
     }
-    const counts = async (): Promise<number> => {
-      const { rows } = await this.admin!.query<{ n: string }>(
+    // Per-database statistics: read them in the bench's database.
+    const counts = async (c: pg.Client): Promise<number> => {
+      const { rows } = await c.query<{ n: string }>(
         `SELECT coalesce(sum(n_tup_ins + n_tup_upd + n_tup_del), 0) AS n FROM pg_stat_all_tables WHERE relname = ANY($1) AND schemaname = 'public'`,
         [TABLES],
       );
@@ -173,6 +186,7 @@ class Compare {
     );
     const t0 = Date.now();
     let txs = 0;
+    let pkChanges = 0;
     let next = 0;
     await Promise.all(
       pool.map(async (c) => {
@@ -182,6 +196,8 @@ class Compare {
           for (const tx of w.script(r, sql)) {
             await c.query({ name: tx.name, text: tx.text, values: tx.values });
             txs++;
+            // Airflow 3 gives a retry a new task_instance.id: an UPDATE of the primary key.
+            if (tx.name === "fail3") pkChanges++;
           }
         }
       }),
@@ -190,10 +206,15 @@ class Compare {
     // A backend sends its table statistics when it ends: closing the pool makes the counts exact.
     await Promise.all(pool.map((c) => c.end()));
     await sleep(500);
-    await this.admin!.query("SELECT pg_stat_clear_snapshot()");
-    const changes = await counts();
-    const end = await this.admin!.query<{ l: string; b: string }>("SELECT pg_current_wal_lsn() AS l, pg_wal_lsn_diff(pg_current_wal_lsn(), $1) AS b", [startLsn]);
-    return { changes, events: planned, txs, seconds, endLsn: end.rows[0]!.l, walBytes: Number(end.rows[0]!.b) };
+    const stats = this.client(this.name);
+    await stats.connect();
+    const changes = await counts(stats);
+    await stats.end();
+    const end = await this.admin!.query<{ l: string; b: string }>(
+      "SELECT pg_current_wal_lsn() AS l, pg_wal_lsn_diff(pg_current_wal_lsn(), $1) AS b",
+      [startLsn],
+    );
+    return { changes, events: planned, pkChanges, txs, seconds, endLsn: end.rows[0]!.l, walBytes: Number(end.rows[0]!.b) };
   }
 
   async createTopics(topics: { topic: string; partitions?: number; compact?: boolean }[]): Promise<void> {
@@ -225,7 +246,10 @@ class Compare {
       resultsDir: RESULTS_DIR,
       children: this.children,
       walsenderPid: async (slot) => {
-        const { rows } = await this.admin!.query<{ pid: number | null }>("SELECT active_pid AS pid FROM pg_replication_slots WHERE slot_name = $1", [slot]);
+        const { rows } = await this.admin!.query<{ pid: number | null }>(
+          "SELECT active_pid AS pid FROM pg_replication_slots WHERE slot_name = $1",
+          [slot],
+        );
         return rows[0]?.pid ?? null;
       },
       log,
@@ -254,7 +278,9 @@ class Compare {
             [`${this.name}%`],
           );
           await sleep(300);
-          await this.admin.query("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name LIKE $1", [`${this.name}%`]);
+          await this.admin.query("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name LIKE $1", [
+            `${this.name}%`,
+          ]);
           // The publications go with the database.
           await this.admin.query(`DROP DATABASE IF EXISTS ${this.name} WITH (FORCE)`);
         } catch (e) {
@@ -294,7 +320,9 @@ async function runAll(cmp: Compare, o: Options): Promise<{ results: SystemResult
       const r = await runSystem(cmp, ctx, system, backlog, meanRecord);
       if (system === "daemon" && r.meanRecordBytes !== null) meanRecord = Math.round(r.meanRecordBytes);
       results.push({ ...r, settings: { ...r.settings, load_before: load0.toFixed(2) } });
-      log(`${system}: ${r.records.toLocaleString("en-US")} records in ${r.seconds.toFixed(2)} s, ${Math.round(r.perSecond).toLocaleString("en-US")}/s, CPU ${r.cpuS.toFixed(2)} s, peak RSS ${r.peakRssMb.toFixed(0)} MB (load ${load0.toFixed(2)})`);
+      log(
+        `${system}: ${r.records.toLocaleString("en-US")} records in ${r.seconds.toFixed(2)} s, ${Math.round(r.perSecond).toLocaleString("en-US")}/s, CPU ${r.cpuS.toFixed(2)} s, peak RSS ${r.peakRssMb.toFixed(0)} MB (load ${load0.toFixed(2)})`,
+      );
     } catch (e) {
       log(`${system}: FAILED: ${(e as Error).message}`);
       results.push({ system, label: system, ok: false, error: (e as Error).message } as SystemResult);
@@ -304,21 +332,55 @@ async function runAll(cmp: Compare, o: Options): Promise<{ results: SystemResult
   return { results, backlog };
 }
 
-async function runSystem(cmp: Compare, ctx: Ctx, system: string, backlog: { changes: number; events: number; endLsn: string }, meanRecord: number): Promise<SystemResult> {
+async function runSystem(
+  cmp: Compare,
+  ctx: Ctx,
+  system: string,
+  backlog: { changes: number; events: number; pkChanges: number; endLsn: string },
+  meanRecord: number,
+): Promise<SystemResult> {
   const e = env();
   if (system === "pg_recvlogical") {
     const major = cmp.pgVersion.split(".")[0]!;
-    const bin = existsSync(`/usr/lib/postgresql/${major}/bin/pg_recvlogical`) ? `/usr/lib/postgresql/${major}/bin` : "/usr/lib/postgresql/15/bin";
+    const bin = existsSync(`/usr/lib/postgresql/${major}/bin/pg_recvlogical`)
+      ? `/usr/lib/postgresql/${major}/bin`
+      : "/usr/lib/postgresql/15/bin";
     return runRecvlogical(ctx, bin, cmp.slot(system), cmp.name, backlog.endLsn, backlog.changes);
   }
   if (system === "daemon") {
     const n = { topic: `${cmp.name}.events`, stateTopic: `${cmp.name}.state`, checkpointTopic: `${cmp.name}.checkpoints` };
-    await cmp.createTopics([{ topic: n.topic }, { topic: n.stateTopic, compact: true }, { topic: n.checkpointTopic, partitions: 1, compact: true }]);
-    const ours = ["EVENTSTREAM_SLOT", "EVENTSTREAM_PUBLICATION", "EVENTSTREAM_TOPIC", "EVENTSTREAM_STATE_TOPIC", "EVENTSTREAM_CHECKPOINT_TOPIC"];
+    await cmp.createTopics([
+      { topic: n.topic },
+      { topic: n.stateTopic, compact: true },
+      { topic: n.checkpointTopic, partitions: 1, compact: true },
+    ]);
+    const ours = [
+      "EVENTSTREAM_SLOT",
+      "EVENTSTREAM_PUBLICATION",
+      "EVENTSTREAM_TOPIC",
+      "EVENTSTREAM_STATE_TOPIC",
+      "EVENTSTREAM_CHECKPOINT_TOPIC",
+    ];
     const passthrough = Object.fromEntries(
-      Object.entries(process.env).filter(([k, v]) => v !== undefined && k.startsWith("EVENTSTREAM_") && !k.startsWith("EVENTSTREAM_TEST_") && !ours.includes(k) && !k.includes("SERVICES") && !k.includes("_PORT") && !k.startsWith("EVENTSTREAM_PG_") && !k.startsWith("EVENTSTREAM_KAFKA_")),
+      Object.entries(process.env).filter(
+        ([k, v]) =>
+          v !== undefined &&
+          k.startsWith("EVENTSTREAM_") &&
+          !k.startsWith("EVENTSTREAM_TEST_") &&
+          !ours.includes(k) &&
+          !k.includes("SERVICES") &&
+          !k.includes("_PORT") &&
+          !k.startsWith("EVENTSTREAM_PG_") &&
+          !k.startsWith("EVENTSTREAM_KAFKA_"),
+      ),
     ) as Record<string, string>;
-    return runDaemon(ctx, ROOT, { ...n, slot: cmp.slot(system), publication: cmp.name, httpPort: PORT_BASE + 1 }, backlog.events, passthrough);
+    return runDaemon(
+      ctx,
+      ROOT,
+      { ...n, slot: cmp.slot(system), publication: cmp.name, httpPort: PORT_BASE + 1 },
+      backlog.events,
+      passthrough,
+    );
   }
   if (system === "kafka-perf") {
     const topic = `${cmp.name}.perf`;
@@ -331,7 +393,18 @@ async function runSystem(cmp: Compare, ctx: Ctx, system: string, backlog: { chan
   const dist = sh(["scripts/debezium.sh"]);
   const java = sh(["scripts/debezium.sh", "--java"]);
   const port = PORT_BASE + (variant === "tuned" ? 10 : 11);
-  return runDebezium(ctx, { variant, dist, java, slot: cmp.slot(system), publication: `${cmp.name}_dbz`, prefix, tables: TABLES, httpPort: port, expected: backlog.changes });
+  return runDebezium(ctx, {
+    variant,
+    dist,
+    java,
+    slot: cmp.slot(system),
+    publication: `${cmp.name}_dbz`,
+    prefix,
+    tables: TABLES,
+    httpPort: port,
+    changes: backlog.changes,
+    expected: backlog.changes + 2 * backlog.pkChanges,
+  });
 }
 
 function fmt(n: number | null | undefined, digits = 0): string {
@@ -344,7 +417,17 @@ function report(results: SystemResult[]): string[] {
   for (const r of results) {
     if (!r.ok) rows.push([r.system, `FAILED: ${r.error}`, "", "", "", "", "", "", ""]);
     else
-      rows.push([r.label, fmt(r.records), fmt(r.seconds, 2), fmt(r.perSecond), fmt(r.peakRssMb), fmt(r.cpuS, 2), fmt(r.cpuPer100k, 1), fmt(r.cpuTotalS, 2), fmt(r.walsenderCpuS, 2)]);
+      rows.push([
+        r.label,
+        fmt(r.records),
+        fmt(r.seconds, 2),
+        fmt(r.perSecond),
+        fmt(r.peakRssMb),
+        fmt(r.cpuS, 2),
+        fmt(r.cpuPer100k, 1),
+        fmt(r.cpuTotalS, 2),
+        fmt(r.walsenderCpuS, 2),
+      ]);
   }
   const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
   const lines = rows.map((r) => r.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join("  "));
@@ -354,7 +437,9 @@ function report(results: SystemResult[]): string[] {
   for (const other of ["pg_recvlogical", "debezium-tuned", "debezium-default", "kafka-perf"]) {
     const x = by.get(other);
     if (!d || !x) continue;
-    lines.push(`daemon / ${other}: rate x${(d.perSecond / x.perSecond).toFixed(2)}, CPU per change x${(d.cpuPer100k / x.cpuPer100k).toFixed(2)}, peak RSS x${(d.peakRssMb / x.peakRssMb).toFixed(2)}`);
+    lines.push(
+      `daemon / ${other}: rate x${(d.perSecond / x.perSecond).toFixed(2)}, CPU per change x${(d.cpuPer100k / x.cpuPer100k).toFixed(2)}, peak RSS x${(d.peakRssMb / x.peakRssMb).toFixed(2)}`,
+    );
   }
   return lines;
 }
@@ -378,7 +463,13 @@ async function main(): Promise<number> {
     const out = {
       at: new Date().toISOString(),
       options: o,
-      machine: { cpus: os.cpus().length, loadavg_before: load, loadavg_after: os.loadavg(), postgres: cmp.pgVersion, node: process.version },
+      machine: {
+        cpus: os.cpus().length,
+        loadavg_before: load,
+        loadavg_after: os.loadavg(),
+        postgres: cmp.pgVersion,
+        node: process.version,
+      },
       commit: (() => {
         try {
           return sh(["-c", "git rev-parse --short HEAD"]);
