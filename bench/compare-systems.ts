@@ -5,7 +5,7 @@
  * CPU and RSS. Erasable TypeScript only (Node runs it by type stripping).
  */
 import { spawn, type ChildProcess } from "node:child_process";
-import { appendFileSync, mkdirSync, readdirSync, writeFileSync } from "node:fs";
+import { appendFileSync, mkdirSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import type { Kafka } from "kafkajs";
 import { TreeSampler, readTopics, topicCount, type TopicRead } from "./compare-proc.ts";
@@ -380,6 +380,8 @@ export function debeziumProperties(ctx: Ctx, r: DebeziumRun, dataDir: string): R
 
 export async function runDebezium(ctx: Ctx, r: DebeziumRun): Promise<SystemResult> {
   const dir = path.join(ctx.resultsDir, `debezium-${r.variant}`);
+  // A previous run's offsets must not say where this one starts: the slot alone does.
+  rmSync(dir, { recursive: true, force: true });
   mkdirSync(path.join(dir, "config"), { recursive: true });
   mkdirSync(path.join(dir, "data"), { recursive: true });
   const props = debeziumProperties(ctx, r, path.join(dir, "data"));
