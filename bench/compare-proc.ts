@@ -1,0 +1,187 @@
+/**
+ * Measurements for `npm run bench:compare`: a process tree's CPU and RSS from /proc, sampled every
+ * 100 ms, and a topic read back for its record count, byte count and first/last append time.
+ * Erasable TypeScript only (Node runs it by type stripping).
+ */
+import { readFileSync } from "node:fs";
+import { Kafka, logLevel } from "kafkajs";
+
+const CLK_TCK = 100;
+
+interface Sample {
+  /** Date.now() of the sample. */
+  at: number;
+  /** utime+stime of the tree so far, seconds (exited members keep their last figure). */
+  cpuS: number;
+  rssKb: number;
+}
+
+function statOf(pid: number): { ticks: number; rssKb: number } | null {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    // f[0] is field 3 (state): utime, stime are fields 14, 15. Not cutime/cstime: the children are
+    // sampled themselves, and a reaped child's time would then count twice.
+    const ticks = Number(f[11]) + Number(f[12]);
+    const status = readFileSync(`/proc/${pid}/status`, "utf8");
+    return { ticks, rssKb: Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? 0) };
+  } catch {
+    return null;
+  }
+}
+
+function childrenOf(pid: number): number[] {
+  const out: number[] = [];
+  try {
+    for (const tid of readFileSync(`/proc/${pid}/task/${pid}/children`, "utf8").trim().split(/\s+/)) if (tid !== "") out.push(Number(tid));
+  } catch {
+    /* gone, or a kernel without the children file: the root alone */
+  }
+  return out;
+}
+
+/**
+ * Samples a process and its descendants every 100 ms (the daemon's launcher execs node and the
+ * JVMs are started directly, so the tree is usually one process). A member that exits keeps its
+ * last CPU figure; one that lives less than 100 ms is missed.
+ */
+export class TreeSampler {
+  readonly samples: Sample[] = [];
+  peakRssKb = 0;
+  private readonly lastTicks = new Map<number, number>();
+  private readonly timer: NodeJS.Timeout;
+  private readonly root: number;
+  extraPids: number[] = [];
+
+  constructor(root: number) {
+    this.root = root;
+    this.timer = setInterval(() => this.sample(), 100);
+    this.timer.unref();
+    this.sample();
+  }
+
+  sample(): void {
+    let rss = 0;
+    const seen = new Set<number>();
+    const walk = (pid: number): void => {
+      if (seen.has(pid)) return;
+      seen.add(pid);
+      const s = statOf(pid);
+      if (!s) return;
+      rss += s.rssKb;
+      this.lastTicks.set(pid, Math.max(this.lastTicks.get(pid) ?? 0, s.ticks));
+      for (const c of childrenOf(pid)) walk(c);
+    };
+    walk(this.root);
+    for (const p of this.extraPids) walk(p);
+    let ticks = 0;
+    for (const t of this.lastTicks.values()) ticks += t;
+    this.samples.push({ at: Date.now(), cpuS: ticks / CLK_TCK, rssKb: rss });
+    if (rss > this.peakRssKb) this.peakRssKb = rss;
+  }
+
+  stop(): void {
+    this.sample();
+    clearInterval(this.timer);
+  }
+
+  /** CPU seconds between two instants (Date.now() clock), from the samples around them. */
+  cpuBetween(fromMs: number, toMs: number): number {
+    const at = (t: number): number => {
+      let v = 0;
+      for (const s of this.samples) {
+        if (s.at > t) break;
+        v = s.cpuS;
+      }
+      return v;
+    };
+    const after = this.samples.find((s) => s.at >= toMs) ?? this.samples[this.samples.length - 1];
+    return (after?.cpuS ?? 0) - at(fromMs);
+  }
+
+  get totalCpuS(): number {
+    return this.samples[this.samples.length - 1]?.cpuS ?? 0;
+  }
+}
+
+export interface TopicRead {
+  records: number;
+  bytes: number;
+  /** LogAppendTime of the first and last record, ms; null when empty. */
+  firstMs: number | null;
+  lastMs: number | null;
+  perTopic: Record<string, number>;
+}
+
+/** Records in the topics now (sum of the partitions' high watermarks: the topics are fresh). */
+export async function topicCount(kafka: Kafka, topics: string[]): Promise<number> {
+  const admin = kafka.admin();
+  await admin.connect();
+  try {
+    let n = 0;
+    for (const t of topics) for (const p of await admin.fetchTopicOffsets(t)) n += Number(p.high);
+    return n;
+  } finally {
+    await admin.disconnect();
+  }
+}
+
+/**
+ * Reads the topics from the start to their current end: count, key+value bytes, first and last
+ * append time (the topics are created with message.timestamp.type=LogAppendTime, so a record's
+ * timestamp is when the broker appended it, whatever the producer set).
+ */
+export async function readTopics(kafka: Kafka, topics: string[], group: string): Promise<TopicRead> {
+  const admin = kafka.admin();
+  await admin.connect();
+  const remaining = new Map<string, number>();
+  const perTopic: Record<string, number> = {};
+  try {
+    for (const t of topics) {
+      perTopic[t] = 0;
+      for (const p of await admin.fetchTopicOffsets(t)) if (Number(p.high) > 0) remaining.set(`${t}/${p.partition}`, Number(p.high));
+    }
+  } finally {
+    await admin.disconnect();
+  }
+  const out: TopicRead = { records: 0, bytes: 0, firstMs: null, lastMs: null, perTopic };
+  if (remaining.size === 0) return out;
+  const consumer = kafka.consumer({ groupId: group, maxBytes: 50 * 1024 * 1024, maxBytesPerPartition: 10 * 1024 * 1024 });
+  await consumer.connect();
+  try {
+    let done!: () => void;
+    const finished = new Promise<void>((r) => (done = r));
+    await consumer.subscribe({ topics, fromBeginning: true });
+    await consumer.run({
+      autoCommit: false,
+      eachBatch: async ({ batch }) => {
+        const key = `${batch.topic}/${batch.partition}`;
+        const high = remaining.get(key);
+        if (high === undefined) return;
+        for (const m of batch.messages) {
+          if (Number(m.offset) >= high) break;
+          const ts = Number(m.timestamp);
+          if (out.firstMs === null || ts < out.firstMs) out.firstMs = ts;
+          if (out.lastMs === null || ts > out.lastMs) out.lastMs = ts;
+          out.records++;
+          perTopic[batch.topic]!++;
+          out.bytes += (m.value?.length ?? 0) + (m.key?.length ?? 0);
+          if (Number(m.offset) === high - 1) {
+            remaining.delete(key);
+            if (remaining.size === 0) done();
+          }
+        }
+      },
+    });
+    const timeout = setTimeout(done, 300_000);
+    await finished;
+    clearTimeout(timeout);
+  } finally {
+    await consumer.disconnect();
+  }
+  return out;
+}
+
+export function kafkaClient(brokers: string[]): Kafka {
+  return new Kafka({ clientId: "eventstream-compare", brokers, logLevel: logLevel.NOTHING });
+}
