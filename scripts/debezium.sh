@@ -10,7 +10,7 @@
 # Where it comes from: Maven Central's io.debezium:debezium-server-dist, the tar.gz classifier,
 # resolved with Maven (cached in ~/.m2, as scripts/pg-binaries.sh does for PostgreSQL) and
 # unpacked under /var/cache/airflow-eventstream/debezium/<version> for root, else
-# ~/.cache/airflow-eventstream/debezium/<version>; EVENTSTREAM_DEBEZIUM_DIR overrides the parent.
+# ~/.cache/airflow-eventstream/debezium/<version>; BENCH_DEBEZIUM_DIR overrides the parent.
 # DEBEZIUM_VERSION overrides the version (the newest 3.x Maven Central served on 2026-12-03).
 #
 # Java: JAVA_HOME if it holds Java 21+, else the newest JDK 21+ under /usr/lib/jvm. A fresh
@@ -48,7 +48,7 @@ if [[ -n $want_java ]]; then
   die "no Java 21+ found (JAVA_HOME, /usr/lib/jvm): install one, e.g. temurin-25-jdk from Adoptium's apt repository"
 fi
 
-if [[ -n ${EVENTSTREAM_DEBEZIUM_DIR:-} ]]; then parent=$EVENTSTREAM_DEBEZIUM_DIR
+if [[ -n ${BENCH_DEBEZIUM_DIR:-} ]]; then parent=$BENCH_DEBEZIUM_DIR
 elif [[ $EUID -eq 0 ]]; then parent=/var/cache/airflow-eventstream/debezium
 else parent=$HOME/.cache/airflow-eventstream/debezium
 fi
