@@ -153,12 +153,7 @@ async function runChild(variant: Variant, topic: string, opts: Options): Promise
     send = (messages) => producer.sendBatch({ topicMessages: [{ topic, messages }], acks: -1 });
     close = () => producer.disconnect();
   } else {
-    const {
-      Producer: PlatformaticProducer,
-      ProduceAcks,
-      compatibilityPartitioner,
-      stringSerializers,
-    } = await import("@platformatic/kafka");
+    const { Producer: PlatformaticProducer, ProduceAcks, murmur2, stringSerializers } = await import("@platformatic/kafka");
     const producer = new PlatformaticProducer({
       clientId: "bench-kafka-client",
       bootstrapBrokers: opts.brokers,
@@ -166,8 +161,9 @@ async function runChild(variant: Variant, topic: string, opts: Options): Promise
       acks: ProduceAcks.ALL,
       autocreateTopics: false,
       maxInflights: Math.max(inflight, 1),
-      // kafkajs's DefaultPartitioner (Java's): murmur2 & 0x7fffffff, modulo the partition count.
-      partitioner: compatibilityPartitioner,
+      // kafkajs's DefaultPartitioner (Java's): murmur2 & 0x7fffffff, modulo the partition count
+      // (applied by the client); the hash of the key string cached, as src/sink/producer.ts does.
+      partitioner: (message: { key?: string }) => (message.key === undefined ? 0 : murmur2(message.key, true) & 0x7fffffff),
       serializers: stringSerializers,
     });
     await producer.initIdempotentProducer({});
