@@ -45,6 +45,9 @@ interface Result {
   cpuUsPerRecord: number;
   peakRssMb: number;
   startRssMb: number;
+  /** Peaks of process.memoryUsage(), sampled every 100 ms: where the RSS goes. */
+  peakHeapTotalMb: number;
+  peakExternalMb: number;
   onTopic: number;
 }
 
@@ -172,12 +175,19 @@ async function runChild(variant: Variant, topic: string, opts: Options): Promise
   }
   const pool = Array.from({ length: 5_000 }, (_, i) => eventValue(i));
   const startRssMb = rssMb("VmRSS");
+  const peak = { heapTotal: 0, external: 0 };
+  const sampler = setInterval(() => {
+    const m = process.memoryUsage();
+    peak.heapTotal = Math.max(peak.heapTotal, m.heapTotal);
+    peak.external = Math.max(peak.external, m.external);
+  }, 100);
   const cpu0 = process.cpuUsage();
   const t0 = performance.now();
   await drive(opts, inflight, pool, send);
   const seconds = (performance.now() - t0) / 1000;
   const cpu = process.cpuUsage(cpu0);
   const peakRssMb = rssMb("VmHWM");
+  clearInterval(sampler);
   await close();
   return {
     variant,
@@ -189,6 +199,8 @@ async function runChild(variant: Variant, topic: string, opts: Options): Promise
     cpuUsPerRecord: Math.round(((cpu.user + cpu.system) / opts.records) * 100) / 100,
     peakRssMb,
     startRssMb,
+    peakHeapTotalMb: Math.round(peak.heapTotal / 2 ** 20),
+    peakExternalMb: Math.round(peak.external / 2 ** 20),
   };
 }
 
@@ -271,12 +283,12 @@ async function main(): Promise<void> {
     await admin.disconnect();
   }
   console.log(`\nload average: ${readFileSync("/proc/loadavg", "utf8").split(" ").slice(0, 3).join(" ")}`);
-  console.log("| client | records/s | CPU µs/record | peak RSS MB (at start) | on topic |");
-  console.log("|---|---|---|---|---|");
+  console.log("| client | records/s | CPU µs/record | peak RSS MB (at start) | peak heap / external MB | on topic |");
+  console.log("|---|---|---|---|---|---|");
   for (const r of results) {
     const name = r.inflight > 1 ? `${r.variant} (${r.inflight} in flight)` : r.variant;
     console.log(
-      `| ${name}, batch ${r.batch} | ${r.recordsPerSecond} | ${r.cpuUsPerRecord} | ${r.peakRssMb} (${r.startRssMb}) | ${r.onTopic} |`,
+      `| ${name}, batch ${r.batch} | ${r.recordsPerSecond} | ${r.cpuUsPerRecord} | ${r.peakRssMb} (${r.startRssMb}) | ${r.peakHeapTotalMb} / ${r.peakExternalMb} | ${r.onTopic} |`,
     );
   }
   if (results.some((r) => r.onTopic !== r.records)) {

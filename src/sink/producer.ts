@@ -123,7 +123,7 @@ function flatten(batch: SinkBatch): Flat[] {
   for (const { topic, messages } of batch.topicMessages) {
     for (const m of messages) {
       const msg: Flat = { topic, value: m.value as string };
-      if (m.key != null) msg.key = m.key;
+      if (m.key !== null && m.key !== undefined) msg.key = m.key;
       if (m.partition !== undefined) msg.partition = m.partition;
       out.push(msg);
     }
