@@ -43,8 +43,15 @@ afterAll(async () => {
 async function newTopic(prefix: string, partitions = 3): Promise<string> {
   const topic = uniqueName(prefix);
   topics.push(topic);
-  await admin.createTopics({ topics: [{ topic, numPartitions: partitions }], waitForLeaders: true });
-  return topic;
+  // kafkajs's waitForLeaders gives up with UNKNOWN_TOPIC_OR_PARTITION on a loaded machine: poll instead.
+  await admin.createTopics({ topics: [{ topic, numPartitions: partitions }], waitForLeaders: false });
+  for (let i = 0; ; i++) {
+    const meta = await admin.fetchTopicMetadata({ topics: [topic] }).catch(() => null);
+    const parts = meta?.topics[0]?.partitions ?? [];
+    if (parts.length === partitions && parts.every((p) => p.leader >= 0)) return topic;
+    if (i >= 100) throw new Error(`topic ${topic}: partitions without a leader after 30 s`);
+    await new Promise((r) => setTimeout(r, 300));
+  }
 }
 
 type Client = "kafkajs" | "platformatic";
