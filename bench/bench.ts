@@ -40,7 +40,7 @@ import { fileURLToPath } from "node:url";
 import pg from "pg";
 import { Kafka, logLevel } from "kafkajs";
 import type { ConsumerMessage, ConsumerInit } from "./consumer.js";
-import { Workload, sqlFor, type Run, type Sql, type Tx } from "./workload.ts";
+import { Workload, airflowSchema, sqlFor, type Run, type Sql, type Tx } from "./workload.ts";
 import { servicesEnv } from "../scripts/services-env.ts";
 import { freePort } from "../scripts/free-port.ts";
 
@@ -595,9 +595,7 @@ class Bench {
 
   async setup(): Promise<void> {
     const { major } = this.opts;
-    const versions = JSON.parse(readFileSync(path.join(ROOT, "test/fixtures/airflow/versions.json"), "utf8")) as Record<string, string>;
-    const version = versions[major]!;
-    const schema = readFileSync(path.join(ROOT, `test/fixtures/airflow/airflow-${version}.sql`), "utf8");
+    const { version, sql: schema } = airflowSchema(ROOT, major);
     this.admin = this.pgClient("postgres");
     await this.admin.connect();
     this.pgVersion = (await this.admin.query<{ v: string }>("SELECT current_setting('server_version') AS v")).rows[0]!.v;

@@ -12,14 +12,14 @@
  * "Side by side", for how each system is timed and what is fair about it.
  */
 import { execFileSync, type ChildProcess } from "node:child_process";
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, writeFileSync } from "node:fs";
 import { randomBytes } from "node:crypto";
 import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import pg from "pg";
 import type { Kafka } from "kafkajs";
-import { Workload, sqlFor, type Run } from "./workload.ts";
+import { Workload, airflowSchema, sqlFor, type Run } from "./workload.ts";
 import { servicesEnv } from "../scripts/services-env.ts";
 import { kafkaClient } from "./compare-proc.ts";
 import { runDaemon, runDebezium, runProducerPerf, runRecvlogical, sleep, type Ctx, type SystemResult } from "./compare-systems.ts";
@@ -124,8 +124,7 @@ class Compare {
 
   /** The database, the publications and one slot per system, before any change is written. */
   async setup(): Promise<void> {
-    const versions = JSON.parse(readFileSync(path.join(ROOT, "test/fixtures/airflow/versions.json"), "utf8")) as Record<string, string>;
-    const schema = readFileSync(path.join(ROOT, `test/fixtures/airflow/airflow-${versions["3"]!}.sql`), "utf8");
+    const { version, sql: schema } = airflowSchema(ROOT, "3");
     this.admin = this.client("postgres");
     await this.admin.connect();
     this.pgVersion = (await this.admin.query<{ v: string }>("SELECT current_setting('server_version') AS v")).rows[0]!.v;
@@ -140,7 +139,7 @@ class Compare {
       await c.query("SELECT pg_create_logical_replication_slot($1, 'pgoutput')", [this.slot(s)]);
     await c.end();
     log(
-      `database ${this.name}: Airflow ${versions["3"]} schema (PostgreSQL ${this.pgVersion}); publications ${this.name}, ${this.name}_dbz on ${TABLES.join(", ")}`,
+      `database ${this.name}: Airflow ${version} schema (PostgreSQL ${this.pgVersion}); publications ${this.name}, ${this.name}_dbz on ${TABLES.join(", ")}`,
     );
   }
 

@@ -18,7 +18,7 @@ import { fileURLToPath } from "node:url";
 import { randomBytes } from "node:crypto";
 import pg from "pg";
 import { Kafka, logLevel } from "kafkajs";
-import { Workload, sqlFor, type Run } from "./workload.ts";
+import { Workload, airflowSchema, sqlFor, type Run } from "./workload.ts";
 import { servicesEnv } from "../scripts/services-env.ts";
 import { freePort } from "../scripts/free-port.ts";
 
@@ -244,8 +244,7 @@ function report(result: LoadResult, elapsedS: number, streamed: number, meta: st
 async function main(): Promise<number> {
   const svc = services();
   const name = `serve_bench_${randomBytes(4).toString("hex")}`;
-  const versions = JSON.parse(readFileSync(path.join(ROOT, "test/fixtures/airflow/versions.json"), "utf8")) as Record<string, string>;
-  const schema = readFileSync(path.join(ROOT, `test/fixtures/airflow/airflow-${versions["3"]}.sql`), "utf8");
+  const schema = airflowSchema(ROOT, "3").sql;
   const pgOpts = { host: svc.PGHOST, port: Number(svc.PGPORT), user: svc.PGUSER, password: svc.PGPASSWORD };
   const admin = new pg.Client({ ...pgOpts, database: "postgres" });
   await admin.connect();

@@ -5,6 +5,16 @@
  * same write pattern. Erasable TypeScript only: run directly by Node's type stripping.
  */
 import { randomUUID } from "node:crypto";
+import { readFileSync } from "node:fs";
+import path from "node:path";
+
+/** The real Airflow schema of a major (test/fixtures/airflow, the version versions.json pins) and that version. */
+export function airflowSchema(root: string, major: "2" | "3"): { version: string; sql: string } {
+  const dir = path.join(root, "test/fixtures/airflow");
+  const versions = JSON.parse(readFileSync(path.join(dir, "versions.json"), "utf8")) as Record<string, string>;
+  const version = versions[major]!;
+  return { version, sql: readFileSync(path.join(dir, `airflow-${version}.sql`), "utf8") };
+}
 
 /** mulberry32: a small seeded PRNG, so the workload (and the expected event count) is reproducible. */
 export function prng(seed: number): () => number {
