@@ -25,7 +25,8 @@ export function globToRegExp(glob: string): RegExp {
   for (const ch of glob) {
     if (ch === "*") src += "[\\s\\S]*";
     else if (ch === "?") src += "[\\s\\S]";
-    else src += ch.replace(/[.*+?^${}()|[\]\\/-]/g, "\\$&");
+    // Only the syntax characters: under the u flag any other escape is an error.
+    else src += ch.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
   }
   // The u flag: `?` is one character, also outside the BMP.
   return new RegExp(`^(?:${src})$`, "u");
