@@ -85,7 +85,9 @@ describe("EventFilter", () => {
   });
 
   it("exclude wins over include, for DAGs and for tasks", () => {
-    const f = new EventFilter(lists({ includeDags: ["etl_*"], excludeDags: ["etl_test*"], includeTasks: ["load*"], excludeTasks: ["load_tmp"] }));
+    const f = new EventFilter(
+      lists({ includeDags: ["etl_*"], excludeDags: ["etl_test*"], includeTasks: ["load*"], excludeTasks: ["load_tmp"] }),
+    );
     expect(f.admits(ti("etl_daily", "load"))).toBe(true);
     expect(f.admits(ti("etl_test_1", "load"))).toBe(false);
     expect(f.admits(run("etl_test_1"))).toBe(false);
@@ -135,7 +137,12 @@ describe("EventFilter", () => {
 describe("filter settings", () => {
   it("parse comma-separated globs, trimmed; unset or blank is no list", () => {
     const c = loadConfig({ EVENTSTREAM_INCLUDE_DAGS: "etl_*, report ,a?c", EVENTSTREAM_EXCLUDE_TASKS: "group.tmp_*" });
-    expect(c.filters).toEqual({ includeDags: ["etl_*", "report", "a?c"], excludeDags: [], includeTasks: [], excludeTasks: ["group.tmp_*"] });
+    expect(c.filters).toEqual({
+      includeDags: ["etl_*", "report", "a?c"],
+      excludeDags: [],
+      includeTasks: [],
+      excludeTasks: ["group.tmp_*"],
+    });
     expect(loadConfig({ EVENTSTREAM_EXCLUDE_DAGS: "" }).filters.excludeDags).toEqual([]);
     expect(describeFilters(c.filters)).toEqual({ includeDags: ["etl_*", "report", "a?c"], excludeTasks: ["group.tmp_*"] });
   });
@@ -154,13 +161,21 @@ describe("filter settings", () => {
     expect(problem({ EVENTSTREAM_INCLUDE_DAGS: "etl,,report" })).toContain(
       'EVENTSTREAM_INCLUDE_DAGS="etl,,report" (from the environment): item 2 is empty; separate globs with single commas',
     );
-    expect(problem({ EVENTSTREAM_EXCLUDE_TASKS: "a," })).toContain('EVENTSTREAM_EXCLUDE_TASKS="a," (from the environment): item 2 is empty');
+    expect(problem({ EVENTSTREAM_EXCLUDE_TASKS: "a," })).toContain(
+      'EVENTSTREAM_EXCLUDE_TASKS="a," (from the environment): item 2 is empty',
+    );
     expect(problem({ EVENTSTREAM_EXCLUDE_DAGS: " , " })).toContain("item 1 is empty");
   });
 
   it("refuse a glob with syntax it does not support, and list every bad one", () => {
-    const msg = problem({ EVENTSTREAM_INCLUDE_TASKS: "load_[ab],ok_*", EVENTSTREAM_EXCLUDE_DAGS: "{a,b}", EVENTSTREAM_INCLUDE_DAGS: "my dag" });
-    expect(msg).toContain(`EVENTSTREAM_INCLUDE_TASKS="load_[ab],ok_*" (from the environment): item 1 "load_[ab]" is not a glob of Airflow ids`);
+    const msg = problem({
+      EVENTSTREAM_INCLUDE_TASKS: "load_[ab],ok_*",
+      EVENTSTREAM_EXCLUDE_DAGS: "{a,b}",
+      EVENTSTREAM_INCLUDE_DAGS: "my dag",
+    });
+    expect(msg).toContain(
+      `EVENTSTREAM_INCLUDE_TASKS="load_[ab],ok_*" (from the environment): item 1 "load_[ab]" is not a glob of Airflow ids`,
+    );
     expect(msg).toContain('EVENTSTREAM_INCLUDE_DAGS="my dag" (from the environment): item 1 "my dag" is not a glob');
     // Commas separate items, so "{a,b}" is two bad items.
     expect(msg).toContain('item 1 "{a" is not a glob');
