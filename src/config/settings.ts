@@ -346,7 +346,8 @@ export const SETTINGS = {
   EVENTSTREAM_INCLUDE_DAGS: {
     group: "filters",
     schema: globList.default(""),
-    about: "Publish only the events of DAGs whose `dag_id` matches one of these globs (task instances, DAG runs, notifications). Empty: every DAG.",
+    about:
+      "Publish only the events of DAGs whose `dag_id` matches one of these globs (task instances, DAG runs, notifications). Empty: every DAG.",
   },
   EVENTSTREAM_EXCLUDE_DAGS: {
     group: "filters",
@@ -362,7 +363,8 @@ export const SETTINGS = {
   EVENTSTREAM_EXCLUDE_TASKS: {
     group: "filters",
     schema: globList.default(""),
-    about: "Never publish the task-instance and notification events of tasks whose `task_id` matches one of these globs, even when `EVENTSTREAM_INCLUDE_TASKS` matches too.",
+    about:
+      "Never publish the task-instance and notification events of tasks whose `task_id` matches one of these globs, even when `EVENTSTREAM_INCLUDE_TASKS` matches too.",
   },
   EVENTSTREAM_STATE_CACHE_SIZE: {
     group: "memory",
