@@ -101,8 +101,8 @@ export class MessageLoop implements StreamHandlers {
   private change(ev: Extract<TxEvent, { kind: "change" }>): void {
     const { cfg, parts } = this;
     parts.metrics.decoded();
-    // Mapped even when filtered out: the mapper's memory of the row must follow every change, so
-    // that the row's next published event says the right previous state if the filters change.
+    // Mapped even when filtered out: filtering decides publication only, and the mapper's memory
+    // (last states, run contexts, try numbers) must follow every change to judge the next one.
     const event = parts.mapper.map(ev, this.tx!);
     const admitted = event !== null && this.admitted(event);
     parts.snapshots?.changed(ev, admitted);
