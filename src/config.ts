@@ -2,7 +2,7 @@ import { readFileSync } from "node:fs";
 import { parseEnv } from "node:util";
 import { z } from "zod";
 import { ConfigError } from "./errors.js";
-import { SETTINGS, TOOLING_NAMES, TOOLING_PREFIXES } from "./config/settings.js";
+import { SETTINGS, TOOLING_NAMES, TOOLING_PREFIXES, splitGlobs } from "./config/settings.js";
 import { defaultTargetAttrs, parseHostList, type PgHost } from "./source/target.js";
 
 export { TOOLING_NAMES, TOOLING_PREFIXES } from "./config/settings.js";
@@ -198,6 +198,13 @@ function configFrom(e: Env, { kafkaCa, pgRootCert, pgHosts }: CaFiles) {
     /** null: XComs are not captured. */
     xcomKey: e.EVENTSTREAM_NOTIFICATIONS ? e.EVENTSTREAM_XCOM_KEY : null,
     notificationRawMaxBytes: e.EVENTSTREAM_NOTIFICATION_RAW_MAX_BYTES,
+    /** Which events are published (src/airflow/filter.ts); empty lists: all. */
+    filters: {
+      includeDags: splitGlobs(e.EVENTSTREAM_INCLUDE_DAGS),
+      excludeDags: splitGlobs(e.EVENTSTREAM_EXCLUDE_DAGS),
+      includeTasks: splitGlobs(e.EVENTSTREAM_INCLUDE_TASKS),
+      excludeTasks: splitGlobs(e.EVENTSTREAM_EXCLUDE_TASKS),
+    },
     shutdownTimeoutMs: e.EVENTSTREAM_SHUTDOWN_TIMEOUT_SECONDS * 1000,
     logLevel: e.LOG_LEVEL,
     /** The metrics and health endpoint (src/operate/); port 0: off. */

@@ -2,6 +2,7 @@ import type { Config } from "./config.js";
 import { Session } from "./pipeline.js";
 import { realStages } from "./stages.js";
 import { Metrics } from "./operate/metrics.js";
+import { describeFilters } from "./airflow/filter.js";
 import { SlotBusyError, SlotGapError, UserActionError, coerceError, describeError } from "./errors.js";
 import { recoverFromGap } from "./recover-gap.js";
 import type { Logger } from "./log.js";
@@ -57,6 +58,10 @@ export class Daemon {
   }
 
   async run(): Promise<void> {
+    // Once per process, not per session: the lists do not change while it runs.
+    const filters = describeFilters(this.cfg.filters);
+    if (filters !== null)
+      this.log.info(filters, "filters: only the events these lists admit are published (stream_gap and table_truncated always are)");
     let backoffMs = 500;
     while (!this.stopped) {
       const session = (this.session = this.newSession(this.cfg, this.log));
