@@ -91,7 +91,7 @@ def consume(
     store: PositionStore | None = None,
     start_from: str = "earliest",
     until: int | None = None,
-    idle_timeout_s: float = 8,
+    idle_timeout_s: float = 5,
     **kwargs: Any,
 ) -> list[tuple[StreamEvent, EventContext]]:
     """Runs the consumer until `until` events were handed over (then stop()), or until nothing came for `idle_timeout_s`."""

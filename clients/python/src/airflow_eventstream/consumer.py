@@ -104,7 +104,9 @@ class EventConsumer:
         on_bootstrap: Callable[[BootstrapInfo], None] | None = None,
         idle_timeout_s: float | None = None,
     ) -> None:
-        """Consumes until stop() (or `idle_timeout_s` without a record); an exception from the handler or the store ends it, the position unsaved."""
+        """Consumes until stop(), or until nothing came for `idle_timeout_s` after the partitions were assigned and
+        started (a batch job's way to read what is there and end). An exception from the handler or the store
+        ends it, the position unsaved."""
         if start_from not in ("state", "earliest", "latest"):
             parse_position(start_from)
         self._stop = False
@@ -126,13 +128,19 @@ class EventConsumer:
                 raise EventStreamError(f"topic {self.topic} does not exist (the daemon makes it with its first event)")
             consumer.subscribe([self.topic], on_assign=run.on_assign, on_revoke=run.on_revoke, on_lost=run.on_revoke)
             last_record = time.monotonic()
+            began = last_record
             while not self._stop:
                 msg = consumer.poll(0.2)
                 if run.failure is not None:
                     raise run.failure
                 if msg is None:
-                    if idle_timeout_s is not None and time.monotonic() - last_record > idle_timeout_s:
-                        return
+                    if idle_timeout_s is not None:
+                        # Joining the group and deciding the starts (searches, a bootstrap) is not idleness.
+                        if run.started_at is None:
+                            if time.monotonic() - began > max(60.0, idle_timeout_s):
+                                raise KafkaUnavailable(f"no partition of {self.topic} assigned to group {self.group_id} in {time.monotonic() - began:.0f}s")
+                        elif time.monotonic() - max(last_record, run.started_at) > idle_timeout_s:
+                            return
                     continue
                 if msg.error():
                     if msg.error().code() == KafkaError._PARTITION_EOF:
@@ -163,6 +171,8 @@ class _Run:
         self.hints: dict[int, int] = {}
         self.last_commit = 0.0
         self.state: CurrentState | None = None
+        # When the last assignment's starts were decided (None: not yet).
+        self.started_at: float | None = None
 
     # -- the group -------------------------------------------------------------------------------
 
@@ -179,6 +189,7 @@ class _Run:
             self.failure = e
             return
         consumer.assign(partitions)
+        self.started_at = time.monotonic()
 
     def on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self.flush_hint()
