@@ -46,7 +46,7 @@ def record_position(value: bytes | None) -> Position | None:
     try:
         pos = json.loads(value)["source"]["position"]
         return parse_position(pos) if isinstance(pos, str) else None
-    except (ValueError, KeyError, TypeError, Exception):
+    except Exception:  # not JSON, not an event: passed over like any record without a position
         return None
 
 
