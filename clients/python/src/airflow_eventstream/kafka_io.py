@@ -192,7 +192,11 @@ class PartitionSearch:
         if oldest is None or oldest[1] >= target:
             hi = low
             if oldest is not None and low > 0 and oldest[1] > target:
-                return Found(low, f"position {target} is older than {self.topic}[{self.partition}] holds (oldest {oldest[1]} at offset {low})")
+                return Found(
+                    low,
+                    f"position {target} is older than {self.topic}[{self.partition}] holds: Kafka's retention deleted events "
+                    f"after it (oldest still there: {oldest[1]} at offset {low})",
+                )
         else:
             lo = oldest[0] + 1
         while lo < hi:
