@@ -267,5 +267,12 @@ export const AirflowEvent = z.union([TaskInstanceEvent, DagRunEvent]);
 export type AirflowEvent = z.infer<typeof AirflowEvent>;
 
 /** Everything the daemon publishes. */
-export const StreamEvent = z.union([TaskInstanceEvent, DagRunEvent, NotificationEvent, AssetEventEvent, TableTruncatedEvent, StreamGapEvent]);
+export const StreamEvent = z.union([
+  TaskInstanceEvent,
+  DagRunEvent,
+  NotificationEvent,
+  AssetEventEvent,
+  TableTruncatedEvent,
+  StreamGapEvent,
+]);
 export type StreamEvent = z.infer<typeof StreamEvent>;
