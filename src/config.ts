@@ -127,7 +127,9 @@ function checkTogether(e: Env, refused: (key: string) => string, problems: strin
     );
   }
   if (e.EVENTSTREAM_ASSET_EVENTS && [...others, e.EVENTSTREAM_STATE_TOPIC].includes(e.EVENTSTREAM_ASSET_TOPIC)) {
-    problems.push(`  ${refused("EVENTSTREAM_ASSET_TOPIC")}: must be a topic of its own, not the events', checkpoint, dead-letter or state topic`);
+    problems.push(
+      `  ${refused("EVENTSTREAM_ASSET_TOPIC")}: must be a topic of its own, not the events', checkpoint, dead-letter or state topic`,
+    );
   }
   return { kafkaCa, pgRootCert, pgHosts: "hosts" in hostList ? hostList.hosts : [] };
 }

@@ -3,7 +3,15 @@ import { join } from "node:path";
 import { pathToFileURL } from "node:url";
 import { z } from "zod";
 import { InsightEvent } from "../serve/schemas.js";
-import { AssetEventEvent, DagRunEvent, NotificationEvent, NotificationValue, StreamGapEvent, TableTruncatedEvent, TaskInstanceEvent } from "./events.js";
+import {
+  AssetEventEvent,
+  DagRunEvent,
+  NotificationEvent,
+  NotificationValue,
+  StreamGapEvent,
+  TableTruncatedEvent,
+  TaskInstanceEvent,
+} from "./events.js";
 
 /**
  * The event contract as JSON Schema files, for consumers in other languages. Generated from the zod

@@ -210,7 +210,8 @@ export const SETTINGS = {
   EVENTSTREAM_ASSET_TOPIC: {
     group: "topics",
     schema: topicName.default("airflow.asset_events"),
-    about: "The topic of `asset_event` events (key: the asset's URI), with `EVENTSTREAM_ASSET_EVENTS=true`. Also with `EVENTSTREAM_TOPIC_TEMPLATE`: asset events belong to no DAG.",
+    about:
+      "The topic of `asset_event` events (key: the asset's URI), with `EVENTSTREAM_ASSET_EVENTS=true`. Also with `EVENTSTREAM_TOPIC_TEMPLATE`: asset events belong to no DAG.",
   },
   EVENTSTREAM_TOPIC_TEMPLATE: {
     group: "topics",

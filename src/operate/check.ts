@@ -5,7 +5,15 @@ import type { Logger } from "../log.js";
 import type { Checkpoint } from "../checkpoint/position.js";
 import { formatLsn } from "../lsn.js";
 import { withSourceClient } from "../source/connection.js";
-import { capturedTables, detectAssetTables, checkRole, checkTables, checkWalLevel, ensurePublication, ensureReplicaIdentity } from "../source/preflight.js";
+import {
+  capturedTables,
+  detectAssetTables,
+  checkRole,
+  checkTables,
+  checkWalLevel,
+  ensurePublication,
+  ensureReplicaIdentity,
+} from "../source/preflight.js";
 import { checkSnapshotPrivileges } from "../snapshot/privileges.js";
 import { ident } from "../source/sql.js";
 import { readStandbyFacts, standbyVerdict } from "../source/standby.js";
