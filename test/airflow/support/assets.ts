@@ -1,0 +1,148 @@
+import { join } from "node:path";
+import { Kafka, logLevel } from "kafkajs";
+import { services, waitFor, withPg } from "../../support/harness.js";
+import { logTail, REPO, startService, waitForSerialized, type AirflowInstance, type Service } from "./airflow.js";
+
+/**
+ * Support of asset-events.test.ts: deployment B (Airflow 3.x with the Kafka provider) whose DAG is
+ * scheduled on an asset watched by a KafkaMessageQueueTrigger reading the asset_event topic.
+ */
+
+export const DAGS_ASSETS_FOLDER = join(REPO, "test/dags-assets");
+export const CONSUMER_DAG = "es_asset_consumer";
+export const KAFKA_CONN_ID = "eventstream_kafka";
+
+/** The asset_event record of the shared contract (src/airflow, topic EVENTSTREAM_ASSET_TOPIC). */
+export interface AssetEventRecord {
+  type: "asset_event";
+  asset: { uri: string; name: string | null; group: string | null };
+  asset_id: number;
+  extra: Record<string, unknown>;
+  source_dag_id: string | null;
+  source_task_id: string | null;
+  source_run_id: string | null;
+  source_map_index: number | null;
+  timestamp: string;
+  source: { commit_lsn: string; xid: number; index: number; position: string; commit_time: string };
+}
+
+/**
+ * B's environment: its DAG folder, the asset and topic its DAG watches, and the Kafka connection
+ * (a JSON connection in an environment variable; a fresh consumer group reading from the start of
+ * the topic, so a record produced before the triggerer subscribed is still seen).
+ */
+export function configureB(af: AirflowInstance, topic: string, uri: string): void {
+  Object.assign(af.env, {
+    AIRFLOW__CORE__DAGS_FOLDER: DAGS_ASSETS_FOLDER,
+    // The triggerer imports the watcher's apply_function by dotted path, and not from the DAGs folder.
+    PYTHONPATH: join(DAGS_ASSETS_FOLDER, "lib"),
+    AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION: "False",
+    ES_ASSET_TOPIC: topic,
+    ES_ASSET_URI: uri,
+    ES_KAFKA_CONN_ID: KAFKA_CONN_ID,
+    ES_POLL_INTERVAL: "1",
+    [`AIRFLOW_CONN_${KAFKA_CONN_ID.toUpperCase()}`]: JSON.stringify({
+      conn_type: "kafka",
+      extra: { "bootstrap.servers": services().kafkaBrokers.join(","), "group.id": `${af.mark}-watcher`, "auto.offset.reset": "earliest" },
+    }),
+  });
+}
+
+/**
+ * The minimal set for an asset watcher to start a run: the dag-processor (parses the DAG and
+ * registers the asset's trigger), the triggerer (runs it; the trigger's event becomes an asset
+ * event) and the scheduler (turns the queued asset event into a DAG run). `withApiServer`: also
+ * the api-server, which the run's task needs to execute (the 3.x execution API).
+ */
+export async function startB(af: AirflowInstance, withApiServer: boolean): Promise<{ list: Service[]; died: Promise<never> }> {
+  const list = [
+    ...(withApiServer ? [startService(af, ["api-server", "--host", "127.0.0.1", "--port", af.env.AIRFLOW__API__PORT!], "api-server")] : []),
+    startService(af, ["dag-processor"], "dag-processor"),
+    startService(af, ["scheduler"], "scheduler"),
+    startService(af, ["triggerer"], "triggerer"),
+  ];
+  const died = Promise.race(
+    list.map((s) =>
+      s.exited.then(([code, sig]): never => {
+        throw new Error(`airflow ${s.name} (${af.version}) exited early (${code ?? sig}):\n${logTail(s.logFile)}`);
+      }),
+    ),
+  );
+  died.catch(() => undefined);
+  await Promise.race([waitForSerialized(af.database, [CONSUMER_DAG], 180_000), died]);
+  return { list, died };
+}
+
+/** Until B's triggerer has taken the asset's watcher trigger (it then consumes the topic). */
+export async function waitForWatcherRunning(database: string, uri: string, timeoutMs = 180_000): Promise<void> {
+  await waitFor(
+    `the watcher trigger of ${uri} to be assigned to a triggerer in ${database}`,
+    () =>
+      withPg(database, async (c) => {
+        const { rows } = await c.query<{ n: string }>(
+          `SELECT count(*) AS n FROM trigger t JOIN asset_watcher w ON w.trigger_id = t.id JOIN asset a ON a.id = w.asset_id
+           WHERE a.uri = $1 AND t.triggerer_id IS NOT NULL`,
+          [uri],
+        );
+        return rows[0]!.n !== "0";
+      }),
+    timeoutMs,
+    500,
+  );
+}
+
+export interface BRun {
+  run_id: string;
+  run_type: string;
+  state: string;
+  asset_event_extra: { from_trigger?: boolean; payload?: Record<string, unknown> } | null;
+}
+
+/** B's runs of the consumer DAG with the asset events that triggered them (dagrun_asset_event). */
+export async function consumerRuns(database: string): Promise<BRun[]> {
+  return withPg(database, async (c) => {
+    const { rows } = await c.query<BRun>(
+      `SELECT r.run_id, r.run_type, r.state::text AS state, e.extra AS asset_event_extra
+       FROM dag_run r LEFT JOIN dagrun_asset_event d ON d.dag_run_id = r.id LEFT JOIN asset_event e ON e.id = d.event_id
+       WHERE r.dag_id = $1 ORDER BY r.id`,
+      [CONSUMER_DAG],
+    );
+    return rows;
+  });
+}
+
+/** The asset events B recorded for `uri` (each watcher firing is one). */
+export async function assetEvents(database: string, uri: string): Promise<{ extra: Record<string, unknown> }[]> {
+  return withPg(database, async (c) => {
+    const { rows } = await c.query<{ extra: Record<string, unknown> }>(
+      "SELECT e.extra FROM asset_event e JOIN asset a ON a.id = e.asset_id WHERE a.uri = $1 ORDER BY e.id",
+      [uri],
+    );
+    return rows;
+  });
+}
+
+export function kafkaClient(clientId: string): Kafka {
+  return new Kafka({ brokers: services().kafkaBrokers, logLevel: logLevel.NOTHING, clientId });
+}
+
+/** Produces asset_event records as the daemon does: key = the asset URI, value = the JSON event. */
+export async function produceAssetEvents(topic: string, events: AssetEventRecord[]): Promise<void> {
+  const producer = kafkaClient("e2e-assets-producer").producer();
+  await producer.connect();
+  try {
+    await producer.send({ topic, acks: -1, messages: events.map((e) => ({ key: e.asset.uri, value: JSON.stringify(e) })) });
+  } finally {
+    await producer.disconnect();
+  }
+}
+
+export async function createTopic(topic: string): Promise<void> {
+  const admin = kafkaClient("e2e-assets-admin").admin();
+  await admin.connect();
+  try {
+    await admin.createTopics({ topics: [{ topic, numPartitions: 1, replicationFactor: 1 }], waitForLeaders: true });
+  } finally {
+    await admin.disconnect();
+  }
+}
