@@ -126,6 +126,9 @@ function checkTogether(e: Env, refused: (key: string) => string, problems: strin
       `  ${refused("EVENTSTREAM_STATE_TOPIC")}: must be a topic of its own, not the events', the checkpoint or the dead-letter topic`,
     );
   }
+  if (e.EVENTSTREAM_ASSET_EVENTS && [...others, e.EVENTSTREAM_STATE_TOPIC].includes(e.EVENTSTREAM_ASSET_TOPIC)) {
+    problems.push(`  ${refused("EVENTSTREAM_ASSET_TOPIC")}: must be a topic of its own, not the events', checkpoint, dead-letter or state topic`);
+  }
   return { kafkaCa, pgRootCert, pgHosts: "hosts" in hostList ? hostList.hosts : [] };
 }
 
@@ -197,6 +200,8 @@ function configFrom(e: Env, { kafkaCa, pgRootCert, pgHosts }: CaFiles) {
     restartReadEvents: e.EVENTSTREAM_RESTART_READ_EVENTS,
     /** null: XComs are not captured. */
     xcomKey: e.EVENTSTREAM_NOTIFICATIONS ? e.EVENTSTREAM_XCOM_KEY : null,
+    /** null: asset events are not captured (EVENTSTREAM_ASSET_EVENTS=false). */
+    assetTopic: e.EVENTSTREAM_ASSET_EVENTS ? e.EVENTSTREAM_ASSET_TOPIC : null,
     notificationRawMaxBytes: e.EVENTSTREAM_NOTIFICATION_RAW_MAX_BYTES,
     shutdownTimeoutMs: e.EVENTSTREAM_SHUTDOWN_TIMEOUT_SECONDS * 1000,
     logLevel: e.LOG_LEVEL,

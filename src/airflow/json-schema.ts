@@ -3,7 +3,7 @@ import { join } from "node:path";
 import { pathToFileURL } from "node:url";
 import { z } from "zod";
 import { InsightEvent } from "../serve/schemas.js";
-import { DagRunEvent, NotificationEvent, NotificationValue, StreamGapEvent, TableTruncatedEvent, TaskInstanceEvent } from "./events.js";
+import { AssetEventEvent, DagRunEvent, NotificationEvent, NotificationValue, StreamGapEvent, TableTruncatedEvent, TaskInstanceEvent } from "./events.js";
 
 /**
  * The event contract as JSON Schema files, for consumers in other languages. Generated from the zod
@@ -19,6 +19,7 @@ export function jsonSchemas(): Record<string, unknown> {
     "dag-run-event.schema.json": doc(DagRunEvent, "Airflow DAG-run event"),
     "notification-event.schema.json": doc(NotificationEvent, "Notification event (a task pushed the notification XCom)"),
     "notification-value.schema.json": doc(NotificationValue, "Notification XCom value (what a task pushes)"),
+    "asset-event.schema.json": doc(AssetEventEvent, "Airflow asset event (3.x asset_event, 2.x dataset_event), on the asset topic"),
     "table-truncated-event.schema.json": doc(TableTruncatedEvent, "A captured Airflow table was truncated: all its state is void"),
     "stream-gap-event.schema.json": doc(StreamGapEvent, "Events were lost: the replication slot could not serve a range of the WAL"),
     "insight-event.schema.json": doc(InsightEvent, "An insight `airflow-eventstream serve` derived, on the insights topic"),

@@ -201,6 +201,17 @@ export const SETTINGS = {
     schema: topicName.default("airflow.events"),
     about: "The topic for every event (key: `dag_id`), used when `EVENTSTREAM_TOPIC_TEMPLATE` is empty.",
   },
+  EVENTSTREAM_ASSET_EVENTS: {
+    group: "topics",
+    schema: bool.default(false),
+    about:
+      "Publish an `asset_event` event for every row Airflow inserts into `asset_event` (3.x) or `dataset_event` (2.x), on `EVENTSTREAM_ASSET_TOPIC` keyed by the asset's URI (docs/events.md). Adds those tables and `asset`/`dataset` to the publication, and the daemon's role needs SELECT on them. Off by default so that an upgrade changes no publication or grant: turning it on with `EVENTSTREAM_CREATE_PUBLICATION=false` needs the owner's `ALTER PUBLICATION ... ADD TABLE` first (the start-up error gives it).",
+  },
+  EVENTSTREAM_ASSET_TOPIC: {
+    group: "topics",
+    schema: topicName.default("airflow.asset_events"),
+    about: "The topic of `asset_event` events (key: the asset's URI), with `EVENTSTREAM_ASSET_EVENTS=true`. Also with `EVENTSTREAM_TOPIC_TEMPLATE`: asset events belong to no DAG.",
+  },
   EVENTSTREAM_TOPIC_TEMPLATE: {
     group: "topics",
     schema: z.string().default(""),
