@@ -1,13 +1,26 @@
 import { rmSync } from "node:fs";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import { dropDatabase, uniqueName, withPg, waitFor } from "../support/harness.js";
-import { abort, airflowInstance, airflowVersions, ensureVenv, killOnExit, migrate, stopServices, type AirflowInstance, type Service } from "./support/airflow.js";
+import { daemonConfig, dropDatabase, startDaemon, uniqueName, waitFor, waitForStreaming, withPg } from "../support/harness.js";
+import {
+  abort,
+  airflow,
+  airflowInstance,
+  airflowVersions,
+  ensureVenv,
+  killOnExit,
+  migrate,
+  stopServices,
+  tail,
+  type AirflowInstance,
+  type Service,
+} from "./support/airflow.js";
 import { deleteTopics } from "./support/phases.js";
 import {
   assetEvents,
   configureB,
   consumerRuns,
   createTopic,
+  PRODUCER_FOLDER,
   produceAssetEvents,
   startB,
   waitForWatcherRunning,
@@ -19,11 +32,19 @@ import {
  * its own database in the services' PostgreSQL, the Kafka and common-messaging providers) runs
  * test/dags-assets/es_asset_consumer.py, scheduled on an asset whose AssetWatcher's
  * KafkaMessageQueueTrigger reads the asset_event topic and keeps the records keyed by that asset's URI.
- * The records come from this test (the contract's shape), so B is proven without the daemon.
+ * First the records come from this test (the contract's shape), so B is proven without the daemon;
+ * then the whole chain: deployment A (its own database, watched by the daemon with asset events on)
+ * runs a task with an outlet asset (`airflow dags test`), the daemon publishes the asset_event, B runs.
+ *
+ * Components of B: dag-processor, triggerer, scheduler (the minimal set for the run to appear; its
+ * task stays queued without an api-server, and the test asserts the run, not the task).
  */
 
 const AF3 = airflowVersions().find((v) => v.major === "3");
-if (!AF3) throw new Error("asset-events.test.ts needs Airflow 3 (EVENTSTREAM_TEST_AIRFLOW must include 3; vitest.config.ts leaves the file out otherwise)");
+if (!AF3)
+  throw new Error(
+    "asset-events.test.ts needs Airflow 3 (EVENTSTREAM_TEST_AIRFLOW must include 3; vitest.config.ts leaves the file out otherwise)",
+  );
 
 const URI = "s3://eventstream-e2e/orders.parquet";
 
@@ -44,8 +65,10 @@ function record(uri: string, extra: Record<string, unknown>, lsn: string): Asset
 
 describe(`Airflow ${AF3.version}: a DAG of deployment B runs on asset_event records`, () => {
   const database = uniqueName("assetb");
+  const databaseA = `${database}_a`;
   const topic = `${database}.asset_events`;
   let af: AirflowInstance;
+  let afA: AirflowInstance;
   let list: Service[] = [];
   let failed = false;
 
@@ -53,10 +76,14 @@ describe(`Airflow ${AF3.version}: a DAG of deployment B runs on asset_event reco
     const t0 = Date.now();
     const venv = await ensureVenv(AF3.version, "kafka");
     await withPg("postgres", (c) => c.query(`CREATE DATABASE ${database}`));
+    await withPg("postgres", (c) => c.query(`CREATE DATABASE ${databaseA}`));
     af = await airflowInstance(AF3.version, "3", venv, database, "assets-b");
+    afA = await airflowInstance(AF3.version, "3", venv, databaseA, "assets-a");
     killOnExit(af);
+    killOnExit(afA);
     configureB(af, topic, URI);
-    const tMigrate = await migrate(af);
+    Object.assign(afA.env, { AIRFLOW__CORE__DAGS_FOLDER: PRODUCER_FOLDER, ES_ASSET_URI: URI });
+    const [tMigrate] = await Promise.all([migrate(af), migrate(afA)]);
     await createTopic(topic);
     ({ list } = await startB(af, process.env.ES_WITH_API === "1"));
     await waitForWatcherRunning(database, URI);
@@ -69,10 +96,12 @@ describe(`Airflow ${AF3.version}: a DAG of deployment B runs on asset_event reco
 
   afterAll(async () => {
     if (af) await stopServices(af, list).catch(() => abort(af));
+    if (afA) abort(afA);
     await dropDatabase(database);
-    if (failed) console.log(`[assets] logs kept in ${af?.home}, topic ${topic}`);
+    await dropDatabase(databaseA);
+    if (failed) console.log(`[assets] logs kept in ${af?.home} and ${afA?.home}, topic ${topic}`);
     else {
-      if (af) rmSync(af.home, { recursive: true, force: true });
+      for (const a of [af, afA]) if (a) rmSync(a.home, { recursive: true, force: true });
       await deleteTopics([topic]);
     }
   }, 120_000);
@@ -80,12 +109,19 @@ describe(`Airflow ${AF3.version}: a DAG of deployment B runs on asset_event reco
   it("starts no run before a record, then one run per matching record, carrying the event's extra", async () => {
     expect(await consumerRuns(database)).toEqual([]);
     // Another asset's record first: the watcher passes over it (same partition, so it is judged before the next).
-    await produceAssetEvents(topic, [record("s3://eventstream-e2e/other.parquet", { rows: 1 }, "0/1"), record(URI, { rows: 1000 }, "0/16B3748")]);
-    const runs = await waitFor("a run of es_asset_consumer", async () => {
-      const r = await consumerRuns(database);
-      return r.length > 0 ? r : null;
-    }, 180_000, 500);
-    console.log(JSON.stringify(runs));
+    await produceAssetEvents(topic, [
+      record("s3://eventstream-e2e/other.parquet", { rows: 1 }, "0/1"),
+      record(URI, { rows: 1000 }, "0/16B3748"),
+    ]);
+    const runs = await waitFor(
+      "a run of es_asset_consumer",
+      async () => {
+        const r = await consumerRuns(database);
+        return r.length > 0 ? r : null;
+      },
+      180_000,
+      500,
+    );
     expect(runs).toHaveLength(1);
     expect(runs[0]!.run_type).toBe("asset_triggered");
     expect(runs[0]!.asset_event_extra).toEqual({
@@ -100,5 +136,39 @@ describe(`Airflow ${AF3.version}: a DAG of deployment B runs on asset_event reco
       },
     });
     expect(await assetEvents(database, URI)).toHaveLength(1);
+  });
+
+  it("runs on the asset event of a task in deployment A, published by the daemon", async () => {
+    const daemon = startDaemon(daemonConfig(databaseA, { EVENTSTREAM_ASSET_EVENTS: "true", EVENTSTREAM_ASSET_TOPIC: topic }));
+    try {
+      await waitForStreaming(databaseA);
+      const before = (await consumerRuns(database)).length;
+      const r = await airflow(afA, ["dags", "test", "es_asset_producer"], "dags-test-producer", 240_000);
+      expect(r.code, `airflow dags test es_asset_producer:\n${tail(r.log)}`).toBe(0);
+      const runs = await waitFor(
+        "a run of es_asset_consumer from A's asset event",
+        async () => {
+          const all = await consumerRuns(database);
+          return all.length > before ? all : null;
+        },
+        180_000,
+        500,
+      );
+      expect(runs).toHaveLength(before + 1);
+      const run = runs[before]!;
+      expect(run.run_type).toBe("asset_triggered");
+      const payload = run.asset_event_extra?.payload;
+      // What A's task set as the event's extra, and where it came from, as B sees it.
+      expect(payload).toMatchObject({
+        uri: URI,
+        extra: { rows: 1000, written_by: "es_asset_producer" },
+        source_dag_id: "es_asset_producer",
+        source_task_id: "write",
+      });
+      expect(String(payload?.source_run_id)).toMatch(/^manual__/);
+      expect(String(payload?.commit_lsn)).toMatch(/^[0-9A-F]+\/[0-9A-F]+$/);
+    } finally {
+      await daemon.stop();
+    }
   });
 });

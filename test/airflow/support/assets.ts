@@ -9,6 +9,9 @@ import { logTail, REPO, startService, waitForSerialized, type AirflowInstance, t
  */
 
 export const DAGS_ASSETS_FOLDER = join(REPO, "test/dags-assets");
+/** B's DAGs; A's (the producer) are in producer/, the watcher's filter in lib/. */
+export const CONSUMER_FOLDER = join(DAGS_ASSETS_FOLDER, "consumer");
+export const PRODUCER_FOLDER = join(DAGS_ASSETS_FOLDER, "producer");
 export const CONSUMER_DAG = "es_asset_consumer";
 export const KAFKA_CONN_ID = "eventstream_kafka";
 
@@ -33,7 +36,7 @@ export interface AssetEventRecord {
  */
 export function configureB(af: AirflowInstance, topic: string, uri: string): void {
   Object.assign(af.env, {
-    AIRFLOW__CORE__DAGS_FOLDER: DAGS_ASSETS_FOLDER,
+    AIRFLOW__CORE__DAGS_FOLDER: CONSUMER_FOLDER,
     // The triggerer imports the watcher's apply_function by dotted path, and not from the DAGs folder.
     PYTHONPATH: join(DAGS_ASSETS_FOLDER, "lib"),
     AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION: "False",

@@ -1,4 +1,4 @@
-"""The filter of B's asset watcher (test/dags-assets/es_asset_consumer.py), in a module of its own
+"""The filter of B's asset watcher (test/dags-assets/consumer/es_asset_consumer.py), in a module of its own
 because the triggerer imports it by dotted path: it must be on the triggerer's PYTHONPATH."""
 
 from __future__ import annotations
