@@ -1,6 +1,6 @@
 import { rmSync } from "node:fs";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import { daemonConfig, dropDatabase, startDaemon, uniqueName, waitFor, waitForStreaming, withPg } from "../support/harness.js";
+import { daemonConfig, dropDatabase, startDaemon, uniqueName, waitForStreaming, withPg } from "../support/harness.js";
 import {
   abort,
   airflow,
@@ -23,6 +23,8 @@ import {
   PRODUCER_FOLDER,
   produceAssetEvents,
   startB,
+  consumedPayloads,
+  waitForRuns,
   waitForWatcherRunning,
   type AssetEventRecord,
 } from "./support/assets.js";
@@ -36,8 +38,8 @@ import {
  * then the whole chain: deployment A (its own database, watched by the daemon with asset events on)
  * runs a task with an outlet asset (`airflow dags test`), the daemon publishes the asset_event, B runs.
  *
- * Components of B: dag-processor, triggerer, scheduler (the minimal set for the run to appear; its
- * task stays queued without an api-server, and the test asserts the run, not the task).
+ * Components of B: dag-processor, triggerer, scheduler (the minimal set for the run to appear) and
+ * the api-server, for the run's task to execute: the test reads what the task received.
  */
 
 const AF3 = airflowVersions().find((v) => v.major === "3");
@@ -70,6 +72,7 @@ describe(`Airflow ${AF3.version}: a DAG of deployment B runs on asset_event reco
   let af: AirflowInstance;
   let afA: AirflowInstance;
   let list: Service[] = [];
+  let died: Promise<never>;
   let failed = false;
 
   beforeAll(async () => {
@@ -85,8 +88,8 @@ describe(`Airflow ${AF3.version}: a DAG of deployment B runs on asset_event reco
     Object.assign(afA.env, { AIRFLOW__CORE__DAGS_FOLDER: PRODUCER_FOLDER, ES_ASSET_URI: URI });
     const [tMigrate] = await Promise.all([migrate(af), migrate(afA)]);
     await createTopic(topic);
-    ({ list } = await startB(af, process.env.ES_WITH_API === "1"));
-    await waitForWatcherRunning(database, URI);
+    ({ list, died } = await startB(af));
+    await Promise.race([waitForWatcherRunning(database, URI), died]);
     console.log(`[assets] B ready: db migrate ${tMigrate} ms, total ${Date.now() - t0} ms (${af.home})`);
   });
 
@@ -113,15 +116,7 @@ describe(`Airflow ${AF3.version}: a DAG of deployment B runs on asset_event reco
       record("s3://eventstream-e2e/other.parquet", { rows: 1 }, "0/1"),
       record(URI, { rows: 1000 }, "0/16B3748"),
     ]);
-    const runs = await waitFor(
-      "a run of es_asset_consumer",
-      async () => {
-        const r = await consumerRuns(database);
-        return r.length > 0 ? r : null;
-      },
-      180_000,
-      500,
-    );
+    const runs = await waitForRuns(af, 0, died);
     expect(runs).toHaveLength(1);
     expect(runs[0]!.run_type).toBe("asset_triggered");
     expect(runs[0]!.asset_event_extra).toEqual({
@@ -136,6 +131,8 @@ describe(`Airflow ${AF3.version}: a DAG of deployment B runs on asset_event reco
       },
     });
     expect(await assetEvents(database, URI)).toHaveLength(1);
+    // B's task ran and found the same payload in triggering_asset_events.
+    expect(await consumedPayloads(af, runs[0]!.run_id, died)).toEqual([runs[0]!.asset_event_extra!.payload]);
   });
 
   it("runs on the asset event of a task in deployment A, published by the daemon", async () => {
@@ -145,15 +142,7 @@ describe(`Airflow ${AF3.version}: a DAG of deployment B runs on asset_event reco
       const before = (await consumerRuns(database)).length;
       const r = await airflow(afA, ["dags", "test", "es_asset_producer"], "dags-test-producer", 240_000);
       expect(r.code, `airflow dags test es_asset_producer:\n${tail(r.log)}`).toBe(0);
-      const runs = await waitFor(
-        "a run of es_asset_consumer from A's asset event",
-        async () => {
-          const all = await consumerRuns(database);
-          return all.length > before ? all : null;
-        },
-        180_000,
-        500,
-      );
+      const runs = await waitForRuns(af, before, died);
       expect(runs).toHaveLength(before + 1);
       const run = runs[before]!;
       expect(run.run_type).toBe("asset_triggered");
@@ -167,6 +156,7 @@ describe(`Airflow ${AF3.version}: a DAG of deployment B runs on asset_event reco
       });
       expect(String(payload?.source_run_id)).toMatch(/^manual__/);
       expect(String(payload?.commit_lsn)).toMatch(/^[0-9A-F]+\/[0-9A-F]+$/);
+      expect(await consumedPayloads(af, run.run_id, died)).toEqual([payload]);
     } finally {
       await daemon.stop();
     }

@@ -39,11 +39,15 @@ export function airflowVersions(): { major: AirflowMajor; version: string }[] {
  */
 export async function ensureVenv(version: string, extra?: "kafka"): Promise<string> {
   const t0 = Date.now();
-  const { stdout, stderr } = await promisify(execFile)("bash", [join(REPO, "scripts/airflow-venv.sh"), version, ...(extra ? [extra] : [])], {
-    encoding: "utf8",
-    timeout: 20 * 60_000,
-    maxBuffer: 64 * 1024 * 1024,
-  });
+  const { stdout, stderr } = await promisify(execFile)(
+    "bash",
+    [join(REPO, "scripts/airflow-venv.sh"), version, ...(extra ? [extra] : [])],
+    {
+      encoding: "utf8",
+      timeout: 20 * 60_000,
+      maxBuffer: 64 * 1024 * 1024,
+    },
+  );
   if (stderr.trim()) console.log(stderr.trim());
   const dir = stdout.trim().split("\n").pop()!;
   if (Date.now() - t0 > 5_000) console.log(`[airflow ${version}] venv ready in ${((Date.now() - t0) / 1000).toFixed(1)} s`);

@@ -1,7 +1,7 @@
 import { join } from "node:path";
 import { Kafka, logLevel } from "kafkajs";
 import { services, waitFor, withPg } from "../../support/harness.js";
-import { logTail, REPO, startService, waitForSerialized, type AirflowInstance, type Service } from "./airflow.js";
+import { logTail, REPO, startService, waitForApiServer, waitForSerialized, type AirflowInstance, type Service } from "./airflow.js";
 
 /**
  * Support of asset-events.test.ts: deployment B (Airflow 3.x with the Kafka provider) whose DAG is
@@ -52,14 +52,15 @@ export function configureB(af: AirflowInstance, topic: string, uri: string): voi
 }
 
 /**
- * The minimal set for an asset watcher to start a run: the dag-processor (parses the DAG and
- * registers the asset's trigger), the triggerer (runs it; the trigger's event becomes an asset
- * event) and the scheduler (turns the queued asset event into a DAG run). `withApiServer`: also
- * the api-server, which the run's task needs to execute (the 3.x execution API).
+ * B's components. The minimal set for an asset watcher to start a run is the dag-processor (parses
+ * the DAG and registers the asset's trigger), the triggerer (runs it; the trigger's event becomes an
+ * asset event) and the scheduler (turns the queued asset event into a DAG run); without an
+ * api-server the run stays queued, its task cannot execute (the 3.x execution API). The api-server
+ * is started too, so that the test sees what B's task received.
  */
-export async function startB(af: AirflowInstance, withApiServer: boolean): Promise<{ list: Service[]; died: Promise<never> }> {
+export async function startB(af: AirflowInstance): Promise<{ list: Service[]; died: Promise<never> }> {
   const list = [
-    ...(withApiServer ? [startService(af, ["api-server", "--host", "127.0.0.1", "--port", af.env.AIRFLOW__API__PORT!], "api-server")] : []),
+    startService(af, ["api-server", "--host", "127.0.0.1", "--port", af.env.AIRFLOW__API__PORT!], "api-server"),
     startService(af, ["dag-processor"], "dag-processor"),
     startService(af, ["scheduler"], "scheduler"),
     startService(af, ["triggerer"], "triggerer"),
@@ -73,6 +74,8 @@ export async function startB(af: AirflowInstance, withApiServer: boolean): Promi
   );
   died.catch(() => undefined);
   await Promise.race([waitForSerialized(af.database, [CONSUMER_DAG], 180_000), died]);
+  // A task queued while the api-server still starts fails on its first call (observed: ReadTimeout).
+  await Promise.race([waitForApiServer(af, 180_000), died]);
   return { list, died };
 }
 
@@ -148,4 +151,58 @@ export async function createTopic(topic: string): Promise<void> {
   } finally {
     await admin.disconnect();
   }
+}
+
+/**
+ * Until B has more than `count` runs of the consumer DAG; on a timeout the error carries B's asset
+ * events and the triggerer's last error lines (a filter the triggerer cannot import, for one, shows
+ * only there: the trigger fails and restarts every second or so while the test waits).
+ */
+export async function waitForRuns(af: AirflowInstance, count: number, died: Promise<never>, timeoutMs = 180_000): Promise<BRun[]> {
+  const wait = waitFor(
+    `more than ${count} run(s) of ${CONSUMER_DAG} in ${af.database}`,
+    async () => {
+      const all = await consumerRuns(af.database);
+      return all.length > count ? all : null;
+    },
+    timeoutMs,
+    500,
+  ).catch(async (e: Error) => {
+    const events = await assetEvents(af.database, af.env.ES_ASSET_URI!).catch(() => []);
+    const errors = logTail(join(af.home, "triggerer.log"), 400)
+      .split("\n")
+      .filter((l) => /\[error|Traceback|Error:/.test(l))
+      .slice(-5)
+      .map((l) => l.slice(0, 400));
+    throw new Error(`${e.message}; B's asset events: ${JSON.stringify(events)}; triggerer errors:\n${errors.join("\n") || "(none)"}`);
+  });
+  return Promise.race([wait, died]);
+}
+
+/** Until B's run is finished; then what its task returned (the payloads it found in triggering_asset_events). */
+export async function consumedPayloads(af: AirflowInstance, runId: string, died: Promise<never>, timeoutMs = 180_000): Promise<unknown> {
+  const state = await Promise.race([
+    waitFor(
+      `run ${runId} of ${CONSUMER_DAG} to finish`,
+      () =>
+        withPg(af.database, async (c) => {
+          const { rows } = await c.query<{ state: string }>("SELECT state::text AS state FROM dag_run WHERE dag_id = $1 AND run_id = $2", [
+            CONSUMER_DAG,
+            runId,
+          ]);
+          return ["success", "failed"].includes(rows[0]?.state ?? "") ? rows[0]!.state : null;
+        }),
+      timeoutMs,
+      500,
+    ),
+    died,
+  ]);
+  if (state !== "success") throw new Error(`run ${runId} of ${CONSUMER_DAG} ended ${state}; task logs under ${af.home}/logs`);
+  return withPg(af.database, async (c) => {
+    const { rows } = await c.query<{ value: unknown }>(
+      "SELECT value FROM xcom WHERE dag_id = $1 AND run_id = $2 AND task_id = 'consume' AND key = 'return_value'",
+      [CONSUMER_DAG, runId],
+    );
+    return rows[0]?.value;
+  });
 }

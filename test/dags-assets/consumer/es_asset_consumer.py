@@ -33,9 +33,10 @@ with DAG(dag_id="es_asset_consumer", schedule=[upstream], catchup=False, tags=["
 
     @task
     def consume(triggering_asset_events=None):
-        # What B's task sees of the event: the watcher's payload lands in the asset event's extra.
-        for asset, events in (triggering_asset_events or {}).items():
-            for e in events:
-                print(f"eventstream asset event for {asset}: {json.dumps(e.extra, default=str)}")
+        # What B's task sees of the event: the watcher's return value, as the payload of the asset
+        # event's extra. Returned (an XCom) so that the test can read it back.
+        payloads = [e.extra.get("payload") for events in (triggering_asset_events or {}).values() for e in events]
+        print(f"eventstream asset event payloads: {json.dumps(payloads, default=str)}")
+        return payloads
 
     consume()
