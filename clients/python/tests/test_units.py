@@ -72,3 +72,19 @@ def test_parse_event_refuses_what_is_not_an_event() -> None:
         parse_event(b'{"type": "something_else"}')
     with pytest.raises(EventStreamError):
         parse_event(b'{"type": "task_instance", "dag_id": 1}')
+
+
+def test_parse_event_reads_an_asset_event_as_the_daemon_writes_it() -> None:
+    # The shape of src/airflow/asset-event.ts's output (test/unit/airflow/asset-event.test.ts), source from a 3.x task.
+    raw = (
+        b'{"type":"asset_event","asset":{"uri":"s3://b/orders.parquet","name":"orders","group":"asset"},"asset_id":7,'
+        b'"extra":{"rows":1000},"source_dag_id":"producer","source_task_id":"write","source_run_id":"manual__x",'
+        b'"source_map_index":-1,"timestamp":"2026-12-03T10:00:05.123456Z","source":{"commit_lsn":"0/16B3748","xid":1234,'
+        b'"index":0,"position":"00000000016B3748-00000000","commit_time":"2026-12-03T10:00:05.2Z"}}'
+    )
+    event = parse_event(raw)
+    assert event.type == "asset_event"
+    assert event.asset.uri == "s3://b/orders.parquet"
+    assert event.extra == {"rows": 1000}
+    with pytest.raises(EventStreamError):
+        parse_event(raw.replace(b'"asset_id":7,', b''))

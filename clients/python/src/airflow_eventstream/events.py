@@ -7,6 +7,7 @@ from typing import Any, Union
 
 from pydantic import ValidationError
 
+from ._generated.asset_event import AssetEventEvent
 from ._generated.dag_run_event import DagRunEvent as _DagRunRoot
 from ._generated.dag_run_event import DagRunEvent1, DagRunEvent2, DagRunEvent3, DagRunEvent4
 from ._generated.notification_event import NotificationEvent
@@ -20,7 +21,7 @@ from .errors import EventStreamError
 # One class per `op` variant, as the schemas' oneOf has them; `event.type` and `event.op` tell them apart.
 TaskInstanceEvent = Union[TaskInstanceEvent1, TaskInstanceEvent2, TaskInstanceEvent3, TaskInstanceEvent4]
 DagRunEvent = Union[DagRunEvent1, DagRunEvent2, DagRunEvent3, DagRunEvent4]
-StreamEvent = Union[TaskInstanceEvent, DagRunEvent, NotificationEvent, TableTruncatedEvent, StreamGapEvent]
+StreamEvent = Union[TaskInstanceEvent, DagRunEvent, NotificationEvent, TableTruncatedEvent, StreamGapEvent, AssetEventEvent]
 
 _BY_TYPE: dict[str, Any] = {
     "task_instance": _TaskInstanceRoot,
@@ -28,9 +29,12 @@ _BY_TYPE: dict[str, Any] = {
     "notification": NotificationEvent,
     "table_truncated": TableTruncatedEvent,
     "stream_gap": StreamGapEvent,
+    # On EVENTSTREAM_ASSET_TOPIC (keyed by the asset's URI), not the DAG events' topic.
+    "asset_event": AssetEventEvent,
 }
 
 __all__ = [
+    "AssetEventEvent",
     "DagRunEvent",
     "NotificationEvent",
     "NotificationValue",
@@ -62,6 +66,6 @@ def parse_event(raw: bytes | str | dict[str, Any]) -> StreamEvent:
 
 
 def dag_id_of(event: StreamEvent) -> str | None:
-    """The DAG, or None for an event about no single DAG (table_truncated, stream_gap, a 3.x delete the WAL did not name)."""
+    """The DAG, or None for an event about no single DAG (table_truncated, stream_gap, a 3.x delete the WAL did not name, an asset event)."""
     dag_id = getattr(event, "dag_id", None)
     return dag_id if isinstance(dag_id, str) else None

@@ -5,5 +5,6 @@ from .notification_event import NotificationEvent
 from .notification_value import NotificationValue
 from .table_truncated_event import TableTruncatedEvent
 from .stream_gap_event import StreamGapEvent
+from .asset_event import AssetEventEvent
 
-__all__ = ["TaskInstanceEvent", "DagRunEvent", "NotificationEvent", "NotificationValue", "TableTruncatedEvent", "StreamGapEvent"]
+__all__ = ["TaskInstanceEvent", "DagRunEvent", "NotificationEvent", "NotificationValue", "TableTruncatedEvent", "StreamGapEvent", "AssetEventEvent"]
