@@ -194,6 +194,8 @@ function configFrom(e: Env, { kafkaCa, pgRootCert, pgHosts }: CaFiles) {
     deadLetterTopic: e.EVENTSTREAM_DEAD_LETTER_TOPIC ?? null,
     /** The compacted current-state topic (src/sink/state-topic.ts); null: not kept. */
     stateTopic: e.EVENTSTREAM_STATE_TOPIC_ENABLED ? e.EVENTSTREAM_STATE_TOPIC : null,
+    /** CloudEvents headers on event records (src/sink/cloudevents.ts); null: off. source null: made from the server's identity. */
+    cloudEvents: e.EVENTSTREAM_CLOUDEVENTS === "binary" ? { source: e.EVENTSTREAM_CLOUDEVENTS_SOURCE ?? null } : null,
     maxInflightEvents: e.EVENTSTREAM_MAX_INFLIGHT_EVENTS,
     maxInflightBytes: e.EVENTSTREAM_MAX_INFLIGHT_BYTES,
     stateCacheSize: e.EVENTSTREAM_STATE_CACHE_SIZE,

@@ -7,6 +7,7 @@ import type { Lsn } from "./lsn.js";
 import { AirflowMapper, runCacheSize } from "./airflow/mapper.js";
 import { runContexts } from "./airflow/run-context.js";
 import { TopicRouter } from "./sink/routing.js";
+import { cloudEventsFor } from "./sink/cloudevents.js";
 import { realStages, type Sink, type SourceStream, type Stages } from "./stages.js";
 import { Lifecycle } from "./lifecycle.js";
 import { MessageLoop } from "./session-loop.js";
@@ -66,6 +67,7 @@ export class Session {
     try {
       const opened = await openSlot(cfg, log, { source, sink, life }, ready);
       if (opened === null) return;
+      const cloudEvents = await cloudEventsFor(cfg.cloudEvents, opened.identity, () => source.readIdentity());
       const decoder = new TransactionDecoder();
       const mapper = new AirflowMapper(
         {
@@ -102,7 +104,8 @@ export class Session {
       });
       const parts: Streaming = { kind: "streaming", sink, stream, ack, snapshots };
       this.built = parts;
-      const loop = new MessageLoop(cfg, log, { decoder, mapper, router, sink, ack, life, snapshots: snapshots.tap, metrics: this.metrics });
+      const loopParts = { decoder, mapper, router, sink, ack, life, snapshots: snapshots.tap, metrics: this.metrics, cloudEvents };
+      const loop = new MessageLoop(cfg, log, loopParts);
       this.metrics.bindSession({
         inflightEvents: () => ack.inflight,
         inflightBytes: () => sink.inflightBytes,

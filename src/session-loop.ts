@@ -9,7 +9,8 @@ import type { Lsn } from "./lsn.js";
 import type { AirflowMapper, TxContext } from "./airflow/mapper.js";
 import type { StreamEvent } from "./airflow/events.js";
 import { EventFilter } from "./airflow/filter.js";
-import { RECORD_OVERHEAD_BYTES, recordBytes } from "./sink/batch.js";
+import { headersBytes, RECORD_OVERHEAD_BYTES, recordBytes } from "./sink/batch.js";
+import type { CloudEventHeaders, CloudEvents } from "./sink/cloudevents.js";
 import type { SinkRecord } from "./sink/kafka.js";
 import { StateRecords, type StateRecord } from "./sink/state-topic.js";
 import type { Route, TopicRouter } from "./sink/routing.js";
@@ -32,6 +33,8 @@ export interface LoopParts {
   /** Snapshots (src/snapshot/): told of every change, handed our logical decoding messages; absent: none. */
   snapshots?: SnapshotTap;
   metrics: Metrics;
+  /** EVENTSTREAM_CLOUDEVENTS=binary: each event record's CloudEvents headers; absent: none. */
+  cloudEvents?: CloudEvents;
 }
 
 /**
@@ -112,14 +115,15 @@ export class MessageLoop implements StreamHandlers {
     const value = JSON.stringify(event);
     const route = parts.router.route(event);
     const key = route.key;
-    const oversized = this.isOversized(value, key);
+    const headers = parts.cloudEvents?.headersFor(event);
+    const oversized = this.isOversized(value, key, headers);
     const topic = oversized && cfg.deadLetterTopic !== null ? cfg.deadLetterTopic : route.topic;
     if (this.covered(topic, key, { commitLsn: ev.commitLsn, index: ev.index }, event)) {
       if (cfg.delivery === "at-least-once") this.resendState(event, value, oversized, ev.commitLsn, ev.index);
       return;
     }
     this.txPublished = true;
-    this.publish(event, value, route, oversized, ev.commitLsn, ev.index);
+    this.publish(event, value, route, oversized, ev.commitLsn, ev.index, headers);
   }
 
   /** Whether the filters let the event through; one filtered out is counted. */
@@ -169,12 +173,21 @@ export class MessageLoop implements StreamHandlers {
       "publishing stream_gap: events between these LSNs were lost; the snapshot requested with it follows",
     );
     this.txPublished = true;
-    this.publish(event, value, route, this.isOversized(value, route.key), ev.at.commitLsn, ev.at.index);
+    const headers = this.parts.cloudEvents?.headersFor(event);
+    this.publish(event, value, route, this.isOversized(value, route.key, headers), ev.at.commitLsn, ev.at.index, headers);
   }
 
-  private publish(event: StreamEvent, value: string, route: Route, oversized: boolean, commitLsn: Lsn, index: number): void {
+  private publish(
+    event: StreamEvent,
+    value: string,
+    route: Route,
+    oversized: boolean,
+    commitLsn: Lsn,
+    index: number,
+    headers: CloudEventHeaders | undefined,
+  ): void {
     if (oversized) {
-      this.oversized(event, value, route.key, commitLsn, index);
+      this.oversized(event, value, route.key, commitLsn, index, headers);
       this.stateOf(event, value, true);
     } else {
       const state = this.stateOf(event, value, false);
@@ -190,6 +203,7 @@ export class MessageLoop implements StreamHandlers {
         index,
       };
       if (state !== undefined) rec.state = state;
+      if (headers !== undefined) rec.headers = headers;
       this.parts.sink.push(rec);
       this.parts.metrics.pushed(event.type, "state" in event ? event.state : null, this.lastSeq, this.commitMs);
     }
@@ -224,7 +238,8 @@ export class MessageLoop implements StreamHandlers {
       if (this.admitted(event)) {
         const value = JSON.stringify(event);
         const route = parts.router.route(event);
-        this.publish(event, value, route, this.isOversized(value, route.key), commitLsn, index);
+        const headers = parts.cloudEvents?.headersFor(event);
+        this.publish(event, value, route, this.isOversized(value, route.key, headers), commitLsn, index, headers);
         published++;
       }
       index++;
@@ -233,11 +248,13 @@ export class MessageLoop implements StreamHandlers {
     at.chunk.settle({ kind: "published", events: published, lastSeq: this.lastSeq === before ? null : this.lastSeq });
   }
 
-  private isOversized(value: string, key: string | null): boolean {
+  /** Over EVENTSTREAM_MAX_MESSAGE_BYTES as sent: value, key and the headers (CloudEvents) count. */
+  private isOversized(value: string, key: string | null, headers?: CloudEventHeaders): boolean {
     const max = this.cfg.maxMessageBytes;
+    const hb = headersBytes(headers);
     // Kafka's limit is on the record's bytes. A UTF-16 unit is at most 3 bytes of UTF-8, so
     // most events skip the exact count.
-    return (value.length + (key?.length ?? 0)) * 3 + RECORD_OVERHEAD_BYTES > max && recordBytes(value, key) > max;
+    return (value.length + (key?.length ?? 0)) * 3 + RECORD_OVERHEAD_BYTES + hb > max && recordBytes(value, key) + hb > max;
   }
 
   /**
@@ -290,8 +307,16 @@ export class MessageLoop implements StreamHandlers {
    * session stops (nothing after it is acknowledged) with an error naming the row; with one, a
    * summary goes there in the event's place, in order, and is counted.
    */
-  private oversized(event: StreamEvent, value: string, key: string | null, commitLsn: Lsn, index: number): void {
-    const bytes = recordBytes(value, key);
+  private oversized(
+    event: StreamEvent,
+    value: string,
+    key: string | null,
+    commitLsn: Lsn,
+    index: number,
+    headers: CloudEventHeaders | undefined,
+  ): void {
+    // The summary goes without CloudEvents headers: its value is not the event they describe.
+    const bytes = recordBytes(value, key, headers);
     const where = {
       type: event.type,
       dag_id: "dag_id" in event ? event.dag_id : null,

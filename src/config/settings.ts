@@ -295,6 +295,21 @@ export const SETTINGS = {
     schema: int(1, 100_000).default(2_000),
     about: "Largest number of events in one produce request.",
   },
+  EVENTSTREAM_CLOUDEVENTS: {
+    group: "topics",
+    schema: z.enum(["off", "binary"]).default("off"),
+    about:
+      "`binary`: every event record carries CloudEvents 1.0 headers (`ce_id`, `ce_source`, `ce_type`, `ce_subject`, `ce_time`, ...), binary content mode of the Kafka binding; the value, key and partition stay as they are (docs/events.md#cloudevents). The headers count toward `EVENTSTREAM_MAX_MESSAGE_BYTES`. Current-state and dead-letter records get none.",
+  },
+  EVENTSTREAM_CLOUDEVENTS_SOURCE: {
+    group: "topics",
+    schema: z
+      .string()
+      .regex(/^[^\s]+$/, { message: "must be a URI-reference without spaces, e.g. urn:airflow-eventstream:prod" })
+      .optional(),
+    about:
+      "The `ce_source` of every event with `EVENTSTREAM_CLOUDEVENTS=binary`, a URI-reference. Unset: `urn:airflow-eventstream:<system identifier>:<database>`, read from PostgreSQL at start.",
+  },
   EVENTSTREAM_DELIVERY: {
     group: "delivery",
     schema: z.enum(["at-least-once", "exactly-once"]).default("at-least-once"),

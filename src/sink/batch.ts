@@ -9,17 +9,31 @@
 /**
  * A record's fields besides key and value, at their largest: length (varint, 5), attributes (1),
  * timestampDelta (varlong, 10), offsetDelta (varint, 5), key length (5), value length (5), header
- * count (5). The daemon sends no headers.
+ * count (5). Headers, when there are any (EVENTSTREAM_CLOUDEVENTS), add headersBytes.
  */
 export const RECORD_OVERHEAD_BYTES = 36;
+
+/** Per header, besides its key and value bytes: the key's length and the value's (varints, 5 each). */
+export const HEADER_OVERHEAD_BYTES = 10;
+
+/** What a record's headers add to it, at their largest: UTF-8 bytes of every key and value, and each header's overhead. */
+export function headersBytes(headers: Readonly<Record<string, string>> | undefined): number {
+  if (headers === undefined) return 0;
+  let bytes = 0;
+  for (const k in headers) bytes += Buffer.byteLength(k, "utf8") + Buffer.byteLength(headers[k]!, "utf8") + HEADER_OVERHEAD_BYTES;
+  return bytes;
+}
 
 /** The header of one record batch (one per partition in a produce request). */
 export const RECORD_BATCH_OVERHEAD_BYTES = 61;
 
-/** What one record adds to a produce request: UTF-8 bytes of its value and key, and its overhead. */
-export function recordBytes(value: string | null, key: string | null): number {
+/** What one record adds to a produce request: UTF-8 bytes of its value, key and headers, and its overhead. */
+export function recordBytes(value: string | null, key: string | null, headers?: Readonly<Record<string, string>>): number {
   return (
-    (value === null ? 0 : Buffer.byteLength(value, "utf8")) + (key === null ? 0 : Buffer.byteLength(key, "utf8")) + RECORD_OVERHEAD_BYTES
+    (value === null ? 0 : Buffer.byteLength(value, "utf8")) +
+    (key === null ? 0 : Buffer.byteLength(key, "utf8")) +
+    RECORD_OVERHEAD_BYTES +
+    headersBytes(headers)
   );
 }
 

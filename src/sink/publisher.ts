@@ -23,6 +23,8 @@ export interface SinkRecord {
    * same produce request (exactly-once: the same transaction) and acknowledged with it.
    */
   state?: readonly StateRecord[];
+  /** The record's headers (EVENTSTREAM_CLOUDEVENTS, src/sink/cloudevents.ts); absent: none. Never on the state records. */
+  headers?: Readonly<Record<string, string>>;
   seq: number;
   /** Position of the row change it comes from: the checkpoint of exactly-once delivery. */
   commitLsn: Lsn;
@@ -116,7 +118,7 @@ export class Publisher {
   /** Queues a record. Never blocks: the ack rule pauses PostgreSQL when `inflightBytes` is too high (AckRule.pauseIfFull). */
   push(rec: SinkRecord): void {
     // A replay's record of the state topic itself counts with the state records (batchEnd).
-    const own = recordBytes(rec.value, rec.key);
+    const own = recordBytes(rec.value, rec.key, rec.headers);
     const onState = rec.topic === this.cfg.stateTopic;
     const state = (onState ? own : 0) + stateBytes(rec.state);
     this.queue.push(rec);
@@ -253,7 +255,7 @@ export class Publisher {
     for (const r of batch) {
       let msgs = byTopic.get(r.topic);
       if (!msgs) byTopic.set(r.topic, (msgs = []));
-      msgs.push({ key: r.key, value: r.value });
+      msgs.push(message(r));
     }
     if (this.cfg.stateTopic !== null) {
       const state = stateMessages(batch, this.cfg.stateTopic);
@@ -285,8 +287,8 @@ export class Publisher {
       const msgs: Message[] = [];
       for (const r of batch) {
         if (r.topic !== topic) continue;
-        if (r.allPartitions) for (const partition of partitions) msgs.push({ key: r.key, value: r.value, partition });
-        else msgs.push({ key: r.key, value: r.value });
+        if (r.allPartitions) for (const partition of partitions) msgs.push({ ...message(r), partition });
+        else msgs.push(message(r));
       }
       byTopic.set(topic, msgs);
     }
@@ -309,6 +311,11 @@ export class Publisher {
     this.idleWaiters = [];
     for (const fn of w) fn();
   }
+}
+
+/** The Kafka message of a record: key, value and, when it has them, its headers. */
+function message(r: SinkRecord): Message {
+  return r.headers === undefined ? { key: r.key, value: r.value } : { key: r.key, value: r.value, headers: r.headers };
 }
 
 function checkpointRecord(store: CheckpointRecords, last: SinkRecord | null, ackedLsn: Lsn): { message: TopicMessages; ackedLsn: Lsn } {
