@@ -29,6 +29,9 @@ export async function tailCommand(cfg: Config, log: Logger, opts: TailOptions): 
   return withKafka(cfg, log, async (kafka, admin) => {
     const topics = await sourceTopics(cfg, admin, opts.dags, cfg.stateTopic === null ? [] : [cfg.stateTopic]);
     const starts = await startOffsets(kafka, admin, topics, target);
+    // Said once the start offsets are taken: from here on, whatever is committed will be printed
+    // (on stderr, so the events' lines on stdout stay clean for a pipe).
+    if (opts.follow) process.stderr.write(`following ${starts.length} partition(s) of ${topics.join(", ")}; stop with Ctrl-C\n`);
     await read(cfg, kafka, starts, opts);
     return 0;
   });

@@ -154,9 +154,12 @@ describe("a healthy daemon", () => {
   it("tail --follow prints what is committed after it started", async () => {
     const p = spawn("bin/airflow-eventstream", ["tail", "--follow", "--dag", "dag_c"], { env: { PATH: process.env.PATH ?? "", ...env } });
     let out = "";
+    let err = "";
     p.stdout.on("data", (d: Buffer) => (out += d.toString()));
+    p.stderr.on("data", (d: Buffer) => (err += d.toString()));
     try {
-      await new Promise((r) => setTimeout(r, 3_000));
+      // Committed only once tail has taken its start offsets (a fixed wait lost the race on a busy machine).
+      await waitFor("tail to say it follows", async () => /^following \d+ partition\(s\) of /m.test(err), 30_000, 100);
       await withPg(db, (c) => insertDagRun(c, "3", "dag_c", "r1"));
       await waitFor("the new event", async () => out.includes("key=dag_c insert dag run r1"), 30_000, 200);
     } finally {
