@@ -9,6 +9,7 @@ import type { Lsn } from "./lsn.js";
 import type { AirflowMapper, TxContext } from "./airflow/mapper.js";
 import type { StreamEvent } from "./airflow/events.js";
 import { RECORD_OVERHEAD_BYTES, recordBytes } from "./sink/batch.js";
+import { WIRE_HEADER_BYTES } from "./sink/wire-format.js";
 import type { SinkRecord } from "./sink/kafka.js";
 import { StateRecords, type StateRecord } from "./sink/state-topic.js";
 import type { Route, TopicRouter } from "./sink/routing.js";
@@ -212,7 +213,8 @@ export class MessageLoop implements StreamHandlers {
   }
 
   private isOversized(value: string, key: string | null): boolean {
-    const max = this.cfg.maxMessageBytes;
+    // With a schema registry the value carries its 5-byte header too (src/sink/wire-format.ts).
+    const max = this.cfg.maxMessageBytes - (this.cfg.schemaRegistryUrl === null ? 0 : WIRE_HEADER_BYTES);
     // Kafka's limit is on the record's bytes. A UTF-16 unit is at most 3 bytes of UTF-8, so
     // most events skip the exact count.
     return (value.length + (key?.length ?? 0)) * 3 + RECORD_OVERHEAD_BYTES > max && recordBytes(value, key) > max;
@@ -269,7 +271,7 @@ export class MessageLoop implements StreamHandlers {
    * summary goes there in the event's place, in order, and is counted.
    */
   private oversized(event: StreamEvent, value: string, key: string | null, commitLsn: Lsn, index: number): void {
-    const bytes = recordBytes(value, key);
+    const bytes = recordBytes(value, key) + (this.cfg.schemaRegistryUrl === null ? 0 : WIRE_HEADER_BYTES);
     const where = {
       type: event.type,
       dag_id: "dag_id" in event ? event.dag_id : null,

@@ -3,7 +3,15 @@ import { join } from "node:path";
 import { pathToFileURL } from "node:url";
 import { z } from "zod";
 import { InsightEvent } from "../serve/schemas.js";
-import { DagRunEvent, NotificationEvent, NotificationValue, StreamGapEvent, TableTruncatedEvent, TaskInstanceEvent } from "./events.js";
+import {
+  DagRunEvent,
+  NotificationEvent,
+  NotificationValue,
+  StreamEvent,
+  StreamGapEvent,
+  TableTruncatedEvent,
+  TaskInstanceEvent,
+} from "./events.js";
 
 /**
  * The event contract as JSON Schema files, for consumers in other languages. Generated from the zod
@@ -21,8 +29,15 @@ export function jsonSchemas(): Record<string, unknown> {
     "notification-value.schema.json": doc(NotificationValue, "Notification XCom value (what a task pushes)"),
     "table-truncated-event.schema.json": doc(TableTruncatedEvent, "A captured Airflow table was truncated: all its state is void"),
     "stream-gap-event.schema.json": doc(StreamGapEvent, "Events were lost: the replication slot could not serve a range of the WAL"),
+    // Every event type in one schema: what the schema registry holds for an event topic (docs/schema-registry.md).
+    "stream-event.schema.json": streamEventSchema(),
     "insight-event.schema.json": doc(InsightEvent, "An insight `airflow-eventstream serve` derived, on the insights topic"),
   };
+}
+
+/** Any event of the event topics, a oneOf of the types above (the `type` field tells them apart). */
+export function streamEventSchema(): Record<string, unknown> {
+  return { title: "airflow-eventstream event (any type)", ...z.toJSONSchema(StreamEvent, { target: "draft-2020-12" }) };
 }
 
 export function writeJsonSchemas(dir: string): string[] {
