@@ -470,5 +470,8 @@ export const TOOLING_NAMES: readonly string[] = [
   "EVENTSTREAM_KAFKA_SASL_PORT",
   "EVENTSTREAM_SCRATCH_PG_PORTS",
   "EVENTSTREAM_E2E_MARK",
+  // scripts/registry.sh's port and Apicurio Registry version (the schema registry of test/registry).
+  "EVENTSTREAM_REGISTRY_PORT",
+  "EVENTSTREAM_REGISTRY_VERSION",
 ];
 export const TOOLING_PREFIXES: readonly string[] = ["EVENTSTREAM_SERVICES_", "EVENTSTREAM_TEST_"];
