@@ -35,9 +35,14 @@ export function jsonSchemas(): Record<string, unknown> {
   };
 }
 
-/** Any event of the event topics, a oneOf of the types above (the `type` field tells them apart). */
+/**
+ * Any event of the event topics, an anyOf of the types above (the `type` field tells them apart):
+ * what the schema registry holds. Draft-07, not 2020-12 like the others (the same keywords: only
+ * `$schema` differs), because Apicurio Registry 2.x's compatibility checker knows drafts up to 07
+ * and refuses every new version of a 2020-12 schema ("could not determine version").
+ */
 export function streamEventSchema(): Record<string, unknown> {
-  return { title: "airflow-eventstream event (any type)", ...z.toJSONSchema(StreamEvent, { target: "draft-2020-12" }) };
+  return { title: "airflow-eventstream event (any type)", ...z.toJSONSchema(StreamEvent, { target: "draft-7" }) };
 }
 
 export function writeJsonSchemas(dir: string): string[] {

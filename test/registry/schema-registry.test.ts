@@ -1,9 +1,9 @@
-import { createRequire } from "node:module";
-import { SchemaRegistry, SchemaType } from "@kafkajs/confluent-schema-registry";
+import { SchemaRegistry } from "@kafkajs/confluent-schema-registry";
 import { Kafka, logLevel, type KafkaMessage } from "kafkajs";
 import { afterAll, describe, expect, it } from "vitest";
 import { StreamEvent } from "../../src/airflow/events.js";
 import { SchemaRegistryError } from "../../src/errors.js";
+import { streamEventSchema } from "../../src/airflow/json-schema.js";
 import { readCurrentState } from "../../src/sink/state-reader.js";
 import { framedSchemaId, parseEventValue } from "../../src/sink/wire-format.js";
 import { freePort } from "../support/scratch-postgres.js";
@@ -38,13 +38,6 @@ function registryUrl(): string {
   const url = process.env.EVENTSTREAM_TEST_SCHEMA_REGISTRY_URL;
   if (url === undefined || url === "") throw new Error(`EVENTSTREAM_TEST_SCHEMA_REGISTRY_URL is not set: ${HOW_TO_START}`);
   return url;
-}
-
-/** The client's JSON Schema validator: Ajv's draft 2020-12 build (the schemas' dialect), the one the client itself depends on. */
-function ajv2020(): unknown {
-  const req = createRequire(createRequire(import.meta.url).resolve("@kafkajs/confluent-schema-registry"));
-  const Ajv2020 = (req("ajv/dist/2020") as { default: new (opts: object) => unknown }).default;
-  return new Ajv2020({ allErrors: true, strict: false });
 }
 
 const STREAMING = /"msg":"streaming"/;
@@ -108,7 +101,7 @@ describe("schema registry (EVENTSTREAM_SCHEMA_REGISTRY_URL)", () => {
     const records = await readTopic(topic, (ms) => ms.length >= 18);
     expect(records).toHaveLength(18);
 
-    const client = new SchemaRegistry({ host: url }, { [SchemaType.JSON]: { ajvInstance: ajv2020() } as never });
+    const client = new SchemaRegistry({ host: url });
     const ids = new Set<number>();
     const types = new Map<string, number>();
     for (const r of records) {
@@ -163,6 +156,28 @@ describe("schema registry (EVENTSTREAM_SCHEMA_REGISTRY_URL)", () => {
     expect(((await client.decode(last.value!)) as { task_id: string }).task_id).toBe("after_restart");
     daemon.proc.kill("SIGTERM");
     expect(await daemon.exited).toBe(0);
+  });
+
+  it("a registry that refuses the schema (not BACKWARD_TRANSITIVE-compatible with the subject) stops the start", async () => {
+    const db = uniqueName("registry_refused");
+    databases.push(db);
+    await createDatabase(db, "3");
+    // An earlier version that also allowed a type the daemon's schema does not: the daemon's would drop it.
+    const wider = streamEventSchema() as { anyOf: unknown[] };
+    wider.anyOf.push({ type: "object", properties: { type: { type: "string", const: "retired_kind" } }, required: ["type"] });
+    const res = await fetch(`${registryUrl()}/subjects/${encodeURIComponent(`${db}.events-value`)}/versions`, {
+      method: "POST",
+      headers: { "Content-Type": "application/vnd.schemaregistry.v1+json" },
+      body: JSON.stringify({ schemaType: "JSON", schema: JSON.stringify(wider) }),
+    });
+    expect(res.status).toBe(200);
+    const env = daemonEnv(db, { EVENTSTREAM_SCHEMA_REGISTRY_URL: registryUrl() });
+    await expectUserAction(rec, "schema refused", env, SchemaRegistryError, [
+      "refused",
+      "HTTP 409",
+      "BACKWARD_TRANSITIVE",
+      "docs/schema-registry.md",
+    ]);
   });
 
   it("a registry that cannot be reached stops the start: SchemaRegistryError, exit code 2, saying what to do", async () => {
