@@ -8,6 +8,7 @@ import { z } from "zod";
 import {
   bool,
   ENV_EXAMPLE_INTRO,
+  globList,
   GROUPS,
   identifier,
   REFERENCE_INTRO,
@@ -42,6 +43,7 @@ export function valuesOf(schema: z.ZodType): string {
   if (inner === bool) return "`true` or `false` (also `1`/`0`, `yes`/`no`)";
   if (inner === identifier) return "lower-case PostgreSQL identifier";
   if (inner === topicName) return "Kafka topic name";
+  if (inner === globList) return "globs, comma-separated (`*`, `?`)";
   if (inner instanceof z.ZodEnum) return inner.options.map((o) => `\`${String(o)}\``).join(", ");
   if (inner instanceof z.ZodNumber) return `whole number, ${String(inner.minValue)} to ${String(inner.maxValue)}`;
   return "text";

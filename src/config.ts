@@ -2,7 +2,7 @@ import { readFileSync } from "node:fs";
 import { parseEnv } from "node:util";
 import { z } from "zod";
 import { ConfigError } from "./errors.js";
-import { SETTINGS, TOOLING_NAMES, TOOLING_PREFIXES } from "./config/settings.js";
+import { SETTINGS, TOOLING_NAMES, TOOLING_PREFIXES, splitGlobs } from "./config/settings.js";
 import { defaultTargetAttrs, parseHostList, type PgHost } from "./source/target.js";
 
 export { TOOLING_NAMES, TOOLING_PREFIXES } from "./config/settings.js";
@@ -126,6 +126,11 @@ function checkTogether(e: Env, refused: (key: string) => string, problems: strin
       `  ${refused("EVENTSTREAM_STATE_TOPIC")}: must be a topic of its own, not the events', the checkpoint or the dead-letter topic`,
     );
   }
+  if (e.EVENTSTREAM_ASSET_EVENTS && [...others, e.EVENTSTREAM_STATE_TOPIC].includes(e.EVENTSTREAM_ASSET_TOPIC)) {
+    problems.push(
+      `  ${refused("EVENTSTREAM_ASSET_TOPIC")}: must be a topic of its own, not the events', checkpoint, dead-letter or state topic`,
+    );
+  }
   return { kafkaCa, pgRootCert, pgHosts: "hosts" in hostList ? hostList.hosts : [] };
 }
 
@@ -199,7 +204,16 @@ function configFrom(e: Env, { kafkaCa, pgRootCert, pgHosts }: CaFiles) {
     restartReadEvents: e.EVENTSTREAM_RESTART_READ_EVENTS,
     /** null: XComs are not captured. */
     xcomKey: e.EVENTSTREAM_NOTIFICATIONS ? e.EVENTSTREAM_XCOM_KEY : null,
+    /** null: asset events are not captured (EVENTSTREAM_ASSET_EVENTS=false). */
+    assetTopic: e.EVENTSTREAM_ASSET_EVENTS ? e.EVENTSTREAM_ASSET_TOPIC : null,
     notificationRawMaxBytes: e.EVENTSTREAM_NOTIFICATION_RAW_MAX_BYTES,
+    /** Which events are published (src/airflow/filter.ts); empty lists: all. */
+    filters: {
+      includeDags: splitGlobs(e.EVENTSTREAM_INCLUDE_DAGS),
+      excludeDags: splitGlobs(e.EVENTSTREAM_EXCLUDE_DAGS),
+      includeTasks: splitGlobs(e.EVENTSTREAM_INCLUDE_TASKS),
+      excludeTasks: splitGlobs(e.EVENTSTREAM_EXCLUDE_TASKS),
+    },
     shutdownTimeoutMs: e.EVENTSTREAM_SHUTDOWN_TIMEOUT_SECONDS * 1000,
     logLevel: e.LOG_LEVEL,
     /** The metrics and health endpoint (src/operate/); port 0: off. */

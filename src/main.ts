@@ -3,6 +3,7 @@ import { Session } from "./pipeline.js";
 import { realStages } from "./stages.js";
 import { startValueFraming, type ValueFraming } from "./sink/schema-registry.js";
 import { Metrics } from "./operate/metrics.js";
+import { describeFilters } from "./airflow/filter.js";
 import { SlotBusyError, SlotGapError, UserActionError, coerceError, describeError } from "./errors.js";
 import { recoverFromGap } from "./recover-gap.js";
 import type { Logger } from "./log.js";
@@ -63,6 +64,10 @@ export class Daemon {
     // Once per process, before any session: a registry that is down or refuses the schema stops the
     // start (SchemaRegistryError); later sessions reuse the ids.
     this.framing ??= await startValueFraming(this.cfg, this.log);
+    // Once per process, not per session: the lists do not change while it runs.
+    const filters = describeFilters(this.cfg.filters);
+    if (filters !== null)
+      this.log.info(filters, "filters: only the events these lists admit are published (stream_gap and table_truncated always are)");
     let backoffMs = 500;
     while (!this.stopped) {
       const session = (this.session = this.newSession(this.cfg, this.log));

@@ -59,7 +59,7 @@ export class Session {
     // An invalidated slot can never stream again (START_REPLICATION fails on it): refused before
     // Kafka is even asked, with or without a checkpoint.
     refuseGap(cfg, log, null, facts(cfg.slot, ready, false));
-    const router = new TopicRouter(cfg.topic, cfg.topicTemplate);
+    const router = new TopicRouter(cfg.topic, cfg.topicTemplate, cfg.assetTopic);
     const relay = new AckRelay(this.metrics);
     const sink = stages.sink({ failed: (e) => life.fail(e), ack: relay, metrics: this.metrics });
     this.built = { kind: "sink", sink };
@@ -74,12 +74,18 @@ export class Session {
           xcomKey: cfg.xcomKey,
           notificationRawMaxBytes: cfg.notificationRawMaxBytes,
           replicaIdentity: cfg.replicaIdentity,
+          assetEvents: cfg.assetTopic !== null,
         },
         log.child({ module: "airflow" }),
       );
       const runs = runContexts(await source.runsUnderWay(runCacheSize(cfg.stateCacheSize)));
       for (const r of runs) mapper.seedRunContext(r.dagId, r.runId, r.ctx);
       log.debug({ runs: runs.length }, "read the context of runs under way");
+      if (cfg.assetTopic !== null) {
+        const assets = await source.assets();
+        for (const a of assets) mapper.seedAsset(a);
+        log.debug({ assets: assets.length }, "read the assets Airflow knows");
+      }
       const stream = source.openStream();
       const ack = new AckRule(opened.slot.confirmedFlushLsn, opened.identity !== null, cfg, reported(stream, this.metrics), sink, life);
       relay.bind(ack);

@@ -8,6 +8,7 @@ import type { TxEvent } from "./decode/types.js";
 import type { Lsn } from "./lsn.js";
 import type { AirflowMapper, TxContext } from "./airflow/mapper.js";
 import type { StreamEvent } from "./airflow/events.js";
+import { EventFilter } from "./airflow/filter.js";
 import { RECORD_OVERHEAD_BYTES, recordBytes } from "./sink/batch.js";
 import { WIRE_HEADER_BYTES } from "./sink/wire-format.js";
 import type { SinkRecord } from "./sink/kafka.js";
@@ -54,6 +55,8 @@ export class MessageLoop implements StreamHandlers {
   private lastSeq = 0;
   /** The current-state topic's records of each event (null: no state topic). */
   private readonly states: StateRecords | null;
+  /** EVENTSTREAM_INCLUDE_DAGS and the like; null: every event is published. */
+  private readonly filter: EventFilter | null;
 
   constructor(
     private readonly cfg: Config,
@@ -61,6 +64,8 @@ export class MessageLoop implements StreamHandlers {
     private readonly parts: LoopParts,
   ) {
     this.states = cfg.stateTopic === null ? null : new StateRecords(log);
+    const filter = new EventFilter(cfg.filters);
+    this.filter = filter.active ? filter : null;
   }
 
   /** At start: skip the replayed changes `replay` covers (null: publish everything). */
@@ -97,9 +102,14 @@ export class MessageLoop implements StreamHandlers {
   private change(ev: Extract<TxEvent, { kind: "change" }>): void {
     const { cfg, parts } = this;
     parts.metrics.decoded();
+    // Mapped even when filtered out: filtering decides publication only, and the mapper's memory
+    // (last states, run contexts, try numbers) must follow every change to judge the next one.
     const event = parts.mapper.map(ev, this.tx!);
-    parts.snapshots?.changed(ev, event !== null);
-    if (event === null) return;
+    const admitted = event !== null && this.admitted(event);
+    parts.snapshots?.changed(ev, admitted);
+    // Not published: nothing in the transaction asks the ack rule to wait for Kafka, so a
+    // transaction of filtered changes only is acknowledged like one of churn.
+    if (!admitted) return;
     const value = JSON.stringify(event);
     const route = parts.router.route(event);
     const key = route.key;
@@ -111,6 +121,13 @@ export class MessageLoop implements StreamHandlers {
     }
     this.txPublished = true;
     this.publish(event, value, route, oversized, ev.commitLsn, ev.index);
+  }
+
+  /** Whether the filters let the event through; one filtered out is counted. */
+  private admitted(event: StreamEvent): boolean {
+    if (this.filter === null || this.filter.admits(event)) return true;
+    this.parts.metrics.filtered(event.type);
+    return false;
   }
 
   /** True when the replay finds the event at `pos` in Kafka already (see ReplayFilter): it is not published again. */
@@ -200,16 +217,21 @@ export class MessageLoop implements StreamHandlers {
     // every commit after it, and no transaction's.
     const commitLsn = at.lsn - 1n;
     let index = 0;
+    let published = 0;
     for (const r of at.rows) {
       const change = { kind: "insert" as const, relation: at.read.relation, row: r.row };
+      // As for a change: the mapper remembers the row even when the filters leave it out.
       const event = parts.mapper.snapshot(change, { kind: "change", xid: 0, commitLsn, index, change }, tx);
-      const value = JSON.stringify(event);
-      const route = parts.router.route(event);
-      this.publish(event, value, route, this.isOversized(value, route.key), commitLsn, index);
+      if (this.admitted(event)) {
+        const value = JSON.stringify(event);
+        const route = parts.router.route(event);
+        this.publish(event, value, route, this.isOversized(value, route.key), commitLsn, index);
+        published++;
+      }
       index++;
     }
-    parts.ack.commit(at.lsn, index > 0);
-    at.chunk.settle({ kind: "published", events: index, lastSeq: this.lastSeq === before ? null : this.lastSeq });
+    parts.ack.commit(at.lsn, published > 0);
+    at.chunk.settle({ kind: "published", events: published, lastSeq: this.lastSeq === before ? null : this.lastSeq });
   }
 
   private isOversized(value: string, key: string | null): boolean {

@@ -3,12 +3,13 @@ import type { Config } from "./config.js";
 import type { AckSink, AckStream } from "./checkpoint/ack.js";
 import type { Checkpoint, SourceIdentity } from "./checkpoint/position.js";
 import type { Lsn } from "./lsn.js";
+import type { AssetRow } from "./airflow/asset-event.js";
 import type { DagRunRow } from "./airflow/run-context.js";
 import { KafkaSink, type SinkCallbacks, type SinkRecord } from "./sink/kafka.js";
 import type { ReadBackResult } from "./sink/read-back.js";
-import { dagIdsWithRuns, readRunsUnderWay } from "./source/airflow-rows.js";
+import { dagIdsWithRuns, readAssets, readRunsUnderWay } from "./source/airflow-rows.js";
 import { withSourceClient } from "./source/connection.js";
-import { explainPublicationDropped, prepareSource } from "./source/preflight.js";
+import { detectAssetTables, explainPublicationDropped, prepareSource } from "./source/preflight.js";
 import { ReplicationStream, type StreamHandlers } from "./source/replication.js";
 import { createSlot, readSlotNow, readSourceIdentity, type SlotState, type SourceReady } from "./source/slot.js";
 import type { Logger } from "./log.js";
@@ -37,6 +38,8 @@ export interface ReplicationSource {
   readSlotNow(): Promise<SourceReady>;
   /** dag_run rows of runs under way, at most `limit`. */
   runsUnderWay(limit: number): Promise<DagRunRow[]>;
+  /** Every asset/dataset row, with EVENTSTREAM_ASSET_EVENTS ([] when off). */
+  assets(): Promise<AssetRow[]>;
   /** Every dag_id with a run: with a topic template, the topics an event can have gone to. */
   dagIdsWithRuns(): Promise<string[]>;
   /** Writes a snapshot request into the WAL (src/snapshot/request.ts); resolves with its id. */
@@ -94,6 +97,7 @@ export function realStages(cfg: Config, log: Logger, framing: ValueFraming | nul
       createSlot: () => createSlot(cfg, sourceLog),
       readSlotNow: () => withSourceClient(cfg, (c) => readSlotNow(c, cfg)),
       runsUnderWay: (limit) => withSourceClient(cfg, (c) => readRunsUnderWay(c, cfg.airflowSchema, limit)),
+      assets: () => withSourceClient(cfg, async (c) => readAssets(c, cfg.airflowSchema, await detectAssetTables(c, cfg))),
       dagIdsWithRuns: () => withSourceClient(cfg, (c) => dagIdsWithRuns(c, cfg.airflowSchema)),
       requestSnapshot: (req) => withSourceClient(cfg, async (c) => (await requestSnapshot(c, req)).id),
       explainFailure: (e) => explainPublicationDropped(e, cfg),

@@ -193,6 +193,35 @@ export const NotificationEvent = z
   .describe("A task pushed a notification XCom");
 export type NotificationEvent = z.infer<typeof NotificationEvent>;
 
+export const AssetEventEvent = z
+  .object({
+    type: z.literal("asset_event"),
+    asset: z
+      .object({
+        uri: z
+          .string()
+          .nullable()
+          .describe(
+            "The asset's URI (also the Kafka key). null only when the asset row was deleted before the daemon could read it (the daemon logs a warning); the record then has a null key",
+          ),
+        name: z.string().nullable().describe("Airflow 3.x asset.name; null on 2.x (datasets have only a URI)"),
+        group: z.string().nullable().describe("Airflow 3.x asset.group; null on 2.x"),
+      })
+      .describe("The asset (3.x `asset`, 2.x `dataset` row) the event is about, as of the event's commit"),
+    asset_id: z.number().int().describe("asset_event.asset_id (3.x) or dataset_event.dataset_id (2.x)"),
+    extra: z.record(z.string(), z.unknown()).describe("The row's JSON `extra`; {} when null"),
+    source_dag_id: z.string().nullable().describe("null when the event did not come from a task (e.g. created through the REST API)"),
+    source_task_id: z.string().nullable(),
+    source_run_id: z.string().nullable(),
+    source_map_index: z.number().int().nullable(),
+    timestamp: timestamp.describe("asset_event.timestamp: when Airflow recorded the event"),
+    source: SourcePosition,
+  })
+  .describe(
+    "Airflow recorded an asset event (3.x asset_event, 2.x dataset_event): one per row inserted, on EVENTSTREAM_ASSET_TOPIC keyed by the asset's URI",
+  );
+export type AssetEventEvent = z.infer<typeof AssetEventEvent>;
+
 export const TableTruncatedEvent = z
   .object({
     type: z.literal("table_truncated"),
@@ -238,5 +267,12 @@ export const AirflowEvent = z.union([TaskInstanceEvent, DagRunEvent]);
 export type AirflowEvent = z.infer<typeof AirflowEvent>;
 
 /** Everything the daemon publishes. */
-export const StreamEvent = z.union([TaskInstanceEvent, DagRunEvent, NotificationEvent, TableTruncatedEvent, StreamGapEvent]);
+export const StreamEvent = z.union([
+  TaskInstanceEvent,
+  DagRunEvent,
+  NotificationEvent,
+  AssetEventEvent,
+  TableTruncatedEvent,
+  StreamGapEvent,
+]);
 export type StreamEvent = z.infer<typeof StreamEvent>;

@@ -4,6 +4,7 @@ import { pathToFileURL } from "node:url";
 import { z } from "zod";
 import { InsightEvent } from "../serve/schemas.js";
 import {
+  AssetEventEvent,
   DagRunEvent,
   NotificationEvent,
   NotificationValue,
@@ -27,6 +28,7 @@ export function jsonSchemas(): Record<string, unknown> {
     "dag-run-event.schema.json": doc(DagRunEvent, "Airflow DAG-run event"),
     "notification-event.schema.json": doc(NotificationEvent, "Notification event (a task pushed the notification XCom)"),
     "notification-value.schema.json": doc(NotificationValue, "Notification XCom value (what a task pushes)"),
+    "asset-event.schema.json": doc(AssetEventEvent, "Airflow asset event (3.x asset_event, 2.x dataset_event), on the asset topic"),
     "table-truncated-event.schema.json": doc(TableTruncatedEvent, "A captured Airflow table was truncated: all its state is void"),
     "stream-gap-event.schema.json": doc(StreamGapEvent, "Events were lost: the replication slot could not serve a range of the WAL"),
     // Every event type in one schema: what the schema registry holds for an event topic (docs/schema-registry.md).

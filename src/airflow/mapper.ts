@@ -1,15 +1,17 @@
 import type { Relation, RowChange } from "../decode/types.js";
 import { SchemaError } from "../errors.js";
 import type { Logger } from "../log.js";
+import { ASSET_EVENT_TABLES, ASSET_TABLES, AssetEventMapper, type AssetRow } from "./asset-event.js";
 import { DagRunMapper } from "./dag-run.js";
 import { position, type ChangeEvent, type TxContext } from "./envelope.js";
-import type { DagRunEvent, StreamEvent, TableTruncatedEvent, TaskInstanceEvent } from "./events.js";
+import type { AssetEventEvent, DagRunEvent, StreamEvent, TableTruncatedEvent, TaskInstanceEvent } from "./events.js";
 import { NotificationMapper } from "./notification.js";
 import { RunContextCache, type RunContext } from "./run-context-cache.js";
 import { TaskInstanceMapper } from "./task-instance.js";
 
 export type { TxContext } from "./envelope.js";
 export { runCacheSize, type RunContext } from "./run-context-cache.js";
+export type { AssetRow } from "./asset-event.js";
 
 /**
  * Row changes of Airflow's tables -> typed events. Columns are found by name in the Relation
@@ -25,8 +27,8 @@ export { runCacheSize, type RunContext } from "./run-context-cache.js";
  * from a bounded memory of the last state per row: empty at a start until the events read back
  * from Kafka seed it (see seed), and emptied by an eviction or a TRUNCATE.
  *
- * This class dispatches by table; the mapping of each lives in task-instance.ts, dag-run.ts and
- * notification.ts, over caches this class builds and clears.
+ * This class dispatches by table; the mapping of each lives in task-instance.ts, dag-run.ts,
+ * notification.ts and asset-event.ts, over caches this class builds and clears.
  */
 
 export interface MapperOptions {
@@ -40,11 +42,15 @@ export interface MapperOptions {
   notificationRawMaxBytes: number;
   /** EVENTSTREAM_REPLICA_IDENTITY: with "full", a captured table seen without FULL is logged once. */
   replicaIdentity?: "default" | "full";
+  /** EVENTSTREAM_ASSET_EVENTS: asset_event/dataset_event inserts become asset_event events. */
+  assetEvents?: boolean;
 }
 
 const TI_REQUIRED = ["dag_id", "task_id", "run_id", "state", "try_number"] as const;
 const RUN_REQUIRED = ["id", "dag_id", "run_id", "state"] as const;
 const XCOM_REQUIRED = ["dag_id", "task_id", "run_id", "key", "value"] as const;
+const ASSET_REQUIRED = ["id", "uri"] as const;
+const ASSET_EVENT_REQUIRED = ["extra", "source_dag_id", "source_task_id", "source_run_id", "source_map_index", "timestamp"] as const;
 
 export class AirflowMapper {
   private readonly schema: string;
@@ -53,6 +59,8 @@ export class AirflowMapper {
   private readonly taskInstances: TaskInstanceMapper;
   private readonly dagRuns: DagRunMapper;
   private readonly notifications: NotificationMapper;
+  /** Asset events and the id -> asset map they need; null when EVENTSTREAM_ASSET_EVENTS is off. */
+  private readonly assets: AssetEventMapper | null;
   /** Relations already checked for the columns the mapping needs. */
   private readonly checked = new WeakSet<Relation>();
   /** TRUNCATEs of captured tables seen since the start, for the log. */
@@ -67,6 +75,7 @@ export class AirflowMapper {
     this.taskInstances = new TaskInstanceMapper(opts, this.contexts);
     this.dagRuns = new DagRunMapper(opts.cacheSize, this.contexts);
     this.notifications = new NotificationMapper(opts, log, this.taskInstances, this.contexts);
+    this.assets = opts.assetEvents === true ? new AssetEventMapper(log) : null;
   }
 
   /** The state cache's size, hits and misses, and the churn dropped, for the metrics. */
@@ -93,6 +102,11 @@ export class AirflowMapper {
     this.contexts.set(dagId, runId, ctx);
   }
 
+  /** An asset/dataset row that existed before the stream started (read once at start, see src/source/airflow-rows.ts). */
+  seedAsset(row: AssetRow): void {
+    this.assets?.seedAsset(row);
+  }
+
   /** The event for one row change, or null when it is not a transition or not an Airflow table. */
   map(ev: ChangeEvent, tx: TxContext): StreamEvent | null {
     const change = ev.change;
@@ -110,6 +124,27 @@ export class AirflowMapper {
     if (rel.name === "xcom" && this.opts.xcomKey !== null) {
       this.check(rel, XCOM_REQUIRED);
       return this.notifications.map(change, ev, tx);
+    }
+    if (this.assets !== null) return this.asset(this.assets, change, ev, tx);
+    return null;
+  }
+
+  /** asset/dataset rows feed the id -> asset map; asset_event/dataset_event inserts are events. */
+  private asset(
+    assets: AssetEventMapper,
+    change: Exclude<RowChange, { kind: "truncate" }>,
+    ev: ChangeEvent,
+    tx: TxContext,
+  ): AssetEventEvent | null {
+    const name = change.relation.name;
+    if ((ASSET_TABLES as readonly string[]).includes(name)) {
+      this.check(change.relation, ASSET_REQUIRED);
+      assets.asset(change);
+      return null;
+    }
+    if ((ASSET_EVENT_TABLES as readonly string[]).includes(name)) {
+      this.check(change.relation, [name === "asset_event" ? "asset_id" : "dataset_id", ...ASSET_EVENT_REQUIRED]);
+      return assets.map(change, ev, tx);
     }
     return null;
   }
@@ -168,7 +203,7 @@ export class AirflowMapper {
         `${rel.schema}.${rel.name} has no column(s) ${missing.join(", ")}: this is not an Airflow 2.x/3.x schema the daemon knows. Check EVENTSTREAM_AIRFLOW_SCHEMA and the Airflow version`,
       );
     }
-    if (this.opts.replicaIdentity === "full" && rel.name !== "xcom" && rel.replicaIdentity !== "f") {
+    if (this.opts.replicaIdentity === "full" && (rel.name === "task_instance" || rel.name === "dag_run") && rel.replicaIdentity !== "f") {
       // The Relation message describes the table as of the WAL being decoded: changes written
       // before the start's ALTER TABLE, or after someone set the table back.
       this.log.warn(

@@ -37,7 +37,7 @@ export async function sourceTopics(cfg: Config, admin: Admin, dags: string[] | n
   const wanted = new Set<string>([cfg.topic]);
   if (cfg.topicTemplate !== null) {
     if (dags !== null) {
-      const router = new TopicRouter(cfg.topic, cfg.topicTemplate);
+      const router = new TopicRouter(cfg.topic, cfg.topicTemplate, cfg.assetTopic);
       for (const d of dags) wanted.add(router.topicFor(d));
     } else {
       const pattern = templatePattern(cfg.topicTemplate);

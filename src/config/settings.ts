@@ -40,6 +40,11 @@ export const GROUPS = {
       "The in-flight limits and the state cache bound the JavaScript heap; the daemon refuses at start limits that do not fit the heap Node was given (`bin/airflow-eventstream`: 80 MB old space; more with `NODE_OPTIONS=--max-old-space-size=N`), saying what to set.",
   },
   notifications: { title: "Notifications (XCom)", about: "" },
+  filters: {
+    title: "Filters",
+    about:
+      "Which DAGs and tasks are published (docs/operations.md#filters). Each list is comma-separated globs matched against the whole id, case-sensitive: `*` any run of characters, `?` one character, every other character itself (`etl_*,report`). An empty include list includes everything; an exclude match wins over an include match. A filtered change is still read and acknowledged, never published.",
+  },
   process: { title: "Process", about: "" },
   serve: {
     title: "Query service (`airflow-eventstream serve`)",
@@ -72,6 +77,27 @@ export const identifier = z.string().regex(/^[a-z_][a-z0-9_]{0,62}$/, {
 
 export const topicName = z.string().regex(/^[a-zA-Z0-9._-]{1,249}$/, {
   message: "must be a Kafka topic name: letters, digits, '.', '_' and '-', at most 249 characters",
+});
+
+/** A glob item: Airflow's id characters (letters, digits, `_`, `.`, `-`) and the wildcards `*` and `?`. */
+const GLOB_ITEM = /^[\p{L}\p{M}\p{N}_.\-*?]+$/u;
+
+/** A comma-separated list of globs as its items, trimmed; "" is no item. */
+export function splitGlobs(value: string): string[] {
+  return value.trim() === "" ? [] : value.split(",").map((g) => g.trim());
+}
+
+/** EVENTSTREAM_INCLUDE_DAGS and the like: comma-separated globs (src/airflow/filter.ts), every item checked. */
+export const globList = z.string().superRefine((value, ctx) => {
+  splitGlobs(value).forEach((item, i) => {
+    const at = `item ${i + 1}`;
+    if (item === "") ctx.addIssue({ code: "custom", message: `${at} is empty; separate globs with single commas, e.g. "etl_*,report"` });
+    else if (!GLOB_ITEM.test(item))
+      ctx.addIssue({
+        code: "custom",
+        message: `${at} "${item}" is not a glob of Airflow ids: use letters, digits, '_', '.', '-' and the wildcards * and ? only ([...], {...} and other characters are not supported)`,
+      });
+  });
 });
 
 export interface Setting {
@@ -201,6 +227,18 @@ export const SETTINGS = {
     schema: topicName.default("airflow.events"),
     about: "The topic for every event (key: `dag_id`), used when `EVENTSTREAM_TOPIC_TEMPLATE` is empty.",
   },
+  EVENTSTREAM_ASSET_EVENTS: {
+    group: "topics",
+    schema: bool.default(false),
+    about:
+      "Publish an `asset_event` event for every row Airflow inserts into `asset_event` (3.x) or `dataset_event` (2.x), on `EVENTSTREAM_ASSET_TOPIC` keyed by the asset's URI (docs/events.md). Adds those tables and `asset`/`dataset` to the publication, and the daemon's role needs SELECT on them. Off by default so that an upgrade changes no publication or grant: turning it on with `EVENTSTREAM_CREATE_PUBLICATION=false` needs the owner's `ALTER PUBLICATION ... ADD TABLE` first (the start-up error gives it).",
+  },
+  EVENTSTREAM_ASSET_TOPIC: {
+    group: "topics",
+    schema: topicName.default("airflow.asset_events"),
+    about:
+      "The topic of `asset_event` events (key: the asset's URI), with `EVENTSTREAM_ASSET_EVENTS=true`. Also with `EVENTSTREAM_TOPIC_TEMPLATE`: asset events belong to no DAG.",
+  },
   EVENTSTREAM_TOPIC_TEMPLATE: {
     group: "topics",
     schema: z.string().default(""),
@@ -322,6 +360,29 @@ export const SETTINGS = {
     group: "notifications",
     schema: int(0, 1024 * 1024).default(4096),
     about: "Largest raw value, in bytes, carried by a notification whose value failed validation.",
+  },
+  EVENTSTREAM_INCLUDE_DAGS: {
+    group: "filters",
+    schema: globList.default(""),
+    about:
+      "Publish only the events of DAGs whose `dag_id` matches one of these globs (task instances, DAG runs, notifications). Empty: every DAG.",
+  },
+  EVENTSTREAM_EXCLUDE_DAGS: {
+    group: "filters",
+    schema: globList.default(""),
+    about: "Never publish the events of DAGs whose `dag_id` matches one of these globs, even when `EVENTSTREAM_INCLUDE_DAGS` matches too.",
+  },
+  EVENTSTREAM_INCLUDE_TASKS: {
+    group: "filters",
+    schema: globList.default(""),
+    about:
+      "Publish only the task-instance and notification events of tasks whose `task_id` matches one of these globs (a task in a task group is `group.task`). DAG runs are not affected. Empty: every task.",
+  },
+  EVENTSTREAM_EXCLUDE_TASKS: {
+    group: "filters",
+    schema: globList.default(""),
+    about:
+      "Never publish the task-instance and notification events of tasks whose `task_id` matches one of these globs, even when `EVENTSTREAM_INCLUDE_TASKS` matches too.",
   },
   EVENTSTREAM_STATE_CACHE_SIZE: {
     group: "memory",

@@ -5,7 +5,15 @@ import type { Logger } from "../log.js";
 import type { Checkpoint } from "../checkpoint/position.js";
 import { formatLsn } from "../lsn.js";
 import { withSourceClient } from "../source/connection.js";
-import { capturedTables, checkRole, checkTables, checkWalLevel, ensurePublication, ensureReplicaIdentity } from "../source/preflight.js";
+import {
+  capturedTables,
+  detectAssetTables,
+  checkRole,
+  checkTables,
+  checkWalLevel,
+  ensurePublication,
+  ensureReplicaIdentity,
+} from "../source/preflight.js";
 import { checkSnapshotPrivileges } from "../snapshot/privileges.js";
 import { ident } from "../source/sql.js";
 import { readStandbyFacts, standbyVerdict } from "../source/standby.js";
@@ -91,7 +99,7 @@ async function sourceChecks(cfg: Config, log: Logger): Promise<{ findings: Findi
         ),
       );
       findings.push(await finding("tables", async () => `${(await checkTables(client, cfg)).join(", ")} present and readable`));
-      const qualified = capturedTables(cfg).map((t) => `${ident(cfg.airflowSchema)}.${ident(t)}`);
+      const qualified = capturedTables(cfg, await detectAssetTables(client, cfg)).map((t) => `${ident(cfg.airflowSchema)}.${ident(t)}`);
       // On a standby a start creates nothing: what is missing is a problem, with the primary's SQL.
       const mode = (await inRecovery(client)) ? "standby" : "inspect";
       findings.push(

@@ -46,6 +46,9 @@ export class Metrics {
   readonly oversized: Counter;
   readonly sessionRestarts: Counter<"reason">;
   private readonly eventsPublished: Counter<"type" | "state">;
+  private readonly eventsFiltered: Counter<"type">;
+  /** Per type, the child of eventsFiltered (one lookup per filtered event otherwise). */
+  private readonly filteredChildren = new Map<string, Counter.Internal>();
   /** Per type and state, the child and the events pushed since the last scrape; see foldCounts. */
   private readonly published = new Map<string, { child: Counter.Internal; pending: number }>();
   private readonly commitToAck: Histogram;
@@ -110,6 +113,11 @@ export class Metrics {
       registers: r,
       collect: () => this.foldCounts(),
     });
+    this.eventsFiltered = counter(
+      "events_filtered_total",
+      "Events not published because of EVENTSTREAM_INCLUDE_DAGS/_EXCLUDE_DAGS/_INCLUDE_TASKS/_EXCLUDE_TASKS, by type (still acknowledged).",
+      ["type"],
+    );
     this.cacheHits = folded("state_cache_hits_total", "Task-instance changes whose previous state was in the state cache.");
     this.cacheMisses = folded("state_cache_misses_total", "Task-instance changes whose previous state was not in the state cache.");
     this.commitToAck = new Histogram({
@@ -232,6 +240,13 @@ export class Metrics {
     const last = this.pending.length > this.pendingHead ? this.pending[this.pending.length - 1]! : null;
     if (last !== null && last.commitMs === commitMs && last.lastSeq === seq - 1) last.lastSeq = seq;
     else this.pending.push({ firstSeq: seq, lastSeq: seq, commitMs });
+  }
+
+  /** An event of `type` the filters left out. */
+  filtered(type: string): void {
+    let c = this.filteredChildren.get(type);
+    if (c === undefined) this.filteredChildren.set(type, (c = this.eventsFiltered.labels(type)));
+    c.inc();
   }
 
   /** Kafka acknowledged every record up to `seq`. */

@@ -33,8 +33,10 @@ export class RecentEvents {
   }
 
   push(event: StreamEvent, json: string): void {
-    const dagId = event.type === "table_truncated" || event.type === "stream_gap" ? null : event.dag_id;
-    if (dagId === null) {
+    const broadcast = event.type === "table_truncated" || event.type === "stream_gap";
+    // Asset events live on their own topic; should one be read here, it belongs to the DAG that produced it, if any.
+    const dagId = broadcast ? null : event.type === "asset_event" ? event.source_dag_id : event.dag_id;
+    if (broadcast) {
       if (this.lastBroadcast !== null && event.source.position <= this.lastBroadcast) return;
       this.lastBroadcast = event.source.position;
     }

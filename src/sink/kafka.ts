@@ -57,6 +57,7 @@ export class KafkaSink {
   async connect(fixedTopic: string | null): Promise<void> {
     await connectClients(this.cfg, this.clients);
     if (fixedTopic !== null) await this.topics.ensureTopics([fixedTopic]);
+    if (this.cfg.assetTopic !== null) await this.topics.ensureTopics([this.cfg.assetTopic]);
     if (this.store) await this.topics.ensureCheckpointTopic(this.store.topic);
     if (this.cfg.stateTopic !== null) await this.topics.ensureStateTopic(this.cfg.stateTopic);
   }
@@ -82,13 +83,14 @@ export class KafkaSink {
     const existing = new Set(await this.topics.list());
     const topics = new Set<string>();
     if (cfg.topicTemplate !== null) {
-      const router = new TopicRouter(cfg.topic, cfg.topicTemplate);
+      const router = new TopicRouter(cfg.topic, cfg.topicTemplate, cfg.assetTopic);
       for (const d of dagIds) {
         const t = router.topicFor(d);
         if (existing.has(t)) topics.add(t);
       }
     }
-    for (const t of [cfg.topic, cfg.deadLetterTopic]) if (t !== null && existing.has(t)) topics.add(t);
+    // The asset topic too: at-least-once's replay filter skips asset events Kafka holds already, like the others.
+    for (const t of [cfg.topic, cfg.deadLetterTopic, cfg.assetTopic]) if (t !== null && existing.has(t)) topics.add(t);
     if (this.store) topics.delete(this.store.topic);
     try {
       return await readBack(this.clients.kafka, this.clients.admin, {

@@ -35,6 +35,8 @@ export class TopicRouter {
   constructor(
     private readonly topic: string,
     private readonly template: string | null,
+    /** EVENTSTREAM_ASSET_TOPIC (null: asset events are off, and none arrive). */
+    private readonly assetTopic: string | null = null,
   ) {}
 
   route(event: StreamEvent): Route {
@@ -43,6 +45,9 @@ export class TopicRouter {
       case "dag_run":
       case "notification":
         return { topic: this.topicFor(event.dag_id), key: event.dag_id, allPartitions: false };
+      case "asset_event":
+        // About an asset, not a DAG: its own topic, keyed by URI so one asset's events keep their order.
+        return { topic: this.assetTopic ?? this.topic, key: event.asset.uri, allPartitions: false };
       case "table_truncated":
       case "stream_gap":
         // Concerns every DAG: no per-DAG topic or key fits, so the single topic, every partition.

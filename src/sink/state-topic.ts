@@ -70,6 +70,7 @@ export class StateRecords {
     switch (event.type) {
       // A gap voids no row by itself: the snapshot requested with it writes every row again.
       case "notification":
+      case "asset_event":
       case "stream_gap":
         return undefined;
       case "table_truncated": {

@@ -1,4 +1,5 @@
 import type pg from "pg";
+import type { AssetRow } from "../airflow/asset-event.js";
 import type { DagRunRow } from "../airflow/run-context.js";
 import { ident } from "./sql.js";
 
@@ -34,4 +35,18 @@ export async function readRunsUnderWay(client: pg.Client, schema: string, limit:
 export async function dagIdsWithRuns(client: pg.Client, schema: string): Promise<string[]> {
   const { rows } = await client.query<{ dag_id: string }>(`SELECT DISTINCT dag_id FROM ${ident(schema)}.dag_run`);
   return rows.map((r) => r.dag_id);
+}
+
+/**
+ * Every asset (3.x `asset`) or dataset (2.x) row, read once at start so that events of assets
+ * created before the stream started carry their URI (see src/airflow/asset-event.ts). The table
+ * is named by detectAssetTables ([] when asset events are off: nothing to read).
+ */
+export async function readAssets(client: pg.Client, schema: string, tables: readonly string[]): Promise<AssetRow[]> {
+  const table = tables.find((t) => t === "asset" || t === "dataset");
+  if (table === undefined) return [];
+  // 2.x datasets have a URI only.
+  const nameGroup = table === "asset" ? `name, "group"` : `NULL::text AS name, NULL::text AS "group"`;
+  const { rows } = await client.query<AssetRow>(`SELECT id, uri, ${nameGroup} FROM ${ident(schema)}.${ident(table)}`);
+  return rows;
 }

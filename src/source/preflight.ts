@@ -23,9 +23,33 @@ import { setupMode, onPrimaryOnly, type SetupMode } from "./standby-setup.js";
 
 export { ensureReplicaIdentity, FULL_IDENTITY_TABLES };
 
-/** Airflow tables the daemon captures: xcom only when notifications are on. */
-export function capturedTables(cfg: Config): string[] {
-  return cfg.xcomKey === null ? ["task_instance", "dag_run"] : ["task_instance", "dag_run", "xcom"];
+/** Airflow tables the daemon captures: xcom only when notifications are on; the asset tables when found (detectAssetTables). */
+export function capturedTables(cfg: Config, assets: readonly string[] = []): string[] {
+  return [...(cfg.xcomKey === null ? ["task_instance", "dag_run"] : ["task_instance", "dag_run", "xcom"]), ...assets];
+}
+
+/** Why an asset table is captured, for messages that ask an operator to change a grant or the publication. */
+const ASSET_HINT =
+  " (the asset tables are captured because EVENTSTREAM_ASSET_EVENTS=true; to run without asset events instead, set EVENTSTREAM_ASSET_EVENTS=false)";
+const isAssetTable = (t: string): boolean => /(^|")(asset|dataset)(_event)?("|$)/.test(t);
+
+/**
+ * With EVENTSTREAM_ASSET_EVENTS, the asset tables of the Airflow major found in the schema: 3.x
+ * asset_event and asset, 2.x dataset_event and dataset ([] when off). Airflow before 2.4 has
+ * neither: then asset events cannot exist, which is an error rather than a silent no-op, since the
+ * operator asked for them.
+ */
+export async function detectAssetTables(client: pg.Client, cfg: Config): Promise<string[]> {
+  if (cfg.assetTopic === null) return [];
+  const { rows } = await client.query<{ v3: boolean; v2: boolean }>(
+    "SELECT to_regclass($1) IS NOT NULL AS v3, to_regclass($2) IS NOT NULL AS v2",
+    [`${ident(cfg.airflowSchema)}.asset_event`, `${ident(cfg.airflowSchema)}.dataset_event`],
+  );
+  if (rows[0]?.v3) return ["asset_event", "asset"];
+  if (rows[0]?.v2) return ["dataset_event", "dataset"];
+  throw new SchemaError(
+    `EVENTSTREAM_ASSET_EVENTS is true but schema "${cfg.airflowSchema}" has neither asset_event (Airflow 3.x) nor dataset_event (Airflow 2.4+): this Airflow records no asset events. Set EVENTSTREAM_ASSET_EVENTS=false`,
+  );
 }
 
 /**
@@ -85,7 +109,7 @@ export async function checkRole(client: pg.Client, cfg: Config): Promise<void> {
 }
 
 export async function checkTables(client: pg.Client, cfg: Config): Promise<string[]> {
-  const tables = capturedTables(cfg);
+  const tables = capturedTables(cfg, await detectAssetTables(client, cfg));
   const qualified = tables.map((t) => `${ident(cfg.airflowSchema)}.${ident(t)}`);
   const { rows } = await client.query<{ name: string; present: boolean; can_select: boolean | null }>(
     `SELECT t.name,
@@ -104,7 +128,7 @@ export async function checkTables(client: pg.Client, cfg: Config): Promise<strin
   const denied = rows.filter((r) => r.can_select === false).map((r) => r.name);
   if (denied.length > 0) {
     throw new PrivilegeError(
-      `role "${cfg.pg.user}" cannot read ${denied.join(", ")}. As the tables' owner run: GRANT SELECT ON ${denied.map((t) => `${ident(cfg.airflowSchema)}.${ident(t)}`).join(", ")} TO ${ident(cfg.pg.user)};`,
+      `role "${cfg.pg.user}" cannot read ${denied.join(", ")}. As the tables' owner run: GRANT SELECT ON ${denied.map((t) => `${ident(cfg.airflowSchema)}.${ident(t)}`).join(", ")} TO ${ident(cfg.pg.user)};${denied.some(isAssetTable) ? ASSET_HINT : ""}`,
     );
   }
   return qualified;
@@ -158,17 +182,18 @@ export async function ensurePublication(
     "SELECT tablename FROM pg_publication_tables WHERE pubname = $1 AND schemaname = $2",
     [cfg.publication, cfg.airflowSchema],
   );
-  const have = new Set(rows.map((r) => r.tablename));
-  const lacking = capturedTables(cfg)
-    .filter((t) => !have.has(t))
-    .map((t) => `${ident(cfg.airflowSchema)}.${ident(t)}`);
+  // Compared as qualified: `qualified` names the asset tables of the Airflow major found (detectAssetTables).
+  const have = new Set(rows.map((r) => `${ident(cfg.airflowSchema)}.${ident(r.tablename)}`));
+  const lacking = qualified.filter((t) => !have.has(t));
   if (lacking.length === 0) return null;
+  // A publication made before asset events were turned on lacks only their tables: say how to go on without them.
+  const hint = lacking.some(isAssetTable) ? ASSET_HINT : "";
   const alterSql = `ALTER PUBLICATION ${ident(cfg.publication)} ADD TABLE ${lacking.join(", ")};`;
   if (mode === "standby")
-    throw new PublicationError(onPrimaryOnly(cfg, `publication "${cfg.publication}" lacks ${lacking.join(", ")}`, alterSql));
+    throw new PublicationError(onPrimaryOnly(cfg, `publication "${cfg.publication}" lacks ${lacking.join(", ")}${hint}`, alterSql));
   if (!cfg.createPublication) {
     throw new PublicationError(
-      `publication "${cfg.publication}" lacks ${lacking.join(", ")} and EVENTSTREAM_CREATE_PUBLICATION is false. As the owner of those tables run: ${alterSql}`,
+      `publication "${cfg.publication}" lacks ${lacking.join(", ")} and EVENTSTREAM_CREATE_PUBLICATION is false. As the owner of those tables run: ${alterSql}${hint}`,
     );
   }
   if (mode === "inspect") return `publication "${cfg.publication}" lacks ${lacking.join(", ")}: a start adds them (${alterSql})`;
@@ -253,7 +278,7 @@ async function runOwnerDdl(client: pg.Client, sql: string, cfg: Config): Promise
   } catch (e: unknown) {
     if (sqlState(e) === "42501") {
       throw new PublicationError(
-        `role "${cfg.pg.user}" may not create or change the publication (PostgreSQL: ${(e as Error).message}): only the owner of Airflow's tables, with CREATE on the database, may. As that owner run: ${sql} (or set EVENTSTREAM_CREATE_PUBLICATION=false once it exists)`,
+        `role "${cfg.pg.user}" may not create or change the publication (PostgreSQL: ${(e as Error).message}): only the owner of Airflow's tables, with CREATE on the database, may. As that owner run: ${sql} (or set EVENTSTREAM_CREATE_PUBLICATION=false once it exists)${isAssetTable(sql) ? ASSET_HINT : ""}`,
         { cause: e },
       );
     }

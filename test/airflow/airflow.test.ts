@@ -188,7 +188,8 @@ describe.each(airflowVersions())("Airflow $version: real DAGs through the daemon
       r.consumed.forEach((m, i) => {
         const e = r.raw[i]!;
         // Nothing here truncates a table or loses a slot, and only those events lack a dag_id.
-        if (e.type === "table_truncated" || e.type === "stream_gap") throw new Error(`unexpected ${e.type} event at ${e.source.position}`);
+        if (e.type === "table_truncated" || e.type === "stream_gap" || e.type === "asset_event")
+          throw new Error(`unexpected ${e.type} event at ${e.source.position}`);
         expect(m.key).toBe(e.dag_id);
         partitionsOfDag.set(e.dag_id!, (partitionsOfDag.get(e.dag_id!) ?? new Set()).add(m.partition));
         const last = lastOf.get(m.partition);

@@ -1,5 +1,5 @@
 import pino from "pino";
-import { beforeEach, describe, expect, it } from "vitest";
+import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import { Daemon, type SupervisedSession } from "../../src/main.js";
 import { loadConfig } from "../../src/config.js";
 import { TransientError } from "../../src/errors.js";
@@ -19,6 +19,10 @@ function capture(): { log: pino.Logger; lines: Line[] } {
 }
 
 beforeEach(() => problems.clear());
+afterEach(() => {
+  problems.clear();
+  vi.useRealTimers();
+});
 
 describe("problems: once, then every 30 s", () => {
   it("says a problem at once, repeats it only after REPEAT_MS (with how long it lasted), and the rest at debug", () => {
@@ -40,6 +44,24 @@ describe("problems: once, then every 30 s", () => {
     problems.clear();
     problems.report(log, "kafka unreachable", {}, "Kafka at k:1 is unreachable", t0 + REPEAT_MS + 3_000);
     expect(lines.slice(4).map((l) => l.level)).toEqual([40, 40]);
+  });
+
+  it("repeats by the clock: a report 1 s after the first is said at warn 30 s later, without another report", () => {
+    vi.useFakeTimers();
+    const { log, lines } = capture();
+    problems.report(log, "kafka unreachable", {}, "first");
+    vi.advanceTimersByTime(1_000);
+    problems.report(log, "kafka unreachable", { n: 2 }, "second");
+    vi.advanceTimersByTime(REPEAT_MS - 1_000 - 1);
+    expect(lines.filter((l) => l.level === 40).map((l) => l.msg)).toEqual(["first"]);
+    vi.advanceTimersByTime(5_001);
+    expect(lines.filter((l) => l.level === 40).map((l) => l.msg)).toEqual(["first", "still: second"]);
+    // Nothing reported since that line: nothing said to last.
+    vi.advanceTimersByTime(3 * REPEAT_MS);
+    expect(lines.filter((l) => l.level === 40).length).toBe(2);
+    // Reported again, more than REPEAT_MS after the last line: said at once.
+    problems.report(log, "kafka unreachable", {}, "third");
+    expect(lines.filter((l) => l.level === 40).map((l) => l.msg)).toEqual(["first", "still: second", "still: third"]);
   });
 
   it("keys Kafka and PostgreSQL outages by kind, whatever the library's detail", () => {

@@ -164,6 +164,7 @@ function harness(env: Record<string, string> = {}, holds: Holds = {}, checkpoint
     createSlot: async () => READY.slot!,
     readSlotNow: async () => READY,
     runsUnderWay: async () => [],
+    assets: async () => [],
     dagIdsWithRuns: async () => [],
     requestSnapshot: async (req) => {
       events.push(`source.requestSnapshot ${JSON.stringify(req)}`);
