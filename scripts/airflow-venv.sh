@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
 # Ensure a virtualenv holding one Airflow release, and print its directory on stdout.
 #
-# Usage: scripts/airflow-venv.sh <version>        e.g. scripts/airflow-venv.sh 3.3.2
+# Usage: scripts/airflow-venv.sh <version> [kafka]   e.g. scripts/airflow-venv.sh 3.3.2
+#
+# With the extra `kafka` (3.x only), the venv is venv-<version>-kafka and also holds the Kafka and
+# common-messaging providers (AssetWatcher + KafkaMessageQueueTrigger, test/airflow/asset-events.test.ts);
+# a venv of its own so that the plain one stays identical to scripts/airflow-schemas.sh's.
 #
 # The venv is $AIRFLOW_EVENTSTREAM_CACHE/venv-<version> (default ~/.cache/airflow-eventstream),
 # outside the clone, shared with scripts/airflow-schemas.sh: same directory, same marker file
@@ -22,6 +26,7 @@
 set -euo pipefail
 
 version="${1:-}"
+extra="${2:-}"
 if [[ ! "$version" =~ ^[0-9]+\.[0-9]+\.[0-9]+([a-z0-9.]*)?$ ]]; then
   echo "usage: $0 <airflow version>, e.g. $0 3.3.2" >&2
   exit 2
@@ -30,7 +35,7 @@ fi
 CACHE_DIR="${AIRFLOW_EVENTSTREAM_CACHE:-$HOME/.cache/airflow-eventstream}"
 PYTHON="${PYTHON:-python3}"
 LOCK_TIMEOUT="${AIRFLOW_VENV_LOCK_TIMEOUT:-900}"
-venv="$CACHE_DIR/venv-$version"
+venv="$CACHE_DIR/venv-$version${extra:+-$extra}"
 marker="$venv/.airflow-schemas-installed"
 
 log() { printf '[airflow-venv %s] %s\n' "$version" "$*" >&2; }
@@ -41,6 +46,13 @@ log() { printf '[airflow-venv %s] %s\n' "$version" "$*" >&2; }
 pins=()
 case "$version" in
   3.*) pins=(asyncpg) ;;
+esac
+case "$extra" in
+  "") ;;
+  # Versions checked against 3.3.2 with pip's resolver (2026-12-03); they pull confluent-kafka 2.16.1.
+  kafka) [[ "$version" == 3.* ]] || { echo "$0: the kafka extra needs Airflow 3.x (AssetWatcher)" >&2; exit 2; }
+    pins+=(apache-airflow-providers-apache-kafka==2.1.0 apache-airflow-providers-common-messaging==2.1.2) ;;
+  *) echo "usage: $0 <airflow version> [kafka]" >&2; exit 2 ;;
 esac
 reqs=("apache-airflow==$version" "psycopg2-binary" ${pins[@]+"${pins[@]}"})
 py_version="$("$PYTHON" -c 'import sys; print(sys.version.split()[0])')"
@@ -55,10 +67,10 @@ if ready; then
   exit 0
 fi
 
-exec 9>"$CACHE_DIR/venv-$version.lock"
+exec 9>"$venv.lock"
 if ! flock -n 9; then
   log "another run is installing $venv: waiting (up to ${LOCK_TIMEOUT}s)"
-  flock -w "$LOCK_TIMEOUT" 9 || { log "gave up waiting for the lock on $CACHE_DIR/venv-$version.lock"; exit 1; }
+  flock -w "$LOCK_TIMEOUT" 9 || { log "gave up waiting for the lock on $venv.lock"; exit 1; }
 fi
 if ready; then  # the run we waited for made it
   echo "$venv"

@@ -1,4 +1,5 @@
 import type { StreamEvent } from "./events.js";
+import { assertNever } from "../errors.js";
 
 /**
  * EVENTSTREAM_INCLUDE_DAGS / _EXCLUDE_DAGS / _INCLUDE_TASKS / _EXCLUDE_TASKS: which events are
@@ -100,7 +101,8 @@ export class EventFilter {
   /**
    * Whether the event is published. DAG lists apply to task_instance, dag_run and notification
    * events, task lists to task_instance and notification events (a run has no task); stream_gap
-   * and table_truncated speak of every DAG and are always published.
+   * and table_truncated speak of every DAG and are always published; an asset_event goes by its
+   * source DAG and task.
    */
   admits(event: StreamEvent): boolean {
     switch (event.type) {
@@ -109,9 +111,14 @@ export class EventFilter {
         return this.dags.admits(event.dag_id) && this.tasks.admits(event.task_id);
       case "dag_run":
         return this.dags.admits(event.dag_id);
+      case "asset_event":
+        // By the task whose outlet made it; an event from no task (the REST API) is always published.
+        return event.source_dag_id === null || (this.dags.admits(event.source_dag_id) && this.tasks.admits(event.source_task_id));
       case "table_truncated":
       case "stream_gap":
         return true;
+      default:
+        return assertNever(event);
     }
   }
 }

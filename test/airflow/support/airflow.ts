@@ -33,14 +33,21 @@ export function airflowVersions(): { major: AirflowMajor; version: string }[] {
   });
 }
 
-/** Installs the venv when missing (under a lock, see the script), returns its directory. */
-export async function ensureVenv(version: string): Promise<string> {
+/**
+ * Installs the venv when missing (under a lock, see the script), returns its directory. `extra`
+ * "kafka": the 3.x venv that also holds the Kafka and common-messaging providers (asset-events.test.ts).
+ */
+export async function ensureVenv(version: string, extra?: "kafka"): Promise<string> {
   const t0 = Date.now();
-  const { stdout, stderr } = await promisify(execFile)("bash", [join(REPO, "scripts/airflow-venv.sh"), version], {
-    encoding: "utf8",
-    timeout: 20 * 60_000,
-    maxBuffer: 64 * 1024 * 1024,
-  });
+  const { stdout, stderr } = await promisify(execFile)(
+    "bash",
+    [join(REPO, "scripts/airflow-venv.sh"), version, ...(extra ? [extra] : [])],
+    {
+      encoding: "utf8",
+      timeout: 20 * 60_000,
+      maxBuffer: 64 * 1024 * 1024,
+    },
+  );
   if (stderr.trim()) console.log(stderr.trim());
   const dir = stdout.trim().split("\n").pop()!;
   if (Date.now() - t0 > 5_000) console.log(`[airflow ${version}] venv ready in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
