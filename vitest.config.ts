@@ -75,6 +75,21 @@ export default defineConfig({
       },
       {
         test: {
+          // The schema registry (EVENTSTREAM_SCHEMA_REGISTRY_URL) with a real registry beside PostgreSQL
+          // and Kafka: `bash scripts/registry.sh up` (a first install plus start takes over 2 min),
+          // then `npm run test:registry`; not in `npm test`; CI starts the registry and runs it.
+          name: "registry",
+          include: ["test/registry/**/*.test.ts"],
+          testTimeout: 240_000,
+          hookTimeout: 120_000,
+          fileParallelism: false,
+          globalSetup: ["test/support/global-setup.ts"],
+          setupFiles: CLEANUP,
+          execArgv: EXEC_ARGV,
+        },
+      },
+      {
+        test: {
           // Evidence about pg-logical-replication, not a product test: `npm run why:pg-logical-replication`.
           name: "evidence",
           include: ["docs/why-not-pg-logical-replication/**/*.test.ts"],

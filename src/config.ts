@@ -192,6 +192,8 @@ function configFrom(e: Env, { kafkaCa, pgRootCert, pgHosts }: CaFiles) {
     maxMessageBytes: e.EVENTSTREAM_MAX_MESSAGE_BYTES,
     /** null: an oversized event stops the daemon. */
     deadLetterTopic: e.EVENTSTREAM_DEAD_LETTER_TOPIC ?? null,
+    /** Confluent-compatible schema registry (src/sink/schema-registry.ts); null: values are plain JSON. */
+    schemaRegistryUrl: e.EVENTSTREAM_SCHEMA_REGISTRY_URL ?? null,
     /** The compacted current-state topic (src/sink/state-topic.ts); null: not kept. */
     stateTopic: e.EVENTSTREAM_STATE_TOPIC_ENABLED ? e.EVENTSTREAM_STATE_TOPIC : null,
     /** CloudEvents headers on event records (src/sink/cloudevents.ts); null: off. source null: made from the server's identity. */

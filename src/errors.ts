@@ -68,6 +68,16 @@ export class SchemaError extends UserActionError {
 }
 
 /**
+ * EVENTSTREAM_SCHEMA_REGISTRY_URL is set and the registry cannot be reached, or refuses the event
+ * schema (incompatible with what the subject holds, or not a schema it accepts): the daemon will not
+ * publish framed values it cannot name a schema for, nor fall back to plain JSON behind the
+ * consumers' backs.
+ */
+export class SchemaRegistryError extends UserActionError {
+  override name = "SchemaRegistryError";
+}
+
+/**
  * A TLS handshake failed on the certificate (not signed by the configured CA, not naming the host,
  * expired) or the server does not speak TLS: retrying cannot help, the configuration or the
  * server's certificate must change.

@@ -29,3 +29,4 @@ export {
   type StateEntry,
   type StateRecord,
 } from "./sink/state-topic.js";
+export { eventJsonText, framedSchemaId, parseEventValue, WIRE_HEADER_BYTES } from "./sink/wire-format.js";

@@ -1,6 +1,7 @@
 import type { Config } from "./config.js";
 import { Session } from "./pipeline.js";
 import { realStages } from "./stages.js";
+import { startValueFraming, type ValueFraming } from "./sink/schema-registry.js";
 import { Metrics } from "./operate/metrics.js";
 import { describeFilters } from "./airflow/filter.js";
 import { SlotBusyError, SlotGapError, UserActionError, coerceError, describeError } from "./errors.js";
@@ -43,6 +44,8 @@ export class Daemon {
    */
   private halt: (() => void) | null = null;
   private readonly newSession: (cfg: Config, log: Logger) => SupervisedSession;
+  /** EVENTSTREAM_SCHEMA_REGISTRY_URL's schema ids and framing (src/sink/schema-registry.ts); null: plain JSON. */
+  private framing: ValueFraming | null = null;
 
   constructor(
     private readonly cfg: Config,
@@ -54,10 +57,13 @@ export class Daemon {
     /** What /metrics and /readyz report (src/operate/); a private, unserved set when not given. */
     private readonly metrics = new Metrics({ version: "", airflowSchema: cfg.airflowSchema, delivery: cfg.delivery, stallMs: 0 }, false),
   ) {
-    this.newSession = newSession ?? ((c, l) => new Session(c, l, realStages(c, l), this.metrics));
+    this.newSession = newSession ?? ((c, l) => new Session(c, l, realStages(c, l, this.framing), this.metrics));
   }
 
   async run(): Promise<void> {
+    // Once per process, before any session: a registry that is down or refuses the schema stops the
+    // start (SchemaRegistryError); later sessions reuse the ids.
+    this.framing ??= await startValueFraming(this.cfg, this.log);
     // Once per process, not per session: the lists do not change while it runs.
     const filters = describeFilters(this.cfg.filters);
     if (filters !== null)

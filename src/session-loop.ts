@@ -11,6 +11,7 @@ import type { StreamEvent } from "./airflow/events.js";
 import { EventFilter } from "./airflow/filter.js";
 import { headersBytes, RECORD_OVERHEAD_BYTES, recordBytes } from "./sink/batch.js";
 import type { CloudEventHeaders, CloudEvents } from "./sink/cloudevents.js";
+import { WIRE_HEADER_BYTES } from "./sink/wire-format.js";
 import type { SinkRecord } from "./sink/kafka.js";
 import { StateRecords, type StateRecord } from "./sink/state-topic.js";
 import type { Route, TopicRouter } from "./sink/routing.js";
@@ -248,9 +249,9 @@ export class MessageLoop implements StreamHandlers {
     at.chunk.settle({ kind: "published", events: published, lastSeq: this.lastSeq === before ? null : this.lastSeq });
   }
 
-  /** Over EVENTSTREAM_MAX_MESSAGE_BYTES as sent: value, key and the headers (CloudEvents) count. */
+  /** Over EVENTSTREAM_MAX_MESSAGE_BYTES as sent: value, key, the headers (CloudEvents) and a registry's 5-byte value header count. */
   private isOversized(value: string, key: string | null, headers?: CloudEventHeaders): boolean {
-    const max = this.cfg.maxMessageBytes;
+    const max = this.cfg.maxMessageBytes - (this.cfg.schemaRegistryUrl === null ? 0 : WIRE_HEADER_BYTES);
     const hb = headersBytes(headers);
     // Kafka's limit is on the record's bytes. A UTF-16 unit is at most 3 bytes of UTF-8, so
     // most events skip the exact count.
@@ -316,7 +317,7 @@ export class MessageLoop implements StreamHandlers {
     headers: CloudEventHeaders | undefined,
   ): void {
     // The summary goes without CloudEvents headers: its value is not the event they describe.
-    const bytes = recordBytes(value, key, headers);
+    const bytes = recordBytes(value, key, headers) + (this.cfg.schemaRegistryUrl === null ? 0 : WIRE_HEADER_BYTES);
     const where = {
       type: event.type,
       dag_id: "dag_id" in event ? event.dag_id : null,

@@ -13,6 +13,7 @@ import { detectAssetTables, explainPublicationDropped, prepareSource } from "./s
 import { ReplicationStream, type StreamHandlers } from "./source/replication.js";
 import { createSlot, readSlotNow, readSourceIdentity, type SlotState, type SourceReady } from "./source/slot.js";
 import type { Logger } from "./log.js";
+import type { ValueFraming } from "./sink/schema-registry.js";
 
 /** The replication stream, as a session starts, drives and ends it (src/source/replication.ts). */
 export interface SourceStream extends AckStream {
@@ -86,7 +87,8 @@ export interface Stages {
 }
 
 /** PostgreSQL through node-postgres, Kafka through kafkajs. */
-export function realStages(cfg: Config, log: Logger): Stages {
+/** `framing`: EVENTSTREAM_SCHEMA_REGISTRY_URL's, made once by the daemon (src/sink/schema-registry.ts); null: plain JSON. */
+export function realStages(cfg: Config, log: Logger, framing: ValueFraming | null = null): Stages {
   const sourceLog = log.child({ module: "source" });
   return {
     source: {
@@ -101,6 +103,6 @@ export function realStages(cfg: Config, log: Logger): Stages {
       explainFailure: (e) => explainPublicationDropped(e, cfg),
       openStream: () => new ReplicationStream(cfg, log.child({ module: "replication" })),
     },
-    sink: (callbacks) => new KafkaSink(cfg, log.child({ module: "sink" }), callbacks),
+    sink: (callbacks) => new KafkaSink(cfg, log.child({ module: "sink" }), callbacks, framing),
   };
 }

@@ -8,6 +8,7 @@ import {
   DagRunEvent,
   NotificationEvent,
   NotificationValue,
+  StreamEvent,
   StreamGapEvent,
   TableTruncatedEvent,
   TaskInstanceEvent,
@@ -30,8 +31,20 @@ export function jsonSchemas(): Record<string, unknown> {
     "asset-event.schema.json": doc(AssetEventEvent, "Airflow asset event (3.x asset_event, 2.x dataset_event), on the asset topic"),
     "table-truncated-event.schema.json": doc(TableTruncatedEvent, "A captured Airflow table was truncated: all its state is void"),
     "stream-gap-event.schema.json": doc(StreamGapEvent, "Events were lost: the replication slot could not serve a range of the WAL"),
+    // Every event type in one schema: what the schema registry holds for an event topic (docs/schema-registry.md).
+    "stream-event.schema.json": streamEventSchema(),
     "insight-event.schema.json": doc(InsightEvent, "An insight `airflow-eventstream serve` derived, on the insights topic"),
   };
+}
+
+/**
+ * Any event of the event topics, an anyOf of the types above (the `type` field tells them apart):
+ * what the schema registry holds. Draft-07, not 2020-12 like the others (the same keywords: only
+ * `$schema` differs), because Apicurio Registry 2.x's compatibility checker knows drafts up to 07
+ * and refuses every new version of a 2020-12 schema ("could not determine version").
+ */
+export function streamEventSchema(): Record<string, unknown> {
+  return { title: "airflow-eventstream event (any type)", ...z.toJSONSchema(StreamEvent, { target: "draft-7" }) };
 }
 
 export function writeJsonSchemas(dir: string): string[] {

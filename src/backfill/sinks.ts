@@ -2,6 +2,7 @@ import type { Writable } from "node:stream";
 import { type IHeaders, type Kafka, type Message, type Producer } from "kafkajs";
 import type { RecordSink, SourceRecord } from "./copy.js";
 import { FastDefaultPartitioner } from "../sink/partitioner.js";
+import { parseEventValue } from "../sink/wire-format.js";
 
 /** The header naming the replay a copied record came from (its id), and the one naming the record it copies. */
 export const REPLAY_HEADER = "eventstream-replay";
@@ -94,7 +95,7 @@ export function jsonLine(r: SourceRecord): string {
   let raw: string | undefined;
   if (r.message.value !== null) {
     try {
-      value = JSON.parse(r.message.value.toString("utf8"));
+      value = parseEventValue(r.message.value);
     } catch {
       raw = r.message.value.toString("base64");
     }

@@ -1,5 +1,6 @@
 import { TargetError } from "../errors.js";
 import { comparePositions, formatPosition, parseLsn, parsePosition, type Position } from "../lsn.js";
+import { parseEventValue } from "../sink/wire-format.js";
 
 /**
  * Where a backfill starts or ends, as a user writes it: an event's `source.position`
@@ -56,7 +57,7 @@ export function recordKey(value: Buffer | null): RecordKey | null {
   if (value === null) return null;
   let json: unknown;
   try {
-    json = JSON.parse(value.toString("utf8"));
+    json = parseEventValue(value);
   } catch {
     return null;
   }

@@ -285,6 +285,12 @@ export const SETTINGS = {
     about:
       "The current-state topic: compacted, created with `EVENTSTREAM_TOPIC_PARTITIONS` partitions, `cleanup.policy=compact` and `delete.retention.ms` of 24 hours; an existing one that is not compacted is refused at start. Must be a topic of its own.",
   },
+  EVENTSTREAM_SCHEMA_REGISTRY_URL: {
+    group: "topics",
+    schema: z.url({ protocol: /^https?$/, message: "expected an http:// or https:// URL" }).optional(),
+    about:
+      "A Confluent-compatible schema registry (its API root, e.g. `http://registry:8081` or Apicurio's `.../apis/ccompat/v7`). Set: the event JSON Schema is registered at start and every event and current-state value is sent in the registry's wire format (a zero byte, the 4-byte schema id, the JSON); the 5 bytes count toward `EVENTSTREAM_MAX_MESSAGE_BYTES`. Unset: plain JSON (docs/schema-registry.md).",
+  },
   EVENTSTREAM_BATCH_MAX_BYTES: {
     group: "topics",
     schema: int(1024, 100 * 1024 * 1024).default(900_000),
@@ -540,5 +546,8 @@ export const TOOLING_NAMES: readonly string[] = [
   "EVENTSTREAM_KAFKA_SASL_PORT",
   "EVENTSTREAM_SCRATCH_PG_PORTS",
   "EVENTSTREAM_E2E_MARK",
+  // scripts/registry.sh's port and Apicurio Registry version (the schema registry of test/registry).
+  "EVENTSTREAM_REGISTRY_PORT",
+  "EVENTSTREAM_REGISTRY_VERSION",
 ];
 export const TOOLING_PREFIXES: readonly string[] = ["EVENTSTREAM_SERVICES_", "EVENTSTREAM_TEST_"];

@@ -8,6 +8,7 @@ import type { EventConsumer } from "./consumer.js";
 import { DagSequencer } from "./sequencer.js";
 import { startOffset, type StartDeps } from "./start.js";
 import type { BootstrapInfo, EventContext, RunOptions } from "./types.js";
+import { parseEventValue } from "../sink/wire-format.js";
 
 /** How often the group's offsets (a hint only) are committed at most. */
 const COMMIT_EVERY_MS = 1_000;
@@ -160,7 +161,7 @@ export class Session {
 
   private async handle(topic: string, partition: number, offset: string, value: Buffer | null): Promise<void> {
     if (value === null) return;
-    const parsed = StreamEvent.safeParse(JSON.parse(value.toString("utf8")));
+    const parsed = StreamEvent.safeParse(parseEventValue(value));
     if (!parsed.success)
       throw new Error(`${topic}[${partition}]@${offset} is not an airflow-eventstream event: ${parsed.error.message.slice(0, 500)}`);
     const event = parsed.data;

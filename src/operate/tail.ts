@@ -5,6 +5,7 @@ import { findOffsets, parseTarget } from "../backfill/offsets.js";
 import { sourceTopics } from "../backfill/window.js";
 import { privateReader } from "../sink/reader.js";
 import { withKafka } from "./kafka-facts.js";
+import { eventJsonText } from "../sink/wire-format.js";
 
 export interface TailOptions {
   /** Only these DAGs' events (null: all). */
@@ -91,7 +92,7 @@ async function read(cfg: Config, kafka: Kafka, ranges: PartitionRange[], opts: T
             }
             const key = message.key?.toString() ?? null;
             if (message.value !== null && (dags === null || (key !== null && dags.has(key)))) {
-              const value = message.value.toString();
+              const value = eventJsonText(message.value);
               process.stdout.write(`${opts.json ? value : readable(key, value)}\n`);
             }
             if (!opts.follow && offset + 1n >= (ends.get(id) ?? 0n)) {

@@ -8,6 +8,7 @@ import type { Logger } from "../log.js";
 import { privateReader } from "../sink/reader.js";
 import { readCurrentState } from "../sink/state-reader.js";
 import type { ApplyContext, RunStore } from "./view/store.js";
+import { eventJsonText } from "../sink/wire-format.js";
 
 /** Every event applied, with its JSON as published (what SSE sends). */
 export type EventListener = (event: StreamEvent, ctx: ApplyContext, json: string) => void;
@@ -164,7 +165,7 @@ export class Follower {
       eachMessage: async ({ topic, partition, message }) => {
         const id = `${topic}\u0000${partition}`;
         this.next.set(id, BigInt(message.offset) + 1n);
-        if (message.value !== null) this.handle(message.value.toString(), partition, message.offset);
+        if (message.value !== null) this.handle(eventJsonText(message.value), partition, message.offset);
         caughtUp(id, BigInt(message.offset) + 1n);
       },
     });

@@ -1,3 +1,4 @@
+import type { ValueFraming } from "./schema-registry.js";
 import type { Config } from "../config.js";
 import type { Checkpoint, SourceIdentity } from "../checkpoint/position.js";
 import type { Lsn } from "../lsn.js";
@@ -35,6 +36,8 @@ export class KafkaSink {
     private readonly cfg: Config,
     private readonly log: Logger,
     callbacks: SinkCallbacks,
+    /** EVENTSTREAM_SCHEMA_REGISTRY_URL's framing, registered at the daemon's start; null: plain JSON. */
+    framing: ValueFraming | null = null,
   ) {
     this.clients = createClients(cfg, log);
     this.topics = new TopicAdmin(this.clients.admin, cfg, log);
@@ -44,7 +47,7 @@ export class KafkaSink {
     this.store = deliveryMode(cfg).ckpt
       ? new CheckpointStore(cfg, log, this.clients.kafka, this.clients.producer, this.topics, track)
       : null;
-    this.publisher = new Publisher(cfg, this.clients.producer, this.topics, this.store, callbacks);
+    this.publisher = new Publisher(cfg, this.clients.producer, this.topics, this.store, callbacks, framing);
   }
 
   /**

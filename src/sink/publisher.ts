@@ -9,6 +9,8 @@ import { stateMessages, type StateRecord } from "./state-topic.js";
 import { inTransaction } from "./client.js";
 import { explain } from "./kafka-errors.js";
 import type { Metrics } from "../operate/metrics.js";
+import type { ValueFraming } from "./schema-registry.js";
+import { WIRE_HEADER_BYTES } from "./wire-format.js";
 
 /** One event ready for Kafka, with the sequence number the checkpoint tracker gave it. */
 export interface SinkRecord {
@@ -111,6 +113,8 @@ export class Publisher {
     private readonly topics: PublisherTopics,
     private readonly checkpoints: CheckpointRecords | null,
     private readonly callbacks: SinkCallbacks,
+    /** EVENTSTREAM_SCHEMA_REGISTRY_URL's framing of the values (schema-registry.ts); null: plain JSON. */
+    private readonly framing: ValueFraming | null = null,
   ) {
     this.eos = cfg.delivery === "exactly-once";
   }
@@ -118,9 +122,12 @@ export class Publisher {
   /** Queues a record. Never blocks: the ack rule pauses PostgreSQL when `inflightBytes` is too high (AckRule.pauseIfFull). */
   push(rec: SinkRecord): void {
     // A replay's record of the state topic itself counts with the state records (batchEnd).
-    const own = recordBytes(rec.value, rec.key, rec.headers);
+    // Framed values carry the registry's 5-byte header (wire-format.ts), the state records' as well.
+    const header = this.framing === null ? 0 : WIRE_HEADER_BYTES;
+    const own =
+      recordBytes(rec.value, rec.key, rec.headers) + (rec.value !== null && this.framing?.frames(rec.topic) === true ? header : 0);
     const onState = rec.topic === this.cfg.stateTopic;
-    const state = (onState ? own : 0) + stateBytes(rec.state);
+    const state = (onState ? own : 0) + stateBytes(rec.state) + header * (rec.state?.length ?? 0);
     this.queue.push(rec);
     this.sizes.push(onState ? 0 : own);
     this.stateSizes.push(state);
@@ -263,8 +270,10 @@ export class Publisher {
     }
     await this.topics.ensureKnown([...byTopic.keys()]);
     if (batch.some((r) => r.allPartitions)) await this.spreadToPartitions(batch, byTopic);
+    await this.framing?.ensureTopics([...byTopic.keys()]);
     const topicMessages: TopicMessages[] = [];
-    for (const [topic, messages] of byTopic) topicMessages.push({ topic, messages });
+    for (const [topic, messages] of byTopic)
+      topicMessages.push({ topic, messages: this.framing?.frameMessages(topic, messages) ?? messages });
     if (checkpoint !== null) topicMessages.push(checkpoint);
     if (!this.eos) {
       await this.producer.sendBatch({ topicMessages, acks: -1 });

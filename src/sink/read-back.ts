@@ -3,6 +3,7 @@ import type { Admin, Kafka } from "kafkajs";
 import { comparePositions, parsePosition, type Position } from "../lsn.js";
 import { TransientError } from "../errors.js";
 import type { Logger } from "../log.js";
+import { parseEventValue } from "./wire-format.js";
 
 /**
  * Reading back, at start, the tail of what this daemon published: per partition of each event
@@ -269,7 +270,7 @@ class ReadProgress {
 function parse(v: Buffer | null): Record<string, unknown> | null {
   if (v === null) return null;
   try {
-    const json = JSON.parse(v.toString("utf8")) as unknown;
+    const json = parseEventValue(v);
     return typeof json === "object" && json !== null && !Array.isArray(json) ? (json as Record<string, unknown>) : null;
   } catch {
     return null;

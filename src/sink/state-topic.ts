@@ -3,6 +3,7 @@ import { z } from "zod";
 import type { DagRunEvent, StreamEvent, TaskInstanceEvent } from "../airflow/events.js";
 import { assertNever } from "../errors.js";
 import type { Logger } from "../log.js";
+import { parseEventValue } from "./wire-format.js";
 
 /**
  * The current-state topic (EVENTSTREAM_STATE_TOPIC, compacted): under each task instance's and DAG
@@ -219,7 +220,8 @@ function keyText(key: string | Buffer): string {
 function parseJson<T extends z.ZodType>(raw: string | Buffer | null, schema: T): z.infer<T> | null {
   if (raw === null) return null;
   try {
-    const r = schema.safeParse(JSON.parse(keyText(raw)));
+    // Keys are plain JSON; values may be in the registry's wire format (wire-format.ts).
+    const r = schema.safeParse(parseEventValue(raw));
     return r.success ? (r.data as z.infer<T>) : null;
   } catch {
     return null;

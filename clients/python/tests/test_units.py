@@ -88,3 +88,16 @@ def test_parse_event_reads_an_asset_event_as_the_daemon_writes_it() -> None:
     assert event.extra == {"rows": 1000}
     with pytest.raises(EventStreamError):
         parse_event(raw.replace(b'"asset_id":7,', b''))
+
+
+def test_framed_values_of_a_schema_registry_read_like_plain_ones() -> None:
+    # The daemon with EVENTSTREAM_SCHEMA_REGISTRY_URL: a zero byte, the 4-byte schema id, the JSON.
+    from airflow_eventstream.events import event_json
+    from airflow_eventstream.kafka_io import record_position
+
+    source = {"commit_lsn": "0/1", "xid": 1, "index": 0, "position": "0000000000000001-00000000", "commit_time": "2026-11-25T08:36:25.224381Z"}
+    raw = json.dumps({"type": "table_truncated", "schema": "public", "tables": ["task_instance"], "source": source}).encode()
+    framed = b"\x00" + (41).to_bytes(4, "big") + raw
+    assert event_json(framed) == raw and event_json(raw) == raw
+    assert parse_event(framed) == parse_event(raw)
+    assert record_position(framed) == parse_position("0000000000000001-00000000")

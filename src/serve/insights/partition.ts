@@ -3,6 +3,7 @@ import type { StateEntry } from "../../sink/state-topic.js";
 import type { InsightEvent } from "../schemas.js";
 import { deriveFromEvent, noteEmitted, timerStep, type EmittedStuck, type StuckThreshold } from "./derive.js";
 import { PartitionView, type CauseRef, type KeyedTaskEvent } from "./view.js";
+import { parseEventValue } from "../../sink/wire-format.js";
 
 /**
  * What the writer holds for one events partition it owns: the view of the partition's DAG runs,
@@ -102,7 +103,7 @@ export class OwnedPartition {
 export function parseJson(value: Buffer | null): unknown {
   if (value === null) return null;
   try {
-    return JSON.parse(value.toString("utf8"));
+    return parseEventValue(value);
   } catch {
     return null;
   }

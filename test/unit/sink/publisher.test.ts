@@ -1,5 +1,9 @@
 import type { Message, TopicMessages } from "kafkajs";
 import { describe, expect, it } from "vitest";
+import { pino } from "pino";
+import type { SchemaRegistryClient } from "../../../src/sink/schema-registry.js";
+import { ValueFraming } from "../../../src/sink/schema-registry.js";
+import { WIRE_HEADER_BYTES, framedSchemaId, parseEventValue } from "../../../src/sink/wire-format.js";
 import { loadConfig } from "../../../src/config.js";
 import type { Lsn } from "../../../src/lsn.js";
 import type { Position } from "../../../src/lsn.js";
@@ -317,5 +321,42 @@ describe("the publisher's current-state records", () => {
     for (let i = 1; i <= 4; i++) p2.push(withState(i, 700));
     await p2.idle();
     expect(r2.map(evs)).toEqual([[1], [2, 3], [4]]);
+  });
+});
+
+describe("the publisher with a schema registry (EVENTSTREAM_SCHEMA_REGISTRY_URL)", () => {
+  /** A registry that hands out ids per subject; the real one is test/registry's. */
+  function framingWith(cfg: ReturnType<typeof loadConfig>) {
+    const subjects: string[] = [];
+    const client = {
+      setCompatibility: async () => undefined,
+      register: async (subject: string) => subjects.push(subject) + 40,
+    } as unknown as SchemaRegistryClient;
+    return { framing: new ValueFraming(cfg, pino({ level: "silent" }), client), subjects };
+  }
+
+  it("frames event values with their topic's schema id, leaves the dead-letter topic plain, and counts the 5 bytes", async () => {
+    const cfg = loadConfig({
+      EVENTSTREAM_BATCH_MAX_BYTES: String(CAP),
+      EVENTSTREAM_SCHEMA_REGISTRY_URL: "http://registry.invalid/apis/ccompat/v7",
+      EVENTSTREAM_DEAD_LETTER_TOPIC: "dlq",
+    });
+    const { framing, subjects } = framingWith(cfg);
+    await framing.start();
+    const fake = fakeProducer();
+    const cbs = callbacks();
+    const publisher = new Publisher(cfg, fake.producer, topics, null, cbs.cb, framing);
+    publisher.push(record(1, 200));
+    publisher.push(record(2, 100, "dlq"));
+    expect(publisher.inflightBytes).toBe(
+      recordBytes(record(1, 200).value, "dag_1") + WIRE_HEADER_BYTES + recordBytes(record(2, 100).value, "dag_2"),
+    );
+    await publisher.idle();
+    const sent = fake.requests.flatMap((r) => r.topicMessages);
+    const event = sent.find((t) => t.topic === TOPIC)!.messages[0]!.value as Buffer;
+    expect(framedSchemaId(event)).toBe(41);
+    expect(parseEventValue(event)).toEqual(JSON.parse(record(1, 200).value!));
+    expect(sent.find((t) => t.topic === "dlq")!.messages[0]!.value).toBe(record(2, 100, "dlq").value);
+    expect(subjects).toEqual([`${TOPIC}-value`, "airflow.state-value"]);
   });
 });

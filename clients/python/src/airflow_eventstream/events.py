@@ -43,14 +43,23 @@ __all__ = [
     "TableTruncatedEvent",
     "TaskInstanceEvent",
     "dag_id_of",
+    "event_json",
     "parse_event",
 ]
+
+
+def event_json(raw: bytes | str) -> bytes | str:
+    """A record value's JSON, plain or in the schema registry's wire format (a zero byte, the 4-byte
+    schema id, the JSON: docs/schema-registry.md); JSON text never starts with a zero byte."""
+    if isinstance(raw, (bytes, bytearray)) and len(raw) >= 5 and raw[0] == 0:
+        return bytes(raw[5:])
+    return raw
 
 
 def parse_event(raw: bytes | str | dict[str, Any]) -> StreamEvent:
     """A record's value as its typed event; EventStreamError when it is not one of the daemon's events."""
     try:
-        data = json.loads(raw) if isinstance(raw, (bytes, str)) else raw
+        data = json.loads(event_json(raw)) if isinstance(raw, (bytes, str)) else raw
     except ValueError as e:
         raise EventStreamError(f"not JSON: {e}") from e
     kind = data.get("type") if isinstance(data, dict) else None

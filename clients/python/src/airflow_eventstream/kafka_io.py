@@ -11,6 +11,7 @@ from typing import Any
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
 from .errors import KafkaUnavailable, RetentionError
+from .events import event_json
 from .position import Position, parse_position
 
 TIMEOUT_S = 120.0
@@ -44,7 +45,7 @@ def record_position(value: bytes | None) -> Position | None:
     if value is None:
         return None
     try:
-        pos = json.loads(value)["source"]["position"]
+        pos = json.loads(event_json(value))["source"]["position"]
         return parse_position(pos) if isinstance(pos, str) else None
     except Exception:  # not JSON, not an event: passed over like any record without a position
         return None
@@ -84,7 +85,7 @@ class CurrentState:
                 self.entries.pop(text, None)
             return
         try:
-            v = json.loads(value)
+            v = json.loads(event_json(value))
             position = v["source"]["position"]
             assert isinstance(position, str)
         except Exception:
