@@ -47,6 +47,8 @@ SERVER_INDEPENDENT=(
   test/integration/helm.test.ts
   test/integration/launcher.test.ts
   test/integration/services-script.test.ts
+  test/integration/cloudevents.test.ts
+  test/integration/filters.test.ts
 )
 
 log() { printf '\n==> [matrix] %s\n' "$*" >&2; }
