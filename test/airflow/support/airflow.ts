@@ -344,3 +344,28 @@ export async function waitForApiServer(af: AirflowInstance, timeoutMs = 120_000)
   const url = `http://127.0.0.1:${af.env.AIRFLOW__API__PORT}/api/v2/monitor/health`;
   await waitFor(`the api-server at ${url}`, async () => (await fetch(url, { signal: AbortSignal.timeout(2_000) })).ok, timeoutMs, 500);
 }
+
+/**
+ * Airflow 3.x's api-server, dag-processor, scheduler and triggerer for `af`; resolves once `dags` are
+ * serialized and the api-server answers (a task queued while it still starts fails on its first
+ * call: a ReadTimeout was seen). `died` rejects when a component exits early: race it against every wait.
+ */
+export async function startComponents(af: AirflowInstance, dags: readonly string[]): Promise<{ list: Service[]; died: Promise<never> }> {
+  const list = [
+    startService(af, ["api-server", "--host", "127.0.0.1", "--port", af.env.AIRFLOW__API__PORT!], "api-server"),
+    startService(af, ["dag-processor"], "dag-processor"),
+    startService(af, ["scheduler"], "scheduler"),
+    startService(af, ["triggerer"], "triggerer"),
+  ];
+  const died = Promise.race(
+    list.map((s) =>
+      s.exited.then(([code, sig]): never => {
+        throw new Error(`airflow ${s.name} (${af.version}) exited early (${code ?? sig}):\n${logTail(s.logFile)}`);
+      }),
+    ),
+  );
+  died.catch(() => undefined);
+  await Promise.race([waitForSerialized(af.database, [...dags], 180_000), died]);
+  await Promise.race([waitForApiServer(af, 180_000), died]);
+  return { list, died };
+}

@@ -1,7 +1,7 @@
 import { join } from "node:path";
 import { Kafka, logLevel } from "kafkajs";
 import { services, waitFor, withPg } from "../../support/harness.js";
-import { logTail, REPO, startService, waitForApiServer, waitForSerialized, type AirflowInstance, type Service } from "./airflow.js";
+import { logTail, REPO, startComponents, type AirflowInstance, type Service } from "./airflow.js";
 
 /**
  * Support of asset-events.test.ts: deployment B (Airflow 3.x with the Kafka provider) whose DAG is
@@ -58,25 +58,8 @@ export function configureB(af: AirflowInstance, topic: string, uri: string): voi
  * api-server the run stays queued, its task cannot execute (the 3.x execution API). The api-server
  * is started too, so that the test sees what B's task received.
  */
-export async function startB(af: AirflowInstance): Promise<{ list: Service[]; died: Promise<never> }> {
-  const list = [
-    startService(af, ["api-server", "--host", "127.0.0.1", "--port", af.env.AIRFLOW__API__PORT!], "api-server"),
-    startService(af, ["dag-processor"], "dag-processor"),
-    startService(af, ["scheduler"], "scheduler"),
-    startService(af, ["triggerer"], "triggerer"),
-  ];
-  const died = Promise.race(
-    list.map((s) =>
-      s.exited.then(([code, sig]): never => {
-        throw new Error(`airflow ${s.name} (${af.version}) exited early (${code ?? sig}):\n${logTail(s.logFile)}`);
-      }),
-    ),
-  );
-  died.catch(() => undefined);
-  await Promise.race([waitForSerialized(af.database, [CONSUMER_DAG], 180_000), died]);
-  // A task queued while the api-server still starts fails on its first call (observed: ReadTimeout).
-  await Promise.race([waitForApiServer(af, 180_000), died]);
-  return { list, died };
+export function startB(af: AirflowInstance): Promise<{ list: Service[]; died: Promise<never> }> {
+  return startComponents(af, [CONSUMER_DAG]);
 }
 
 /** Until B's triggerer has taken the asset's watcher trigger (it then consumes the topic). */

@@ -4,7 +4,7 @@ import { StreamEvent } from "../../../src/airflow/events.js";
 import { readToEnd } from "../../../src/sink/read-to-end.js";
 import { InsightEvent } from "../../../src/serve/schemas.js";
 import { consume, services, waitFor, withPg, type Consumed } from "../../support/harness.js";
-import { logTail, REPO, startService, waitForApiServer, waitForSerialized, type AirflowInstance, type Service } from "./airflow.js";
+import { REPO, startComponents, type AirflowInstance, type Service } from "./airflow.js";
 
 /**
  * Support of serve.test.ts: Airflow 3.x's components for test/dags-serve, the query service's HTTP
@@ -18,24 +18,8 @@ export const SERVE_DAGS = ["es_serve_stuck", "es_serve_retry", "es_serve_ready",
  * api-server, dag-processor, scheduler and triggerer; resolves once the DAGs are serialized and the
  * api-server answers. `died` rejects when a component exits early (race it against every wait).
  */
-export async function startAirflow(af: AirflowInstance): Promise<{ list: Service[]; died: Promise<never> }> {
-  const list = [
-    startService(af, ["api-server", "--host", "127.0.0.1", "--port", af.env.AIRFLOW__API__PORT!], "api-server"),
-    startService(af, ["dag-processor"], "dag-processor"),
-    startService(af, ["scheduler"], "scheduler"),
-    startService(af, ["triggerer"], "triggerer"),
-  ];
-  const died = Promise.race(
-    list.map((s) =>
-      s.exited.then(([code, sig]): never => {
-        throw new Error(`airflow ${s.name} (${af.version}) exited early (${code ?? sig}):\n${logTail(s.logFile)}`);
-      }),
-    ),
-  );
-  died.catch(() => undefined);
-  await Promise.race([waitForSerialized(af.database, [...SERVE_DAGS], 180_000), died]);
-  await Promise.race([waitForApiServer(af, 180_000), died]);
-  return { list, died };
+export function startAirflow(af: AirflowInstance): Promise<{ list: Service[]; died: Promise<never> }> {
+  return startComponents(af, SERVE_DAGS);
 }
 
 /** GET against the query service; fails on anything but 200. */

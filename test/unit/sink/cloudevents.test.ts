@@ -1,8 +1,9 @@
 import { createRequire } from "node:module";
 import { describe, expect, it } from "vitest";
-import type { StreamEvent, TaskInstanceEvent } from "../../../src/airflow/events.js";
+import type { StreamEvent } from "../../../src/airflow/events.js";
 import { headersBytes, recordBytes } from "../../../src/sink/batch.js";
 import { CLOUDEVENT_TYPES, CloudEvents, cloudEventSubject, cloudEventsSource } from "../../../src/sink/cloudevents.js";
+import { taskInstanceEvent } from "../../support/events.js";
 
 const source = {
   commit_lsn: "0/16B3748",
@@ -12,36 +13,19 @@ const source = {
   commit_time: "2026-11-25T08:17:27.123456Z",
 };
 
-function ti(over: Partial<TaskInstanceEvent> = {}): StreamEvent {
-  return {
-    type: "task_instance",
-    op: "update",
+/** A running task's event at `source`; the fields a case changes over it. */
+function ti(over: Parameters<typeof taskInstanceEvent>[0] = {}): StreamEvent {
+  return taskInstanceEvent({
     dag_id: "etl",
     task_id: "load",
     run_id: "manual__2026-11-25T08:00:00+00:00",
-    map_index: -1,
-    try_number: 1,
-    max_tries: 0,
     state: "running",
     previous_state: "queued",
     previous_state_known: true,
     previous_try_number: 1,
-    ti_id: null,
-    start_date: null,
-    end_date: null,
-    duration: null,
-    hostname: null,
-    operator: null,
-    queue: null,
-    pool: null,
-    logical_date: null,
-    run_type: null,
-    data_interval_start: null,
-    data_interval_end: null,
-    clear_number: null,
     source,
     ...over,
-  } as StreamEvent;
+  });
 }
 
 describe("CloudEvents attributes", () => {
