@@ -131,6 +131,7 @@ export class ValueFraming {
   async start(): Promise<void> {
     const topics = [this.cfg.topic];
     if (this.cfg.stateTopic !== null) topics.push(this.cfg.stateTopic);
+    if (this.cfg.assetTopic !== null) topics.push(this.cfg.assetTopic);
     await this.ensureTopics(topics);
     this.started = true;
   }
