@@ -205,7 +205,9 @@ async function rowsOf(node: PgNode, db: string): Promise<Map<string, string>> {
 }
 
 describe.each([17, 18] as const)("PostgreSQL %i primary + standby, failover slot", (major) => {
-  it("promotion under load: the daemon continues from the standby's synchronised slot, no gap, 0 lost", { timeout: 120_000 }, async () => {
+  // The time limits leave room for the backlog: in a CI run beside the Airflow tier the writer made
+  // 8,249 commits before the promotion was through, and 60 s of reading ended ~400 updates short.
+  it("promotion under load: the daemon continues from the standby's synchronised slot, no gap, 0 lost", { timeout: 300_000 }, async () => {
     const { pair, db } = await pairWithAirflow(major, { synchronized_standby_slots: `'${PHYSICAL_SLOT}'` });
     // A first start with EVENTSTREAM_FAILOVER_SLOT=false makes the slot without the flag; the next
     // one (auto) gives it the flag, as for a slot made before 17 or by hand.
@@ -255,7 +257,7 @@ describe.each([17, 18] as const)("PostgreSQL %i primary + standby, failover slot
 
     await d.waitForLog(new RegExp(`(?=.*"msg":"replication started")(?=.*"host":"127\\.0\\.0\\.1:${pair.standby.port}")`), 60_000);
     const consumed = await consume([`${db}.events`], (all) => compare(tiEvents(all.map((m) => m.event)), rows).mismatches.length === 0, {
-      timeoutMs: 60_000,
+      timeoutMs: 180_000,
       allowTimeout: true,
     });
     const { mismatches, duplicates } = compare(tiEvents(consumed.map((m) => m.event)), rows);
