@@ -9,7 +9,7 @@ import type { Lsn } from "./lsn.js";
 import type { AirflowMapper, TxContext } from "./airflow/mapper.js";
 import type { StreamEvent } from "./airflow/events.js";
 import { EventFilter } from "./airflow/filter.js";
-import { headersBytes, RECORD_OVERHEAD_BYTES, recordBytes } from "./sink/batch.js";
+import { headersBytesBound, RECORD_OVERHEAD_BYTES, recordBytes } from "./sink/batch.js";
 import type { CloudEventHeaders, CloudEvents } from "./sink/cloudevents.js";
 import { WIRE_HEADER_BYTES } from "./sink/wire-format.js";
 import type { SinkRecord } from "./sink/kafka.js";
@@ -252,10 +252,12 @@ export class MessageLoop implements StreamHandlers {
   /** Over EVENTSTREAM_MAX_MESSAGE_BYTES as sent: value, key, the headers (CloudEvents) and a registry's 5-byte value header count. */
   private isOversized(value: string, key: string | null, headers?: CloudEventHeaders): boolean {
     const max = this.cfg.maxMessageBytes - (this.cfg.schemaRegistryUrl === null ? 0 : WIRE_HEADER_BYTES);
-    const hb = headersBytes(headers);
     // Kafka's limit is on the record's bytes. A UTF-16 unit is at most 3 bytes of UTF-8, so
-    // most events skip the exact count.
-    return (value.length + (key?.length ?? 0)) * 3 + RECORD_OVERHEAD_BYTES + hb > max && recordBytes(value, key) + hb > max;
+    // most events (and their headers) skip the exact count.
+    return (
+      (value.length + (key?.length ?? 0)) * 3 + RECORD_OVERHEAD_BYTES + headersBytesBound(headers) > max &&
+      recordBytes(value, key, headers) > max
+    );
   }
 
   /**

@@ -24,6 +24,21 @@ export function headersBytes(headers: Readonly<Record<string, string>> | undefin
   return bytes;
 }
 
+/**
+ * An upper bound of headersBytes without counting UTF-8 (a UTF-16 unit is at most 3 bytes): the
+ * per-event size check compares against it first, so the exact count runs only near the limit.
+ */
+export function headersBytesBound(headers: Readonly<Record<string, string>> | undefined): number {
+  if (headers === undefined) return 0;
+  let units = 0;
+  let count = 0;
+  for (const k in headers) {
+    units += k.length + headers[k]!.length;
+    count++;
+  }
+  return units * 3 + count * HEADER_OVERHEAD_BYTES;
+}
+
 /** The header of one record batch (one per partition in a produce request). */
 export const RECORD_BATCH_OVERHEAD_BYTES = 61;
 

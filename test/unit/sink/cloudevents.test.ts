@@ -1,7 +1,7 @@
 import { createRequire } from "node:module";
 import { describe, expect, it } from "vitest";
 import type { StreamEvent } from "../../../src/airflow/events.js";
-import { headersBytes, recordBytes } from "../../../src/sink/batch.js";
+import { headersBytes, headersBytesBound, recordBytes } from "../../../src/sink/batch.js";
 import { CLOUDEVENT_TYPES, CloudEvents, cloudEventSubject, cloudEventsSource } from "../../../src/sink/cloudevents.js";
 import { taskInstanceEvent } from "../../support/events.js";
 
@@ -96,5 +96,7 @@ describe("headers count toward the record's size", () => {
     // And not far over: at most the varints' slack (4 per length) per header.
     expect(headersBytes(headers) - (sent - plain)).toBeLessThanOrEqual(Object.keys(headers).length * 8);
     expect(recordBytes(value, dag, headers)).toBe(recordBytes(value, dag) + headersBytes(headers));
+    // The per-event check's quick bound is never under the exact count.
+    expect(headersBytesBound(headers)).toBeGreaterThanOrEqual(headersBytes(headers));
   });
 });
