@@ -71,7 +71,8 @@ export async function authenticateWithNonce(request: RawRequest, sasl: SaslSetti
     checkServerFinal(serverFinal.toString("utf8"), final.serverSignature);
   } catch (e) {
     // scram.ts's refusals say what was wrong; add whose login it was.
-    if (e instanceof SaslAuthenticationError && e.errorCode === null) throw new SaslAuthenticationError(`Kafka: ${who} failed: ${e.message}`, null);
+    if (e instanceof SaslAuthenticationError && e.errorCode === null)
+      throw new SaslAuthenticationError(`Kafka: ${who} failed: ${e.message}`, null);
     throw e;
   }
 }
@@ -91,7 +92,10 @@ async function handshake(request: RawRequest, mechanism: string, who: string): P
       `Kafka refused ${who}: the broker's listener does not enable ${mechanism} (SaslHandshake error ${errorName(errorCode)}); it enables: ${enabled}`,
       errorCode,
     );
-  throw new SaslAuthenticationError(`Kafka refused ${who}: SaslHandshake error ${errorName(errorCode)}; mechanisms enabled: ${enabled}`, errorCode);
+  throw new SaslAuthenticationError(
+    `Kafka refused ${who}: SaslHandshake error ${errorName(errorCode)}; mechanisms enabled: ${enabled}`,
+    errorCode,
+  );
 }
 
 /** One SaslAuthenticate round: our bytes out, the broker's bytes back; an error code is a refusal. */
@@ -102,7 +106,10 @@ async function saslAuthenticate(request: RawRequest, authBytes: Buffer, who: str
   const response = decodeAuthenticateResponse(await request(API_SASL_AUTHENTICATE, VERSION, body));
   if (response.errorCode !== 0) {
     const said = response.errorMessage ? `: ${response.errorMessage}` : "";
-    throw new SaslAuthenticationError(`Kafka refused ${who}: SaslAuthenticate error ${errorName(response.errorCode)}${said}`, response.errorCode);
+    throw new SaslAuthenticationError(
+      `Kafka refused ${who}: SaslAuthenticate error ${errorName(response.errorCode)}${said}`,
+      response.errorCode,
+    );
   }
   return response.authBytes;
 }

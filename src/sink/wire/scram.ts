@@ -82,8 +82,10 @@ export function parseServerFirst(message: string, clientNonce: string): ServerFi
     refuse("the broker's SCRAM nonce does not extend the client's nonce (a replayed or foreign exchange)");
   if (!/^[0-9]+$/.test(iterationsText)) refuse(`the broker's SCRAM iteration count is not a number: ${JSON.stringify(iterationsText)}`);
   const iterations = Number(iterationsText);
-  if (iterations < MIN_ITERATIONS) refuse(`the broker asks for ${iterations} SCRAM iterations, fewer than the minimum of ${MIN_ITERATIONS}`);
-  if (!Number.isSafeInteger(iterations) || iterations > 0x7fffffff) refuse(`the broker's SCRAM iteration count ${iterationsText} is too large`);
+  if (iterations < MIN_ITERATIONS)
+    refuse(`the broker asks for ${iterations} SCRAM iterations, fewer than the minimum of ${MIN_ITERATIONS}`);
+  if (!Number.isSafeInteger(iterations) || iterations > 0x7fffffff)
+    refuse(`the broker's SCRAM iteration count ${iterationsText} is too large`);
   const saltBytes = Buffer.from(salt, "base64");
   if (saltBytes.length === 0) refuse("the broker's SCRAM salt is empty");
   return { message, nonce, salt: saltBytes, iterations };

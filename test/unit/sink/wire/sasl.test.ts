@@ -53,7 +53,10 @@ interface Sent {
 }
 
 /** A fake broker: enables `mechanisms`, answers the SaslAuthenticate rounds with `rounds` (given the client's auth bytes). */
-function fakeBroker(mechanisms: string[], rounds: ((clientBytes: Buffer) => Buffer)[]): { request: RawRequest; sent: Sent[]; auth: Buffer[] } {
+function fakeBroker(
+  mechanisms: string[],
+  rounds: ((clientBytes: Buffer) => Buffer)[],
+): { request: RawRequest; sent: Sent[]; auth: Buffer[] } {
   const sent: Sent[] = [];
   const auth: Buffer[] = [];
   const request: RawRequest = async (apiKey, apiVersion, body) => {
@@ -152,7 +155,12 @@ function scram512Server(password: string, iterations: number): ((clientBytes: Bu
       const signature = hmac(storedKey, authMessage);
       const clientKey = Buffer.from(proof.map((b, i) => b ^ signature[i]!));
       const ok = timingSafeEqual(createHash("sha512").update(clientKey).digest(), storedKey);
-      if (!ok) return authResponse("", 58, "Authentication failed during authentication due to invalid credentials with SASL mechanism SCRAM-SHA-512");
+      if (!ok)
+        return authResponse(
+          "",
+          58,
+          "Authentication failed during authentication due to invalid credentials with SASL mechanism SCRAM-SHA-512",
+        );
       return authResponse(`v=${hmac(serverKey, authMessage).toString("base64")}`);
     },
   ];
@@ -191,7 +199,9 @@ describe("user name escaping", () => {
 
   it("the client-first message carries the escaped name", async () => {
     const broker = fakeBroker(["SCRAM-SHA-256"], [() => authResponse("", 58, "no")]);
-    await authenticateWithNonce(broker.request, { mechanism: "scram-sha-256", username: "ops,team=a", password: "x" }, "abc").catch(() => {});
+    await authenticateWithNonce(broker.request, { mechanism: "scram-sha-256", username: "ops,team=a", password: "x" }, "abc").catch(
+      () => {},
+    );
     expect(broker.auth[0]!.toString("utf8")).toBe("n,,n=ops=2Cteam=3Da,r=abc");
   });
 });
