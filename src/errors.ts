@@ -87,6 +87,24 @@ export class TlsError extends UserActionError {
 }
 
 /**
+ * A Kafka broker refused a SASL login (wrong credentials, a mechanism its listener does not enable),
+ * or the broker's side of a SCRAM exchange failed the client's checks (its nonce, iteration count or
+ * signature): the credentials or the broker's configuration must change. `errorCode` is Kafka's
+ * error code when the broker sent one (null: the client refused the broker's answer). Built from the
+ * broker's words and the user name only, never the password.
+ */
+export class SaslAuthenticationError extends UserActionError {
+  override name = "SaslAuthenticationError";
+
+  constructor(
+    message: string,
+    readonly errorCode: number | null,
+  ) {
+    super(message);
+  }
+}
+
+/**
  * Exactly-once delivery cannot trust the checkpoint topic's record for this slot (unreadable, or
  * written for another PostgreSQL cluster): skipping by it could drop events, so the daemon stops.
  */
