@@ -7,9 +7,9 @@ import { assertNever } from "../errors.js";
 import { FramingError } from "./errors.js";
 import { pgTimestampToIso, pgTimestampToMs } from "./pgoutput.js";
 import type { Lsn } from "../lsn.js";
-import type { PgoutputMessage, RawColumn, RawTuple, Relation, Row, RowChange, TxEvent } from "./types.js";
-import { MESSAGE_PREFIX, UNCHANGED } from "./types.js";
-import { decodeValue } from "./values.js";
+import type { PgoutputMessage, RawTuple, Relation, Row, RowChange, TxEvent } from "./types.js";
+import { MESSAGE_PREFIX, RAW_UNCHANGED, UNCHANGED } from "./types.js";
+import { decodeValueAt } from "./values.js";
 
 /** A Relation plus the per-column arrays the row loop reads (flat arrays: no property chains per value). */
 interface CachedRelation {
@@ -216,19 +216,21 @@ export class TransactionDecoder {
 function toRow(rel: CachedRelation, tuple: RawTuple, keyOnly: boolean): Row {
   const { names, typeOids, isKey } = rel;
   const n = names.length;
-  if (tuple.length !== n) {
+  const { data, at } = tuple;
+  if (at.length !== 2 * n) {
     const r = rel.relation;
     throw new FramingError(
-      `tuple for ${r.schema}.${r.name} (relation id ${r.id}) has ${tuple.length} columns but its Relation ` +
+      `tuple for ${r.schema}.${r.name} (relation id ${r.id}) has ${at.length / 2} columns but its Relation ` +
         `message has ${n}: a bug or protocol mismatch`,
     );
   }
   const row: Row = { ...(keyOnly ? rel.keyTemplate : rel.fullTemplate) };
   for (let i = 0; i < n; i++) {
     if (keyOnly && !isKey[i]) continue;
-    const raw = tuple[i] as RawColumn;
+    const start = at[2 * i] as number;
     // null is already in place.
-    if (raw !== null) row[names[i] as string] = raw === UNCHANGED ? raw : decodeValue(typeOids[i] as number, raw);
+    if (start >= 0) row[names[i] as string] = decodeValueAt(typeOids[i] as number, data, start, at[2 * i + 1] as number);
+    else if (start === RAW_UNCHANGED) row[names[i] as string] = UNCHANGED;
   }
   return row;
 }
