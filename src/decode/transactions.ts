@@ -10,6 +10,7 @@ import type { Lsn } from "../lsn.js";
 import type { PgoutputMessage, RawTuple, Relation, Row, RowChange, TxEvent } from "./types.js";
 import { MESSAGE_PREFIX, RAW_UNCHANGED, UNCHANGED } from "./types.js";
 import { decodeValueAt } from "./values.js";
+import { ValueMemo } from "./value-memo.js";
 
 /** A Relation plus the per-column arrays the row loop reads (flat arrays: no property chains per value). */
 interface CachedRelation {
@@ -26,6 +27,8 @@ interface CachedRelation {
   fullTemplate: Row;
   /** The same for the replica-identity columns only (old key tuples, 'K'). */
   keyTemplate: Row;
+  /** Per column, its last value (see ValueMemo); null for types whose values are objects. */
+  memos: (ValueMemo | null)[];
 }
 
 function cache(relation: Relation): CachedRelation {
@@ -43,6 +46,7 @@ function cache(relation: Relation): CachedRelation {
     isKey: relation.columns.map((c) => c.isKey),
     fullTemplate,
     keyTemplate,
+    memos: relation.columns.map((c) => ValueMemo.for(c.typeOid)),
   };
 }
 
@@ -214,7 +218,7 @@ export class TransactionDecoder {
  * others are sent as nulls that mean "not sent", not "NULL".
  */
 function toRow(rel: CachedRelation, tuple: RawTuple, keyOnly: boolean): Row {
-  const { names, typeOids, isKey } = rel;
+  const { names, typeOids, isKey, memos } = rel;
   const n = names.length;
   const { data, at } = tuple;
   if (at.length !== 2 * n) {
@@ -229,8 +233,11 @@ function toRow(rel: CachedRelation, tuple: RawTuple, keyOnly: boolean): Row {
     if (keyOnly && !isKey[i]) continue;
     const start = at[2 * i] as number;
     // null is already in place.
-    if (start >= 0) row[names[i] as string] = decodeValueAt(typeOids[i] as number, data, start, at[2 * i + 1] as number);
-    else if (start === RAW_UNCHANGED) row[names[i] as string] = UNCHANGED;
+    if (start >= 0) {
+      const memo = memos[i];
+      const end = at[2 * i + 1] as number;
+      row[names[i] as string] = memo ? memo.decode(data, start, end) : decodeValueAt(typeOids[i] as number, data, start, end);
+    } else if (start === RAW_UNCHANGED) row[names[i] as string] = UNCHANGED;
   }
   return row;
 }
