@@ -56,7 +56,12 @@ export function isAtOrBefore(commitLsn: Lsn, index: number, checkpoint: Position
 
 /** The events' `source.position` form: commit LSN and index as fixed-width upper-case hex. */
 export function formatPosition(p: Position): string {
-  return `${lsnHex16(p.commitLsn)}-${p.index.toString(16).toUpperCase().padStart(8, "0")}`;
+  return `${lsnHex16(p.commitLsn)}-${positionIndex(p.index)}`;
+}
+
+/** The index's part of a position (after the "-"). */
+export function positionIndex(index: number): string {
+  return index.toString(16).toUpperCase().padStart(8, "0");
 }
 
 const POSITION_TEXT = /^([0-9A-Fa-f]{16})-([0-9A-Fa-f]{8})$/;

@@ -1,6 +1,5 @@
 import type { TxEvent } from "../decode/types.js";
-import { formatLsn } from "../lsn.js";
-import { formatPosition } from "../lsn.js";
+import { formatLsn, formatPosition, positionIndex } from "../lsn.js";
 import type { SourcePosition } from "./events.js";
 
 /** One row change as the transaction decoder hands it over. */
@@ -12,16 +11,28 @@ export interface TxContext {
   commitTime: string;
 }
 
+/** The last commit LSN `position` formatted, and its two forms: a transaction's changes share them. */
+let lastLsn: bigint | null = null;
+let lastLsnText = "";
+let lastPrefix = "";
+
 /**
  * The `source` every event carries. `position` is src/lsn.ts's formatPosition string: a start reads
- * it back from the event topics (parsePosition) to learn what Kafka holds, so it has one writer.
+ * it back from the event topics (parsePosition) to learn what Kafka holds, so it has one writer;
+ * the commit LSN's part of it is formatted once per transaction (BigInt work), not per change.
  */
 export function position(ev: ChangeEvent, tx: TxContext): SourcePosition {
+  const lsn = ev.commitLsn;
+  if (lsn !== lastLsn) {
+    lastLsn = lsn;
+    lastLsnText = formatLsn(lsn);
+    lastPrefix = formatPosition({ commitLsn: lsn, index: 0 }).slice(0, 17);
+  }
   return {
-    commit_lsn: formatLsn(ev.commitLsn),
+    commit_lsn: lastLsnText,
     xid: tx.xid,
     index: ev.index,
-    position: formatPosition({ commitLsn: ev.commitLsn, index: ev.index }),
+    position: lastPrefix + positionIndex(ev.index),
     commit_time: tx.commitTime,
   };
 }

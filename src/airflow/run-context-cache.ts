@@ -57,9 +57,15 @@ export class RunContextCache {
     });
   }
 
+  /** The run's context; all null when the run is not known. */
+  get(dagId: string | null, runId: string | null): RunContext {
+    // A lookup only, so a concatenation: runKey's join() is for keys a cache keeps.
+    return dagId !== null && runId !== null ? (this.contexts.get(`${dagId}\u0000${runId}`) ?? UNKNOWN_RUN) : UNKNOWN_RUN;
+  }
+
   /** The fields a task-instance event carries for its run: all null when the run is not known. */
   fields(dagId: string | null, runId: string | null): RunContextFields {
-    const ctx = dagId !== null && runId !== null ? (this.contexts.get(runKey(dagId, runId)) ?? UNKNOWN_RUN) : UNKNOWN_RUN;
+    const ctx = this.get(dagId, runId);
     return {
       logical_date: ctx.logicalDate,
       run_type: ctx.runType,

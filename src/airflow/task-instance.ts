@@ -155,7 +155,18 @@ export class TaskInstanceMapper {
     this.tis.set(key, next);
     if (!natural) this.seededByName.delete(name);
     if (!natural && this.opts.xcomKey !== null) this.tries.set(name, next.tryNumber);
-    return this.event("snapshot", row, next, prev, prev !== undefined, ev, tx);
+    return this.event(
+      "snapshot",
+      row,
+      str(row, "dag_id") ?? "",
+      str(row, "task_id") ?? "",
+      str(row, "run_id") ?? "",
+      next,
+      prev,
+      prev !== undefined,
+      ev,
+      tx,
+    );
   }
 
   /** An insert or update: an event when it is a transition, null for churn. */
@@ -175,25 +186,31 @@ export class TaskInstanceMapper {
       return null;
     }
     // An insert has no previous state, and that is known.
-    return this.event(change.kind, row, next, prev, change.kind === "insert" || prev !== undefined, ev, tx);
+    return this.event(change.kind, row, dagId, taskId, runId, next, prev, change.kind === "insert" || prev !== undefined, ev, tx);
   }
 
+  /**
+   * One object literal in the event's field order (the order detailFields and RunContextFields
+   * give a delete): no intermediate objects spread into it, since this runs once per event.
+   */
   private event(
     op: "insert" | "update" | "snapshot",
     row: Row,
+    dagId: string,
+    taskId: string,
+    runId: string,
     next: TiState,
     prev: TiState | undefined,
     known: boolean,
     ev: ChangeEvent,
     tx: TxContext,
   ): TaskInstanceEvent {
-    const dagId = str(row, "dag_id") ?? "";
-    const runId = str(row, "run_id") ?? "";
+    const run = this.contexts.get(dagId, runId);
     return {
       type: "task_instance",
       op,
       dag_id: dagId,
-      task_id: str(row, "task_id") ?? "",
+      task_id: taskId,
       run_id: runId,
       map_index: next.mapIndex,
       try_number: next.tryNumber,
@@ -202,8 +219,19 @@ export class TaskInstanceMapper {
       previous_state: prev ? prev.state : null,
       previous_state_known: known,
       previous_try_number: prev ? prev.tryNumber : null,
-      ...detailFields(row),
-      ...this.contexts.fields(dagId, runId),
+      ti_id: str(row, "id"),
+      start_date: str(row, "start_date"),
+      end_date: str(row, "end_date"),
+      duration: num(row, "duration"),
+      hostname: str(row, "hostname"),
+      operator: str(row, "operator"),
+      queue: str(row, "queue"),
+      pool: str(row, "pool"),
+      logical_date: run.logicalDate,
+      run_type: run.runType,
+      data_interval_start: run.dataIntervalStart,
+      data_interval_end: run.dataIntervalEnd,
+      clear_number: run.clearNumber,
       source: position(ev, tx),
     };
   }
@@ -234,7 +262,7 @@ export class TaskInstanceMapper {
   }
 }
 
-/** The columns a task-instance event copies as they are, in the event's field order (delete and write alike). */
+/** The columns a task-instance event copies as they are, in the event's field order (as `event` writes them too). */
 function detailFields(row: Row) {
   return {
     ti_id: str(row, "id"),

@@ -1,7 +1,7 @@
 // Hand-written on purpose: pg-logical-replication's parser runs values through pg's global type parsers (timestamptz -> Date loses microseconds, unchanged TOAST -> undefined).
 
 /**
- * Bytes -> PgoutputMessage for pgoutput protocol version 1. Values stay raw (Buffer slices of the
+ * Bytes -> PgoutputMessage for pgoutput protocol version 1. Values stay raw (offsets into the
  * input, no copy, no string conversion): values.ts converts them once the relation's column types
  * are known. Every message format below is from
  * https://www.postgresql.org/docs/current/protocol-logicalrep-message-formats.html
@@ -15,7 +15,7 @@
 import { DecodeError } from "./errors.js";
 import type { Lsn } from "../lsn.js";
 import type { PgoutputMessage, RawColumn, RawTuple, Relation, RelationColumn } from "./types.js";
-import { UNCHANGED } from "./types.js";
+import { RAW_NULL, RAW_UNCHANGED, UNCHANGED } from "./types.js";
 
 export { pgTimestampToIso, pgTimestampToMs } from "./timestamps.js";
 
@@ -104,19 +104,25 @@ function tagName(tag: number | undefined): string {
  */
 function tuple(): RawTuple {
   const n = u16();
-  const cols: RawColumn[] = [];
+  const at: number[] = [];
   for (let i = 0; i < n; i++) {
     const kind = u8();
     switch (kind) {
       case 0x74: // 't'
-      case 0x62: // 'b'
-        cols.push(bytes(i32()));
+      case 0x62: {
+        // 'b'
+        const len = i32();
+        const end = pos + len;
+        if (len < 0 || end > buf.length) throw truncated();
+        at.push(pos, end);
+        pos = end;
         break;
+      }
       case 0x6e: // 'n'
-        cols.push(null);
+        at.push(RAW_NULL, 0);
         break;
       case 0x75: // 'u'
-        cols.push(UNCHANGED);
+        at.push(RAW_UNCHANGED, 0);
         break;
       default:
         throw new DecodeError(
@@ -125,7 +131,37 @@ function tuple(): RawTuple {
         );
     }
   }
-  return cols;
+  return { data: buf, at };
+}
+
+/** Column `i` of a tuple as a RawColumn (a view into the message for text): for tests and rare paths. */
+export function rawColumn(t: RawTuple, i: number): RawColumn {
+  const start = t.at[2 * i]!;
+  if (start === RAW_NULL) return null;
+  if (start === RAW_UNCHANGED) return UNCHANGED;
+  return t.data.subarray(start, t.at[2 * i + 1]);
+}
+
+/** Every column of a tuple as RawColumns. */
+export function rawColumns(t: RawTuple): RawColumn[] {
+  return Array.from({ length: t.at.length / 2 }, (_, i) => rawColumn(t, i));
+}
+
+/** A RawTuple of the given columns (their bytes copied into one buffer): tests build messages with it. */
+export function rawTuple(cols: readonly RawColumn[]): RawTuple {
+  const parts: Buffer[] = [];
+  const at: number[] = [];
+  let pos = 0;
+  for (const c of cols) {
+    if (c === null) at.push(RAW_NULL, 0);
+    else if (c === UNCHANGED) at.push(RAW_UNCHANGED, 0);
+    else {
+      at.push(pos, pos + c.length);
+      parts.push(c);
+      pos += c.length;
+    }
+  }
+  return { data: Buffer.concat(parts), at };
 }
 
 /** The Byte1('K'|'O') before an old tuple. */
@@ -240,8 +276,8 @@ function body(tag: number): PgoutputMessage {
 }
 
 /**
- * Decode one pgoutput message (protocol version 1). Tuple values are views into `input`: keep
- * `input` unchanged while the message is in use.
+ * Decode one pgoutput message (protocol version 1). Tuple values are offsets into `input` (and a
+ * message's content a view of it): keep `input` unchanged while the message is in use.
  */
 export function decodePgoutput(input: Buffer): PgoutputMessage {
   buf = input;

@@ -7,9 +7,10 @@ import { assertNever } from "../errors.js";
 import { FramingError } from "./errors.js";
 import { pgTimestampToIso, pgTimestampToMs } from "./pgoutput.js";
 import type { Lsn } from "../lsn.js";
-import type { PgoutputMessage, RawColumn, RawTuple, Relation, Row, RowChange, TxEvent } from "./types.js";
-import { MESSAGE_PREFIX, UNCHANGED } from "./types.js";
-import { decodeValue } from "./values.js";
+import type { PgoutputMessage, RawTuple, Relation, Row, RowChange, TxEvent } from "./types.js";
+import { MESSAGE_PREFIX, RAW_UNCHANGED, UNCHANGED } from "./types.js";
+import { decodeValueAt } from "./values.js";
+import { ValueMemo } from "./value-memo.js";
 
 /** A Relation plus the per-column arrays the row loop reads (flat arrays: no property chains per value). */
 interface CachedRelation {
@@ -26,6 +27,8 @@ interface CachedRelation {
   fullTemplate: Row;
   /** The same for the replica-identity columns only (old key tuples, 'K'). */
   keyTemplate: Row;
+  /** Per column, its last value (see ValueMemo); null for types whose values are objects. */
+  memos: (ValueMemo | null)[];
 }
 
 function cache(relation: Relation): CachedRelation {
@@ -43,6 +46,7 @@ function cache(relation: Relation): CachedRelation {
     isKey: relation.columns.map((c) => c.isKey),
     fullTemplate,
     keyTemplate,
+    memos: relation.columns.map((c) => ValueMemo.for(c.typeOid)),
   };
 }
 
@@ -214,21 +218,26 @@ export class TransactionDecoder {
  * others are sent as nulls that mean "not sent", not "NULL".
  */
 function toRow(rel: CachedRelation, tuple: RawTuple, keyOnly: boolean): Row {
-  const { names, typeOids, isKey } = rel;
+  const { names, typeOids, isKey, memos } = rel;
   const n = names.length;
-  if (tuple.length !== n) {
+  const { data, at } = tuple;
+  if (at.length !== 2 * n) {
     const r = rel.relation;
     throw new FramingError(
-      `tuple for ${r.schema}.${r.name} (relation id ${r.id}) has ${tuple.length} columns but its Relation ` +
+      `tuple for ${r.schema}.${r.name} (relation id ${r.id}) has ${at.length / 2} columns but its Relation ` +
         `message has ${n}: a bug or protocol mismatch`,
     );
   }
   const row: Row = { ...(keyOnly ? rel.keyTemplate : rel.fullTemplate) };
   for (let i = 0; i < n; i++) {
     if (keyOnly && !isKey[i]) continue;
-    const raw = tuple[i] as RawColumn;
+    const start = at[2 * i] as number;
     // null is already in place.
-    if (raw !== null) row[names[i] as string] = raw === UNCHANGED ? raw : decodeValue(typeOids[i] as number, raw);
+    if (start >= 0) {
+      const memo = memos[i];
+      const end = at[2 * i + 1] as number;
+      row[names[i] as string] = memo ? memo.decode(data, start, end) : decodeValueAt(typeOids[i] as number, data, start, end);
+    } else if (start === RAW_UNCHANGED) row[names[i] as string] = UNCHANGED;
   }
   return row;
 }

@@ -71,9 +71,23 @@ export type PgoutputMessage =
   | { tag: "truncate"; relationIds: number[]; cascade: boolean; restartIdentity: boolean }
   | { tag: "message"; transactional: boolean; lsn: Lsn; prefix: string; content: Buffer };
 
-/** A tuple as sent: per column null, unchanged TOAST, or the text bytes (not yet converted). */
+/** One column of a tuple as sent: null, unchanged TOAST, or the text bytes (not yet converted). */
 export type RawColumn = null | typeof UNCHANGED | Buffer;
-export type RawTuple = RawColumn[];
+
+/** In RawTuple.at, a column's start when it is NULL or an unchanged TOASTed value (no bytes). */
+export const RAW_NULL = -1;
+export const RAW_UNCHANGED = -2;
+
+/**
+ * A tuple as sent, by offsets into the message: column i's bytes are data[at[2i], at[2i+1]), or
+ * at[2i] is RAW_NULL / RAW_UNCHANGED. Offsets rather than a Buffer view per column: a view is an
+ * object, and every column of every row (~40 on task_instance) made one for the garbage collector.
+ * `rawColumn` (pgoutput.ts) gives a column as a RawColumn.
+ */
+export interface RawTuple {
+  data: Buffer;
+  at: number[];
+}
 
 /**
  * Transaction framing, what the pipeline consumes. `commitLsn` is the commit record's LSN (from

@@ -42,33 +42,38 @@ export const TypeOid = {
  * PostgreSQL sent.
  */
 export function decodeValue(typeOid: number, text: Buffer): ColumnValue {
+  return decodeValueAt(typeOid, text, 0, text.length);
+}
+
+/** decodeValue of the bytes b[start, end): the row loop reads values in place in the message, with no view per value. */
+export function decodeValueAt(typeOid: number, b: Buffer, start: number, end: number): ColumnValue {
   // Literal case labels on purpose: the optimiser compiles them to a jump table.
   switch (typeOid) {
     case 23: // int4
     case 21: // int2
     case 26: // oid
-      return parseSmallInt(text);
+      return parseSmallInt(b, start, end);
     case 20: // int8
-      return parseInt8(text);
+      return parseInt8(b, start, end);
     case 1184: // timestamptz
-      return decodeTimestamp(text.toString("latin1"), true);
+      return decodeTimestamp(b.toString("latin1", start, end), true);
     case 1114: // timestamp: the daemon treats timestamps without time zone as UTC
-      return decodeTimestamp(text.toString("latin1"), false);
+      return decodeTimestamp(b.toString("latin1", start, end), false);
     case 16: // bool
-      return text[0] === 0x74; // 't'
+      return b[start] === 0x74; // 't'
     case 700: // float4
     case 701: {
       // float8; NaN / Infinity / -Infinity have no JSON form: keep PostgreSQL's spelling
-      const s = text.toString("latin1");
+      const s = b.toString("latin1", start, end);
       const n = Number(s);
       return Number.isFinite(n) ? n : s;
     }
     case 1700: // numeric: arbitrary precision, keep the exact text
-      return text.toString("latin1");
+      return b.toString("latin1", start, end);
     case 114: // json
     case 3802: {
       // jsonb
-      const s = text.toString("utf8");
+      const s = b.toString("utf8", start, end);
       try {
         return JSON.parse(s) as ColumnValue;
       } catch {
@@ -76,36 +81,35 @@ export function decodeValue(typeOid: number, text: Buffer): ColumnValue {
       }
     }
     case 17: // bytea
-      return decodeBytea(text);
+      return decodeBytea(b.subarray(start, end));
     default:
-      return text.toString("utf8");
+      return b.toString("utf8", start, end);
   }
 }
 
 /** int2/int4/oid: at most 10 digits and a sign, exact in a double. */
-function parseSmallInt(b: Buffer): number {
-  const len = b.length;
-  let i = 0;
+function parseSmallInt(b: Buffer, start: number, end: number): number {
+  let i = start;
   let neg = false;
-  if (b[0] === 0x2d) {
+  if (b[i] === 0x2d) {
     neg = true;
-    i = 1;
+    i++;
   }
-  if (i === len) throw badNumber(b);
+  if (i >= end) throw badNumber(b.subarray(start, end));
   let n = 0;
-  for (; i < len; i++) {
+  for (; i < end; i++) {
     const d = (b[i] as number) - 0x30;
-    if (d < 0 || d > 9) throw badNumber(b);
+    if (d < 0 || d > 9) throw badNumber(b.subarray(start, end));
     n = n * 10 + d;
   }
   return neg ? -n : n;
 }
 
 /** int8: a number when exact (|v| <= 2^53 - 1), else the decimal string. */
-function parseInt8(b: Buffer): number | string {
+function parseInt8(b: Buffer, start: number, end: number): number | string {
   // Up to 15 digits is always below 2^53: parse from the bytes.
-  if (b.length <= 15) return parseSmallInt(b);
-  const s = b.toString("latin1");
+  if (end - start <= 15) return parseSmallInt(b, start, end);
+  const s = b.toString("latin1", start, end);
   const n = Number(s);
   // A decimal above MAX_SAFE_INTEGER never rounds to a safe integer, so this is exact.
   return Number.isSafeInteger(n) ? n : s;

@@ -34,15 +34,12 @@ type StateTable = "task_instance" | "dag_run";
 /** The key of a task instance's or DAG run's state record; null when the event does not say whose it is (see StateRecords). */
 export function stateKey(event: TaskInstanceEvent | DagRunEvent): string | null {
   if (!event.dag_id || !event.run_id) return null;
-  if (event.type === "dag_run") return JSON.stringify({ type: "dag_run", dag_id: event.dag_id, run_id: event.run_id });
+  // Written out rather than JSON.stringify of a new object (once per event): the same bytes, the
+  // strings escaped by JSON.stringify itself, the integer map_index as JSON writes it.
+  const dagRun = `"dag_id":${JSON.stringify(event.dag_id)},"run_id":${JSON.stringify(event.run_id)}`;
+  if (event.type === "dag_run") return `{"type":"dag_run",${dagRun}}`;
   if (!event.task_id || event.map_index === null) return null;
-  return JSON.stringify({
-    type: "task_instance",
-    dag_id: event.dag_id,
-    run_id: event.run_id,
-    task_id: event.task_id,
-    map_index: event.map_index,
-  });
+  return `{"type":"task_instance",${dagRun},"task_id":${JSON.stringify(event.task_id)},"map_index":${JSON.stringify(event.map_index)}}`;
 }
 
 /** The key under which a TRUNCATE of `table` is written. */

@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { DecodeError, FramingError } from "../../../src/decode/errors.js";
-import { decodePgoutput } from "../../../src/decode/pgoutput.js";
+import { decodePgoutput, rawTuple } from "../../../src/decode/pgoutput.js";
 import { TransactionDecoder } from "../../../src/decode/transactions.js";
 import type { PgoutputMessage, Relation, Row, RowChange, TxEvent } from "../../../src/decode/types.js";
 import { UNCHANGED } from "../../../src/decode/types.js";
@@ -286,7 +286,7 @@ describe("TransactionDecoder framing errors", () => {
   const insert = (values: (string | null)[], relationId = 100): PgoutputMessage => ({
     tag: "insert",
     relationId,
-    row: values.map((v) => (v === null ? null : t(v))),
+    row: rawTuple(values.map((v) => (v === null ? null : t(v)))),
   });
 
   function decoderWith(...msgs: PgoutputMessage[]): TransactionDecoder {
@@ -300,7 +300,7 @@ describe("TransactionDecoder framing errors", () => {
     [
       "delete after the commit",
       [rel([["a", 23, true]]), begin(), commit()],
-      { tag: "delete", relationId: 100, old: [t("1")], oldKind: "key" },
+      { tag: "delete", relationId: 100, old: rawTuple([t("1")]), oldKind: "key" },
       /DELETE outside a transaction/,
     ],
     ["commit without begin", [], commit(), /COMMIT outside a transaction/],
@@ -327,7 +327,7 @@ describe("TransactionDecoder framing errors", () => {
     [
       "old tuple with more columns than the relation",
       [rel([["a", 23, true]]), begin()],
-      { tag: "update", relationId: 100, old: [t("1"), null], oldKind: "key", row: [t("2")] },
+      { tag: "update", relationId: 100, old: rawTuple([t("1"), null]), oldKind: "key", row: rawTuple([t("2")]) },
       /has 2 columns but its Relation message has 1/,
     ],
     [
@@ -388,9 +388,9 @@ describe("TransactionDecoder framing errors", () => {
     const upd = (oldKind: "key" | "full"): PgoutputMessage => ({
       tag: "update",
       relationId: 100,
-      old: [t("1"), oldKind === "key" ? null : t("old"), t("x")],
+      old: rawTuple([t("1"), oldKind === "key" ? null : t("old"), t("x")]),
       oldKind,
-      row: [t("2"), UNCHANGED, t("y")],
+      row: rawTuple([t("2"), UNCHANGED, t("y")]),
     });
     expect(d.push(upd("key"))).toMatchObject({
       change: { old: { k1: 1, k2: "x" }, oldKind: "key", row: { k1: 2, v: UNCHANGED, k2: "y" } },

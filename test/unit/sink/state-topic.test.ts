@@ -56,6 +56,21 @@ describe("stateKey", () => {
     expect(truncateStateKey("dag_run")).toBe('{"type":"table_truncated","table":"dag_run"}');
   });
 
+  it("is byte for byte JSON.stringify of the key object, whatever the names hold", () => {
+    const names = ['q"uote', "back\\slash", "tab\tnew\nline\u0001", "\u2028\u2029", "lone \ud800 surrogate", "émoji 🚀", "</script>"];
+    for (const dagId of names)
+      for (const runId of names.slice(0, 3))
+        for (const mapIndex of [-1, 0, 7, 123456]) {
+          const taskId = `${runId}_${dagId}`;
+          expect(stateKey(ti(1, { dag_id: dagId, run_id: runId, task_id: taskId, map_index: mapIndex }))).toBe(
+            JSON.stringify({ type: "task_instance", dag_id: dagId, run_id: runId, task_id: taskId, map_index: mapIndex }),
+          );
+          expect(stateKey(run(1, { dag_id: dagId, run_id: runId }))).toBe(
+            JSON.stringify({ type: "dag_run", dag_id: dagId, run_id: runId }),
+          );
+        }
+  });
+
   it("cannot key a delete whose identity the WAL did not carry", () => {
     expect(stateKey(ti(1, { op: "delete", dag_id: null, task_id: null, run_id: null, map_index: null } as never))).toBeNull();
     expect(stateKey(run(1, { op: "delete", dag_id: "", run_id: "" }))).toBeNull();
