@@ -81,7 +81,7 @@ export class WireProducer {
     });
     this.sequences.clear();
     this.broken = null;
-    this.log.debug({ producerId: this.producerId.toString(), epoch: this.producerEpoch }, "wire producer connected");
+    this.log.info({ producerId: this.producerId.toString(), epoch: this.producerEpoch }, "Kafka producer: wire (idempotent)");
   }
 
   async disconnect(): Promise<void> {
