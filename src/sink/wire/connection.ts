@@ -182,20 +182,28 @@ export class BrokerConnection {
     const r = new Reader(await this.raw(API.ApiVersions, 0, Buffer.alloc(0)));
     const error = r.int16();
     if (error !== 0) throw new KafkaProtocolError(error, `ApiVersions from Kafka broker ${this.name}`);
-    const ranges = new Map<number, [number, number]>();
+    const ranges = new Map<number, readonly [number, number]>();
     for (const [key, min, max] of r.array((x) => [x.int16(), x.int16(), x.int16()] as const)) ranges.set(key, [min, max]);
-    const pick = (api: keyof typeof WANTED): number => {
-      const [lo, hi] = WANTED[api];
-      const range = ranges.get(API[api]);
-      const best = range === undefined ? -1 : Math.min(hi, range[1]);
-      if (range === undefined || best < Math.max(lo, range[0])) {
-        const offered = range === undefined ? "none" : `${range[0]}-${range[1]}`;
-        throw new UserActionError(
-          `Kafka broker ${this.name} offers ${api} versions ${offered}; the wire producer needs one of ${lo}-${hi} (non-flexible versions): set EVENTSTREAM_KAFKA_PRODUCER=kafkajs`,
-        );
-      }
-      return best;
-    };
-    return { Produce: pick("Produce"), Metadata: pick("Metadata"), InitProducerId: pick("InitProducerId") };
+    return pickVersions(ranges, this.name);
   }
+}
+
+/**
+ * The highest version of each API that both the broker (its ApiVersions ranges, by API key) and
+ * this producer (WANTED) speak; a broker with none in common is named with what it offers.
+ */
+export function pickVersions(ranges: ReadonlyMap<number, readonly [number, number]>, broker: string): Versions {
+  const pick = (api: keyof typeof WANTED): number => {
+    const [lo, hi] = WANTED[api];
+    const range = ranges.get(API[api]);
+    const best = range === undefined ? -1 : Math.min(hi, range[1]);
+    if (range === undefined || best < Math.max(lo, range[0])) {
+      const offered = range === undefined ? "none" : `${range[0]}-${range[1]}`;
+      throw new UserActionError(
+        `Kafka broker ${broker} offers ${api} versions ${offered}; the wire producer needs one of ${lo}-${hi} (non-flexible versions): set EVENTSTREAM_KAFKA_PRODUCER=kafkajs`,
+      );
+    }
+    return best;
+  };
+  return { Produce: pick("Produce"), Metadata: pick("Metadata"), InitProducerId: pick("InitProducerId") };
 }
