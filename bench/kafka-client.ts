@@ -9,6 +9,9 @@
  *                          kafkajs serialises them per broker anyway, and may reorder on a retry)
  *   platformatic           @platformatic/kafka, idempotent, acks=all, one send() at a time
  *   platformatic-inflight  the same, --inflight send() calls outstanding
+ *   wire                   the daemon's own producer (src/sink/wire, EVENTSTREAM_KAFKA_PRODUCER=wire), one
+ *                          sendBatch at a time, loaded from dist/ (`npm run build` first: Node's type
+ *                          stripping does not map src/'s ".js" imports to their .ts files)
  *
  * Figures: records/s (first send -> last acknowledgement), CPU µs per record (process.cpuUsage over
  * the sends only), peak RSS (VmHWM) and RSS before the sends. Values come from a pool of distinct
@@ -23,8 +26,9 @@ import { parseArgs } from "node:util";
 import path from "node:path";
 import { Kafka, logLevel, type Message } from "kafkajs";
 import { servicesEnv } from "../scripts/services-env.ts";
+import type * as WireModule from "../src/sink/wire/producer.ts";
 
-const VARIANTS = ["kafkajs", "kafkajs-inflight", "platformatic", "platformatic-inflight"] as const;
+const VARIANTS = ["kafkajs", "kafkajs-inflight", "platformatic", "platformatic-inflight", "wire"] as const;
 type Variant = (typeof VARIANTS)[number];
 
 interface Options {
@@ -152,6 +156,17 @@ async function runChild(variant: Variant, topic: string, opts: Options): Promise
       createPartitioner: Partitioners.DefaultPartitioner,
       allowAutoTopicCreation: false,
     });
+    await producer.connect();
+    send = (messages) => producer.sendBatch({ topicMessages: [{ topic, messages }], acks: -1 });
+    close = () => producer.disconnect();
+  } else if (variant === "wire") {
+    const where = new URL("../dist/sink/wire/producer.js", import.meta.url);
+    const { WireProducer } = (await import(where.href).catch((e: unknown) => {
+      throw new Error(`the wire variant loads ${fileURLToPath(where)}: run \`npm run build\` first (${(e as Error).message})`);
+    })) as typeof WireModule;
+    const { pino } = await import("pino");
+    const kafkaCfg = { brokers: opts.brokers, clientId: "bench-kafka-client", ssl: null, sasl: null, producer: "wire" as const };
+    const producer = new WireProducer(kafkaCfg, pino({ level: "warn" }));
     await producer.connect();
     send = (messages) => producer.sendBatch({ topicMessages: [{ topic, messages }], acks: -1 });
     close = () => producer.disconnect();

@@ -109,6 +109,11 @@ function checkTogether(e: Env, refused: (key: string) => string, problems: strin
   if (e.EVENTSTREAM_ON_GAP === "snapshot" && !e.EVENTSTREAM_GAP_DETECTION) {
     problems.push(`  ${refused("EVENTSTREAM_ON_GAP")}: recovering from a gap needs gap detection; remove EVENTSTREAM_GAP_DETECTION=false`);
   }
+  if (e.EVENTSTREAM_DELIVERY === "exactly-once" && e.EVENTSTREAM_KAFKA_PRODUCER === "wire") {
+    problems.push(
+      `  ${refused("EVENTSTREAM_KAFKA_PRODUCER")}: the wire producer is not transactional; exactly-once runs on kafkajs's transactional producer (remove the setting, or EVENTSTREAM_DELIVERY=at-least-once)`,
+    );
+  }
   if (e.EVENTSTREAM_DELIVERY === "exactly-once" && !e.EVENTSTREAM_GAP_DETECTION) {
     problems.push(
       `  ${refused("EVENTSTREAM_GAP_DETECTION")}: exactly-once keeps and checks a checkpoint in any case; remove the setting (false is for at-least-once only)`,
@@ -173,6 +178,8 @@ function configFrom(e: Env, { kafkaCa, pgRootCert, pgHosts }: CaFiles) {
       sasl: e.KAFKA_SASL_MECHANISM
         ? { mechanism: e.KAFKA_SASL_MECHANISM, username: e.KAFKA_SASL_USERNAME ?? "", password: e.KAFKA_SASL_PASSWORD ?? "" }
         : null,
+      /** Which producer writes events and checkpoints (at-least-once only; exactly-once is kafkajs's). */
+      producer: e.EVENTSTREAM_KAFKA_PRODUCER,
     },
     topic: e.EVENTSTREAM_TOPIC,
     topicTemplate: template === "" ? null : template,

@@ -222,6 +222,12 @@ export const SETTINGS = {
   },
   KAFKA_SASL_USERNAME: { group: "kafka", schema: z.string().optional(), about: "SASL user name." },
   KAFKA_SASL_PASSWORD: { group: "kafka", schema: z.string().optional(), about: "SASL password. Never logged." },
+  EVENTSTREAM_KAFKA_PRODUCER: {
+    group: "kafka",
+    schema: z.enum(["kafkajs", "wire"]).default("kafkajs"),
+    about:
+      "The producer of events and checkpoints in at-least-once delivery: `kafkajs`, or `wire`, the daemon's own idempotent producer (src/sink/wire: the one request it sends, encoded without kafkajs's per-record cost). Exactly-once always uses kafkajs's transactional producer: `wire` with `EVENTSTREAM_DELIVERY=exactly-once` is a configuration error.",
+  },
   EVENTSTREAM_TOPIC: {
     group: "topics",
     schema: topicName.default("airflow.events"),

@@ -1,4 +1,4 @@
-import type { Kafka, Producer, TopicMessages } from "kafkajs";
+import type { Kafka, TopicMessages } from "kafkajs";
 import type { Config } from "../config.js";
 import type { Lsn } from "../lsn.js";
 import { CHECKPOINT_FIX, encodeCheckpoint, parseCheckpoint, type Checkpoint, type SourceIdentity } from "../checkpoint/position.js";
@@ -7,7 +7,7 @@ import { formatLsn } from "../lsn.js";
 import { CheckpointError, TransientError } from "../errors.js";
 import type { Logger } from "../log.js";
 import { TAIL_OFFSETS, newSentinelValue, scanToSentinels, sentinelKey, type CheckpointScan, type ScanOptions } from "./checkpoint-topic.js";
-import { connectClients, createClients, disconnectClients, inTransaction } from "./client.js";
+import { connectClients, createClients, disconnectClients, inTransaction, type SessionProducer } from "./client.js";
 import { deliveryMode, type CheckpointTarget, type DeliveryMode } from "./delivery.js";
 import { explain } from "./kafka-errors.js";
 import type { CheckpointRecords, SinkRecord } from "./publisher.js";
@@ -43,7 +43,7 @@ export class CheckpointStore implements CheckpointRecords {
     private readonly cfg: Config,
     private readonly log: Logger,
     private readonly kafka: Kafka,
-    private readonly producer: Pick<Producer, "sendBatch" | "transaction">,
+    private readonly producer: Pick<SessionProducer, "sendBatch" | "transaction">,
     private readonly topics: TopicAdmin,
     private readonly track: (close: () => Promise<void>) => void,
   ) {
@@ -120,6 +120,7 @@ export class CheckpointStore implements CheckpointRecords {
       { topic: this.target.topic, messages: [...sentinels].map(([partition, value]) => ({ key, value, partition })) },
     ];
     if (this.mode.eos) {
+      if (this.producer.transaction === undefined) throw new Error("exactly-once needs kafkajs's transactional producer");
       const tx = await this.producer.transaction().catch((e: unknown) => {
         throw explain(this.cfg, e, "initialising the transactional producer");
       });

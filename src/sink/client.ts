@@ -8,6 +8,7 @@ import { deliveryMode } from "./delivery.js";
 import { problemKey, problems } from "../problems.js";
 import { explainTls, userAction } from "./kafka-errors.js";
 import { FastDefaultPartitioner } from "./partitioner.js";
+import { WireProducer } from "./wire/producer.js";
 
 /**
  * kafkajs's retries for the client and the producer. Bounded, unlike kafkajs's idempotent default
@@ -16,11 +17,23 @@ import { FastDefaultPartitioner } from "./partitioner.js";
  */
 const BOUNDED_RETRY = { initialRetryTime: 300, maxRetryTime: 10_000, retries: 8 } as const;
 
+/**
+ * What the publisher and the checkpoint store need of a producer: sendBatch, and in exactly-once
+ * kafkajs's transaction() (the wire producer has none: it serves at-least-once only).
+ */
+export interface SessionProducer {
+  connect(): Promise<void>;
+  disconnect(): Promise<void>;
+  sendBatch(batch: { topicMessages: TopicMessages[]; acks?: number }): Promise<unknown>;
+  transaction?: Producer["transaction"];
+}
+
 /** The kafkajs client of a session, with its admin and its one producer (none connected yet). */
 export interface KafkaClients {
   kafka: Kafka;
   admin: Admin;
-  producer: Producer;
+  /** kafkajs's, or the wire producer (EVENTSTREAM_KAFKA_PRODUCER=wire, at-least-once). */
+  producer: SessionProducer;
 }
 
 /**
@@ -43,6 +56,10 @@ export function createClients(cfg: Config, log: Logger, quick = false): KafkaCli
   });
   const admin = kafka.admin();
   const { eos } = deliveryMode(cfg);
+  // loadConfig refuses wire with exactly-once; the check here keeps a hand-built Config honest too.
+  if (cfg.kafka.producer === "wire" && !eos) {
+    return { kafka, admin, producer: new WireProducer(cfg.kafka, log, quick ? { retryWindowMs: 0 } : {}) };
+  }
   const producer = kafka.producer({
     idempotent: true,
     maxInFlightRequests: 1,
@@ -117,7 +134,9 @@ export async function disconnectClients(clients: KafkaClients): Promise<void> {
 }
 
 /** One Kafka transaction: written and committed, or aborted (best effort) and the error thrown. */
-export async function inTransaction(producer: Pick<Producer, "transaction">, topicMessages: TopicMessages[]): Promise<void> {
+export async function inTransaction(producer: Pick<SessionProducer, "transaction">, topicMessages: TopicMessages[]): Promise<void> {
+  if (producer.transaction === undefined)
+    throw new Error("exactly-once needs kafkajs's transactional producer (EVENTSTREAM_KAFKA_PRODUCER=kafkajs)");
   const tx = await producer.transaction();
   try {
     await tx.sendBatch({ topicMessages, acks: -1 });

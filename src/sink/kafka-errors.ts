@@ -25,7 +25,8 @@ export function userAction(cfg: Config, e: unknown): UserActionError | undefined
   const tls = tlsFailure(e);
   if (tls) return new TlsError(explainTls(cfg, tls, cfg.kafka.brokers.join(",")), { cause: e });
   const sasl = cfg.kafka.sasl;
-  if (sasl && hasErrorNamed(e, "KafkaJSSASLAuthenticationError")) {
+  // kafkajs's name, and the wire producer's (src/sink/wire/sasl.ts).
+  if (sasl && (hasErrorNamed(e, "KafkaJSSASLAuthenticationError") || hasErrorNamed(e, "SaslAuthenticationError"))) {
     const mechanism = sasl.mechanism.toUpperCase();
     const scram =
       sasl.mechanism === "plain"

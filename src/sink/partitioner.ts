@@ -47,8 +47,25 @@ export function murmur2(key: string | Buffer): number {
 /** Keys whose hash is remembered; past it the map starts over (cheap, and a drain's keys are far fewer). */
 const MAX_CACHED = 50_000;
 
-/** A kafkajs `createPartitioner` placing messages exactly as Partitioners.DefaultPartitioner does. */
-export const FastDefaultPartitioner: ICustomPartitioner = () => {
+/** A partition as placement sees it: its id and its leader's node id (-1: none). */
+export interface PartitionLeader {
+  partitionId: number;
+  leader: number;
+}
+
+/** Places one message: an explicit partition, the key's hash, or round robin for keyless ones. */
+export type Placement = (
+  topic: string,
+  partitions: readonly PartitionLeader[],
+  key: string | Buffer | null | undefined,
+  partition: number | null | undefined,
+) => number;
+
+/**
+ * kafkajs's default placement as a plain function, with its own round-robin counters and key
+ * cache: used by FastDefaultPartitioner (kafkajs) and by the wire producer (src/sink/wire).
+ */
+export function createPlacement(): Placement {
   const counters = new Map<string, number>();
   let hashes = new Map<string, number>();
   const hashOf = (key: string): number => {
@@ -60,16 +77,21 @@ export const FastDefaultPartitioner: ICustomPartitioner = () => {
     }
     return h;
   };
-  return ({ topic, partitionMetadata, message }) => {
-    if (message.partition !== null && message.partition !== undefined) return message.partition;
-    const numPartitions = partitionMetadata.length;
-    const key = message.key;
+  return (topic, partitions, key, partition) => {
+    if (partition !== null && partition !== undefined) return partition;
+    const numPartitions = partitions.length;
     if (key !== null && key !== undefined) return (typeof key === "string" ? hashOf(key) : murmur2(key) & 0x7fffffff) % numPartitions;
     // No key: round robin over the partitions with a leader, from a random start, as kafkajs does.
     const next = ((counters.get(topic) ?? randomBytes(4).readUInt32BE(0)) + 1) | 0;
     counters.set(topic, next);
-    const available = partitionMetadata.filter((p) => p.leader >= 0);
+    const available = partitions.filter((p) => p.leader >= 0);
     if (available.length > 0) return available[(next & 0x7fffffff) % available.length]!.partitionId;
     return (next & 0x7fffffff) % numPartitions;
   };
+}
+
+/** A kafkajs `createPartitioner` placing messages exactly as Partitioners.DefaultPartitioner does. */
+export const FastDefaultPartitioner: ICustomPartitioner = () => {
+  const place = createPlacement();
+  return ({ topic, partitionMetadata, message }) => place(topic, partitionMetadata, message.key, message.partition);
 };

@@ -1,4 +1,4 @@
-import type { Message, Producer, TopicMessages } from "kafkajs";
+import type { Message, TopicMessages } from "kafkajs";
 import type { Config } from "../config.js";
 import type { Lsn } from "../lsn.js";
 import type { SinkAck } from "../checkpoint/ack.js";
@@ -6,7 +6,7 @@ import type { Position } from "../lsn.js";
 import { TransientError } from "../errors.js";
 import { batchEnd, recordBytes, stateBytes } from "./batch.js";
 import { stateMessages, type StateRecord } from "./state-topic.js";
-import { inTransaction } from "./client.js";
+import { inTransaction, type SessionProducer } from "./client.js";
 import { explain } from "./kafka-errors.js";
 import type { Metrics } from "../operate/metrics.js";
 import type { ValueFraming } from "./schema-registry.js";
@@ -61,7 +61,7 @@ export interface CheckpointRecords {
   acknowledged(position: Position): void;
 }
 
-export type PublishProducer = Pick<Producer, "sendBatch" | "transaction">;
+export type PublishProducer = Pick<SessionProducer, "sendBatch" | "transaction">;
 
 /**
  * The Kafka publisher. Records are sent in the order they were pushed, one produce request at a

@@ -136,8 +136,19 @@ export function daemonEnv(database: string, extra: Record<string, string> = {}):
     // Off unless a test asks for it: test files run in parallel, and daemons sharing the default
     // port would refuse to start.
     EVENTSTREAM_HTTP_PORT: "0",
+    ...producerFromEnvironment(extra),
     ...extra,
   };
+}
+
+/**
+ * EVENTSTREAM_KAFKA_PRODUCER from the test run's environment (to run the suites on the wire
+ * producer); not for a daemon in exactly-once, which always runs on kafkajs's transactional producer.
+ */
+function producerFromEnvironment(extra: Record<string, string>): Record<string, string> {
+  const producer = process.env.EVENTSTREAM_KAFKA_PRODUCER;
+  if (producer === undefined || producer === "" || extra.EVENTSTREAM_DELIVERY === "exactly-once") return {};
+  return { EVENTSTREAM_KAFKA_PRODUCER: producer };
 }
 
 export function daemonConfig(database: string, extra: Record<string, string> = {}): Config {

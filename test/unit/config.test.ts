@@ -49,6 +49,15 @@ describe("loadConfig", () => {
     expect(() => loadConfig({ EVENTSTREAM_REPLICA_IDENTITY: "index" })).toThrow(ConfigError);
   });
 
+  it("picks the Kafka producer (kafkajs by default), and refuses the wire producer with exactly-once", () => {
+    expect(loadConfig({}).kafka.producer).toBe("kafkajs");
+    expect(loadConfig({ EVENTSTREAM_KAFKA_PRODUCER: "wire" }).kafka.producer).toBe("wire");
+    expect(() => loadConfig({ EVENTSTREAM_KAFKA_PRODUCER: "wire", EVENTSTREAM_DELIVERY: "exactly-once" })).toThrow(
+      /EVENTSTREAM_KAFKA_PRODUCER="wire".*not transactional/,
+    );
+    expect(() => loadConfig({ EVENTSTREAM_KAFKA_PRODUCER: "librdkafka" })).toThrow(ConfigError);
+  });
+
   it("reads every kind of value", () => {
     const c = loadConfig({
       PGPORT: "55432",
