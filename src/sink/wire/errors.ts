@@ -51,6 +51,24 @@ const NAMES: Record<number, string> = {
   90: "PRODUCER_FENCED",
 };
 
+/** Kafka's own descriptions (its Errors enum) of the codes an operator may meet from a produce. */
+const DESCRIPTIONS: Record<number, string> = {
+  3: "This server does not host this topic-partition",
+  6: "This server is not the leader for that topic-partition",
+  10: "The request included a message larger than the max message size the server will accept",
+  18: "The request included message batch larger than the configured segment size on the server",
+  19: "Messages are rejected since there are fewer in-sync replicas than required",
+  20: "Messages are written to the log, but to fewer in-sync replicas than required",
+  29: "Topic authorization failed",
+  31: "Cluster authorization failed",
+  44: "Request parameters do not satisfy the configured policy",
+  45: "The broker received an out of order sequence number",
+  47: "Producer attempted to produce with an old epoch",
+  56: "Disk error when trying to access log file on the disk",
+  59: "The broker could not locate the producer metadata associated with the producer id",
+  87: "This record has failed the validation on broker and hence will be rejected",
+};
+
 /**
  * Worth resending the same batch (after a metadata refresh): the leader moved, a replica lagged,
  * the broker was busy. Kafka's RetriableException subclasses among the codes above.
@@ -68,7 +86,8 @@ export class KafkaProtocolError extends Error {
 
   constructor(code: number, context: string, detail?: string | null) {
     const type = NAMES[code] ?? `ERROR_CODE_${code}`;
-    super(`${context}: ${type} (Kafka error code ${code})${detail ? `: ${detail}` : ""}`);
+    const description = DESCRIPTIONS[code];
+    super(`${context}: ${type} (Kafka error code ${code}${description ? `: ${description}` : ""})${detail ? `: ${detail}` : ""}`);
     this.type = type;
     this.code = code;
     this.retriable = RETRIABLE.has(code);
