@@ -178,8 +178,8 @@ function configFrom(e: Env, { kafkaCa, pgRootCert, pgHosts }: CaFiles) {
       sasl: e.KAFKA_SASL_MECHANISM
         ? { mechanism: e.KAFKA_SASL_MECHANISM, username: e.KAFKA_SASL_USERNAME ?? "", password: e.KAFKA_SASL_PASSWORD ?? "" }
         : null,
-      /** Which producer writes events and checkpoints (at-least-once only; exactly-once is kafkajs's). */
-      producer: e.EVENTSTREAM_KAFKA_PRODUCER,
+      /** Which producer writes events and checkpoints: unset, wire in at-least-once (exactly-once is always kafkajs's). */
+      producer: e.EVENTSTREAM_KAFKA_PRODUCER ?? (e.EVENTSTREAM_DELIVERY === "exactly-once" ? "kafkajs" : "wire"),
     },
     topic: e.EVENTSTREAM_TOPIC,
     topicTemplate: template === "" ? null : template,

@@ -49,8 +49,10 @@ describe("loadConfig", () => {
     expect(() => loadConfig({ EVENTSTREAM_REPLICA_IDENTITY: "index" })).toThrow(ConfigError);
   });
 
-  it("picks the Kafka producer (kafkajs by default), and refuses the wire producer with exactly-once", () => {
-    expect(loadConfig({}).kafka.producer).toBe("kafkajs");
+  it("picks the Kafka producer (wire by default in at-least-once, kafkajs in exactly-once), and refuses the wire producer with exactly-once", () => {
+    expect(loadConfig({}).kafka.producer).toBe("wire");
+    expect(loadConfig({ EVENTSTREAM_DELIVERY: "exactly-once" }).kafka.producer).toBe("kafkajs");
+    expect(loadConfig({ EVENTSTREAM_KAFKA_PRODUCER: "kafkajs" }).kafka.producer).toBe("kafkajs");
     expect(loadConfig({ EVENTSTREAM_KAFKA_PRODUCER: "wire" }).kafka.producer).toBe("wire");
     expect(() => loadConfig({ EVENTSTREAM_KAFKA_PRODUCER: "wire", EVENTSTREAM_DELIVERY: "exactly-once" })).toThrow(
       /EVENTSTREAM_KAFKA_PRODUCER="wire".*not transactional/,
