@@ -48,6 +48,12 @@ export function endFrame(w: Writer, start: number): void {
   w.buf.writeInt32BE(w.pos - start - 4, start);
 }
 
+/** "host:port" or "[v6]:port" of KAFKA_BROKERS. */
+export function parseBroker(broker: string): { host: string; port: number } {
+  const sep = broker.lastIndexOf(":");
+  return { host: broker.slice(0, sep).replace(/^\[(.*)\]$/, "$1"), port: Number(broker.slice(sep + 1)) };
+}
+
 /** As client.ts's tlsOptions for kafkajs: the configured CA only, or Node's list; certificates always checked. */
 function tlsOptions(ssl: NonNullable<Config["kafka"]["ssl"]>, host: string): ConnectionOptions {
   return {

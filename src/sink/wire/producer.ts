@@ -14,7 +14,7 @@ import type { Message, TopicMessages } from "kafkajs";
 import type { Config } from "../../config.js";
 import type { Logger } from "../../log.js";
 import { createPlacement, type PartitionLeader } from "../partitioner.js";
-import { API, BrokerConnection, beginFrame, endFrame } from "./connection.js";
+import { API, BrokerConnection, beginFrame, endFrame, parseBroker } from "./connection.js";
 import { KafkaConnectionError, KafkaProtocolError, isRetriable } from "./errors.js";
 import { fetchMetadata } from "./metadata.js";
 import { type Batch, encodeProduce, parseProduce } from "./produce.js";
@@ -33,11 +33,6 @@ export interface WireProducerOptions {
   keepLastRequest?: boolean;
   /** Tests: a shorter retry window than ~1 min. */
   retryWindowMs?: number;
-}
-
-function parseBroker(broker: string): { host: string; port: number } {
-  const sep = broker.lastIndexOf(":");
-  return { host: broker.slice(0, sep).replace(/^\[(.*)\]$/, "$1"), port: Number(broker.slice(sep + 1)) };
 }
 
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
@@ -108,6 +103,7 @@ export class WireProducer {
       const names = [...new Set(topicMessages.map((t) => t.topic))];
       const missing = attempt > 0 ? names : names.filter((t) => !this.topics.has(t));
       if (missing.length > 0) await this.refreshMetadata(missing);
+      if (pending === null) this.checkPlaceable(names);
       pending ??= this.batches(topicMessages);
       pending = await this.produceOnce(pending);
       if (pending.length > 0) throw pending[0]!.error;
@@ -139,6 +135,19 @@ export class WireProducer {
         this.log.debug({ err: err.message, attempt: n + 1, backoffMs: backoff }, `${what}: retrying`);
         await sleep(backoff);
       }
+    }
+  }
+
+  /**
+   * A topic just created can be listed with no partitions yet (or not all of them): placing by a
+   * key needs the full count, so that is retried (with fresh metadata) like a missing leader.
+   */
+  private checkPlaceable(names: string[]): void {
+    for (const name of names) {
+      const partitions = this.topics.get(name)!;
+      let complete = partitions.length > 0;
+      for (let i = 0; complete && i < partitions.length; i++) complete = partitions[i] !== undefined;
+      if (!complete) throw new KafkaProtocolError(5, `Metadata for topic ${name}`, "its partitions are not all listed yet");
     }
   }
 
