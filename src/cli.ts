@@ -5,14 +5,13 @@ import { checkHeapLimit, loadConfig, loadDotEnv, type Config } from "./config.js
 import { Daemon } from "./main.js";
 import { createLogger, type Logger } from "./log.js";
 import { UserActionError, describeError } from "./errors.js";
-import { resetCheckpoint } from "./reset.js";
-import { SNAPSHOT_USAGE, snapshotCommand } from "./snapshot/command.js";
 import { daemonMetrics, packageVersion, startOperate } from "./operate/serve.js";
-import { REPLAY_USAGE, parseReplayArgs, replay, type ReplayArgs } from "./backfill/replay.js";
-import { statusCommand } from "./operate/status.js";
-import { checkCommand } from "./operate/check.js";
-import { tailCommand, type TailOptions } from "./operate/tail.js";
-import { serveCommand } from "./serve/command.js";
+// The other commands' code is imported by their actions, not here: `run` then never loads it (the
+// serve command alone is ~1.5 MB of live heap), and the daemon's peak RSS is what issue 14 bounds.
+import { SNAPSHOT_USAGE } from "./snapshot/usage.js";
+import { REPLAY_USAGE } from "./backfill/usage.js";
+import type { ReplayArgs } from "./backfill/replay.js";
+import type { TailOptions } from "./operate/tail.js";
 
 const FOOTER = `
 Configuration comes from environment variables (and ./.env); see .env.example.
@@ -29,11 +28,11 @@ interface Env {
  * Loads the configuration and runs `fn`; the one error path of every command: a UserActionError
  * exits 2 with its message, anything else 1. `fd`: where logs go (2 when stdout carries data).
  */
-async function withEnv(fd: 1 | 2, fn: (env: Env) => Promise<number>, before?: () => void): Promise<number> {
+async function withEnv(fd: 1 | 2, fn: (env: Env) => Promise<number>, before?: () => Promise<void>): Promise<number> {
   let log = createLogger("info", fd);
   try {
     loadDotEnv();
-    before?.();
+    await before?.();
     const cfg = loadConfig();
     checkHeapLimit(cfg, v8.getHeapStatistics().heap_size_limit);
     log = createLogger(cfg.logLevel, fd);
@@ -84,7 +83,9 @@ function program(setExit: (code: number) => void): Command {
         withEnv(
           2,
           ({ cfg, log }) => runReplay(cfg, parsed!, log),
-          () => (parsed = parseReplayArgs(args)),
+          async () => {
+            parsed = (await import("./backfill/replay.js")).parseReplayArgs(args);
+          },
         ),
       );
     });
@@ -95,17 +96,28 @@ function program(setExit: (code: number) => void): Command {
     .allowUnknownOption()
     .allowExcessArguments()
     .argument("[args...]")
-    .action((args: string[]) => exit(withEnv(1, ({ cfg, log }) => snapshotCommand(cfg, log, args).then(() => 0))));
+    .action((args: string[]) =>
+      exit(
+        withEnv(1, async ({ cfg, log }) => {
+          await (await import("./snapshot/command.js")).snapshotCommand(cfg, log, args);
+          return 0;
+        }),
+      ),
+    );
   cli
     .command("status")
     .description("the slot, the checkpoint, the topics and a running daemon's /status; exit 1 when something needs action (saying what)")
     .option("--json", "one JSON document instead of text")
-    .action((o: { json?: boolean }) => exit(withEnv(2, ({ cfg, log }) => statusCommand(cfg, log, { json: o.json === true }))));
+    .action((o: { json?: boolean }) =>
+      exit(withEnv(2, async ({ cfg, log }) => (await import("./operate/status.js")).statusCommand(cfg, log, { json: o.json === true }))),
+    );
   cli
     .command("check")
     .description("every start-time check, without streaming or creating anything: ok / problem and the fix; exit 1 on any problem")
     .option("--json", "one JSON document instead of text")
-    .action((o: { json?: boolean }) => exit(withEnv(2, ({ cfg, log }) => checkCommand(cfg, log, { json: o.json === true }))));
+    .action((o: { json?: boolean }) =>
+      exit(withEnv(2, async ({ cfg, log }) => (await import("./operate/check.js")).checkCommand(cfg, log, { json: o.json === true }))),
+    );
   cli
     .command("tail")
     .description("events from Kafka as readable lines (or JSON lines)")
@@ -115,12 +127,12 @@ function program(setExit: (code: number) => void): Command {
     .option("--json", "the events as JSON lines")
     .action((o: { dag?: string[]; from: string; follow?: boolean; json?: boolean }) => {
       const opts: TailOptions = { dags: o.dag ?? null, from: o.from, follow: o.follow === true, json: o.json === true };
-      return exit(withEnv(2, ({ cfg, log }) => tailCommand(cfg, log, opts)));
+      return exit(withEnv(2, async ({ cfg, log }) => (await import("./operate/tail.js")).tailCommand(cfg, log, opts)));
     });
   cli
     .command("serve")
     .description("the query service: runs, readiness, stuck tasks and history over REST and SSE, from the topics (docs/serve.md)")
-    .action(() => exit(withEnv(1, ({ cfg, log }) => serveCommand(cfg, log))));
+    .action(() => exit(withEnv(1, async ({ cfg, log }) => (await import("./serve/command.js")).serveCommand(cfg, log))));
   return cli;
 }
 
@@ -165,7 +177,7 @@ async function runDaemon({ cfg, log }: Env): Promise<number> {
 }
 
 async function runReset({ cfg, log }: Env): Promise<number> {
-  const out = await resetCheckpoint(cfg, log);
+  const out = await (await import("./reset.js")).resetCheckpoint(cfg, log);
   const done = [
     out.checkpoint === "deleted"
       ? `deleted the checkpoint of slot "${cfg.slot}" in ${cfg.checkpointTopic}`
@@ -190,6 +202,7 @@ async function runReset({ cfg, log }: Env): Promise<number> {
 
 /** `airflow-eventstream replay`: records to stdout or a topic, what was done to stderr. */
 async function runReplay(cfg: Config, args: ReplayArgs, log: Logger): Promise<number> {
+  const { replay } = await import("./backfill/replay.js");
   const done = await replay(cfg, args, log, { out: process.stdout, err: process.stderr });
   const to = args.output.kind === "topic" ? args.output.topic : "stdout";
   process.stderr.write(

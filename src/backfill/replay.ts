@@ -11,6 +11,9 @@ import { Progress } from "./progress.js";
 import { replayProducer, stdoutSink, topicSink } from "./sinks.js";
 import { parseTarget, type Target } from "./target.js";
 import { replayWindow, sourceTopics, type PartitionWindow } from "./window.js";
+import { REPLAY_USAGE } from "./usage.js";
+
+export { REPLAY_USAGE };
 
 /** `airflow-eventstream replay`'s arguments. */
 export interface ReplayArgs {
@@ -20,14 +23,6 @@ export interface ReplayArgs {
   dags: string[] | null;
   output: { kind: "topic"; topic: string } | { kind: "stdout" };
 }
-
-export const REPLAY_USAGE = `airflow-eventstream replay --from <position|LSN|time> [--until <position|LSN|time>] [--dag ID ...] (--to-topic NAME | --stdout)
-                                        copy the events of [from, until) (until: the topics' end now),
-                                        per DAG in their original order, key, value and headers as
-                                        they are, to a topic (created if missing; transactional when
-                                        EVENTSTREAM_DELIVERY=exactly-once) or to stdout as JSON lines.
-                                        position: an event's source.position; LSN: "16/B374D848";
-                                        time: ISO-8601 with its zone, compared with source.commit_time`;
 
 /** Parses the arguments after "replay"; a UserActionError (exit code 2) says what is wrong. */
 export function parseReplayArgs(argv: string[]): ReplayArgs {

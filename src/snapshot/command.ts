@@ -6,11 +6,9 @@ import type { Logger } from "../log.js";
 import { requestSnapshot, type SnapshotRequest } from "./request.js";
 import { waitForJob, type JobState } from "./wait.js";
 import { SNAPSHOT_TABLES, type SnapshotSpec, type SnapshotTable } from "./spec.js";
+import { SNAPSHOT_USAGE } from "./usage.js";
 
-export const SNAPSHOT_USAGE = `  airflow-eventstream snapshot [--dag ID ...] [--runs-since DATE] [--active-only] [--table task_instance|dag_run] [--wait]
-                                        ask the daemon streaming from this database to publish the
-                                        current rows as op "snapshot" events (docs/backfill.md);
-                                        prints the job id; --wait follows it until done`;
+export { SNAPSHOT_USAGE };
 
 /** `snapshot` arguments -> a request (and --wait); ConfigError for anything else. */
 export function parseSnapshotArgs(args: string[]): SnapshotRequest & { wait: boolean } {
