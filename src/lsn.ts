@@ -61,8 +61,15 @@ export function formatPosition(p: Position): string {
 
 /** The index's part of a position (after the "-"). */
 export function positionIndex(index: number): string {
+  return index < SMALL_INDICES.length ? SMALL_INDICES[index]! : formatIndex(index);
+}
+
+function formatIndex(index: number): string {
   return index.toString(16).toUpperCase().padStart(8, "0");
 }
+
+/** The first indices' parts made once: every event has one, and most transactions are small (three strings per event otherwise). */
+const SMALL_INDICES = Array.from({ length: 1024 }, (_, i) => formatIndex(i));
 
 const POSITION_TEXT = /^([0-9A-Fa-f]{16})-([0-9A-Fa-f]{8})$/;
 

@@ -36,10 +36,24 @@ export function stateKey(event: TaskInstanceEvent | DagRunEvent): string | null 
   if (!event.dag_id || !event.run_id) return null;
   // Written out rather than JSON.stringify of a new object (once per event): the same bytes, the
   // strings escaped by JSON.stringify itself, the integer map_index as JSON writes it.
-  const dagRun = `"dag_id":${JSON.stringify(event.dag_id)},"run_id":${JSON.stringify(event.run_id)}`;
+  const dagRun = dagRunPart(event.dag_id, event.run_id);
   if (event.type === "dag_run") return `{"type":"dag_run",${dagRun}}`;
   if (!event.task_id || event.map_index === null) return null;
   return `{"type":"task_instance",${dagRun},"task_id":${JSON.stringify(event.task_id)},"map_index":${JSON.stringify(event.map_index)}}`;
+}
+
+/** The last run's `"dag_id":..,"run_id":..` part: consecutive events are mostly of one run (a scheduler wave, its workers). */
+let lastDagId = "";
+let lastRunId = "";
+let lastDagRun = "";
+
+function dagRunPart(dagId: string, runId: string): string {
+  if (dagId !== lastDagId || runId !== lastRunId || lastDagRun === "") {
+    lastDagRun = `"dag_id":${JSON.stringify(dagId)},"run_id":${JSON.stringify(runId)}`;
+    lastDagId = dagId;
+    lastRunId = runId;
+  }
+  return lastDagRun;
 }
 
 /** The key under which a TRUNCATE of `table` is written. */
