@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { DecodeError } from "../../../src/decode/errors.js";
 import type { ColumnValue } from "../../../src/decode/types.js";
-import { decodeValue, TypeOid } from "../../../src/decode/values.js";
+import { decodeTimestamp, decodeValue, decodeValueAt, TypeOid } from "../../../src/decode/values.js";
 
 const t = (s: string): Buffer => Buffer.from(s, "utf8");
 
@@ -126,6 +126,30 @@ describe("decodeValue timestamps", () => {
   ];
   it.each(tz)("timestamptz %s", (text, iso) => {
     expect(decodeValue(TypeOid.timestamptz, t(text))).toBe(iso);
+  });
+
+  it("reads a timestamp in place in a message byte by byte exactly as decodeTimestamp reads its text", () => {
+    const texts = [...tz.map(([text]) => text), "2024-05-01 12:00:00.+00", "2024-05-01 12:00:00.1234567+00", "2024-05-01 12:00:00+00:00"];
+    for (const text of texts) {
+      // Surrounded by other bytes, as the value sits in a pgoutput message.
+      const msg = Buffer.concat([Buffer.from("x9+"), t(text), Buffer.from("00 ")]);
+      const at = (oid: number) => {
+        try {
+          return decodeValueAt(oid, msg, 3, 3 + text.length);
+        } catch (e: unknown) {
+          return e instanceof DecodeError ? "DecodeError" : e;
+        }
+      };
+      const own = (oid: number) => {
+        try {
+          return decodeTimestamp(text, oid === TypeOid.timestamptz);
+        } catch (e: unknown) {
+          return e instanceof DecodeError ? "DecodeError" : e;
+        }
+      };
+      expect(at(TypeOid.timestamptz)).toBe(own(TypeOid.timestamptz));
+      expect(at(TypeOid.timestamp)).toBe(own(TypeOid.timestamp));
+    }
   });
 
   const naive: [string, string][] = [
