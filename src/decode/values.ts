@@ -81,7 +81,7 @@ export function decodeValueAt(typeOid: number, b: Buffer, start: number, end: nu
       }
     }
     case 17: // bytea
-      return decodeBytea(b.subarray(start, end));
+      return decodeByteaAt(b, start, end) ?? decodeBytea(b.subarray(start, end));
     default:
       return b.toString("utf8", start, end);
   }
@@ -117,6 +117,32 @@ function parseInt8(b: Buffer, start: number, end: number): number | string {
 
 function badNumber(b: Buffer): DecodeError {
   return new DecodeError(`integer column value ${JSON.stringify(b.toString("latin1"))} is not a decimal integer`);
+}
+
+/** Hex digit -> its value; -1 for any other byte. */
+const HEX = new Int8Array(256).fill(-1);
+for (let c = 0; c < 10; c++) HEX[0x30 + c] = c;
+for (let c = 0; c < 6; c++) HEX[0x41 + c] = HEX[0x61 + c] = 10 + c;
+
+/** Longest hex text (characters after "\\x") decoded in JS; longer values go to Buffer.from's native decoder. */
+const SHORT_HEX = 256;
+
+/**
+ * A short bytea in hex format, decoded from the message's bytes: no latin1 string and native hex
+ * call per value (Airflow writes a small pickled executor_config on every task-instance row).
+ * null when it is not short, well-formed hex: decodeBytea then decides, as before.
+ */
+function decodeByteaAt(b: Buffer, start: number, end: number): Buffer | null {
+  const chars = end - start - 2;
+  if (chars < 0 || chars > SHORT_HEX || (chars & 1) !== 0 || b[start] !== 0x5c || b[start + 1] !== 0x78) return null;
+  const out = Buffer.allocUnsafe(chars >> 1);
+  for (let i = 0, at = start + 2; i < out.length; i++, at += 2) {
+    const hi = HEX[b[at]!]!;
+    const lo = HEX[b[at + 1]!]!;
+    if (hi < 0 || lo < 0) return null;
+    out[i] = (hi << 4) | lo;
+  }
+  return out;
 }
 
 /** bytea: hex format ("\x48656c6c6f", bytea_output=hex, the default) or the legacy escape format. */

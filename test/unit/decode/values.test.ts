@@ -65,6 +65,18 @@ describe("decodeValue", () => {
     expect(decodeValue(oid, t(text))).toStrictEqual(expected);
   });
 
+  it("decodes hex bytea in place as Buffer.from(hex) does, short or long, well-formed or not", () => {
+    const rnd = (n: number) => Buffer.from(Array.from({ length: n }, (_, i) => (i * 37 + n) & 0xff));
+    const texts = [0, 1, 2, 13, 127, 128, 129, 500].map((n) => `\\x${rnd(n).toString("hex")}`);
+    texts.push("\\xABcd09", "\\xabc", "\\xa", "\\xzz01", "\\x01zz", "\\x0g");
+    for (const text of texts) {
+      const msg = Buffer.concat([Buffer.from("ab"), t(text), Buffer.from("\\x")]);
+      const v = decodeValueAt(TypeOid.bytea, msg, 2, 2 + text.length);
+      expect(Buffer.isBuffer(v)).toBe(true);
+      expect([...(v as Buffer)]).toStrictEqual([...Buffer.from(text.slice(2), "hex")]);
+    }
+  });
+
   it("keeps the sign of float -0", () => {
     expect(Object.is(decodeValue(TypeOid.float8, t("-0")), -0)).toBe(true);
   });
