@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { formatLsn, formatPosition, lsnHex16, parseLsn, parsePosition, positionIndex } from "../../src/lsn.js";
+import { formatLsn, formatPosition, lsnHex16, lsnTexts, parseLsn, parsePosition, positionIndex } from "../../src/lsn.js";
 
 describe("LSN", () => {
   it.each([
@@ -33,5 +33,11 @@ describe("a position's index part", () => {
       expect(positionIndex(i)).toBe(i.toString(16).toUpperCase().padStart(8, "0"));
       expect(parsePosition(formatPosition({ commitLsn: 0x16b3748n, index: i }))).toEqual({ commitLsn: 0x16b3748n, index: i });
     }
+  });
+});
+
+describe("an LSN's two texts at once", () => {
+  it.each([0n, 1n, 0x16b3748n, (0x16n << 32n) | 0xb374d848n, 0xffffffffn, 1n << 32n, 0xffffffffffffffffn])("%s", (lsn) => {
+    expect(lsnTexts(lsn)).toEqual({ text: formatLsn(lsn), positionPrefix: formatPosition({ commitLsn: lsn, index: 0 }).slice(0, 17) });
   });
 });
