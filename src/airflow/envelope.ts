@@ -1,5 +1,5 @@
 import type { TxEvent } from "../decode/types.js";
-import { formatLsn, formatPosition, positionIndex } from "../lsn.js";
+import { lsnTexts, positionIndex } from "../lsn.js";
 import type { SourcePosition } from "./events.js";
 
 /** One row change as the transaction decoder hands it over. */
@@ -25,8 +25,9 @@ export function position(ev: ChangeEvent, tx: TxContext): SourcePosition {
   const lsn = ev.commitLsn;
   if (lsn !== lastLsn) {
     lastLsn = lsn;
-    lastLsnText = formatLsn(lsn);
-    lastPrefix = formatPosition({ commitLsn: lsn, index: 0 }).slice(0, 17);
+    const texts = lsnTexts(lsn);
+    lastLsnText = texts.text;
+    lastPrefix = texts.positionPrefix;
   }
   return {
     commit_lsn: lastLsnText,

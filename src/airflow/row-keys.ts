@@ -60,8 +60,12 @@ interface KeyColumns {
 export class RowKeys {
   /** Per Relation message rather than per table: rowKey runs for every row, and an ALTER TABLE sends a new one. */
   private readonly keyColumns = new WeakMap<Relation, KeyColumns>();
+  /** The last Relation asked about and its key: rows come table by table, and this runs twice per change. */
+  private lastRel: Relation | null = null;
+  private lastKey: KeyColumns | null = null;
 
   keyOf(rel: Relation): KeyColumns {
+    if (rel === this.lastRel) return this.lastKey!;
     let key = this.keyColumns.get(rel);
     if (key === undefined) {
       const cols = rowKeyColumns(rel);
@@ -71,6 +75,8 @@ export class RowKeys {
       };
       this.keyColumns.set(rel, key);
     }
+    this.lastRel = rel;
+    this.lastKey = key;
     return key;
   }
 
@@ -80,11 +86,17 @@ export class RowKeys {
     if (natural) {
       return tiKey(str(row, "dag_id") ?? "", str(row, "task_id") ?? "", str(row, "run_id") ?? "", int(row, "map_index") ?? -1);
     }
+    // One key column (3.x's id, dag_run's id): its value itself, no array per row.
+    if (cols.length === 1) return keyPart(row[cols[0]!]);
     const parts: string[] = [];
     for (const name of cols) {
-      const v = row[name];
-      parts.push(v === undefined || v === UNCHANGED ? "" : String(v));
+      parts.push(keyPart(row[name]));
     }
-    return parts.length === 1 ? parts[0]! : parts.join("\u0000");
+    return parts.join("\u0000");
   }
+}
+
+/** One key column's value as it goes into a row key: absent or not sent (UNCHANGED) is "". */
+function keyPart(v: Row[string] | undefined): string {
+  return v === undefined || v === UNCHANGED ? "" : String(v);
 }

@@ -104,7 +104,9 @@ function tagName(tag: number | undefined): string {
  */
 function tuple(): RawTuple {
   const n = u16();
-  const at: number[] = [];
+  // Its final size at once, filled by index: grown by push, the array went through four backing
+  // stores (17, 41, 77, 131 slots for a 40-column row), ~2 KB of garbage per tuple.
+  const at = new Array<number>(2 * n);
   for (let i = 0; i < n; i++) {
     const kind = u8();
     switch (kind) {
@@ -114,15 +116,18 @@ function tuple(): RawTuple {
         const len = i32();
         const end = pos + len;
         if (len < 0 || end > buf.length) throw truncated();
-        at.push(pos, end);
+        at[2 * i] = pos;
+        at[2 * i + 1] = end;
         pos = end;
         break;
       }
       case 0x6e: // 'n'
-        at.push(RAW_NULL, 0);
+        at[2 * i] = RAW_NULL;
+        at[2 * i + 1] = 0;
         break;
       case 0x75: // 'u'
-        at.push(RAW_UNCHANGED, 0);
+        at[2 * i] = RAW_UNCHANGED;
+        at[2 * i + 1] = 0;
         break;
       default:
         throw new DecodeError(

@@ -4,6 +4,15 @@ import { decodeValueAt } from "./values.js";
 /** Values longer than this are decoded every time: the comparison would cost what it saves. */
 const MAX_BYTES = 64;
 
+/**
+ * A column whose values never repeat (task_instance.id, a heartbeat's microsecond timestamp) only
+ * pays for the memo: a comparison and a copy per value. After this many misses in a row it is
+ * decoded directly for the next REST values, then the memo is tried again (a column's values can
+ * start repeating: a scheduler wave after worker updates).
+ */
+const GIVE_UP_AFTER = 16;
+const REST = 256;
+
 /** Types whose decoded value is an object (json/jsonb, bytea): never shared between rows, since a consumer could change it. */
 const OBJECT_TYPES = new Set([114, 3802, 17]);
 
@@ -19,6 +28,9 @@ export class ValueMemo {
   private readonly bytes = new Uint8Array(MAX_BYTES);
   private len = -1;
   private value: ColumnValue = null;
+  /** Misses in a row; at GIVE_UP_AFTER the memo rests for REST values. */
+  private misses = 0;
+  private resting = 0;
 
   private constructor(private readonly typeOid: number) {}
 
@@ -31,17 +43,28 @@ export class ValueMemo {
   decode(data: Buffer, start: number, end: number): ColumnValue {
     const len = end - start;
     if (len > MAX_BYTES) return decodeValueAt(this.typeOid, data, start, end);
+    if (this.resting > 0) {
+      this.resting--;
+      return decodeValueAt(this.typeOid, data, start, end);
+    }
     const bytes = this.bytes;
     if (len === this.len) {
       let i = 0;
       while (i < len && bytes[i] === data[start + i]) i++;
-      if (i === len) return this.value;
+      if (i === len) {
+        this.misses = 0;
+        return this.value;
+      }
     }
     // Decoded before it is remembered: a value that fails to decode (DecodeError) leaves the memo as it was.
     const value = decodeValueAt(this.typeOid, data, start, end);
     for (let i = 0; i < len; i++) bytes[i] = data[start + i]!;
     this.len = len;
     this.value = value;
+    if (++this.misses >= GIVE_UP_AFTER) {
+      this.misses = 0;
+      this.resting = REST;
+    }
     return value;
   }
 }

@@ -56,9 +56,9 @@ export function decodeValueAt(typeOid: number, b: Buffer, start: number, end: nu
     case 20: // int8
       return parseInt8(b, start, end);
     case 1184: // timestamptz
-      return decodeTimestamp(b.toString("latin1", start, end), true);
+      return decodeTimestampAt(b, start, end, true);
     case 1114: // timestamp: the daemon treats timestamps without time zone as UTC
-      return decodeTimestamp(b.toString("latin1", start, end), false);
+      return decodeTimestampAt(b, start, end, false);
     case 16: // bool
       return b[start] === 0x74; // 't'
     case 700: // float4
@@ -81,7 +81,7 @@ export function decodeValueAt(typeOid: number, b: Buffer, start: number, end: nu
       }
     }
     case 17: // bytea
-      return decodeBytea(b.subarray(start, end));
+      return decodeByteaAt(b, start, end) ?? decodeBytea(b.subarray(start, end));
     default:
       return b.toString("utf8", start, end);
   }
@@ -117,6 +117,32 @@ function parseInt8(b: Buffer, start: number, end: number): number | string {
 
 function badNumber(b: Buffer): DecodeError {
   return new DecodeError(`integer column value ${JSON.stringify(b.toString("latin1"))} is not a decimal integer`);
+}
+
+/** Hex digit -> its value; -1 for any other byte. */
+const HEX = new Int8Array(256).fill(-1);
+for (let c = 0; c < 10; c++) HEX[0x30 + c] = c;
+for (let c = 0; c < 6; c++) HEX[0x41 + c] = HEX[0x61 + c] = 10 + c;
+
+/** Longest hex text (characters after "\\x") decoded in JS; longer values go to Buffer.from's native decoder. */
+const SHORT_HEX = 256;
+
+/**
+ * A short bytea in hex format, decoded from the message's bytes: no latin1 string and native hex
+ * call per value (Airflow writes a small pickled executor_config on every task-instance row).
+ * null when it is not short, well-formed hex: decodeBytea then decides, as before.
+ */
+function decodeByteaAt(b: Buffer, start: number, end: number): Buffer | null {
+  const chars = end - start - 2;
+  if (chars < 0 || chars > SHORT_HEX || (chars & 1) !== 0 || b[start] !== 0x5c || b[start + 1] !== 0x78) return null;
+  const out = Buffer.allocUnsafe(chars >> 1);
+  for (let i = 0, at = start + 2; i < out.length; i++, at += 2) {
+    const hi = HEX[b[at]!]!;
+    const lo = HEX[b[at + 1]!]!;
+    if (hi < 0 || lo < 0) return null;
+    out[i] = (hi << 4) | lo;
+  }
+  return out;
 }
 
 /** bytea: hex format ("\x48656c6c6f", bytea_output=hex, the default) or the legacy escape format. */
@@ -199,6 +225,47 @@ export function decodeTimestamp(s: string, withZone: boolean): string {
     return `${s.slice(0, 10)}T${s.slice(11, 19)}.${frac}Z`;
   }
   return shifted(s, sp, bc, offsetSecs, frac);
+}
+
+/** The common case's ISO text is assembled here (27 bytes) and read out as one string. */
+const ISO_OUT = Buffer.alloc(27);
+const SPACE = 0x20;
+
+/**
+ * decodeTimestamp of the bytes b[start, end). The common case (4-digit year, UTC: "+00" or none,
+ * at most 6 fractional digits) is rearranged byte by byte and read out as one string: the text,
+ * its three slices and their concatenation were ~400 B of garbage per timestamp, several per row.
+ * Anything else goes the string way, which also says what is wrong with a value.
+ */
+function decodeTimestampAt(b: Buffer, start: number, end: number, withZone: boolean): string {
+  const len = end - start;
+  if (
+    len < 19 ||
+    b[start + 10] !== SPACE ||
+    b[start + 4] !== DASH ||
+    b[start + 7] !== DASH ||
+    b[start + 13] !== COLON ||
+    b[start + 16] !== COLON ||
+    b[start] === DASH
+  ) {
+    return decodeTimestamp(b.toString("latin1", start, end), withZone);
+  }
+  let i = start + 19;
+  let digits = 0;
+  if (i < end && b[i] === DOT) {
+    while (i + 1 + digits < end && isDigit(b[i + 1 + digits]!)) digits++;
+    if (digits === 0 || digits > 6) return decodeTimestamp(b.toString("latin1", start, end), withZone);
+    i += 1 + digits;
+  }
+  const utc = withZone ? end - i === 3 && b[i] === PLUS && b[i + 1] === 0x30 && b[i + 2] === 0x30 : i === end;
+  if (!utc) return decodeTimestamp(b.toString("latin1", start, end), withZone);
+  const out = ISO_OUT;
+  for (let k = 0; k < 19; k++) out[k] = b[start + k]!;
+  out[10] = 0x54; // T
+  out[19] = DOT;
+  for (let d = 0; d < 6; d++) out[20 + d] = d < digits ? b[start + 20 + d]! : 0x30;
+  out[26] = 0x5a; // Z
+  return out.toString("latin1", 0, 27);
 }
 
 /** The rare path: apply the UTC offset (or BC / 5+ digit year) with Date; microseconds kept aside. */

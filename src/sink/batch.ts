@@ -52,10 +52,24 @@ export function recordBytes(value: string | null, key: string | null, headers?: 
   );
 }
 
-/** What an event's records on the current-state topic add to the request (see batchEnd for their cap). */
-export function stateBytes(state: readonly { key: string; value: string | null }[] | undefined): number {
+/** recordBytes, the value's UTF-8 bytes (`valueBytes`) counted already. */
+export function recordBytesOf(valueBytes: number, key: string | null, headers?: Readonly<Record<string, string>>): number {
+  return valueBytes + (key === null ? 0 : Buffer.byteLength(key, "utf8")) + RECORD_OVERHEAD_BYTES + headersBytes(headers);
+}
+
+/**
+ * What an event's records on the current-state topic add to the request (see batchEnd for their
+ * cap). A record whose value is the event's own string `value` reuses its count `valueBytes`.
+ */
+export function stateBytes(
+  state: readonly { key: string; value: string | null }[] | undefined,
+  value: string | null = null,
+  valueBytes = 0,
+): number {
   let bytes = 0;
-  for (const st of state ?? []) bytes += recordBytes(st.value, st.key);
+  if (state === undefined) return bytes;
+  for (const st of state)
+    bytes += st.value !== null && st.value === value ? recordBytesOf(valueBytes, st.key) : recordBytes(st.value, st.key);
   return bytes;
 }
 

@@ -4,7 +4,7 @@ import type { Lsn } from "../lsn.js";
 import type { SinkAck } from "../checkpoint/ack.js";
 import type { Position } from "../lsn.js";
 import { TransientError } from "../errors.js";
-import { batchEnd, recordBytes, stateBytes } from "./batch.js";
+import { batchEnd, recordBytesOf, stateBytes } from "./batch.js";
 import { stateMessages, type StateRecord } from "./state-topic.js";
 import { inTransaction, type SessionProducer } from "./client.js";
 import { explain } from "./kafka-errors.js";
@@ -129,10 +129,13 @@ export class Publisher {
     // A replay's record of the state topic itself counts with the state records (batchEnd).
     // Framed values carry the registry's 5-byte header (wire-format.ts), the state records' as well.
     const header = this.framing === null ? 0 : WIRE_HEADER_BYTES;
+    // The value's UTF-8 bytes counted once: an event's state record carries the very same string
+    // (state-topic.ts), and counting walks all of it (~850 B per event).
+    const valueBytes = rec.value === null ? 0 : Buffer.byteLength(rec.value, "utf8");
     const own =
-      recordBytes(rec.value, rec.key, rec.headers) + (rec.value !== null && this.framing?.frames(rec.topic) === true ? header : 0);
+      recordBytesOf(valueBytes, rec.key, rec.headers) + (rec.value !== null && this.framing?.frames(rec.topic) === true ? header : 0);
     const onState = rec.topic === this.cfg.stateTopic;
-    const state = (onState ? own : 0) + stateBytes(rec.state) + header * (rec.state?.length ?? 0);
+    const state = (onState ? own : 0) + stateBytes(rec.state, rec.value, valueBytes) + header * (rec.state?.length ?? 0);
     this.queue.push(rec);
     this.sizes.push(onState ? 0 : own);
     this.stateSizes.push(state);
@@ -268,7 +271,9 @@ export class Publisher {
     for (const r of batch) {
       let msgs = byTopic.get(r.topic);
       if (!msgs) byTopic.set(r.topic, (msgs = []));
-      msgs.push(message(r));
+      // The record is its own Kafka message (key, value and headers under Message's names): no
+      // copy per event. Nothing downstream writes to it; framing and spreading make new objects.
+      msgs.push(r);
     }
     if (this.cfg.stateTopic !== null) {
       const state = stateMessages(batch, this.cfg.stateTopic);

@@ -36,10 +36,24 @@ export function stateKey(event: TaskInstanceEvent | DagRunEvent): string | null 
   if (!event.dag_id || !event.run_id) return null;
   // Written out rather than JSON.stringify of a new object (once per event): the same bytes, the
   // strings escaped by JSON.stringify itself, the integer map_index as JSON writes it.
-  const dagRun = `"dag_id":${JSON.stringify(event.dag_id)},"run_id":${JSON.stringify(event.run_id)}`;
+  const dagRun = dagRunPart(event.dag_id, event.run_id);
   if (event.type === "dag_run") return `{"type":"dag_run",${dagRun}}`;
   if (!event.task_id || event.map_index === null) return null;
   return `{"type":"task_instance",${dagRun},"task_id":${JSON.stringify(event.task_id)},"map_index":${JSON.stringify(event.map_index)}}`;
+}
+
+/** The last run's `"dag_id":..,"run_id":..` part: consecutive events are mostly of one run (a scheduler wave, its workers). */
+let lastDagId = "";
+let lastRunId = "";
+let lastDagRun = "";
+
+function dagRunPart(dagId: string, runId: string): string {
+  if (dagId !== lastDagId || runId !== lastRunId || lastDagRun === "") {
+    lastDagRun = `"dag_id":${JSON.stringify(dagId)},"run_id":${JSON.stringify(runId)}`;
+    lastDagId = dagId;
+    lastRunId = runId;
+  }
+  return lastDagRun;
 }
 
 /** The key under which a TRUNCATE of `table` is written. */
@@ -116,26 +130,33 @@ export function stateMessages(
   batch: readonly { topic: string; key: string | null; value: string | null; state?: readonly StateRecord[] }[],
   stateTopic: string,
 ): Message[] {
-  const all: Message[] = [];
-  for (const r of batch) {
-    if (r.topic === stateTopic) all.push({ key: r.key, value: r.value });
-    for (const st of r.state ?? []) all.push({ key: st.key, value: st.value });
-  }
   // Only each key's last record of the request is written. A key's records all land in one
   // partition's batch of this one request, written whole or not at all (a transaction in
   // exactly-once), so the earlier ones could only ever be overwritten within it: compaction and
   // the fold keep the last. Under load a task instance moves several times per request, and
   // writing each move cost about a third of the drain rate.
+  // Walked from the end (each key's last record is met first), in push order reversed: a
+  // record on the state topic itself before the state records pushed with it. A StateRecord is
+  // already a Kafka message ({ key, value }): handed over as is, no copy per event.
   const seen = new Set<string>();
   const last: Message[] = [];
-  for (let i = all.length - 1; i >= 0; i--) {
-    const m = all[i]!;
-    const key = typeof m.key === "string" ? m.key : null;
-    if (key !== null) {
-      if (seen.has(key)) continue;
-      seen.add(key);
+  for (let i = batch.length - 1; i >= 0; i--) {
+    const r = batch[i]!;
+    const state = r.state;
+    if (state !== undefined) {
+      for (let j = state.length - 1; j >= 0; j--) {
+        const st = state[j]!;
+        if (seen.has(st.key)) continue;
+        seen.add(st.key);
+        last.push(st);
+      }
     }
-    last.push(m);
+    if (r.topic !== stateTopic) continue;
+    if (r.key !== null) {
+      if (seen.has(r.key)) continue;
+      seen.add(r.key);
+    }
+    last.push({ key: r.key, value: r.value });
   }
   return last.reverse();
 }

@@ -1,4 +1,4 @@
-import type { TxEvent } from "../decode/types.js";
+import type { Relation, Row, TxEvent } from "../decode/types.js";
 import type { Lsn } from "../lsn.js";
 import { RowKeys } from "../airflow/row-keys.js";
 import type { ChunkRead, ChunkRow } from "./chunk-reader.js";
@@ -83,13 +83,17 @@ export class SnapshotTap {
     }
     const rel = change.relation;
     if (!published || rel.schema !== this.schema || (rel.name !== "task_instance" && rel.name !== "dag_run")) return;
+    // The new row's key, and the old one's when the WAL carried it; no array per change.
+    if (change.kind === "delete") return this.touched(ev, rel, change.old, open);
+    this.touched(ev, rel, change.row, open);
+    if (change.kind === "update" && change.old) this.touched(ev, rel, change.old, open);
+  }
+
+  private touched(ev: ChangeEvent, rel: Relation, row: Row, open: OpenChunk | null): void {
     const table = rel.name;
-    const rows = change.kind === "delete" ? [change.old] : change.kind === "update" && change.old ? [change.row, change.old] : [change.row];
-    for (const row of rows) {
-      const key = `${table}\u0001${this.keys.rowKey(rel, row)}`;
-      this.recent.touch(ev.xid, ev.commitLsn, key);
-      if (open !== null && open.low !== null && open.table === table) open.touched.add(key);
-    }
+    const key = `${table}\u0001${this.keys.rowKey(rel, row)}`;
+    this.recent.touch(ev.xid, ev.commitLsn, key);
+    if (open !== null && open.low !== null && open.table === table) open.touched.add(key);
   }
 
   /** A message of ours: a request, or a watermark; returns a chunk to publish at a high watermark. */

@@ -74,16 +74,15 @@ export class RecentChanges {
   private readonly txs: RecentTx[] = [];
   private head = 0;
   private keyCount = 0;
-  /** xid -> commit LSN of evicted transactions. */
-  private readonly forgotten = new Map<number, Lsn>();
   /**
-   * The same xids in eviction order, oldest at `forgottenHead`. The oldest is found here, not with
-   * `forgotten.keys().next()`: a Map keeps deleted entries as holes until it rehashes, and that
-   * iterator walks over every one of them, once per eviction.
+   * Evicted transactions, oldest at `forgottenHead`: their xids and commit LSNs, same index. Two
+   * arrays, not a Map keyed by xid: this runs once per evicted transaction during a drain, and
+   * the rule only ever walks them all (unseenBefore) or drops the oldest.
    */
-  private readonly forgottenOrder: number[] = [];
+  private readonly forgottenXids: number[] = [];
+  private readonly forgottenLsns: Lsn[] = [];
   private forgottenHead = 0;
-  /** The highest xid evicted from `forgotten` itself; null: none. */
+  /** The highest xid dropped from the forgotten ones themselves; null: none. */
   private forgottenBeyond: number | null = null;
 
   constructor(private readonly maxKeys: number) {}
@@ -104,7 +103,9 @@ export class RecentChanges {
   unseenBefore(low: Lsn, s: PgSnapshot): Set<string> | null {
     if (this.forgottenBeyond !== null && !xidBefore(this.forgottenBeyond, s.xmin)) return null;
     // Forgotten transactions after L are in the chunk's own window set already.
-    for (const [xid, lsn] of this.forgotten) if (lsn < low && !sees(s, xid)) return null;
+    const xids = this.forgottenXids;
+    const lsns = this.forgottenLsns;
+    for (let i = this.forgottenHead; i < xids.length; i++) if (lsns[i]! < low && !sees(s, xids[i]!)) return null;
     const out = new Set<string>();
     for (let i = this.head; i < this.txs.length; i++) {
       const tx = this.txs[i]!;
@@ -117,14 +118,14 @@ export class RecentChanges {
     const tx = this.txs[this.head]!;
     this.head++;
     this.keyCount -= tx.keys.length;
-    this.forgotten.set(tx.xid, tx.commitLsn);
-    this.forgottenOrder.push(tx.xid);
-    if (this.forgotten.size > FORGOTTEN_XIDS) {
-      const oldest = this.forgottenOrder[this.forgottenHead++]!;
-      this.forgotten.delete(oldest);
+    this.forgottenXids.push(tx.xid);
+    this.forgottenLsns.push(tx.commitLsn);
+    if (this.forgottenXids.length - this.forgottenHead > FORGOTTEN_XIDS) {
+      const oldest = this.forgottenXids[this.forgottenHead++]!;
       if (this.forgottenBeyond === null || xidBefore(this.forgottenBeyond, oldest)) this.forgottenBeyond = oldest;
-      if (this.forgottenHead > 4096 && this.forgottenHead * 2 > this.forgottenOrder.length) {
-        this.forgottenOrder.splice(0, this.forgottenHead);
+      if (this.forgottenHead > 4096 && this.forgottenHead * 2 > this.forgottenXids.length) {
+        this.forgottenXids.splice(0, this.forgottenHead);
+        this.forgottenLsns.splice(0, this.forgottenHead);
         this.forgottenHead = 0;
       }
     }

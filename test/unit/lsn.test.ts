@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { formatLsn, lsnHex16, parseLsn } from "../../src/lsn.js";
+import { formatLsn, formatPosition, lsnHex16, lsnTexts, parseLsn, parsePosition, positionIndex } from "../../src/lsn.js";
 
 describe("LSN", () => {
   it.each([
@@ -24,5 +24,20 @@ describe("LSN", () => {
 
   it.each(["", "0", "0/", "/1", "G/1", "1/2/3", "123456789/0"])("rejects %j", (text) => {
     expect(() => parseLsn(text)).toThrow(/not an LSN/);
+  });
+});
+
+describe("a position's index part", () => {
+  it("is eight upper-case hex digits, from the table of small indices and past it alike", () => {
+    for (const i of [0, 1, 9, 10, 15, 16, 255, 1023, 1024, 1025, 4096, 0xabcdef, 0xffffffff]) {
+      expect(positionIndex(i)).toBe(i.toString(16).toUpperCase().padStart(8, "0"));
+      expect(parsePosition(formatPosition({ commitLsn: 0x16b3748n, index: i }))).toEqual({ commitLsn: 0x16b3748n, index: i });
+    }
+  });
+});
+
+describe("an LSN's two texts at once", () => {
+  it.each([0n, 1n, 0x16b3748n, (0x16n << 32n) | 0xb374d848n, 0xffffffffn, 1n << 32n, 0xffffffffffffffffn])("%s", (lsn) => {
+    expect(lsnTexts(lsn)).toEqual({ text: formatLsn(lsn), positionPrefix: formatPosition({ commitLsn: lsn, index: 0 }).slice(0, 17) });
   });
 });

@@ -33,6 +33,15 @@ describe("ValueMemo", () => {
     expect(memo.decode(...inMessage(""))).toBe("");
   });
 
+  it("decodes exactly while it rests after many misses in a row, and after it (values remembered before the rest are compared, not trusted)", () => {
+    const memo = ValueMemo.for(TypeOid.varchar)!;
+    const seen: string[] = [];
+    // 20 distinct values (a rest begins at the 16th), then a stretch of repeats and changes of equal length.
+    for (let i = 0; i < 20; i++) seen.push(`id-${String(i).padStart(4, "0")}`);
+    for (let i = 0; i < 600; i++) seen.push(i % 7 === 0 ? `id-${String(9000 + i).slice(-4)}` : "id-0015");
+    for (const v of seen) expect(memo.decode(...inMessage(v))).toBe(v);
+  });
+
   it("keeps nothing that fails to decode", () => {
     const memo = ValueMemo.for(TypeOid.int4)!;
     expect(memo.decode(...inMessage("42"))).toBe(42);

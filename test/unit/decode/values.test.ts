@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { DecodeError } from "../../../src/decode/errors.js";
 import type { ColumnValue } from "../../../src/decode/types.js";
-import { decodeValue, TypeOid } from "../../../src/decode/values.js";
+import { decodeTimestamp, decodeValue, decodeValueAt, TypeOid } from "../../../src/decode/values.js";
 
 const t = (s: string): Buffer => Buffer.from(s, "utf8");
 
@@ -65,6 +65,18 @@ describe("decodeValue", () => {
     expect(decodeValue(oid, t(text))).toStrictEqual(expected);
   });
 
+  it("decodes hex bytea in place as Buffer.from(hex) does, short or long, well-formed or not", () => {
+    const rnd = (n: number) => Buffer.from(Array.from({ length: n }, (_, i) => (i * 37 + n) & 0xff));
+    const texts = [0, 1, 2, 13, 127, 128, 129, 500].map((n) => `\\x${rnd(n).toString("hex")}`);
+    texts.push("\\xABcd09", "\\xabc", "\\xa", "\\xzz01", "\\x01zz", "\\x0g");
+    for (const text of texts) {
+      const msg = Buffer.concat([Buffer.from("ab"), t(text), Buffer.from("\\x")]);
+      const v = decodeValueAt(TypeOid.bytea, msg, 2, 2 + text.length);
+      expect(Buffer.isBuffer(v)).toBe(true);
+      expect([...(v as Buffer)]).toStrictEqual([...Buffer.from(text.slice(2), "hex")]);
+    }
+  });
+
   it("keeps the sign of float -0", () => {
     expect(Object.is(decodeValue(TypeOid.float8, t("-0")), -0)).toBe(true);
   });
@@ -126,6 +138,30 @@ describe("decodeValue timestamps", () => {
   ];
   it.each(tz)("timestamptz %s", (text, iso) => {
     expect(decodeValue(TypeOid.timestamptz, t(text))).toBe(iso);
+  });
+
+  it("reads a timestamp in place in a message byte by byte exactly as decodeTimestamp reads its text", () => {
+    const texts = [...tz.map(([text]) => text), "2024-05-01 12:00:00.+00", "2024-05-01 12:00:00.1234567+00", "2024-05-01 12:00:00+00:00"];
+    for (const text of texts) {
+      // Surrounded by other bytes, as the value sits in a pgoutput message.
+      const msg = Buffer.concat([Buffer.from("x9+"), t(text), Buffer.from("00 ")]);
+      const at = (oid: number) => {
+        try {
+          return decodeValueAt(oid, msg, 3, 3 + text.length);
+        } catch (e: unknown) {
+          return e instanceof DecodeError ? "DecodeError" : e;
+        }
+      };
+      const own = (oid: number) => {
+        try {
+          return decodeTimestamp(text, oid === TypeOid.timestamptz);
+        } catch (e: unknown) {
+          return e instanceof DecodeError ? "DecodeError" : e;
+        }
+      };
+      expect(at(TypeOid.timestamptz)).toBe(own(TypeOid.timestamptz));
+      expect(at(TypeOid.timestamp)).toBe(own(TypeOid.timestamp));
+    }
   });
 
   const naive: [string, string][] = [

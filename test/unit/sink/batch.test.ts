@@ -1,5 +1,12 @@
 import { describe, expect, it } from "vitest";
-import { RECORD_BATCH_OVERHEAD_BYTES, RECORD_OVERHEAD_BYTES, batchEnd, recordBytes } from "../../../src/sink/batch.js";
+import {
+  RECORD_BATCH_OVERHEAD_BYTES,
+  RECORD_OVERHEAD_BYTES,
+  batchEnd,
+  recordBytes,
+  recordBytesOf,
+  stateBytes,
+} from "../../../src/sink/batch.js";
 
 /** A notification-like value of `chars` characters of `ch`, as JSON. */
 const value = (ch: string, chars: number) => JSON.stringify({ type: "notification", payload: ch.repeat(chars) });
@@ -15,6 +22,23 @@ describe("record sizes are bytes of UTF-8", () => {
     const jsonOverhead = JSON.stringify({ type: "notification", payload: "" }).length;
     expect(recordBytes(v, null)).toBe(jsonOverhead + 1000 * perChar + RECORD_OVERHEAD_BYTES);
     expect(recordBytes(v, "données")).toBe(recordBytes(v, null) + 8);
+  });
+});
+
+describe("counting an event's value once for its state records", () => {
+  it("gives the same bytes as counting each record on its own, the event's value shared or not", () => {
+    const v = value("数", 300);
+    const other = value("é", 200);
+    const state = [
+      { key: '{"type":"task_instance","dag_id":"données"}', value: v },
+      { key: "k2", value: other },
+      { key: "k3", value: null },
+    ];
+    const vBytes = Buffer.byteLength(v, "utf8");
+    expect(recordBytesOf(vBytes, "données")).toBe(recordBytes(v, "données"));
+    expect(stateBytes(state, v, vBytes)).toBe(stateBytes(state));
+    expect(stateBytes(state, null, 0)).toBe(stateBytes(state));
+    expect(stateBytes(state)).toBe(recordBytes(v, state[0]!.key) + recordBytes(other, "k2") + recordBytes(null, "k3"));
   });
 });
 
