@@ -18,9 +18,20 @@ export function parseLsn(text: string): Lsn {
 
 /** PostgreSQL's own text form, accepted by START_REPLICATION and pg_lsn. */
 export function formatLsn(lsn: Lsn): string {
-  const hi = Number(lsn >> 32n);
-  const lo = Number(lsn & 0xffffffffn);
-  return `${hi.toString(16).toUpperCase()}/${lo.toString(16).toUpperCase()}`;
+  const [hi, lo] = hexHalves(lsn);
+  return `${hi}/${lo}`;
+}
+
+/** The LSN's two 32-bit halves in upper-case hex, no padding: PostgreSQL's text form is "hi/lo". */
+function hexHalves(lsn: Lsn): [string, string] {
+  return [
+    Number(lsn >> 32n)
+      .toString(16)
+      .toUpperCase(),
+    Number(lsn & 0xffffffffn)
+      .toString(16)
+      .toUpperCase(),
+  ];
 }
 
 /**
@@ -29,12 +40,7 @@ export function formatLsn(lsn: Lsn): string {
  * BigInt operations and a BigInt toString.
  */
 export function lsnTexts(lsn: Lsn): { text: string; positionPrefix: string } {
-  const hi = Number(lsn >> 32n)
-    .toString(16)
-    .toUpperCase();
-  const lo = Number(lsn & 0xffffffffn)
-    .toString(16)
-    .toUpperCase();
+  const [hi, lo] = hexHalves(lsn);
   return { text: `${hi}/${lo}`, positionPrefix: `${hi.padStart(8, "0")}${lo.padStart(8, "0")}-` };
 }
 

@@ -13,8 +13,6 @@ import { parseTarget, type Target } from "./target.js";
 import { replayWindow, sourceTopics, type PartitionWindow } from "./window.js";
 import { REPLAY_USAGE } from "./usage.js";
 
-export { REPLAY_USAGE };
-
 /** `airflow-eventstream replay`'s arguments. */
 export interface ReplayArgs {
   from: Target;

@@ -6,9 +6,6 @@ import type { Logger } from "../log.js";
 import { requestSnapshot, type SnapshotRequest } from "./request.js";
 import { waitForJob, type JobState } from "./wait.js";
 import { SNAPSHOT_TABLES, type SnapshotSpec, type SnapshotTable } from "./spec.js";
-import { SNAPSHOT_USAGE } from "./usage.js";
-
-export { SNAPSHOT_USAGE };
 
 /** `snapshot` arguments -> a request (and --wait); ConfigError for anything else. */
 export function parseSnapshotArgs(args: string[]): SnapshotRequest & { wait: boolean } {
