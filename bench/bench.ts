@@ -771,6 +771,15 @@ class Bench {
     return p;
   }
 
+  /** Runs `fn` with the generator's connections committing asynchronously when `async` (synchronous_commit=off), then back on. */
+  private async committing<T>(async: boolean, fn: () => Promise<T>): Promise<T> {
+    if (!async) return fn();
+    for (const c of this.pool) await c.query("SET synchronous_commit = off");
+    const out = await fn();
+    for (const c of this.pool) await c.query("SET synchronous_commit = on");
+    return out;
+  }
+
   /** A seed phase: each run's dag_run and task_instance INSERTs, one transaction per run, counted as events. */
   private async seed(name: string, runs: Run[]): Promise<void> {
     const events = runs.reduce((a, r) => a + 1 + r.tis.length, 0);
@@ -811,9 +820,7 @@ class Bench {
     if (liveRuns.length > 0) {
       const mode = o.asyncCommit ? "synchronous_commit=off" : "synchronous_commit=on";
       await this.phase("throughput", `as fast as ${o.connections} connections commit (${mode}), live`, sum(liveRuns), async (p) => {
-        if (o.asyncCommit) for (const c of this.pool) await c.query("SET synchronous_commit = off");
-        p.gen = await generate(this.pool, liveRuns, (run) => w.script(run, this.sql), null);
-        if (o.asyncCommit) for (const c of this.pool) await c.query("SET synchronous_commit = on");
+        p.gen = await this.committing(o.asyncCommit, () => generate(this.pool, liveRuns, (run) => w.script(run, this.sql), null));
       });
     }
     if (o.phases.has("paced-max")) {
@@ -825,9 +832,7 @@ class Bench {
       await this.seed("seed-max", runs);
       const desc = `paced at ${rate} events/s (${o.maxFraction} x the live maximum ${Math.round(max)}) for ~${o.latencySeconds} s`;
       await this.phase("paced-max", desc, sum(runs), async (p) => {
-        if (o.asyncCommit) for (const c of this.pool) await c.query("SET synchronous_commit = off");
-        p.gen = await generate(this.pool, runs, (run) => w.script(run, this.sql), rate);
-        if (o.asyncCommit) for (const c of this.pool) await c.query("SET synchronous_commit = on");
+        p.gen = await this.committing(o.asyncCommit, () => generate(this.pool, runs, (run) => w.script(run, this.sql), rate));
       });
       this.pacedMax = { fraction: o.maxFraction, liveMax: max, rate };
     }
@@ -837,9 +842,7 @@ class Bench {
       if (code !== 0) throw new Error(`daemon exited with ${code} on SIGTERM:\n${this.daemon!.tail()}`);
       this.daemon = null;
       // Written while no daemon reads; asynchronous commit only to write the backlog sooner (the WAL is the same).
-      for (const c of this.pool) await c.query("SET synchronous_commit = off");
-      const backlog = await generate(this.pool, drainRuns, (run) => w.script(run, this.sql), null);
-      for (const c of this.pool) await c.query("SET synchronous_commit = on");
+      const backlog = await this.committing(true, () => generate(this.pool, drainRuns, (run) => w.script(run, this.sql), null));
       log(
         `backlog written: ${backlog.events.toLocaleString("en-US")} events in ${backlog.txs.toLocaleString("en-US")} transactions, ${((backlog.endUs - backlog.startUs) / 1e6).toFixed(1)} s`,
       );
