@@ -103,9 +103,29 @@ run_version() {
       console.error(`[matrix] PostgreSQL ${process.argv[2]}: slowest files`);
       for (const [ms, name] of files.slice(0, 12)) console.error(`  ${(ms / 1000).toFixed(0).padStart(5)} s  ${name}`);
     } catch {}' "$report" "$major" || true
+  # The failed tests by name, with their first error lines, again at the very end: a CI record that
+  # keeps only the log's tail must still say which test failed and why.
+  local failures
+  failures=$(node -e '
+    const fs = require("node:fs");
+    try {
+      const r = JSON.parse(fs.readFileSync(process.argv[1], "utf8"));
+      for (const f of r.testResults) {
+        for (const t of f.assertionResults) {
+          if (t.status !== "failed") continue;
+          const file = f.name.replace(process.cwd() + "/", "");
+          const why = (t.failureMessages[0] ?? "").split("\n").slice(0, 3).map((l) => l.slice(0, 200));
+          console.log(`  FAILED ${file} > ${t.fullName}`);
+          for (const l of why) console.log(`         ${l}`);
+        }
+        if (f.status === "failed" && f.assertionResults.every((t) => t.status !== "failed"))
+          console.log(`  FAILED ${f.name.replace(process.cwd() + "/", "")}: ${(f.message ?? "").split("\n")[0].slice(0, 200)}`);
+      }
+    } catch {}' "$report" || true)
   local verdict=passed
   if (( rc != 0 )); then verdict=FAILED; FAILED=1; fi
   SUMMARY+=("$(printf 'PostgreSQL %-3s %-7s %-45s %5d s  (%s)' "$major" "$verdict" "$counts" $((SECONDS - t0)) "$*")")
+  if [[ -n $failures ]]; then SUMMARY+=("$failures"); fi
 }
 
 if [[ ${1:-} == --ci ]]; then
