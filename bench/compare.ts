@@ -373,6 +373,8 @@ async function runSystem(
           !k.startsWith("EVENTSTREAM_KAFKA_"),
       ),
     ) as Record<string, string>;
+    // As in bench.ts: node flags for the daemon, after the launcher's (experiments, not the defaults).
+    if (process.env.BENCH_DAEMON_NODE_ARGS) passthrough.NODE_OPTIONS = process.env.BENCH_DAEMON_NODE_ARGS;
     return runDaemon(
       ctx,
       ROOT,
@@ -445,6 +447,9 @@ function report(results: SystemResult[]): string[] {
 
 async function main(): Promise<number> {
   const o = parseOptions(process.argv.slice(2));
+  // Before the backlog is made: without a build the daemon only dies at its first line.
+  if (o.systems.includes("daemon") && !existsSync(path.join(ROOT, "dist/cli.js")))
+    throw new Error("dist/cli.js is missing: run `npm run build` first (npm run bench:compare does)");
   const cmp = new Compare(o);
   const stop = (sig: string) => {
     log(`${sig}: cleaning up`);
