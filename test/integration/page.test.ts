@@ -188,6 +188,37 @@ describe("the live page", () => {
     await page.close();
   });
 
+  it("Enter typed before the DAG list has loaded opens the first match once it has", async () => {
+    const dag = "late_list_dag";
+    const run = "manual__2026-12-03T00:00:00+00:00";
+    await triggerRun(dag, run, ["only"]);
+    await waitFor(
+      `${dag} in GET /dags`,
+      async () => ((await (await fetch(`${base}/dags`)).json()) as { dag_id: string }[]).some((d) => d.dag_id === dag),
+      30_000,
+      250,
+    );
+    const page = await browser.context.newPage();
+    // The page's first GET /dags held back until after Enter: the search has nothing to match yet.
+    let held = 0;
+    let release!: () => void;
+    const released = new Promise<void>((r) => (release = r));
+    await page.route(/\/dags$/, async (route) => {
+      if (held++ === 0) await released;
+      await route.continue();
+    });
+    await page.goto(`${base}/`);
+    await page.keyboard.press("/");
+    await page.keyboard.type(dag.slice(0, 9));
+    await page.keyboard.press("Enter");
+    await expect.poll(() => held, { timeout: 10_000 }).toBe(1);
+    expect(await page.locator("#grid td").count(), "nothing opened before the list came").toBe(0);
+    release();
+    await expectCellState(page, run, "only", "none");
+    expect(page.url()).toContain(`#dag=${dag}`);
+    await page.close();
+  });
+
   it("renders 50 runs x 50 tasks and applies a transaction of 50 changes in a few frames, not one per event", async () => {
     const tasks = Array.from({ length: 50 }, (_, i) => `task_${String(i).padStart(2, "0")}`);
     const runs = Array.from(

@@ -28,6 +28,10 @@ const ui = {
 
 const page = {
   dags: [],
+  /** The first GET /dags has answered: until then an empty list means "not known yet", not "none". */
+  dagsListed: false,
+  /** Enter was pressed before the list came: open the first match once it does. */
+  openWhenListed: false,
   shownDags: [],
   model: null,
   stream: null,
@@ -62,10 +66,25 @@ function setConnection(state, text) {
 async function refreshDags() {
   try {
     page.dags = list(await getJson("/dags"), "dags").sort((a, b) => a.dag_id.localeCompare(b.dag_id));
+    page.dagsListed = true;
   } catch (e) {
     setConnection("error", `cannot list DAGs: ${e.message}`);
   }
   renderDags();
+  if (page.dagsListed && page.openWhenListed) {
+    page.openWhenListed = false;
+    openFirstMatch();
+  }
+}
+
+/** Enter in the search: the first DAG that matches; one typed before the list came opens when it does. */
+function openFirstMatch() {
+  if (!page.dagsListed) {
+    page.openWhenListed = true;
+    return;
+  }
+  const first = page.shownDags[0];
+  if (first) selectDag(first.dag_id);
 }
 
 function renderDags() {
@@ -241,8 +260,7 @@ function start() {
   // Enter opens the first DAG that matches: search, Enter, and the grid is there without the mouse.
   ui.form.addEventListener("submit", (e) => {
     e.preventDefault();
-    const first = page.shownDags[0];
-    if (first) selectDag(first.dag_id);
+    openFirstMatch();
   });
   // "/" jumps to the search, as in Airflow and most web UIs.
   document.addEventListener("keydown", (e) => {
