@@ -89,6 +89,16 @@ async function moveTi(runId: string, taskId: string, state: string): Promise<voi
 // The page's SSE stream is open (app.js sets it on EventSource's open).
 const LIVE = `document.getElementById("connection").dataset.state === "live"`;
 
+/** Until serve's GET /dags lists `dagId`. */
+async function waitForListed(dagId: string): Promise<void> {
+  await waitFor(
+    `${dagId} in GET /dags`,
+    async () => ((await (await fetch(`${base}/dags`)).json()) as { dag_id: string }[]).some((d) => d.dag_id === dagId),
+    30_000,
+    250,
+  );
+}
+
 const cell = (page: Page, runId: string, taskId: string) => page.locator(`#grid td[data-run-id="${runId}"][data-task-id="${taskId}"]`);
 
 async function expectCellState(page: Page, runId: string, taskId: string, state: string): Promise<void> {
@@ -120,12 +130,7 @@ describe("the live page", () => {
     await updateDagRun(db, r1Id, { state: "running", start_date: new Date(Date.now() - 5000) });
     for (const t of TASKS) await moveTi(r1, t, "success");
     await updateDagRun(db, r1Id, { state: "success", end_date: new Date() });
-    await waitFor(
-      `${DAG} in GET /dags`,
-      async () => ((await (await fetch(`${base}/dags`)).json()) as { dag_id: string }[]).some((d) => d.dag_id === DAG),
-      30_000,
-      250,
-    );
+    await waitForListed(DAG);
 
     const page = await browser.context.newPage();
     // Small enough that the screenshots show the grid and not mostly white space.
@@ -192,12 +197,7 @@ describe("the live page", () => {
     const dag = "late_list_dag";
     const run = "manual__2026-12-03T00:00:00+00:00";
     await triggerRun(dag, run, ["only"]);
-    await waitFor(
-      `${dag} in GET /dags`,
-      async () => ((await (await fetch(`${base}/dags`)).json()) as { dag_id: string }[]).some((d) => d.dag_id === dag),
-      30_000,
-      250,
-    );
+    await waitForListed(dag);
     const page = await browser.context.newPage();
     // The page's first GET /dags held back until after Enter: the search has nothing to match yet.
     let held = 0;
