@@ -364,13 +364,14 @@ async function runSystem(
       Object.entries(process.env).filter(
         ([k, v]) =>
           v !== undefined &&
-          k.startsWith("EVENTSTREAM_") &&
-          !k.startsWith("EVENTSTREAM_TEST_") &&
-          !ours.includes(k) &&
-          !k.includes("SERVICES") &&
-          !k.includes("_PORT") &&
-          !k.startsWith("EVENTSTREAM_PG_") &&
-          !k.startsWith("EVENTSTREAM_KAFKA_"),
+          (k.startsWith("MALLOC_") ||
+            (k.startsWith("EVENTSTREAM_") &&
+              !k.startsWith("EVENTSTREAM_TEST_") &&
+              !ours.includes(k) &&
+              !k.includes("SERVICES") &&
+              !k.includes("_PORT") &&
+              !k.startsWith("EVENTSTREAM_PG_") &&
+              !k.startsWith("EVENTSTREAM_KAFKA_"))),
       ),
     ) as Record<string, string>;
     // As in bench.ts: node flags for the daemon, after the launcher's (experiments, not the defaults).

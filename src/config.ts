@@ -339,17 +339,20 @@ export function loadDotEnv(path = ".env"): void {
 
 /**
  * JavaScript heap the configured bounds need at most, in MB: a baseline (code, clients, buffers
- * of one produce request) plus the state caches plus what may wait for Kafka. Per cached task
- * instance, measured on Airflow 3.x at 50,000 of them (live heap after a full collection): 632 B
- * for the state alone, 705 B with the XCom try cache, 748 B with the runs' contexts too; the
- * figure below is that worst case (2.x needs less). An event waiting for Kafka is its JSON (one
- * byte per character) plus its record; the publisher's queue keeps up to 4,096 sent records more
- * until it compacts (src/sink/publisher.ts), ~1 KB each.
+ * of one produce request) plus the state caches plus what may wait for Kafka. Measured (live heap
+ * after a full collection, at the end of `node bench/compare.ts --systems daemon --changes 300000`:
+ * Airflow 3.x, ~90,000 task instances, with and without EVENTSTREAM_XCOM_KEY): 21 MB with a
+ * 1,000-entry cache, 9.6 MB more with 25,000 entries, ~400 B per cached task instance with the
+ * XCom try cache and the runs' contexts; counted as 500 B for longer ids than the benchmark's.
+ * An event waiting for Kafka is its JSON (one byte per character) plus its record; the
+ * publisher's queue keeps up to 4,096 sent records more until it compacts (src/sink/publisher.ts),
+ * ~1 KB each. The sum is an upper bound: the same drain's live heap peaked at ~36 MB with the
+ * defaults, for which this says 51.
  */
 export function heapNeededMb(cfg: Pick<Config, "stateCacheSize" | "maxInflightBytes" | "maxInflightEvents" | "batchMaxBytes">): number {
   const bytes =
-    20 * 2 ** 20 +
-    cfg.stateCacheSize * 750 +
+    21 * 2 ** 20 +
+    cfg.stateCacheSize * 500 +
     cfg.maxInflightBytes * 1.2 +
     cfg.maxInflightEvents * 200 +
     cfg.batchMaxBytes * 2 +
@@ -357,17 +360,19 @@ export function heapNeededMb(cfg: Pick<Config, "stateCacheSize" | "maxInflightBy
   return Math.ceil(bytes / 2 ** 20);
 }
 
+/** Room V8 needs above what is live to collect in without thrashing: a quarter more. */
+export const HEAP_HEADROOM = 1.25;
+
 /**
- * The heap limit is set when Node starts (bin/airflow-eventstream: --max-old-space-size=80), the
+ * The heap limit is set when Node starts (bin/airflow-eventstream: --max-old-space-size=64), the
  * bounds later, from configuration. A limit the bounds can outgrow would end in V8 aborting the
- * process under load, in a loop; say so at start instead. Headroom of half again: V8 needs room
- * to collect in.
+ * process under load, in a loop; say so at start instead.
  */
 export function checkHeapLimit(cfg: Config, heapLimitBytes: number): void {
   const need = heapNeededMb(cfg);
   const limit = Math.floor(heapLimitBytes / 2 ** 20);
-  if (need * 1.5 <= limit) return;
-  const suggest = Math.ceil((need * 1.5) / 16) * 16;
+  if (need * HEAP_HEADROOM <= limit) return;
+  const suggest = Math.ceil((need * HEAP_HEADROOM) / 16) * 16;
   throw new ConfigError(
     `EVENTSTREAM_STATE_CACHE_SIZE=${cfg.stateCacheSize}, EVENTSTREAM_MAX_INFLIGHT_EVENTS=${cfg.maxInflightEvents} and EVENTSTREAM_MAX_INFLIGHT_BYTES=${cfg.maxInflightBytes} need up to ~${need} MB of JavaScript heap plus room to collect it, but this Node allows ${limit} MB. Start it with more (NODE_OPTIONS=--max-old-space-size=${suggest}; bin/airflow-eventstream passes your NODE_OPTIONS after its own) or lower those settings`,
   );

@@ -37,7 +37,7 @@ export const GROUPS = {
   memory: {
     title: "Flow control and memory",
     about:
-      "The in-flight limits and the state cache bound the JavaScript heap; the daemon refuses at start limits that do not fit the heap Node was given (`bin/airflow-eventstream`: 80 MB old space; more with `NODE_OPTIONS=--max-old-space-size=N`), saying what to set.",
+      "The in-flight limits and the state cache bound the JavaScript heap; the daemon refuses at start limits that do not fit the heap Node was given (`bin/airflow-eventstream`: 64 MB old space; more with `NODE_OPTIONS=--max-old-space-size=N`), saying what to set.",
   },
   notifications: { title: "Notifications (XCom)", about: "" },
   filters: {
@@ -409,7 +409,7 @@ export const SETTINGS = {
     group: "memory",
     schema: int(1_000, 100_000_000).default(25_000),
     about:
-      "Task instances whose last state is remembered, to tell transitions from heartbeats (up to ~750 B of heap each on Airflow 3.x, measured; less on 2.x). A row evicted before its next change has that change published with `previous_state_known: false`, even a heartbeat (one such event per eviction). The default fits the launcher's heap (`bin/airflow-eventstream`); more needs `NODE_OPTIONS=--max-old-space-size=...`, which the start-up check computes.",
+      "Task instances whose last state is remembered, to tell transitions from heartbeats (~400 B of heap each on Airflow 3.x, measured with the XCom try cache and the runs' contexts; the start-up check counts 500 B). A row evicted before its next change has that change published with `previous_state_known: false`, even a heartbeat (one such event per eviction). The default fits the launcher's heap (`bin/airflow-eventstream`); more needs `NODE_OPTIONS=--max-old-space-size=...`, which the start-up check computes.",
   },
   EVENTSTREAM_SNAPSHOT_CHUNK_ROWS: {
     group: "memory",

@@ -1,8 +1,17 @@
-import { createServer, type Server } from "node:http";
+import type * as Http from "node:http";
+import { createRequire } from "node:module";
 import type { AddressInfo } from "node:net";
 import { UserActionError, describeError } from "../errors.js";
 import type { Logger } from "../log.js";
 import type { Metrics } from "./metrics.js";
+
+/**
+ * node:http by require, not by `import`: an ES import of a builtin makes its module namespace, and
+ * Node 24's node:http namespace reads every export, among them the lazy WebSocket, CloseEvent and
+ * MessageEvent that load Node's bundled fetch client (undici, ~760 KB of source). Measured in a
+ * bare process: +2.3 MB of live heap and +12 MB of RSS, for an endpoint that never makes a request.
+ */
+const { createServer } = createRequire(import.meta.url)("node:http") as typeof Http;
 
 /**
  * /metrics, /healthz, /readyz and /status. Every answer is built from what the daemon already
@@ -10,7 +19,7 @@ import type { Metrics } from "./metrics.js";
  * serialisation, and never waits on PostgreSQL or Kafka.
  */
 export class OperateServer {
-  private readonly server: Server;
+  private readonly server: Http.Server;
 
   constructor(
     private readonly metrics: Metrics,

@@ -37,7 +37,7 @@ describe("FastDefaultPartitioner", () => {
       const partitionMetadata = metadata(count);
       for (const key of keys()) {
         const message = { key, value: null };
-        // Twice: the second answer comes from the remembered hash.
+        // Twice: placement keeps no state per key that could change the second answer.
         const expected = theirs({ topic: "t", partitionMetadata, message });
         expect(ours({ topic: "t", partitionMetadata, message })).toBe(expected);
         expect(ours({ topic: "t", partitionMetadata, message })).toBe(expected);
@@ -47,6 +47,12 @@ describe("FastDefaultPartitioner", () => {
 
   it("hashes Buffer keys as their bytes, like string keys", () => {
     for (const key of keys().slice(0, 500)) expect(murmur2(Buffer.from(key, "utf8"))).toBe(murmur2(key));
+  });
+
+  it("hashes a string whose only non-ASCII character is in its last 1-3 characters or first block as its UTF-8 bytes", () => {
+    // The ASCII path reads char codes; a code above 0x7f anywhere, tail included, must fall back to the bytes.
+    for (const key of ["abcdé", "abcdeé", "abcdefé", "éabcdefgh", "abc\u007f", "abcd\u0080", "\u00ff", "a🙂"])
+      expect(murmur2(key)).toBe(murmur2(Buffer.from(key, "utf8")));
   });
 
   it("keeps an explicit partition and round-robins keyless messages over partitions with a leader", () => {

@@ -49,6 +49,34 @@ describe("snapshot window rule", () => {
     expect(keysToDrop({ low: 1150n, touchedInWindow: new Set(), snapshot: saw103 }, recent)).toEqual(new Set());
   });
 
+  it("remembers every forgotten transaction as its ring grows, and finds one the snapshot missed wherever it sits", () => {
+    const recent = new RecentChanges(1);
+    // 5,000 transactions of one key each: each evicts the one before (the ring grows 1,024 -> 8,192).
+    for (let i = 0; i < 5_000; i++) recent.touch(10_000 + i, BigInt(100_000 + i * 10), `k${i}`);
+    const low = BigInt(100_000 + 5_000 * 10);
+    // Seen by the snapshot: nothing forgotten matters; the last transaction's key is still remembered.
+    expect(keysToDrop({ low, touchedInWindow: new Set(), snapshot: parseSnapshot("20000:20000:") }, recent)).toEqual(new Set());
+    for (const missed of [10_000, 10_001, 11_023, 11_024, 12_500, 14_998]) {
+      const snapshot = parseSnapshot(`${missed}:20000:${missed}`);
+      expect(keysToDrop({ low, touchedInWindow: new Set(), snapshot }, recent)).toBeNull();
+    }
+    // Missed, but committed after the low watermark: the chunk's window set has it.
+    const after = parseSnapshot("12500:20000:12500");
+    expect(keysToDrop({ low: BigInt(100_000 + 2_500 * 10), touchedInWindow: new Set(), snapshot: after }, recent)).toEqual(new Set());
+  });
+
+  it("past 200,000 forgotten transactions keeps only the highest xid dropped, and reads a chunk again whose snapshot is not past it", () => {
+    const recent = new RecentChanges(1);
+    const n = 200_010;
+    for (let i = 0; i < n; i++) recent.touch(1_000 + i, BigInt(1_000_000 + i), `k${i}`);
+    // Evicted: the first n - 1; remembered: the last 200,000 of them; dropped: xids 1,000 .. 1,008.
+    const low = BigInt(1_000_000 + n);
+    const top = 1_000 + n;
+    expect(keysToDrop({ low, touchedInWindow: new Set(), snapshot: parseSnapshot(`1008:${top}:`) }, recent)).toBeNull();
+    expect(keysToDrop({ low, touchedInWindow: new Set(), snapshot: parseSnapshot(`1009:${top}:`) }, recent)).toEqual(new Set());
+    expect(keysToDrop({ low, touchedInWindow: new Set(), snapshot: parseSnapshot(`1009:${top}:1009`) }, recent)).toBeNull();
+  });
+
   it("a forgotten transaction after the low watermark does not force a re-read (the window set has its keys)", () => {
     const recent = new RecentChanges(1);
     recent.touch(200, 2000n, "x");
