@@ -2,7 +2,7 @@
  * Replay benchmark: fills a topic with N task_instance events shaped as the daemon writes them
  * (keyed by dag_id, 3 partitions, in Kafka transactions as exactly-once does, so every transaction
  * leaves a marker offset), then runs `airflow-eventstream replay` as an operator does (the built
- * dist/cli.js through bin/airflow-eventstream, so the launcher's 80 MB heap limit applies) and prints:
+ * dist/cli.js through bin/airflow-eventstream, so the launcher's heap limit applies) and prints:
  * the search (probes, ms: from the replay's "window found" log line), and copy throughput to a topic
  * (at-least-once and exactly-once) and to stdout (piped and counted here).
  *
