@@ -13,7 +13,20 @@ interface Sample {
   at: number;
   /** utime+stime of the tree so far, seconds (exited members keep their last figure). */
   cpuS: number;
+  /** utime+stime of the root's main thread so far, seconds: for the daemon, the JavaScript thread; the rest of its CPU is V8's helper threads (garbage collection, compilation) and libuv's. */
+  mainS: number;
   rssKb: number;
+}
+
+/** utime+stime of one thread, clock ticks; null when it is gone. */
+function threadTicks(pid: number, tid: number): number | null {
+  try {
+    const stat = readFileSync(`/proc/${pid}/task/${tid}/stat`, "utf8");
+    const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    return Number(f[11]) + Number(f[12]);
+  } catch {
+    return null;
+  }
 }
 
 function statOf(pid: number): { ticks: number; rssKb: number } | null {
@@ -49,6 +62,7 @@ export class TreeSampler {
   readonly samples: Sample[] = [];
   peakRssKb = 0;
   private readonly lastTicks = new Map<number, number>();
+  private mainTicks = 0;
   private readonly timer: NodeJS.Timeout;
   private readonly root: number;
   extraPids: number[] = [];
@@ -76,7 +90,9 @@ export class TreeSampler {
     for (const p of this.extraPids) walk(p);
     let ticks = 0;
     for (const t of this.lastTicks.values()) ticks += t;
-    this.samples.push({ at: Date.now(), cpuS: ticks / CLK_TCK, rssKb: rss });
+    // The main thread's id is the process's pid.
+    this.mainTicks = Math.max(this.mainTicks, threadTicks(this.root, this.root) ?? 0);
+    this.samples.push({ at: Date.now(), cpuS: ticks / CLK_TCK, mainS: this.mainTicks / CLK_TCK, rssKb: rss });
     if (rss > this.peakRssKb) this.peakRssKb = rss;
   }
 
@@ -85,18 +101,19 @@ export class TreeSampler {
     clearInterval(this.timer);
   }
 
-  /** CPU seconds between two instants (Date.now() clock), from the samples around them. */
-  cpuBetween(fromMs: number, toMs: number): number {
+  /** CPU seconds between two instants (Date.now() clock), from the samples around them: the tree's, or its root's main thread's. */
+  cpuBetween(fromMs: number, toMs: number, of: "tree" | "main" = "tree"): number {
+    const cpu = (s: Sample): number => (of === "tree" ? s.cpuS : s.mainS);
     const at = (t: number): number => {
       let v = 0;
       for (const s of this.samples) {
         if (s.at > t) break;
-        v = s.cpuS;
+        v = cpu(s);
       }
       return v;
     };
     const after = this.samples.find((s) => s.at >= toMs) ?? this.samples[this.samples.length - 1];
-    return (after?.cpuS ?? 0) - at(fromMs);
+    return (after === undefined ? 0 : cpu(after)) - at(fromMs);
   }
 
   get totalCpuS(): number {

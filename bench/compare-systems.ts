@@ -31,6 +31,12 @@ export interface SystemResult {
   peakRssMb: number;
   /** CPU of the process tree between the first and the last record. */
   cpuS: number;
+  /**
+   * The part of cpuS on the root process's main thread. For the daemon, its JavaScript; the rest
+   * is V8's helper threads (concurrent marking, parallel scavenges, compilation) and libuv's. For
+   * the JVMs most work is on other threads, so it says little there.
+   */
+  mainThreadCpuS: number;
   /** CPU of the process tree from its start to its exit (start-up and shut-down included). */
   cpuTotalS: number;
   cpuPer100k: number;
@@ -137,6 +143,7 @@ function result(
     perSecond: records / seconds,
     peakRssMb: s.sampler.peakRssKb / 1024,
     cpuS,
+    mainThreadCpuS: s.sampler.cpuBetween(fromMs, toMs, "main"),
     cpuTotalS: s.sampler.totalCpuS,
     cpuPer100k: records > 0 ? (cpuS / records) * 100_000 : 0,
     walsenderCpuS: walsender[0] ? walsender[0].totalCpuS : null,

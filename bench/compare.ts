@@ -320,7 +320,7 @@ async function runAll(cmp: Compare, o: Options): Promise<{ results: SystemResult
       if (system === "daemon" && r.meanRecordBytes !== null) meanRecord = Math.round(r.meanRecordBytes);
       results.push({ ...r, settings: { ...r.settings, load_before: load0.toFixed(2) } });
       log(
-        `${system}: ${r.records.toLocaleString("en-US")} records in ${r.seconds.toFixed(2)} s, ${Math.round(r.perSecond).toLocaleString("en-US")}/s, CPU ${r.cpuS.toFixed(2)} s, peak RSS ${r.peakRssMb.toFixed(0)} MB (load ${load0.toFixed(2)})`,
+        `${system}: ${r.records.toLocaleString("en-US")} records in ${r.seconds.toFixed(2)} s, ${Math.round(r.perSecond).toLocaleString("en-US")}/s, CPU ${r.cpuS.toFixed(2)} s (main thread ${r.mainThreadCpuS.toFixed(2)}), peak RSS ${r.peakRssMb.toFixed(0)} MB (load ${load0.toFixed(2)})`,
       );
     } catch (e) {
       log(`${system}: FAILED: ${(e as Error).message}`);
@@ -415,9 +415,11 @@ function fmt(n: number | null | undefined, digits = 0): string {
 }
 
 function report(results: SystemResult[]): string[] {
-  const rows = [["system", "records", "time s", "changes/s", "peak RSS MB", "CPU s", "CPU s /100k", "CPU s total", "walsender CPU s"]];
+  const rows = [
+    ["system", "records", "time s", "changes/s", "peak RSS MB", "CPU s", "main thread", "CPU s /100k", "CPU s total", "walsender CPU s"],
+  ];
   for (const r of results) {
-    if (!r.ok) rows.push([r.system, `FAILED: ${r.error}`, "", "", "", "", "", "", ""]);
+    if (!r.ok) rows.push([r.system, `FAILED: ${r.error}`, "", "", "", "", "", "", "", ""]);
     else
       rows.push([
         r.label,
@@ -426,6 +428,7 @@ function report(results: SystemResult[]): string[] {
         fmt(r.perSecond),
         fmt(r.peakRssMb),
         fmt(r.cpuS, 2),
+        fmt(r.mainThreadCpuS, 2),
         fmt(r.cpuPer100k, 1),
         fmt(r.cpuTotalS, 2),
         fmt(r.walsenderCpuS, 2),
