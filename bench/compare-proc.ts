@@ -18,12 +18,19 @@ interface Sample {
   rssKb: number;
 }
 
+/** utime+stime in a /proc stat file (a process's or one thread's), clock ticks. */
+function statTicks(file: string): number {
+  const stat = readFileSync(file, "utf8");
+  const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  // f[0] is field 3 (state): utime, stime are fields 14, 15. Not cutime/cstime: the children are
+  // sampled themselves, and a reaped child's time would then count twice.
+  return Number(f[11]) + Number(f[12]);
+}
+
 /** utime+stime of one thread, clock ticks; null when it is gone. */
 function threadTicks(pid: number, tid: number): number | null {
   try {
-    const stat = readFileSync(`/proc/${pid}/task/${tid}/stat`, "utf8");
-    const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-    return Number(f[11]) + Number(f[12]);
+    return statTicks(`/proc/${pid}/task/${tid}/stat`);
   } catch {
     return null;
   }
@@ -31,11 +38,7 @@ function threadTicks(pid: number, tid: number): number | null {
 
 function statOf(pid: number): { ticks: number; rssKb: number } | null {
   try {
-    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-    const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-    // f[0] is field 3 (state): utime, stime are fields 14, 15. Not cutime/cstime: the children are
-    // sampled themselves, and a reaped child's time would then count twice.
-    const ticks = Number(f[11]) + Number(f[12]);
+    const ticks = statTicks(`/proc/${pid}/stat`);
     const status = readFileSync(`/proc/${pid}/status`, "utf8");
     return { ticks, rssKb: Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? 0) };
   } catch {
