@@ -3,7 +3,7 @@
  * 100 ms, and a topic read back for its record count, byte count and first/last append time.
  * Erasable TypeScript only (Node runs it by type stripping).
  */
-import { readFileSync } from "node:fs";
+import { readFileSync, readdirSync, readlinkSync } from "node:fs";
 import { Kafka, logLevel } from "kafkajs";
 
 const CLK_TCK = 100;
@@ -106,22 +106,100 @@ export class TreeSampler {
 
   /** CPU seconds between two instants (Date.now() clock), from the samples around them: the tree's, or its root's main thread's. */
   cpuBetween(fromMs: number, toMs: number, of: "tree" | "main" = "tree"): number {
-    const cpu = (s: Sample): number => (of === "tree" ? s.cpuS : s.mainS);
-    const at = (t: number): number => {
-      let v = 0;
-      for (const s of this.samples) {
-        if (s.at > t) break;
-        v = cpu(s);
-      }
-      return v;
-    };
-    const after = this.samples.find((s) => s.at >= toMs) ?? this.samples[this.samples.length - 1];
-    return (after === undefined ? 0 : cpu(after)) - at(fromMs);
+    return between(this.samples, fromMs, toMs, of === "tree" ? (s) => s.cpuS : (s) => s.mainS);
   }
 
   get totalCpuS(): number {
     return this.samples[this.samples.length - 1]?.cpuS ?? 0;
   }
+}
+
+/**
+ * A running total's growth between two instants (Date.now() clock): its last sample at or before
+ * `fromMs` to its first at or after `toMs` (the last one when none is), so a window between two
+ * 100 ms samples is never undercounted.
+ */
+function between<S extends { at: number }>(samples: readonly S[], fromMs: number, toMs: number, total: (s: S) => number): number {
+  let start = 0;
+  for (const s of samples) {
+    if (s.at > fromMs) break;
+    start = total(s);
+  }
+  const after = samples.find((s) => s.at >= toMs) ?? samples[samples.length - 1];
+  return (after === undefined ? 0 : total(after)) - start;
+}
+
+/**
+ * The whole machine's busy CPU (every process, the kernel's interrupts included), from /proc/stat
+ * every 100 ms: how many of the cores a run kept busy. PostgreSQL's walsender, Kafka's broker and
+ * the system measured share them, so a run that keeps them all busy is held back by the machine.
+ */
+export class MachineSampler {
+  private readonly samples: { at: number; busyS: number }[] = [];
+  private readonly timer: NodeJS.Timeout;
+
+  constructor() {
+    this.timer = setInterval(() => this.sample(), 100);
+    this.timer.unref();
+    this.sample();
+  }
+
+  private sample(): void {
+    // "cpu  user nice system idle iowait irq softirq steal ...", in clock ticks: busy is all but idle and iowait.
+    const f = readFileSync("/proc/stat", "utf8").split("\n", 1)[0]!.trim().split(/\s+/).slice(1).map(Number);
+    const busy = f[0]! + f[1]! + f[2]! + f[5]! + f[6]! + (f[7] ?? 0);
+    this.samples.push({ at: Date.now(), busyS: busy / CLK_TCK });
+  }
+
+  /** Cores busy on average between two instants. */
+  coresBetween(fromMs: number, toMs: number): number {
+    return between(this.samples, fromMs, toMs, (s) => s.busyS) / Math.max(0.001, (toMs - fromMs) / 1000);
+  }
+
+  stop(): void {
+    this.sample();
+    clearInterval(this.timer);
+  }
+}
+
+/**
+ * The pid of the process listening on a loopback TCP port (the bench's own Kafka broker), from
+ * /proc/net/tcp{,6} and the processes' socket descriptors; null when none is seen (another user's
+ * process, or not on this machine).
+ */
+export function listenerPid(port: number): number | null {
+  const inodes = new Set<string>();
+  for (const table of ["/proc/net/tcp", "/proc/net/tcp6"]) {
+    let text = "";
+    try {
+      text = readFileSync(table, "utf8");
+    } catch {
+      continue;
+    }
+    for (const line of text.split("\n").slice(1)) {
+      // sl local_address rem_address st ... inode: state 0A is LISTEN.
+      const f = line.trim().split(/\s+/);
+      if (f.length > 9 && f[3] === "0A" && parseInt(f[1]!.split(":")[1]!, 16) === port) inodes.add(f[9]!);
+    }
+  }
+  if (inodes.size === 0) return null;
+  for (const pid of readdirSync("/proc").filter((d) => /^\d+$/.test(d))) {
+    let fds: string[] = [];
+    try {
+      fds = readdirSync(`/proc/${pid}/fd`);
+    } catch {
+      continue;
+    }
+    for (const fd of fds) {
+      try {
+        const m = /^socket:\[(\d+)\]$/.exec(readlinkSync(`/proc/${pid}/fd/${fd}`));
+        if (m && inodes.has(m[1]!)) return Number(pid);
+      } catch {
+        /* closed meanwhile */
+      }
+    }
+  }
+  return null;
 }
 
 export interface TopicRead {

@@ -40,8 +40,15 @@ export interface SystemResult {
   /** CPU of the process tree from its start to its exit (start-up and shut-down included). */
   cpuTotalS: number;
   cpuPer100k: number;
-  /** The walsender's CPU over the same run (PostgreSQL decoding for this system), when it has one. */
+  /** The walsender's CPU between the same two instants as cpuS (PostgreSQL decoding for this system), when it has one. */
   walsenderCpuS: number | null;
+  /** The first and the last record's instants (Date.now() clock), the window cpuS is taken over. */
+  fromMs: number;
+  toMs: number;
+  /** Kafka's broker's CPU over that window (null when the broker's process is not seen). */
+  brokerCpuS: number | null;
+  /** The whole machine's busy cores on average over that window: all the cores busy means the machine held the run back. */
+  machineCores: number | null;
   topics: Record<string, number>;
   meanRecordBytes: number | null;
   settings: Record<string, string>;
@@ -146,7 +153,11 @@ function result(
     mainThreadCpuS: s.sampler.cpuBetween(fromMs, toMs, "main"),
     cpuTotalS: s.sampler.totalCpuS,
     cpuPer100k: records > 0 ? (cpuS / records) * 100_000 : 0,
-    walsenderCpuS: walsender[0] ? walsender[0].totalCpuS : null,
+    walsenderCpuS: walsender[0] ? walsender[0].cpuBetween(fromMs, toMs) : null,
+    fromMs,
+    toMs,
+    brokerCpuS: null,
+    machineCores: null,
     topics: {},
     meanRecordBytes: null,
     settings: {},

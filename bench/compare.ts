@@ -21,7 +21,7 @@ import pg from "pg";
 import type { Kafka } from "kafkajs";
 import { Workload, airflowSchema, sqlFor, type Run } from "./workload.ts";
 import { servicesEnv } from "../scripts/services-env.ts";
-import { kafkaClient } from "./compare-proc.ts";
+import { MachineSampler, TreeSampler, kafkaClient, listenerPid } from "./compare-proc.ts";
 import { runDaemon, runDebezium, runProducerPerf, runRecvlogical, sleep, type Ctx, type SystemResult } from "./compare-systems.ts";
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
@@ -311,16 +311,23 @@ async function runAll(cmp: Compare, o: Options): Promise<{ results: SystemResult
   );
   const ctx = cmp.ctx();
   const results: SystemResult[] = [];
+  // What shares the machine with each system: the broker's CPU and every core's.
+  const machine = new MachineSampler();
+  const brokerPid = listenerPid(Number(cmp.brokers[0]!.split(":").pop()));
+  const broker = brokerPid === null ? null : new TreeSampler(brokerPid);
+  if (broker === null) log(`the broker's process on ${cmp.brokers[0]} is not seen: its CPU is not reported`);
   let meanRecord = o.recordSize;
   for (const system of o.systems) {
     log(`${system}: draining`);
     const load0 = os.loadavg()[0]!;
     try {
       const r = await runSystem(cmp, ctx, system, backlog, meanRecord);
+      r.brokerCpuS = broker?.cpuBetween(r.fromMs, r.toMs) ?? null;
+      r.machineCores = machine.coresBetween(r.fromMs, r.toMs);
       if (system === "daemon" && r.meanRecordBytes !== null) meanRecord = Math.round(r.meanRecordBytes);
       results.push({ ...r, settings: { ...r.settings, load_before: load0.toFixed(2) } });
       log(
-        `${system}: ${r.records.toLocaleString("en-US")} records in ${r.seconds.toFixed(2)} s, ${Math.round(r.perSecond).toLocaleString("en-US")}/s, CPU ${r.cpuS.toFixed(2)} s (main thread ${r.mainThreadCpuS.toFixed(2)}), peak RSS ${r.peakRssMb.toFixed(0)} MB (load ${load0.toFixed(2)})`,
+        `${system}: ${r.records.toLocaleString("en-US")} records in ${r.seconds.toFixed(2)} s, ${Math.round(r.perSecond).toLocaleString("en-US")}/s, CPU ${r.cpuS.toFixed(2)} s (main thread ${r.mainThreadCpuS.toFixed(2)}), peak RSS ${r.peakRssMb.toFixed(0)} MB, broker CPU ${fmt(r.brokerCpuS, 2)} s, machine ${fmt(r.machineCores, 2)} of ${os.cpus().length} cores busy (load ${load0.toFixed(2)})`,
       );
     } catch (e) {
       log(`${system}: FAILED: ${(e as Error).message}`);
@@ -328,6 +335,8 @@ async function runAll(cmp: Compare, o: Options): Promise<{ results: SystemResult
     }
     await sleep(2_000);
   }
+  machine.stop();
+  broker?.stop();
   return { results, backlog };
 }
 
@@ -416,10 +425,23 @@ function fmt(n: number | null | undefined, digits = 0): string {
 
 function report(results: SystemResult[]): string[] {
   const rows = [
-    ["system", "records", "time s", "changes/s", "peak RSS MB", "CPU s", "main thread", "CPU s /100k", "CPU s total", "walsender CPU s"],
+    [
+      "system",
+      "records",
+      "time s",
+      "changes/s",
+      "peak RSS MB",
+      "CPU s",
+      "main thread",
+      "CPU s /100k",
+      "CPU s total",
+      "walsender CPU s",
+      "broker CPU s",
+      "cores busy",
+    ],
   ];
   for (const r of results) {
-    if (!r.ok) rows.push([r.system, `FAILED: ${r.error}`, "", "", "", "", "", "", "", ""]);
+    if (!r.ok) rows.push([r.system, `FAILED: ${r.error}`, "", "", "", "", "", "", "", "", "", ""]);
     else
       rows.push([
         r.label,
@@ -432,6 +454,8 @@ function report(results: SystemResult[]): string[] {
         fmt(r.cpuPer100k, 1),
         fmt(r.cpuTotalS, 2),
         fmt(r.walsenderCpuS, 2),
+        fmt(r.brokerCpuS, 2),
+        fmt(r.machineCores, 2),
       ]);
   }
   const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
@@ -444,6 +468,15 @@ function report(results: SystemResult[]): string[] {
     if (!d || !x) continue;
     lines.push(
       `daemon / ${other}: rate x${(d.perSecond / x.perSecond).toFixed(2)}, CPU per change x${(d.cpuPer100k / x.cpuPer100k).toFixed(2)}, peak RSS x${(d.peakRssMb / x.peakRssMb).toFixed(2)}`,
+    );
+  }
+  const p = by.get("pg_recvlogical");
+  if (d && p && d.walsenderCpuS !== null && d.brokerCpuS !== null) {
+    // The daemon's whole path per change (PostgreSQL's decoding, the daemon, the broker), measured in
+    // its own run, scaled to pg_recvlogical's rate: the cores that rate needs, against the machine's.
+    const perChange = (d.walsenderCpuS + d.cpuS + d.brokerCpuS) / d.records;
+    lines.push(
+      `at pg_recvlogical's ${fmt(p.perSecond)} changes/s the daemon's path needs ${(perChange * p.perSecond).toFixed(2)} cores (walsender ${fmt((d.walsenderCpuS / d.records) * p.perSecond, 2)} + daemon ${fmt((d.cpuS / d.records) * p.perSecond, 2)} + broker ${fmt((d.brokerCpuS / d.records) * p.perSecond, 2)}); 90% of it ${(perChange * p.perSecond * 0.9).toFixed(2)}; this machine has ${os.cpus().length}`,
     );
   }
   return lines;

@@ -300,7 +300,8 @@ export const SETTINGS = {
   EVENTSTREAM_BATCH_MAX_BYTES: {
     group: "topics",
     schema: int(1024, 100 * 1024 * 1024).default(900_000),
-    about: "Largest produce request, in bytes of event JSON; keep it under the brokers' `message.max.bytes` (1 MiB by default).",
+    about:
+      "Largest produce request, in bytes of event JSON (the current-state records counted apart, with the same cap). Keep it under the topics' `max.message.bytes` (1 MiB by default): one partition's share of a request is one record batch, which Kafka refuses whole over it (the daemon then retries, acknowledging nothing further, and logs which limits to bring together).",
   },
   EVENTSTREAM_BATCH_MAX_EVENTS: {
     group: "topics",

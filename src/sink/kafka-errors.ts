@@ -79,7 +79,27 @@ export function explain(cfg: Config, e: unknown, what: string): Error {
       { cause: e },
     );
   }
+  const tooLarge = tooLargeFailure(e);
+  if (tooLarge) {
+    // Retried like any failure, not a stop: nothing after the last acknowledged position is
+    // acknowledged meanwhile, and a topic whose max.message.bytes is raised is written to at the
+    // next attempt, without a restart. The operator is told which limits meet.
+    return new TransientError(
+      `${what} to Kafka failed (${message}): Kafka refused a record batch as too large (${tooLarge}), so a topic's max.message.bytes (or the brokers' message.max.bytes) is below what the daemon sends in one batch, EVENTSTREAM_BATCH_MAX_BYTES=${cfg.batchMaxBytes}, or in one record, EVENTSTREAM_MAX_MESSAGE_BYTES=${cfg.maxMessageBytes}; raise the topic's max.message.bytes, or lower both settings under it. Retrying from the last acknowledged position meanwhile; nothing is lost`,
+      { cause: e },
+    );
+  }
   return new TransientError(`${what} to Kafka failed (${message}); resuming from the last acknowledged position`, { cause: e });
+}
+
+/** MESSAGE_TOO_LARGE (10) or RECORD_LIST_TOO_LARGE (18), anywhere in the cause chain: its name. */
+export function tooLargeFailure(e: unknown): string | undefined {
+  for (const cur of causeChain(e)) {
+    const { type, code } = cur as { type?: unknown; code?: unknown };
+    if (type === "MESSAGE_TOO_LARGE" || code === 10) return "MESSAGE_TOO_LARGE";
+    if (type === "RECORD_LIST_TOO_LARGE" || code === 18) return "RECORD_LIST_TOO_LARGE";
+  }
+  return undefined;
 }
 
 /** Whether an error named `name` is in the cause chain (kafkajs wraps what its retrier gives up on). */

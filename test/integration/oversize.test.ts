@@ -1,3 +1,4 @@
+import { Kafka, logLevel, type ConfigResourceTypes } from "kafkajs";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { StreamEvent } from "../../src/airflow/events.js";
 import {
@@ -7,6 +8,7 @@ import {
   daemonConfig,
   daemonEnv,
   dropDatabase,
+  services,
   spawnDaemon,
   startDaemon,
   uniqueName,
@@ -198,4 +200,74 @@ describe("oversized event followed by more changes in the same read", () => {
       await second?.stop();
     }
   });
+});
+
+/**
+ * A topic whose max.message.bytes is below a batch the daemon sends (each event fits, many together
+ * do not): Kafka refuses the record batch whole on every attempt. The daemon retries from the last
+ * acknowledged position (nothing after it is acknowledged, nothing is lost), says which limits to
+ * bring together, and once the topic's limit is raised goes on by itself, every event once.
+ */
+describe("a batch over the topic's max.message.bytes", () => {
+  const db = uniqueName("batch_large");
+  const topic = `${db}.events`;
+  const kafka = new Kafka({ brokers: services().kafkaBrokers, logLevel: logLevel.NOTHING, clientId: "test-batch-large" });
+  const admin = kafka.admin();
+
+  beforeAll(async () => {
+    await createDatabase(db, "3");
+    await admin.connect();
+    await admin.createTopics({
+      waitForLeaders: true,
+      topics: [{ topic, numPartitions: 3, configEntries: [{ name: "max.message.bytes", value: "8000" }] }],
+    });
+  });
+
+  afterAll(async () => {
+    await admin.deleteTopics({ topics: [topic] }).catch(() => undefined);
+    await admin.disconnect();
+    await dropDatabase(db);
+  });
+
+  it("retries without acknowledging, names EVENTSTREAM_BATCH_MAX_BYTES and max.message.bytes, and goes on once the topic takes it", async () => {
+    const lines: string[] = [];
+    const daemon = startDaemon(daemonConfig(db), lines);
+    try {
+      await waitFor("the daemon to stream", async () => lines.some((l) => l.includes('"msg":"streaming"')), 60_000);
+      // One DAG (one partition), one transaction: 30 task instances of ~900 B each, ~27 KB.
+      const commitLsn = await withPg(db, async (c) => {
+        await c.query("BEGIN");
+        await insertDagRun(c, "3", "wide_dag", "r1", "running");
+        for (let i = 0; i < 30; i++)
+          await insertTi(c, "3", { dag_id: "wide_dag", task_id: `t${i}`, run_id: "r1" }, { state: "scheduled", try_number: 1 });
+        await c.query("COMMIT");
+        const { rows } = await c.query<{ lsn: string }>("SELECT pg_current_wal_lsn()::text AS lsn");
+        return rows[0]!.lsn;
+      });
+      await waitFor(
+        "the refusal, explained",
+        async () => lines.some((l) => l.includes("MESSAGE_TOO_LARGE") && l.includes("EVENTSTREAM_BATCH_MAX_BYTES=900000")),
+        60_000,
+      );
+      const said = lines.find((l) => l.includes("MESSAGE_TOO_LARGE") && l.includes("EVENTSTREAM_BATCH_MAX_BYTES"))!;
+      expect(said).toContain("raise the topic's max.message.bytes, or lower both settings under it");
+      expect(said).toContain('"level":40');
+      // Nothing of that transaction acknowledged to PostgreSQL.
+      const [hi, lo] = commitLsn.split("/").map((h) => BigInt(`0x${h}`));
+      expect((await confirmedFlush(db, db))! < (hi! << 32n) + lo!).toBe(true);
+
+      // alterConfigs replaces the topic's config: max.message.bytes back to Kafka's default size.
+      await admin.alterConfigs({
+        validateOnly: false,
+        resources: [{ type: 2 as ConfigResourceTypes, name: topic, configEntries: [{ name: "max.message.bytes", value: "1048588" }] }],
+      });
+      const got = await consume([topic], (all) => all.filter((m) => m.event.type === "task_instance").length >= 30);
+      const positions = got.map((m) => (m.event as { source: { position: string } }).source.position);
+      expect(new Set(positions).size).toBe(positions.length);
+      expect(got.filter((m) => m.event.type === "task_instance").length).toBe(30);
+      expect(got.filter((m) => m.event.type === "dag_run").length).toBe(1);
+    } finally {
+      await daemon.stop();
+    }
+  }, 150_000);
 });
