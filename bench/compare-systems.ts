@@ -49,6 +49,8 @@ export interface SystemResult {
   brokerCpuS: number | null;
   /** The whole machine's busy cores on average over that window: all the cores busy means the machine held the run back. */
   machineCores: number | null;
+  /** The daemon only: seconds it paused reading PostgreSQL for backpressure (its paused_seconds_total, read at the end). */
+  pausedS: number | null;
   topics: Record<string, number>;
   meanRecordBytes: number | null;
   settings: Record<string, string>;
@@ -158,6 +160,7 @@ function result(
     toMs,
     brokerCpuS: null,
     machineCores: null,
+    pausedS: null,
     topics: {},
     meanRecordBytes: null,
     settings: {},
@@ -274,10 +277,12 @@ export async function runDaemon(
   s.proc.stdout!.on("data", (c: Buffer) => appendFileSync(path.join(ctx.resultsDir, "compare-daemon.log"), c));
   const walsender: TreeSampler[] = [];
   const stopWal = followWalsender(ctx, n.slot, walsender);
+  let pausedS: number | null = null;
   try {
     await waitForRecords(ctx, s, [n.topic], expectedEvents, 60_000);
     // The state topic's records go in the same requests as the events': give the last ones a moment.
     await sleep(1_000);
+    pausedS = await pausedSeconds(n.httpPort);
   } finally {
     await stopProc(s);
     s.sampler.stop();
@@ -287,9 +292,21 @@ export async function runDaemon(
   if (events.records !== expectedEvents) throw new Error(`${events.records} events in ${n.topic}, expected ${expectedEvents}`);
   const all = await readTopics(ctx.kafka, [n.topic, n.stateTopic], `${n.topic}_read_all`);
   return fromTopics("daemon", "airflow-eventstream, defaults", s, walsender, all, events.records, {
+    pausedS,
     meanRecordBytes: events.records > 0 ? events.bytes / events.records : null,
     settings: Object.fromEntries(Object.entries(env).filter(([k]) => k.startsWith("EVENTSTREAM_") || k.startsWith("KAFKA_"))),
   });
+}
+
+/** The daemon's airflow_eventstream_paused_seconds_total from its metrics endpoint; null when it cannot be read. */
+async function pausedSeconds(port: number): Promise<number | null> {
+  try {
+    const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+    const m = /^airflow_eventstream_paused_seconds_total (\S+)$/m.exec(text);
+    return m ? Number(m[1]) : null;
+  } catch {
+    return null;
+  }
 }
 
 function fromTopics(

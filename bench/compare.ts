@@ -327,7 +327,7 @@ async function runAll(cmp: Compare, o: Options): Promise<{ results: SystemResult
       if (system === "daemon" && r.meanRecordBytes !== null) meanRecord = Math.round(r.meanRecordBytes);
       results.push({ ...r, settings: { ...r.settings, load_before: load0.toFixed(2) } });
       log(
-        `${system}: ${r.records.toLocaleString("en-US")} records in ${r.seconds.toFixed(2)} s, ${Math.round(r.perSecond).toLocaleString("en-US")}/s, CPU ${r.cpuS.toFixed(2)} s (main thread ${r.mainThreadCpuS.toFixed(2)}), peak RSS ${r.peakRssMb.toFixed(0)} MB, broker CPU ${fmt(r.brokerCpuS, 2)} s, machine ${fmt(r.machineCores, 2)} of ${os.cpus().length} cores busy (load ${load0.toFixed(2)})`,
+        `${system}: ${r.records.toLocaleString("en-US")} records in ${r.seconds.toFixed(2)} s, ${Math.round(r.perSecond).toLocaleString("en-US")}/s, CPU ${r.cpuS.toFixed(2)} s (main thread ${r.mainThreadCpuS.toFixed(2)}), peak RSS ${r.peakRssMb.toFixed(0)} MB, broker CPU ${fmt(r.brokerCpuS, 2)} s, machine ${fmt(r.machineCores, 2)} of ${os.cpus().length} cores busy${r.pausedS !== null ? `, reading paused ${r.pausedS.toFixed(2)} s` : ""} (load ${load0.toFixed(2)})`,
       );
     } catch (e) {
       log(`${system}: FAILED: ${(e as Error).message}`);
@@ -470,6 +470,10 @@ function report(results: SystemResult[]): string[] {
       `daemon / ${other}: rate x${(d.perSecond / x.perSecond).toFixed(2)}, CPU per change x${(d.cpuPer100k / x.cpuPer100k).toFixed(2)}, peak RSS x${(d.peakRssMb / x.peakRssMb).toFixed(2)}`,
     );
   }
+  if (d && d.pausedS !== null)
+    lines.push(
+      `daemon: reading PostgreSQL paused for backpressure ${d.pausedS.toFixed(2)} s (${((d.pausedS / d.seconds) * 100).toFixed(0)}% of its ${d.seconds.toFixed(2)} s)`,
+    );
   const p = by.get("pg_recvlogical");
   if (d && p && d.walsenderCpuS !== null && d.brokerCpuS !== null) {
     // The daemon's whole path per change (PostgreSQL's decoding, the daemon, the broker), measured in

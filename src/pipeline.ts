@@ -242,8 +242,14 @@ function reported(stream: SourceStream, metrics: Metrics): AckStream {
       stream.sendStatus(lsn);
       metrics.flushed(lsn);
     },
-    pause: () => stream.pause(),
-    resume: () => stream.resume(),
+    pause: () => {
+      stream.pause();
+      metrics.backpressure(true);
+    },
+    resume: () => {
+      stream.resume();
+      metrics.backpressure(false);
+    },
     get isPaused() {
       return stream.isPaused;
     },

@@ -61,6 +61,12 @@ export class Metrics {
   private readonly ended = { hits: 0, misses: 0, churn: 0 };
   private counted = { hits: 0, misses: 0, churn: 0 };
 
+  private readonly pausedSeconds: Counter;
+  /** Backpressure time so far, ms, and the start of the pause under way (performance.now()), if any. */
+  private pausedMs = 0;
+  private pausedSince: number | null = null;
+  private pausedCounted = 0;
+
   /** Stands in for "never" in the ages below: a daemon that never acknowledged has waited since it started. */
   private readonly startedAt = Date.now();
   role: Role = "starting";
@@ -90,6 +96,15 @@ export class Metrics {
       help: "Row changes of the captured tables decoded from the WAL.",
       registers: r,
       collect: () => this.foldCounts(),
+    });
+    // A counter of time, not only the `paused` gauge: pauses of a fraction of a second each, many
+    // a minute, fall between scrapes of a gauge; their sum says how much of the time Kafka held
+    // reading back (the rest of a slow drain is the daemon's own work or PostgreSQL's).
+    this.pausedSeconds = new Counter({
+      name: P + "paused_seconds_total",
+      help: "Seconds reading PostgreSQL was paused for backpressure: the events or bytes in flight to Kafka at their caps.",
+      registers: r,
+      collect: () => this.foldPaused(),
     });
     this.churnDropped = folded("churn_dropped_total", "Task-instance updates that changed no state (heartbeats, pids): no event.");
     this.bytesProduced = counter("bytes_produced_total", "Bytes of event records sent to Kafka (keys and values).");
@@ -189,6 +204,8 @@ export class Metrics {
 
   /** The session whose in-flight counts and cache the scrape reads; null when it ended. */
   bindSession(view: SessionView | null): void {
+    // A session that ends paused ends its pause: the next one starts reading.
+    this.backpressure(false);
     this.foldCache();
     if (this.session !== null) {
       const c = this.session.cache();
@@ -199,6 +216,29 @@ export class Metrics {
     this.session = view;
     this.pending.length = 0;
     this.pendingHead = 0;
+  }
+
+  /** Reading PostgreSQL paused (true: again while paused changes nothing) or resumed for backpressure. */
+  backpressure(paused: boolean): void {
+    const now = performance.now();
+    if (paused) {
+      this.pausedSince ??= now;
+      return;
+    }
+    if (this.pausedSince === null) return;
+    this.pausedMs += now - this.pausedSince;
+    this.pausedSince = null;
+  }
+
+  /** Seconds paused for backpressure so far, the pause under way included. */
+  get pausedTotalSeconds(): number {
+    return (this.pausedMs + (this.pausedSince === null ? 0 : performance.now() - this.pausedSince)) / 1000;
+  }
+
+  private foldPaused(): void {
+    const now = this.pausedTotalSeconds;
+    if (now > this.pausedCounted) this.pausedSeconds.inc(now - this.pausedCounted);
+    this.pausedCounted = now;
   }
 
   /** Brings the cache counters up to the bound session's. */

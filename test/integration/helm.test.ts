@@ -49,6 +49,7 @@ const METRICS = new Set(
     "inflight_events",
     "inflight_bytes",
     "paused",
+    "paused_seconds_total",
     "state_cache_size",
     "state_cache_hits_total",
     "state_cache_misses_total",

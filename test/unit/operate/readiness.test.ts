@@ -84,6 +84,29 @@ describe("Metrics", () => {
     expect(text).toMatch(/airflow_eventstream_state_cache_size 1\n/);
   });
 
+  it("counts the time reading was paused for backpressure, across sessions, the pause under way included", async () => {
+    const m = new Metrics(build, false);
+    const seconds = async () => Number(/^airflow_eventstream_paused_seconds_total (\S+)$/m.exec(await m.registry.metrics())![1]);
+    expect(await seconds()).toBe(0);
+    m.backpressure(true);
+    await new Promise((r) => setTimeout(r, 60));
+    m.backpressure(true); // paused again while paused: the pause goes on from its start
+    const during = await seconds();
+    expect(during).toBeGreaterThanOrEqual(0.05);
+    m.backpressure(false);
+    const after = await seconds();
+    expect(after).toBeGreaterThanOrEqual(during);
+    await new Promise((r) => setTimeout(r, 30));
+    expect(await seconds()).toBe(after); // resumed: no more time counted
+    m.backpressure(true);
+    await new Promise((r) => setTimeout(r, 30));
+    m.bindSession(null); // the session ended while paused: its pause ends with it
+    const ended = await seconds();
+    expect(ended).toBeGreaterThanOrEqual(after + 0.02);
+    await new Promise((r) => setTimeout(r, 30));
+    expect(await seconds()).toBe(ended);
+  });
+
   it("turns not ready when acknowledgements stop while the slot's lag grows", () => {
     const m = new Metrics(build, false);
     m.setRole("active");
