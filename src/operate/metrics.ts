@@ -370,6 +370,7 @@ export class Metrics {
       inflight_events: this.session?.inflightEvents() ?? 0,
       inflight_bytes: this.session?.inflightBytes() ?? 0,
       paused: this.session?.paused() ?? false,
+      paused_seconds_total: Math.round(this.pausedTotalSeconds * 1000) / 1000,
     };
   }
 }

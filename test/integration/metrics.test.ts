@@ -273,6 +273,46 @@ describe("metrics and health endpoint", () => {
     }
   }, 240_000);
 
+  it("counts the time reading PostgreSQL was paused for backpressure, and stops counting once Kafka has caught up", async () => {
+    const db = uniqueName("metrics_paused");
+    dbs.push(db);
+    await createDatabase(db, "2");
+    const port = await freePort();
+    // One event in flight at a time: every event pauses reading until Kafka acknowledges it.
+    const daemon = spawnDaemon(
+      daemonEnv(db, { EVENTSTREAM_HTTP_PORT: String(port), EVENTSTREAM_HTTP_HOST: "127.0.0.1", EVENTSTREAM_MAX_INFLIGHT_EVENTS: "1" }),
+    );
+    try {
+      await daemon.waitForLog(/"streaming"/);
+      const before = value((await get(port, "/metrics")).body, "airflow_eventstream_paused_seconds_total");
+      expect(before).toBe(0);
+      const c = pgClient(db);
+      await c.connect();
+      try {
+        await insertDagRun(c, "2", "burst", "r");
+        for (let i = 0; i < 40; i++) await insertTi(c, "2", { dag_id: "burst", task_id: `t${i}`, run_id: "r" });
+      } finally {
+        await c.end();
+      }
+      const drained = await until("the burst published and reading resumed", 30_000, async () => {
+        const m = (await get(port, "/metrics")).body;
+        const published = value(m, "airflow_eventstream_events_published_total", 'type="task_instance"') ?? 0;
+        return published >= 40 && value(m, "airflow_eventstream_paused") === 0 ? m : null;
+      });
+      const paused = value(drained.value, "airflow_eventstream_paused_seconds_total")!;
+      expect(paused).toBeGreaterThan(0);
+      // Resumed: the counter holds still.
+      await new Promise((r) => setTimeout(r, 500));
+      expect(value((await get(port, "/metrics")).body, "airflow_eventstream_paused_seconds_total")).toBe(paused);
+      const status = JSON.parse((await get(port, "/status")).body) as { paused: boolean; paused_seconds_total: number };
+      expect(status.paused).toBe(false);
+      expect(status.paused_seconds_total).toBeCloseTo(paused, 2);
+    } finally {
+      daemon.proc.kill("SIGTERM");
+      await daemon.exited;
+    }
+  }, 120_000);
+
   it("refuses to start on a port in use, saying what to set", async () => {
     const db = uniqueName("metrics_port");
     dbs.push(db);
