@@ -236,7 +236,13 @@ export class TaskInstanceMapper {
     };
   }
 
-  /** Records `next` as the row's state and returns the state before it, if known. */
+  /**
+   * Records `next` as the row's state and returns the state before it, if known. When the row is
+   * the one the cache holds under the same key and name (most updates), the held entry is
+   * overwritten in place and a young copy of its old values is returned: an entry replaced per
+   * change (and its name string, which the XCom map's key would take on) outlived the young
+   * generation each time and was garbage in the old one, which the collector then marked and swept.
+   */
   private remember(change: RowWrite, name: string, next: TiState): TiState | undefined {
     const rel = change.relation;
     const natural = this.keys.keyOf(rel).natural;
@@ -247,6 +253,19 @@ export class TaskInstanceMapper {
       // 3.x new id per try); under FULL the whole old row always is.
       const oldKey = change.old ? this.keys.rowKey(rel, change.old) : newKey;
       prev = this.tis.get(oldKey);
+      if (prev !== undefined && oldKey === newKey && prev.key === name && change.oldKind !== "full") {
+        this.counts.hits++;
+        // get() made it the newest entry already; the XCom map is keyed by the entry's own string.
+        const was: TiState = { key: prev.key, mapIndex: prev.mapIndex, state: prev.state, tryNumber: prev.tryNumber };
+        prev.mapIndex = next.mapIndex;
+        prev.state = next.state;
+        prev.tryNumber = next.tryNumber;
+        if (!natural) {
+          this.seededByName.delete(prev.key);
+          if (this.opts.xcomKey !== null) this.tries.set(prev.key, next.tryNumber);
+        }
+        return was;
+      }
       if (prev === undefined && !natural) prev = this.seededByName.get(name);
       if (oldKey !== newKey) this.tis.delete(oldKey);
       if (prev === undefined) this.counts.misses++;

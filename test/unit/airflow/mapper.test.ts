@@ -255,6 +255,52 @@ describe("AirflowMapper: task instances (3.x schema)", () => {
     expect(retry).toMatchObject({ ti_id: "0195-b", previous_state: "running", state: "up_for_retry" });
   });
 
+  it("a row updated in place in the cache: each event keeps its own previous state, and the XCom try and a DELETE see the newest", () => {
+    const m = new AirflowMapper(OPTS, log);
+    const XCOM = relation(
+      "xcom",
+      ["dag_run_id", "task_id", "map_index", "key", "dag_id", "run_id", "value", "timestamp"],
+      ["dag_run_id", "task_id", "map_index", "key"],
+    );
+    const upd = (over: Row) => m.map(change({ kind: "update", relation: TI3, row: ti3(over), old: null, oldKind: null }), tx);
+    const events = [
+      m.map(change({ kind: "insert", relation: TI3, row: ti3({ state: "scheduled", try_number: 0 }) }), tx),
+      upd({ state: "queued", try_number: 1 }),
+      upd({ state: "running", try_number: 1 }),
+      upd({ state: "running", try_number: 1, last_heartbeat_at: "2026-11-25T08:00:05.000000Z" }),
+      upd({ state: "running", try_number: 2 }),
+      upd({ state: "success", try_number: 2 }),
+    ];
+    expect(events[3]).toBeNull();
+    expect(events.filter((e) => e !== null).map((e) => [e!.previous_state, e!.state, e!.previous_try_number, e!.try_number])).toEqual([
+      [null, "scheduled", null, 0],
+      ["scheduled", "queued", 0, 1],
+      ["queued", "running", 1, 1],
+      ["running", "running", 1, 2],
+      ["running", "success", 2, 2],
+    ]);
+    const n = m.map(
+      change({
+        kind: "insert",
+        relation: XCOM,
+        row: {
+          dag_run_id: 9,
+          task_id: "extract",
+          map_index: -1,
+          key: "eventstream",
+          dag_id: "etl",
+          run_id: "manual__1",
+          value: { request_id: "r" },
+          timestamp: "2026-11-25T08:00:06.000000Z",
+        },
+      }),
+      tx,
+    );
+    expect(n).toMatchObject({ type: "notification", try_number: 2 });
+    const d = m.map(change({ kind: "delete", relation: TI3, old: { id: "0195-a" }, oldKind: "key" }), tx);
+    expect(d).toMatchObject({ op: "delete", dag_id: "etl", task_id: "extract", run_id: "manual__1", state: "success", try_number: 2 });
+  });
+
   it("names a deleted row it never saw by its id alone", () => {
     const m = new AirflowMapper(OPTS, log);
     const e = m.map(change({ kind: "delete", relation: TI3, old: { id: "0195-z" }, oldKind: "key" }), tx);
