@@ -66,7 +66,7 @@ export class TreeSampler {
   /**
    * The larger of the tree's summed RSS at a sample and its members' own high-water marks (VmHWM,
    * the kernel's peak RSS of each process) summed. Samples 100 ms apart missed peaks: a daemon
-   * run sampled every 50 ms beside the bench peaked 8 MB above the figure the samples gave.
+   * run sampled every 50 ms beside the bench peaked 4.5 MB above the figure the samples gave.
    * For a tree of several processes the summed marks are an upper bound (they need not have
    * peaked together); the systems measured here are one process each.
    */

@@ -272,7 +272,8 @@ describe("AirflowMapper: task instances (3.x schema)", () => {
       upd({ state: "success", try_number: 2 }),
     ];
     expect(events[3]).toBeNull();
-    expect(events.filter((e) => e !== null).map((e) => [e!.previous_state, e!.state, e!.previous_try_number, e!.try_number])).toEqual([
+    const published = events.filter((e) => e !== null).map((e) => TaskInstanceEvent.parse(e));
+    expect(published.map((e) => [e.previous_state, e.state, e.previous_try_number, e.try_number])).toEqual([
       [null, "scheduled", null, 0],
       ["scheduled", "queued", 0, 1],
       ["queued", "running", 1, 1],

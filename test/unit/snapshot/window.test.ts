@@ -84,4 +84,43 @@ describe("snapshot window rule", () => {
     const s = parseSnapshot("199:200:");
     expect(keysToDrop({ low: 1900n, touchedInWindow: new Set(["x", "y"]), snapshot: s }, recent)).toEqual(new Set(["x", "y"]));
   });
+
+  it("holds exactly the keys of the newest transactions within the bound, and a transaction larger than the bound whole", () => {
+    // A model of the rule as plain objects: transactions evicted whole, oldest first, while the
+    // keys held exceed the bound and a newer transaction is behind; never the newest.
+    let seed = 7;
+    const rand = (n: number) => {
+      seed = (seed * 1103515245 + 12345) % 2 ** 31;
+      return seed % n;
+    };
+    for (const max of [1, 3, 50, 700]) {
+      const recent = new RecentChanges(max);
+      const model: { xid: number; lsn: bigint; keys: string[] }[] = [];
+      let held = 0;
+      let xid = 5_000;
+      for (let t = 0; t < 3_000; t++) {
+        xid++;
+        const lsn = BigInt(10_000 + t * 7);
+        // Mostly small transactions, now and then one of up to 2,500 rows (most of them larger than the bound).
+        const n = rand(40) === 0 ? 1 + rand(2_500) : 1 + rand(4);
+        const tx = { xid, lsn, keys: [] as string[] };
+        model.push(tx);
+        for (let k = 0; k < n; k++) {
+          const key = `task_instance\u0001${xid}-${k}`;
+          recent.touch(xid, lsn, key);
+          tx.keys.push(key);
+          held++;
+          while (held > max && model.length > 1) held -= model.shift()!.keys.length;
+        }
+        if (n > 4 || t % 97 === 0) {
+          // Every transaction in the window missed by the snapshot, and all before `low`.
+          const s = { xmin: model[0]!.xid, xmax: xid + 1, xip: new Set(model.map((m) => m.xid)) };
+          expect(recent.unseenBefore(lsn + 1n, s)).toEqual(new Set(model.flatMap((m) => m.keys)));
+          // Only the newer half before `low`.
+          const mid = model[Math.floor(model.length / 2)]!;
+          expect(recent.unseenBefore(mid.lsn, s)).toEqual(new Set(model.filter((m) => m.lsn < mid.lsn).flatMap((m) => m.keys)));
+        }
+      }
+    }
+  });
 });
