@@ -62,6 +62,23 @@ const TI3 = relation(
   ["id"],
 );
 const RUN = relation("dag_run", ["id", "dag_id", "run_id", "state", "run_type", "logical_date", "clear_number"], ["id"]);
+const XCOM = relation(
+  "xcom",
+  ["dag_run_id", "task_id", "map_index", "key", "dag_id", "run_id", "value", "timestamp"],
+  ["dag_run_id", "task_id", "map_index", "key"],
+);
+/** An xcom row of etl/extract/manual__1 under the notification key. */
+const xrow = (value: Row[string], over: Row = {}): Row => ({
+  dag_run_id: 9,
+  task_id: "extract",
+  map_index: -1,
+  key: "eventstream",
+  dag_id: "etl",
+  run_id: "manual__1",
+  value,
+  timestamp: "2026-11-25T08:00:03.000001Z",
+  ...over,
+});
 
 let index = 0;
 function change(c: RowChange): Extract<TxEvent, { kind: "change" }> {
@@ -257,11 +274,6 @@ describe("AirflowMapper: task instances (3.x schema)", () => {
 
   it("a row updated in place in the cache: each event keeps its own previous state, and the XCom try and a DELETE see the newest", () => {
     const m = new AirflowMapper(OPTS, log);
-    const XCOM = relation(
-      "xcom",
-      ["dag_run_id", "task_id", "map_index", "key", "dag_id", "run_id", "value", "timestamp"],
-      ["dag_run_id", "task_id", "map_index", "key"],
-    );
     const upd = (over: Row) => m.map(change({ kind: "update", relation: TI3, row: ti3(over), old: null, oldKind: null }), tx);
     const events = [
       m.map(change({ kind: "insert", relation: TI3, row: ti3({ state: "scheduled", try_number: 0 }) }), tx),
@@ -280,23 +292,7 @@ describe("AirflowMapper: task instances (3.x schema)", () => {
       ["running", "running", 1, 2],
       ["running", "success", 2, 2],
     ]);
-    const n = m.map(
-      change({
-        kind: "insert",
-        relation: XCOM,
-        row: {
-          dag_run_id: 9,
-          task_id: "extract",
-          map_index: -1,
-          key: "eventstream",
-          dag_id: "etl",
-          run_id: "manual__1",
-          value: { request_id: "r" },
-          timestamp: "2026-11-25T08:00:06.000000Z",
-        },
-      }),
-      tx,
-    );
+    const n = m.map(change({ kind: "insert", relation: XCOM, row: xrow({ request_id: "r" }) }), tx);
     expect(n).toMatchObject({ type: "notification", try_number: 2 });
     const d = m.map(change({ kind: "delete", relation: TI3, old: { id: "0195-a" }, oldKind: "key" }), tx);
     expect(d).toMatchObject({ op: "delete", dag_id: "etl", task_id: "extract", run_id: "manual__1", state: "success", try_number: 2 });
@@ -508,16 +504,8 @@ describe("AirflowMapper: run context on task-instance events", () => {
 });
 
 describe("AirflowMapper: notifications from XCom", () => {
-  const XCOM2 = relation(
-    "xcom",
-    ["dag_run_id", "task_id", "map_index", "key", "dag_id", "run_id", "value", "timestamp"],
-    ["dag_run_id", "task_id", "map_index", "key"],
-  );
-  const XCOM3 = relation(
-    "xcom",
-    ["dag_run_id", "task_id", "map_index", "key", "dag_id", "run_id", "value", "timestamp"],
-    ["dag_run_id", "task_id", "map_index", "key"],
-  );
+  const XCOM2 = XCOM;
+  const XCOM3 = XCOM;
   const good = {
     request_id: "req-1",
     start: "2026-11-24",
@@ -527,17 +515,6 @@ describe("AirflowMapper: notifications from XCom", () => {
     payload_uri: "s3://bucket/out/",
     files: { "a.csv": "0123456789abcdef0123456789abcdef" },
   };
-  const xrow = (value: Row[string], over: Row = {}): Row => ({
-    dag_run_id: 9,
-    task_id: "extract",
-    map_index: -1,
-    key: "eventstream",
-    dag_id: "etl",
-    run_id: "manual__1",
-    value,
-    timestamp: "2026-11-25T08:00:03.000001Z",
-    ...over,
-  });
 
   it("publishes a 2.x (bytea JSON) notification with the task's try and the run's logical date", () => {
     const m = new AirflowMapper(OPTS, log);
