@@ -248,35 +248,36 @@ export class TaskInstanceMapper {
     const natural = this.keys.keyOf(rel).natural;
     const newKey = natural ? name : this.keys.rowKey(rel, change.row);
     let prev: TiState | undefined;
+    // The row's entry, when it is the one the cache holds under the same key and name.
+    let held: TiState | undefined;
     if (change.kind === "update") {
       // Under DEFAULT the old key is in the WAL only when the key changed (2.x map_index -1 -> 0;
       // 3.x new id per try); under FULL the whole old row always is.
       const oldKey = change.old ? this.keys.rowKey(rel, change.old) : newKey;
       prev = this.tis.get(oldKey);
-      if (prev !== undefined && oldKey === newKey && prev.key === name && change.oldKind !== "full") {
-        this.counts.hits++;
-        // get() made it the newest entry already; the XCom map is keyed by the entry's own string.
-        const was: TiState = { key: prev.key, mapIndex: prev.mapIndex, state: prev.state, tryNumber: prev.tryNumber };
-        prev.mapIndex = next.mapIndex;
-        prev.state = next.state;
-        prev.tryNumber = next.tryNumber;
-        if (!natural) {
-          this.seededByName.delete(prev.key);
-          if (this.opts.xcomKey !== null) this.tries.set(prev.key, next.tryNumber);
-        }
-        return was;
-      }
+      if (prev !== undefined && oldKey === newKey && prev.key === name && change.oldKind !== "full") held = prev;
       if (prev === undefined && !natural) prev = this.seededByName.get(name);
       if (oldKey !== newKey) this.tis.delete(oldKey);
       if (prev === undefined) this.counts.misses++;
       else this.counts.hits++;
       if (change.oldKind === "full" && change.old) prev = tiState(change.old);
     }
-    this.tis.set(newKey, next);
-    if (!natural) this.seededByName.delete(name);
+    // The name string the maps keep: the held entry's own, so that no map key takes on a new one.
+    let stored = name;
+    if (held !== undefined) {
+      // get() made it the newest entry already.
+      prev = { key: held.key, mapIndex: held.mapIndex, state: held.state, tryNumber: held.tryNumber };
+      held.mapIndex = next.mapIndex;
+      held.state = next.state;
+      held.tryNumber = next.tryNumber;
+      stored = held.key;
+    } else {
+      this.tis.set(newKey, next);
+    }
+    if (!natural) this.seededByName.delete(stored);
     // XComs name a task instance by (dag, task, run, map index): on 2.x that is the cache's key
     // already; on 3.x (keyed by id) a second, smaller map answers it.
-    if (!natural && this.opts.xcomKey !== null) this.tries.set(name, next.tryNumber);
+    if (!natural && this.opts.xcomKey !== null) this.tries.set(stored, next.tryNumber);
     return prev;
   }
 }
