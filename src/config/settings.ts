@@ -54,7 +54,7 @@ export const GROUPS = {
   insights: {
     title: "Insights (serve)",
     about:
-      "`airflow-eventstream serve` derives insights (run_completed, task_stuck, task_unstuck, task_failed_final, run_cleared) from the events topic onto an insights topic, exactly once across its replicas (docs/insights.md).",
+      "`airflow-eventstream serve` derives insights (run_completed, task_stuck, task_unstuck, task_failed_final, run_cleared, task_cleared) from the events topic onto an insights topic, exactly once across its replicas (docs/insights.md).",
   },
 } as const;
 

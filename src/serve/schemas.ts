@@ -196,6 +196,14 @@ export const InsightEvent = z
       .describe("A task instance failed with no retry left (a try that will be retried is up_for_retry, not this)"),
     z
       .object({
+        type: z.literal("task_cleared"),
+        ...insightFields,
+        ...taskFields,
+        previous_state: z.string().describe("The state it was cleared from"),
+      })
+      .describe("A task instance went back to no state from one: cleared, to run again"),
+    z
+      .object({
         type: z.literal("run_cleared"),
         ...insightFields,
         clear_number: z.number().int().nullable(),

@@ -15,11 +15,13 @@ export interface ReadToEndOptions {
   timeoutMs?: number;
   /** Called with the consumer's close, so a caller tearing down mid-read can close it too. */
   track?: (close: () => Promise<void>) => void;
+  /** Per partition, the offset to start at; default the beginning. */
+  from?: ReadonlyMap<number, bigint>;
 }
 
 /**
- * Reads `topic` from its beginning to the ends it has when the read starts, handing each record over
- * in offset order per partition. read_committed, like every consumer of the daemon's topics: the ends
+ * Reads `topic` from its beginning (or `from`) to the ends it has when the read starts, handing each
+ * record over in offset order per partition; `onRecord` returning true ends its partition's read early. read_committed, like every consumer of the daemon's topics: the ends
  * are the last stable offsets (the admin asks with READ_COMMITTED), so aborted transactions of a
  * fenced writer are not seen; a partition is done when a fetched batch's last offset reaches its end,
  * because the last offset below the end may be a commit marker that no message ever shows (see
@@ -29,9 +31,10 @@ export async function readToEnd(
   kafka: Kafka,
   topic: string,
   opts: ReadToEndOptions,
-  onRecord: (partition: number, message: KafkaMessage) => void,
+  onRecord: (partition: number, message: KafkaMessage) => boolean | void,
 ): Promise<void> {
   const ends = await lastOffsets(kafka, topic, opts);
+  for (const [p, start] of opts.from ?? []) if (ends.has(p) && start > ends.get(p)!) ends.delete(p);
   if (ends.size === 0) return;
   const what = opts.what ?? "topic";
   const { consumer, close } = privateReader(kafka, opts.group, opts.track ?? (() => undefined));
@@ -49,20 +52,27 @@ export async function readToEnd(
         if (!e.payload.restart)
           reject(new TransientError(`reading ${what} ${topic} failed (${e.payload.error.message})`, { cause: e.payload.error }));
       });
+      const done = (partition: number): void => {
+        ends.delete(partition);
+        if (ends.size === 0) resolve();
+      };
       consumer.on(consumer.events.END_BATCH_PROCESS, (e) => {
         const end = ends.get(e.payload.partition);
         if (end === undefined || e.payload.lastOffset === null || BigInt(e.payload.lastOffset) < end) return;
-        ends.delete(e.payload.partition);
-        if (ends.size === 0) resolve();
+        done(e.payload.partition);
       });
       consumer
         .run({
           autoCommit: false,
           eachMessage: async ({ partition, message }) => {
             const end = ends.get(partition);
-            if (end === undefined || BigInt(message.offset) > end) return;
-            onRecord(partition, message);
+            const offset = BigInt(message.offset);
+            if (end === undefined || offset > end || offset < (opts.from?.get(partition) ?? 0n)) return;
+            if (onRecord(partition, message) === true) done(partition);
           },
+        })
+        .then(() => {
+          for (const [partition, offset] of opts.from ?? []) consumer.seek({ topic, partition, offset: String(offset) });
         })
         .catch(reject);
     });

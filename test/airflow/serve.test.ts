@@ -165,8 +165,9 @@ describe(`Airflow ${AF3.version}: serve answers the four questions on a real sch
       await withPg(db, (c) => c.query<{ dag_id: string; run_id: string; state: string }>("SELECT dag_id, run_id, state FROM dag_run"))
     ).rows)
       runStates.set(`${r.dag_id} ${r.run_id}`, r.state);
-    // 4 runs completed, one of them twice (after its clear), 1 task_failed_final, task_stuck + task_unstuck, 1 run_cleared.
-    await waitFor("the insights (9 expected)", async () => (await readInsights(insightsTopic)).length >= 9, 60_000, 1_000).catch(
+    // 4 runs completed, one of them twice (after its clear), 1 task_failed_final, task_stuck + task_unstuck, 1 run_cleared,
+    // 2 task_cleared (the cleared run's two tasks).
+    await waitFor("the insights (11 expected)", async () => (await readInsights(insightsTopic)).length >= 11, 60_000, 1_000).catch(
       () => undefined,
     );
     // Longer than a timer tick and a batch: a repeated or extra insight would be there by now.
@@ -246,7 +247,7 @@ describe(`Airflow ${AF3.version}: serve answers the four questions on a real sch
     expect(ready.answeredAt - committed).toBeLessThan(5_000);
   });
 
-  it("can I undo and rerun: the clear shows in the run's history and yields run_cleared once", () => {
+  it("can I undo and rerun: the clear shows in the run's history and yields run_cleared once, task_cleared per task", () => {
     const run = obs.clearedRunId;
     const cleared = obs.history.filter((h) => h.kind === "run_cleared");
     expect(cleared.map((h) => h.clear_number)).toEqual([1]);
@@ -263,7 +264,15 @@ describe(`Airflow ${AF3.version}: serve answers the four questions on a real sch
     const insights = obs.insights.filter((i) => i.type === "run_cleared");
     expect(insights).toHaveLength(1);
     expect(insights[0]).toMatchObject({ dag_id: "es_serve_clear", run_id: run, clear_number: 1, previous_state: "success" });
+    const tasks = obs.insights.flatMap((i) =>
+      i.type === "task_cleared" ? [`${i.dag_id} ${i.run_id} ${i.task_id} ${i.previous_state}`] : [],
+    );
+    expect(tasks.sort()).toEqual([`es_serve_clear ${run} first success`, `es_serve_clear ${run} second success`]);
     expect(obs.runs.get(`es_serve_clear ${run}`)).toMatchObject({ clear_number: 1, state: "success", complete: true });
+    // The rerun, named alike by the run_completed after the clear and by the REST view.
+    const completed = obs.insights.filter((i) => i.type === "run_completed" && i.run_id === run).pop();
+    expect(completed?.type === "run_completed" && completed.summary.cleared).toEqual({ times: 1, rerun_tasks: ["first", "second"] });
+    expect(obs.runs.get(`es_serve_clear ${run}`)?.summary?.cleared).toEqual({ times: 1, rerun_tasks: ["first", "second"] });
   });
 
   it("is it complete: one run_completed per run (two for the cleared one), each with the database's counts and state", () => {
@@ -281,7 +290,7 @@ describe(`Airflow ${AF3.version}: serve answers the four questions on a real sch
     expect(completed.find((i) => i.dag_id === "es_serve_retry")?.summary).toMatchObject({ failed_tasks: ["doomed"], retries: 1 });
     const ids = obs.insights.map((i) => i.insight_id);
     expect(new Set(ids).size, "insight ids unique").toBe(ids.length);
-    expect(obs.insights).toHaveLength(9);
+    expect(obs.insights).toHaveLength(11);
   });
 });
 

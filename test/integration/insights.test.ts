@@ -60,9 +60,9 @@ async function readInsights(topic: string): Promise<InsightEvent[]> {
   await admin.connect();
   const out: InsightEvent[] = [];
   try {
-    await readToEnd(kafka, topic, { group: "test-insights-read", admin }, (_p, m) =>
-      out.push(InsightEvent.parse(JSON.parse(m.value!.toString("utf8")))),
-    );
+    await readToEnd(kafka, topic, { group: "test-insights-read", admin }, (_p, m) => {
+      out.push(InsightEvent.parse(JSON.parse(m.value!.toString("utf8"))));
+    });
   } finally {
     await admin.disconnect();
   }
@@ -90,6 +90,8 @@ function keyOf(i: InsightEvent): string {
       return `${i.type} ${i.dag_id} ${i.run_id} ${i.summary.state}${i.summary.cleared.times > 0 ? " after clear" : ""}`;
     case "run_cleared":
       return `${i.type} ${i.dag_id} ${i.run_id} ${i.clear_number}`;
+    case "task_cleared":
+      return `${i.type} ${i.dag_id} ${i.run_id} ${i.task_id} from ${i.previous_state}`;
     case "task_failed_final":
     case "task_stuck":
     case "task_unstuck":
@@ -175,7 +177,10 @@ describe("insights: two replicas, exactly once", () => {
         // Clear a finished run (clear_number rises, the run goes back to queued), and run it again.
         const { rows } = await c.query<{ id: number }>("SELECT id FROM dag_run WHERE dag_id = $1 AND run_id = 'r1'", [clearDag]);
         const id = rows[0]!.id;
-        for (const t of ["extract", "load"]) await updateTi(c, { dag_id: clearDag, task_id: t, run_id: "r1" }, { state: null });
+        for (const t of ["extract", "load"]) {
+          await updateTi(c, { dag_id: clearDag, task_id: t, run_id: "r1" }, { state: null });
+          expected.push(`task_cleared ${clearDag} r1 ${t} from success`);
+        }
         await updateDagRun(c, id, { state: "queued", clear_number: 1, end_date: null });
         expected.push(`run_cleared ${clearDag} r1 1`);
         await updateDagRun(c, id, { state: "running" });

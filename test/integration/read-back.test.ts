@@ -2,6 +2,7 @@ import { Kafka, logLevel } from "kafkajs";
 import pino from "pino";
 import { afterAll, describe, expect, it } from "vitest";
 import { readBack } from "../../src/sink/read-back.js";
+import { readToEnd } from "../../src/sink/read-to-end.js";
 import { services, sleep, uniqueName } from "../support/harness.js";
 
 /**
@@ -108,5 +109,38 @@ describe("read-back", () => {
     } finally {
       await producer.disconnect();
     }
+  });
+
+  it("readToEnd from given offsets: nothing below them, each partition to its end unless the caller says it has enough", async () => {
+    const topic = uniqueName("read_from");
+    topics.push(topic);
+    await admin.connect();
+    await admin.createTopics({ topics: [{ topic, numPartitions: 3 }], waitForLeaders: true });
+    const producer = kafka.producer({ idempotent: true, maxInFlightRequests: 1 });
+    await producer.connect();
+    try {
+      await producer.send({
+        topic,
+        acks: -1,
+        messages: [0, 1, 2].flatMap((p) => [0, 1, 2, 3, 4].map((i) => ({ partition: p, value: `${p}:${i}` }))),
+      });
+    } finally {
+      await producer.disconnect();
+    }
+    const seen: string[] = [];
+    // Partition 0 from offset 2 to its end; partition 1 from 1, enough after offset 3; partition 2
+    // from past its end (nothing to read).
+    const from = new Map([
+      [0, 2n],
+      [1, 1n],
+      [2, 5n],
+    ]);
+    await readToEnd(kafka, topic, { group: "test-read-from", admin, from, timeoutMs: 60_000 }, (p, m) => {
+      seen.push(`${p}@${m.offset}=${m.value!.toString()}`);
+      return p === 1 && m.offset === "3";
+    });
+    expect(seen.filter((s) => s.startsWith("0@"))).toEqual(["0@2=0:2", "0@3=0:3", "0@4=0:4"]);
+    expect(seen.filter((s) => s.startsWith("1@"))).toEqual(["1@1=1:1", "1@2=1:2", "1@3=1:3"]);
+    expect(seen.filter((s) => s.startsWith("2@"))).toEqual([]);
   });
 });

@@ -1,6 +1,7 @@
-import type { DagRunEvent, StreamEvent, TaskInstanceEvent } from "../../airflow/events.js";
+import type { DagRunEvent, StreamEvent } from "../../airflow/events.js";
 import { WAITING_STATES, type InsightEvent } from "../schemas.js";
-import { isFinishedRun, summarizeRun, taskIdent, type CauseRef, type KeyedTaskEvent, type PartitionView } from "./view.js";
+import { isClear } from "../view/rerun.js";
+import { isFinishedRun, stateBefore, summarizeRun, taskIdent, type CauseRef, type KeyedTaskEvent, type PartitionView } from "./view.js";
 
 /**
  * The insights, derived without side effects: from one event and the view as it was before it
@@ -41,15 +42,6 @@ export function deriveFromEvent(event: StreamEvent, ctx: DeriveContext, view: Pa
   return [];
 }
 
-/**
- * The state before the event: the event's own previous_state when the daemon knew it, else the
- * view's; undefined when neither knows (a row first seen, with REPLICA IDENTITY DEFAULT).
- */
-function stateBefore(e: TaskInstanceEvent | DagRunEvent, viewState: string | null | undefined): string | null | undefined {
-  if (e.op === "insert") return null;
-  return e.previous_state_known ? e.previous_state : viewState;
-}
-
 function common(e: { dag_id: string; run_id: string }, ctx: DeriveContext) {
   return { dag_id: e.dag_id, run_id: e.run_id, caused_by: ctx.cause, emitted_at: ctx.now.toISOString() };
 }
@@ -71,6 +63,19 @@ function deriveTask(e: KeyedTaskEvent, ctx: DeriveContext, view: PartitionView, 
       ...ident,
       try_number: e.try_number,
       max_tries: e.max_tries,
+    });
+  }
+  // Airflow's clear sets a task instance's state to None (clear_task_instances); a snapshot that finds
+  // a known state gone is one too. The next owner of the partition restores the clear from this
+  // insight (a task's rerun is counted in its run's summary, and the state topic keeps only the rerun).
+  if (e.op !== "delete" && isClear(prior, e.state)) {
+    out.push({
+      type: "task_cleared",
+      insight_id: `task_cleared:${e.dag_id}:${e.run_id}:${e.task_id}:${e.map_index}:${e.source.position}`,
+      ...common(e, ctx),
+      ...ident,
+      try_number: e.try_number,
+      previous_state: prior,
     });
   }
   const key = taskIdent(e.dag_id, e.run_id, e.task_id, e.map_index);

@@ -2,7 +2,7 @@ import { StreamEvent } from "../../airflow/events.js";
 import type { StateEntry } from "../../sink/state-topic.js";
 import type { InsightEvent } from "../schemas.js";
 import { deriveFromEvent, noteEmitted, timerStep, type EmittedStuck, type StuckThreshold } from "./derive.js";
-import { PartitionView, type CauseRef, type KeyedTaskEvent } from "./view.js";
+import { PartitionView, rowIdent, type CauseRef, type KeyedTaskEvent } from "./view.js";
 import { parseEventValue } from "../../sink/wire-format.js";
 
 /**
@@ -10,18 +10,22 @@ import { parseEventValue } from "../../sink/wire-format.js";
  * the task_stuck it published that have no task_unstuck yet, and the next offset to read (the
  * group's committed offset when it took the partition, then one past the last event handled).
  *
- * The view is built from the current-state topic, which is as of its end: usually a little ahead
- * of the committed offset (the previous owner's last events were folded into the state topic by
- * the daemon, but their insights were not committed). The first event read after taking the
- * partition says how far: every state entry at or after its position is rolled back to before its
- * latest event (previous_state and previous_try_number; an insert is dropped), and the events
- * from the committed offset on then move the view forward again. Exact when a row changed once in
- * that window (the common case: the window is the previous owner's last uncommitted batch and the
- * session timeout); with several changes, the view holds the state before the last one until the
- * replay reaches the first, and derivation prefers the event's own previous_state anyway.
+ * The view must be the partition's state as of the committed offset. It is built from the
+ * current-state topic, which is as of its end: usually ahead of the committed offset (the previous
+ * owner's last events were folded into the state topic by the daemon, but their insights were not
+ * committed; after a kill, a session timeout's worth of events more). A row whose state entry is at
+ * or after the first event from the committed offset is "ahead": its state at the offset is the one
+ * before its first event from there (that event's previous_state), which the WindowScan finds by
+ * reading the events from the committed offset when the partition is taken. Where it could not (the
+ * event is past the end the scan read to, or the daemon did not know the state before), the entry
+ * is rolled back to before its own latest event, exact when the row changed once since the offset.
+ * A clear the previous owner saw is in neither (the state topic keeps the rerun); it comes back from
+ * the task_cleared insights that owner committed.
  */
 export class OwnedPartition {
   readonly emitted: EmittedStuck = new Map();
+  /** The task_cleared the previous owners published, read when the partition was taken: restored into the view when it is built. */
+  private clears: Extract<InsightEvent, { type: "task_cleared" }>[] = [];
   private view: PartitionView | null = null;
   private lastPosition: string | null = null;
   /** Serializes batches and timer ticks of this partition. */
@@ -38,6 +42,8 @@ export class OwnedPartition {
     public next: bigint,
     /** The end of the events partition (last stable offset) when it was taken: the timer waits until the reader is there. */
     private readonly endAtStart: bigint,
+    /** The events from the committed offset, as far as the taking read them; null: not read. */
+    private window: WindowScan | null = null,
   ) {}
 
   /** Runs `fn` after everything queued on this partition. */
@@ -76,24 +82,33 @@ export class OwnedPartition {
     return timerStep(now, this.viewAsOf(null), this.emitted, threshold);
   }
 
+  /** Insights published: by this owner, or (read when taking the partition) by the previous ones. */
   noteEmitted(insights: readonly InsightEvent[]): void {
-    for (const i of insights) noteEmitted(this.emitted, i);
+    for (const i of insights) {
+      noteEmitted(this.emitted, i);
+      if (i.type === "task_cleared" && this.view === null) this.clears.push(i);
+    }
   }
 
-  /** The view; built at the first call, rolling back the state entries at or after `firstPosition` (null: none read). */
+  /** The view; built at the first call, taking the state entries at or after `firstPosition` (null: none read) back to it. */
   private viewAsOf(firstPosition: string | null): PartitionView {
     if (this.view !== null) return this.view;
     const view = new PartitionView();
+    const from = this.window?.firstPosition ?? firstPosition;
     const sorted = [...this.entries].sort((a, b) => (a.position < b.position ? -1 : a.position > b.position ? 1 : 0));
     for (const entry of sorted) {
       const parsed = StreamEvent.safeParse(entry.event);
       if (!parsed.success) continue;
-      const ahead = firstPosition !== null && entry.position >= firstPosition;
-      const event = ahead ? rolledBack(parsed.data) : parsed.data;
+      const ahead = from !== null && entry.position >= from;
+      const event = ahead ? stateAtOffset(parsed.data, this.window?.firstOf(parsed.data)) : parsed.data;
       if (event === null) continue;
       apply(view, event, { position: entry.position, topic: this.stateTopic, partition: this.partition, offset: null });
     }
+    // After the entries: a clear's task is then found with the state its latest event left.
+    for (const c of this.clears) view.restoreClear(c.dag_id, c.run_id, c.task_id, c.map_index, c.caused_by.position);
     this.entries = [];
+    this.clears = [];
+    this.window = null;
     this.view = view;
     return view;
   }
@@ -107,6 +122,68 @@ export function parseJson(value: Buffer | null): unknown {
   } catch {
     return null;
   }
+}
+
+/**
+ * The events of a partition from the offset its new owner starts at: which row changed first where,
+ * so the view can be taken back to that offset exactly. Fed in offset order; says when it has found
+ * the first event of every row whose state entry is ahead of the offset, so the read can stop.
+ */
+export class WindowScan {
+  firstPosition: string | null = null;
+  /** Records read (logged when the partition is taken). */
+  read = 0;
+  private readonly first = new Map<string, StreamEvent>();
+  private missing: Set<string> | null = null;
+
+  constructor(private readonly entries: readonly StateEntry[]) {}
+
+  /** One record; true once nothing more is needed. */
+  add(value: Buffer | null): boolean {
+    this.read++;
+    const parsed = value === null ? null : StreamEvent.safeParse(parseJson(value));
+    if (parsed === null || !parsed.success) return false;
+    const event = parsed.data;
+    if (this.missing === null) {
+      const from = event.source.position;
+      this.firstPosition = from;
+      this.missing = new Set();
+      for (const entry of this.entries) {
+        const e = StreamEvent.safeParse(entry.event);
+        const id = e.success && entry.position >= from ? rowIdent(e.data) : null;
+        if (id !== null) this.missing.add(id);
+      }
+    }
+    // Only the rows ahead: a long backlog's other rows are not held.
+    const id = rowIdent(event);
+    if (id !== null && this.missing.delete(id)) this.first.set(id, event);
+    return this.missing.size === 0;
+  }
+
+  /** The first event from the offset of the row `e` is about; undefined when none was read. */
+  firstOf(e: StreamEvent): StreamEvent | undefined {
+    const id = rowIdent(e);
+    return id === null ? undefined : this.first.get(id);
+  }
+}
+
+/**
+ * A row's state entry `latest`, taken back to the committed offset: to the state before `first`, the
+ * row's first event from there, when it says; else to before `latest` itself. Null: the row did not
+ * exist then (or nothing says what it was).
+ */
+function stateAtOffset(latest: StreamEvent, first: StreamEvent | undefined): StreamEvent | null {
+  if (first === undefined || (first.type !== "task_instance" && first.type !== "dag_run") || first.type !== latest.type)
+    return rolledBack(latest);
+  if (first.op === "insert") return null;
+  if (first.op === "delete" || !first.previous_state_known) return rolledBack(latest);
+  // What came before the state taken back to is not known: not a transition (a clear) of its own.
+  const unknownBefore = { previous_state: null, previous_state_known: false } as const;
+  if (latest.type === "dag_run") return { ...latest, ...unknownBefore, state: first.previous_state, clear_number: null };
+  const tryBefore = first.type === "task_instance" ? (first.previous_try_number ?? first.try_number) : null;
+  return latest.type === "task_instance"
+    ? { ...latest, ...unknownBefore, state: first.previous_state, try_number: tryBefore }
+    : rolledBack(latest);
 }
 
 /** The row as it was before `e`, as far as `e` says; null when it did not exist or `e` does not say. */

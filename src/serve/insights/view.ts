@@ -1,6 +1,7 @@
-import type { DagRunEvent, TaskInstanceEvent } from "../../airflow/events.js";
+import type { DagRunEvent, StreamEvent, TaskInstanceEvent } from "../../airflow/events.js";
 import { FINISHED_RUN_STATES, type RunSummary } from "../schemas.js";
 import { taskLabel } from "../view/records.js";
+import { clearStep, isRanState } from "../view/rerun.js";
 import { summarize } from "../view/summary.js";
 
 /**
@@ -29,7 +30,9 @@ export interface TaskMemo {
   since: string;
   /** That event. */
   cause: CauseRef;
-  /** Went back to None after having run once: cleared and rerun. */
+  /** Cleared (back to None from a state) and not run since. */
+  clearPending: boolean;
+  /** Ran again after a clear (rerun.ts's rule, as the REST view's). */
   rerun: boolean;
 }
 
@@ -56,12 +59,33 @@ function runIdent(dagId: string, runId: string): string {
   return JSON.stringify([dagId, runId]);
 }
 
+/** The row an event is about (a task instance or a DAG run), as the view keys it; null for other events. */
+export function rowIdent(e: StreamEvent): string | null {
+  if (e.type === "task_instance")
+    return e.dag_id !== null && e.run_id !== null && e.task_id !== null && e.map_index !== null
+      ? taskIdent(e.dag_id, e.run_id, e.task_id, e.map_index)
+      : null;
+  if (e.type === "dag_run") return runIdent(e.dag_id, e.run_id);
+  return null;
+}
+
 /** Finished runs kept per partition: enough to tell a later clear of a recent run (its clear_number before). */
 const FINISHED_KEPT = 2_000;
+
+/**
+ * The state before an event: the event's own previous_state when the daemon knew it, else the
+ * view's; undefined when neither knows (a row first seen, with REPLICA IDENTITY DEFAULT).
+ */
+export function stateBefore(e: TaskInstanceEvent | DagRunEvent, viewState: string | null | undefined): string | null | undefined {
+  if (e.op === "insert") return null;
+  return e.previous_state_known ? e.previous_state : viewState;
+}
 
 export class PartitionView {
   private readonly runs = new Map<string, RunMemo>();
   private finishedSeq = 0;
+  /** Clears committed by a previous owner whose task instance the view did not hold when they were restored, by taskIdent. */
+  private readonly restoredClears = new Map<string, string>();
 
   run(dagId: string, runId: string): RunMemo | undefined {
     return this.runs.get(runIdent(dagId, runId));
@@ -84,7 +108,8 @@ export class PartitionView {
     }
     const before = run.tasks.get(key);
     const moved = before === undefined || before.state !== e.state || before.try_number !== e.try_number;
-    const rerun = (before?.rerun ?? false) || (before !== undefined && before.state !== null && e.state === null);
+    const restored = before === undefined && this.restoredClears.delete(key);
+    const step = clearStep(before?.clearPending ?? restored, stateBefore(e, before?.state), e.state);
     run.tasks.set(key, {
       task_id: e.task_id,
       map_index: e.map_index,
@@ -93,8 +118,26 @@ export class PartitionView {
       max_tries: e.max_tries,
       since: moved ? commitTime : before.since,
       cause: moved ? cause : before.cause,
-      rerun,
+      clearPending: step.pending,
+      rerun: (before?.rerun ?? false) || step.reran,
     });
+  }
+
+  /**
+   * A clear the previous owner of the partition saw (its task_cleared, at `position`, before the
+   * committed offset) and this view, rebuilt from each row's latest state, cannot: the state topic
+   * holds a cleared task's latest event, usually its rerun. That latest event came after the clear
+   * (the clear is one of the row's events), and so did the state before it that a rollback leaves:
+   * a state in which the task runs means it has rerun; any other, that it still waits to.
+   */
+  restoreClear(dagId: string, runId: string, taskId: string, mapIndex: number, position: string): void {
+    const t = this.task(dagId, runId, taskId, mapIndex);
+    if (t === undefined) {
+      this.restoredClears.set(taskIdent(dagId, runId, taskId, mapIndex), position);
+      return;
+    }
+    if (t.cause.position > position && isRanState(t.state)) t.rerun = true;
+    else t.clearPending = true;
   }
 
   applyRun(e: DagRunEvent): void {

@@ -4,9 +4,10 @@ import type { Logger } from "../../log.js";
 import { readToEnd } from "../../sink/read-to-end.js";
 import { dagPartitioner } from "../../sink/routing.js";
 import { readCurrentState } from "../../sink/state-reader.js";
+import type { StateEntry } from "../../sink/state-topic.js";
 import { InsightEvent } from "../schemas.js";
 import type { StuckThreshold } from "./derive.js";
-import { OwnedPartition, parseJson } from "./partition.js";
+import { OwnedPartition, parseJson, WindowScan } from "./partition.js";
 
 export interface WriterOptions {
   eventsTopic: string;
@@ -116,10 +117,16 @@ export class InsightsWriter {
       const partitionOf = dagPartitioner(
         (await this.admin.fetchTopicMetadata({ topics: [this.o.eventsTopic] })).topics[0]!.partitions.length,
       );
+      const entriesOf = new Map(
+        partitions.map((p) => [
+          p,
+          [...state.entries.values()].filter((e) => typeof e.event.dag_id === "string" && partitionOf(e.event.dag_id) === p),
+        ]),
+      );
+      const windows = await this.scanWindows(entriesOf, offsets);
       for (const p of partitions) {
-        const entries = [...state.entries.values()].filter((e) => typeof e.event.dag_id === "string" && partitionOf(e.event.dag_id) === p);
         const { start, end, committed } = offsets.get(p)!;
-        const part = new OwnedPartition(p, this.o.eventsTopic, this.o.stateTopic, entries, start, end);
+        const part = new OwnedPartition(p, this.o.eventsTopic, this.o.stateTopic, entriesOf.get(p)!, start, end, windows.get(p)!);
         for (const i of emitted.get(p) ?? []) part.noteEmitted([i]);
         const owned = { part, producer: producers.get(p)! };
         // A new group's start, made durable: the next owner goes on from it, not from its own "now".
@@ -128,13 +135,41 @@ export class InsightsWriter {
         result.set(p, owned);
         this.consumer.seek({ topic: this.o.eventsTopic, partition: p, offset: String(start) });
       }
-      this.log.info({ partitions, state_rows: state.entries.size }, "insights: partitions taken (previous writers fenced, view rebuilt)");
+      const windowRead = [...windows.values()].reduce((n, w) => n + w.read, 0);
+      this.log.info(
+        { partitions, state_rows: state.entries.size, window_events_read: windowRead },
+        "insights: partitions taken (previous writers fenced, view rebuilt)",
+      );
     } catch (e: unknown) {
       this.log.error({ err: coerceError(e).message, partitions }, "insights: taking partitions failed; the consumer rejoins the group");
       for (const o of result.values()) await o.producer.disconnect().catch(() => undefined);
       result.clear();
     }
     return result;
+  }
+
+  /**
+   * The events of each partition from its start offset, read until the first event of every row
+   * whose state entry is ahead of that offset is found (or the end): what the view needs to be the
+   * state as of the offset (partition.ts). A short read after a handover (the previous owner's
+   * uncommitted batch and session timeout); after a long stop, as long as the backlog at most.
+   */
+  private async scanWindows(
+    entriesOf: Map<number, StateEntry[]>,
+    offsets: Map<number, { start: bigint; end: bigint }>,
+  ): Promise<Map<number, WindowScan>> {
+    const scans = new Map([...entriesOf].map(([p, entries]) => [p, new WindowScan(entries)] as const));
+    const from = new Map([...offsets].filter(([, o]) => o.start < o.end).map(([p, o]) => [p, o.start] as const));
+    if (from.size === 0) return scans;
+    const opts = {
+      group: `${this.o.groupId}.insights-window`,
+      what: "the events topic",
+      partitions: new Set(from.keys()),
+      admin: this.admin,
+      from,
+    };
+    await readToEnd(this.kafka, this.o.eventsTopic, opts, (p, message) => scans.get(p)?.add(message.value) ?? true);
+    return scans;
   }
 
   /** A transactional producer for partition p whose InitProducerId has run (fencing any earlier one). */
@@ -175,7 +210,10 @@ export class InsightsWriter {
     return out;
   }
 
-  /** The insights partitions read to their ends (read_committed): what the previous owners published. */
+  /**
+   * The insights partitions read to their ends (read_committed): what the previous owners published
+   * that the view needs: open task_stuck, and clears (the state topic keeps a cleared task's rerun only).
+   */
   private async readEmitted(partitions: number[]): Promise<Map<number, InsightEvent[]>> {
     const out = new Map<number, InsightEvent[]>();
     const opts = {
@@ -186,7 +224,7 @@ export class InsightsWriter {
     };
     await readToEnd(this.kafka, this.o.insightsTopic, opts, (p, message) => {
       const r = InsightEvent.safeParse(parseJson(message.value));
-      if (!r.success || (r.data.type !== "task_stuck" && r.data.type !== "task_unstuck")) return;
+      if (!r.success || (r.data.type !== "task_stuck" && r.data.type !== "task_unstuck" && r.data.type !== "task_cleared")) return;
       const list = out.get(p) ?? [];
       list.push(r.data);
       out.set(p, list);

@@ -1,5 +1,6 @@
 import type { DagRunEvent, TaskInstanceEvent } from "../../airflow/events.js";
 import type { HistoryEntry } from "../schemas.js";
+import { clearStep } from "./rerun.js";
 import { type Interner, type RunRecord, type TaskRecord, taskKey, taskLabel } from "./records.js";
 
 /** Where an event came from, as the reader hands it over. */
@@ -11,9 +12,6 @@ export interface ApplyContext {
   /** Read from the current-state topic at start: the latest event of a row, not a transition seen happen. */
   bootstrap: boolean;
 }
-
-/** States in which a task instance is doing (or has done) work: reaching one after a clear makes it a rerun. */
-const RAN_STATES = new Set(["running", "success", "failed", "up_for_retry", "up_for_reschedule", "deferred", "skipped", "upstream_failed"]);
 
 function pushHistory(run: RunRecord, entry: HistoryEntry, task: TaskRecord | null): void {
   run.history.push(entry, task);
@@ -60,11 +58,9 @@ export function applyTaskEvent(
   rec.position = ctx.position;
   if (stateChanged) rec.stateSince = ctx.commitTime;
   if (had === undefined) run.tasks.set(key, rec);
-  if (state === null && before !== null && before !== undefined) rec.cleared = true;
-  else if (rec.cleared && state !== null && RAN_STATES.has(state)) {
-    rec.cleared = false;
-    run.rerun.add(taskLabel(rec.taskId, rec.mapIndex));
-  }
+  const step = clearStep(rec.cleared, before, state);
+  rec.cleared = step.pending;
+  if (step.reran) run.rerun.add(taskLabel(rec.taskId, rec.mapIndex));
   if (ctx.bootstrap) return;
   const base = { position: ctx.position, commit_time: ctx.commitTime, task_id: rec.taskId, map_index: rec.mapIndex, clear_number: null };
   if (beforeTry !== null && e.try_number !== null && e.try_number > beforeTry)
