@@ -2,7 +2,7 @@ import { StreamEvent } from "../../airflow/events.js";
 import type { StateEntry } from "../../sink/state-topic.js";
 import type { InsightEvent } from "../schemas.js";
 import { deriveFromEvent, noteEmitted, timerStep, type EmittedStuck, type StuckThreshold } from "./derive.js";
-import { PartitionView, rowIdent, type CauseRef, type KeyedTaskEvent } from "./view.js";
+import { PartitionView, rowIdent, runIdent, taskIdent, type CauseRef, type KeyedTaskEvent } from "./view.js";
 import { parseEventValue } from "../../sink/wire-format.js";
 
 /**
@@ -124,16 +124,28 @@ export function parseJson(value: Buffer | null): unknown {
   }
 }
 
+/** What the window scan keeps of a row's first event from the committed offset. */
+interface FirstChange {
+  type: "task_instance" | "dag_run";
+  op: string;
+  previousStateKnown: boolean;
+  previousState: string | null;
+  previousTryNumber: number | null;
+  tryNumber: number | null;
+}
+
 /**
  * The events of a partition from the offset its new owner starts at: which row changed first where,
  * so the view can be taken back to that offset exactly. Fed in offset order; says when it has found
- * the first event of every row whose state entry is ahead of the offset, so the read can stop.
+ * the first event of every row whose state entry is ahead of the offset, so the read can stop. It
+ * reads the few fields it needs from each record's JSON, not the whole event through its schema:
+ * after a long stop it may read the whole backlog once more.
  */
 export class WindowScan {
   firstPosition: string | null = null;
   /** Records read (logged when the partition is taken). */
   read = 0;
-  private readonly first = new Map<string, StreamEvent>();
+  private readonly first = new Map<string, FirstChange>();
   private missing: Set<string> | null = null;
 
   constructor(private readonly entries: readonly StateEntry[]) {}
@@ -141,30 +153,55 @@ export class WindowScan {
   /** One record; true once nothing more is needed. */
   add(value: Buffer | null): boolean {
     this.read++;
-    const parsed = value === null ? null : StreamEvent.safeParse(parseJson(value));
-    if (parsed === null || !parsed.success) return false;
-    const event = parsed.data;
+    const o = parseJson(value);
+    if (!isRecord(o)) return false;
+    const source = o.source;
+    if (!isRecord(source) || typeof source.position !== "string") return false;
     if (this.missing === null) {
-      const from = event.source.position;
+      const from = source.position;
       this.firstPosition = from;
       this.missing = new Set();
       for (const entry of this.entries) {
-        const e = StreamEvent.safeParse(entry.event);
-        const id = e.success && entry.position >= from ? rowIdent(e.data) : null;
+        const id = entry.position >= from ? rawRowIdent(entry.event) : null;
         if (id !== null) this.missing.add(id);
       }
     }
     // Only the rows ahead: a long backlog's other rows are not held.
-    const id = rowIdent(event);
-    if (id !== null && this.missing.delete(id)) this.first.set(id, event);
+    const id = rawRowIdent(o);
+    if (id !== null && this.missing.delete(id)) this.first.set(id, firstChange(o));
     return this.missing.size === 0;
   }
 
   /** The first event from the offset of the row `e` is about; undefined when none was read. */
-  firstOf(e: StreamEvent): StreamEvent | undefined {
+  firstOf(e: StreamEvent): FirstChange | undefined {
     const id = rowIdent(e);
     return id === null ? undefined : this.first.get(id);
   }
+}
+
+function isRecord(x: unknown): x is Record<string, unknown> {
+  return typeof x === "object" && x !== null;
+}
+
+/** rowIdent of an event as read, without its schema: null for what is not a keyed task instance or DAG run. */
+function rawRowIdent(o: Record<string, unknown>): string | null {
+  const { type, dag_id: dag, run_id: run } = o;
+  if (typeof dag !== "string" || typeof run !== "string") return null;
+  if (type === "dag_run") return runIdent(dag, run);
+  if (type !== "task_instance" || typeof o.task_id !== "string" || typeof o.map_index !== "number") return null;
+  return taskIdent(dag, run, o.task_id, o.map_index);
+}
+
+function firstChange(o: Record<string, unknown>): FirstChange {
+  const num = (x: unknown): number | null => (typeof x === "number" ? x : null);
+  return {
+    type: o.type === "dag_run" ? "dag_run" : "task_instance",
+    op: typeof o.op === "string" ? o.op : "",
+    previousStateKnown: o.previous_state_known === true,
+    previousState: typeof o.previous_state === "string" ? o.previous_state : null,
+    previousTryNumber: num(o.previous_try_number),
+    tryNumber: num(o.try_number),
+  };
 }
 
 /**
@@ -172,18 +209,15 @@ export class WindowScan {
  * row's first event from there, when it says; else to before `latest` itself. Null: the row did not
  * exist then (or nothing says what it was).
  */
-function stateAtOffset(latest: StreamEvent, first: StreamEvent | undefined): StreamEvent | null {
-  if (first === undefined || (first.type !== "task_instance" && first.type !== "dag_run") || first.type !== latest.type)
-    return rolledBack(latest);
+function stateAtOffset(latest: StreamEvent, first: FirstChange | undefined): StreamEvent | null {
+  if (first === undefined || first.type !== latest.type) return rolledBack(latest);
   if (first.op === "insert") return null;
-  if (first.op === "delete" || !first.previous_state_known) return rolledBack(latest);
+  if (first.op === "delete" || !first.previousStateKnown) return rolledBack(latest);
   // What came before the state taken back to is not known: not a transition (a clear) of its own.
   const unknownBefore = { previous_state: null, previous_state_known: false } as const;
-  if (latest.type === "dag_run") return { ...latest, ...unknownBefore, state: first.previous_state, clear_number: null };
-  const tryBefore = first.type === "task_instance" ? (first.previous_try_number ?? first.try_number) : null;
-  return latest.type === "task_instance"
-    ? { ...latest, ...unknownBefore, state: first.previous_state, try_number: tryBefore }
-    : rolledBack(latest);
+  if (latest.type === "dag_run") return { ...latest, ...unknownBefore, state: first.previousState, clear_number: null };
+  if (latest.type !== "task_instance") return rolledBack(latest);
+  return { ...latest, ...unknownBefore, state: first.previousState, try_number: first.previousTryNumber ?? first.tryNumber };
 }
 
 /** The row as it was before `e`, as far as `e` says; null when it did not exist or `e` does not say. */

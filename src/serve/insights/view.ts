@@ -55,7 +55,7 @@ export function taskIdent(dagId: string, runId: string, taskId: string, mapIndex
   return JSON.stringify([dagId, runId, taskId, mapIndex]);
 }
 
-function runIdent(dagId: string, runId: string): string {
+export function runIdent(dagId: string, runId: string): string {
   return JSON.stringify([dagId, runId]);
 }
 

@@ -167,8 +167,21 @@ export class InsightsWriter {
       partitions: new Set(from.keys()),
       admin: this.admin,
       from,
+      // A backlog's length, not a handover's: the read makes progress all along, and a taking that
+      // gave up would be tried again from the start.
+      timeoutMs: WINDOW_TIMEOUT_MS,
     };
-    await readToEnd(this.kafka, this.o.eventsTopic, opts, (p, message) => scans.get(p)?.add(message.value) ?? true);
+    await readToEnd(this.kafka, this.o.eventsTopic, opts, (p, message) => {
+      const scan = scans.get(p);
+      if (scan === undefined) return true;
+      if (scan.add(message.value)) return true;
+      if (scan.read < WINDOW_READ_LIMIT) return false;
+      this.log.warn(
+        { partition: p, read: scan.read },
+        "insights: the events since the committed offset are too many to read ahead in full; rows changed later are taken back by their own latest event (docs/insights.md)",
+      );
+      return true;
+    });
     return scans;
   }
 
@@ -317,6 +330,10 @@ export class InsightsWriter {
     }
   }
 }
+
+/** Records of one partition the window scan reads at most (a long stop's backlog), and how long it may take. */
+const WINDOW_READ_LIMIT = 5_000_000;
+const WINDOW_TIMEOUT_MS = 30 * 60_000;
 
 function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
