@@ -7,6 +7,9 @@ import { describeError } from "../errors.js";
 import type { Logger } from "../log.js";
 import { privateReader } from "../sink/reader.js";
 import { readCurrentState } from "../sink/state-reader.js";
+import { readToEnd } from "../sink/read-to-end.js";
+import { parseJson } from "./insights/partition.js";
+import { InsightEvent } from "./schemas.js";
 import type { ApplyContext, RunStore } from "./view/store.js";
 import { eventJsonText } from "../sink/wire-format.js";
 
@@ -102,12 +105,44 @@ export class Follower {
       const e = parsed.data;
       this.store.apply(e, { position: e.source.position, commitTime: e.source.commit_time, partition: -1, offset: "-1", bootstrap: true });
     }
+    const cleared = await this.restoreClears();
     const size = this.store.size();
     this.log.info(
-      { topic, records: state.records, entries: entries.length, position: state.position, ...size, ms: Date.now() - started },
+      { topic, records: state.records, entries: entries.length, position: state.position, cleared, ...size, ms: Date.now() - started },
       "view bootstrapped from the current-state topic",
     );
     return state.position;
+  }
+
+  /**
+   * The task_cleared on the insights topic, into the view (RunStore.restoreClear): the clears the
+   * state topic no longer shows. Without insights (off, or the topic not there yet) there are none
+   * to read, and a failed read only leaves runs' rerun_tasks shorter; neither stops the start.
+   */
+  private async restoreClears(): Promise<number> {
+    const topic = this.cfg.insights.topic;
+    if (!this.cfg.insights.enabled || !(await this.admin.listTopics()).includes(topic)) return 0;
+    let n = 0;
+    try {
+      await readToEnd(
+        this.kafka,
+        topic,
+        { group: `${this.cfg.kafka.clientId}.serve-clears`, what: "the insights topic", admin: this.admin },
+        (_p, m) => {
+          const r = InsightEvent.safeParse(parseJson(m.value));
+          if (!r.success || r.data.type !== "task_cleared") return;
+          const i = r.data;
+          this.store.restoreClear(i.dag_id, i.run_id, i.task_id, i.map_index, i.caused_by.position);
+          n++;
+        },
+      );
+    } catch (e: unknown) {
+      this.log.warn(
+        { topic, err: describeError(e) },
+        "reading the clears on the insights topic failed: runs cleared before the start may name fewer rerun tasks",
+      );
+    }
+    return n;
   }
 
   private async eventTopics(): Promise<string[]> {

@@ -2,7 +2,8 @@ import { writeFileSync } from "node:fs";
 import { Kafka, logLevel } from "kafkajs";
 import type pg from "pg";
 import { describe, expect, it } from "vitest";
-import { InsightEvent } from "../../src/serve/schemas.js";
+import { InsightEvent, type RunView } from "../../src/serve/schemas.js";
+import { freePort } from "../../scripts/free-port.js";
 import { readToEnd } from "../../src/sink/read-to-end.js";
 import { dagPartitioner } from "../../src/sink/routing.js";
 import { insertDagRun, insertTi, updateDagRun, updateTi } from "../support/airflow-rows.js";
@@ -226,6 +227,25 @@ describe("insights: two replicas, exactly once", () => {
       });
       const again = insights.find((i) => i.type === "run_completed" && i.dag_id === clearDag && i.summary.cleared.times === 1);
       expect(again?.type === "run_completed" && again.summary.cleared.rerun_tasks).toEqual(["extract", "load"]);
+      // A replica started after the clear and the rerun: its REST view, from the state topic (the
+      // tasks' latest events are the rerun's), names the rerun tasks from the task_cleared insights.
+      const port = await freePort();
+      const viewer = spawnDaemon({ ...workerEnv, EVENTSTREAM_SERVE_PORT: String(port), EVENTSTREAM_SERVE_HOST: "127.0.0.1" }, ["serve"]);
+      try {
+        const view = await waitFor(
+          "the new replica's view of the cleared run",
+          async () => {
+            const r = await fetch(`http://127.0.0.1:${port}/dags/${clearDag}/runs/r1`).catch(() => null);
+            return r?.ok === true && ((await r.json()) as RunView);
+          },
+          60_000,
+          500,
+        );
+        expect(view.summary?.cleared).toEqual({ times: 1, rerun_tasks: ["extract", "load"] });
+      } finally {
+        viewer.proc.kill("SIGKILL");
+        await viewer.exited;
+      }
       await restarted.kill();
       await survivor.kill();
     } finally {

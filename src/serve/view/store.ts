@@ -2,7 +2,8 @@ import type { StreamEvent } from "../../airflow/events.js";
 import type { DagListItem, HistoryEntry, RunView, StuckItem } from "../schemas.js";
 import { type ApplyContext, applyRunEvent, applyTaskEvent, secondsBetween } from "./fold.js";
 import { type ReadyView, readyOf } from "./ready.js";
-import { Interner, type RunRecord, emptyRun, runKey } from "./records.js";
+import { Interner, type RunRecord, emptyRun, runKey, taskKey, taskLabel } from "./records.js";
+import { isRanState } from "./rerun.js";
 import { DEFAULT_THRESHOLDS, DurationHistory, type StuckConfig, findStuck } from "./stuck.js";
 import { toView } from "./to-view.js";
 
@@ -173,6 +174,24 @@ export class RunStore {
         if (runs && run.runSeen && (run.runPosition ?? "") < position) run.runSeen = false;
         if (!run.runSeen && run.tasks.size === 0) this.remove(key, run);
       }
+  }
+
+  /**
+   * A clear the view's bootstrap cannot see, from its task_cleared insight (at `position`): the
+   * state topic holds a task's latest event only, so a clear and the rerun after it, both before
+   * the start, are in no entry. The insights writer's view restores clears by the same rule
+   * (src/serve/insights/view.ts), so that both name the same rerun tasks.
+   */
+  restoreClear(dagId: string, runId: string, taskId: string, mapIndex: number, position: string): void {
+    const run = this.active.get(runKey(dagId, runId)) ?? this.recent.get(runKey(dagId, runId));
+    const rec = run?.tasks.get(taskKey(taskId, mapIndex));
+    if (run === undefined || rec === undefined) return;
+    // The entry is the clear itself, or older than it: the events from the bootstrap on fold it.
+    if (rec.position <= position) return;
+    if (isRanState(rec.state)) {
+      rec.cleared = false;
+      run.rerun.add(taskLabel(rec.taskId, rec.mapIndex));
+    } else rec.cleared = true;
   }
 
   private find(dagId: string, runId: string): RunRecord | undefined {

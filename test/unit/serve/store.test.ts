@@ -1,7 +1,8 @@
 import { describe, expect, it } from "vitest";
 import { RunStore } from "../../../src/serve/view/store.js";
 import { DEFAULT_THRESHOLDS } from "../../../src/serve/view/stuck.js";
-import { sourceAt, taskInstanceEvent } from "../../support/events.js";
+import type { StreamEvent } from "../../../src/airflow/events.js";
+import { dagRunEvent, sourceAt, taskInstanceEvent } from "../../support/events.js";
 import { Stream } from "./events.js";
 
 const at = (iso: string) => iso;
@@ -166,6 +167,58 @@ describe("RunStore: history (can I undo and rerun?)", () => {
     s.dr("d", "r", "success", { clear_number: null });
     s.dr("d", "r", "queued", { clear_number: null });
     expect(s.store.history("d", "r")!.entries.map((e) => e.kind)).toEqual(["run_state", "run_cleared"]);
+  });
+
+  it("a start after a clear and its rerun: the task_cleared insights restore the rerun tasks the state topic cannot show", () => {
+    const live = new Stream(new RunStore());
+    live.dr("d", "r", "success", { op: "insert", clear_number: 0 });
+    for (const t of ["a", "b", "c"]) live.ti("d", "r", t, "success", { op: "insert" });
+    const clears = new Map(
+      ["a", "b", "c"].map((t) => [t, live.ti("d", "r", t, null, { previous_state: "success", previous_state_known: true })]),
+    );
+    live.dr("d", "r", "queued", { clear_number: 1 });
+    for (const t of ["a", "b"]) for (const st of ["queued", "running", "success"]) live.ti("d", "r", t, st);
+    // Only a and b have rerun when the view below starts; c reruns after.
+    const store = new RunStore();
+    const boot = (e: StreamEvent) =>
+      store.apply(e, { position: e.source.position, commitTime: e.source.commit_time, partition: -1, offset: "-1", bootstrap: true });
+    const after = (n: number) =>
+      sourceAt(`${(0x9000 + n).toString(16).toUpperCase().padStart(16, "0")}-00000000`, "2026-12-01T01:00:00.000000Z");
+    boot(dagRunEvent({ dag_id: "d", run_id: "r", state: "queued", clear_number: 1, source: after(0) }));
+    for (const [i, t] of ["a", "b"].entries())
+      boot(
+        taskInstanceEvent({
+          dag_id: "d",
+          run_id: "r",
+          task_id: t,
+          state: "success",
+          previous_state: "running",
+          previous_state_known: true,
+          source: after(1 + i),
+        }),
+      );
+    // c's latest event is its clear: the fold marks it itself.
+    boot(
+      taskInstanceEvent({
+        dag_id: "d",
+        run_id: "r",
+        task_id: "c",
+        state: null,
+        previous_state: "success",
+        previous_state_known: true,
+        source: sourceAt(clears.get("c")!),
+      }),
+    );
+    expect(store.rerunTasks("d", "r")).toEqual([]);
+    for (const [t, position] of clears) store.restoreClear("d", "r", t, -1, position);
+    expect(store.rerunTasks("d", "r").sort()).toEqual(["a", "b"]);
+    // Then c reruns and the run completes, seen by both: the same summary.
+    for (const st of ["queued", "running", "success"]) {
+      const e = taskInstanceEvent({ dag_id: "d", run_id: "r", task_id: "c", state: st, source: sourceAt(live.ti("d", "r", "c", st)) });
+      store.apply(e, { position: e.source.position, commitTime: e.source.commit_time, partition: 0, offset: "0", bootstrap: false });
+    }
+    expect(store.rerunTasks("d", "r").sort()).toEqual(["a", "b", "c"]);
+    expect(live.store.rerunTasks("d", "r").sort()).toEqual(["a", "b", "c"]);
   });
 
   it("bootstrap events set state but are not history", () => {
