@@ -10,6 +10,7 @@ import { readCurrentState } from "../sink/state-reader.js";
 import { readToEnd } from "../sink/read-to-end.js";
 import { parseJson } from "./insights/partition.js";
 import { InsightEvent } from "./schemas.js";
+import { lastClears, type TaskCleared } from "./view/rerun.js";
 import type { ApplyContext, RunStore } from "./view/store.js";
 import { eventJsonText } from "../sink/wire-format.js";
 
@@ -122,27 +123,22 @@ export class Follower {
   private async restoreClears(): Promise<number> {
     const topic = this.cfg.insights.topic;
     if (!this.cfg.insights.enabled || !(await this.admin.listTopics()).includes(topic)) return 0;
-    let n = 0;
+    const clears: TaskCleared[] = [];
     try {
-      await readToEnd(
-        this.kafka,
-        topic,
-        { group: `${this.cfg.kafka.clientId}.serve-clears`, what: "the insights topic", admin: this.admin },
-        (_p, m) => {
-          const r = InsightEvent.safeParse(parseJson(m.value));
-          if (!r.success || r.data.type !== "task_cleared") return;
-          const i = r.data;
-          this.store.restoreClear(i.dag_id, i.run_id, i.task_id, i.map_index, i.caused_by.position);
-          n++;
-        },
-      );
+      const opts = { group: `${this.cfg.kafka.clientId}.serve-clears`, what: "the insights topic", admin: this.admin };
+      await readToEnd(this.kafka, topic, opts, (_p, m) => {
+        const r = InsightEvent.safeParse(parseJson(m.value));
+        if (r.success && r.data.type === "task_cleared") clears.push(r.data);
+      });
     } catch (e: unknown) {
       this.log.warn(
         { topic, err: describeError(e) },
         "reading the clears on the insights topic failed: runs cleared before the start may name fewer rerun tasks",
       );
     }
-    return n;
+    for (const { clear: c, reranBefore } of lastClears(clears))
+      this.store.restoreClear(c.dag_id, c.run_id, c.task_id, c.map_index, c.caused_by.position, reranBefore);
+    return clears.length;
   }
 
   private async eventTopics(): Promise<string[]> {

@@ -2,6 +2,7 @@ import { StreamEvent } from "../../airflow/events.js";
 import type { StateEntry } from "../../sink/state-topic.js";
 import type { InsightEvent } from "../schemas.js";
 import { deriveFromEvent, noteEmitted, timerStep, type EmittedStuck, type StuckThreshold } from "./derive.js";
+import { lastClears } from "../view/rerun.js";
 import { PartitionView, rowIdent, runIdent, taskIdent, type CauseRef, type KeyedTaskEvent } from "./view.js";
 import { parseEventValue } from "../../sink/wire-format.js";
 
@@ -105,7 +106,8 @@ export class OwnedPartition {
       apply(view, event, { position: entry.position, topic: this.stateTopic, partition: this.partition, offset: null });
     }
     // After the entries: a clear's task is then found with the state its latest event left.
-    for (const c of this.clears) view.restoreClear(c.dag_id, c.run_id, c.task_id, c.map_index, c.caused_by.position);
+    for (const { clear: c, reranBefore } of lastClears(this.clears))
+      view.restoreClear(c.dag_id, c.run_id, c.task_id, c.map_index, c.caused_by.position, reranBefore);
     this.entries = [];
     this.clears = [];
     this.window = null;

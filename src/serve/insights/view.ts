@@ -84,8 +84,8 @@ export function stateBefore(e: TaskInstanceEvent | DagRunEvent, viewState: strin
 export class PartitionView {
   private readonly runs = new Map<string, RunMemo>();
   private finishedSeq = 0;
-  /** Clears committed by a previous owner whose task instance the view did not hold when they were restored, by taskIdent. */
-  private readonly restoredClears = new Map<string, string>();
+  /** Clears committed by a previous owner whose task instance the view did not hold when they were restored, by taskIdent: whether it had rerun before the last. */
+  private readonly restoredClears = new Map<string, boolean>();
 
   run(dagId: string, runId: string): RunMemo | undefined {
     return this.runs.get(runIdent(dagId, runId));
@@ -108,8 +108,9 @@ export class PartitionView {
     }
     const before = run.tasks.get(key);
     const moved = before === undefined || before.state !== e.state || before.try_number !== e.try_number;
-    const restored = before === undefined && this.restoredClears.delete(key);
-    const step = clearStep(before?.clearPending ?? restored, stateBefore(e, before?.state), e.state);
+    const restored = before === undefined ? this.restoredClears.get(key) : undefined;
+    if (restored !== undefined) this.restoredClears.delete(key);
+    const step = clearStep(before?.clearPending ?? restored !== undefined, stateBefore(e, before?.state), e.state);
     run.tasks.set(key, {
       task_id: e.task_id,
       map_index: e.map_index,
@@ -119,7 +120,7 @@ export class PartitionView {
       since: moved ? commitTime : before.since,
       cause: moved ? cause : before.cause,
       clearPending: step.pending,
-      rerun: (before?.rerun ?? false) || step.reran,
+      rerun: (before?.rerun ?? restored === true) || step.reran,
     });
   }
 
@@ -129,13 +130,15 @@ export class PartitionView {
    * holds a cleared task's latest event, usually its rerun. That latest event came after the clear
    * (the clear is one of the row's events), and so did the state before it that a rollback leaves:
    * a state in which the task runs means it has rerun; any other, that it still waits to.
+   * `reranBefore`: it ran between earlier clears (lastClears).
    */
-  restoreClear(dagId: string, runId: string, taskId: string, mapIndex: number, position: string): void {
+  restoreClear(dagId: string, runId: string, taskId: string, mapIndex: number, position: string, reranBefore: boolean): void {
     const t = this.task(dagId, runId, taskId, mapIndex);
     if (t === undefined) {
-      this.restoredClears.set(taskIdent(dagId, runId, taskId, mapIndex), position);
+      this.restoredClears.set(taskIdent(dagId, runId, taskId, mapIndex), reranBefore);
       return;
     }
+    if (reranBefore) t.rerun = true;
     if (t.cause.position > position && isRanState(t.state)) t.rerun = true;
     else t.clearPending = true;
   }

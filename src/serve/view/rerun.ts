@@ -1,3 +1,5 @@
+import type { InsightEvent } from "../schemas.js";
+
 /** States in which a task instance is doing (or has done) work: reaching one after a clear makes it a rerun. */
 const RAN_STATES: ReadonlySet<string> = new Set([
   "running",
@@ -29,4 +31,24 @@ export function clearStep(pending: boolean, before: string | null | undefined, s
   if (isClear(before, state)) return { pending: true, reran: false };
   if (pending && isRanState(state)) return { pending: false, reran: true };
   return { pending, reran: false };
+}
+
+export type TaskCleared = Extract<InsightEvent, { type: "task_cleared" }>;
+
+/**
+ * Per task instance, from its task_cleared insights: the last clear, and whether it ran between two
+ * of them (the later clear's previous_state is a state it runs in). What a view that starts after
+ * them restores (the state topic shows none of it once the task has rerun).
+ */
+export function lastClears(clears: readonly TaskCleared[]): { clear: TaskCleared; reranBefore: boolean }[] {
+  const byTask = new Map<string, { clear: TaskCleared; reranBefore: boolean }>();
+  const ordered = [...clears].sort((a, b) =>
+    a.caused_by.position < b.caused_by.position ? -1 : a.caused_by.position > b.caused_by.position ? 1 : 0,
+  );
+  for (const clear of ordered) {
+    const key = JSON.stringify([clear.dag_id, clear.run_id, clear.task_id, clear.map_index]);
+    const had = byTask.get(key);
+    byTask.set(key, { clear, reranBefore: had !== undefined && (had.reranBefore || isRanState(clear.previous_state)) });
+  }
+  return [...byTask.values()];
 }

@@ -180,12 +180,14 @@ export class RunStore {
    * A clear the view's bootstrap cannot see, from its task_cleared insight (at `position`): the
    * state topic holds a task's latest event only, so a clear and the rerun after it, both before
    * the start, are in no entry. The insights writer's view restores clears by the same rule
-   * (src/serve/insights/view.ts), so that both name the same rerun tasks.
+   * (src/serve/insights/view.ts), so that both name the same rerun tasks. `reranBefore`: it ran
+   * between earlier clears (lastClears).
    */
-  restoreClear(dagId: string, runId: string, taskId: string, mapIndex: number, position: string): void {
+  restoreClear(dagId: string, runId: string, taskId: string, mapIndex: number, position: string, reranBefore: boolean): void {
     const run = this.active.get(runKey(dagId, runId)) ?? this.recent.get(runKey(dagId, runId));
     const rec = run?.tasks.get(taskKey(taskId, mapIndex));
     if (run === undefined || rec === undefined) return;
+    if (reranBefore) run.rerun.add(taskLabel(rec.taskId, rec.mapIndex));
     // The entry is the clear itself, or older than it: the events from the bootstrap on fold it.
     if (rec.position <= position) return;
     if (isRanState(rec.state)) {

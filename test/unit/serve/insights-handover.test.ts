@@ -73,13 +73,18 @@ class Rows {
   }
 }
 
-/** The day of one run: it completes, is cleared whole and reruns, then one task is cleared and reruns. */
+/**
+ * The day of one run: it completes, is cleared whole and reruns, then one task is cleared and
+ * reruns; then that task is cleared once more and the run marked success by hand before it reruns
+ * (its earlier rerun still counts).
+ */
 function day(): StreamEvent[] {
   const r = new Rows().dagRun("running").ti("extract", null).ti("load", null);
   r.runTask("extract", 1).runTask("load", 1).dagRun("success");
   r.ti("extract", null).ti("load", null).dagRun("queued", 1).dagRun("running");
   r.runTask("extract", 2).runTask("load", 2).dagRun("success");
   r.ti("load", null).dagRun("queued", 2).dagRun("running").runTask("load", 3).dagRun("success");
+  r.ti("load", null).dagRun("queued", 3).dagRun("running").dagRun("success");
   return r.events;
 }
 
@@ -115,12 +120,13 @@ describe("insights across a change of owner", () => {
     const all = one.flat();
     expect(
       all.filter((i) => i.type === "task_cleared").map((i) => i.type === "task_cleared" && `${i.task_id} ${i.previous_state}`),
-    ).toEqual(["extract success", "load success", "load success"]);
+    ).toEqual(["extract success", "load success", "load success", "load success"]);
     const summaries = all.flatMap((i) => (i.type === "run_completed" ? [i.summary.cleared] : []));
     expect(summaries).toEqual([
       { times: 0, rerun_tasks: [] },
       { times: 1, rerun_tasks: ["extract", "load"] },
       { times: 2, rerun_tasks: ["extract", "load"] },
+      { times: 3, rerun_tasks: ["extract", "load"] },
     ]);
   });
 

@@ -210,7 +210,7 @@ describe("RunStore: history (can I undo and rerun?)", () => {
       }),
     );
     expect(store.rerunTasks("d", "r")).toEqual([]);
-    for (const [t, position] of clears) store.restoreClear("d", "r", t, -1, position);
+    for (const [t, position] of clears) store.restoreClear("d", "r", t, -1, position, false);
     expect(store.rerunTasks("d", "r").sort()).toEqual(["a", "b"]);
     // Then c reruns and the run completes, seen by both: the same summary.
     for (const st of ["queued", "running", "success"]) {
