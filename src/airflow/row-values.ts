@@ -41,25 +41,26 @@ export function numberField(v: unknown): number | null {
   return typeof v === "number" ? v : null;
 }
 
-/** Airflow's task-instance and DAG-run states (2.x and 3.x), shared by every cache entry. */
-const STATES = new Map(
-  [
-    "scheduled",
-    "queued",
-    "running",
-    "success",
-    "failed",
-    "up_for_retry",
-    "up_for_reschedule",
-    "upstream_failed",
-    "skipped",
-    "removed",
-    "restarting",
-    "deferred",
-    "shutdown",
-    "sensing",
-  ].map((st) => [st, st] as const),
-);
+/** Airflow's task-instance and DAG-run states (2.x and 3.x). */
+export const AIRFLOW_STATES: readonly string[] = [
+  "scheduled",
+  "queued",
+  "running",
+  "success",
+  "failed",
+  "up_for_retry",
+  "up_for_reschedule",
+  "upstream_failed",
+  "skipped",
+  "removed",
+  "restarting",
+  "deferred",
+  "shutdown",
+  "sensing",
+];
+
+/** The states as shared constants, so a cache entry never pins the decoded row's own string. */
+const STATES = new Map(AIRFLOW_STATES.map((st) => [st, st] as const));
 
 /** The shared constant for a known state, so a cache entry never pins the decoded row's own string. */
 export function internState(state: string | null): string | null {

@@ -5,23 +5,18 @@ import type { RunContextCache } from "./run-context-cache.js";
 import { RowKeys, tiKey } from "./row-keys.js";
 import { int, internState, num, numberField, str, text } from "./row-values.js";
 import { LruCache } from "./state-cache.js";
+import { NO_ENTRY, TiStateTable, TryTable, type TiState, type TiValues } from "./ti-states.js";
 
 type RowWrite = Exclude<RowChange, { kind: "truncate" | "delete" }>;
 type RowDelete = Extract<RowChange, { kind: "delete" }>;
 
-/**
- * What the cache keeps per task instance: as little as the transition check and a later DELETE
- * need, because the cache is most of the daemon's live memory (EVENTSTREAM_STATE_CACHE_SIZE
- * entries, 25,000 by default). The names live only in `key` (dag, task, run, map index joined by
- * NUL, which PostgreSQL text cannot contain), split again on the rare DELETE; `state` is one of the
- * interned constants (internState), so an entry never pins the decoded row's own strings.
+/*
+ * What the cache keeps per task instance (TiState): as little as the transition check and a later
+ * DELETE need, because the cache is most of the daemon's live memory (EVENTSTREAM_STATE_CACHE_SIZE
+ * entries, 25,000 by default), kept outside the JavaScript heap (ti-states.ts). The names live
+ * only in `key` (dag, task, run, map index joined by NUL, which PostgreSQL text cannot contain),
+ * split again on the rare DELETE.
  */
-interface TiState {
-  key: string;
-  mapIndex: number;
-  state: string | null;
-  tryNumber: number | null;
-}
 
 function tiState(row: Row): TiState {
   const mapIndex = int(row, "map_index") ?? -1;
@@ -39,9 +34,9 @@ export interface TaskInstanceOptions {
 /** task_instance row changes -> task_instance events; a transition is a change of state, try number or map_index. */
 export class TaskInstanceMapper {
   /** Last state per task instance, by primary key (2.x: the composite key; 3.x: id; see RowKeys). */
-  private readonly tis: LruCache<TiState>;
+  private readonly tis: TiStateTable;
   /** 3.x only: latest try per task instance by (dag, task, run, map index), as XComs name it. */
-  private readonly tries: LruCache<number | null>;
+  private readonly tries: TryTable;
   /**
    * 3.x only: the last published state by name, from seed(), for a row whose id changed after its
    * last event (see seed). Consulted when the id is not known; dropped once the row is mapped.
@@ -55,8 +50,8 @@ export class TaskInstanceMapper {
     private readonly opts: TaskInstanceOptions,
     private readonly contexts: RunContextCache,
   ) {
-    this.tis = new LruCache(opts.cacheSize);
-    this.tries = new LruCache(opts.cacheSize);
+    this.tis = new TiStateTable(opts.cacheSize);
+    this.tries = new TryTable(opts.cacheSize);
     this.seededByName = new LruCache(opts.cacheSize);
   }
 
@@ -199,8 +194,8 @@ export class TaskInstanceMapper {
     dagId: string,
     taskId: string,
     runId: string,
-    next: TiState,
-    prev: TiState | undefined,
+    next: TiValues,
+    prev: TiValues | undefined,
     known: boolean,
     ev: ChangeEvent,
     tx: TxContext,
@@ -239,45 +234,37 @@ export class TaskInstanceMapper {
   /**
    * Records `next` as the row's state and returns the state before it, if known. When the row is
    * the one the cache holds under the same key and name (most updates), the held entry is
-   * overwritten in place and a young copy of its old values is returned: an entry replaced per
-   * change (and its name string, which the XCom map's key would take on) outlived the young
-   * generation each time and was garbage in the old one, which the collector then marked and swept.
+   * overwritten in place and its old values come back as a new (young) object.
    */
-  private remember(change: RowWrite, name: string, next: TiState): TiState | undefined {
+  private remember(change: RowWrite, name: string, next: TiState): TiValues | undefined {
     const rel = change.relation;
     const natural = this.keys.keyOf(rel).natural;
     const newKey = natural ? name : this.keys.rowKey(rel, change.row);
-    let prev: TiState | undefined;
-    // The row's entry, when it is the one the cache holds under the same key and name.
-    let held: TiState | undefined;
+    let prev: TiValues | undefined;
+    // The row's entry under its key, when the update keeps the key (most do).
+    let held = NO_ENTRY;
     if (change.kind === "update") {
       // Under DEFAULT the old key is in the WAL only when the key changed (2.x map_index -1 -> 0;
       // 3.x new id per try); under FULL the whole old row always is.
       const oldKey = change.old ? this.keys.rowKey(rel, change.old) : newKey;
-      prev = this.tis.get(oldKey);
-      if (prev !== undefined && oldKey === newKey && prev.key === name && change.oldKind !== "full") held = prev;
+      const e = this.tis.find(oldKey);
+      if (e !== NO_ENTRY) {
+        prev = this.tis.values(e);
+        if (oldKey === newKey) held = e;
+        else this.tis.removeEntry(e);
+      }
       if (prev === undefined && !natural) prev = this.seededByName.get(name);
-      if (oldKey !== newKey) this.tis.delete(oldKey);
       if (prev === undefined) this.counts.misses++;
       else this.counts.hits++;
       if (change.oldKind === "full" && change.old) prev = tiState(change.old);
     }
-    // The name string the maps keep: the held entry's own, so that no map key takes on a new one.
-    let stored = name;
-    if (held !== undefined) {
-      // get() made it the newest entry already.
-      prev = { key: held.key, mapIndex: held.mapIndex, state: held.state, tryNumber: held.tryNumber };
-      held.mapIndex = next.mapIndex;
-      held.state = next.state;
-      held.tryNumber = next.tryNumber;
-      stored = held.key;
-    } else {
-      this.tis.set(newKey, next);
-    }
-    if (!natural) this.seededByName.delete(stored);
+    // find() made it the newest entry already.
+    if (held !== NO_ENTRY) this.tis.writeAt(held, next);
+    else this.tis.set(newKey, next);
+    if (!natural) this.seededByName.delete(name);
     // XComs name a task instance by (dag, task, run, map index): on 2.x that is the cache's key
-    // already; on 3.x (keyed by id) a second, smaller map answers it.
-    if (!natural && this.opts.xcomKey !== null) this.tries.set(stored, next.tryNumber);
+    // already; on 3.x (keyed by id) a second, smaller table answers it.
+    if (!natural && this.opts.xcomKey !== null) this.tries.set(name, next.tryNumber);
     return prev;
   }
 }
