@@ -91,7 +91,9 @@ export class SnapshotTap {
 
   private touched(ev: ChangeEvent, rel: Relation, row: Row, open: OpenChunk | null): void {
     const table = rel.name;
-    const key = `${table}\u0001${this.keys.rowKey(rel, row)}`;
+    // Joined, not a template: the window keeps thousands of these, and a template's cons string
+    // would be three heap objects each for the collector instead of one.
+    const key = [table, this.keys.rowKey(rel, row)].join("\u0001");
     this.recent.touch(ev.xid, ev.commitLsn, key);
     if (open !== null && open.low !== null && open.table === table) open.touched.add(key);
   }
