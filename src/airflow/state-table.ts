@@ -21,8 +21,9 @@
  *   most half full, deletes by backward shift (no tombstones to clean up);
  * - recency: a doubly linked list of entries through two Int32Arrays, newest first.
  *
- * Everything grows by doubling up to `capacity` entries, so a large EVENTSTREAM_STATE_CACHE_SIZE
- * costs memory only as rows are seen.
+ * Everything grows as entries come (the entry arrays and the index by doubling, up to `capacity`
+ * entries; the arena by half), so a large EVENTSTREAM_STATE_CACHE_SIZE costs memory only as rows
+ * are seen.
  */
 
 const NONE = -1;
@@ -35,6 +36,11 @@ export interface TableShape {
   numbers: number;
   /** String columns per entry besides the key (a null string is kept as such). */
   strings: number;
+  /**
+   * A second index on string column 1: findBy answers which entry was last given that string
+   * (a second name of the same row, looked up without a second table that would copy it).
+   */
+  secondIndex?: boolean;
 }
 
 export class OffHeapLru {
@@ -60,6 +66,10 @@ export class OffHeapLru {
 
   private table = new Int32Array(0);
   private mask = 0;
+  /** The second index (string column 1), when the shape asks for one; its hashes by entry. */
+  private readonly indexed: boolean;
+  private table2 = new Int32Array(0);
+  private hashes2 = new Int32Array(0);
 
   private bytes = new Uint8Array(0);
   private links = new Int32Array(0);
@@ -76,6 +86,8 @@ export class OffHeapLru {
     if (!Number.isInteger(capacity) || capacity < 1) throw new RangeError(`capacity must be a positive integer, got ${capacity}`);
     this.numCols = shape.numbers;
     this.strCols = shape.strings + 1;
+    this.indexed = shape.secondIndex === true;
+    if (this.indexed && this.strCols < 2) throw new RangeError("a second index needs a string column besides the key");
     this.growEntries(Math.min(capacity, FIRST_ENTRIES));
     this.growTable(this.allocated * 2);
     this.growArena(this.allocated * 4);
@@ -143,20 +155,11 @@ export class OffHeapLru {
   }
 
   removeEntry(e: number): void {
-    // The index: from the entry's slot, shift back every later entry of the run that may not
-    // stay behind the hole (its home is not in the cyclic range hole+1 .. its slot).
     const { table, mask, hashes } = this;
     let i = hashes[e]! & mask;
     while (table[i] !== e) i = (i + 1) & mask;
-    for (let j = (i + 1) & mask; table[j] !== NONE; j = (j + 1) & mask) {
-      const home = hashes[table[j]!]! & mask;
-      const stays = i <= j ? home > i && home <= j : home > i || home <= j;
-      if (!stays) {
-        table[i] = table[j]!;
-        i = j;
-      }
-    }
-    table[i] = NONE;
+    deleteAt(table, i, hashes);
+    if (this.indexed) this.unindex2(e);
     const s = e * this.strCols;
     for (let c = 0; c < this.strCols; c++) this.freeChain(this.heads[s + c]!);
     this.unlink(e);
@@ -167,6 +170,7 @@ export class OffHeapLru {
 
   clear(): void {
     this.table.fill(NONE);
+    this.table2.fill(NONE);
     this.newest = this.oldest = NONE;
     this.count = this.used = 0;
     this.freeEntries = NONE;
@@ -245,10 +249,50 @@ export class OffHeapLru {
   /** Sets string column `col` (not the key) of entry `e`. */
   setString(e: number, col: number, v: string | null): void {
     if (col === 0) throw new RangeError("the key of an entry cannot change");
+    const indexed = this.indexed && col === 1;
+    if (indexed) this.unindex2(e);
     const s = e * this.strCols + col;
     this.freeChain(this.heads[s]!);
     this.heads[s] = v === null ? NONE : this.writeString(v);
     this.lens[s] = v === null ? -1 : v.length;
+    if (indexed && v !== null) this.index2(e, v);
+  }
+
+  /** The entry last given `v` as string column 1 (secondIndex), or NONE; nothing is touched. */
+  findBy(v: string): number {
+    const h = hashOf(v);
+    const { table2, hashes2 } = this;
+    const mask = table2.length - 1;
+    for (let i = h & mask; ; i = (i + 1) & mask) {
+      const e = table2[i]!;
+      if (e === NONE) return NONE;
+      if (hashes2[e] === h && this.stringIs(e, 1, v)) return e;
+    }
+  }
+
+  /** Indexes entry `e` under `v`, taking the place of the entry that had it. */
+  private index2(e: number, v: string): void {
+    const h = hashOf(v);
+    this.hashes2[e] = h;
+    const { table2, hashes2 } = this;
+    const mask = table2.length - 1;
+    let i = h & mask;
+    for (; table2[i] !== NONE; i = (i + 1) & mask) {
+      const o = table2[i]!;
+      if (hashes2[o] === h && this.stringIs(o, 1, v)) break;
+    }
+    table2[i] = e;
+  }
+
+  /** Takes entry `e` out of the second index, when the index names it (a later entry may have its string). */
+  private unindex2(e: number): void {
+    if (this.lens[e * this.strCols + 1]! < 0) return;
+    const { table2, hashes2 } = this;
+    const mask = table2.length - 1;
+    let i = hashes2[e]! & mask;
+    while (table2[i] !== NONE && table2[i] !== e) i = (i + 1) & mask;
+    if (table2[i] === NONE) return;
+    deleteAt(table2, i, hashes2);
   }
 
   /** Entries from the oldest to the newest (tests and diagnostics). */
@@ -280,10 +324,7 @@ export class OffHeapLru {
   }
 
   private place(e: number, h: number): void {
-    const { table, mask } = this;
-    let i = h & mask;
-    while (table[i] !== NONE) i = (i + 1) & mask;
-    table[i] = e;
+    placeIn(this.table, e, h);
   }
 
   private growEntries(n: number): void {
@@ -296,6 +337,7 @@ export class OffHeapLru {
     this.heads = grow(this.heads, this.strCols, (l) => new Int32Array(l));
     this.lens = grow(this.lens, this.strCols, (l) => new Int32Array(l));
     this.hashes = grow(this.hashes, 1, (l) => new Int32Array(l));
+    if (this.indexed) this.hashes2 = grow(this.hashes2, 1, (l) => new Int32Array(l));
     this.older = grow(this.older, 1, (l) => new Int32Array(l));
     this.newer = grow(this.newer, 1, (l) => new Int32Array(l));
     this.allocated = n;
@@ -308,6 +350,11 @@ export class OffHeapLru {
     this.mask = size - 1;
     // Every entry in use (on the recency list) is placed again.
     for (let e = this.oldest; e !== NONE; e = this.newer[e]!) this.place(e, this.hashes[e]!);
+    if (!this.indexed) return;
+    // The second index keeps which entry holds each string; the table2 slots are moved as they are.
+    const old = this.table2;
+    this.table2 = new Int32Array(size).fill(NONE);
+    for (const e of old) if (e !== NONE) placeIn(this.table2, e, this.hashes2[e]!);
   }
 
   private growArena(slots: number): void {
@@ -326,7 +373,9 @@ export class OffHeapLru {
       this.links[s] = NONE;
       return s;
     }
-    if (this.slotsUsed === this.links.length) this.growArena(this.links.length * 2);
+    // By half, not double: the arena is most of the table's memory, and a doubled one would
+    // hold up to twice what its strings need.
+    if (this.slotsUsed === this.links.length) this.growArena(Math.ceil(this.links.length * 1.5));
     const s = this.slotsUsed++;
     this.links[s] = NONE;
     return s;
@@ -367,6 +416,30 @@ export class OffHeapLru {
     }
     this.bytes[this.cursorSlot * SLOT + this.cursorPos++] = b;
   }
+}
+
+function placeIn(table: Int32Array, e: number, h: number): void {
+  const mask = table.length - 1;
+  let i = h & mask;
+  while (table[i] !== NONE) i = (i + 1) & mask;
+  table[i] = e;
+}
+
+/**
+ * Empties slot `i` of an open-addressing table: every later entry of the run whose home is not in
+ * the cyclic range i+1 .. its slot moves back into the hole (no tombstones to clean up).
+ */
+function deleteAt(table: Int32Array, i: number, hashes: Int32Array): void {
+  const mask = table.length - 1;
+  for (let j = (i + 1) & mask; table[j] !== NONE; j = (j + 1) & mask) {
+    const home = hashes[table[j]!]! & mask;
+    const stays = i <= j ? home > i && home <= j : home > i || home <= j;
+    if (!stays) {
+      table[i] = table[j]!;
+      i = j;
+    }
+  }
+  table[i] = NONE;
 }
 
 /** FNV-1a over the UTF-16 code units, then murmur3's finaliser (FNV alone clusters in the low bits). */

@@ -5,7 +5,7 @@ import type { RunContextCache } from "./run-context-cache.js";
 import { RowKeys, tiKey } from "./row-keys.js";
 import { int, internState, num, numberField, str, text } from "./row-values.js";
 import { LruCache } from "./state-cache.js";
-import { NO_ENTRY, TiStateTable, TryTable, type TiState, type TiValues } from "./ti-states.js";
+import { NO_ENTRY, TiStateTable, type TiState, type TiValues } from "./ti-states.js";
 
 type RowWrite = Exclude<RowChange, { kind: "truncate" | "delete" }>;
 type RowDelete = Extract<RowChange, { kind: "delete" }>;
@@ -27,16 +27,12 @@ function tiState(row: Row): TiState {
 export interface TaskInstanceOptions {
   /** Rows whose last state is remembered. */
   cacheSize: number;
-  /** With null, XComs are ignored and no try number is kept for them. */
-  xcomKey: string | null;
 }
 
 /** task_instance row changes -> task_instance events; a transition is a change of state, try number or map_index. */
 export class TaskInstanceMapper {
   /** Last state per task instance, by primary key (2.x: the composite key; 3.x: id; see RowKeys). */
   private readonly tis: TiStateTable;
-  /** 3.x only: latest try per task instance by (dag, task, run, map index), as XComs name it. */
-  private readonly tries: TryTable;
   /**
    * 3.x only: the last published state by name, from seed(), for a row whose id changed after its
    * last event (see seed). Consulted when the id is not known; dropped once the row is mapped.
@@ -47,11 +43,10 @@ export class TaskInstanceMapper {
   readonly counts = { hits: 0, misses: 0, churn: 0 };
 
   constructor(
-    private readonly opts: TaskInstanceOptions,
+    opts: TaskInstanceOptions,
     private readonly contexts: RunContextCache,
   ) {
     this.tis = new TiStateTable(opts.cacheSize);
-    this.tries = new TryTable(opts.cacheSize);
     this.seededByName = new LruCache(opts.cacheSize);
   }
 
@@ -81,7 +76,6 @@ export class TaskInstanceMapper {
     if (id !== null) {
       // A retry or clear gives the row a new id after the event carrying the old one was published.
       this.seededByName.set(name, state);
-      if (this.opts.xcomKey !== null) this.tries.set(name, state.tryNumber);
     }
     this.contexts.seed(dagId, runId, event);
   }
@@ -92,14 +86,13 @@ export class TaskInstanceMapper {
 
   /** The try a task instance named as XComs name it is on, if known. */
   tryOf(name: string): number | null {
-    const t = this.tries.get(name);
-    return t !== undefined ? t : (this.tis.get(name)?.tryNumber ?? null);
+    // By name: on 3.x a row's key is its id, and the table indexes names too (ti-states.ts).
+    return this.tis.tryByName(name) ?? null;
   }
 
   /** Forget every task instance (a TRUNCATE). */
   clear(): void {
     this.tis.clear();
-    this.tries.clear();
     this.seededByName.clear();
   }
 
@@ -149,7 +142,6 @@ export class TaskInstanceMapper {
     };
     this.tis.set(key, next);
     if (!natural) this.seededByName.delete(name);
-    if (!natural && this.opts.xcomKey !== null) this.tries.set(name, next.tryNumber);
     return this.event(
       "snapshot",
       row,
@@ -262,9 +254,6 @@ export class TaskInstanceMapper {
     if (held !== NO_ENTRY) this.tis.writeAt(held, next);
     else this.tis.set(newKey, next);
     if (!natural) this.seededByName.delete(name);
-    // XComs name a task instance by (dag, task, run, map index): on 2.x that is the cache's key
-    // already; on 3.x (keyed by id) a second, smaller table answers it.
-    if (!natural && this.opts.xcomKey !== null) this.tries.set(name, next.tryNumber);
     return prev;
   }
 }

@@ -42,7 +42,9 @@ export class TiStateTable {
   private readonly t: OffHeapLru;
 
   constructor(capacity: number) {
-    this.t = new OffHeapLru(capacity, { numbers: 3, strings: 2 });
+    // The second index finds a row by its name: XComs name a task instance so (on 3.x the key is
+    // its id), and it costs no second copy of the names.
+    this.t = new OffHeapLru(capacity, { numbers: 3, strings: 2, secondIndex: true });
   }
 
   get size(): number {
@@ -62,6 +64,12 @@ export class TiStateTable {
       state: code === NULL_STATE ? null : code === ODD ? this.t.string(e, ODD_STATE) : AIRFLOW_STATES[code - 1]!,
       tryNumber: nullable(this.t.number(e, TRY)),
     };
+  }
+
+  /** The try of the row last recorded under `name` (nothing is touched); undefined when none is held. */
+  tryByName(name: string): number | null | undefined {
+    const e = this.t.findBy(name);
+    return e === NO_ENTRY ? undefined : nullable(this.t.number(e, TRY));
   }
 
   /** Whether the entry is of the task instance named `name`. */
@@ -104,33 +112,6 @@ export class TiStateTable {
 
   removeEntry(e: number): void {
     this.t.removeEntry(e);
-  }
-
-  clear(): void {
-    this.t.clear();
-  }
-}
-
-/** A try number (or null) by task-instance name, least recently touched first out, outside the heap. */
-export class TryTable {
-  private readonly t: OffHeapLru;
-
-  constructor(capacity: number) {
-    this.t = new OffHeapLru(capacity, { numbers: 1, strings: 0 });
-  }
-
-  get size(): number {
-    return this.t.size;
-  }
-
-  /** The try (made the newest); undefined when the name is not held. */
-  get(name: string): number | null | undefined {
-    const e = this.t.find(name, true);
-    return e === NO_ENTRY ? undefined : nullable(this.t.number(e, 0));
-  }
-
-  set(name: string, tryNumber: number | null): void {
-    this.t.setNumber(this.t.upsert(name), 0, tryNumber ?? NaN);
   }
 
   clear(): void {

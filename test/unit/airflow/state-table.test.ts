@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { LruCache } from "../../../src/airflow/state-cache.js";
 import { OffHeapLru } from "../../../src/airflow/state-table.js";
-import { NO_ENTRY, TiStateTable, TryTable } from "../../../src/airflow/ti-states.js";
+import { NO_ENTRY, TiStateTable } from "../../../src/airflow/ti-states.js";
 
 /** A small deterministic generator (xorshift32), so a failure replays. */
 function rng(seed: number): () => number {
@@ -68,6 +68,46 @@ describe("OffHeapLru", () => {
     }
   });
 
+  it("keeps a second index on string column 1: the entry last given a string, until that entry goes", () => {
+    const r = rng(7);
+    const pool = keyPool(300, r);
+    const names = keyPool(40, rng(8));
+    const capacity = 60;
+    const model = new LruCache<string | null>(capacity);
+    /** name -> the key of the entry last given it */
+    const byName = new Map<string, string>();
+    const order = (model as unknown as { map: Map<string, string | null> }).map;
+    const gone = (key: string): void => {
+      const n = order.get(key); // not model.get: that would touch it
+      if (n !== undefined && n !== null && byName.get(n) === key) byName.delete(n);
+    };
+    const table = new OffHeapLru(capacity, { numbers: 0, strings: 1, secondIndex: true });
+    for (let step = 0; step < 40_000; step++) {
+      const key = pool[Math.floor(r() * pool.length)]!;
+      const op = r();
+      if (op < 0.6) {
+        const name = r() < 0.1 ? null : names[Math.floor(r() * names.length)]!;
+        if (!order.has(key) && order.size === capacity) gone(order.keys().next().value!);
+        if (order.has(key)) gone(key);
+        model.set(key, name);
+        if (name !== null) byName.set(name, key);
+        table.setString(table.upsert(key), 1, name);
+      } else if (op < 0.7) {
+        if (order.has(key)) gone(key);
+        model.delete(key);
+        table.delete(key);
+      } else if (op < 0.995) {
+        const name = names[Math.floor(r() * names.length)]!;
+        const e = table.findBy(name);
+        expect(e === NO_ENTRY ? undefined : table.string(e, 0)).toBe(byName.get(name));
+      } else {
+        model.clear();
+        byName.clear();
+        table.clear();
+      }
+    }
+  });
+
   it("compares strings in the arena exactly: length, a unit at a slot's edge, units past Latin-1", () => {
     const t = new OffHeapLru(10, { numbers: 0, strings: 1 });
     const e = t.add("k");
@@ -119,12 +159,19 @@ describe("TiStateTable", () => {
     expect(t.size).toBe(3);
   });
 
-  it("TryTable keeps null apart from 0 and from a missing name", () => {
-    const t = new TryTable(2);
-    t.set("a", null);
-    t.set("b", 0);
-    expect(t.get("a")).toBeNull();
-    expect(t.get("b")).toBe(0);
-    expect(t.get("c")).toBeUndefined();
+  it("finds a row by its name: the entry last given the name, a try of null apart from 0 and from none", () => {
+    const t = new TiStateTable(4);
+    t.set("id-a", { key: "n1", mapIndex: -1, state: "running", tryNumber: null });
+    t.set("id-b", { key: "n2", mapIndex: -1, state: "running", tryNumber: 0 });
+    expect(t.tryByName("n1")).toBeNull();
+    expect(t.tryByName("n2")).toBe(0);
+    expect(t.tryByName("n3")).toBeUndefined();
+    // A retry: the same name under a new id; the old entry goes later (or never), the name follows the new one.
+    t.set("id-c", { key: "n1", mapIndex: -1, state: "queued", tryNumber: 2 });
+    expect(t.tryByName("n1")).toBe(2);
+    t.delete("id-a");
+    expect(t.tryByName("n1")).toBe(2);
+    t.delete("id-c");
+    expect(t.tryByName("n1")).toBeUndefined();
   });
 });
