@@ -367,7 +367,7 @@ export function heapNeededMb(cfg: Pick<Config, "stateCacheSize" | "maxInflightBy
 export const HEAP_HEADROOM = 1.25;
 
 /**
- * The heap limit is set when Node starts (bin/airflow-eventstream: --max-old-space-size=64), the
+ * The heap limit is set when Node starts (bin/airflow-eventstream: --max-old-space-size=60), the
  * bounds later, from configuration. A limit the bounds can outgrow would end in V8 aborting the
  * process under load, in a loop; say so at start instead.
  */

@@ -5,7 +5,7 @@
  * Why not a Map (state-cache.ts): that cache is most of what the daemon keeps alive (25,000 task
  * instances by default, each a row id, a name and a state object, with the Map's slots), and V8's
  * old-generation collector marks every live object each time it runs, which under the launcher's
- * 64 MB heap is every ~12 MB promoted. With the cache's objects out of the heap, a collection has
+ * old-space limit is every ~12-15 MB promoted. With the cache's objects out of the heap, a collection has
  * ~75,000 fewer objects to mark and a move to the newest end is four index writes, not a Map
  * delete and insert (whose holes make V8 rebuild the Map's ~1 MB table again and again).
  * Measured in bench/README.md ("The state cache off the heap"). No npm library keeps string-keyed

@@ -37,7 +37,7 @@ export const GROUPS = {
   memory: {
     title: "Flow control and memory",
     about:
-      "The in-flight limits and the state cache bound the JavaScript heap; the daemon refuses at start limits that do not fit the heap Node was given (`bin/airflow-eventstream`: 64 MB old space; more with `NODE_OPTIONS=--max-old-space-size=N`), saying what to set.",
+      "The in-flight limits and the state cache bound the JavaScript heap; the daemon refuses at start limits that do not fit the heap Node was given (`bin/airflow-eventstream`: 60 MB old space; more with `NODE_OPTIONS=--max-old-space-size=N`), saying what to set.",
   },
   notifications: { title: "Notifications (XCom)", about: "" },
   filters: {
@@ -410,7 +410,7 @@ export const SETTINGS = {
     group: "memory",
     schema: int(1_000, 100_000_000).default(25_000),
     about:
-      "Task instances whose last state is remembered, to tell transitions from heartbeats (~400 B of heap each on Airflow 3.x, measured with the XCom try cache and the runs' contexts; the start-up check counts 500 B). A row evicted before its next change has that change published with `previous_state_known: false`, even a heartbeat (one such event per eviction). The default fits the launcher's heap (`bin/airflow-eventstream`); more needs `NODE_OPTIONS=--max-old-space-size=...`, which the start-up check computes.",
+      "Task instances whose last state is remembered, to tell transitions from heartbeats. Each costs ~260 B outside the JavaScript heap on Airflow 3.x (its id, name and state in typed arrays, which the collector never walks) and ~100 B of heap for the runs' contexts, which the start-up check counts. A row evicted before its next change has that change published with `previous_state_known: false`, even a heartbeat (one such event per eviction). The default fits the launcher's heap (`bin/airflow-eventstream`); more needs `NODE_OPTIONS=--max-old-space-size=...`, which the start-up check computes, and adds its resident memory outside the heap (1,000,000 rows: ~260 MB).",
   },
   EVENTSTREAM_SNAPSHOT_CHUNK_ROWS: {
     group: "memory",

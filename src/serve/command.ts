@@ -68,7 +68,7 @@ export async function serveCommand(cfg: Config, log: Logger): Promise<number> {
   });
 }
 
-/** The view's bounds against the heap Node was given: bin/airflow-eventstream's 64 MB is the daemon's, far too small for a full view. */
+/** The view's bounds against the heap Node was given: bin/airflow-eventstream's 60 MB is the daemon's, far too small for a full view. */
 function warnHeap(cfg: Config, log: Logger): void {
   const needMb = Math.ceil(((cfg.serve.maxRuns + cfg.serve.recentRuns) * TASKS_PER_RUN * BYTES_PER_TASK) / 2 ** 20);
   const limitMb = Math.floor(v8.getHeapStatistics().heap_size_limit / 2 ** 20);

@@ -41,7 +41,7 @@ export interface ChunkToPublish {
  * snapshot or not, so their number is a cost on the stream itself: with 50,000 the bench's drain
  * ran at 11,000-13,800 events/s, with 5,000 at 16,700, the same as with none recorded (all
  * `node bench/bench.ts --phases drain --transitions 100000`, one sitting): retained strings move to
- * the old generation of an 80 MB heap (the launcher's limit then; 64 MB now). 5,000 covers a few seconds of Airflow's busiest writing; a
+ * the old generation of an 80 MB heap (the launcher's limit then; 60 MB now). 5,000 covers a few seconds of Airflow's busiest writing; a
  * chunk whose snapshot missed a transaction older than that is read again, never guessed at.
  */
 const RECENT_KEYS = 5_000;

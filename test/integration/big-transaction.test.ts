@@ -6,7 +6,7 @@ import { memoryOf } from "../support/load.js";
  * One PostgreSQL transaction updating 200,000 task instances: the daemon (its own process, in-flight
  * caps 5,000 events / 8 MB) delivers every event, once per TI, with bounded memory.
  *
- * RSS bound: the daemon runs as shipped (bin/airflow-eventstream: V8 old space capped at 64 MB, young
+ * RSS bound: the daemon runs as shipped (bin/airflow-eventstream: V8 old space capped at 60 MB, young
  * generation 3 x 2 MB, glibc malloc tuned) and idles at ~80 MB RSS. The in-flight caps bound what it
  * holds of the transaction (8 MB of serialized events plus their objects); the state cache (50k rows by
  * default, ~305 B each) is full after the first 50k rows. Measured peak 174 MB; before the launcher's
