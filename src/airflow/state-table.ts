@@ -1,3 +1,5 @@
+import { StringArena } from "./string-arena.js";
+
 /**
  * A least-recently-used table from a string key to a few numbers and strings, kept in typed arrays
  * outside the JavaScript heap: the task-instance state cache (task-instance.ts).
@@ -14,9 +16,7 @@
  * Layout:
  * - entries: numbered 0..; per entry `numbers` Float64 columns (NaN by default, so that null can
  *   be told apart by the caller) and `strings` string columns, column 0 the key;
- * - strings: chains of SLOT-byte slots in one growing byte arena. A UTF-16 code unit below 0xff is
- *   one byte, any other is 0xff and its two bytes, so every string round-trips exactly (lone
- *   surrogates included) and the usual ASCII names take a byte a character;
+ * - strings: in a StringArena (string-arena.ts), by first slot and UTF-16 length;
  * - the index: open addressing with linear probing over a power-of-two table of entry numbers, at
  *   most half full, deletes by backward shift (no tombstones to clean up);
  * - recency: a doubly linked list of entries through two Int32Arrays, newest first.
@@ -27,8 +27,6 @@
  */
 
 const NONE = -1;
-/** Bytes per arena slot: a 36-character row id in two, a typical name in three to five. */
-const SLOT = 24;
 const FIRST_ENTRIES = 1024;
 
 export interface TableShape {
@@ -71,13 +69,7 @@ export class OffHeapLru {
   private table2 = new Int32Array(0);
   private hashes2 = new Int32Array(0);
 
-  private bytes = new Uint8Array(0);
-  private links = new Int32Array(0);
-  private slotsUsed = 0;
-  private freeSlots = NONE;
-  /** Where writeString puts the next byte. */
-  private cursorSlot = NONE;
-  private cursorPos = 0;
+  private readonly arena: StringArena;
 
   constructor(
     readonly capacity: number,
@@ -90,7 +82,7 @@ export class OffHeapLru {
     if (this.indexed && this.strCols < 2) throw new RangeError("a second index needs a string column besides the key");
     this.growEntries(Math.min(capacity, FIRST_ENTRIES));
     this.growTable(this.allocated * 2);
-    this.growArena(this.allocated * 4);
+    this.arena = new StringArena(this.allocated * 4);
   }
 
   get size(): number {
@@ -129,7 +121,7 @@ export class OffHeapLru {
     const h = hashOf(key);
     this.hashes[e] = h;
     const s = e * this.strCols;
-    this.heads[s] = this.writeString(key);
+    this.heads[s] = this.arena.write(key);
     this.lens[s] = key.length;
     for (let c = 1; c < this.strCols; c++) {
       this.heads[s + c] = NONE;
@@ -161,7 +153,7 @@ export class OffHeapLru {
     deleteAt(table, i, hashes);
     if (this.indexed) this.unindex2(e);
     const s = e * this.strCols;
-    for (let c = 0; c < this.strCols; c++) this.freeChain(this.heads[s + c]!);
+    for (let c = 0; c < this.strCols; c++) this.arena.free(this.heads[s + c]!);
     this.unlink(e);
     this.newer[e] = this.freeEntries;
     this.freeEntries = e;
@@ -174,8 +166,13 @@ export class OffHeapLru {
     this.newest = this.oldest = NONE;
     this.count = this.used = 0;
     this.freeEntries = NONE;
-    this.slotsUsed = 0;
-    this.freeSlots = NONE;
+    this.arena.reset();
+  }
+
+  /** Bytes the table holds outside the heap (its arrays as allocated). */
+  get bytes(): number {
+    const arrays = [this.nums, this.heads, this.lens, this.hashes, this.older, this.newer, this.table, this.table2, this.hashes2];
+    return arrays.reduce((n, a) => n + a.byteLength, this.arena.bytes);
   }
 
   number(e: number, col: number): number {
@@ -190,25 +187,7 @@ export class OffHeapLru {
   string(e: number, col: number): string | null {
     const s = e * this.strCols + col;
     const len = this.lens[s]!;
-    if (len < 0) return null;
-    const units = new Array<number>(len);
-    const { bytes, links } = this;
-    let slot = this.heads[s]!;
-    let pos = 0;
-    const next = (): number => {
-      if (pos === SLOT) {
-        slot = links[slot]!;
-        pos = 0;
-      }
-      return bytes[slot * SLOT + pos++]!;
-    };
-    for (let i = 0; i < len; i++) {
-      const b = next();
-      units[i] = b < 0xff ? b : (next() << 8) | next();
-    }
-    let out = "";
-    for (let i = 0; i < len; i += 4096) out += String.fromCharCode(...units.slice(i, i + 4096));
-    return out;
+    return len < 0 ? null : this.arena.read(this.heads[s]!, len);
   }
 
   /** Whether string column `col` of entry `e` is `v`, compared in the arena (nothing allocated). */
@@ -216,34 +195,7 @@ export class OffHeapLru {
     const s = e * this.strCols + col;
     const len = this.lens[s]!;
     if (v === null || len < 0) return v === null && len < 0;
-    if (len !== v.length) return false;
-    const { bytes, links } = this;
-    let slot = this.heads[s]!;
-    let at = slot * SLOT;
-    let pos = 0;
-    for (let i = 0; i < len; i++) {
-      const u = v.charCodeAt(i);
-      if (pos === SLOT) {
-        slot = links[slot]!;
-        at = slot * SLOT;
-        pos = 0;
-      }
-      if (u < 0xff) {
-        if (bytes[at + pos++] !== u) return false;
-        continue;
-      }
-      // 0xff, then the unit's high and low byte (each may start the next slot).
-      if (bytes[at + pos++] !== 0xff) return false;
-      for (let k = 0; k < 2; k++) {
-        if (pos === SLOT) {
-          slot = links[slot]!;
-          at = slot * SLOT;
-          pos = 0;
-        }
-        if (bytes[at + pos++] !== (k === 0 ? u >>> 8 : u & 0xff)) return false;
-      }
-    }
-    return true;
+    return len === v.length && this.arena.holds(this.heads[s]!, v);
   }
 
   /** Sets string column `col` (not the key) of entry `e`. */
@@ -252,8 +204,8 @@ export class OffHeapLru {
     const indexed = this.indexed && col === 1;
     if (indexed) this.unindex2(e);
     const s = e * this.strCols + col;
-    this.freeChain(this.heads[s]!);
-    this.heads[s] = v === null ? NONE : this.writeString(v);
+    this.arena.free(this.heads[s]!);
+    this.heads[s] = v === null ? NONE : this.arena.write(v);
     this.lens[s] = v === null ? -1 : v.length;
     if (indexed && v !== null) this.index2(e, v);
   }
@@ -355,66 +307,6 @@ export class OffHeapLru {
     const old = this.table2;
     this.table2 = new Int32Array(size).fill(NONE);
     for (const e of old) if (e !== NONE) placeIn(this.table2, e, this.hashes2[e]!);
-  }
-
-  private growArena(slots: number): void {
-    const bytes = new Uint8Array(slots * SLOT);
-    bytes.set(this.bytes);
-    const links = new Int32Array(slots);
-    links.set(this.links);
-    this.bytes = bytes;
-    this.links = links;
-  }
-
-  private allocSlot(): number {
-    if (this.freeSlots !== NONE) {
-      const s = this.freeSlots;
-      this.freeSlots = this.links[s]!;
-      this.links[s] = NONE;
-      return s;
-    }
-    // By half, not double: the arena is most of the table's memory, and a doubled one would
-    // hold up to twice what its strings need.
-    if (this.slotsUsed === this.links.length) this.growArena(Math.ceil(this.links.length * 1.5));
-    const s = this.slotsUsed++;
-    this.links[s] = NONE;
-    return s;
-  }
-
-  private freeChain(head: number): void {
-    if (head === NONE) return;
-    let last = head;
-    while (this.links[last] !== NONE) last = this.links[last]!;
-    this.links[last] = this.freeSlots;
-    this.freeSlots = head;
-  }
-
-  /** Writes `v` into a new chain of slots; returns its first slot (NONE for ""). */
-  private writeString(v: string): number {
-    if (v.length === 0) return NONE;
-    const head = this.allocSlot();
-    this.cursorSlot = head;
-    this.cursorPos = 0;
-    for (let i = 0; i < v.length; i++) {
-      const u = v.charCodeAt(i);
-      if (u < 0xff) this.put(u);
-      else {
-        this.put(0xff);
-        this.put(u >>> 8);
-        this.put(u & 0xff);
-      }
-    }
-    return head;
-  }
-
-  private put(b: number): void {
-    if (this.cursorPos === SLOT) {
-      const s = this.allocSlot();
-      this.links[this.cursorSlot] = s;
-      this.cursorSlot = s;
-      this.cursorPos = 0;
-    }
-    this.bytes[this.cursorSlot * SLOT + this.cursorPos++] = b;
   }
 }
 
