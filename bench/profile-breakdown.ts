@@ -41,7 +41,7 @@ const RULES: [string, RegExp, RegExp?][] = [
   ["our partitioner (sink/partitioner)", /\/sink\/partitioner\.js$/],
   ["kafkajs encoding (protocol/, crc32c, varint)", /kafkajs\/src\/protocol\//],
   ["kafkajs request/response machinery", /kafkajs\//],
-  ["per-message loop (session-loop, snapshot tap)", /\/(session-loop|snapshot\/[^/]+)\.js$/],
+  ["per-message loop (session-loop, loop/, snapshot tap)", /\/(session-loop|loop\/[^/]+|snapshot\/[^/]+)\.js$/],
   ["checkpoint, ack rule", /\/checkpoint\/|\/lsn\.js$/],
   ["metrics, logging", /\/operate\/|\/log\.js$|prom-client|pino/],
   ["replication stream (node-postgres, source/)", /node_modules\/pg|\/source\//],

@@ -208,6 +208,8 @@ function configFrom(e: Env, { kafkaCa, pgRootCert, pgHosts }: CaFiles) {
     maxInflightEvents: e.EVENTSTREAM_MAX_INFLIGHT_EVENTS,
     maxInflightBytes: e.EVENTSTREAM_MAX_INFLIGHT_BYTES,
     stateCacheSize: e.EVENTSTREAM_STATE_CACHE_SIZE,
+    /** Decode and model on a worker thread (src/loop/thread.ts). */
+    modelThread: e.EVENTSTREAM_MODEL_THREAD,
     snapshotChunkRows: e.EVENTSTREAM_SNAPSHOT_CHUNK_ROWS,
     snapshotRowsPerSecond: e.EVENTSTREAM_SNAPSHOT_ROWS_PER_SECOND,
     restartReadEvents: e.EVENTSTREAM_RESTART_READ_EVENTS,

@@ -2,15 +2,16 @@ import type { Config } from "./config.js";
 import { problems } from "./problems.js";
 import { AckRule, type SinkAck } from "./checkpoint/ack.js";
 import { formatLsn } from "./lsn.js";
-import { TransactionDecoder } from "./decode/transactions.js";
 import type { Lsn } from "./lsn.js";
-import { AirflowMapper, runCacheSize } from "./airflow/mapper.js";
+import { runCacheSize, type AirflowMapper } from "./airflow/mapper.js";
 import { runContexts } from "./airflow/run-context.js";
-import { TopicRouter } from "./sink/routing.js";
-import { cloudEventsFor } from "./sink/cloudevents.js";
+import { cloudEventsFor, type CloudEvents } from "./sink/cloudevents.js";
 import { realStages, type Sink, type SourceStream, type Stages } from "./stages.js";
 import { Lifecycle } from "./lifecycle.js";
-import { MessageLoop } from "./session-loop.js";
+import { MessageLoop, type Loop, type LoopParts } from "./session-loop.js";
+import type { HandoffParts } from "./loop/handoff.js";
+import { makerModel, type MakerModel } from "./loop/maker.js";
+import { HeldStream, ThreadedLoop } from "./loop/thread.js";
 import { AckWatch } from "./snapshot/ack-watch.js";
 import { deliveryMode } from "./sink/delivery.js";
 import { SnapshotCoordinator } from "./snapshot/coordinator.js";
@@ -60,7 +61,6 @@ export class Session {
     // An invalidated slot can never stream again (START_REPLICATION fails on it): refused before
     // Kafka is even asked, with or without a checkpoint.
     refuseGap(cfg, log, null, facts(cfg.slot, ready, false));
-    const router = new TopicRouter(cfg.topic, cfg.topicTemplate, cfg.assetTopic);
     const relay = new AckRelay(this.metrics);
     const sink = stages.sink({ failed: (e) => life.fail(e), ack: relay, metrics: this.metrics });
     this.built = { kind: "sink", sink };
@@ -68,27 +68,7 @@ export class Session {
       const opened = await openSlot(cfg, log, { source, sink, life }, ready);
       if (opened === null) return;
       const cloudEvents = await cloudEventsFor(cfg.cloudEvents, opened.identity, () => source.readIdentity());
-      const decoder = new TransactionDecoder();
-      const mapper = new AirflowMapper(
-        {
-          schema: cfg.airflowSchema,
-          cacheSize: cfg.stateCacheSize,
-          xcomKey: cfg.xcomKey,
-          notificationRawMaxBytes: cfg.notificationRawMaxBytes,
-          replicaIdentity: cfg.replicaIdentity,
-          assetEvents: cfg.assetTopic !== null,
-        },
-        log.child({ module: "airflow" }),
-      );
-      const runs = runContexts(await source.runsUnderWay(runCacheSize(cfg.stateCacheSize)));
-      for (const r of runs) mapper.seedRunContext(r.dagId, r.runId, r.ctx);
-      log.debug({ runs: runs.length }, "read the context of runs under way");
-      if (cfg.assetTopic !== null) {
-        const assets = await source.assets();
-        for (const a of assets) mapper.seedAsset(a);
-        log.debug({ assets: assets.length }, "read the assets Airflow knows");
-      }
-      const stream = source.openStream();
+      const stream = cfg.modelThread ? new HeldStream(source.openStream()) : source.openStream();
       const ack = new AckRule(opened.slot.confirmedFlushLsn, opened.identity !== null, cfg, reported(stream, this.metrics), sink, life);
       relay.bind(ack);
       const snapshots = new SnapshotCoordinator(cfg, log.child({ module: "snapshot" }), {
@@ -102,17 +82,28 @@ export class Session {
         },
         acks: relay.watch,
       });
-      const parts: Streaming = { kind: "streaming", sink, stream, ack, snapshots };
+      const handoffParts = { sink, ack, life, snapshots: snapshots.tap, metrics: this.metrics };
+      const { loop, model } =
+        stream instanceof HeldStream
+          ? threadedLoop(cfg, log, { ...handoffParts, stream }, cloudEvents)
+          : oneThreadLoop(cfg, log, { ...handoffParts, cloudEvents });
+      const parts: Streaming = { kind: "streaming", sink, stream, ack, snapshots, loop };
       this.built = parts;
-      const loopParts = { decoder, mapper, router, sink, ack, life, snapshots: snapshots.tap, metrics: this.metrics, cloudEvents };
-      const loop = new MessageLoop(cfg, log, loopParts);
+      const runs = runContexts(await source.runsUnderWay(runCacheSize(cfg.stateCacheSize)));
+      for (const r of runs) model.seedRunContext(r.dagId, r.runId, r.ctx);
+      log.debug({ runs: runs.length }, "read the context of runs under way");
+      if (cfg.assetTopic !== null) {
+        const assets = await source.assets();
+        for (const a of assets) model.seedAsset(a);
+        log.debug({ assets: assets.length }, "read the assets Airflow knows");
+      }
       this.metrics.bindSession({
         inflightEvents: () => ack.inflight,
         inflightBytes: () => sink.inflightBytes,
         paused: () => stream.isPaused,
-        cache: () => mapper.cacheStats(),
+        cache: () => model.cacheStats(),
       });
-      await this.stream(parts, opened, new Startup(cfg, log, { ...opened, source, sink, stream, ack, loop, mapper, life }));
+      await this.stream(parts, opened, new Startup(cfg, log, { ...opened, source, sink, stream, ack, loop, mapper: model, life }));
     } finally {
       await this.teardown();
     }
@@ -188,12 +179,41 @@ export class Session {
       await built.snapshots.stop();
       built.ack.close();
       await built.stream.stop();
+      await built.loop.close?.();
     }
     if (built.kind !== "source") await built.sink.close();
   }
 }
 
-type Streaming = { kind: "streaming"; sink: Sink; stream: SourceStream; ack: AckRule; snapshots: SnapshotCoordinator };
+type Streaming = {
+  kind: "streaming";
+  sink: Sink;
+  stream: SourceStream;
+  ack: AckRule;
+  snapshots: SnapshotCoordinator;
+  /** close: the model thread's end (EVENTSTREAM_MODEL_THREAD). */
+  loop: Loop & { close?(): Promise<void> };
+};
+
+/** The mapper as the session seeds and reads it: the mapper itself, or the model thread's proxy. */
+type Model = Pick<AirflowMapper, "seed" | "seedRunContext" | "seedAsset" | "cacheStats">;
+
+/** The per-message loop on this thread (src/session-loop.ts). */
+function oneThreadLoop(cfg: Config, log: Logger, parts: Omit<LoopParts, keyof MakerModel>): { loop: MessageLoop; model: Model } {
+  const made = makerModel(cfg, log);
+  return { loop: new MessageLoop(cfg, log, { ...parts, ...made }), model: made.mapper };
+}
+
+/** The per-message loop with decode and model on the model thread (src/loop/thread.ts). */
+function threadedLoop(
+  cfg: Config,
+  log: Logger,
+  parts: HandoffParts & { stream: HeldStream },
+  cloudEvents: CloudEvents | undefined,
+): { loop: ThreadedLoop; model: Model } {
+  const loop = new ThreadedLoop(cfg, log, parts, { cloudEventsSource: cloudEvents?.source ?? null });
+  return { loop, model: loop.model };
+}
 
 /** What run() has built so far, which stop() and teardown act on. */
 type Built = { kind: "source" } | { kind: "sink"; sink: Sink } | Streaming;

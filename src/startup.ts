@@ -14,7 +14,7 @@ import { SlotGapError } from "./errors.js";
 import { MessageHold } from "./hold.js";
 import type { Lifecycle } from "./lifecycle.js";
 import type { Logger } from "./log.js";
-import type { MessageLoop } from "./session-loop.js";
+import type { Loop } from "./session-loop.js";
 
 /** The slot a session streams from, once Kafka is connected. */
 export interface OpenSlot {
@@ -55,8 +55,9 @@ export interface StartParts extends OpenSlot {
   sink: Sink;
   stream: SourceStream;
   ack: AckRule;
-  loop: MessageLoop;
-  mapper: AirflowMapper;
+  loop: Loop;
+  /** The mapper, or the model thread's seeds (src/loop/thread.ts). */
+  mapper: Pick<AirflowMapper, "seed">;
   life: Lifecycle;
 }
 

@@ -436,6 +436,12 @@ export const SETTINGS = {
     schema: int(1, 3600).default(20),
     about: "Seconds SIGTERM or SIGINT may take to flush Kafka and acknowledge before the process exits.",
   },
+  EVENTSTREAM_MODEL_THREAD: {
+    group: "process",
+    schema: bool.default(false),
+    about:
+      "Decode, map and serialise on a worker thread of its own (the model thread), while the main thread reads PostgreSQL, writes Kafka and acknowledges: the daemon then uses a second core. Worth it only where the daemon has two cores to itself (PostgreSQL and Kafka on other machines or cores); on a host that shares two cores with them it gains nothing (bench/README.md#the-model-thread). Adds ~20 MB of resident memory; order, acknowledgement and every event are the same either way.",
+  },
   EVENTSTREAM_HTTP_PORT: {
     group: "process",
     schema: int(0, 65535).default(9464),

@@ -1,16 +1,16 @@
 import type { Config } from "../config.js";
 import { decodePgoutput } from "../decode/pgoutput.js";
-import type { TransactionDecoder } from "../decode/transactions.js";
 import type { Relation, Row, TxEvent } from "../decode/types.js";
 import { formatLsn, type Lsn } from "../lsn.js";
-import type { AirflowMapper, TxContext } from "../airflow/mapper.js";
+import { AirflowMapper, type TxContext } from "../airflow/mapper.js";
+import { TransactionDecoder } from "../decode/transactions.js";
 import type { StreamEvent } from "../airflow/events.js";
 import { EventFilter } from "../airflow/filter.js";
 import { headersBytesBound, RECORD_OVERHEAD_BYTES, recordBytes } from "../sink/batch.js";
 import type { CloudEventHeaders, CloudEvents } from "../sink/cloudevents.js";
 import { WIRE_HEADER_BYTES } from "../sink/wire-format.js";
 import { StateRecords, type StateRecord } from "../sink/state-topic.js";
-import type { TopicRouter } from "../sink/routing.js";
+import { TopicRouter } from "../sink/routing.js";
 import { GAP_MESSAGE_PREFIX, gapEvent } from "../checkpoint/gap-event.js";
 import type { Logger } from "../log.js";
 
@@ -56,6 +56,70 @@ export interface Made {
   message(ev: MessageEvent): void;
 }
 
+/** The settings the maker reads: all it needs, and plain data (the model thread gets a copy). */
+export type ModelConfig = Pick<
+  Config,
+  | "airflowSchema"
+  | "stateCacheSize"
+  | "xcomKey"
+  | "notificationRawMaxBytes"
+  | "replicaIdentity"
+  | "assetTopic"
+  | "topic"
+  | "topicTemplate"
+  | "stateTopic"
+  | "filters"
+  | "deadLetterTopic"
+  | "maxMessageBytes"
+  | "schemaRegistryUrl"
+>;
+
+/**
+ * The maker's settings out of the session's. A copy of the whole Config cannot cross to a worker
+ * thread: the Kafka client adds functions to it (its SASL mechanism), and it holds secrets the
+ * model has no use for.
+ */
+export function modelConfig(cfg: ModelConfig): ModelConfig {
+  return {
+    airflowSchema: cfg.airflowSchema,
+    stateCacheSize: cfg.stateCacheSize,
+    xcomKey: cfg.xcomKey,
+    notificationRawMaxBytes: cfg.notificationRawMaxBytes,
+    replicaIdentity: cfg.replicaIdentity,
+    assetTopic: cfg.assetTopic,
+    topic: cfg.topic,
+    topicTemplate: cfg.topicTemplate,
+    stateTopic: cfg.stateTopic,
+    filters: cfg.filters,
+    deadLetterTopic: cfg.deadLetterTopic,
+    maxMessageBytes: cfg.maxMessageBytes,
+    schemaRegistryUrl: cfg.schemaRegistryUrl,
+  };
+}
+
+/** The decoder, the mapper and the router of a session, as its settings make them. */
+export interface MakerModel {
+  decoder: TransactionDecoder;
+  mapper: AirflowMapper;
+  router: TopicRouter;
+}
+
+/** A session's model, on whichever thread the maker runs. */
+export function makerModel(cfg: ModelConfig, log: Logger): MakerModel {
+  const mapper = new AirflowMapper(
+    {
+      schema: cfg.airflowSchema,
+      cacheSize: cfg.stateCacheSize,
+      xcomKey: cfg.xcomKey,
+      notificationRawMaxBytes: cfg.notificationRawMaxBytes,
+      replicaIdentity: cfg.replicaIdentity,
+      assetEvents: cfg.assetTopic !== null,
+    },
+    log.child({ module: "airflow" }),
+  );
+  return { decoder: new TransactionDecoder(), mapper, router: new TopicRouter(cfg.topic, cfg.topicTemplate, cfg.assetTopic) };
+}
+
 /** The parts the maker works with; all of them live on the maker's thread. */
 export interface MakerParts {
   decoder: TransactionDecoder;
@@ -85,7 +149,7 @@ export class RecordMaker {
   private readonly filter: EventFilter | null;
 
   constructor(
-    private readonly cfg: Config,
+    private readonly cfg: ModelConfig,
     private readonly log: Logger,
     private readonly parts: MakerParts,
     private readonly out: Made,

@@ -251,8 +251,8 @@ export class Metrics {
     this.counted = now;
   }
 
-  decoded(): void {
-    this.decodedPending++;
+  decoded(n = 1): void {
+    this.decodedPending += n;
   }
 
   /** At a scrape (collect), adds the counts gathered since the last: prom-client's inc() per event was ~2% of a drain's CPU. */

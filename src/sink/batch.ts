@@ -77,7 +77,7 @@ export function stateBytes(
  * Where the next batch ends: records [head, end) of `sizes`, at most `maxEvents`, and together
  * (with one batch header) at most `maxBytes`; `bytes` is the records' sum, without the header.
  * Always at least one record, so one that is alone over the cap (the message loop,
- * src/session-loop.ts, keeps each under EVENTSTREAM_MAX_MESSAGE_BYTES) still goes.
+ * src/loop/maker.ts, keeps each under EVENTSTREAM_MAX_MESSAGE_BYTES) still goes.
  *
  * `stateSizes`: per record, its bytes on the current-state topic, capped on their own: those
  * records never share a partition with the events, and the cap is there for one partition's

@@ -88,7 +88,8 @@ export async function cloudEventsFor(
 
 /** Makes each event's headers for one source. */
 export class CloudEvents {
-  constructor(private readonly source: string) {}
+  /** `source`: ce_source of every record. */
+  constructor(readonly source: string) {}
 
   /** The headers of `event`'s record: one object of one shape per record (this runs once per event). */
   headersFor(event: StreamEvent): CloudEventHeaders {

@@ -51,15 +51,63 @@ const RECENT_KEYS = 5_000;
  * events (window.ts), hands requests to the coordinator, and at a chunk's high watermark says which
  * of its rows to publish.
  */
-export class SnapshotTap {
-  private readonly recent = new RecentChanges(RECENT_KEYS);
+/** Where ChangeKeys says what it saw. */
+export interface KeySink {
+  /** A published change of `table` touched the row `key` (table and row key joined), in transaction `xid` committed at `commitLsn`. */
+  touched(xid: number, commitLsn: Lsn, table: string, key: string): void;
+  /** A TRUNCATE of these tables of Airflow's schema. */
+  truncated(tables: readonly string[]): void;
+}
+
+/**
+ * The tap's reading of the changes: the row keys of published task_instance and dag_run changes,
+ * and truncates of Airflow's tables. Apart from SnapshotTap so that it can run where the changes
+ * are mapped (the model thread, src/loop/thread.ts) and send only the keys across.
+ */
+export class ChangeKeys {
   private readonly keys = new RowKeys();
-  private open: OpenChunk | null = null;
 
   constructor(
     private readonly schema: string,
-    private readonly onRequest: (spec: SnapshotSpec) => void,
+    private readonly to: KeySink,
   ) {}
+
+  /** Every row change the loop maps; `published`: it produced an event. */
+  changed(ev: ChangeEvent, published: boolean): void {
+    const change = ev.change;
+    if (change.kind === "truncate") {
+      const tables = change.relations.filter((r) => r.schema === this.schema).map((r) => r.name);
+      if (tables.length > 0) this.to.truncated(tables);
+      return;
+    }
+    const rel = change.relation;
+    if (!published || rel.schema !== this.schema || (rel.name !== "task_instance" && rel.name !== "dag_run")) return;
+    // The new row's key, and the old one's when the WAL carried it; no array per change.
+    if (change.kind === "delete") return this.touched(ev, rel, change.old);
+    this.touched(ev, rel, change.row);
+    if (change.kind === "update" && change.old) this.touched(ev, rel, change.old);
+  }
+
+  private touched(ev: ChangeEvent, rel: Relation, row: Row): void {
+    const table = rel.name;
+    // Joined, not a template: the window keeps thousands of these, and a template's cons string
+    // would be three heap objects each for the collector instead of one.
+    this.to.touched(ev.xid, ev.commitLsn, table, [table, this.keys.rowKey(rel, row)].join("\u0001"));
+  }
+}
+
+export class SnapshotTap implements KeySink {
+  private readonly recent = new RecentChanges(RECENT_KEYS);
+  private readonly keys = new RowKeys();
+  private readonly feed: ChangeKeys;
+  private open: OpenChunk | null = null;
+
+  constructor(
+    schema: string,
+    private readonly onRequest: (spec: SnapshotSpec) => void,
+  ) {
+    this.feed = new ChangeKeys(schema, this);
+  }
 
   register(chunk: OpenChunk): void {
     this.open = chunk;
@@ -74,28 +122,18 @@ export class SnapshotTap {
 
   /** Every row change the loop maps; `published`: it produced an event. */
   changed(ev: ChangeEvent, published: boolean): void {
-    const change = ev.change;
-    const open = this.open;
-    if (change.kind === "truncate") {
-      if (open !== null && open.low !== null && change.relations.some((r) => r.schema === this.schema && r.name === open.table))
-        open.spoiled = true;
-      return;
-    }
-    const rel = change.relation;
-    if (!published || rel.schema !== this.schema || (rel.name !== "task_instance" && rel.name !== "dag_run")) return;
-    // The new row's key, and the old one's when the WAL carried it; no array per change.
-    if (change.kind === "delete") return this.touched(ev, rel, change.old, open);
-    this.touched(ev, rel, change.row, open);
-    if (change.kind === "update" && change.old) this.touched(ev, rel, change.old, open);
+    this.feed.changed(ev, published);
   }
 
-  private touched(ev: ChangeEvent, rel: Relation, row: Row, open: OpenChunk | null): void {
-    const table = rel.name;
-    // Joined, not a template: the window keeps thousands of these, and a template's cons string
-    // would be three heap objects each for the collector instead of one.
-    const key = [table, this.keys.rowKey(rel, row)].join("\u0001");
-    this.recent.touch(ev.xid, ev.commitLsn, key);
+  touched(xid: number, commitLsn: Lsn, table: string, key: string): void {
+    this.recent.touch(xid, commitLsn, key);
+    const open = this.open;
     if (open !== null && open.low !== null && open.table === table) open.touched.add(key);
+  }
+
+  truncated(tables: readonly string[]): void {
+    const open = this.open;
+    if (open !== null && open.low !== null && tables.includes(open.table)) open.spoiled = true;
   }
 
   /** A message of ours: a request, or a watermark; returns a chunk to publish at a high watermark. */

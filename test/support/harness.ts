@@ -137,6 +137,7 @@ export function daemonEnv(database: string, extra: Record<string, string> = {}):
     // port would refuse to start.
     EVENTSTREAM_HTTP_PORT: "0",
     ...producerFromEnvironment(extra),
+    ...modelThreadFromEnvironment(),
     ...extra,
   };
 }
@@ -149,6 +150,12 @@ function producerFromEnvironment(extra: Record<string, string>): Record<string, 
   const producer = process.env.EVENTSTREAM_KAFKA_PRODUCER;
   if (producer === undefined || producer === "" || extra.EVENTSTREAM_DELIVERY === "exactly-once") return {};
   return { EVENTSTREAM_KAFKA_PRODUCER: producer };
+}
+
+/** EVENTSTREAM_MODEL_THREAD from the test run's environment (to run the suites with decode and model on a thread of their own). */
+function modelThreadFromEnvironment(): Record<string, string> {
+  const on = process.env.EVENTSTREAM_MODEL_THREAD;
+  return on === undefined || on === "" ? {} : { EVENTSTREAM_MODEL_THREAD: on };
 }
 
 export function daemonConfig(database: string, extra: Record<string, string> = {}): Config {
