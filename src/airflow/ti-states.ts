@@ -72,11 +72,6 @@ export class TiStateTable {
     return e === NO_ENTRY ? undefined : nullable(this.t.number(e, TRY));
   }
 
-  /** Whether the entry is of the task instance named `name`. */
-  nameIs(e: number, name: string): boolean {
-    return this.t.stringIs(e, NAME, name);
-  }
-
   /** The row's state (made the newest), or undefined. */
   get(key: string): TiState | undefined {
     const e = this.t.find(key, true);

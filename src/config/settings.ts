@@ -440,7 +440,7 @@ export const SETTINGS = {
     group: "process",
     schema: bool.default(false),
     about:
-      "Decode, map and serialise on a worker thread of its own (the model thread), while the main thread reads PostgreSQL, writes Kafka and acknowledges: the daemon then uses a second core. Worth it only where the daemon has two cores to itself (PostgreSQL and Kafka on other machines or cores); on a host that shares two cores with them it gains nothing (bench/README.md#the-model-thread). Adds ~20 MB of resident memory; order, acknowledgement and every event are the same either way.",
+      "Experimental: decode, map and serialise on a worker thread of its own (the model thread), while the main thread reads PostgreSQL, writes Kafka and acknowledges. Meant for a daemon with two cores to itself (PostgreSQL and Kafka elsewhere), where it has not been measured; on a 2-core host shared with them it was slower (docs/operations.md#the-model-thread). Adds a second JavaScript heap (~45 MB of resident memory). Order, acknowledgement and every record are the same either way.",
   },
   EVENTSTREAM_HTTP_PORT: {
     group: "process",

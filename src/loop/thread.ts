@@ -64,7 +64,9 @@ export function modelThreadHeapMb(cfg: Pick<Config, "stateCacheSize">): number {
  *
  * Why a worker thread: decode, map and JSON are most of the daemon's CPU, and pure functions of
  * the bytes and the mapper's state; JavaScript runs them on one core. The price is the copy of each
- * record across (structured clone of its strings) and a second heap.
+ * record across (structured clone of its strings and objects), a second heap and its collector: on
+ * a 2-core machine shared with PostgreSQL and Kafka that price was higher than the gain
+ * (bench/README.md#the-model-thread), so it is off by default.
  */
 export class ThreadedLoop implements Loop {
   private readonly worker: Worker;

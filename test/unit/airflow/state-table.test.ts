@@ -147,8 +147,9 @@ describe("TiStateTable", () => {
     expect(t.get("id2")).toEqual({ key: "d\u0000u\u0000r\u00003", mapIndex: 3, state: "a state of a plugin", tryNumber: null });
     expect(t.get("id3")).toEqual({ key: "d\u0000v\u0000r\u0000-1", mapIndex: -1, state: null, tryNumber: 0 });
     const e = t.find("id2");
-    expect(t.nameIs(e, "d\u0000u\u0000r\u00003")).toBe(true);
-    expect(t.nameIs(e, "d\u0000u\u0000r\u00004")).toBe(false);
+    // The name's own index: found by the whole name, not by a near one.
+    expect(t.tryByName("d\u0000u\u0000r\u00003")).toBeNull();
+    expect(t.tryByName("d\u0000u\u0000r\u00004")).toBeUndefined();
     t.write(e, { mapIndex: 3, state: "success", tryNumber: 2 });
     expect(t.values(e)).toEqual({ mapIndex: 3, state: "success", tryNumber: 2 });
     t.write(e, { mapIndex: 3, state: "another odd one", tryNumber: 2 });
