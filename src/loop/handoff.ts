@@ -3,9 +3,7 @@ import type { AckRule } from "../checkpoint/ack.js";
 import { comparePositions, formatPosition, type Position } from "../lsn.js";
 import type { ReplayFilter } from "../checkpoint/replay.js";
 import type { Lsn } from "../lsn.js";
-import type { CloudEventHeaders } from "../sink/cloudevents.js";
 import type { SinkRecord } from "../sink/kafka.js";
-import type { StateRecord } from "../sink/state-topic.js";
 import type { ChunkToPublish, SnapshotTap } from "../snapshot/tap.js";
 import { MessageTooLargeError } from "../errors.js";
 import type { Lifecycle } from "../lifecycle.js";
@@ -71,38 +69,21 @@ export class Handoff implements Made {
     this.parts.ack.keepalive(walEnd, inTx, replyRequested);
   }
 
-  record(
-    topic: string,
-    key: string | null,
-    allPartitions: boolean,
-    value: string,
-    commitLsn: Lsn,
-    index: number,
-    state: StateRecord[] | undefined,
-    headers: CloudEventHeaders | undefined,
-    type: string,
-    stateName: string | null,
-    oversize: Oversize | null,
-    gapNote: object | null,
-  ): void {
+  record(rec: SinkRecord, type: string, stateName: string | null, oversize: Oversize | null, gapNote: object | null): void {
     const chunk = this.chunk;
     if (chunk !== null) chunk.published++;
     else {
-      if (this.covered(topic, key, commitLsn, index)) {
-        if (gapNote === null && this.cfg.delivery === "at-least-once") this.resendState(state, commitLsn, index);
+      if (this.covered(rec.topic, rec.key, rec.commitLsn, rec.index)) {
+        if (gapNote === null && this.cfg.delivery === "at-least-once") this.resendState(rec);
         return;
       }
       if (gapNote !== null)
         this.log.warn({ ...gapNote }, "publishing stream_gap: events between these LSNs were lost; the snapshot requested with it follows");
       this.txPublished = true;
     }
-    if (oversize !== null) this.oversized(oversize, commitLsn, index);
+    if (oversize !== null) this.oversized(oversize, rec.commitLsn, rec.index);
     else {
-      this.lastSeq = this.parts.ack.next();
-      // One object shape for every record (no spreads): this runs once per event.
-      const rec: SinkRecord = { topic, key, allPartitions, value, seq: this.lastSeq, commitLsn, index };
-      if (state !== undefined) rec.state = state;
-      if (headers !== undefined) rec.headers = headers;
+      rec.seq = this.lastSeq = this.parts.ack.next();
       this.parts.sink.push(rec);
       this.parts.metrics.pushed(type, stateName, this.lastSeq, this.commitMs);
     }
@@ -173,7 +154,7 @@ export class Handoff implements Made {
    * by at most the unacknowledged tail, then forward). Exactly-once needs none of this: a covered
    * event's state records were committed in its transaction.
    */
-  private resendState(state: StateRecord[] | undefined, commitLsn: Lsn, index: number): void {
+  private resendState({ state, commitLsn, index }: SinkRecord): void {
     const topic = this.cfg.stateTopic;
     if (topic === null || state === undefined) return;
     this.txPublished = true;

@@ -8,6 +8,7 @@ import type { StreamEvent } from "../airflow/events.js";
 import { EventFilter } from "../airflow/filter.js";
 import { headersBytesBound, RECORD_OVERHEAD_BYTES, recordBytes } from "../sink/batch.js";
 import type { CloudEventHeaders, CloudEvents } from "../sink/cloudevents.js";
+import type { SinkRecord } from "../sink/kafka.js";
 import { WIRE_HEADER_BYTES } from "../sink/wire-format.js";
 import { StateRecords, type StateRecord } from "../sink/state-topic.js";
 import { TopicRouter } from "../sink/routing.js";
@@ -33,24 +34,12 @@ export interface Made {
   /** A transaction began; `commitMs`: its commit time in ms since the Unix epoch. */
   begin(commitMs: number): void;
   /**
-   * One event's record. `topic` is where a replay looks for it (the dead-letter topic for an
-   * oversized event when there is one); `oversize` non-null: over the size limit; `gapNote`
-   * non-null: a stream_gap event, logged when published.
+   * One event's record, `seq` 0 until the handoff numbers it. Its `topic` is where a replay looks
+   * for it (the dead-letter topic for an oversized event when there is one). `type` and
+   * `stateName` are the event's, for the metrics; `oversize` non-null: over the size limit;
+   * `gapNote` non-null: a stream_gap event, logged when published.
    */
-  record(
-    topic: string,
-    key: string | null,
-    allPartitions: boolean,
-    value: string,
-    commitLsn: Lsn,
-    index: number,
-    state: StateRecord[] | undefined,
-    headers: CloudEventHeaders | undefined,
-    type: string,
-    stateName: string | null,
-    oversize: Oversize | null,
-    gapNote: object | null,
-  ): void;
+  record(rec: SinkRecord, type: string, stateName: string | null, oversize: Oversize | null, gapNote: object | null): void;
   commit(endLsn: Lsn): void;
   /** A logical decoding message of ours other than a gap: the snapshot tap's (a request or a watermark). */
   message(ev: MessageEvent): void;
@@ -256,8 +245,11 @@ export class RecordMaker {
     const topic = oversized && deadLetterTopic && cfg.deadLetterTopic !== null ? cfg.deadLetterTopic : route.topic;
     // An oversized event without a dead-letter topic stops the session: its state records are never counted.
     const state = oversize !== null && oversize.summary === null ? undefined : this.stateOf(event, value, oversized);
-    const stateName = "state" in event ? event.state : null;
-    this.out.record(topic, key, route.allPartitions, value, commitLsn, index, state, headers, event.type, stateName, oversize, gapNote);
+    // One object shape for every record (no spreads): this runs once per event.
+    const rec: SinkRecord = { topic, key, allPartitions: route.allPartitions, value, seq: 0, commitLsn, index };
+    if (state !== undefined) rec.state = state;
+    if (headers !== undefined) rec.headers = headers;
+    this.out.record(rec, event.type, "state" in event ? event.state : null, oversize, gapNote);
   }
 
   /** Over EVENTSTREAM_MAX_MESSAGE_BYTES as sent: value, key, the headers (CloudEvents) and a registry's 5-byte value header count. */

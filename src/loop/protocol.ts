@@ -58,8 +58,7 @@ export type FromModel =
 
 /** Op codes of FromModel.ops, with their operands. */
 export const OP_BEGIN = 1; // commitMs
-// topic, key, allPartitions, value, commitLsn, index, state, headers, type, stateName, oversize, gapNote
-export const OP_RECORD = 2;
+export const OP_RECORD = 2; // the record (seq 0), type, stateName, oversize, gapNote
 export const OP_COMMIT = 3; // endLsn
 export const OP_MESSAGE = 4; // the message event (content as a Uint8Array)
 export const OP_KEEPALIVE = 5; // walEnd, inTx, replyRequested

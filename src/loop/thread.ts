@@ -8,8 +8,7 @@ import { DecodeError, FramingError } from "../decode/errors.js";
 import { MessageTooLargeError, ReplicaIdentityError, SchemaError, TransientError, UserActionError } from "../errors.js";
 import type { Lsn } from "../lsn.js";
 import type { Logger } from "../log.js";
-import type { CloudEventHeaders } from "../sink/cloudevents.js";
-import type { StateRecord } from "../sink/state-topic.js";
+import type { SinkRecord } from "../sink/kafka.js";
 import type { SourceStream } from "../stages.js";
 import type { StreamHandlers } from "../source/replication.js";
 import { chunkCommitLsn, type Loop } from "../session-loop.js";
@@ -215,20 +214,13 @@ export class ThreadedLoop implements Loop {
           break;
         case OP_RECORD:
           h.record(
-            ops[i + 1] as string,
-            ops[i + 2] as string | null,
-            ops[i + 3] as boolean,
-            ops[i + 4] as string,
-            ops[i + 5] as Lsn,
-            ops[i + 6] as number,
-            ops[i + 7] as StateRecord[] | undefined,
-            ops[i + 8] as CloudEventHeaders | undefined,
-            ops[i + 9] as string,
-            ops[i + 10] as string | null,
-            ops[i + 11] as Oversize | null,
-            ops[i + 12] as object | null,
+            ops[i + 1] as SinkRecord,
+            ops[i + 2] as string,
+            ops[i + 3] as string | null,
+            ops[i + 4] as Oversize | null,
+            ops[i + 5] as object | null,
           );
-          i += 13;
+          i += 6;
           break;
         case OP_COMMIT:
           h.commit(ops[i + 1] as Lsn);

@@ -7,8 +7,8 @@
 import { parentPort, workerData } from "node:worker_threads";
 import type { Lsn } from "../lsn.js";
 import type { Logger } from "../log.js";
-import { CloudEvents, type CloudEventHeaders } from "../sink/cloudevents.js";
-import type { StateRecord } from "../sink/state-topic.js";
+import { CloudEvents } from "../sink/cloudevents.js";
+import type { SinkRecord } from "../sink/kafka.js";
 import { ChangeKeys, type KeySink } from "../snapshot/tap.js";
 import { RecordMaker, makerModel, type Made, type MessageEvent, type Oversize } from "./maker.js";
 import {
@@ -42,21 +42,8 @@ class Outbox implements Made, KeySink {
     this.ops.push(OP_BEGIN, commitMs);
   }
 
-  record(
-    topic: string,
-    key: string | null,
-    allPartitions: boolean,
-    value: string,
-    commitLsn: Lsn,
-    index: number,
-    state: StateRecord[] | undefined,
-    headers: CloudEventHeaders | undefined,
-    type: string,
-    stateName: string | null,
-    oversize: Oversize | null,
-    gapNote: object | null,
-  ): void {
-    this.ops.push(OP_RECORD, topic, key, allPartitions, value, commitLsn, index, state, headers, type, stateName, oversize, gapNote);
+  record(rec: SinkRecord, type: string, stateName: string | null, oversize: Oversize | null, gapNote: object | null): void {
+    this.ops.push(OP_RECORD, rec, type, stateName, oversize, gapNote);
   }
 
   commit(endLsn: Lsn): void {

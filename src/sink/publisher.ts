@@ -18,7 +18,7 @@ export interface SinkRecord {
   key: string | null;
   /** One copy to each partition of the topic, all acknowledged together under this one seq. */
   allPartitions?: boolean;
-  /** The event's JSON; null only for a tombstone re-sent to the state topic in a replay (see MessageLoop). */
+  /** The event's JSON; null only for a tombstone re-sent to the state topic in a replay (see Handoff.resendState). */
   value: string | null;
   /**
    * The event's records on the current-state topic (cfg.stateTopic; state-topic.ts), sent in the
