@@ -100,6 +100,9 @@ export class ThreadedLoop implements Loop {
       stdout: false,
       stderr: false,
     });
+    // The thread alone never keeps the process alive: the session's sockets and timers do, and a
+    // session that ended without its teardown must not leave a process that cannot exit.
+    this.worker.unref();
     log.info({ heapMb: mb }, "decoding and mapping on the model thread (EVENTSTREAM_MODEL_THREAD)");
     this.worker.on("message", (m: FromModel) => this.received(m));
     this.worker.on("error", (e) => this.fail(new TransientError(`the model thread failed: ${e.message}`, { cause: e })));

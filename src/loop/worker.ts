@@ -5,6 +5,7 @@
  * the mapper's state; the main thread holds Kafka, the ack rule and the snapshot coordinator.
  */
 import { parentPort, workerData } from "node:worker_threads";
+import type { Row } from "../decode/types.js";
 import type { Lsn } from "../lsn.js";
 import type { Logger } from "../log.js";
 import { CloudEvents } from "../sink/cloudevents.js";
@@ -153,6 +154,7 @@ port.on("message", (m: ToModel) => {
         out.waiting = false;
         if (m.rows !== null) {
           const { relation, readAt, rows, commitLsn } = m.rows;
+          for (const r of rows) buffersBack(r.row);
           maker.snapshotRows(relation, readAt, rows, commitLsn);
         }
         out.chunkDone();
@@ -167,6 +169,20 @@ port.on("message", (m: ToModel) => {
     port.postMessage(msg);
   }
 });
+
+/**
+ * A row's bytea values as Buffers again: structured clone hands a Buffer over as a plain
+ * Uint8Array, and the model tells bytes from JSON by Buffer.isBuffer (src/airflow/row-values.ts).
+ */
+function buffersBack(row: Row): void {
+  for (const k of Object.keys(row)) {
+    const v: unknown = row[k];
+    if (!(v instanceof Uint8Array) || Buffer.isBuffer(v)) continue;
+    // Typed as what it was sent as, TypeScript cannot tell the two apart.
+    const bytes = v as Uint8Array;
+    row[k] = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  }
+}
 
 /** Reads the queued frames through the maker, up to a MESSAGE op that waits for its answer. */
 function read(): void {
