@@ -23,20 +23,23 @@ describe("the model thread (EVENTSTREAM_MODEL_THREAD)", () => {
     const db = uniqueName("mthread");
     const dags = Array.from({ length: 12 }, (_, i) => `dag_${String(i).padStart(2, "0")}`);
     await createDatabase(db, major);
+    // One after the other: two daemons starting at once on one database race to create its
+    // publication and their slots. Both slots exist before anything is written.
     const one = startDaemon(daemonConfig(db, { EVENTSTREAM_MODEL_THREAD: "false" }));
     const lines: string[] = [];
-    const threaded = startDaemon(
-      daemonConfig(db, {
-        EVENTSTREAM_MODEL_THREAD: "true",
-        EVENTSTREAM_SLOT: `${db}_mt`,
-        EVENTSTREAM_TOPIC: `${db}_mt.events`,
-        EVENTSTREAM_CHECKPOINT_TOPIC: `checkpoints.${db}_mt`,
-        EVENTSTREAM_STATE_TOPIC: `state.${db}_mt`,
-      }),
-      lines,
-    );
+    let threaded: ReturnType<typeof startDaemon> | null = null;
     try {
       await waitForStreaming(db);
+      threaded = startDaemon(
+        daemonConfig(db, {
+          EVENTSTREAM_MODEL_THREAD: "true",
+          EVENTSTREAM_SLOT: `${db}_mt`,
+          EVENTSTREAM_TOPIC: `${db}_mt.events`,
+          EVENTSTREAM_CHECKPOINT_TOPIC: `checkpoints.${db}_mt`,
+          EVENTSTREAM_STATE_TOPIC: `state.${db}_mt`,
+        }),
+        lines,
+      );
       await waitForStreaming(`${db}_mt`);
       expect(lines.some((l) => l.includes("decoding and mapping on the model thread"))).toBe(true);
       const gen = new LoadGenerator({
@@ -71,7 +74,7 @@ describe("the model thread (EVENTSTREAM_MODEL_THREAD)", () => {
       expect(b.length).toBe(a.length);
       expect(byPartition(b)).toEqual(byPartition(a));
     } finally {
-      await Promise.all([one.stop(), threaded.stop()]);
+      await Promise.all([one.stop(), threaded?.stop()]);
     }
   });
 });
