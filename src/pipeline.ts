@@ -68,7 +68,9 @@ export class Session {
       const opened = await openSlot(cfg, log, { source, sink, life }, ready);
       if (opened === null) return;
       const cloudEvents = await cloudEventsFor(cfg.cloudEvents, opened.identity, () => source.readIdentity());
-      const stream = cfg.modelThread ? new HeldStream(source.openStream()) : source.openStream();
+      const stream = cfg.modelThread
+        ? new HeldStream(source.openStream(), (paused) => this.metrics.backpressure(paused))
+        : source.openStream();
       const ack = new AckRule(opened.slot.confirmedFlushLsn, opened.identity !== null, cfg, reported(stream, this.metrics), sink, life);
       relay.bind(ack);
       const snapshots = new SnapshotCoordinator(cfg, log.child({ module: "snapshot" }), {
@@ -255,7 +257,12 @@ const beforeRule = (): never => {
 };
 const BEFORE_RULE: SinkAck = { acked: beforeRule, checkpointed: beforeRule, ackedLsnFor: beforeRule };
 
-/** The stream as the ack rule drives it, with every flush position it sends recorded in the metrics. */
+/**
+ * The stream as the ack rule drives it, with every flush position it sends recorded in the metrics.
+ * What the metrics count as paused is the stream's own state after the call, not the ack rule's
+ * wish: with the model thread, a full queue between the threads keeps the socket paused after the
+ * ack rule resumes it (HeldStream reports those pauses itself).
+ */
 function reported(stream: SourceStream, metrics: Metrics): AckStream {
   return {
     sendStatus(lsn: Lsn) {
@@ -264,11 +271,11 @@ function reported(stream: SourceStream, metrics: Metrics): AckStream {
     },
     pause: () => {
       stream.pause();
-      metrics.backpressure(true);
+      metrics.backpressure(stream.isPaused);
     },
     resume: () => {
       stream.resume();
-      metrics.backpressure(false);
+      metrics.backpressure(stream.isPaused);
     },
     get isPaused() {
       return stream.isPaused;

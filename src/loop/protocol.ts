@@ -54,7 +54,14 @@ export type FromModel =
       filtered: string[];
       cache: CacheStats;
     }
-  | { kind: "error"; name: string; message: string; stack: string | undefined };
+  | { kind: "error"; name: string; family: ErrorFamily; message: string; stack: string | undefined };
+
+/**
+ * Which base class a failure on the model thread had: the main thread rebuilds the error from its
+ * name where it knows the class, and otherwise from this, so an error class it does not list still
+ * stops the daemon (a UserActionError, exit 2) or is retried (a TransientError) as on one thread.
+ */
+export type ErrorFamily = "user" | "transient" | "decode" | "other";
 
 /** Op codes of FromModel.ops, with their operands. */
 export const OP_BEGIN = 1; // commitMs

@@ -29,6 +29,7 @@ import {
   OP_TOUCHED,
   OP_TRUNCATED,
   type CacheStats,
+  type ErrorFamily,
   type FromModel,
   type ModelThreadData,
   type ToModel,
@@ -273,8 +274,8 @@ export class ThreadedLoop implements Loop {
   }
 }
 
-/** The model thread's error, as the class it was thrown as where the supervisor tells them apart. */
-function modelError(m: Extract<FromModel, { kind: "error" }>): Error {
+/** A failure of the model thread as an error of the main thread, its class rebuilt (see ErrorFamily). */
+export function modelError(m: Extract<FromModel, { kind: "error" }>): Error {
   const classes: Record<string, new (message: string) => Error> = {
     SchemaError,
     ReplicaIdentityError,
@@ -284,8 +285,15 @@ function modelError(m: Extract<FromModel, { kind: "error" }>): Error {
     DecodeError,
     FramingError,
   };
+  const bases: Record<ErrorFamily, new (message: string) => Error> = {
+    user: UserActionError,
+    transient: TransientError,
+    decode: DecodeError,
+    other: Error,
+  };
   const Known = classes[m.name];
-  const e = Known === undefined ? new Error(m.message) : new Known(m.message);
+  const e = new (Known ?? bases[m.family])(m.message);
+  // A class not listed keeps its own name over its base's (what the logs and the exit message show).
   if (Known === undefined) e.name = m.name;
   if (m.stack !== undefined) e.stack = m.stack;
   return e;
@@ -305,13 +313,17 @@ function workerFile(): URL {
 /**
  * The stream with a second reason to pause: the model thread's queue is full (hold). The ack rule,
  * the start-up and stop() pause and resume it as before; it reads again only when neither wants it
- * paused.
+ * paused. `reportPaused` hears of every change a hold makes to whether the socket reads, so the time paused
+ * for the queue is counted with the time paused for Kafka (airflow_eventstream_paused_seconds_total).
  */
 export class HeldStream implements SourceStream {
   private wanted = false;
   private held = false;
 
-  constructor(private readonly stream: SourceStream) {}
+  constructor(
+    private readonly stream: SourceStream,
+    private readonly reportPaused: (paused: boolean) => void = () => undefined,
+  ) {}
 
   start(handlers: StreamHandlers): Promise<void> {
     return this.stream.start(handlers);
@@ -351,6 +363,7 @@ export class HeldStream implements SourceStream {
     if (this.held === on) return;
     this.held = on;
     this.apply();
+    this.reportPaused(this.isPaused);
   }
 
   private apply(): void {

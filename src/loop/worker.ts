@@ -5,7 +5,9 @@
  * the mapper's state; the main thread holds Kafka, the ack rule and the snapshot coordinator.
  */
 import { parentPort, workerData } from "node:worker_threads";
+import { DecodeError } from "../decode/errors.js";
 import type { Row } from "../decode/types.js";
+import { TransientError, UserActionError } from "../errors.js";
 import type { Lsn } from "../lsn.js";
 import type { Logger } from "../log.js";
 import { CloudEvents } from "../sink/cloudevents.js";
@@ -25,6 +27,7 @@ import {
   OP_RECORD,
   OP_TOUCHED,
   OP_TRUNCATED,
+  type ErrorFamily,
   type FromModel,
   type ModelThreadData,
   type ToModel,
@@ -165,7 +168,15 @@ port.on("message", (m: ToModel) => {
     failed = true;
     flush();
     const err = e instanceof Error ? e : new Error(String(e));
-    const msg: FromModel = { kind: "error", name: err.name, message: err.message, stack: err.stack };
+    const family: ErrorFamily =
+      err instanceof UserActionError
+        ? "user"
+        : err instanceof TransientError
+          ? "transient"
+          : err instanceof DecodeError
+            ? "decode"
+            : "other";
+    const msg: FromModel = { kind: "error", name: err.name, family, message: err.message, stack: err.stack };
     port.postMessage(msg);
   }
 });

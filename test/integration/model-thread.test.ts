@@ -3,6 +3,7 @@ import {
   consume,
   createDatabase,
   daemonConfig,
+  dropDatabase,
   startDaemon,
   uniqueName,
   waitForStreaming,
@@ -75,6 +76,7 @@ describe("the model thread (EVENTSTREAM_MODEL_THREAD)", () => {
       expect(byPartition(b)).toEqual(byPartition(a));
     } finally {
       await Promise.all([one.stop(), threaded?.stop()]);
+      await dropDatabase(db);
     }
   });
 });

@@ -52,4 +52,19 @@ describe("HeldStream: the model thread's full queue as a second reason to pause"
     held.hold(false);
     expect(raw.paused).toBe(false);
   });
+
+  it("reports what a hold changes, so pauses for the queue count as paused time", () => {
+    const raw = fakeStream();
+    const reports: boolean[] = [];
+    const held = new HeldStream(raw, (paused) => reports.push(paused));
+    held.hold(true);
+    held.hold(true);
+    held.pause();
+    // The queue drains while Kafka still holds the stream: still paused, and said so.
+    held.hold(false);
+    held.resume();
+    held.hold(true);
+    held.hold(false);
+    expect(reports).toEqual([true, true, true, false]);
+  });
 });
