@@ -36,11 +36,15 @@ import {
 } from "./protocol.js";
 
 /**
- * Frames handed to the model thread and not yet read through: past this, reading PostgreSQL
- * pauses until the thread is at half of it. Bounds the memory between the two threads as the
- * in-flight caps bound it between the daemon and Kafka.
+ * Frames handed to the model thread and not yet back as records: past this, reading PostgreSQL
+ * pauses until the thread is at half of it. It bounds more than the queue: every frame sent
+ * comes back as records that go to the sink even when the in-flight caps have paused the stream
+ * (on one thread the same holds for one socket read, ~64 KB), and records are ~4x the frames they
+ * come from (an UPDATE's ~350 B as ~1.5 KB of JSON and state records). At 4 MB, one UPDATE of
+ * 200,000 task instances filled the main thread's 60 MB heap with ~20 MB of records past the caps
+ * (test/integration/big-transaction.test.ts); 512 KB is eight reads: enough to keep the thread busy.
  */
-const QUEUE_CAP_BYTES = 4 * 1024 * 1024;
+const QUEUE_CAP_BYTES = 512 * 1024;
 /** A socket read's frames go in one buffer of at least this size (most reads are smaller). */
 const BATCH_MIN_BYTES = 64 * 1024;
 

@@ -79,7 +79,7 @@ describe("a very large transaction", () => {
           }
           return seen.size >= ROWS;
         },
-        { timeoutMs: HANG_GUARD_MS, waitingFor: `an update event of each of the ${ROWS} task instances` },
+        { timeoutMs: HANG_GUARD_MS, waitingFor: `an update event of each of the ${ROWS} task instances`, daemon: d },
       );
       const deliverMs = Date.now() - t1;
       const bad = got.filter(

@@ -292,6 +292,11 @@ export interface ConsumeOptions {
   allowTimeout?: boolean;
   /** Another listener of the same Kafka (brokers, ssl, sasl); default: the plaintext one. */
   client?: Pick<KafkaConfig, "brokers" | "ssl" | "sasl">;
+  /**
+   * The daemon whose events are awaited: if it exits first, fail at once with its last output
+   * instead of waiting out the timeout for events that can no longer come.
+   */
+  daemon?: Pick<DaemonProcess, "exited" | "output">;
 }
 
 /**
@@ -321,6 +326,15 @@ export async function consume(
     await consumer.subscribe({ topics: Array.isArray(topics) ? topics : [topics], fromBeginning: true });
     await new Promise<void>((resolve, reject) => {
       const t = setTimeout(() => resolve(), timeoutMs);
+      void opts.daemon?.exited.then((code) => {
+        clearTimeout(t);
+        const out = opts.daemon!.output.slice(-30).join("\n");
+        reject(
+          new Error(
+            `the daemon exited (code ${code}) after ${all.length} records, before ${opts.waitingFor ?? "what was awaited"}; its last output:\n${out}`,
+          ),
+        );
+      });
       consumer
         .run({
           eachMessage: async ({ topic, partition, message }) => {
