@@ -232,6 +232,14 @@ describe("insights: two replicas, exactly once", () => {
       const port = await freePort();
       const viewer = spawnDaemon({ ...workerEnv, EVENTSTREAM_SERVE_PORT: String(port), EVENTSTREAM_SERVE_HOST: "127.0.0.1" }, ["serve"]);
       try {
+        // Its answers are partial until it is ready (the clears from the insights topic are read
+        // after the state topic's entries are in the view): docs/serve.md, /readyz.
+        await waitFor(
+          "the new replica to be ready",
+          async () => (await fetch(`http://127.0.0.1:${port}/readyz`).catch(() => null))?.ok === true,
+          60_000,
+          250,
+        );
         const view = await waitFor(
           "the new replica's view of the cleared run",
           async () => {
